@@ -1,0 +1,157 @@
+//! `.npy` / `.npz` reading and writing of [`Tensor`]s (what Python users already have).
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read};
+use std::path::{Path, PathBuf};
+
+use cnnc_ir::{Tensor, TensorData, checked_numel};
+use npyz::WriterBuilder;
+
+/// Largest tensor accepted from a file, in elements (4 GiB of f32).
+const MAX_ELEMENTS: usize = 1 << 30;
+
+/// A `.npy`/`.npz` file that could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum NpyError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {reason}")]
+    Format { path: PathBuf, reason: String },
+}
+
+fn format_err(path: &Path, reason: impl Into<String>) -> NpyError {
+    NpyError::Format { path: path.to_owned(), reason: reason.into() }
+}
+
+/// Reads one `.npy` file. f32 stays f32; f64 and f16 become f32; signed and unsigned
+/// integers become i64; bool stays bool.
+pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|source| NpyError::Io { path: path.to_owned(), source })?;
+    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| format_err(path, format!("not a valid .npy file: {e}")))?;
+    tensor_from_npy(path, npy)
+}
+
+/// Reads every array of a `.npz` archive, in archive order, as (name, tensor).
+pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>, NpyError> {
+    let mut archive =
+        npyz::npz::NpzArchive::open(path).map_err(|e| format_err(path, format!("not a valid .npz file: {e}")))?;
+    let names: Vec<String> = archive.array_names().map(str::to_owned).collect();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let npy = archive
+            .by_name(&name)
+            .map_err(|e| format_err(path, format!("array `{name}`: {e}")))?
+            .ok_or_else(|| format_err(path, format!("array `{name}` listed but missing")))?;
+        let t = tensor_from_npy(path, npy)?;
+        out.push((name, t));
+    }
+    Ok(out)
+}
+
+fn tensor_from_npy<R: Read>(path: &Path, npy: npyz::NpyFile<R>) -> Result<Tensor, NpyError> {
+    if npy.order() != npyz::Order::C {
+        return Err(format_err(path, "Fortran-ordered arrays are not supported; save with np.ascontiguousarray"));
+    }
+    let shape: Vec<usize> = npy
+        .shape()
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| format_err(path, "dimension does not fit in memory")))
+        .collect::<Result<_, _>>()?;
+    match checked_numel(&shape) {
+        Some(n) if n <= MAX_ELEMENTS => {}
+        _ => return Err(format_err(path, format!("array of shape {shape:?} is larger than {MAX_ELEMENTS} elements"))),
+    }
+    let type_str = match npy.dtype() {
+        npyz::DType::Plain(ts) => ts,
+        other => return Err(format_err(path, format!("unsupported dtype {}", other.descr()))),
+    };
+    let kind = type_str.type_char();
+    let size = type_str.size_field();
+    let bad = |e: io::Error| format_err(path, format!("reading data: {e}"));
+    let data = match (kind, size) {
+        (npyz::TypeChar::Float, 4) => TensorData::F32(npy.into_vec::<f32>().map_err(bad)?),
+        (npyz::TypeChar::Float, 8) => {
+            TensorData::F32(npy.into_vec::<f64>().map_err(bad)?.into_iter().map(|x| x as f32).collect())
+        }
+        (npyz::TypeChar::Int, 8) => TensorData::I64(npy.into_vec::<i64>().map_err(bad)?),
+        (npyz::TypeChar::Int, 4) => {
+            TensorData::I64(npy.into_vec::<i32>().map_err(bad)?.into_iter().map(i64::from).collect())
+        }
+        (npyz::TypeChar::Int, 2) => {
+            TensorData::I64(npy.into_vec::<i16>().map_err(bad)?.into_iter().map(i64::from).collect())
+        }
+        (npyz::TypeChar::Int, 1) => {
+            TensorData::I64(npy.into_vec::<i8>().map_err(bad)?.into_iter().map(i64::from).collect())
+        }
+        (npyz::TypeChar::Uint, 1) => {
+            TensorData::I64(npy.into_vec::<u8>().map_err(bad)?.into_iter().map(i64::from).collect())
+        }
+        (npyz::TypeChar::Uint, 2) => {
+            TensorData::I64(npy.into_vec::<u16>().map_err(bad)?.into_iter().map(i64::from).collect())
+        }
+        (npyz::TypeChar::Uint, 4) => {
+            TensorData::I64(npy.into_vec::<u32>().map_err(bad)?.into_iter().map(i64::from).collect())
+        }
+        (npyz::TypeChar::Bool, 1) => TensorData::Bool(npy.into_vec::<bool>().map_err(bad)?),
+        _ => return Err(format_err(path, format!("unsupported dtype `{type_str}`"))),
+    };
+    Tensor::new(shape, data).map_err(|e| format_err(path, e.to_string()))
+}
+
+/// Writes `t` as a C-ordered `.npy` file (`<f4`, `<i8` or `|b1`).
+pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), NpyError> {
+    let io_err = |source: io::Error| NpyError::Io { path: path.to_owned(), source };
+    let file = BufWriter::new(File::create(path).map_err(io_err)?);
+    let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
+    match t.data() {
+        TensorData::F32(v) => {
+            let mut w =
+                npyz::WriteOptions::new().default_dtype().shape(&shape).writer(file).begin_nd().map_err(io_err)?;
+            w.extend(v.iter().copied()).map_err(io_err)?;
+            w.finish().map_err(io_err)
+        }
+        TensorData::I64(v) => {
+            let mut w =
+                npyz::WriteOptions::new().default_dtype().shape(&shape).writer(file).begin_nd().map_err(io_err)?;
+            w.extend(v.iter().copied()).map_err(io_err)?;
+            w.finish().map_err(io_err)
+        }
+        TensorData::Bool(v) => {
+            let mut w =
+                npyz::WriteOptions::new().default_dtype().shape(&shape).writer(file).begin_nd().map_err(io_err)?;
+            w.extend(v.iter().copied()).map_err(io_err)?;
+            w.finish().map_err(io_err)
+        }
+    }
+}
+
+/// The file stem `ort_run.py` uses for an output name: every character outside
+/// `[A-Za-z0-9_.-]` becomes `_`, and `""`, `.`, `..` get a leading `_`.
+pub fn sanitize_name(name: &str) -> String {
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '_' }).collect();
+    if matches!(s.as_str(), "" | "." | "..") { format!("_{s}") } else { s }
+}
+
+/// File stems for a list of output names: sanitized, with `_2`, `_3`, … appended when two
+/// names sanitize to the same stem (as `ort_run.py` does).
+pub fn output_file_stems(names: &[&str]) -> Vec<String> {
+    let mut used = std::collections::HashSet::new();
+    names
+        .iter()
+        .map(|name| {
+            let base = sanitize_name(name);
+            let mut stem = base.clone();
+            let mut n = 1;
+            while used.contains(&stem) {
+                n += 1;
+                stem = format!("{base}_{n}");
+            }
+            used.insert(stem.clone());
+            stem
+        })
+        .collect()
+}

@@ -1,0 +1,81 @@
+//! Element-wise ops of several inputs: arithmetic, comparisons, logic, `Where`, and the
+//! variadic `Sum`/`Max`/`Min`/`Mean` (lowered to chains of binary ops).
+
+use cnnc_ir::{BinaryOp, Op};
+
+use super::context::{LowerCx, Lowered, OnnxNode};
+use super::error::ImportError;
+
+pub(super) fn lower_binary(cx: &mut LowerCx, node: &OnnxNode, op: BinaryOp) -> Result<Lowered, ImportError> {
+    let a = cx.input(node, 0)?;
+    let b = cx.input(node, 1)?;
+    Ok(vec![cx.add1(node, Op::Binary(op), &[a, b])?])
+}
+
+/// `LessOrEqual` as `not (a > b)`, `GreaterOrEqual` as `not (a < b)`.
+pub(super) fn lower_negated_comparison(
+    cx: &mut LowerCx,
+    node: &OnnxNode,
+    op: BinaryOp,
+) -> Result<Lowered, ImportError> {
+    let a = cx.input(node, 0)?;
+    let b = cx.input(node, 1)?;
+    let cmp = cx.add1(node, Op::Binary(op), &[a, b])?;
+    let (f, t) = (cx.scalar_bool(node, "false", false), cx.scalar_bool(node, "true", true));
+    Ok(vec![cx.add1(node, Op::Where, &[cmp, f, t])?])
+}
+
+/// `Not x` as `where(x, false, true)`.
+pub(super) fn lower_not(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, ImportError> {
+    let x = cx.input(node, 0)?;
+    let (f, t) = (cx.scalar_bool(node, "false", false), cx.scalar_bool(node, "true", true));
+    Ok(vec![cx.add1(node, Op::Where, &[x, f, t])?])
+}
+
+/// `a and b` as `where(a, b, false)`.
+pub(super) fn lower_and(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, ImportError> {
+    let a = cx.input(node, 0)?;
+    let b = cx.input(node, 1)?;
+    let f = cx.scalar_bool(node, "false", false);
+    Ok(vec![cx.add1(node, Op::Where, &[a, b, f])?])
+}
+
+/// `a or b` as `where(a, true, b)`.
+pub(super) fn lower_or(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, ImportError> {
+    let a = cx.input(node, 0)?;
+    let b = cx.input(node, 1)?;
+    let t = cx.scalar_bool(node, "true", true);
+    Ok(vec![cx.add1(node, Op::Where, &[a, t, b])?])
+}
+
+pub(super) fn lower_where(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, ImportError> {
+    let inputs = (0..3).map(|i| cx.input(node, i)).collect::<Result<Vec<_>, _>>()?;
+    Ok(vec![cx.add1(node, Op::Where, &inputs)?])
+}
+
+/// `Sum`, `Max`, `Min` of one or more inputs, as a left fold of the binary op.
+pub(super) fn lower_variadic(cx: &mut LowerCx, node: &OnnxNode, op: BinaryOp) -> Result<Lowered, ImportError> {
+    let inputs = cx.inputs(node)?;
+    Ok(vec![fold(cx, node, op, &inputs)?])
+}
+
+/// `Mean` as the sum divided by the number of inputs.
+pub(super) fn lower_mean(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, ImportError> {
+    let inputs = cx.inputs(node)?;
+    let sum = fold(cx, node, BinaryOp::Add, &inputs)?;
+    if inputs.len() == 1 {
+        return Ok(vec![sum]);
+    }
+    let n = cx.scalar_f32(node, "count", inputs.len() as f32);
+    Ok(vec![cx.add1(node, Op::Binary(BinaryOp::Div), &[sum, n])?])
+}
+
+fn fold(
+    cx: &mut LowerCx,
+    node: &OnnxNode,
+    op: BinaryOp,
+    inputs: &[cnnc_ir::ValueRef],
+) -> Result<cnnc_ir::ValueRef, ImportError> {
+    let (&first, rest) = inputs.split_first().ok_or_else(|| node.bad_input("needs at least one input"))?;
+    rest.iter().try_fold(first, |acc, &v| cx.add1(node, Op::Binary(op), &[acc, v]))
+}

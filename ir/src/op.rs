@@ -1,0 +1,323 @@
+//! Operators of the graph IR and their attributes.
+//!
+//! The IR's meaning is NCHW. Every parameter that ONNX passes as a constant input (Reshape's
+//! shape, Pad's pads, Resize's scales, Slice's starts, …) is an attribute here, resolved at
+//! import, so that every op's output shape follows from its input types and attributes alone.
+//! Spatial attributes are per spatial axis (`kernel.len()` = rank − 2); `pads` follow ONNX,
+//! `[x1_begin, x2_begin, …, x1_end, x2_end, …]`.
+
+use crate::tensor::DType;
+
+/// Index of a tensor in the graph's [`crate::WeightStore`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WeightId(pub u32);
+
+/// Convolution (ONNX `Conv`): inputs `x [N,C,…]`, `w [M,C/group,k…]`, optional `b [M]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConvAttrs {
+    pub kernel: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    /// `[begin…, end…]`, explicit (auto_pad is resolved at import).
+    pub pads: Vec<usize>,
+    pub group: usize,
+}
+
+/// Transposed convolution (ONNX `ConvTranspose`): inputs `x [N,C,…]`, `w [C,M/group,k…]`, optional `b [M]`.
+/// `output_shape` and auto_pad are resolved at import into `pads` and `output_padding`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConvTransposeAttrs {
+    pub kernel: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub pads: Vec<usize>,
+    pub output_padding: Vec<usize>,
+    pub group: usize,
+}
+
+/// Sliding-window pooling attributes (MaxPool / AveragePool).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PoolAttrs {
+    pub kernel: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub pads: Vec<usize>,
+    pub ceil_mode: bool,
+}
+
+/// Element-wise functions of one f32 input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    Relu,
+    /// `x < 0 ? alpha·x : x`
+    LeakyRelu {
+        alpha: f32,
+    },
+    /// `min(max(x, min), max)`; absent bounds are ±∞.
+    Clip {
+        min: f32,
+        max: f32,
+    },
+    Sigmoid,
+    /// `max(0, min(1, alpha·x + beta))`
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    /// `x · max(0, min(1, x/6 + 1/2))`
+    HardSwish,
+    Tanh,
+    Exp,
+    Log,
+    Erf,
+    Sqrt,
+    Reciprocal,
+    Neg,
+    Abs,
+    Floor,
+    Ceil,
+}
+
+impl UnaryOp {
+    pub fn name(&self) -> &'static str {
+        match self {
+            UnaryOp::Relu => "relu",
+            UnaryOp::LeakyRelu { .. } => "leaky-relu",
+            UnaryOp::Clip { .. } => "clip",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::HardSigmoid { .. } => "hard-sigmoid",
+            UnaryOp::HardSwish => "hard-swish",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Log => "log",
+            UnaryOp::Erf => "erf",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Reciprocal => "reciprocal",
+            UnaryOp::Neg => "neg",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Floor => "floor",
+            UnaryOp::Ceil => "ceil",
+        }
+    }
+}
+
+/// Element-wise functions of two inputs with multidirectional (numpy) broadcasting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    /// Integer division truncates toward zero, as onnxruntime does.
+    Div,
+    Max,
+    Min,
+    Pow,
+    /// `x < 0 ? slope·x : x`, slope broadcast to x (unidirectional).
+    PRelu,
+    /// Output dtype bool.
+    Equal,
+    /// Output dtype bool.
+    Less,
+    /// Output dtype bool.
+    Greater,
+}
+
+impl BinaryOp {
+    pub fn name(&self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+            BinaryOp::Max => "max",
+            BinaryOp::Min => "min",
+            BinaryOp::Pow => "pow",
+            BinaryOp::PRelu => "prelu",
+            BinaryOp::Equal => "equal",
+            BinaryOp::Less => "less",
+            BinaryOp::Greater => "greater",
+        }
+    }
+
+    /// Comparison ops produce bool.
+    pub fn is_comparison(&self) -> bool {
+        matches!(self, BinaryOp::Equal | BinaryOp::Less | BinaryOp::Greater)
+    }
+}
+
+/// Interpolation of `Resize`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResizeMode {
+    Nearest,
+    /// N-linear over every resized axis.
+    Linear,
+}
+
+/// How an output coordinate maps to an input coordinate (ONNX `coordinate_transformation_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CoordTransform {
+    HalfPixel,
+    HalfPixelSymmetric,
+    PytorchHalfPixel,
+    AlignCorners,
+    Asymmetric,
+}
+
+/// Rounding of the input coordinate in nearest mode (ONNX `nearest_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NearestMode {
+    RoundPreferFloor,
+    RoundPreferCeil,
+    Floor,
+    Ceil,
+}
+
+/// `Resize` (and opset-9 `Upsample`), resolved at import: output shape and the per-axis
+/// scale used by the coordinate transform (for `sizes` inputs, `out / in`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResizeAttrs {
+    pub mode: ResizeMode,
+    pub coord: CoordTransform,
+    pub nearest: NearestMode,
+    pub scales: Vec<f32>,
+    pub out_shape: Vec<usize>,
+}
+
+/// Padding mode of `Pad`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PadMode {
+    Constant,
+    Reflect,
+    Edge,
+    Wrap,
+}
+
+/// One axis of a `Slice`, normalized at import: indices `start, start+step, …` while
+/// `step > 0 ? i < end : i > end`, with `start`/`end` already clamped per ONNX.
+/// `end` is -1 for a negative step that runs through index 0.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SliceAxis {
+    pub axis: usize,
+    pub start: i64,
+    pub end: i64,
+    pub step: i64,
+}
+
+/// An IR operator with its attributes. Inputs are listed in each variant's doc.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Graph input number `index`; no inputs.
+    Input { index: usize },
+    /// A constant from the weight store; no inputs.
+    Weight(WeightId),
+    /// `(x, w[, b])`
+    Conv(ConvAttrs),
+    /// `(x, w[, b])`
+    ConvTranspose(ConvTransposeAttrs),
+    /// `(x, scale, bias, mean, var)`: inference-mode batch normalization over axis 1.
+    BatchNorm { epsilon: f32 },
+    /// `(x)`
+    Unary(UnaryOp),
+    /// `(a, b)`
+    Binary(BinaryOp),
+    /// `(cond: bool, a, b)` with broadcasting.
+    Where,
+    /// `(x)`
+    MaxPool(PoolAttrs),
+    /// `(x)`
+    AvgPool { pool: PoolAttrs, count_include_pad: bool },
+    /// `(x)` → `[N,C,1,…]`
+    GlobalAvgPool,
+    /// `(x)` → `[N,C,1,…]`
+    GlobalMaxPool,
+    /// `(a, b[, c])`: `alpha·op(a)·op(b) + beta·c`, `c` broadcast to the result.
+    Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool },
+    /// `(a, b)`: numpy matmul, batched with broadcasting, 1-D operands promoted.
+    MatMul,
+    /// `(x)`
+    Resize(ResizeAttrs),
+    /// `(x…)` along `axis`.
+    Concat { axis: usize },
+    /// `(x)` → one output per entry of `sizes`.
+    Split { axis: usize, sizes: Vec<usize> },
+    /// `(x)` → `shape` (same element count). Flatten, Squeeze and Unsqueeze import as this.
+    Reshape { shape: Vec<usize> },
+    /// `(x)`: output axis `i` is input axis `perm[i]`.
+    Transpose { perm: Vec<usize> },
+    /// `(x)`
+    Slice { axes: Vec<SliceAxis> },
+    /// `(data, indices: i64)`: negative indices count from the end of `axis`.
+    Gather { axis: usize },
+    /// `(x)`: output shape is the numpy broadcast of `x`'s shape and `shape` (ONNX Expand).
+    Expand { shape: Vec<usize> },
+    /// `(x)`
+    Cast { to: DType },
+    /// `(x)`: softmax over `axis` (opset ≥ 13), or over all axes from `axis` on when
+    /// `flatten` (opsets < 13 coerce the input to 2-D at `axis`).
+    Softmax { axis: usize, flatten: bool },
+    /// `(x)`: `pads` as `[begin…, end…]` over all axes; negative values crop.
+    Pad { pads: Vec<i64>, mode: PadMode, value: f32 },
+    /// `(x)`: mean over `axes` (sorted, deduplicated; empty means none).
+    ReduceMean { axes: Vec<usize>, keepdims: bool },
+}
+
+impl Op {
+    /// Kebab-case op name used by the text form and by `cnnc inspect`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Weight(_) => "weight",
+            Op::Conv(_) => "conv",
+            Op::ConvTranspose(_) => "conv-transpose",
+            Op::BatchNorm { .. } => "batchnorm",
+            Op::Unary(u) => u.name(),
+            Op::Binary(b) => b.name(),
+            Op::Where => "where",
+            Op::MaxPool(_) => "max-pool",
+            Op::AvgPool { .. } => "avg-pool",
+            Op::GlobalAvgPool => "global-avg-pool",
+            Op::GlobalMaxPool => "global-max-pool",
+            Op::Gemm { .. } => "gemm",
+            Op::MatMul => "matmul",
+            Op::Resize(_) => "resize",
+            Op::Concat { .. } => "concat",
+            Op::Split { .. } => "split",
+            Op::Reshape { .. } => "reshape",
+            Op::Transpose { .. } => "transpose",
+            Op::Slice { .. } => "slice",
+            Op::Gather { .. } => "gather",
+            Op::Expand { .. } => "expand",
+            Op::Cast { .. } => "cast",
+            Op::Softmax { .. } => "softmax",
+            Op::Pad { .. } => "pad",
+            Op::ReduceMean { .. } => "reduce-mean",
+        }
+    }
+
+    /// Allowed number of inputs, as an inclusive range.
+    pub fn arity(&self) -> (usize, usize) {
+        match self {
+            Op::Input { .. } | Op::Weight(_) => (0, 0),
+            Op::Conv(_) | Op::ConvTranspose(_) => (2, 3),
+            Op::BatchNorm { .. } => (5, 5),
+            Op::Binary(_) | Op::Gather { .. } | Op::MatMul => (2, 2),
+            Op::Where => (3, 3),
+            Op::Gemm { .. } => (2, 3),
+            Op::Concat { .. } => (1, usize::MAX),
+            _ => (1, 1),
+        }
+    }
+
+    /// Number of outputs this op produces.
+    pub fn n_outputs(&self) -> usize {
+        match self {
+            Op::Split { sizes, .. } => sizes.len(),
+            _ => 1,
+        }
+    }
+
+    /// True for ops that read no inputs (graph inputs and weights).
+    pub fn is_source(&self) -> bool {
+        matches!(self, Op::Input { .. } | Op::Weight(_))
+    }
+}

