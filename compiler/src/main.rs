@@ -74,9 +74,13 @@ fn parse_input_arg(arg: &str) -> Result<(String, PathBuf), String> {
     }
 }
 
-fn load_model(path: &Path, input_shapes: Vec<(String, Vec<usize>)>) -> Result<VerifiedGraph> {
-    let graph = import_file(path, &ImportOptions { input_shapes, ..ImportOptions::default() })?;
-    Ok(graph)
+fn load_model(path: &Path, opts: &ImportOptions) -> Result<VerifiedGraph> {
+    import_file(path, opts).map_err(|e| {
+        // Every message names the file: file-level errors do so already, node-level ones get it here.
+        let file = path.display().to_string();
+        let msg = e.to_string();
+        if msg.contains(&file) { anyhow::Error::new(e) } else { anyhow::Error::new(e).context(file) }
+    })
 }
 
 fn model_name(path: &Path) -> String {
@@ -84,7 +88,7 @@ fn model_name(path: &Path) -> String {
 }
 
 fn cmd_inspect(model: &Path, input_shape: Vec<(String, Vec<usize>)>, json: bool) -> Result<()> {
-    let graph = load_model(model, input_shape)?;
+    let graph = load_model(model, &ImportOptions { input_shapes: input_shape, ..ImportOptions::default() })?;
     let summary = summarize(&graph, &model_name(model));
     if json {
         println!("{}", serde_json::to_string(&summary).context("serializing the summary")?);
@@ -109,7 +113,7 @@ fn cmd_run(
     }
     // Dynamic dimensions not bound by --input-shape come from the arrays themselves.
     let hints = inputs.iter().map(|(name, _)| (name.clone(), tensors[name].shape().to_vec())).collect();
-    let graph = import_file(model, &ImportOptions { input_shapes: input_shape, input_shape_hints: hints })?;
+    let graph = load_model(model, &ImportOptions { input_shapes: input_shape, input_shape_hints: hints })?;
 
     let expected: Vec<String> = graph.inputs().iter().map(|&id| graph.node(id).name.clone()).collect();
     let unknown: Vec<&String> = tensors.keys().filter(|n| !expected.contains(n)).collect();

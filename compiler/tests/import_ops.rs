@@ -344,8 +344,9 @@ fn conv_transpose_output_shape_resolves_pads() {
         .output("y");
     let g = import(&m).unwrap();
     let Op::ConvTranspose(c) = only_op(&g) else { panic!() };
-    // full size 2·3 + 3 = 9, target 8: one row of padding, at the tail.
-    assert_eq!(c.pads, [0, 0, 1, 1]);
+    // full size 2·3 + 3 = 9, target 8: one row of padding, at the head without auto_pad
+    // (ONNX rule; onnxruntime 1.32 agrees, checked when the fixture was made).
+    assert_eq!(c.pads, [1, 1, 0, 0]);
     assert_eq!(output_shape(&g, 0), [1, 3, 8, 8]);
 }
 
@@ -479,15 +480,51 @@ fn resize_with_sizes_sets_scales_out_over_in() {
 }
 
 #[test]
-fn resize_cubic_and_crop_are_rejected() {
-    for attrs in [vec![a_str("mode", "cubic")], vec![a_str("coordinate_transformation_mode", "tf_crop_and_resize")]] {
-        let m = model(13)
+fn resize_cubic_reads_its_coefficient_and_exclude_outside() {
+    let m = model(13)
+        .input("x", &["1", "1", "4", "4"])
+        .init(f32s("scales", &[4], &[1.0, 1.0, 2.0, 2.0]))
+        .node(
+            "Resize",
+            &["x", "", "scales"],
+            &["y"],
+            vec![a_str("mode", "cubic"), a_float("cubic_coeff_a", -0.5), a_int("exclude_outside", 1)],
+        )
+        .output("y");
+    let Op::Resize(r) = only_op(&import(&m).unwrap()) else { panic!() };
+    assert_eq!(r.mode, ResizeMode::Cubic { a: -0.5, exclude_outside: true });
+    let m = model(10)
+        .input("x", &["1", "1", "4", "4"])
+        .init(f32s("scales", &[4], &[1.0, 1.0, 2.0, 2.0]))
+        .node("Resize", &["x", "scales"], &["y"], vec![a_str("mode", "cubic")])
+        .output("y");
+    assert!(matches!(import(&m).unwrap_err(), ImportError::BadAttribute { .. }));
+}
+
+#[test]
+fn resize_crop_widens_roi_over_axes_to_every_axis() {
+    let crop = |roi: &[f32]| {
+        model(18)
             .input("x", &["1", "1", "4", "4"])
-            .init(f32s("scales", &[4], &[1.0, 1.0, 2.0, 2.0]))
-            .node("Resize", &["x", "", "scales"], &["y"], attrs)
-            .output("y");
-        assert!(matches!(import(&m).unwrap_err(), ImportError::BadAttribute { .. }));
-    }
+            .init(f32s("roi", &[roi.len() as i64], roi))
+            .init(i64s("sizes", &[3, 5]))
+            .node(
+                "Resize",
+                &["x", "roi", "", "sizes"],
+                &["y"],
+                vec![
+                    a_str("coordinate_transformation_mode", "tf_crop_and_resize"),
+                    a_ints("axes", &[3, 2]),
+                    a_float("extrapolation_value", 2.5),
+                ],
+            )
+            .output("y")
+    };
+    let Op::Resize(r) = only_op(&import(&crop(&[0.1, 0.2, 0.9, 0.8])).unwrap()) else { panic!() };
+    let roi = vec![0.0, 0.0, 0.2, 0.1, 1.0, 1.0, 0.8, 0.9];
+    assert_eq!(r.coord, CoordTransform::TfCropAndResize { roi, extrapolation: 2.5 });
+    assert_eq!(r.out_shape, [1, 1, 5, 3]);
+    assert!(matches!(import(&crop(&[0.1, 0.9])).unwrap_err(), ImportError::BadInput { .. }));
 }
 
 #[test]

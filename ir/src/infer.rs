@@ -4,7 +4,10 @@
 //! naming the numbers involved; no input, however malformed, makes inference panic, and all
 //! size arithmetic is checked.
 
-use crate::op::{BinaryOp, ConvAttrs, ConvTransposeAttrs, Op, PadMode, PoolAttrs, ResizeAttrs, SliceAxis};
+use crate::op::{
+    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, Op, PadMode, PoolAttrs, ReduceKind, ResizeAttrs,
+    ResizeMode, SliceAxis,
+};
 use crate::tensor::{DType, TensorType, checked_numel};
 
 /// An op applied to inputs whose types it cannot accept.
@@ -68,7 +71,8 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         Op::Cast { to } => one(TensorType::new(*to, inputs[0].shape.clone())),
         Op::Softmax { axis, .. } => one(softmax(&cx, *axis, inputs[0])?),
         Op::Pad { pads, mode, .. } => one(pad(&cx, pads, *mode, inputs[0])?),
-        Op::ReduceMean { axes, keepdims } => one(reduce_mean(&cx, axes, *keepdims, inputs[0])?),
+        Op::Reduce { kind, axes, keepdims } => one(reduce(&cx, *kind, axes, *keepdims, inputs[0])?),
+        Op::ArgReduce { axis, keepdims, .. } => one(arg_reduce(&cx, *axis, *keepdims, inputs[0])?),
     })
 }
 
@@ -448,6 +452,24 @@ fn resize(cx: &Cx, a: &ResizeAttrs, x: &TensorType) -> Result<TensorType> {
     if let Some((i, s)) = a.scales.iter().enumerate().find(|(_, s)| !(s.is_finite() && **s > 0.0)) {
         return Err(cx.err(format!("scales[{i}] is {s}, must be finite and > 0")));
     }
+    if let ResizeMode::Cubic { a, .. } = a.mode
+        && !a.is_finite()
+    {
+        return Err(cx.err(format!("cubic coefficient a is {a}, must be finite")));
+    }
+    if let CoordTransform::TfCropAndResize { roi, .. } = &a.coord {
+        if roi.len() != 2 * x.rank() {
+            return Err(cx.err(format!(
+                "roi has {} entries, expected {} (start and end for each of {} axes)",
+                roi.len(),
+                2 * x.rank(),
+                x.rank()
+            )));
+        }
+        if let Some((i, r)) = roi.iter().enumerate().find(|(_, r)| !r.is_finite()) {
+            return Err(cx.err(format!("roi[{i}] is {r}, must be finite")));
+        }
+    }
     Ok(TensorType::f32(a.out_shape.clone()))
 }
 
@@ -615,8 +637,11 @@ fn pad(cx: &Cx, pads: &[i64], mode: PadMode, x: &TensorType) -> Result<TensorTyp
     Ok(TensorType::new(x.dtype, shape))
 }
 
-fn reduce_mean(cx: &Cx, axes: &[usize], keepdims: bool, x: &TensorType) -> Result<TensorType> {
-    cx.dtype("input", x, DType::F32)?;
+fn reduce(cx: &Cx, kind: ReduceKind, axes: &[usize], keepdims: bool, x: &TensorType) -> Result<TensorType> {
+    if !(x.dtype == DType::F32 || x.dtype == DType::I64 && kind.accepts_i64()) {
+        let expected = if kind.accepts_i64() { "f32 or i64" } else { "f32" };
+        return Err(cx.err(format!("input has dtype {}, expected {expected}", x.dtype)));
+    }
     if let Some(&a) = axes.iter().find(|&&a| a >= x.rank()) {
         return Err(cx.err(format!("axis {a} is out of range for input shape {:?}", x.shape)));
     }
@@ -633,5 +658,24 @@ fn reduce_mean(cx: &Cx, axes: &[usize], keepdims: bool, x: &TensorType) -> Resul
             (true, false) => None,
         })
         .collect::<Vec<_>>();
-    Ok(TensorType::f32(shape))
+    Ok(TensorType::new(x.dtype, shape))
+}
+
+fn arg_reduce(cx: &Cx, axis: usize, keepdims: bool, x: &TensorType) -> Result<TensorType> {
+    if x.dtype == DType::Bool {
+        return Err(cx.err("input has dtype bool, expected f32 or i64"));
+    }
+    let Some(&len) = x.shape.get(axis) else {
+        return Err(cx.err(format!("axis {axis} is out of range for input shape {:?}", x.shape)));
+    };
+    if len == 0 {
+        return Err(cx.err(format!("axis {axis} of input shape {:?} is empty and has no extremum", x.shape)));
+    }
+    let mut shape = x.shape.clone();
+    if keepdims {
+        shape[axis] = 1;
+    } else {
+        shape.remove(axis);
+    }
+    Ok(TensorType::new(DType::I64, shape))
 }

@@ -14,8 +14,8 @@ mod verify;
 pub use graph::{CycleError, Edge, Graph, GraphOutput, Node, NodeId, ValueRef, WeightStore};
 pub use infer::{InferError, broadcast_shapes, infer_types};
 pub use op::{
-    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, NearestMode, Op, PadMode, PoolAttrs, ResizeAttrs,
-    ResizeMode, SliceAxis, UnaryOp, WeightId,
+    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, NearestMode, Op, PadMode, PoolAttrs, ReduceKind,
+    ResizeAttrs, ResizeMode, SliceAxis, UnaryOp, WeightId,
 };
 pub use tensor::{DType, ShapeMismatch, Tensor, TensorData, TensorType, checked_numel, numel};
 pub use text::ParseError;

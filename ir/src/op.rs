@@ -146,21 +146,35 @@ impl BinaryOp {
 }
 
 /// Interpolation of `Resize`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ResizeMode {
     Nearest,
     /// N-linear over every resized axis.
     Linear,
+    /// Keys cubic convolution with coefficient `a` (ONNX `cubic_coeff_a`) over every resized
+    /// axis, reading 4 input samples per axis. Samples outside the input repeat its edge, or,
+    /// with `exclude_outside`, get weight 0 and the remaining weights are renormalized.
+    Cubic {
+        a: f32,
+        exclude_outside: bool,
+    },
 }
 
 /// How an output coordinate maps to an input coordinate (ONNX `coordinate_transformation_mode`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum CoordTransform {
     HalfPixel,
     HalfPixelSymmetric,
     PytorchHalfPixel,
     AlignCorners,
     Asymmetric,
+    /// Samples the box `roi` (`[start…, end…]` per axis, in units of the input extent, so
+    /// `[0…, 1…]` is the whole input) with output samples on its corners; an output whose
+    /// input coordinate on some resized axis falls outside `[0, len − 1]` is `extrapolation`.
+    TfCropAndResize {
+        roi: Vec<f32>,
+        extrapolation: f32,
+    },
 }
 
 /// Rounding of the input coordinate in nearest mode (ONNX `nearest_mode`).
@@ -181,6 +195,72 @@ pub struct ResizeAttrs {
     pub nearest: NearestMode,
     pub scales: Vec<f32>,
     pub out_shape: Vec<usize>,
+}
+
+/// The combining function of a reduction (ONNX `ReduceMean`, `ReduceSum`, …).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceKind {
+    Mean,
+    Sum,
+    Max,
+    Min,
+    Prod,
+    /// `Σ |x|`
+    L1,
+    /// `√(Σ x²)`
+    L2,
+    /// `Σ x²`
+    SumSquare,
+    /// `ln Σ x`
+    LogSum,
+    /// `ln Σ eˣ`
+    LogSumExp,
+}
+
+impl ReduceKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ReduceKind; 10] = [
+        ReduceKind::Mean,
+        ReduceKind::Sum,
+        ReduceKind::Max,
+        ReduceKind::Min,
+        ReduceKind::Prod,
+        ReduceKind::L1,
+        ReduceKind::L2,
+        ReduceKind::SumSquare,
+        ReduceKind::LogSum,
+        ReduceKind::LogSumExp,
+    ];
+
+    /// The op name of a reduction of this kind.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ReduceKind::Mean => "reduce-mean",
+            ReduceKind::Sum => "reduce-sum",
+            ReduceKind::Max => "reduce-max",
+            ReduceKind::Min => "reduce-min",
+            ReduceKind::Prod => "reduce-prod",
+            ReduceKind::L1 => "reduce-l1",
+            ReduceKind::L2 => "reduce-l2",
+            ReduceKind::SumSquare => "reduce-sum-square",
+            ReduceKind::LogSum => "reduce-log-sum",
+            ReduceKind::LogSumExp => "reduce-log-sum-exp",
+        }
+    }
+
+    /// Kinds that also reduce i64 tensors (exactly, in integers); the others take f32 only.
+    pub fn accepts_i64(&self) -> bool {
+        matches!(
+            self,
+            ReduceKind::Mean
+                | ReduceKind::Sum
+                | ReduceKind::Max
+                | ReduceKind::Min
+                | ReduceKind::Prod
+                | ReduceKind::L1
+                | ReduceKind::SumSquare
+        )
+    }
 }
 
 /// Padding mode of `Pad`.
@@ -257,8 +337,14 @@ pub enum Op {
     Softmax { axis: usize, flatten: bool },
     /// `(x)`: `pads` as `[begin…, end…]` over all axes; negative values crop.
     Pad { pads: Vec<i64>, mode: PadMode, value: f32 },
-    /// `(x)`: mean over `axes` (sorted, deduplicated; empty means none).
-    ReduceMean { axes: Vec<usize>, keepdims: bool },
+    /// `(x)`: reduces over `axes` (sorted, deduplicated). Empty `axes` reduces nothing: each
+    /// element is its own group, so `reduce-sum-square` squares and `reduce-l1` takes |x|.
+    /// A group with no elements gives the kind's identity (0 for sums and norms, 1 for prod,
+    /// −∞ for max and the log kinds, +∞ for min; i64 max/min give i64::MIN/MAX) and 0 for mean.
+    Reduce { kind: ReduceKind, axes: Vec<usize>, keepdims: bool },
+    /// `(x)` → i64: the index of the largest (`max`) or smallest element along `axis`; ties
+    /// take the first index, or the last with `select_last_index`.
+    ArgReduce { max: bool, axis: usize, keepdims: bool, select_last_index: bool },
 }
 
 impl Op {
@@ -290,7 +376,9 @@ impl Op {
             Op::Cast { .. } => "cast",
             Op::Softmax { .. } => "softmax",
             Op::Pad { .. } => "pad",
-            Op::ReduceMean { .. } => "reduce-mean",
+            Op::Reduce { kind, .. } => kind.name(),
+            Op::ArgReduce { max: true, .. } => "arg-max",
+            Op::ArgReduce { max: false, .. } => "arg-min",
         }
     }
 

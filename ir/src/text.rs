@@ -43,7 +43,7 @@
 //! | `max-pool` | `kernel`, `strides`, `dilations`, `pads`, `ceil-mode` |
 //! | `avg-pool` | as `max-pool`, plus `count-include-pad` |
 //! | `gemm` | `alpha`, `beta`, `trans-a`, `trans-b` |
-//! | `resize` | `mode` (`nearest`, `linear`), `coord` (`half-pixel`, `half-pixel-symmetric`, `pytorch-half-pixel`, `align-corners`, `asymmetric`), `nearest` (`round-prefer-floor`, `round-prefer-ceil`, `floor`, `ceil`), `scales`, `out-shape` |
+//! | `resize` | `mode` (`nearest`, `linear`, `cubic`), then for `cubic` `cubic-a` and `exclude-outside`; `coord` (`half-pixel`, `half-pixel-symmetric`, `pytorch-half-pixel`, `align-corners`, `asymmetric`, `tf-crop-and-resize`), then for `tf-crop-and-resize` `roi` and `extrapolation`; `nearest` (`round-prefer-floor`, `round-prefer-ceil`, `floor`, `ceil`), `scales`, `out-shape` |
 //! | `concat`, `gather` | `axis` |
 //! | `split` | `axis`, `sizes` |
 //! | `reshape`, `expand` | `shape` |
@@ -52,7 +52,8 @@
 //! | `cast` | `to` (`f32`, `i64`, `bool`) |
 //! | `softmax` | `axis`, `flatten` |
 //! | `pad` | `pads`, `mode` (`constant`, `reflect`, `edge`, `wrap`), `value` |
-//! | `reduce-mean` | `axes`, `keepdims` |
+//! | `reduce-mean`, `reduce-sum`, `reduce-max`, `reduce-min`, `reduce-prod`, `reduce-l1`, `reduce-l2`, `reduce-sum-square`, `reduce-log-sum`, `reduce-log-sum-exp` | `axes`, `keepdims` |
+//! | `arg-max`, `arg-min` | `axis`, `keepdims`, `select-last-index` |
 //!
 //! Every other op takes no attributes. Nodes are printed graph inputs first (in input order),
 //! then in the topological order that prefers the lowest node id, so printing is deterministic
@@ -71,8 +72,8 @@ use petgraph::visit::EdgeRef;
 
 use crate::graph::{Graph, NodeId, ValueRef};
 use crate::op::{
-    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, NearestMode, Op, PadMode, PoolAttrs, ResizeAttrs,
-    ResizeMode, SliceAxis, UnaryOp,
+    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, NearestMode, Op, PadMode, PoolAttrs, ReduceKind,
+    ResizeAttrs, ResizeMode, SliceAxis, UnaryOp,
 };
 use crate::tensor::{DType, Tensor, TensorData, TensorType};
 
@@ -115,30 +116,29 @@ const BINARY: [BinaryOp; 11] = [
     BinaryOp::Greater,
 ];
 
-const RESIZE_MODES: [ResizeMode; 2] = [ResizeMode::Nearest, ResizeMode::Linear];
+/// Spellings of [`ResizeMode`]; cubic's parameters are separate attributes.
+const RESIZE_MODE_NAMES: [&str; 3] = ["nearest", "linear", "cubic"];
 
 fn resize_mode_name(m: ResizeMode) -> &'static str {
     match m {
         ResizeMode::Nearest => "nearest",
         ResizeMode::Linear => "linear",
+        ResizeMode::Cubic { .. } => "cubic",
     }
 }
 
-const COORD_TRANSFORMS: [CoordTransform; 5] = [
-    CoordTransform::HalfPixel,
-    CoordTransform::HalfPixelSymmetric,
-    CoordTransform::PytorchHalfPixel,
-    CoordTransform::AlignCorners,
-    CoordTransform::Asymmetric,
-];
+/// Spellings of [`CoordTransform`]; tf-crop-and-resize's box is separate attributes.
+const COORD_NAMES: [&str; 6] =
+    ["half-pixel", "half-pixel-symmetric", "pytorch-half-pixel", "align-corners", "asymmetric", "tf-crop-and-resize"];
 
-fn coord_name(c: CoordTransform) -> &'static str {
+fn coord_name(c: &CoordTransform) -> &'static str {
     match c {
         CoordTransform::HalfPixel => "half-pixel",
         CoordTransform::HalfPixelSymmetric => "half-pixel-symmetric",
         CoordTransform::PytorchHalfPixel => "pytorch-half-pixel",
         CoordTransform::AlignCorners => "align-corners",
         CoordTransform::Asymmetric => "asymmetric",
+        CoordTransform::TfCropAndResize { .. } => "tf-crop-and-resize",
     }
 }
 
@@ -316,7 +316,15 @@ fn write_op(f: &mut Formatter<'_>, op: &Op) -> fmt::Result {
         }
         Op::Resize(r) => {
             a.attr("mode", V::Word(resize_mode_name(r.mode)))?;
-            a.attr("coord", V::Word(coord_name(r.coord)))?;
+            if let ResizeMode::Cubic { a: coeff, exclude_outside } = r.mode {
+                a.attr("cubic-a", V::F32(coeff))?;
+                a.attr("exclude-outside", V::Bool(exclude_outside))?;
+            }
+            a.attr("coord", V::Word(coord_name(&r.coord)))?;
+            if let CoordTransform::TfCropAndResize { roi, extrapolation } = &r.coord {
+                a.attr("roi", V::F32s(roi))?;
+                a.attr("extrapolation", V::F32(*extrapolation))?;
+            }
             a.attr("nearest", V::Word(nearest_name(r.nearest)))?;
             a.attr("scales", V::F32s(&r.scales))?;
             a.attr("out-shape", V::Usizes(&r.out_shape))?;
@@ -339,9 +347,14 @@ fn write_op(f: &mut Formatter<'_>, op: &Op) -> fmt::Result {
             a.attr("mode", V::Word(pad_mode_name(*mode)))?;
             a.attr("value", V::F32(*value))?;
         }
-        Op::ReduceMean { axes, keepdims } => {
+        Op::Reduce { axes, keepdims, .. } => {
             a.attr("axes", V::Usizes(axes))?;
             a.attr("keepdims", V::Bool(*keepdims))?;
+        }
+        Op::ArgReduce { axis, keepdims, select_last_index, .. } => {
+            a.attr("axis", V::Usize(*axis))?;
+            a.attr("keepdims", V::Bool(*keepdims))?;
+            a.attr("select-last-index", V::Bool(*select_last_index))?;
         }
         Op::Input { .. }
         | Op::Weight(_)
@@ -965,8 +978,19 @@ fn build_op(name: &str, entries: Vec<(String, AttrValue)>) -> Result<Op, String>
         },
         "matmul" => Op::MatMul,
         "resize" => Op::Resize(ResizeAttrs {
-            mode: a.choice("mode", &RESIZE_MODES, resize_mode_name)?,
-            coord: a.choice("coord", &COORD_TRANSFORMS, coord_name)?,
+            mode: match a.choice("mode", &RESIZE_MODE_NAMES, |w| w)? {
+                "nearest" => ResizeMode::Nearest,
+                "linear" => ResizeMode::Linear,
+                _ => ResizeMode::Cubic { a: a.f32("cubic-a")?, exclude_outside: a.bool("exclude-outside")? },
+            },
+            coord: match a.choice("coord", &COORD_NAMES, |w| w)? {
+                "half-pixel" => CoordTransform::HalfPixel,
+                "half-pixel-symmetric" => CoordTransform::HalfPixelSymmetric,
+                "pytorch-half-pixel" => CoordTransform::PytorchHalfPixel,
+                "align-corners" => CoordTransform::AlignCorners,
+                "asymmetric" => CoordTransform::Asymmetric,
+                _ => CoordTransform::TfCropAndResize { roi: a.f32s("roi")?, extrapolation: a.f32("extrapolation")? },
+            },
             nearest: a.choice("nearest", &NEAREST_MODES, nearest_name)?,
             scales: a.f32s("scales")?,
             out_shape: a.usizes("out-shape")?,
@@ -985,9 +1009,16 @@ fn build_op(name: &str, entries: Vec<(String, AttrValue)>) -> Result<Op, String>
             mode: a.choice("mode", &PAD_MODES, pad_mode_name)?,
             value: a.f32("value")?,
         },
-        "reduce-mean" => Op::ReduceMean { axes: a.usizes("axes")?, keepdims: a.bool("keepdims")? },
+        "arg-max" | "arg-min" => Op::ArgReduce {
+            max: name == "arg-max",
+            axis: a.usize("axis")?,
+            keepdims: a.bool("keepdims")?,
+            select_last_index: a.bool("select-last-index")?,
+        },
         _ => {
-            if let Some(&u) = PLAIN_UNARY.iter().find(|u| u.name() == name) {
+            if let Some(&kind) = ReduceKind::ALL.iter().find(|k| k.name() == name) {
+                Op::Reduce { kind, axes: a.usizes("axes")?, keepdims: a.bool("keepdims")? }
+            } else if let Some(&u) = PLAIN_UNARY.iter().find(|u| u.name() == name) {
                 Op::Unary(u)
             } else if let Some(&b) = BINARY.iter().find(|b| b.name() == name) {
                 Op::Binary(b)

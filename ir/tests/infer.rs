@@ -1,8 +1,8 @@
 //! Shape and dtype inference, through `infer_types` only.
 
 use cnnc_ir::{
-    BinaryOp, ConvAttrs, ConvTransposeAttrs, DType, InferError, Op, PadMode, PoolAttrs, SliceAxis, TensorType, UnaryOp,
-    broadcast_shapes, infer_types,
+    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, DType, InferError, NearestMode, Op, PadMode, PoolAttrs,
+    ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, TensorType, UnaryOp, broadcast_shapes, infer_types,
 };
 use proptest::prelude::*;
 
@@ -333,13 +333,46 @@ fn pad_adds_begin_and_end_and_rejects_negative_sizes() {
 }
 
 #[test]
-fn reduce_mean_keeps_or_drops_reduced_axes() {
+fn reduce_keeps_or_drops_reduced_axes() {
     let x = f32s(&[2, 3, 4, 5]);
-    let keep = Op::ReduceMean { axes: vec![2, 3], keepdims: true };
+    let keep = Op::Reduce { kind: ReduceKind::Mean, axes: vec![2, 3], keepdims: true };
     assert_eq!(infer_one(&keep, [x.clone()]), f32s(&[2, 3, 1, 1]));
-    let drop = Op::ReduceMean { axes: vec![1], keepdims: false };
+    let drop = Op::Reduce { kind: ReduceKind::LogSumExp, axes: vec![1], keepdims: false };
     assert_eq!(infer_one(&drop, [x.clone()]), f32s(&[2, 4, 5]));
-    assert!(infer(&Op::ReduceMean { axes: vec![4], keepdims: true }, [x]).is_err());
+    assert!(infer(&Op::Reduce { kind: ReduceKind::Sum, axes: vec![4], keepdims: true }, [x]).is_err());
+}
+
+#[test]
+fn integer_reductions_keep_i64_and_float_only_kinds_reject_it() {
+    let x = TensorType::new(DType::I64, [2, 3]);
+    let sum = Op::Reduce { kind: ReduceKind::Sum, axes: vec![1], keepdims: false };
+    assert_eq!(infer_one(&sum, [x.clone()]), TensorType::new(DType::I64, [2]));
+    let l2 = Op::Reduce { kind: ReduceKind::L2, axes: vec![1], keepdims: false };
+    assert!(infer_err(&l2, [x]).contains("expected f32"));
+}
+
+#[test]
+fn arg_reduce_gives_i64_indices_and_rejects_an_empty_axis() {
+    let op = |axis, keepdims| Op::ArgReduce { max: true, axis, keepdims, select_last_index: false };
+    assert_eq!(infer_one(&op(1, false), [f32s(&[2, 3, 4])]), TensorType::new(DType::I64, [2, 4]));
+    assert_eq!(infer_one(&op(2, true), [f32s(&[2, 3, 4])]), TensorType::new(DType::I64, [2, 3, 1]));
+    assert!(infer(&op(3, true), [f32s(&[2, 3, 4])]).is_err());
+    assert!(infer(&op(1, true), [f32s(&[2, 0, 4])]).is_err());
+}
+
+#[test]
+fn crop_and_resize_needs_a_start_and_end_per_axis() {
+    let op = |roi: Vec<f32>| {
+        Op::Resize(ResizeAttrs {
+            mode: ResizeMode::Cubic { a: -0.75, exclude_outside: false },
+            coord: CoordTransform::TfCropAndResize { roi, extrapolation: 0.0 },
+            nearest: NearestMode::RoundPreferFloor,
+            scales: vec![2.0, 2.0],
+            out_shape: vec![4, 6],
+        })
+    };
+    assert_eq!(infer_one(&op(vec![0.0, 0.25, 1.0, 0.75]), [f32s(&[2, 3])]), f32s(&[4, 6]));
+    assert!(infer_err(&op(vec![0.25, 0.75]), [f32s(&[2, 3])]).contains("roi has 2 entries, expected 4"));
 }
 
 #[test]
@@ -406,7 +439,14 @@ fn arb_op() -> impl Strategy<Value = Op> {
         small().prop_map(|shape| Op::Expand { shape }),
         (0usize..4).prop_map(|axis| Op::Softmax { axis, flatten: false }),
         prop::collection::vec(-6i64..6, 0..9).prop_map(|pads| Op::Pad { pads, mode: PadMode::Reflect, value: 0.0 }),
-        (small(), any::<bool>()).prop_map(|(axes, keepdims)| Op::ReduceMean { axes, keepdims }),
+        (prop::sample::select(ReduceKind::ALL.to_vec()), small(), any::<bool>())
+            .prop_map(|(kind, axes, keepdims)| Op::Reduce { kind, axes, keepdims }),
+        (any::<bool>(), 0usize..4, any::<bool>()).prop_map(|(max, axis, keepdims)| Op::ArgReduce {
+            max,
+            axis,
+            keepdims,
+            select_last_index: false
+        }),
         Just(Op::Pad { pads: vec![i64::MIN, i64::MAX], mode: PadMode::Edge, value: 0.0 }),
         Just(Op::Slice { axes: vec![SliceAxis { axis: 0, start: i64::MIN, end: i64::MAX, step: i64::MIN }] }),
     ]

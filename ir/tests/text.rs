@@ -2,7 +2,8 @@
 
 use cnnc_ir::{
     BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, DType, Graph, NearestMode, Op, PadMode, ParseError,
-    PoolAttrs, ResizeAttrs, ResizeMode, SliceAxis, Tensor, TensorData, TensorType, UnaryOp, ValueRef, verify,
+    PoolAttrs, ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, Tensor, TensorData, TensorType, UnaryOp, ValueRef,
+    verify,
 };
 use proptest::prelude::*;
 
@@ -178,6 +179,17 @@ fn every_op_graph() -> Graph {
         out_shape: vec![1, 4, 16, 12],
     });
     let up = node(&mut g, "up", resize, &[conv]);
+    let crop = Op::Resize(ResizeAttrs {
+        mode: ResizeMode::Cubic { a: -0.5, exclude_outside: true },
+        coord: CoordTransform::TfCropAndResize {
+            roi: vec![0.0, 0.0, 0.25, -0.1, 1.0, 1.0, 0.75, 1.2],
+            extrapolation: -1.5,
+        },
+        nearest: NearestMode::Floor,
+        scales: vec![1.0, 1.0, 0.75, 1.25],
+        out_shape: vec![1, 4, 6, 10],
+    });
+    let cropped = node(&mut g, "crop", crop, &[conv]);
     let expanded = node(&mut g, "expand", Op::Expand { shape: vec![1, 4, 8, 8] }, &[gmp]);
     let cat = node(&mut g, "cat", Op::Concat { axis: 1 }, &[conv, sel, expanded]);
     let parts = match g.add_node("split", Op::Split { axis: 1, sizes: vec![3, 9] }, &[cat]) {
@@ -195,7 +207,16 @@ fn every_op_graph() -> Graph {
     let gather = node(&mut g, "gather", Op::Gather { axis: 3 }, &[sl, idx_in]);
     let pad = Op::Pad { pads: vec![0, 0, 1, -1, 0, 0, 1, -1], mode: PadMode::Reflect, value: 0.0 };
     let padded = node(&mut g, "pad", pad, &[parts[0]]);
-    let mean = node(&mut g, "mean", Op::ReduceMean { axes: vec![2, 3], keepdims: false }, &[padded]);
+    let mean =
+        node(&mut g, "mean", Op::Reduce { kind: ReduceKind::Mean, axes: vec![2, 3], keepdims: false }, &[padded]);
+    let mut reduced = cropped;
+    for kind in ReduceKind::ALL {
+        reduced = node(&mut g, kind.name(), Op::Reduce { kind, axes: vec![3], keepdims: true }, &[reduced]);
+    }
+    let arg_max = Op::ArgReduce { max: true, axis: 1, keepdims: false, select_last_index: true };
+    let am = node(&mut g, "argmax", arg_max, &[reduced]);
+    let arg_min = Op::ArgReduce { max: false, axis: 0, keepdims: true, select_last_index: false };
+    let an = node(&mut g, "argmin", arg_min, &[reduced]);
     let cast = node(&mut g, "cast", Op::Cast { to: DType::I64 }, &[gather]);
     let const_pad = Op::Pad { pads: vec![0, 0, 0, 0, 0, 0, 2, 2], mode: PadMode::Constant, value: f32::NAN };
     let cp = node(&mut g, "const_pad", const_pad, &[up]);
@@ -203,6 +224,8 @@ fn every_op_graph() -> Graph {
     g.add_output("cast", cast);
     g.add_output("up", cp);
     g.add_output("convt", convt);
+    g.add_output("argmax", am);
+    g.add_output("argmin", an);
     g
 }
 
@@ -217,7 +240,16 @@ fn a_graph_with_every_op_round_trips_and_verifies() {
     if let Err(e) = verify(parsed) {
         panic!("{e}\n{text}");
     }
-    for op in ["conv-transpose{", "clip{min=-inf, max=6.0}", "slice{axes=[[1, 7, -1, -2], [3, 0, 9, 4]]}"] {
+    for op in [
+        "conv-transpose{",
+        "clip{min=-inf, max=6.0}",
+        "slice{axes=[[1, 7, -1, -2], [3, 0, 9, 4]]}",
+        "resize{mode=cubic, cubic-a=-0.5, exclude-outside=true, coord=tf-crop-and-resize, \
+         roi=[0.0, 0.0, 0.25, -0.1, 1.0, 1.0, 0.75, 1.2], extrapolation=-1.5, nearest=floor,",
+        "reduce-sum-square{axes=[3], keepdims=true}",
+        "reduce-log-sum-exp{",
+        "arg-max{axis=1, keepdims=false, select-last-index=true}",
+    ] {
         assert!(text.contains(op), "`{op}` missing from\n{text}");
     }
 }

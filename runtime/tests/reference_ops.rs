@@ -8,8 +8,8 @@
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
 use cnnc_ir::{
-    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, DType, NearestMode, Op, PadMode, PoolAttrs, ResizeAttrs,
-    ResizeMode, SliceAxis, Tensor, TensorType, UnaryOp,
+    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, DType, NearestMode, Op, PadMode, PoolAttrs, ReduceKind,
+    ResizeAttrs, ResizeMode, SliceAxis, Tensor, TensorType, UnaryOp,
 };
 use cnnc_runtime::eval_op;
 
@@ -303,7 +303,7 @@ fn resize_nearest_2x2_to_4x4_for_every_transform_and_rounding() {
     let src = [1f32, 2., 3., 4.];
     let x = f32t(&[1, 1, 2, 2], &src);
     for (coord, nearest, idx) in table {
-        let op = resize_op(ResizeMode::Nearest, coord, nearest, &[1., 1., 2., 2.], &[1, 1, 4, 4]);
+        let op = resize_op(ResizeMode::Nearest, coord.clone(), nearest, &[1., 1., 2., 2.], &[1, 1, 4, 4]);
         let want: Vec<f32> = (0..16).map(|i| src[idx[i / 4] * 2 + idx[i % 4]]).collect();
         assert_eq!(eval_f32(&op, std::slice::from_ref(&x), &[1, 1, 4, 4]), want, "{coord:?} {nearest:?}");
     }
@@ -367,6 +367,53 @@ fn resize_nearest_downsample_three_to_two() {
     assert_eq!(run(CoordTransform::HalfPixel, NearestMode::RoundPreferFloor), [7., 9.]);
     assert_eq!(run(CoordTransform::AlignCorners, NearestMode::RoundPreferFloor), [7., 9.]);
     assert_eq!(run(CoordTransform::Asymmetric, NearestMode::Floor), [7., 8.]);
+}
+
+#[test]
+fn resize_cubic_uses_keys_weights_and_repeats_or_excludes_the_edge() {
+    // Asymmetric 2x on an impulse: sources 0, 0.5, 1, …, 4.5. At fraction 0.5 and a = −0.75
+    // the weights of samples −1, 0, 1, 2 are −0.09375, 0.59375, 0.59375, −0.09375; at
+    // fraction 0 they are 0, 1, 0, 0.
+    let x = f32t(&[5], &[0., 0., 1., 0., 0.]);
+    let cubic = |exclude_outside| {
+        let mode = ResizeMode::Cubic { a: -0.75, exclude_outside };
+        resize_op(mode, CoordTransform::Asymmetric, NearestMode::Floor, &[2.], &[10])
+    };
+    let repeat = eval_f32(&cubic(false), std::slice::from_ref(&x), &[10]);
+    assert_eq!(repeat, [0., -0.09375, 0., 0.59375, 1., 0.59375, 0., -0.09375, 0., 0.]);
+    // Output 1 (source 0.5) reads samples −1..=2; excluding sample −1 renormalizes the other
+    // three weights by their sum 1.09375. Other outputs with an outside sample read zeros.
+    let exclude = eval_f32(&cubic(true), &[x], &[10]);
+    assert_close(&exclude[..4], &[0., -0.09375 / 1.09375, 0., 0.59375], 1e-7);
+}
+
+#[test]
+fn resize_tf_crop_and_resize_samples_the_box_and_extrapolates_outside() {
+    let crop = |mode, roi: &[f32], out: usize| {
+        let coord = CoordTransform::TfCropAndResize { roi: roi.to_vec(), extrapolation: -1.0 };
+        resize_op(mode, coord, NearestMode::RoundPreferFloor, &[out as f32 / 3.], &[out])
+    };
+    let x = f32t(&[3], &[10., 20., 30.]);
+    let run = |mode, roi: &[f32], out| eval_f32(&crop(mode, roi, out), std::slice::from_ref(&x), &[out]);
+    // Box [0.25, 1.25] of an axis of length 3: sources 0.5, 1, 1.5, 2, 2.5 (past the end).
+    assert_eq!(run(ResizeMode::Linear, &[0.25, 1.25], 5), [15., 20., 25., 30., -1.]);
+    assert_eq!(run(ResizeMode::Nearest, &[0.25, 1.25], 5), [10., 20., 20., 30., -1.]);
+    assert_eq!(run(ResizeMode::Linear, &[-0.25, 0.75], 5), [-1., 10., 15., 20., 25.]);
+    // One output samples the centre of the box: 0.5·(0.25 + 1.25)·2 = 1.5.
+    assert_eq!(run(ResizeMode::Linear, &[0.25, 1.25], 1), [25.]);
+    // An output outside the box on any axis is the extrapolation value. Columns: −0.5, 0.25, 1.
+    let x = f32t(&[2, 2], &[1., 2., 3., 4.]);
+    let coord = CoordTransform::TfCropAndResize { roi: vec![0., -0.5, 1., 1.], extrapolation: -1.0 };
+    let op = resize_op(ResizeMode::Linear, coord, NearestMode::Floor, &[1.5, 1.5], &[3, 3]);
+    assert_eq!(eval_f32(&op, &[x], &[3, 3]), [-1., 1.25, 2., -1., 2.25, 3., -1., 3.25, 4.]);
+}
+
+#[test]
+fn resize_to_the_input_shape_is_a_copy() {
+    // onnxruntime copies whenever the output shape equals the input's, whatever the scales.
+    let x = f32t(&[1, 4], &[1., 2., 3., 4.]);
+    let op = resize_op(ResizeMode::Linear, CoordTransform::HalfPixel, NearestMode::Floor, &[1., 1.2], &[1, 4]);
+    assert_eq!(eval_f32(&op, std::slice::from_ref(&x), &[1, 4]), [1., 2., 3., 4.]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -496,10 +543,79 @@ fn softmax_is_stable_for_large_inputs() {
 #[test]
 fn reduce_mean_over_axes_with_and_without_keepdims() {
     let x = f32t(&[2, 3], &[1., 2., 3., 4., 5., 6.]);
-    check(Op::ReduceMean { axes: vec![1], keepdims: false }, &[x.clone()], &[f32t(&[2], &[2., 5.])]);
-    check(Op::ReduceMean { axes: vec![0], keepdims: true }, &[x.clone()], &[f32t(&[1, 3], &[2.5, 3.5, 4.5])]);
-    check(Op::ReduceMean { axes: vec![0, 1], keepdims: true }, &[x.clone()], &[f32t(&[1, 1], &[3.5])]);
-    check(Op::ReduceMean { axes: vec![], keepdims: true }, &[x.clone()], &[x]);
+    let mean = |axes: Vec<usize>, keepdims| Op::Reduce { kind: ReduceKind::Mean, axes, keepdims };
+    check(mean(vec![1], false), &[x.clone()], &[f32t(&[2], &[2., 5.])]);
+    check(mean(vec![0], true), &[x.clone()], &[f32t(&[1, 3], &[2.5, 3.5, 4.5])]);
+    check(mean(vec![0, 1], true), &[x.clone()], &[f32t(&[1, 1], &[3.5])]);
+    check(mean(vec![], true), &[x.clone()], &[x]);
+}
+
+fn reduce(kind: ReduceKind, axes: &[usize]) -> Op {
+    Op::Reduce { kind, axes: axes.to_vec(), keepdims: false }
+}
+
+#[test]
+fn every_reduction_kind_over_rows() {
+    use ReduceKind::*;
+    let x = f32t(&[2, 3], &[1., -2., 3., 4., 5., -6.]);
+    for (kind, want) in [
+        (Sum, [2., 3.]),
+        (Max, [3., 5.]),
+        (Min, [-2., -6.]),
+        (Prod, [-6., -120.]),
+        (L1, [6., 15.]),
+        (SumSquare, [14., 77.]),
+    ] {
+        check(reduce(kind, &[1]), &[x.clone()], &[f32t(&[2], &want)]);
+    }
+    check(reduce(L2, &[1]), &[f32t(&[2, 2], &[3., -4., 6., 8.])], &[f32t(&[2], &[5., 10.])]);
+    // ln(1 + 3) both ways; f32 rounding of ln 3 and the result.
+    let ln3 = 3f32.ln();
+    assert_close(&eval_f32(&reduce(LogSum, &[0]), &[f32t(&[2], &[1., 3.])], &[]), &[4f32.ln()], 1e-7);
+    assert_close(&eval_f32(&reduce(LogSumExp, &[0]), &[f32t(&[2], &[0., ln3])], &[]), &[4f32.ln()], 1e-7);
+    // Stable for large inputs: 1000 + ln 2.
+    assert_eq!(eval_f32(&reduce(LogSumExp, &[0]), &[f32t(&[2], &[1000., 1000.])], &[]), [1000.0 + 2f32.ln()]);
+}
+
+#[test]
+fn reducing_no_axes_applies_the_per_element_part() {
+    let x = f32t(&[3], &[-2., 0.5, 3.]);
+    check(reduce(ReduceKind::SumSquare, &[]), &[x.clone()], &[f32t(&[3], &[4., 0.25, 9.])]);
+    check(reduce(ReduceKind::L1, &[]), &[x.clone()], &[f32t(&[3], &[2., 0.5, 3.])]);
+    check(reduce(ReduceKind::Max, &[]), &[x.clone()], &[x]);
+}
+
+#[test]
+fn empty_groups_reduce_to_the_identity() {
+    use ReduceKind::*;
+    let x = f32t(&[2, 0], &[]);
+    let inf = f32::INFINITY;
+    for (kind, want) in [(Sum, 0.), (Mean, 0.), (Prod, 1.), (Max, -inf), (Min, inf), (L2, 0.), (LogSumExp, -inf)] {
+        check(reduce(kind, &[1]), &[x.clone()], &[f32t(&[2], &[want; 2])]);
+    }
+    check(reduce(Max, &[1]), &[i64t(&[1, 0], &[])], &[i64t(&[1], &[i64::MIN])]);
+}
+
+#[test]
+fn integer_reductions_are_exact() {
+    use ReduceKind::*;
+    let x = i64t(&[2, 2], &[3, -4, 5, 7]);
+    for (kind, want) in [(Sum, [-1, 12]), (Max, [3, 7]), (Min, [-4, 5]), (Prod, [-12, 35]), (Mean, [0, 6])] {
+        check(reduce(kind, &[1]), &[x.clone()], &[i64t(&[2], &want)]);
+    }
+    check(reduce(L1, &[1]), &[x.clone()], &[i64t(&[2], &[7, 12])]);
+    check(reduce(SumSquare, &[1]), &[x], &[i64t(&[2], &[25, 74])]);
+}
+
+#[test]
+fn arg_max_and_min_pick_the_first_or_last_extremum() {
+    let x = f32t(&[2, 3], &[1., 3., 3., 2., 0., 2.]);
+    let arg = |max, select_last_index| Op::ArgReduce { max, axis: 1, keepdims: true, select_last_index };
+    check(arg(true, false), &[x.clone()], &[i64t(&[2, 1], &[1, 0])]);
+    check(arg(true, true), &[x.clone()], &[i64t(&[2, 1], &[2, 2])]);
+    check(arg(false, false), &[x.clone()], &[i64t(&[2, 1], &[0, 1])]);
+    let along_rows = Op::ArgReduce { max: true, axis: 0, keepdims: false, select_last_index: false };
+    check(along_rows, &[i64t(&[2, 2], &[5, -1, 4, 9])], &[i64t(&[2], &[0, 1])]);
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! and shapes must never panic.
 
 use cnnc_ir::{
-    ConvAttrs, ConvTransposeAttrs, CoordTransform, NearestMode, Op, PadMode, PoolAttrs, ResizeAttrs, ResizeMode,
-    SliceAxis, Tensor, TensorType,
+    ConvAttrs, ConvTransposeAttrs, CoordTransform, NearestMode, Op, PadMode, PoolAttrs, ReduceKind, ResizeAttrs,
+    ResizeMode, SliceAxis, Tensor, TensorType,
 };
 use cnnc_runtime::eval_op;
 use proptest::prelude::*;
@@ -73,20 +73,28 @@ proptest! {
         survives(&Op::Split { axis, sizes }, std::slice::from_ref(&t));
         survives(&Op::Concat { axis }, &[t.clone(), tensor(&perm)]);
         survives(&Op::Softmax { axis, flatten: step > 0 }, std::slice::from_ref(&t));
-        survives(&Op::ReduceMean { axes: perm, keepdims: step > 0 }, std::slice::from_ref(&t));
+        let kind = ReduceKind::ALL[(idx + 6) as usize % ReduceKind::ALL.len()];
+        survives(&Op::Reduce { kind, axes: perm, keepdims: step > 0 }, std::slice::from_ref(&t));
+        let arg = Op::ArgReduce { max: step > 0, axis, keepdims: start > 0, select_last_index: end > 0 };
+        survives(&arg, std::slice::from_ref(&t));
     }
 
     #[test]
     fn resize_with_arbitrary_attributes_does_not_panic(
         x in small_shape(), out in small_shape(), scales in prop::collection::vec(-1.0f32..4.0, 0..5),
-        linear: bool, coord in 0usize..5, nearest in 0usize..4,
+        mode in 0usize..4, coord in 0usize..6, nearest in 0usize..4,
+        roi in prop::collection::vec(-2.0f32..3.0, 0..11), a in -1.0f32..0.0,
     ) {
+        let crop = CoordTransform::TfCropAndResize { roi, extrapolation: 0.5 };
         let coord = [
             CoordTransform::HalfPixel, CoordTransform::HalfPixelSymmetric, CoordTransform::PytorchHalfPixel,
-            CoordTransform::AlignCorners, CoordTransform::Asymmetric,
-        ][coord];
+            CoordTransform::AlignCorners, CoordTransform::Asymmetric, crop,
+        ][coord].clone();
         let nearest = [NearestMode::RoundPreferFloor, NearestMode::RoundPreferCeil, NearestMode::Floor, NearestMode::Ceil][nearest];
-        let mode = if linear { ResizeMode::Linear } else { ResizeMode::Nearest };
+        let mode = [
+            ResizeMode::Nearest, ResizeMode::Linear, ResizeMode::Cubic { a, exclude_outside: false },
+            ResizeMode::Cubic { a, exclude_outside: true },
+        ][mode];
         survives(&Op::Resize(ResizeAttrs { mode, coord, nearest, scales, out_shape: out }), &[tensor(&x)]);
     }
 }

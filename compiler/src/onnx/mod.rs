@@ -21,7 +21,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::Path;
 
-use cnnc_ir::{BinaryOp, DType, TensorType, UnaryOp, VerifiedGraph};
+use cnnc_ir::{BinaryOp, DType, ReduceKind, TensorType, UnaryOp, VerifiedGraph};
 use onnx_protobuf::tensor_shape_proto::dimension;
 use onnx_protobuf::{GraphProto, ModelProto, ValueInfoProto, type_proto};
 
@@ -200,7 +200,18 @@ const LOWERINGS: &[(&str, LowerFn)] = &[
     ("Dropout",            shape::lower_dropout),
     ("Constant",           shape::lower_constant),
     ("Softmax",            reduce::lower_softmax),
-    ("ReduceMean",         reduce::lower_reduce_mean),
+    ("ReduceMean",         |cx, n| reduce::lower_reduce(cx, n, ReduceKind::Mean)),
+    ("ReduceSum",          |cx, n| reduce::lower_reduce(cx, n, ReduceKind::Sum)),
+    ("ReduceMax",          |cx, n| reduce::lower_reduce(cx, n, ReduceKind::Max)),
+    ("ReduceMin",          |cx, n| reduce::lower_reduce(cx, n, ReduceKind::Min)),
+    ("ReduceProd",         |cx, n| reduce::lower_reduce(cx, n, ReduceKind::Prod)),
+    ("ReduceL1",           |cx, n| reduce::lower_reduce(cx, n, ReduceKind::L1)),
+    ("ReduceL2",           |cx, n| reduce::lower_reduce(cx, n, ReduceKind::L2)),
+    ("ReduceSumSquare",    |cx, n| reduce::lower_reduce(cx, n, ReduceKind::SumSquare)),
+    ("ReduceLogSum",       |cx, n| reduce::lower_reduce(cx, n, ReduceKind::LogSum)),
+    ("ReduceLogSumExp",    |cx, n| reduce::lower_reduce(cx, n, ReduceKind::LogSumExp)),
+    ("ArgMax",             |cx, n| reduce::lower_arg_reduce(cx, n, true)),
+    ("ArgMin",             |cx, n| reduce::lower_arg_reduce(cx, n, false)),
 ];
 
 fn lowering(op_type: &str) -> Option<LowerFn> {

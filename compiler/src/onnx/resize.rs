@@ -13,13 +13,23 @@ pub(super) fn lower_resize(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered,
             cx.const_floats(node, 1, "scales")?.ok_or_else(|| node.bad_input("input 1 (scales) is required"))?;
         return lower_legacy(cx, node, x, mode, scales);
     }
+    let in_shape = cx.shape(x);
+    let rank = in_shape.len();
+    let axes = match node.ints("axes")? {
+        Some(a) => node.axes("axes", a, rank)?,
+        None => (0..rank).collect(),
+    };
     let coord = match node.string_or("coordinate_transformation_mode", "half_pixel")?.as_str() {
         "half_pixel" => CoordTransform::HalfPixel,
         "half_pixel_symmetric" => CoordTransform::HalfPixelSymmetric,
         "pytorch_half_pixel" => CoordTransform::PytorchHalfPixel,
         "align_corners" => CoordTransform::AlignCorners,
         "asymmetric" => CoordTransform::Asymmetric,
-        m @ ("tf_crop_and_resize" | "tf_half_pixel_for_nn") => {
+        "tf_crop_and_resize" => CoordTransform::TfCropAndResize {
+            roi: crop_box(cx, node, &axes, rank)?,
+            extrapolation: node.float_or("extrapolation_value", 0.0)?,
+        },
+        m @ "tf_half_pixel_for_nn" => {
             return Err(node.bad_attr("coordinate_transformation_mode", format!("`{m}` is not supported")));
         }
         m => return Err(node.bad_attr("coordinate_transformation_mode", format!("unknown value `{m}`"))),
@@ -34,19 +44,10 @@ pub(super) fn lower_resize(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered,
     if node.flag("antialias", false)? {
         return Err(node.bad_attr("antialias", "antialiased resizing is not supported"));
     }
-    if node.flag("exclude_outside", false)? {
-        return Err(node.bad_attr("exclude_outside", "only 0 is supported"));
-    }
     let policy = node.string_or("keep_aspect_ratio_policy", "stretch")?;
     if policy != "stretch" {
         return Err(node.bad_attr("keep_aspect_ratio_policy", format!("`{policy}` is not supported (only `stretch`)")));
     }
-    let in_shape = cx.shape(x);
-    let rank = in_shape.len();
-    let axes = match node.ints("axes")? {
-        Some(a) => node.axes("axes", a, rank)?,
-        None => (0..rank).collect(),
-    };
     let scales = cx.const_floats(node, 2, "scales")?.filter(|s| !s.is_empty());
     let sizes = cx.const_ints(node, 3, "sizes")?.filter(|s| !s.is_empty());
     let (scales, out_shape) = match (scales, sizes) {
@@ -80,6 +81,25 @@ pub(super) fn lower_resize(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered,
     Ok(vec![cx.add1(node, Op::Resize(ResizeAttrs { mode, coord, nearest, scales, out_shape }), &[x])?])
 }
 
+/// The constant `roi` input, `[start…, end…]` over `axes`, widened to every axis (the others
+/// span their whole extent, `[0, 1]`).
+fn crop_box(cx: &LowerCx, node: &OnnxNode, axes: &[usize], rank: usize) -> Result<Vec<f32>, ImportError> {
+    let roi = cx.const_floats(node, 1, "roi")?.unwrap_or_default();
+    if roi.len() != 2 * axes.len() {
+        return Err(node.bad_input(format!(
+            "tf_crop_and_resize needs roi with a start and an end for each of {} axes, got {roi:?}",
+            axes.len()
+        )));
+    }
+    let mut full = vec![0.0; rank];
+    full.resize(2 * rank, 1.0);
+    for (i, &a) in axes.iter().enumerate() {
+        full[a] = roi[i];
+        full[rank + a] = roi[axes.len() + i];
+    }
+    Ok(full)
+}
+
 /// `Upsample`: scales are an attribute before opset 9 and a constant input from 9 on.
 pub(super) fn lower_upsample(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, ImportError> {
     let x = cx.input(node, 0)?;
@@ -96,7 +116,10 @@ fn resize_mode(node: &OnnxNode) -> Result<ResizeMode, ImportError> {
     match node.string_or("mode", "nearest")?.as_str() {
         "nearest" => Ok(ResizeMode::Nearest),
         "linear" | "bilinear" => Ok(ResizeMode::Linear),
-        m @ ("cubic" | "bicubic") => Err(node.bad_attr("mode", format!("`{m}` interpolation is not supported"))),
+        "cubic" => Ok(ResizeMode::Cubic {
+            a: node.float_or("cubic_coeff_a", -0.75)?,
+            exclude_outside: node.flag("exclude_outside", false)?,
+        }),
         m => Err(node.bad_attr("mode", format!("unknown value `{m}`"))),
     }
 }
@@ -110,6 +133,9 @@ fn lower_legacy(
     mode: ResizeMode,
     scales: Vec<f32>,
 ) -> Result<Lowered, ImportError> {
+    if let ResizeMode::Cubic { .. } = mode {
+        return Err(node.bad_attr("mode", "`cubic` interpolation needs Resize from opset 11"));
+    }
     let in_shape = cx.shape(x);
     if scales.len() != in_shape.len() {
         return Err(

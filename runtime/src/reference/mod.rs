@@ -169,7 +169,10 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor], out_types: &[TensorType]) -> Result<
         Op::Cast { to } => vec![shape_ops::cast(*to, inputs[0])?],
         Op::Softmax { axis, flatten } => vec![reduce::softmax(*axis, *flatten, inputs[0])?],
         Op::Pad { pads, mode, value } => vec![shape_ops::pad(pads, *mode, *value, inputs[0])?],
-        Op::ReduceMean { axes, keepdims } => vec![reduce::reduce_mean(axes, *keepdims, inputs[0])?],
+        Op::Reduce { kind, axes, keepdims } => vec![reduce::reduce(*kind, axes, *keepdims, inputs[0])?],
+        Op::ArgReduce { max, axis, keepdims, select_last_index } => {
+            vec![reduce::arg_reduce(*max, *axis, *keepdims, *select_last_index, inputs[0])?]
+        }
     };
     if outputs.len() != out_types.len() {
         return Err(format!("produced {} output(s), but {} type(s) were inferred", outputs.len(), out_types.len()));

@@ -1,6 +1,7 @@
-//! Softmax, ReduceMean and BatchNormalization: ops that reduce over axes, in f64.
+//! Softmax, the reductions (ReduceMean, ReduceSum, …, ArgMax, ArgMin) and BatchNormalization:
+//! ops that reduce over axes, in f64.
 
-use cnnc_ir::Tensor;
+use cnnc_ir::{ReduceKind, Tensor};
 
 use super::{StridedOffsets, contiguous_strides, f32s, make};
 
@@ -36,9 +37,11 @@ pub(super) fn softmax(axis: usize, flatten: bool, x: &Tensor) -> Result<Tensor, 
     make(xs.to_vec(), y)
 }
 
-/// ONNX `ReduceMean` over `axes` (empty: identity). f32 means sum in f64; i64 means divide the
-/// exact sum by the count with truncation, as onnxruntime's integer kernel does.
-pub(super) fn reduce_mean(axes: &[usize], keepdims: bool, x: &Tensor) -> Result<Tensor, String> {
+/// ONNX `Reduce*` over `axes` (empty: every element is its own group). f32 accumulates in f64
+/// and rounds once; i64 is exact (wrapping on overflow like onnxruntime), with the mean
+/// dividing the exact sum by the count with truncation, as onnxruntime's integer kernel does.
+/// An empty group gives the kind's identity, and 0 for the mean, as onnxruntime does.
+pub(super) fn reduce(kind: ReduceKind, axes: &[usize], keepdims: bool, x: &Tensor) -> Result<Tensor, String> {
     let xs = x.shape();
     let rank = xs.len();
     let mut reduced = vec![false; rank];
@@ -50,30 +53,149 @@ pub(super) fn reduce_mean(axes: &[usize], keepdims: bool, x: &Tensor) -> Result<
     let kept: Vec<usize> = (0..rank).map(|i| if reduced[i] { 1 } else { xs[i] }).collect();
     let out_shape: Vec<usize> =
         if keepdims { kept.clone() } else { (0..rank).filter(|&i| !reduced[i]).map(|i| xs[i]).collect() };
-    // For every input element, in row-major order, the offset of the output it adds to.
+    // For every input element, in row-major order, the offset of the output it goes to.
     let kept_strides = contiguous_strides(&kept);
     let strides: Vec<isize> = (0..rank).map(|i| if reduced[i] { 0 } else { kept_strides[i] as isize }).collect();
     let n_out: usize = kept.iter().product();
     let n_in: usize = xs.iter().product();
     let per_out = n_in.checked_div(n_out).unwrap_or(0);
-    let targets = StridedOffsets::new(xs, &strides, 0);
+    let targets = || StridedOffsets::new(xs, &strides, 0);
     if let Some(v) = x.as_i64() {
-        if per_out == 0 {
-            return Err("mean over an empty i64 axis".into());
-        }
-        let mut sums = vec![0i128; n_out];
-        for (t, &a) in targets.zip(v) {
-            sums[t] += i128::from(a);
-        }
-        let y = sums.into_iter().map(|s| (s / per_out as i128) as i64).collect();
-        return make(out_shape, y);
+        return make(out_shape, reduce_i64(kind, targets(), v, n_out, per_out)?);
     }
     let v = f32s(x, "x")?;
-    let mut sums = vec![0f64; n_out];
+    let y = match kind {
+        ReduceKind::Max | ReduceKind::Min => {
+            let max = kind == ReduceKind::Max;
+            let mut acc = vec![if max { f32::NEG_INFINITY } else { f32::INFINITY }; n_out];
+            for (t, &a) in targets().zip(v) {
+                // NaN propagates, as onnxruntime's Eigen-based kernels do.
+                if a.is_nan() || (max && a > acc[t]) || (!max && a < acc[t]) {
+                    acc[t] = a;
+                }
+            }
+            return make(out_shape, acc);
+        }
+        ReduceKind::LogSumExp => {
+            let mut max = vec![f64::NEG_INFINITY; n_out];
+            for (t, &a) in targets().zip(v) {
+                max[t] = max[t].max(f64::from(a));
+            }
+            let mut sums = vec![0f64; n_out];
+            for (t, &a) in targets().zip(v) {
+                sums[t] += (f64::from(a) - max[t]).exp();
+            }
+            // An infinite maximum is the result itself (and keeps ∞ − ∞ out of the sum).
+            sums.iter().zip(&max).map(|(&s, &m)| if m.is_infinite() { m } else { m + s.ln() }).collect::<Vec<_>>()
+        }
+        ReduceKind::Prod => {
+            let mut acc = vec![1f64; n_out];
+            for (t, &a) in targets().zip(v) {
+                acc[t] *= f64::from(a);
+            }
+            acc
+        }
+        _ => {
+            let term = |a: f64| match kind {
+                ReduceKind::L1 => a.abs(),
+                ReduceKind::L2 | ReduceKind::SumSquare => a * a,
+                _ => a,
+            };
+            let mut sums = vec![0f64; n_out];
+            for (t, &a) in targets().zip(v) {
+                sums[t] += term(f64::from(a));
+            }
+            let finish = |s: f64| match kind {
+                ReduceKind::Mean if per_out == 0 => 0.0,
+                ReduceKind::Mean => s / per_out as f64,
+                ReduceKind::L2 => s.sqrt(),
+                ReduceKind::LogSum => s.ln(),
+                _ => s,
+            };
+            sums.into_iter().map(finish).collect()
+        }
+    };
+    make(out_shape, y.into_iter().map(|s| s as f32).collect())
+}
+
+fn reduce_i64(
+    kind: ReduceKind,
+    targets: StridedOffsets,
+    v: &[i64],
+    n_out: usize,
+    per_out: usize,
+) -> Result<Vec<i64>, String> {
+    let (init, step): (i64, fn(i64, i64) -> i64) = match kind {
+        ReduceKind::Sum | ReduceKind::Mean => (0, i64::wrapping_add),
+        ReduceKind::Max => (i64::MIN, i64::max),
+        ReduceKind::Min => (i64::MAX, i64::min),
+        ReduceKind::Prod => (1, i64::wrapping_mul),
+        ReduceKind::L1 => (0, |acc, a| acc.wrapping_add(a.wrapping_abs())),
+        ReduceKind::SumSquare => (0, |acc, a| acc.wrapping_add(a.wrapping_mul(a))),
+        ReduceKind::L2 | ReduceKind::LogSum | ReduceKind::LogSumExp => {
+            return Err(format!("{} does not take i64 input", kind.name()));
+        }
+    };
+    let mut acc = vec![init; n_out];
     for (t, &a) in targets.zip(v) {
-        sums[t] += f64::from(a);
+        acc[t] = step(acc[t], a);
     }
-    make(out_shape, sums.into_iter().map(|s| (s / per_out as f64) as f32).collect())
+    if kind == ReduceKind::Mean {
+        let n = i64::try_from(per_out).map_err(|_| "too many elements to average".to_string())?;
+        for s in &mut acc {
+            *s = s.checked_div(n).unwrap_or(0);
+        }
+    }
+    Ok(acc)
+}
+
+/// ONNX `ArgMax` / `ArgMin` along `axis`: the first index of the extremum, or the last with
+/// `select_last_index`.
+pub(super) fn arg_reduce(
+    max: bool,
+    axis: usize,
+    keepdims: bool,
+    select_last_index: bool,
+    x: &Tensor,
+) -> Result<Tensor, String> {
+    let xs = x.shape();
+    let Some(&len) = xs.get(axis) else {
+        return Err(format!("axis {axis} is out of range for rank {}", xs.len()));
+    };
+    if len == 0 {
+        return Err(format!("axis {axis} is empty"));
+    }
+    let outer: usize = xs[..axis].iter().product();
+    let inner: usize = xs[axis + 1..].iter().product();
+    fn beats<T: PartialOrd>(max: bool, last: bool, a: T, b: T) -> bool {
+        (if max { a > b } else { a < b }) || (last && a == b)
+    }
+    let y = match (x.as_f32(), x.as_i64()) {
+        (Some(v), _) => extremum_indices(outer, len, inner, |i, j| beats(max, select_last_index, v[i], v[j])),
+        (_, Some(v)) => extremum_indices(outer, len, inner, |i, j| beats(max, select_last_index, v[i], v[j])),
+        _ => return Err(format!("`x` must be f32 or i64, got {}", x.dtype())),
+    };
+    let mut shape = xs.to_vec();
+    if keepdims {
+        shape[axis] = 1;
+    } else {
+        shape.remove(axis);
+    }
+    make(shape, y)
+}
+
+/// For each `(outer, inner)` position, the index along the middle axis that no later index
+/// `better`s (`better(candidate, best)` on flat offsets).
+fn extremum_indices(outer: usize, len: usize, inner: usize, better: impl Fn(usize, usize) -> bool) -> Vec<i64> {
+    let mut y = Vec::with_capacity(outer * inner);
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |j: usize| (o * len + j) * inner + i;
+            let best = (1..len).fold(0, |best, j| if better(at(j), at(best)) { j } else { best });
+            y.push(best as i64);
+        }
+    }
+    y
 }
 
 /// ONNX `BatchNormalization` (inference): `(x − mean) / √(var + ε) · scale + bias` over axis 1,
