@@ -1,6 +1,8 @@
 //! The `cnnc` command line.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -8,15 +10,19 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use cnnc::inspect::{render_table, summarize};
 use cnnc::npy::{output_file_stems, read_npy, write_npy};
-use cnnc::onnx::{ImportOptions, import_file, parse_input_shape};
-use cnnc_ir::{Tensor, VerifiedGraph};
+use cnnc::onnx::{ImportError, ImportOptions, import_bytes, parse_input_shape};
+use cnnc_ir::artifact::{self, ArtifactMeta, Provenance};
+use cnnc_ir::{Tensor, TensorData, VerifiedGraph};
+use cnnc_runtime::{CompileError, LoadError, Model, run_reference};
 
 const EXAMPLES: &str = "\
 Examples:
   cnnc inspect fixtures/models/blazeface_front_128.onnx
   cnnc inspect fixtures/models/mnist_cnn.onnx --input-shape input=1x1x28x28
   cnnc inspect ppocr_v4_det.onnx --input-shape x=1x3x640x640 --json
-  cnnc run fixtures/models/mnist_cnn.onnx --input input=digit.npy --output-dir out/
+  cnnc opt fixtures/models/mnist_cnn.onnx -O0 --input-shape input=1x1x28x28 -o mnist.cnnc
+  cnnc inspect mnist.cnnc
+  cnnc run mnist.cnnc --input input=digits.npy --output-dir out/
   cnnc run model.onnx --input x=batch.npy --output-dir out/ --reference";
 
 /// cnnc: a compiler that makes trained convolutional networks run faster on CPUs.
@@ -30,11 +36,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Print one row per layer (name, op, input/output shapes, params, MACs) and totals.
-    #[command(
-        after_help = "Examples:\n  cnnc inspect model.onnx\n  cnnc inspect det.onnx --input-shape x=1x3x640x640 --json"
-    )]
+    #[command(after_help = "Examples:\n  cnnc inspect model.onnx\n  cnnc inspect model.cnnc\n  \
+        cnnc inspect det.onnx --input-shape x=1x3x640x640 --json\n\n\
+        The model is an ONNX file or a cnnc artifact (recognized by its content, not its extension).")]
     Inspect {
-        /// The model (.onnx).
+        /// The model (.onnx or .cnnc).
         model: PathBuf,
         /// Bind an input's dynamic dimensions, e.g. `x=1x3x640x640` (batch included). Repeatable.
         #[arg(long = "input-shape", value_name = "NAME=DIMS", value_parser = parse_input_shape)]
@@ -43,13 +49,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compile a model into a .cnnc artifact that `cnnc run` and `Model::load` load directly.
+    #[command(after_help = "Examples:\n  cnnc opt model.onnx -O0 -o model.cnnc\n  \
+        cnnc opt det.onnx -O0 --input-shape x=1x3x640x640 -o det.cnnc\n\n\
+        Shapes are static in an artifact: bind every dynamic dimension (the batch too) with --input-shape.\n\
+        `cnnc run` accepts inputs whose batch (dim 0) is a multiple of the compiled batch.\n\
+        The output is written to a temporary file and renamed, so a failure never leaves a partial file.")]
+    Opt {
+        /// The model (.onnx, or a .cnnc to rewrite in this version's format).
+        model: PathBuf,
+        /// Optimization level: 0 (import and verify, no rewrites). 1 and `speed` arrive with the optimizer.
+        #[arg(short = 'O', value_name = "LEVEL", default_value = "0", value_parser = parse_opt_level)]
+        level: OptLevel,
+        /// The artifact to write.
+        #[arg(short = 'o', long = "output", value_name = "FILE.cnnc")]
+        output: PathBuf,
+        /// Bind an input's dynamic dimensions, e.g. `x=1x3x640x640`. Repeatable.
+        #[arg(long = "input-shape", value_name = "NAME=DIMS", value_parser = parse_input_shape)]
+        input_shape: Vec<(String, Vec<usize>)>,
+    },
     /// Run a model on .npy inputs and write each output as DIR/<name>.npy.
-    #[command(after_help = "Examples:\n  cnnc run model.onnx --input x=x.npy --output-dir out/\n  \
+    #[command(after_help = "Examples:\n  cnnc run model.cnnc --input x=x.npy --output-dir out/\n  \
+        cnnc run model.onnx --input x=x.npy --output-dir out/\n  \
         cnnc run model.onnx --input input:0=img.npy --output-dir out/ --reference\n\n\
         Output file names are the output names with every character outside [A-Za-z0-9_.-] replaced by `_`.\n\
-        Dynamic input dimensions are taken from the .npy shapes unless --input-shape says otherwise.")]
+        Dynamic input dimensions of an .onnx model are taken from the .npy shapes unless --input-shape says otherwise.\n\
+        An input whose dim 0 is k times the model's batch runs as k batches; outputs are concatenated along dim 0.")]
     Run {
-        /// The model (.onnx).
+        /// The model (.onnx or .cnnc).
         model: PathBuf,
         /// An input as NAME=FILE.npy. Repeat for every model input.
         #[arg(long = "input", value_name = "NAME=FILE.npy", value_parser = parse_input_arg, required = true)]
@@ -60,11 +87,38 @@ enum Command {
         /// Bind an input's dynamic dimensions, e.g. `x=1x3x640x640`. Repeatable.
         #[arg(long = "input-shape", value_name = "NAME=DIMS", value_parser = parse_input_shape)]
         input_shape: Vec<(String, Vec<usize>)>,
-        /// Execute with the reference interpreter (plain loops, f64 accumulation). It is currently
-        /// cnnc's only engine; the JIT arrives with compiled artifacts.
+        /// Execute with the reference interpreter (plain loops, f64 accumulation) instead of the
+        /// JIT-compiled native code.
         #[arg(long)]
         reference: bool,
     },
+}
+
+/// `-O` levels. Only `O0` exists in this version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OptLevel {
+    O0,
+    O1,
+    Speed,
+}
+
+impl fmt::Display for OptLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OptLevel::O0 => "O0",
+            OptLevel::O1 => "O1",
+            OptLevel::Speed => "O speed",
+        })
+    }
+}
+
+fn parse_opt_level(arg: &str) -> Result<OptLevel, String> {
+    match arg {
+        "0" => Ok(OptLevel::O0),
+        "1" => Ok(OptLevel::O1),
+        "speed" => Ok(OptLevel::Speed),
+        _ => Err(format!("unknown optimization level `{arg}`: expected 0, 1 or speed")),
+    }
 }
 
 fn parse_input_arg(arg: &str) -> Result<(String, PathBuf), String> {
@@ -74,13 +128,62 @@ fn parse_input_arg(arg: &str) -> Result<(String, PathBuf), String> {
     }
 }
 
-fn load_model(path: &Path, opts: &ImportOptions) -> Result<VerifiedGraph> {
-    import_file(path, opts).map_err(|e| {
-        // Every message names the file: file-level errors do so already, node-level ones get it here.
-        let file = path.display().to_string();
-        let msg = e.to_string();
-        if msg.contains(&file) { anyhow::Error::new(e) } else { anyhow::Error::new(e).context(file) }
-    })
+/// A verified model and, when it came from an artifact, what the artifact says about itself.
+struct Loaded {
+    graph: VerifiedGraph,
+    artifact: Option<ArtifactInfo>,
+}
+
+struct ArtifactInfo {
+    format_version: u32,
+    meta: ArtifactMeta,
+}
+
+/// Reads an ONNX model or a cnnc artifact, told apart by the artifact magic. Every error names
+/// the file. Artifact shapes are static: `--input-shape` must repeat them.
+fn load_model(path: &Path, opts: &ImportOptions) -> Result<Loaded> {
+    let file = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| ImportError::Io { path: path.to_path_buf(), source })?;
+    if !artifact::is_artifact(&bytes) {
+        let graph = import_bytes(&bytes, &file, opts).map_err(|e| {
+            // File-level errors name the file already; node-level ones get it here.
+            let msg = e.to_string();
+            if msg.contains(&file) { anyhow::Error::new(e) } else { anyhow::Error::new(e).context(file.clone()) }
+        })?;
+        return Ok(Loaded { graph, artifact: None });
+    }
+    let (graph, meta) =
+        artifact::decode(&bytes).map_err(|e| anyhow::Error::new(LoadError::from(e)).context(file.clone()))?;
+    let graph = cnnc_ir::verify(graph).map_err(|e| anyhow::Error::new(LoadError::from(e)).context(file.clone()))?;
+    let format_version = artifact::wire::unframe(&bytes).map(|(v, _)| v).expect("decoded above");
+    for (name, dims) in &opts.input_shapes {
+        let Some(&id) = graph.inputs().iter().find(|&&id| graph.node(id).name == *name) else {
+            bail!("{file}: --input-shape names `{name}`, but the artifact's inputs are: {}", input_list(&graph));
+        };
+        let ty = &graph.node(id).outputs[0];
+        if ty.shape != *dims {
+            bail!(
+                "{file}: input `{name}` was compiled as {ty}; an artifact's shapes are fixed, so --input-shape \
+                 {name}={} needs a new artifact (`cnnc opt … --input-shape {name}=…`)",
+                dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")
+            );
+        }
+    }
+    Ok(Loaded { graph, artifact: Some(ArtifactInfo { format_version, meta }) })
+}
+
+fn input_list(graph: &VerifiedGraph) -> String {
+    let list: Vec<String> =
+        graph.inputs().iter().map(|&id| format!("{} {}", graph.node(id).name, graph.node(id).outputs[0])).collect();
+    list.join(", ")
+}
+
+/// Prints a line to stdout; a closed pipe (`cnnc inspect … | head`) ends the output quietly.
+fn say(line: impl fmt::Display) -> Result<()> {
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
 }
 
 fn model_name(path: &Path) -> String {
@@ -88,14 +191,140 @@ fn model_name(path: &Path) -> String {
 }
 
 fn cmd_inspect(model: &Path, input_shape: Vec<(String, Vec<usize>)>, json: bool) -> Result<()> {
-    let graph = load_model(model, &ImportOptions { input_shapes: input_shape, ..ImportOptions::default() })?;
-    let summary = summarize(&graph, &model_name(model));
+    let loaded = load_model(model, &ImportOptions { input_shapes: input_shape, ..ImportOptions::default() })?;
+    let summary = summarize(&loaded.graph, &model_name(model));
     if json {
-        println!("{}", serde_json::to_string(&summary).context("serializing the summary")?);
+        let mut value = serde_json::to_value(&summary).context("serializing the summary")?;
+        if let Some(info) = &loaded.artifact {
+            value["artifact"] = artifact_json(info);
+        }
+        say(value)?;
     } else {
-        print!("{}", render_table(&summary));
+        if let Some(info) = &loaded.artifact {
+            say(artifact_line(info))?;
+        }
+        say(render_table(&summary).trim_end())?;
     }
     Ok(())
+}
+
+fn artifact_json(info: &ArtifactInfo) -> serde_json::Value {
+    let p = info.meta.provenance.as_ref();
+    serde_json::json!({
+        "format_version": info.format_version,
+        "cnnc_version": p.map(|p| &p.cnnc_version),
+        "opt_level": p.map(|p| &p.opt_level),
+        "args": p.map(|p| &p.args),
+    })
+}
+
+fn artifact_line(info: &ArtifactInfo) -> String {
+    match &info.meta.provenance {
+        Some(p) => format!(
+            "artifact format {}, written by cnnc {} at -{}: cnnc {}",
+            info.format_version,
+            p.cnnc_version,
+            p.opt_level,
+            p.args.join(" ")
+        ),
+        None => format!("artifact format {} (no provenance recorded)", info.format_version),
+    }
+}
+
+fn cmd_opt(model: &Path, level: OptLevel, output: &Path, input_shape: Vec<(String, Vec<usize>)>) -> Result<()> {
+    if level != OptLevel::O0 {
+        bail!(
+            "-{level} is not available yet in this version of cnnc ({}): it arrives with the optimizer; \
+             -O0 (import and verify, no rewrites) is the only level today",
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+    if same_file(model, output) {
+        bail!("-o {} is the input model; write the artifact to another file", output.display());
+    }
+    let loaded = load_model(model, &ImportOptions { input_shapes: input_shape, ..ImportOptions::default() })?;
+    let meta = ArtifactMeta {
+        provenance: Some(Provenance {
+            cnnc_version: env!("CARGO_PKG_VERSION").to_owned(),
+            opt_level: level.to_string(),
+            args: std::env::args().skip(1).collect(),
+        }),
+    };
+    let bytes = artifact::encode(&loaded.graph, &meta)
+        .with_context(|| format!("{}: the model exceeds the artifact format's limits", model.display()))?;
+    write_atomically(output, &bytes)?;
+    let weight_bytes: usize = loaded.graph.weights().iter().map(|(_, t)| t.size_bytes()).sum();
+    say(serde_json::json!({
+        "artifact": output.display().to_string(),
+        "bytes": bytes.len(),
+        "format_version": artifact::FORMAT_VERSION,
+        "opt_level": level.to_string(),
+        "nodes": loaded.graph.node_count(),
+        "weight_bytes": weight_bytes,
+    }))?;
+    Ok(())
+}
+
+/// True if `a` and `b` name the same file (existing or not).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let canonical = |p: &Path| -> Option<PathBuf> {
+        if let Ok(c) = p.canonicalize() {
+            return Some(c);
+        }
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Some(parent.canonicalize().ok()?.join(p.file_name()?))
+    };
+    a == b || matches!((canonical(a), canonical(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`: readers see
+/// the old file or the whole new one, and a failure leaves the old file untouched.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let Some(name) = path.file_name() else { bail!("-o {}: not a file name", path.display()) };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        // The temporary file may not exist (the open failed); nothing else to clean up.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("writing {}", path.display()));
+    }
+    Ok(())
+}
+
+/// What executes the model.
+enum Engine<'g> {
+    Jit(Box<Model>),
+    Reference(&'g VerifiedGraph),
+}
+
+impl Engine<'_> {
+    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, cnnc_runtime::RunError> {
+        match self {
+            Engine::Jit(m) => m.run(inputs),
+            Engine::Reference(g) => run_reference(g, inputs),
+        }
+    }
+}
+
+/// The JIT, or the reference interpreter when asked for or when some op has no native kernel yet.
+fn engine<'g>(graph: &'g VerifiedGraph, model: &Path, reference: bool) -> Result<Engine<'g>> {
+    if reference {
+        return Ok(Engine::Reference(graph));
+    }
+    match Model::compile(graph) {
+        Ok(m) => Ok(Engine::Jit(Box::new(m))),
+        Err(e @ CompileError::Unsupported { .. }) => {
+            eprintln!("warning: {}: {e}; running the reference interpreter instead", model.display());
+            Ok(Engine::Reference(graph))
+        }
+        Err(e) => Err(e).with_context(|| format!("{}: compiling for this CPU", model.display())),
+    }
 }
 
 fn cmd_run(
@@ -103,6 +332,7 @@ fn cmd_run(
     inputs: Vec<(String, PathBuf)>,
     output_dir: &Path,
     input_shape: Vec<(String, Vec<usize>)>,
+    reference: bool,
 ) -> Result<()> {
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for (name, file) in &inputs {
@@ -113,43 +343,125 @@ fn cmd_run(
     }
     // Dynamic dimensions not bound by --input-shape come from the arrays themselves.
     let hints = inputs.iter().map(|(name, _)| (name.clone(), tensors[name].shape().to_vec())).collect();
-    let graph = load_model(model, &ImportOptions { input_shapes: input_shape, input_shape_hints: hints })?;
+    let graph = load_model(model, &ImportOptions { input_shapes: input_shape, input_shape_hints: hints })?.graph;
 
     let expected: Vec<String> = graph.inputs().iter().map(|&id| graph.node(id).name.clone()).collect();
     let unknown: Vec<&String> = tensors.keys().filter(|n| !expected.contains(n)).collect();
     let missing: Vec<&String> = expected.iter().filter(|n| !tensors.contains_key(*n)).collect();
     if !unknown.is_empty() || !missing.is_empty() {
-        let list: Vec<String> =
-            graph.inputs().iter().map(|&id| format!("{} {}", graph.node(id).name, graph.node(id).outputs[0])).collect();
         bail!(
             "{}: unknown input(s) {unknown:?}, missing input(s) {missing:?}; the model's inputs are: {}",
             model.display(),
-            list.join(", ")
+            input_list(&graph)
         );
     }
     let ordered: Vec<Tensor> = expected.iter().map(|n| tensors.remove(n).expect("checked above")).collect();
-    let outputs =
-        cnnc_runtime::run_reference(&graph, &ordered).with_context(|| format!("running {}", model.display()))?;
+    let batches = batch_multiple(&graph, &ordered).with_context(|| model.display().to_string())?;
+    let engine = engine(&graph, model, reference)?;
+    let outputs = run_batches(&engine, &ordered, batches).with_context(|| format!("running {}", model.display()))?;
 
     std::fs::create_dir_all(output_dir).with_context(|| format!("creating {}", output_dir.display()))?;
     let names: Vec<&str> = graph.outputs().iter().map(|o| o.name.as_str()).collect();
     for ((name, stem), t) in names.iter().zip(output_file_stems(&names)).zip(&outputs) {
         let path = output_dir.join(format!("{stem}.npy"));
         write_npy(&path, t)?;
-        println!(
-            "{}",
-            serde_json::json!({"output": name, "file": path.display().to_string(), "shape": t.shape(), "dtype": t.dtype().name()})
-        );
+        say(
+            serde_json::json!({"output": name, "file": path.display().to_string(), "shape": t.shape(), "dtype": t.dtype().name()}),
+        )?;
     }
     Ok(())
+}
+
+/// How many batches of the model's compiled size `inputs` hold: each input's dim 0 must be the
+/// same multiple k of the model's, its other dimensions equal. Inputs of the exact shape give 1;
+/// type mismatches other than the batch are left to the engine, which names them.
+fn batch_multiple(graph: &VerifiedGraph, inputs: &[Tensor]) -> Result<usize> {
+    let mut multiple: Option<(usize, &str)> = None;
+    for (&id, t) in graph.inputs().iter().zip(inputs) {
+        let (name, ty) = (&graph.node(id).name, &graph.node(id).outputs[0]);
+        let (got, want) = (t.shape(), &ty.shape[..]);
+        let k = match (got.split_first(), want.split_first()) {
+            _ if got == want => 1,
+            (Some((&n, rest)), Some((&m, want_rest))) if rest == want_rest && m > 0 && n > 0 && n % m == 0 => n / m,
+            _ => bail!(
+                "input `{name}`: the array has shape {got:?}, the model takes {ty}: dim 0 must be a multiple of \
+                 the model's batch and the other dimensions equal"
+            ),
+        };
+        match multiple {
+            Some((k0, first)) if k0 != k => {
+                bail!("input `{name}` holds {k} batch(es) of the model's size but input `{first}` holds {k0}")
+            }
+            _ => multiple = Some((k, name)),
+        }
+    }
+    let k = multiple.map_or(1, |(k, _)| k);
+    if k > 1
+        && let Some(o) = graph.outputs().iter().find(|o| graph.value_type(&o.value).rank() == 0)
+    {
+        bail!("output `{}` is a scalar, so {k} batches cannot be concatenated along dim 0", o.name);
+    }
+    Ok(k)
+}
+
+/// Runs `k` batches (slices along dim 0) one after another and concatenates each output along dim 0.
+fn run_batches(engine: &Engine, inputs: &[Tensor], k: usize) -> Result<Vec<Tensor>> {
+    if k == 1 {
+        return Ok(engine.run(inputs)?);
+    }
+    let mut parts: Vec<Vec<Tensor>> = Vec::new();
+    for b in 0..k {
+        let chunk: Vec<Tensor> = inputs.iter().map(|t| batch_slice(t, b, k)).collect();
+        let outs = engine.run(&chunk).with_context(|| format!("batch {b} of {k}"))?;
+        if parts.is_empty() {
+            parts = outs.iter().map(|_| Vec::with_capacity(k)).collect();
+        }
+        for (p, o) in parts.iter_mut().zip(outs) {
+            p.push(o);
+        }
+    }
+    Ok(parts.into_iter().map(|p| concat_batches(&p)).collect())
+}
+
+/// Slice `b` of `k` equal slices of `t` along dim 0 (which `k` divides).
+fn batch_slice(t: &Tensor, b: usize, k: usize) -> Tensor {
+    let mut shape = t.shape().to_vec();
+    shape[0] /= k;
+    let n = t.numel() / k;
+    let range = b * n..(b + 1) * n;
+    let data = match t.data() {
+        TensorData::F32(v) => TensorData::F32(v[range].to_vec()),
+        TensorData::I64(v) => TensorData::I64(v[range].to_vec()),
+        TensorData::Bool(v) => TensorData::Bool(v[range].to_vec()),
+    };
+    Tensor::new(shape, data).expect("a slice along dim 0 keeps the element count")
+}
+
+/// Concatenates same-typed tensors of rank ≥ 1 along dim 0.
+fn concat_batches(parts: &[Tensor]) -> Tensor {
+    let mut shape = parts[0].shape().to_vec();
+    shape[0] = parts.iter().map(|t| t.shape()[0]).sum();
+    let data = match parts[0].data() {
+        TensorData::F32(_) => {
+            TensorData::F32(parts.iter().flat_map(|t| t.as_f32().expect("same dtype")).copied().collect())
+        }
+        TensorData::I64(_) => {
+            TensorData::I64(parts.iter().flat_map(|t| t.as_i64().expect("same dtype")).copied().collect())
+        }
+        TensorData::Bool(_) => {
+            TensorData::Bool(parts.iter().flat_map(|t| t.as_bool().expect("same dtype")).copied().collect())
+        }
+    };
+    Tensor::new(shape, data).expect("every batch has the same type")
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { model, input_shape, json } => cmd_inspect(&model, input_shape, json),
-        Command::Run { model, inputs, output_dir, input_shape, reference: _ } => {
-            cmd_run(&model, inputs, &output_dir, input_shape)
+        Command::Opt { model, level, output, input_shape } => cmd_opt(&model, level, &output, input_shape),
+        Command::Run { model, inputs, output_dir, input_shape, reference } => {
+            cmd_run(&model, inputs, &output_dir, input_shape, reference)
         }
     };
     match result {

@@ -205,3 +205,194 @@ fn run_rejects_a_corrupt_npy_naming_the_file() {
     assert!(err.contains(&bad.display().to_string()), "{err}");
     std::fs::remove_file(&bad).ok();
 }
+
+/// A fresh, empty folder for one test.
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cnnc-cli-{tag}-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+fn argmax(row: &[f32]) -> usize {
+    (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b])).expect("non-empty")
+}
+
+/// `cnnc opt` of the MNIST model at batch 1 into `dir/mnist.cnnc`.
+fn opt_mnist(dir: &Path) -> PathBuf {
+    let out = dir.join("mnist.cnnc");
+    let o = cnnc(&[
+        "opt",
+        "fixtures/models/mnist_cnn.onnx",
+        "-O0",
+        "--input-shape",
+        "input=1x1x28x28",
+        "-o",
+        &out.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON line");
+    assert_eq!(j["format_version"], 1);
+    assert_eq!(j["opt_level"], "O0");
+    out
+}
+
+#[test]
+fn opt_writes_an_artifact_that_inspect_and_run_read() {
+    let dir = temp_dir("opt");
+    let artifact = opt_mnist(&dir);
+    let a = artifact.display().to_string();
+
+    let o = cnnc(&["inspect", &a]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("artifact format 1, written by cnnc 0.1.0 at -O0: cnnc opt fixtures/models/mnist_cnn.onnx"),
+        "{out}"
+    );
+    assert!(out.contains("4241152 MACs"), "{out}");
+
+    let o = cnnc(&["inspect", &a, "--json"]);
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(j["total_macs"], 4_241_152);
+    assert_eq!(j["artifact"]["opt_level"], "O0");
+
+    for engine in [&[][..], &["--reference"][..]] {
+        let out_dir = dir.join(format!("out{}", engine.len()));
+        let mut args = vec!["run", &a, "--input", "input=fixtures/examples/mnist_digit7.npy", "--output-dir"];
+        let od = out_dir.display().to_string();
+        args.push(&od);
+        args.extend(engine);
+        let o = cnnc(&args);
+        assert!(o.status.success(), "{engine:?}: {}", stderr(&o));
+        let logits = cnnc::npy::read_npy(&out_dir.join("logits.npy")).expect("logits.npy");
+        assert_eq!(logits.shape(), &[1, 10]);
+        assert_eq!(argmax(logits.as_f32().expect("f32")), 7, "{engine:?}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn run_splits_a_batch_that_is_a_multiple_of_the_compiled_one() {
+    let dir = temp_dir("batch");
+    let artifact = opt_mnist(&dir).display().to_string();
+    let digit = cnnc::npy::read_npy(&root().join("fixtures/examples/mnist_digit7.npy")).expect("digit");
+    let pixels = digit.as_f32().expect("f32");
+    // Three images: the 7, its negative, and the 7 again.
+    let data: Vec<f32> =
+        pixels.iter().copied().chain(pixels.iter().map(|p| -p)).chain(pixels.iter().copied()).collect();
+    let batch = cnnc_ir::Tensor::from_f32([3, 1, 28, 28], data).expect("shape");
+    let batch_file = dir.join("batch.npy");
+    cnnc::npy::write_npy(&batch_file, &batch).expect("write batch");
+    let input = format!("input={}", batch_file.display());
+
+    let run = |model: &str, out: &str, extra: &[&str]| {
+        let od = dir.join(out).display().to_string();
+        let mut args = vec!["run", model, "--input", &input, "--output-dir", &od];
+        args.extend(extra);
+        let o = cnnc(&args);
+        assert!(o.status.success(), "{model} {extra:?}: {}", stderr(&o));
+        cnnc::npy::read_npy(&dir.join(out).join("logits.npy")).expect("logits")
+    };
+    let chunked = run(&artifact, "chunked", &[]);
+    // The ONNX model binds its dynamic batch to 3 and runs once.
+    let whole = run("fixtures/models/mnist_cnn.onnx", "whole", &["--reference"]);
+    assert_eq!(chunked.shape(), &[3, 10]);
+    assert_eq!(whole.shape(), &[3, 10]);
+    let (c, w) = (chunked.as_f32().expect("f32"), whole.as_f32().expect("f32"));
+    for (a, b) in c.iter().zip(w) {
+        // JIT f32 vs reference f64 accumulation over ≤ 9216 products.
+        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+    assert_eq!(argmax(&c[..10]), 7);
+    assert_eq!(&c[..10], &c[20..], "images 0 and 2 are the same");
+
+    let bad = dir.join("bad.npy");
+    let odd = cnnc_ir::Tensor::from_f32([2, 1, 28, 27], vec![0.0; 2 * 28 * 27]).expect("shape");
+    cnnc::npy::write_npy(&bad, &odd).expect("write");
+    let bad_input = format!("input={}", bad.display());
+    let od = dir.join("bad").display().to_string();
+    let o = cnnc(&["run", &artifact, "--input", &bad_input, "--output-dir", &od]);
+    let err = assert_fails_cleanly(&o, "mismatched batch");
+    assert!(err.contains("shape [2, 1, 28, 27], the model takes f32[1,1,28,28]: dim 0 must be a multiple"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn opt_levels_beyond_o0_are_not_available_yet() {
+    for level in [&["-O1"][..], &["-O", "speed"][..]] {
+        let mut args = vec!["opt", "fixtures/models/mnist_cnn.onnx", "-o", "/tmp/cnnc-never.cnnc"];
+        args.extend(level);
+        let err = assert_fails_cleanly(&cnnc(&args), "-O level");
+        assert!(err.contains("is not available yet in this version of cnnc"), "{err}");
+    }
+    let o = cnnc(&["opt", "fixtures/models/mnist_cnn.onnx", "-Ofast", "-o", "/tmp/cnnc-never.cnnc"]);
+    assert_eq!(o.status.code(), Some(2), "an unknown level is a usage error");
+    assert!(!Path::new("/tmp/cnnc-never.cnnc").exists());
+}
+
+#[test]
+fn opt_refuses_to_overwrite_its_input() {
+    let o = cnnc(&["opt", "fixtures/models/mnist_cnn.onnx", "-o", "fixtures/../fixtures/models/mnist_cnn.onnx"]);
+    let err = assert_fails_cleanly(&o, "-o = input");
+    assert!(err.contains("is the input model"), "{err}");
+}
+
+#[test]
+fn a_failed_opt_leaves_the_previous_output_untouched() {
+    let dir = temp_dir("atomic");
+    let out = dir.join("model.cnnc");
+    std::fs::write(&out, b"previous artifact").expect("write");
+    let o = cnnc(&["opt", "fixtures/broken/conv_group_zero.onnx", "-o", &out.display().to_string()]);
+    assert_fails_cleanly(&o, "broken model");
+    assert_eq!(std::fs::read(&out).expect("still there"), b"previous artifact");
+    let files: Vec<_> = std::fs::read_dir(&dir).expect("dir").map(|e| e.expect("entry").file_name()).collect();
+    assert_eq!(files.len(), 1, "no temporary file is left behind: {files:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn corrupt_artifacts_fail_cleanly_naming_the_file_and_the_defect() {
+    let cases = [
+        ("inspect", "conv_group_zero.cnnc", "attribute `group`: is 0, must be ≥ 1"),
+        ("run", "truncated_payload.cnnc", "truncated artifact"),
+        ("run", "version_future.cnnc", "recompile the model with `cnnc opt`"),
+        ("inspect", "type_mismatch.cnnc", "differs from inferred"),
+    ];
+    for (cmd, file, message) in cases {
+        let path = format!("fixtures/artifacts/{file}");
+        let o = match cmd {
+            "inspect" => cnnc(&["inspect", &path]),
+            _ => cnnc(&[
+                "run",
+                &path,
+                "--input",
+                "x=fixtures/examples/mnist_digit7.npy",
+                "--output-dir",
+                "/tmp/cnnc-never",
+            ]),
+        };
+        let err = assert_fails_cleanly(&o, file);
+        assert!(err.contains(message) && err.contains(&path), "{cmd} {file}:\n{err}");
+    }
+}
+
+#[test]
+fn artifacts_are_recognized_by_content_not_extension() {
+    let dir = temp_dir("sniff");
+    let disguised = dir.join("tiny.onnx");
+    std::fs::copy(root().join("fixtures/artifacts/tiny_conv.cnnc"), &disguised).expect("copy");
+    let o = cnnc(&["inspect", &disguised.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("artifact format 1"), "{}", stdout(&o));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn an_artifacts_shapes_cannot_be_rebound() {
+    let o = cnnc(&["inspect", "fixtures/artifacts/mnist_cnn_b1.cnnc", "--input-shape", "input=4x1x28x28"]);
+    let err = assert_fails_cleanly(&o, "rebinding");
+    assert!(err.contains("input `input` was compiled as f32[1,1,28,28]"), "{err}");
+    let o = cnnc(&["inspect", "fixtures/artifacts/mnist_cnn_b1.cnnc", "--input-shape", "input=1x1x28x28"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -11,6 +11,9 @@ mod tensor;
 mod text;
 mod verify;
 
+// The artifact is a namespace of its own (`artifact::encode`, `artifact::decode`, `artifact::wire`).
+pub mod artifact;
+
 pub use graph::{CycleError, Edge, Graph, GraphOutput, Node, NodeId, ValueRef, WeightStore};
 pub use infer::{InferError, broadcast_shapes, infer_types};
 pub use op::{

@@ -1,6 +1,14 @@
-//! cnnc's runtime. For now: the reference interpreter, the oracle every later kernel and
+//! cnnc's runtime: compiles a verified graph to native kernels with Cranelift and runs it
+//! ([`Model`]), plus the reference interpreter ([`run_reference`]), the oracle every kernel and
 //! rewrite is checked against. `runtime` never depends on `passes` or `compiler`.
 
+mod codegen;
+mod load;
+mod model;
+mod plan;
 mod reference;
 
+pub use codegen::CompileError;
+pub use load::LoadError;
+pub use model::Model;
 pub use reference::{RunError, eval_op, run_reference};

@@ -7,6 +7,7 @@
 
 mod conv;
 mod elementwise;
+pub(crate) use elementwise::erf;
 mod matmul;
 mod pool;
 mod reduce;

@@ -61,10 +61,11 @@ fn for_each_window(geo: &Window3, mut f: impl FnMut(usize, &[usize])) {
 pub(super) fn max_pool(p: &PoolAttrs, x: &Tensor) -> Result<Tensor, String> {
     let (out_shape, geo) = pool_geometry(p, x)?;
     let xv = f32s(x, "x")?;
-    let mut y = vec![0f32; super::count(&out_shape)?];
+    // A window with no input taps (all padding, or an empty input axis) has maximum −∞.
+    let mut y = vec![f32::NEG_INFINITY; super::count(&out_shape)?];
     let (in_plane, out_plane) = (geo.input_len(), geo.output_len());
-    if out_plane > 0 {
-        for (x_plane, y_plane) in xv.chunks(in_plane.max(1)).zip(y.chunks_mut(out_plane)) {
+    if out_plane > 0 && in_plane > 0 {
+        for (x_plane, y_plane) in xv.chunks(in_plane).zip(y.chunks_mut(out_plane)) {
             for_each_window(&geo, |o, offsets| {
                 let mut best = f32::NEG_INFINITY;
                 for &i in offsets {
@@ -108,7 +109,9 @@ pub(super) fn avg_pool(p: &PoolAttrs, count_include_pad: bool, x: &Tensor) -> Re
     let (in_plane, out_plane) = (geo.input_len(), geo.output_len());
     let [_, oh, ow] = geo.output;
     if out_plane > 0 {
-        for (x_plane, y_plane) in xv.chunks(in_plane.max(1)).zip(y.chunks_mut(out_plane)) {
+        // Planes are counted on the output side: an empty input axis still has (empty) windows.
+        for (p, y_plane) in y.chunks_mut(out_plane).enumerate() {
+            let x_plane = if in_plane > 0 { &xv[p * in_plane..][..in_plane] } else { &[][..] };
             for_each_window(&geo, |o, offsets| {
                 let sum: f64 = offsets.iter().map(|&i| f64::from(x_plane[i])).sum();
                 let (z, r, c) = (o / (oh * ow), o / ow % oh, o % ow);

@@ -1,0 +1,51 @@
+//! Small helpers every kernel emitter uses: argument loads, counted loops, addressing.
+
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_frontend::FunctionBuilder;
+
+/// Flags for loads/stores of kernel buffers: never trap (bounds are proven at compile time
+/// from the static shapes), no alignment promise (vector accesses may be unaligned).
+pub(crate) fn mem() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+/// Loads buffer pointer number `i` from the kernel's argument table.
+pub(crate) fn arg(b: &mut FunctionBuilder, args: Value, i: usize) -> Value {
+    let off = i32::try_from(i * 8).expect("fewer than 2^28 kernel arguments");
+    b.ins().load(types::I64, mem(), args, off)
+}
+
+/// Emits `for iv in (start..end).step_by(step) { body(iv) }` with an `i64` induction variable.
+/// Nothing is emitted for an empty range.
+pub(crate) fn for_range(
+    b: &mut FunctionBuilder,
+    start: i64,
+    end: i64,
+    step: i64,
+    mut body: impl FnMut(&mut FunctionBuilder, Value),
+) {
+    assert!(step > 0, "loop step must be positive");
+    if start >= end {
+        return;
+    }
+    if end - start <= step {
+        let iv = b.ins().iconst(types::I64, start);
+        body(b, iv);
+        return;
+    }
+    let header = b.create_block();
+    let body_blk = b.create_block();
+    let exit = b.create_block();
+    b.append_block_param(header, types::I64);
+    let s = b.ins().iconst(types::I64, start);
+    b.ins().jump(header, &[s.into()]);
+    b.switch_to_block(header);
+    let iv = b.block_params(header)[0];
+    let more = b.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::SignedLessThan, iv, end);
+    b.ins().brif(more, body_blk, &[], exit, &[]);
+    b.switch_to_block(body_blk);
+    body(b, iv);
+    let next = b.ins().iadd_imm_s(iv, step);
+    b.ins().jump(header, &[next.into()]);
+    b.switch_to_block(exit);
+}

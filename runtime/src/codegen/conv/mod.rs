@@ -1,0 +1,317 @@
+//! Convolutions, as direct loop nests that need no scratch memory (so a model stays
+//! reentrant: `Model::run` may be called from several threads at once, and an im2col panel
+//! buffer in an aux would be shared between them).
+//!
+//! - [`direct`]: every conv; vectorized over output channels. Weights are packed at load
+//!   (`[group][tile of 8 channels][c][taps][8]`) so one f32x4 load gives 4 output channels; each
+//!   input pixel is `splat(load)`ed and feeds 2 such vectors. A register tile is 8 output
+//!   channels × 4 output pixels (8 accumulators). Many input channels are reduced in
+//!   L1-sized blocks, partial sums kept in the output (filled with the bias first). 1×1
+//!   stride-1 unpadded convs are the same code over the flattened plane, i.e. a GEMM with
+//!   `M` = channels, `N` = pixels.
+//! - [`depthwise`]: one input channel per group and fewer than 4 output channels per group;
+//!   vectorized over 4 adjacent output pixels with the tap weight splatted.
+//! - [`transpose`]: ConvTranspose in gather form, vectorized over output channels.
+//!
+//! Padding never costs a branch in the inner loops: rows (and depth) loop over the valid taps
+//! of each output row, read from a table built at load; columns are split at compile time into
+//! an interior, where every tap is in range, and border columns, each with its own taps.
+
+mod depthwise;
+mod direct;
+mod transpose;
+
+use cnnc_ir::{ConvAttrs, ConvTransposeAttrs, DType, Tensor};
+use cranelift_codegen::ir::Value;
+use cranelift_frontend::FunctionBuilder;
+
+use super::builder::for_range;
+use super::gemm::kit::{self, for_dyn, gather, load_i64, load_v, shuffle32};
+use super::{Aux, CompileError, EmitCx, Emitted, Jit};
+
+pub(crate) fn emit_conv(jit: &mut Jit, cx: &EmitCx, a: &ConvAttrs) -> Result<Emitted, CompileError> {
+    let geo = Geo::conv(cx, a)?;
+    if geo.cg == 1 && geo.mg < 4 { depthwise::emit(jit, cx, &geo) } else { direct::emit(jit, cx, &geo) }
+}
+
+pub(crate) fn emit_conv_transpose(jit: &mut Jit, cx: &EmitCx, a: &ConvTransposeAttrs) -> Result<Emitted, CompileError> {
+    let geo = Geo::conv_transpose(cx, a)?;
+    transpose::emit(jit, cx, &geo)
+}
+
+/// Shapes of a (transposed) convolution embedded in three spatial axes (depth, rows,
+/// columns): 1-D and 2-D convs get leading unit axes with kernel 1, stride 1 and no padding.
+#[derive(Clone, Debug)]
+pub(super) struct Geo {
+    pub batch: usize,
+    pub group: usize,
+    /// Input channels per group.
+    pub cg: usize,
+    /// Output channels per group.
+    pub mg: usize,
+    pub inp: [usize; 3],
+    pub out: [usize; 3],
+    pub k: [usize; 3],
+    pub s: [usize; 3],
+    pub d: [usize; 3],
+    pub pb: [usize; 3],
+}
+
+fn embed(v: &[usize], fill: usize) -> [usize; 3] {
+    let mut out = [fill; 3];
+    out[3 - v.len()..].copy_from_slice(v);
+    out
+}
+
+impl Geo {
+    fn conv(cx: &EmitCx, a: &ConvAttrs) -> Result<Geo, CompileError> {
+        let ns = a.kernel.len();
+        check_types(cx, ns)?;
+        let (xs, ys, ws) = (&cx.inputs[0].shape, &cx.outputs[0].shape, &cx.inputs[1].shape);
+        let group = a.group;
+        let mut geo = Geo {
+            batch: xs[0],
+            group,
+            cg: ws[1],
+            mg: ws[0] / group,
+            inp: embed(&xs[2..], 1),
+            out: embed(&ys[2..], 1),
+            k: embed(&a.kernel, 1),
+            s: embed(&a.strides, 1),
+            d: embed(&a.dilations, 1),
+            pb: embed(&a.pads[..ns], 0),
+        };
+        let pointwise =
+            a.kernel.iter().all(|&k| k == 1) && a.strides.iter().all(|&s| s == 1) && a.pads.iter().all(|&p| p == 0);
+        if pointwise {
+            // A 1×…×1 kernel with unit strides and no padding is a 1-D conv over the plane.
+            let len = geo.in_len();
+            geo.inp = [1, 1, len];
+            geo.out = [1, 1, len];
+        }
+        Ok(geo)
+    }
+
+    fn conv_transpose(cx: &EmitCx, a: &ConvTransposeAttrs) -> Result<Geo, CompileError> {
+        let ns = a.kernel.len();
+        check_types(cx, ns)?;
+        let (xs, ys, ws) = (&cx.inputs[0].shape, &cx.outputs[0].shape, &cx.inputs[1].shape);
+        let group = a.group;
+        Ok(Geo {
+            batch: xs[0],
+            group,
+            cg: xs[1] / group,
+            mg: ws[1],
+            inp: embed(&xs[2..], 1),
+            out: embed(&ys[2..], 1),
+            k: embed(&a.kernel, 1),
+            s: embed(&a.strides, 1),
+            d: embed(&a.dilations, 1),
+            pb: embed(&a.pads[..ns], 0),
+        })
+    }
+
+    pub fn in_len(&self) -> usize {
+        self.inp.iter().product()
+    }
+
+    pub fn out_len(&self) -> usize {
+        self.out.iter().product()
+    }
+
+    pub fn kvol(&self) -> usize {
+        self.k.iter().product()
+    }
+
+    /// Output channels.
+    pub fn m(&self) -> usize {
+        self.mg * self.group
+    }
+
+    /// Input channels.
+    pub fn c(&self) -> usize {
+        self.cg * self.group
+    }
+
+    /// Taps `k` on `axis` that read inside the input for output index `o`, as `lo..hi`.
+    pub fn taps(&self, axis: usize, o: usize) -> (usize, usize) {
+        let ok = |k: usize| {
+            let pos = (o * self.s[axis] + k * self.d[axis]) as i64 - self.pb[axis] as i64;
+            pos >= 0 && pos < self.inp[axis] as i64
+        };
+        let lo = (0..self.k[axis]).find(|&k| ok(k)).unwrap_or(0);
+        let hi = (lo..self.k[axis]).find(|&k| !ok(k)).unwrap_or(self.k[axis]);
+        if ok(lo) { (lo, hi) } else { (0, 0) }
+    }
+
+    /// The columns whose taps all read inside the input, `c0..c1` (empty: `c0 == c1`).
+    pub fn interior_cols(&self) -> (usize, usize) {
+        let full = |o: usize| self.taps(2, o) == (0, self.k[2]);
+        let c0 = (0..self.out[2]).find(|&o| full(o)).unwrap_or(self.out[2]);
+        let c1 = (c0..self.out[2]).find(|&o| !full(o)).unwrap_or(self.out[2]);
+        (c0, c1)
+    }
+}
+
+fn check_types(cx: &EmitCx, ns: usize) -> Result<(), CompileError> {
+    if cx.inputs.iter().chain(cx.outputs).any(|t| t.dtype != DType::F32) {
+        return Err(cx.unsupported("non-f32 operands"));
+    }
+    if ns == 0 || ns > 3 || cx.inputs[0].rank() != ns + 2 || cx.outputs[0].rank() != ns + 2 {
+        return Err(cx.unsupported(format!("{ns} spatial axes (1 to 3 are supported)")));
+    }
+    Ok(())
+}
+
+/// The valid tap range of the depth and row axes for the current output row: compile-time
+/// constants when every output index has the full range, else loaded from a table.
+#[derive(Clone, Copy)]
+pub(super) enum Range {
+    Const(i64, i64),
+    Dyn(Value, Value),
+}
+
+pub(super) fn loop_range(b: &mut FunctionBuilder, r: Range, body: impl FnMut(&mut FunctionBuilder, Value)) {
+    match r {
+        Range::Const(lo, hi) => for_range(b, lo, hi, 1, body),
+        Range::Dyn(lo, hi) => for_dyn(b, lo, hi, 1, body),
+    }
+}
+
+/// Per-axis tap ranges of the depth and row axes (`RowTaps::build`), as an aux table of
+/// `(lo, hi)` pairs where some output index lacks taps.
+pub(super) struct RowTaps {
+    /// For axes 0 and 1: `None` when every output index has the full range, else the
+    /// element offset of its `(lo, hi)` pairs in the table.
+    table_at: [Option<usize>; 2],
+    pub table: Vec<i64>,
+}
+
+impl RowTaps {
+    pub fn build(geo: &Geo) -> RowTaps {
+        let mut table = Vec::new();
+        let mut table_at = [None, None];
+        for (axis, at) in table_at.iter_mut().enumerate() {
+            let ranges: Vec<(usize, usize)> = (0..geo.out[axis]).map(|o| geo.taps(axis, o)).collect();
+            if ranges.iter().any(|&r| r != (0, geo.k[axis])) {
+                *at = Some(table.len());
+                table.extend(ranges.iter().flat_map(|&(lo, hi)| [lo as i64, hi as i64]));
+            }
+        }
+        RowTaps { table_at, table }
+    }
+
+    /// The range of `axis` at output index `o` (`table` is the aux pointer, if any).
+    pub fn range(&self, b: &mut FunctionBuilder, geo: &Geo, table: Option<Value>, axis: usize, o: Value) -> Range {
+        match (self.table_at[axis], table) {
+            (Some(at), Some(t)) => {
+                let p = kit::offset(b, t, o, 16, at as i64 * 8);
+                Range::Dyn(load_i64(b, p, 0), load_i64(b, p, 8))
+            }
+            _ => Range::Const(0, geo.k[axis] as i64),
+        }
+    }
+
+    pub fn needs_table(&self) -> bool {
+        !self.table.is_empty()
+    }
+}
+
+/// Where the per-output-channel vectors of a tile's weights come from, as byte strides.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct WLayout {
+    pub group: i64,
+    /// Per tile of 8 output channels.
+    pub tile: i64,
+    pub ic: i64,
+    /// Per flattened tap.
+    pub tap: i64,
+    /// `None`: packed, 4 channels per vector load; `Some(stride)`: the weight tensor itself,
+    /// channel lanes `stride` bytes apart.
+    pub lane: Option<i64>,
+}
+
+impl WLayout {
+    /// Output channels `v·4 ..` of the tile (`lanes` of them valid) at `ptr + off`.
+    pub fn load(&self, b: &mut FunctionBuilder, ptr: Value, off: i64, v: usize, lanes: usize) -> Value {
+        match self.lane {
+            None => load_v(b, ptr, off + v as i64 * 16),
+            Some(s) => gather(b, ptr, off + v as i64 * 4 * s, s, lanes),
+        }
+    }
+}
+
+/// Packs weights for a tile over output channels: `[group][tile][ic][tap][T]`, tiles of 8
+/// channels with the last one 4 or 8 wide, zero-padded. `at(g, oc, ic, tap)` reads the weight.
+pub(super) fn pack_oc_tiles(geo: &Geo, at: impl Fn(usize, usize, usize, usize) -> f32) -> Vec<f32> {
+    let kvol = geo.kvol();
+    let mut out = Vec::with_capacity(geo.group * geo.mg.next_multiple_of(4) * geo.cg * kvol);
+    for g in 0..geo.group {
+        let mut t0 = 0;
+        while t0 < geo.mg {
+            let w = (geo.mg - t0).min(8).next_multiple_of(4);
+            for ic in 0..geo.cg {
+                for tap in 0..kvol {
+                    for l in 0..w {
+                        let oc = t0 + l;
+                        out.push(if oc < geo.mg { at(g, oc, ic, tap) } else { 0.0 });
+                    }
+                }
+            }
+            t0 += 8;
+        }
+    }
+    out
+}
+
+/// Tiles of output channels within a group: `(count, width T, valid lanes)` for the runs of
+/// full 8-wide tiles and the last partial one.
+pub(super) fn oc_tiles(mg: usize) -> [(usize, usize, usize); 2] {
+    let rem = mg % 8;
+    [(mg / 8, 8, 8), (usize::from(rem > 0), rem.next_multiple_of(4), rem)]
+}
+
+/// Bias vector `v` of a tile (`lanes` valid), or zeros.
+pub(super) fn bias_vec(b: &mut FunctionBuilder, bias: Option<Value>, v: usize, lanes: usize) -> Value {
+    match bias {
+        Some(p) => gather(b, p, v as i64 * 16, 4, lanes.min(4)),
+        None => kit::splat_const(b, 0.0),
+    }
+}
+
+/// Transposes 4 vectors (`a[p]` lane `l`) into 4 vectors (`r[l]` lane `p`).
+pub(super) fn transpose4(b: &mut FunctionBuilder, a: [Value; 4]) -> [Value; 4] {
+    let t0 = shuffle32(b, a[0], a[1], [0, 4, 1, 5]);
+    let t1 = shuffle32(b, a[2], a[3], [0, 4, 1, 5]);
+    let t2 = shuffle32(b, a[0], a[1], [2, 6, 3, 7]);
+    let t3 = shuffle32(b, a[2], a[3], [2, 6, 3, 7]);
+    [
+        shuffle32(b, t0, t1, [0, 1, 4, 5]),
+        shuffle32(b, t0, t1, [2, 3, 6, 7]),
+        shuffle32(b, t2, t3, [0, 1, 4, 5]),
+        shuffle32(b, t2, t3, [2, 3, 6, 7]),
+    ]
+}
+
+/// The constant tensor of input `i`, as f32.
+pub(super) fn const_f32<'t>(cx: &EmitCx<'t>, i: usize) -> Option<&'t [f32]> {
+    cx.consts.get(i).copied().flatten().and_then(Tensor::as_f32)
+}
+
+/// Aux buffers under construction, with their argument indices.
+pub(super) struct AuxList<'c, 'a> {
+    cx: &'c EmitCx<'a>,
+    pub bufs: Vec<Aux>,
+}
+
+impl<'c, 'a> AuxList<'c, 'a> {
+    pub fn new(cx: &'c EmitCx<'a>) -> Self {
+        AuxList { cx, bufs: Vec::new() }
+    }
+
+    /// Adds a buffer and returns its kernel argument index.
+    pub fn push(&mut self, a: Aux) -> usize {
+        self.bufs.push(a);
+        self.cx.aux_arg(self.bufs.len() - 1)
+    }
+}

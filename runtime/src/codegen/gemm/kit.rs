@@ -1,0 +1,178 @@
+//! Emission helpers shared by the GEMM and convolution kernels: loops with run-time bounds,
+//! loads and stores at large constant offsets, partial vectors, and accumulator tiles.
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value, types};
+use cranelift_frontend::{FunctionBuilder, Variable};
+
+use crate::codegen::builder::mem;
+
+/// `ptr + off` as an address a load can use with an `i32` immediate.
+fn split(b: &mut FunctionBuilder, ptr: Value, off: i64) -> (Value, i32) {
+    match i32::try_from(off) {
+        Ok(o) => (ptr, o),
+        Err(_) => (b.ins().iadd_imm_s(ptr, off), 0),
+    }
+}
+
+/// Loads one f32 at `ptr + off` bytes.
+pub(crate) fn load_f32(b: &mut FunctionBuilder, ptr: Value, off: i64) -> Value {
+    let (p, o) = split(b, ptr, off);
+    b.ins().load(types::F32, mem(), p, o)
+}
+
+/// Loads four f32 at `ptr + off` bytes.
+pub(crate) fn load_v(b: &mut FunctionBuilder, ptr: Value, off: i64) -> Value {
+    let (p, o) = split(b, ptr, off);
+    b.ins().load(types::F32X4, mem(), p, o)
+}
+
+/// Loads one f32 at `ptr + off` and broadcasts it to four lanes.
+pub(crate) fn splat_load(b: &mut FunctionBuilder, ptr: Value, off: i64) -> Value {
+    let s = load_f32(b, ptr, off);
+    b.ins().splat(types::F32X4, s)
+}
+
+/// Loads an `i64` at `ptr + off` bytes.
+pub(crate) fn load_i64(b: &mut FunctionBuilder, ptr: Value, off: i64) -> Value {
+    let (p, o) = split(b, ptr, off);
+    b.ins().load(types::I64, mem(), p, o)
+}
+
+pub(crate) fn store(b: &mut FunctionBuilder, v: Value, ptr: Value, off: i64) {
+    let (p, o) = split(b, ptr, off);
+    b.ins().store(mem(), v, p, o);
+}
+
+pub(crate) fn splat_const(b: &mut FunctionBuilder, c: f32) -> Value {
+    let s = b.ins().f32const(c);
+    b.ins().splat(types::F32X4, s)
+}
+
+/// A vector whose lane `l < lanes` is the f32 at `ptr + off + l·stride` and whose other lanes
+/// are zero (never read). A unit stride with four lanes is one vector load.
+pub(crate) fn gather(b: &mut FunctionBuilder, ptr: Value, off: i64, stride: i64, lanes: usize) -> Value {
+    debug_assert!((1..=4).contains(&lanes));
+    if lanes == 4 && stride == 4 {
+        return load_v(b, ptr, off);
+    }
+    if stride == 0 {
+        return splat_load(b, ptr, off);
+    }
+    let mut v = splat_const(b, 0.0);
+    for l in 0..lanes {
+        let s = load_f32(b, ptr, off + l as i64 * stride);
+        v = b.ins().insertlane(v, s, l as u8);
+    }
+    v
+}
+
+/// Stores the first `lanes` lanes of `v` at `ptr + off + l·stride`.
+pub(crate) fn scatter(b: &mut FunctionBuilder, v: Value, ptr: Value, off: i64, stride: i64, lanes: usize) {
+    if lanes == 4 && stride == 4 {
+        store(b, v, ptr, off);
+        return;
+    }
+    for l in 0..lanes {
+        let s = b.ins().extractlane(v, l as u8);
+        store(b, s, ptr, off + l as i64 * stride);
+    }
+}
+
+/// Lanes `idx` (0–3 from `x`, 4–7 from `y`) of two f32x4 vectors: a byte shuffle that
+/// x64 lowers to `shufps` / `unpck*ps` / `punpck*qdq` for the usual patterns.
+pub(crate) fn shuffle32(b: &mut FunctionBuilder, x: Value, y: Value, idx: [u8; 4]) -> Value {
+    let mut mask = [0u8; 16];
+    for (i, &lane) in idx.iter().enumerate() {
+        for j in 0..4 {
+            mask[i * 4 + j] = lane * 4 + j as u8;
+        }
+    }
+    let imm = b.func.dfg.immediates.push(ConstantData::from(mask.to_vec()));
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+    let x = b.ins().bitcast(types::I8X16, le, x);
+    let y = b.ins().bitcast(types::I8X16, le, y);
+    let r = b.ins().shuffle(x, y, imm);
+    b.ins().bitcast(types::F32X4, le, r)
+}
+
+/// `ptr + off` bytes.
+pub(crate) fn add(b: &mut FunctionBuilder, ptr: Value, off: i64) -> Value {
+    if off == 0 { ptr } else { b.ins().iadd_imm_s(ptr, off) }
+}
+
+/// `ptr + index·scale + off` bytes, `index` an `i64` value.
+pub(crate) fn offset(b: &mut FunctionBuilder, ptr: Value, index: Value, scale: i64, off: i64) -> Value {
+    let scaled = match scale {
+        0 => return add(b, ptr, off),
+        1 => index,
+        _ => b.ins().imul_imm_s(index, scale),
+    };
+    let p = b.ins().iadd(ptr, scaled);
+    if off == 0 { p } else { b.ins().iadd_imm_s(p, off) }
+}
+
+/// `for iv in (start..end).step_by(step) { body(iv) }` with run-time `i64` bounds.
+pub(crate) fn for_dyn(
+    b: &mut FunctionBuilder,
+    start: Value,
+    end: Value,
+    step: i64,
+    mut body: impl FnMut(&mut FunctionBuilder, Value),
+) {
+    let header = b.create_block();
+    let body_blk = b.create_block();
+    let exit = b.create_block();
+    b.append_block_param(header, types::I64);
+    b.ins().jump(header, &[start.into()]);
+    b.switch_to_block(header);
+    let iv = b.block_params(header)[0];
+    let more = b.ins().icmp(IntCC::SignedLessThan, iv, end);
+    b.ins().brif(more, body_blk, &[], exit, &[]);
+    b.switch_to_block(body_blk);
+    body(b, iv);
+    let next = b.ins().iadd_imm_s(iv, step);
+    b.ins().jump(header, &[next.into()]);
+    b.switch_to_block(exit);
+}
+
+/// A tile of f32x4 accumulators living in Cranelift variables (loop-carried across the
+/// reduction loops), indexed `[row][vector]`.
+pub(crate) struct Acc {
+    vars: Vec<Variable>,
+    cols: usize,
+}
+
+impl Acc {
+    /// A `rows × cols` tile, each accumulator initialized by `init(row, col)`.
+    pub(crate) fn new(
+        b: &mut FunctionBuilder,
+        rows: usize,
+        cols: usize,
+        mut init: impl FnMut(&mut FunctionBuilder, usize, usize) -> Value,
+    ) -> Acc {
+        let mut vars = Vec::with_capacity(rows * cols);
+        for r in 0..rows {
+            for c in 0..cols {
+                let ty = types::F32X4;
+                let v = b.declare_var(ty);
+                let x = init(b, r, c);
+                b.def_var(v, x);
+                vars.push(v);
+            }
+        }
+        Acc { vars, cols }
+    }
+
+    pub(crate) fn get(&self, b: &mut FunctionBuilder, r: usize, c: usize) -> Value {
+        b.use_var(self.vars[r * self.cols + c])
+    }
+
+    /// `acc[r][c] += x·y`.
+    pub(crate) fn fma(&self, b: &mut FunctionBuilder, r: usize, c: usize, x: Value, y: Value) {
+        let var = self.vars[r * self.cols + c];
+        let a = b.use_var(var);
+        let s = b.ins().fma(x, y, a);
+        b.def_var(var, s);
+    }
+}

@@ -1,0 +1,414 @@
+//! Gemm (batch-1 GEMV and register-tiled GEMM) and batched MatMul.
+//!
+//! Both lower to one matrix-product emitter, [`emit_product`]: `Y = alpha·A·B (+ C)` with `A`
+//! read in place through baked strides (so transposes are free), `B` either packed at load
+//! into column panels (constant weights) or read in place, and the result vectorized over
+//! the columns of `Y` with f32x4 accumulators. `M = 1` (batch-1 fully connected layers) gets a
+//! GEMV tiling: one row, up to 8 vectors (32 columns) per panel, so every `B` load is used
+//! once and folds into its FMA.
+
+pub(super) mod kit;
+
+use cnnc_ir::{DType, Tensor};
+use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_frontend::FunctionBuilder;
+
+use self::kit::{Acc, gather, load_i64, load_v, scatter, splat_const, splat_load};
+use super::builder::for_range;
+use super::{Aux, CompileError, EmitCx, Emitted, Jit};
+
+/// `Y = alpha·op(A)·op(B) + beta·C`, `C` broadcast unidirectionally to `[M, N]`.
+pub(crate) fn emit_gemm(
+    jit: &mut Jit,
+    cx: &EmitCx,
+    alpha: f32,
+    beta: f32,
+    trans_a: bool,
+    trans_b: bool,
+) -> Result<Emitted, CompileError> {
+    check_f32(cx)?;
+    let (&[a0, a1], &[b0, b1]) = (&cx.inputs[0].shape[..], &cx.inputs[1].shape[..]) else {
+        return Err(cx.unsupported("gemm operands that are not matrices"));
+    };
+    let (m, k) = if trans_a { (a1, a0) } else { (a0, a1) };
+    let n = if trans_b { b0 } else { b1 };
+    let a = if trans_a { Strided { rs: 4, cs: m as i64 * 4 } } else { Strided { rs: k as i64 * 4, cs: 4 } };
+    let b_strides = if trans_b { Strided { rs: 4, cs: k as i64 * 4 } } else { Strided { rs: n as i64 * 4, cs: 4 } };
+    let tiling = Tiling::for_shape(m, n);
+    let mut aux = Vec::new();
+    let b_src = match cx.consts[1] {
+        Some(t) => {
+            let v = f32_data(cx, t)?;
+            aux.push(Aux::F32(pack_b(|kk, j| v[strided_index(b_strides, kk, j)], k, n, tiling.width())));
+            BSrc::Packed { arg: cx.aux_arg(aux.len() - 1) }
+        }
+        None => BSrc::Strided(b_strides),
+    };
+    let c_src = match (cx.inputs.get(2), cx.consts.get(2).copied().flatten()) {
+        (None, _) => CSrc::None,
+        (Some(_), Some(t)) => {
+            let v = f32_data(cx, t)?;
+            let s = c_strides(t.shape());
+            let dense = (0..m * n).map(|i| beta * v[strided_index(s, i / n, i % n)]).collect();
+            aux.push(Aux::F32(dense));
+            CSrc::Dense { arg: cx.aux_arg(aux.len() - 1) }
+        }
+        (Some(ct), None) => CSrc::Strided { arg: cx.in_arg(2), s: c_strides(&ct.shape), beta },
+    };
+    let p = Product { m, n, k, a, b: b_src, c: c_src, alpha, tiling };
+    let (a_arg, b_arg, y_arg) = (cx.in_arg(0), cx.in_arg(1), cx.out_arg(0));
+    let func = jit.kernel(cx.name, |kb| {
+        let a_ptr = kb.arg(a_arg);
+        let b_ptr = match p.b {
+            BSrc::Packed { arg } => kb.arg(arg),
+            BSrc::Strided(_) => kb.arg(b_arg),
+        };
+        let c_ptr = match p.c {
+            CSrc::None => None,
+            CSrc::Dense { arg } | CSrc::Strided { arg, .. } => Some(kb.arg(arg)),
+        };
+        let y_ptr = kb.arg(y_arg);
+        emit_product(&mut kb.b, &p, a_ptr, b_ptr, c_ptr, y_ptr);
+    })?;
+    Ok(Emitted { func, aux })
+}
+
+/// Numpy `matmul`: batched over the broadcast leading axes, 1-D operands promoted.
+pub(crate) fn emit_matmul(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, CompileError> {
+    check_f32(cx)?;
+    let (a_shape, b_shape) = (&cx.inputs[0].shape, &cx.inputs[1].shape);
+    let (a_batch, m, k) = match a_shape[..] {
+        [k] => (&[][..], 1, k),
+        _ => (&a_shape[..a_shape.len() - 2], a_shape[a_shape.len() - 2], a_shape[a_shape.len() - 1]),
+    };
+    let (b_batch, n) = match b_shape[..] {
+        [_] => (&[][..], 1),
+        _ => (&b_shape[..b_shape.len() - 2], b_shape[b_shape.len() - 1]),
+    };
+    let rank = a_batch.len().max(b_batch.len());
+    let pad = |s: &[usize]| -> Vec<usize> { std::iter::repeat_n(1, rank - s.len()).chain(s.iter().copied()).collect() };
+    let (ab, bb) = (pad(a_batch), pad(b_batch));
+    let batch: Vec<usize> = ab.iter().zip(&bb).map(|(&x, &y)| if x == 1 { y } else { x }).collect();
+    let n_batch: usize = batch.iter().product();
+    if n_batch * m * n != cx.outputs[0].numel() {
+        return Err(cx.unsupported(format!("matmul of {a_shape:?} and {b_shape:?} into {}", cx.outputs[0])));
+    }
+    // Matrix index of operand `dims` for flat output batch index `bi` (broadcast axes repeat).
+    let mat_index = |dims: &[usize], mut bi: usize| -> usize {
+        let (mut idx, mut scale) = (0, 1);
+        for (d, &full) in dims.iter().zip(&batch).rev() {
+            let i = bi % full;
+            bi /= full;
+            if *d != 1 {
+                idx += i * scale;
+            }
+            scale *= d;
+        }
+        idx
+    };
+    let tiling = Tiling::for_shape(m, n);
+    let mut aux = Vec::new();
+    let b_strides = Strided { rs: n as i64 * 4, cs: 4 };
+    let (b_src, b_mat_bytes) = match cx.consts[1] {
+        Some(t) => {
+            let v = f32_data(cx, t)?;
+            let n_mats: usize = bb.iter().product();
+            let mut packed = Vec::new();
+            for mat in 0..n_mats {
+                let base = mat * k * n;
+                packed.extend(pack_b(|kk, j| v[base + kk * n + j], k, n, tiling.width()));
+            }
+            let per = packed.len() / n_mats.max(1);
+            aux.push(Aux::F32(packed));
+            (BSrc::Packed { arg: cx.aux_arg(aux.len() - 1) }, per * 4)
+        }
+        None => (BSrc::Strided(b_strides), k * n * 4),
+    };
+    let table_arg = (n_batch > 1).then(|| {
+        let mut t = Vec::with_capacity(2 * n_batch);
+        for bi in 0..n_batch {
+            t.push((mat_index(&ab, bi) * m * k * 4) as i64);
+            t.push((mat_index(&bb, bi) * b_mat_bytes) as i64);
+        }
+        aux.push(Aux::I64(t));
+        cx.aux_arg(aux.len() - 1)
+    });
+    let a = Strided { rs: k as i64 * 4, cs: 4 };
+    let p = Product { m, n, k, a, b: b_src, c: CSrc::None, alpha: 1.0, tiling };
+    let (a_arg, b_arg, y_arg) = (cx.in_arg(0), cx.in_arg(1), cx.out_arg(0));
+    let func = jit.kernel(cx.name, |kb| {
+        let a_ptr = kb.arg(a_arg);
+        let b_ptr = match p.b {
+            BSrc::Packed { arg } => kb.arg(arg),
+            BSrc::Strided(_) => kb.arg(b_arg),
+        };
+        let y_ptr = kb.arg(y_arg);
+        match table_arg {
+            None if n_batch == 0 => {}
+            None => emit_product(&mut kb.b, &p, a_ptr, b_ptr, None, y_ptr),
+            Some(t) => {
+                let table = kb.arg(t);
+                for_range(&mut kb.b, 0, n_batch as i64, 1, |b, bi| {
+                    let row = kit::offset(b, table, bi, 16, 0);
+                    let a_off = load_i64(b, row, 0);
+                    let b_off = load_i64(b, row, 8);
+                    let a_i = b.ins().iadd(a_ptr, a_off);
+                    let b_i = b.ins().iadd(b_ptr, b_off);
+                    let y_i = kit::offset(b, y_ptr, bi, (m * n * 4) as i64, 0);
+                    emit_product(b, &p, a_i, b_i, None, y_i);
+                });
+            }
+        }
+    })?;
+    Ok(Emitted { func, aux })
+}
+
+fn check_f32(cx: &EmitCx) -> Result<(), CompileError> {
+    if cx.inputs.iter().chain(cx.outputs).any(|t| t.dtype != DType::F32) {
+        return Err(cx.unsupported("non-f32 operands"));
+    }
+    Ok(())
+}
+
+fn f32_data<'t>(cx: &EmitCx, t: &'t Tensor) -> Result<&'t [f32], CompileError> {
+    t.as_f32().ok_or_else(|| cx.unsupported("a non-f32 constant operand"))
+}
+
+/// Byte strides of a matrix operand read in place: element `(r, c)` at `r·rs + c·cs`.
+#[derive(Clone, Copy, Debug)]
+struct Strided {
+    rs: i64,
+    cs: i64,
+}
+
+fn strided_index(s: Strided, r: usize, c: usize) -> usize {
+    (r as i64 * s.rs / 4 + c as i64 * s.cs / 4) as usize
+}
+
+/// Strides of `C` broadcast to `[M, N]` (a broadcast axis has stride 0).
+fn c_strides(shape: &[usize]) -> Strided {
+    let (rows, cols) = match shape {
+        [] => (1, 1),
+        [c] => (1, *c),
+        [r, c, ..] => (*r, *c),
+    };
+    Strided { rs: if rows == 1 { 0 } else { cols as i64 * 4 }, cs: if cols == 1 { 0 } else { 4 } }
+}
+
+/// Where the right operand comes from.
+#[derive(Clone, Copy, Debug)]
+enum BSrc {
+    /// Packed at load by [`pack_b`] into aux argument `arg`.
+    Packed { arg: usize },
+    /// Read in place.
+    Strided(Strided),
+}
+
+/// The additive term of the epilogue.
+#[derive(Clone, Copy, Debug)]
+enum CSrc {
+    None,
+    /// Pre-broadcast `[M, N]` and pre-multiplied by beta at load, in aux argument `arg`.
+    Dense {
+        arg: usize,
+    },
+    /// Kernel argument `arg` read through broadcast strides, times `beta`.
+    Strided {
+        arg: usize,
+        s: Strided,
+        beta: f32,
+    },
+}
+
+/// Register tile: `mr` rows × `nrv` vectors of 4 columns; `B` panels are `4·nrv` columns wide.
+#[derive(Clone, Copy, Debug)]
+struct Tiling {
+    mr: usize,
+    nrv: usize,
+}
+
+impl Tiling {
+    fn for_shape(m: usize, n: usize) -> Tiling {
+        let vecs = n.div_ceil(4).max(1);
+        if m == 1 { Tiling { mr: 1, nrv: vecs.min(8) } } else { Tiling { mr: m.min(4), nrv: vecs.min(2) } }
+    }
+
+    fn width(self) -> usize {
+        self.nrv * 4
+    }
+}
+
+/// Packs `B` (`k × n`, element `(kk, j)` from `at`) into column panels of `width` columns:
+/// panel `p` holds `B[kk][p·width + j]` at `kk·w + j` where `w` is the panel's width (`width`,
+/// or for the last, partial panel its column count rounded up to 4, zero-padded). Panels are
+/// stored back to back.
+fn pack_b(at: impl Fn(usize, usize) -> f32, k: usize, n: usize, width: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(k * n.next_multiple_of(4));
+    let mut j0 = 0;
+    while j0 < n {
+        let cols = (n - j0).min(width);
+        let w = cols.next_multiple_of(4);
+        for kk in 0..k {
+            for j in 0..w {
+                out.push(if j < cols { at(kk, j0 + j) } else { 0.0 });
+            }
+        }
+        j0 += cols;
+    }
+    out
+}
+
+/// One matrix product `Y[M×N] = alpha·A·B + C` with shapes baked in.
+struct Product {
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Strided,
+    b: BSrc,
+    c: CSrc,
+    alpha: f32,
+    tiling: Tiling,
+}
+
+/// Emits the product with `Y` row-major (`N` columns). `b_ptr` is the packed buffer or `B`.
+fn emit_product(b: &mut FunctionBuilder, p: &Product, a_ptr: Value, b_ptr: Value, c_ptr: Option<Value>, y_ptr: Value) {
+    if p.m == 0 || p.n == 0 {
+        return;
+    }
+    let Tiling { mr, nrv } = p.tiling;
+    let width = nrv * 4;
+    let (full_rows, rem_rows) = (p.m / mr, p.m % mr);
+    let (full_panels, rem_cols) = (p.n / width, p.n % width);
+    let rows_runs = [(0, full_rows, mr), (full_rows * mr, usize::from(rem_rows > 0), rem_rows)];
+    let bases = Bases { a: a_ptr, b: b_ptr, c: c_ptr, y: y_ptr };
+    for (row0, count, rows) in rows_runs {
+        for_range(b, 0, count as i64, 1, |b, ti| {
+            let i0 = RowCol { base: ti, scale: rows, first: row0 };
+            // Full panels, then the partial one.
+            for_range(b, 0, full_panels as i64, 1, |b, pi| {
+                let j0 = RowCol { base: pi, scale: width, first: 0 };
+                emit_tile(b, p, &bases, i0, j0, Dims { rows, cols: width, panel: width });
+            });
+            if rem_cols > 0 {
+                let j0 = RowCol { base: index_const(b, full_panels), scale: width, first: 0 };
+                let dims = Dims { rows, cols: rem_cols, panel: rem_cols.next_multiple_of(4) };
+                emit_tile(b, p, &bases, i0, j0, dims);
+            }
+        });
+    }
+}
+
+fn index_const(b: &mut FunctionBuilder, v: usize) -> Value {
+    b.ins().iconst(cranelift_codegen::ir::types::I64, v as i64)
+}
+
+/// A run-time tile origin `first + base·scale`.
+#[derive(Clone, Copy)]
+struct RowCol {
+    base: Value,
+    scale: usize,
+    first: usize,
+}
+
+impl RowCol {
+    /// `ptr + (first + base·scale)·bytes`.
+    fn at(self, b: &mut FunctionBuilder, ptr: Value, bytes: i64) -> Value {
+        kit::offset(b, ptr, self.base, self.scale as i64 * bytes, self.first as i64 * bytes)
+    }
+}
+
+/// Base pointers of the operands (`b`: the packed buffer or `B`).
+#[derive(Clone, Copy)]
+struct Bases {
+    a: Value,
+    b: Value,
+    c: Option<Value>,
+    y: Value,
+}
+
+/// A register tile: `rows` × `cols` outputs, `cols` ≤ the width `panel` of its `B` panel.
+#[derive(Clone, Copy)]
+struct Dims {
+    rows: usize,
+    cols: usize,
+    panel: usize,
+}
+
+/// One register tile over the whole `K`.
+fn emit_tile(b: &mut FunctionBuilder, p: &Product, bases: &Bases, i0: RowCol, j0: RowCol, dims: Dims) {
+    let Dims { rows, cols, panel: w } = dims;
+    let Bases { a: a_ptr, b: b_ptr, c: c_ptr, y: y_ptr } = *bases;
+    let nv = cols.div_ceil(4);
+    let lanes = |v: usize| (cols - v * 4).min(4);
+    let a_row = i0.at(b, a_ptr, p.a.rs);
+    // `B` for column `j0` and row 0, and the byte step between rows of `B`.
+    let (b_col, b_rs) = match p.b {
+        BSrc::Packed { .. } => (j0.at(b, b_ptr, p.k as i64 * 4), w as i64 * 4),
+        BSrc::Strided(s) => (j0.at(b, b_ptr, s.cs), s.rs),
+    };
+    let acc = Acc::new(b, rows, nv, |b, _, _| splat_const(b, 0.0));
+    let step = |b: &mut FunctionBuilder, a_k: Value, b_k: Value, u: i64| {
+        let bv: Vec<Value> = (0..nv)
+            .map(|v| match p.b {
+                BSrc::Packed { .. } => load_v(b, b_k, u * b_rs + v as i64 * 16),
+                BSrc::Strided(s) => gather(b, b_k, u * b_rs + v as i64 * 4 * s.cs, s.cs, lanes(v)),
+            })
+            .collect();
+        for r in 0..rows {
+            let av = splat_load(b, a_k, u * p.a.cs + r as i64 * p.a.rs);
+            for (v, &bv) in bv.iter().enumerate() {
+                acc.fma(b, r, v, av, bv);
+            }
+        }
+    };
+    const UNROLL: usize = 4;
+    let main = p.k - p.k % UNROLL;
+    for_range(b, 0, main as i64, UNROLL as i64, |b, kk| {
+        let a_k = kit::offset(b, a_row, kk, p.a.cs, 0);
+        let b_k = kit::offset(b, b_col, kk, b_rs, 0);
+        for u in 0..UNROLL as i64 {
+            step(b, a_k, b_k, u);
+        }
+    });
+    for kk in main..p.k {
+        step(b, a_row, b_col, kk as i64);
+    }
+    // Epilogue: alpha, the C term, and the store (partial vectors lane by lane).
+    let alpha = (p.alpha != 1.0).then(|| splat_const(b, p.alpha));
+    let beta = match p.c {
+        CSrc::Strided { beta, .. } if beta != 1.0 => Some(splat_const(b, beta)),
+        _ => None,
+    };
+    let y_tile = i0.at(b, y_ptr, p.n as i64 * 4);
+    let y_tile = j0.at(b, y_tile, 4);
+    let c_tile = match (p.c, c_ptr) {
+        (CSrc::Dense { .. }, Some(c)) => {
+            let t = i0.at(b, c, p.n as i64 * 4);
+            Some((j0.at(b, t, 4), Strided { rs: p.n as i64 * 4, cs: 4 }))
+        }
+        (CSrc::Strided { s, .. }, Some(c)) => {
+            let t = i0.at(b, c, s.rs);
+            Some((j0.at(b, t, s.cs), s))
+        }
+        _ => None,
+    };
+    for r in 0..rows {
+        for v in 0..nv {
+            let mut x = acc.get(b, r, v);
+            let c_term = c_tile.map(|(c, s)| {
+                let cv = gather(b, c, r as i64 * s.rs + v as i64 * 4 * s.cs, s.cs, lanes(v));
+                match beta {
+                    Some(bt) => b.ins().fmul(cv, bt),
+                    None => cv,
+                }
+            });
+            x = match (alpha, c_term) {
+                (Some(al), Some(c)) => b.ins().fma(x, al, c),
+                (Some(al), None) => b.ins().fmul(x, al),
+                (None, Some(c)) => b.ins().fadd(x, c),
+                (None, None) => x,
+            };
+            scatter(b, x, y_tile, r as i64 * p.n as i64 * 4 + v as i64 * 16, 4, lanes(v));
+        }
+    }
+}

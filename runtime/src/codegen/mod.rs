@@ -1,0 +1,129 @@
+//! Native code generation with Cranelift: one shape-specialized kernel per node, compiled at
+//! load time for the host CPU.
+//!
+//! Kernel ABI: every kernel is a [`jit::KernelFn`] taking a table of buffer pointers laid out
+//! as `[inputs…, outputs…, aux…]` — the node's inputs in slot order (weights included), its
+//! outputs, then the auxiliary buffers the emitter built at load time (packed weights, index
+//! tables). Shapes, strides and scalar constants are baked into the code; kernels never
+//! allocate. Output buffers never alias input buffers.
+
+pub(crate) mod builder;
+pub(crate) mod jit;
+pub(crate) mod math;
+
+mod binary;
+mod conv;
+mod gemm;
+mod index_map;
+mod movement;
+mod norm;
+mod pool;
+mod reduce;
+mod resize;
+mod unary;
+
+use cnnc_ir::{Op, Tensor, TensorType};
+use cranelift_module::FuncId;
+
+pub(crate) use jit::{Code, Jit, Kb, KernelFn};
+
+/// Why a graph could not be compiled to native code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error("node `{node}` ({op}): no native kernel for {what}")]
+    Unsupported { node: String, op: String, what: String },
+    #[error("code generation: {0}")]
+    Backend(String),
+}
+
+/// What an emitter knows about the node it compiles.
+pub(crate) struct EmitCx<'a> {
+    /// Node name, for errors and symbol names.
+    pub name: &'a str,
+    pub op: &'a Op,
+    pub inputs: &'a [TensorType],
+    pub outputs: &'a [TensorType],
+    /// The constant value of each input that is a weight (for packing at load time).
+    pub consts: &'a [Option<&'a Tensor>],
+}
+
+impl EmitCx<'_> {
+    pub(crate) fn unsupported(&self, what: impl Into<String>) -> CompileError {
+        CompileError::Unsupported { node: self.name.to_owned(), op: self.op.name().to_owned(), what: what.into() }
+    }
+
+    /// Index of input `i` in the kernel's argument table.
+    pub(crate) fn in_arg(&self, i: usize) -> usize {
+        i
+    }
+
+    /// Index of output `i` in the kernel's argument table.
+    pub(crate) fn out_arg(&self, i: usize) -> usize {
+        self.inputs.len() + i
+    }
+
+    /// Index of aux buffer `i` in the kernel's argument table.
+    pub(crate) fn aux_arg(&self, i: usize) -> usize {
+        self.inputs.len() + self.outputs.len() + i
+    }
+}
+
+/// A buffer built at load time and passed to a kernel (packed weights, index tables).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Aux {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+    U32(Vec<u32>),
+}
+
+impl Aux {
+    pub(crate) fn ptr(&self) -> *mut u8 {
+        match self {
+            Aux::F32(v) => v.as_ptr() as *mut u8,
+            Aux::I64(v) => v.as_ptr() as *mut u8,
+            Aux::U32(v) => v.as_ptr() as *mut u8,
+        }
+    }
+}
+
+/// One compiled node: its function (finalized later) and its aux buffers.
+pub(crate) struct Emitted {
+    pub func: FuncId,
+    pub aux: Vec<Aux>,
+}
+
+/// Compiles one node, dispatching on its op. Sources (inputs, weights) and views (reshape,
+/// slab splits) never get here: the memory plan handles them.
+pub(crate) fn emit_node(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, CompileError> {
+    match cx.op {
+        Op::Conv(a) => conv::emit_conv(jit, cx, a),
+        Op::ConvTranspose(a) => conv::emit_conv_transpose(jit, cx, a),
+        Op::BatchNorm { epsilon } => norm::emit_batchnorm(jit, cx, *epsilon),
+        Op::Unary(u) => unary::emit_unary(jit, cx, *u),
+        Op::Binary(b) => binary::emit_binary(jit, cx, *b),
+        Op::Where => binary::emit_where(jit, cx),
+        Op::MaxPool(a) => pool::emit_max_pool(jit, cx, a),
+        Op::AvgPool { pool, count_include_pad } => pool::emit_avg_pool(jit, cx, pool, *count_include_pad),
+        Op::GlobalAvgPool => pool::emit_global_pool(jit, cx, false),
+        Op::GlobalMaxPool => pool::emit_global_pool(jit, cx, true),
+        Op::Gemm { alpha, beta, trans_a, trans_b } => gemm::emit_gemm(jit, cx, *alpha, *beta, *trans_a, *trans_b),
+        Op::MatMul => gemm::emit_matmul(jit, cx),
+        Op::Resize(a) => resize::emit_resize(jit, cx, a),
+        Op::Concat { axis } => movement::emit_concat(jit, cx, *axis),
+        Op::Split { axis, sizes } => movement::emit_split(jit, cx, *axis, sizes),
+        Op::Transpose { perm } => movement::emit_transpose(jit, cx, perm),
+        Op::Slice { axes } => movement::emit_slice(jit, cx, axes),
+        Op::Gather { axis } => movement::emit_gather(jit, cx, *axis),
+        Op::Expand { .. } => movement::emit_expand(jit, cx),
+        Op::Cast { to } => movement::emit_cast(jit, cx, *to),
+        Op::Pad { pads, mode, value } => movement::emit_pad(jit, cx, pads, *mode, *value),
+        Op::Softmax { axis, flatten } => reduce::emit_softmax(jit, cx, *axis, *flatten),
+        Op::Reduce { kind, axes, keepdims } => reduce::emit_reduce(jit, cx, *kind, axes, *keepdims),
+        Op::ArgReduce { max, axis, keepdims: _, select_last_index } => {
+            reduce::emit_arg_reduce(jit, cx, *max, *axis, *select_last_index)
+        }
+        Op::Input { .. } | Op::Weight(_) | Op::Reshape { .. } => {
+            Err(cx.unsupported("a source or view op reached code generation (a bug in the memory plan)"))
+        }
+    }
+}

@@ -1,0 +1,607 @@
+//! Data movement: transpose, slice, pad, expand, gather, concat, split, cast.
+//!
+//! Every dtype moves as raw bits (f32 4 bytes, i64 8 bytes, bool 1 byte). Most of these ops
+//! are strided copies: a baked loop nest ([`Nest`]) whose innermost row is a contiguous copy
+//! (64-byte vector loop), a splat fill (stride 0) or an element-by-element strided copy.
+//! Transposes of 4-byte elements that move the contiguous axis go through 4×4 register
+//! transposes. Pad splits each axis into runs (constant fill, forward copy, mirrored copy,
+//! repeated edge); a pad whose runs would multiply into too much code reads through an index
+//! table built at load time instead.
+//!
+//! Gather with indices computed at run time writes zeros for an index outside `[-dim, dim)`
+//! (the reference reports an error there); constant indices are checked at load.
+
+use cnnc_ir::{DType, PadMode, SliceAxis};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{ConstantData, InstBuilder, MemFlagsData, Value, types};
+
+use super::builder::mem;
+use super::index_map::{
+    Nest, broadcast_strides, contiguous_strides, copy_bytes, copy_elems, fill, if_else, int_type, kb_loop, loop_axes,
+    offset, strided_copy,
+};
+use super::{Aux, CompileError, EmitCx, Emitted, Jit, Kb};
+
+/// ONNX `Transpose`: output axis `i` is input axis `perm[i]`.
+pub(crate) fn emit_transpose(jit: &mut Jit, cx: &EmitCx, perm: &[usize]) -> Result<Emitted, CompileError> {
+    let (x, y) = (&cx.inputs[0], &cx.outputs[0]);
+    let mut seen = vec![false; x.rank()];
+    if perm.len() != x.rank() || perm.iter().any(|&p| p >= x.rank() || std::mem::replace(&mut seen[p], true)) {
+        return Err(cx.unsupported(format!("{perm:?} is not a permutation of {} axes", x.rank())));
+    }
+    let es = x.dtype.size_bytes();
+    let in_s = contiguous_strides(&x.shape, es);
+    let src: Vec<i64> = perm.iter().map(|&p| in_s[p]).collect();
+    let nest = Nest::new(&y.shape, vec![src, contiguous_strides(&y.shape, es)]);
+    let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
+    let func = jit.kernel(cx.name, |kb| {
+        let (px, py) = (kb.arg(x_arg), kb.arg(y_arg));
+        copy_nest(kb, es, &nest, px, py);
+    })?;
+    Ok(Emitted { func, aux: vec![] })
+}
+
+/// ONNX `Slice` with normalized axes.
+pub(crate) fn emit_slice(jit: &mut Jit, cx: &EmitCx, axes: &[SliceAxis]) -> Result<Emitted, CompileError> {
+    let (x, y) = (&cx.inputs[0], &cx.outputs[0]);
+    let es = x.dtype.size_bytes();
+    let in_s = contiguous_strides(&x.shape, es);
+    let mut src = in_s.clone();
+    let mut base = 0i64;
+    let mut seen = vec![false; x.rank()];
+    for sa in axes {
+        let SliceAxis { axis, start, end, step } = *sa;
+        if axis >= x.rank() || std::mem::replace(&mut seen[axis], true) || step == 0 {
+            return Err(cx.unsupported(format!("slice axis {axis} (step {step}) is invalid or repeated")));
+        }
+        let (s, e, st) = (i128::from(start), i128::from(end), i128::from(step));
+        let len = if st > 0 {
+            if e > s { (e - s + st - 1) / st } else { 0 }
+        } else if s > e {
+            (s - e - st - 1) / -st
+        } else {
+            0
+        };
+        if len != y.shape[axis] as i128 {
+            return Err(cx.unsupported(format!("axis {axis}: slice length {len} disagrees with the output type")));
+        }
+        if len > 0 {
+            let (last, dim) = (s + (len - 1) * st, x.shape[axis] as i128);
+            if s < 0 || s >= dim || last < 0 || last >= dim {
+                return Err(cx.unsupported(format!("axis {axis}: indices {start}..{end} step {step} leave [0, {dim})")));
+            }
+            base += start * in_s[axis];
+        }
+        src[axis] = if len > 1 { step * in_s[axis] } else { 0 };
+    }
+    let nest = Nest::new(&y.shape, vec![src, contiguous_strides(&y.shape, es)]);
+    let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
+    let func = jit.kernel(cx.name, |kb| {
+        let px = kb.arg(x_arg);
+        let px = kb.b.ins().iadd_imm_s(px, base);
+        let py = kb.arg(y_arg);
+        copy_nest(kb, es, &nest, px, py);
+    })?;
+    Ok(Emitted { func, aux: vec![] })
+}
+
+/// ONNX `Expand`: `x` broadcast to the output shape.
+pub(crate) fn emit_expand(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, CompileError> {
+    let (x, y) = (&cx.inputs[0], &cx.outputs[0]);
+    let broadcasts =
+        x.rank() <= y.rank() && x.shape.iter().rev().zip(y.shape.iter().rev()).all(|(&a, &b)| a == b || a == 1);
+    if !broadcasts {
+        return Err(cx.unsupported(format!("{:?} does not broadcast to {:?}", x.shape, y.shape)));
+    }
+    let es = x.dtype.size_bytes();
+    let strides = vec![broadcast_strides(&x.shape, &y.shape, es), contiguous_strides(&y.shape, es)];
+    let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
+    let shape = y.shape.clone();
+    let func = jit.kernel(cx.name, |kb| {
+        let (px, py) = (kb.arg(x_arg), kb.arg(y_arg));
+        let [s, d] = <[Vec<i64>; 2]>::try_from(strides.clone()).expect("two operands");
+        strided_copy(kb, es, &shape, s, d, px, py);
+    })?;
+    Ok(Emitted { func, aux: vec![] })
+}
+
+/// ONNX `Gather`: `out[pre, j…, post] = data[pre, indices[j…], post]`.
+pub(crate) fn emit_gather(jit: &mut Jit, cx: &EmitCx, axis: usize) -> Result<Emitted, CompileError> {
+    let (data, idx, y) = (&cx.inputs[0], &cx.inputs[1], &cx.outputs[0]);
+    if idx.dtype != DType::I64 || axis >= data.rank() {
+        return Err(cx.unsupported(format!("gather on axis {axis} of {data} with {} indices", idx.dtype)));
+    }
+    let es = data.dtype.size_bytes() as i64;
+    let dim = data.shape[axis] as i64;
+    let outer: i64 = data.shape[..axis].iter().product::<usize>() as i64;
+    let inner: i64 = data.shape[axis + 1..].iter().product::<usize>() as i64;
+    let n_idx = idx.numel() as i64;
+    let checked = match cx.consts.get(1).copied().flatten() {
+        Some(t) => {
+            let v = t.as_i64().ok_or_else(|| cx.unsupported("constant indices are not i64"))?;
+            if let Some(bad) = v.iter().find(|&&i| i < -dim || i >= dim) {
+                return Err(cx.unsupported(format!("index {bad} is out of range for axis of length {dim}")));
+            }
+            true
+        }
+        None => false,
+    };
+    let row = inner * es;
+    let (d_arg, i_arg, y_arg) = (cx.in_arg(0), cx.in_arg(1), cx.out_arg(0));
+    let func = jit.kernel(cx.name, |kb| {
+        if y.numel() == 0 {
+            return;
+        }
+        let (pd, pi, py) = (kb.arg(d_arg), kb.arg(i_arg), kb.arg(y_arg));
+        kb_loop(kb, 0, outer, 1, |kb, o| {
+            let src_o = offset(kb, pd, o, dim * row);
+            let dst_o = offset(kb, py, o, n_idx * row);
+            kb_loop(kb, 0, n_idx, 1, |kb, j| {
+                let pk = offset(kb, pi, j, 8);
+                let k = kb.b.ins().load(types::I64, mem(), pk, 0);
+                let neg = kb.b.ins().icmp_imm_s(IntCC::SignedLessThan, k, 0);
+                let wrapped = kb.b.ins().iadd_imm_s(k, dim);
+                let k = kb.b.ins().select(neg, wrapped, k);
+                let dst = offset(kb, dst_o, j, row);
+                let copy = |kb: &mut Kb| {
+                    let src = offset(kb, src_o, k, row);
+                    copy_bytes(kb, src, dst, row);
+                };
+                if checked {
+                    copy(kb);
+                } else {
+                    let ok = kb.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, k, dim);
+                    if_else(kb, ok, copy, |kb| {
+                        let zero = kb.b.ins().iconst(types::I8, 0);
+                        fill(kb, dst, 1, zero, 1, row);
+                    });
+                }
+            });
+        });
+    })?;
+    Ok(Emitted { func, aux: vec![] })
+}
+
+/// ONNX `Concat`: each input copied into its slab of the output.
+pub(crate) fn emit_concat(jit: &mut Jit, cx: &EmitCx, axis: usize) -> Result<Emitted, CompileError> {
+    let y = &cx.outputs[0];
+    if axis >= y.rank() || cx.inputs.iter().any(|t| t.rank() != y.rank() || t.dtype != y.dtype) {
+        return Err(cx.unsupported(format!("concat along axis {axis} of {y}")));
+    }
+    let es = y.dtype.size_bytes() as i64;
+    let outer = y.shape[..axis].iter().product::<usize>();
+    let row = y.shape[axis..].iter().product::<usize>() as i64;
+    let mut pieces = Vec::with_capacity(cx.inputs.len());
+    let mut off = 0i64;
+    for (k, t) in cx.inputs.iter().enumerate() {
+        let chunk = t.shape[axis..].iter().product::<usize>() as i64;
+        pieces.push((cx.in_arg(k), off, chunk));
+        off += chunk;
+    }
+    if off != row {
+        return Err(cx.unsupported("input sizes along the axis do not add up to the output"));
+    }
+    let y_arg = cx.out_arg(0);
+    let func = jit.kernel(cx.name, |kb| {
+        let py = kb.arg(y_arg);
+        for &(arg, off, chunk) in &pieces {
+            let px = kb.arg(arg);
+            let dst = kb.b.ins().iadd_imm_s(py, off * es);
+            strided_copy(kb, es as usize, &[outer, chunk as usize], vec![chunk * es, es], vec![row * es, es], px, dst);
+        }
+    })?;
+    Ok(Emitted { func, aux: vec![] })
+}
+
+/// ONNX `Split` (the case the memory plan cannot turn into views): each output copied out of
+/// its slab of the input.
+pub(crate) fn emit_split(jit: &mut Jit, cx: &EmitCx, axis: usize, sizes: &[usize]) -> Result<Emitted, CompileError> {
+    let x = &cx.inputs[0];
+    if axis >= x.rank() || sizes.len() != cx.outputs.len() || sizes.iter().sum::<usize>() != x.shape[axis] {
+        return Err(cx.unsupported(format!("split {sizes:?} along axis {axis} of {x}")));
+    }
+    let es = x.dtype.size_bytes() as i64;
+    let outer = x.shape[..axis].iter().product::<usize>();
+    let inner = x.shape[axis + 1..].iter().product::<usize>() as i64;
+    let row = x.shape[axis] as i64 * inner;
+    let mut pieces = Vec::with_capacity(sizes.len());
+    let mut start = 0i64;
+    for (k, &s) in sizes.iter().enumerate() {
+        pieces.push((cx.out_arg(k), start * inner, s as i64 * inner));
+        start += s as i64;
+    }
+    let x_arg = cx.in_arg(0);
+    let func = jit.kernel(cx.name, |kb| {
+        let px = kb.arg(x_arg);
+        for &(arg, off, chunk) in &pieces {
+            let py = kb.arg(arg);
+            let src = kb.b.ins().iadd_imm_s(px, off * es);
+            strided_copy(kb, es as usize, &[outer, chunk as usize], vec![row * es, es], vec![chunk * es, es], src, py);
+        }
+    })?;
+    Ok(Emitted { func, aux: vec![] })
+}
+
+/// ONNX `Cast` between f32, i64 and bool: f32 → i64 truncates toward zero and saturates (NaN
+/// becomes 0), anything → bool is `x != 0`.
+pub(crate) fn emit_cast(jit: &mut Jit, cx: &EmitCx, to: DType) -> Result<Emitted, CompileError> {
+    let (x, y) = (&cx.inputs[0], &cx.outputs[0]);
+    let from = x.dtype;
+    if y.dtype != to {
+        return Err(cx.unsupported(format!("cast to {to} with output type {y}")));
+    }
+    let n = x.numel() as i64;
+    let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
+    let (ein, eout) = (from.size_bytes() as i64, to.size_bytes() as i64);
+    let func = jit.kernel(cx.name, |kb| {
+        let (px, py) = (kb.arg(x_arg), kb.arg(y_arg));
+        if from == to {
+            copy_bytes(kb, px, py, n * ein);
+            return;
+        }
+        kb_loop(kb, 0, n, 1, |kb, i| {
+            let p = offset(kb, px, i, ein);
+            let v = kb.b.ins().load(int_type(ein as usize), mem(), p, 0);
+            let b = &mut kb.b;
+            let r = match (from, to) {
+                (DType::F32, DType::I64) => {
+                    let f = b.ins().bitcast(types::F32, MemFlagsData::new(), v);
+                    b.ins().fcvt_to_sint_sat(types::I64, f)
+                }
+                (DType::F32, DType::Bool) => {
+                    let f = b.ins().bitcast(types::F32, MemFlagsData::new(), v);
+                    let z = b.ins().f32const(0.0);
+                    b.ins().fcmp(FloatCC::NotEqual, f, z)
+                }
+                (DType::I64, DType::F32) => b.ins().fcvt_from_sint(types::F32, v),
+                (DType::I64, DType::Bool) => b.ins().icmp_imm_s(IntCC::NotEqual, v, 0),
+                (DType::Bool, DType::F32) => {
+                    let t = b.ins().icmp_imm_s(IntCC::NotEqual, v, 0);
+                    let one = b.ins().f32const(1.0);
+                    let zero = b.ins().f32const(0.0);
+                    b.ins().select(t, one, zero)
+                }
+                (DType::Bool, DType::I64) => {
+                    let t = b.ins().icmp_imm_s(IntCC::NotEqual, v, 0);
+                    b.ins().uextend(types::I64, t)
+                }
+                _ => unreachable!("same-dtype casts are copies"),
+            };
+            let q = offset(kb, py, i, eout);
+            kb.b.ins().store(mem(), r, q, 0);
+        });
+    })?;
+    Ok(Emitted { func, aux: vec![] })
+}
+
+/// One stretch of output positions along a pad axis.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Run {
+    /// Positions `o0..o0+len` hold the constant.
+    Fill { o0: i64, len: i64 },
+    /// Positions `o0 + k` read input index `i0 + k·step`, `step ∈ {-1, 0, 1}`.
+    Copy { o0: i64, len: i64, i0: i64, step: i64 },
+}
+
+/// Input index read at each output position of an axis (`None` for the constant), exactly as
+/// the reference: reflect and wrap fold repeatedly like numpy.
+fn pad_sources(dim: i64, begin: i64, end: i64, mode: PadMode) -> Result<Vec<Option<i64>>, String> {
+    let len = dim + begin + end;
+    if len < 0 {
+        return Err("pads crop below zero".into());
+    }
+    (0..len)
+        .map(|o| {
+            let i = o - begin;
+            Ok(if (0..dim).contains(&i) {
+                Some(i)
+            } else {
+                match mode {
+                    PadMode::Constant => None,
+                    _ if dim == 0 => return Err(format!("cannot {mode:?}-pad an empty axis")),
+                    PadMode::Edge => Some(i.clamp(0, dim - 1)),
+                    PadMode::Wrap => Some(i.rem_euclid(dim)),
+                    PadMode::Reflect if dim == 1 => Some(0),
+                    PadMode::Reflect => {
+                        let period = 2 * (dim - 1);
+                        let m = i.rem_euclid(period);
+                        Some(if m >= dim { period - m } else { m })
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Groups an axis's sources into maximal runs.
+fn runs(sources: &[Option<i64>]) -> Vec<Run> {
+    let mut out: Vec<Run> = Vec::new();
+    for (o, &s) in sources.iter().enumerate() {
+        let o = o as i64;
+        let extended = match (out.last_mut(), s) {
+            (Some(Run::Fill { len, .. }), None) => {
+                *len += 1;
+                true
+            }
+            (Some(Run::Copy { len, i0, step, .. }), Some(i)) if *len == 1 && (i - *i0).abs() <= 1 => {
+                *step = i - *i0;
+                *len += 1;
+                true
+            }
+            (Some(Run::Copy { len, i0, step, .. }), Some(i)) if *len > 1 && i == *i0 + *len * *step => {
+                *len += 1;
+                true
+            }
+            _ => false,
+        };
+        if !extended {
+            out.push(match s {
+                None => Run::Fill { o0: o, len: 1 },
+                Some(i) => Run::Copy { o0: o, len: 1, i0: i, step: 1 },
+            });
+        }
+    }
+    out
+}
+
+/// Code emitted for a pad grows with the product of the axes' run counts; beyond this the
+/// kernel reads through an index table instead.
+const MAX_PAD_RUN_PRODUCT: usize = 256;
+
+/// ONNX `Pad`: constant, reflect, edge or wrap; negative pads crop.
+pub(crate) fn emit_pad(
+    jit: &mut Jit,
+    cx: &EmitCx,
+    pads: &[i64],
+    mode: PadMode,
+    value: f32,
+) -> Result<Emitted, CompileError> {
+    let (x, y) = (&cx.inputs[0], &cx.outputs[0]);
+    let rank = x.rank();
+    if pads.len() != 2 * rank || y.rank() != rank {
+        return Err(cx.unsupported(format!("{} pads for rank {rank}", pads.len())));
+    }
+    let es = x.dtype.size_bytes();
+    // Merge each unpadded axis into the axis outside it (for a constant pad, also padded
+    // outer axes: their pads scale by the inner size).
+    let mut axes: Vec<(i64, i64, i64)> = Vec::with_capacity(rank);
+    for ax in (0..rank).rev() {
+        let a = (x.shape[ax] as i64, pads[ax], pads[rank + ax]);
+        if let Some(last) = axes.last_mut() {
+            let (d, b, e) = *last;
+            if b == 0 && e == 0 && (mode == PadMode::Constant || (a.1 == 0 && a.2 == 0)) {
+                *last = (a.0 * d, a.1 * d, a.2 * d);
+                continue;
+            }
+        }
+        axes.push(a);
+    }
+    axes.reverse();
+    let sources = axes
+        .iter()
+        .map(|&(d, b, e)| pad_sources(d, b, e, mode))
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(|e| cx.unsupported(e))?;
+    let out_dims: Vec<usize> = sources.iter().map(|s| s.len()).collect();
+    if out_dims.iter().product::<usize>() != y.numel() {
+        return Err(cx.unsupported("pads disagree with the output type"));
+    }
+    let in_dims: Vec<usize> = axes.iter().map(|a| a.0 as usize).collect();
+    let in_s = contiguous_strides(&in_dims, es);
+    let out_s = contiguous_strides(&out_dims, es);
+    let axis_runs: Vec<Vec<Run>> = sources.iter().map(|s| runs(s)).collect();
+    let product = axis_runs.iter().try_fold(1usize, |acc, r| acc.checked_mul(r.len().max(1)));
+    let fill_bits: i64 = match x.dtype {
+        DType::F32 => i64::from(value.to_bits()),
+        DType::I64 => value as i64,
+        DType::Bool => i64::from(value != 0.0),
+    };
+    let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
+    let ity = int_type(es);
+    if product.is_none_or(|p| p > MAX_PAD_RUN_PRODUCT) {
+        return emit_pad_table(jit, cx, &sources, &in_s, es, fill_bits);
+    }
+    let func = jit.kernel(cx.name, |kb| {
+        if y.numel() == 0 {
+            return;
+        }
+        let (px, py) = (kb.arg(x_arg), kb.arg(y_arg));
+        let fillv = kb.b.ins().iconst(ity, fill_bits);
+        let pad = PadNest { runs: &axis_runs, in_s: &in_s, out_s: &out_s, es, fill: fillv };
+        pad.axis(kb, 0, px, py);
+    })?;
+    Ok(Emitted { func, aux: vec![] })
+}
+
+struct PadNest<'a> {
+    runs: &'a [Vec<Run>],
+    in_s: &'a [i64],
+    out_s: &'a [i64],
+    es: usize,
+    fill: Value,
+}
+
+impl PadNest<'_> {
+    fn axis(&self, kb: &mut Kb, ax: usize, src: Value, dst: Value) {
+        if ax == self.runs.len() {
+            // Rank 0: one element.
+            copy_bytes(kb, src, dst, self.es as i64);
+            return;
+        }
+        let (is, os) = (self.in_s[ax], self.out_s[ax]);
+        let innermost = ax + 1 == self.runs.len();
+        for &run in &self.runs[ax] {
+            match run {
+                Run::Fill { o0, len } => {
+                    let d = kb.b.ins().iadd_imm_s(dst, o0 * os);
+                    fill(kb, d, self.es as i64, self.fill, self.es, len * os / self.es as i64);
+                }
+                Run::Copy { o0, len, i0, step } => {
+                    let s = kb.b.ins().iadd_imm_s(src, i0 * is);
+                    let d = kb.b.ins().iadd_imm_s(dst, o0 * os);
+                    if innermost {
+                        copy_elems(kb, self.es, s, step * is, d, os, len);
+                    } else {
+                        kb_loop(kb, 0, len, 1, |kb, k| {
+                            let s = offset(kb, s, k, step * is);
+                            let d = offset(kb, d, k, os);
+                            self.axis(kb, ax + 1, s, d);
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The general pad: `out[o] = table[o] == u32::MAX ? constant : in[table[o]]`.
+fn emit_pad_table(
+    jit: &mut Jit,
+    cx: &EmitCx,
+    sources: &[Vec<Option<i64>>],
+    in_s: &[i64],
+    es: usize,
+    fill_bits: i64,
+) -> Result<Emitted, CompileError> {
+    let x = &cx.inputs[0];
+    if x.numel() == 0 || x.numel() >= u32::MAX as usize {
+        return Err(cx.unsupported(format!("index-table pad of {x}")));
+    }
+    let mut table: Vec<u32> = vec![0];
+    for (ax, src) in sources.iter().enumerate() {
+        let step = in_s[ax] / es as i64;
+        let mut next = Vec::with_capacity(table.len() * src.len());
+        for &t in &table {
+            for s in src {
+                next.push(match s {
+                    Some(i) if t != u32::MAX => t + (i * step) as u32,
+                    _ => u32::MAX,
+                });
+            }
+        }
+        table = next;
+    }
+    let n = table.len() as i64;
+    let (x_arg, y_arg, t_arg) = (cx.in_arg(0), cx.out_arg(0), cx.aux_arg(0));
+    let ity = int_type(es);
+    let func = jit.kernel(cx.name, |kb| {
+        let (px, py, pt) = (kb.arg(x_arg), kb.arg(y_arg), kb.arg(t_arg));
+        let fillv = kb.b.ins().iconst(ity, fill_bits);
+        kb_loop(kb, 0, n, 1, |kb, i| {
+            let p = offset(kb, pt, i, 4);
+            let t = kb.b.ins().load(types::I32, mem(), p, 0);
+            let is_fill = kb.b.ins().icmp_imm_s(IntCC::Equal, t, -1);
+            let t = kb.b.ins().uextend(types::I64, t);
+            let zero = kb.b.ins().iconst(types::I64, 0);
+            let t = kb.b.ins().select(is_fill, zero, t);
+            let s = offset(kb, px, t, es as i64);
+            let v = kb.b.ins().load(ity, mem(), s, 0);
+            let r = kb.b.ins().select(is_fill, fillv, v);
+            let d = offset(kb, py, i, es as i64);
+            kb.b.ins().store(mem(), r, d, 0);
+        });
+    })?;
+    Ok(Emitted { func, aux: vec![Aux::U32(table)] })
+}
+
+/// Copies a [`Nest`] of `[src, dst]` byte strides; 4-byte elements whose rows read with a
+/// stride while another axis reads contiguously go through 4×4 register transposes.
+fn copy_nest(kb: &mut Kb, es: usize, nest: &Nest, src: Value, dst: Value) {
+    if nest.numel() == 0 {
+        return;
+    }
+    let (n, s) = nest.inner();
+    let rank = nest.dims.len();
+    let tile_axis = (0..rank.saturating_sub(1)).rev().find(|&a| nest.strides[0][a] == 4 && nest.dims[a] >= 4);
+    match tile_axis {
+        Some(a) if es == 4 && s[1] == 4 && s[0] != 4 && n >= 4 => {
+            let others: Vec<usize> = (0..rank - 1).filter(|&k| k != a).collect();
+            let dims: Vec<i64> = others.iter().map(|&k| nest.dims[k]).collect();
+            let strides: Vec<Vec<i64>> =
+                nest.strides.iter().map(|st| others.iter().map(|&k| st[k]).collect()).collect();
+            let plane = Plane { rows: nest.dims[a], row_dst: nest.strides[1][a], cols: n, col_src: s[0] };
+            loop_axes(kb, &dims, &strides, &[src, dst], &mut |kb, p| plane.emit(kb, p[0], p[1]));
+        }
+        _ => nest.outer(kb, &[src, dst], &mut |kb, p| copy_elems(kb, es, p[0], s[0], p[1], s[1], n)),
+    }
+}
+
+/// A transposing plane of 4-byte elements: `dst[r·row_dst + c·4] = src[r·4 + c·col_src]` for
+/// `r < rows`, `c < cols`.
+struct Plane {
+    rows: i64,
+    row_dst: i64,
+    cols: i64,
+    col_src: i64,
+}
+
+impl Plane {
+    fn emit(&self, kb: &mut Kb, src: Value, dst: Value) {
+        let (r4, c4) = (self.rows / 4 * 4, self.cols / 4 * 4);
+        kb_loop(kb, 0, r4, 4, |kb, r| {
+            let s_r = offset(kb, src, r, 4);
+            let d_r = offset(kb, dst, r, self.row_dst);
+            kb_loop(kb, 0, c4, 4, |kb, c| {
+                let s = offset(kb, s_r, c, self.col_src);
+                let d = offset(kb, d_r, c, 4);
+                // v[k] holds rows r..r+4 of column c+k; the transpose gives w[k], columns
+                // c..c+4 of row r+k.
+                let v: Vec<Value> = (0..4)
+                    .map(|k| {
+                        let (p, o) = (s, i32::try_from(k * self.col_src));
+                        match o {
+                            Ok(o) => kb.b.ins().load(types::I8X16, mem(), p, o),
+                            Err(_) => {
+                                let p = kb.b.ins().iadd_imm_s(p, k * self.col_src);
+                                kb.b.ins().load(types::I8X16, mem(), p, 0)
+                            }
+                        }
+                    })
+                    .collect();
+                let w = transpose4x4(kb, [v[0], v[1], v[2], v[3]]);
+                for (k, wk) in w.into_iter().enumerate() {
+                    let k = k as i64;
+                    match i32::try_from(k * self.row_dst) {
+                        Ok(o) => kb.b.ins().store(mem(), wk, d, o),
+                        Err(_) => {
+                            let p = kb.b.ins().iadd_imm_s(d, k * self.row_dst);
+                            kb.b.ins().store(mem(), wk, p, 0)
+                        }
+                    };
+                }
+            });
+            if c4 < self.cols {
+                for k in 0..4 {
+                    let s = kb.b.ins().iadd_imm_s(s_r, k * 4 + c4 * self.col_src);
+                    let d = kb.b.ins().iadd_imm_s(d_r, k * self.row_dst + c4 * 4);
+                    copy_elems(kb, 4, s, self.col_src, d, 4, self.cols - c4);
+                }
+            }
+        });
+        kb_loop(kb, r4, self.rows, 1, |kb, r| {
+            let s = offset(kb, src, r, 4);
+            let d = offset(kb, dst, r, self.row_dst);
+            copy_elems(kb, 4, s, self.col_src, d, 4, self.cols);
+        });
+    }
+}
+
+/// Transposes a 4×4 block of 32-bit lanes held in four 16-byte vectors (unpack low/high of
+/// 32-bit then of 64-bit lanes).
+fn transpose4x4(kb: &mut Kb, v: [Value; 4]) -> [Value; 4] {
+    let mut shuffle = |a: Value, b: Value, lanes: [u8; 4]| {
+        let bytes: Vec<u8> = lanes.iter().flat_map(|&l| (0..4).map(move |k| l * 4 + k)).collect();
+        let mask = kb.b.func.dfg.immediates.push(ConstantData::from(bytes));
+        kb.b.ins().shuffle(a, b, mask)
+    };
+    let t0 = shuffle(v[0], v[1], [0, 4, 1, 5]);
+    let t1 = shuffle(v[0], v[1], [2, 6, 3, 7]);
+    let t2 = shuffle(v[2], v[3], [0, 4, 1, 5]);
+    let t3 = shuffle(v[2], v[3], [2, 6, 3, 7]);
+    [
+        shuffle(t0, t2, [0, 1, 4, 5]),
+        shuffle(t0, t2, [2, 3, 6, 7]),
+        shuffle(t1, t3, [0, 1, 4, 5]),
+        shuffle(t1, t3, [2, 3, 6, 7]),
+    ]
+}

@@ -1,0 +1,414 @@
+//! Resize: per-axis tap tables built at load, applied as a product of taps in one pass.
+//!
+//! The axes from the first to the last resized one each get a table of taps per output
+//! coordinate (byte offset of the input sample, weight; an axis left alone has the identity
+//! tap). Leading untouched axes are an outer loop over blocks; trailing untouched axes are a
+//! contiguous inner run, 4 lanes at a time. An output element is the separable sum
+//! `Σ_k1 w1·(Σ_k2 w2·(… x[off1 + off2 + …]))`; an axis whose every tap is a single sample of
+//! weight 1 (all of nearest mode) is a pure gather, so nearest resizing copies input bits.
+
+use cnnc_ir::{CoordTransform, NearestMode, ResizeAttrs, ResizeMode};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
+use cranelift_frontend::FunctionBuilder;
+
+use super::builder::{for_range, mem};
+use super::{Aux, CompileError, EmitCx, Emitted, Jit};
+
+/// Taps of one middle axis: `k` samples per output coordinate.
+struct AxisTaps {
+    len_out: usize,
+    k: usize,
+    /// `[o·k + j]`: byte offset of the sample (index times the axis's input stride).
+    offsets: Vec<i64>,
+    weights: Vec<f32>,
+    /// Output coordinates outside the crop box (tf-crop-and-resize with extrapolation).
+    outside: Option<Vec<i64>>,
+    /// Every tap is one sample of weight 1: no arithmetic.
+    gather: bool,
+}
+
+/// ONNX `Resize`, with the reference's rules: a resize to the input's own shape is a copy, and
+/// axes whose length and scale are unchanged are left alone.
+pub(crate) fn emit_resize(jit: &mut Jit, cx: &EmitCx, a: &ResizeAttrs) -> Result<Emitted, CompileError> {
+    let (xs, ys) = (&cx.inputs[0].shape, &cx.outputs[0].shape);
+    let rank = xs.len();
+    let n_out: usize = ys.iter().product();
+    let resized: Vec<bool> = (0..rank).map(|i| !(xs[i] == ys[i] && a.scales[i] == 1.0)).collect();
+    let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
+    if xs == ys || n_out == 0 || !resized.contains(&true) {
+        let n = n_out as i64;
+        let func = jit.kernel(cx.name, |kb| {
+            let x = kb.arg(x_arg);
+            let y = kb.arg(y_arg);
+            copy(&mut kb.b, x, y, n);
+        })?;
+        return Ok(Emitted { func, aux: vec![] });
+    }
+    if let Some(axis) = (0..rank).find(|&i| resized[i] && xs[i] == 0) {
+        return Err(cx.unsupported(format!("resizing the empty axis {axis} to {}", ys[axis])));
+    }
+    let first = resized.iter().position(|&r| r).expect("some axis is resized");
+    let last = rank - 1 - resized.iter().rev().position(|&r| r).expect("some axis is resized");
+    let outer: usize = xs[..first].iter().product();
+    let inner: usize = xs[last + 1..].iter().product();
+    let in_stride = |i: usize| xs[i + 1..].iter().product::<usize>() as i64 * 4;
+    let extrapolation = match &a.coord {
+        CoordTransform::TfCropAndResize { extrapolation, .. } => Some(*extrapolation),
+        _ => None,
+    };
+    let axes: Vec<AxisTaps> = (first..=last)
+        .map(|axis| {
+            let stride = in_stride(axis);
+            if !resized[axis] {
+                let offsets = (0..ys[axis] as i64).map(|o| o * stride).collect();
+                return AxisTaps {
+                    len_out: ys[axis],
+                    k: 1,
+                    offsets,
+                    weights: vec![1.0; ys[axis]],
+                    outside: None,
+                    gather: true,
+                };
+            }
+            axis_taps(a, axis, xs[axis], ys[axis], stride, extrapolation.is_some())
+        })
+        .collect();
+    let ext = extrapolation.unwrap_or(0.0);
+    let out_strides: Vec<i64> = (first..=last).map(|i| ys[i + 1..].iter().product::<usize>() as i64 * 4).collect();
+    let mut aux = Vec::new();
+    // Aux layout per middle axis: offsets, weights (unless a gather), crop flags (if any),
+    // repeat flags (if any).
+    let mut slots = Vec::new();
+    for (j, t) in axes.iter().enumerate() {
+        let off = aux.len();
+        aux.push(Aux::I64(t.offsets.clone()));
+        let w = (!t.gather).then(|| {
+            aux.push(Aux::F32(t.weights.clone()));
+            aux.len() - 1
+        });
+        let f = t.outside.as_ref().map(|flags| {
+            aux.push(Aux::I64(flags.clone()));
+            aux.len() - 1
+        });
+        let d = repeats(t, out_strides[j]).map(|flags| {
+            aux.push(Aux::I64(flags));
+            aux.len() - 1
+        });
+        slots.push((off, w, f, d));
+    }
+    let aux_base = cx.aux_arg(0);
+    let shape = Shape { outer: outer as i64, inner: inner as i64, in_block: in_stride(first) * xs[first] as i64 };
+    let func = jit.kernel(cx.name, |kb| {
+        let x = kb.arg(x_arg);
+        let y = kb.arg(y_arg);
+        let tables: Vec<Tables> = slots
+            .iter()
+            .map(|&(o, w, f, d)| Tables {
+                offsets: kb.arg(aux_base + o),
+                weights: w.map(|w| kb.arg(aux_base + w)),
+                outside: f.map(|f| kb.arg(aux_base + f)),
+                repeats: d.map(|d| kb.arg(aux_base + d)),
+            })
+            .collect();
+        let b = &mut kb.b;
+        let out_block = out_strides[0] * ys[first] as i64;
+        for_range(b, 0, shape.outer, 1, |b, p| {
+            let xo = b.ins().imul_imm_s(p, shape.in_block);
+            let yo = b.ins().imul_imm_s(p, out_block);
+            let (xp, yp) = (b.ins().iadd(x, xo), b.ins().iadd(y, yo));
+            let e = Emit { axes: &axes, tables: &tables, out_strides: &out_strides, inner: shape.inner, ext };
+            e.level(b, 0, xp, yp, &mut Vec::new(), None);
+        });
+    })?;
+    Ok(Emitted { func, aux })
+}
+
+struct Shape {
+    outer: i64,
+    inner: i64,
+    /// Bytes of one outer block of the input.
+    in_block: i64,
+}
+
+/// Buffer pointers of one middle axis's tables.
+struct Tables {
+    offsets: Value,
+    weights: Option<Value>,
+    outside: Option<Value>,
+    repeats: Option<Value>,
+}
+
+/// The taps of one output coordinate of one axis, loaded in its loop.
+struct Loaded {
+    offsets: Vec<Value>,
+    weights: Vec<Value>,
+}
+
+struct Emit<'a> {
+    axes: &'a [AxisTaps],
+    tables: &'a [Tables],
+    out_strides: &'a [i64],
+    inner: i64,
+    ext: f32,
+}
+
+impl Emit<'_> {
+    /// Loop over the output coordinates of middle axis `j`, or the inner run past the last.
+    fn level(
+        &self,
+        b: &mut FunctionBuilder,
+        j: usize,
+        xp: Value,
+        yp: Value,
+        taps: &mut Vec<Loaded>,
+        out: Option<Value>,
+    ) {
+        if j == self.axes.len() {
+            self.inner_run(b, xp, yp, taps, out);
+            return;
+        }
+        let t = &self.axes[j];
+        let tb = &self.tables[j];
+        for_range(b, 0, t.len_out as i64, 1, |b, o| {
+            let k = t.k as i64;
+            let oo = b.ins().imul_imm_s(o, k * 8);
+            let at = b.ins().iadd(tb.offsets, oo);
+            let offsets = (0..k).map(|i| b.ins().load(types::I64, mem(), at, (i * 8) as i32)).collect();
+            let weights = match tb.weights {
+                Some(w) => {
+                    let oo = b.ins().imul_imm_s(o, k * 4);
+                    let at = b.ins().iadd(w, oo);
+                    (0..k).map(|i| b.ins().load(types::F32, mem(), at, (i * 4) as i32)).collect()
+                }
+                None => Vec::new(),
+            };
+            let out = match tb.outside {
+                Some(f) => {
+                    let oo = b.ins().ishl_imm_u(o, 3);
+                    let at = b.ins().iadd(f, oo);
+                    let flag = b.ins().load(types::I64, mem(), at, 0);
+                    Some(match out {
+                        Some(prev) => b.ins().bor(prev, flag),
+                        None => flag,
+                    })
+                }
+                None => out,
+            };
+            let yo = b.ins().imul_imm_s(o, self.out_strides[j]);
+            let yj = b.ins().iadd(yp, yo);
+            taps.push(Loaded { offsets, weights });
+            match tb.repeats {
+                Some(d) => {
+                    // A block that samples the same input as the previous one is a copy of it.
+                    let oo = b.ins().ishl_imm_u(o, 3);
+                    let at = b.ins().iadd(d, oo);
+                    let flag = b.ins().load(types::I64, mem(), at, 0);
+                    let (dup, fresh, join) = (b.create_block(), b.create_block(), b.create_block());
+                    b.ins().brif(flag, dup, &[], fresh, &[]);
+                    b.switch_to_block(dup);
+                    let prev = b.ins().iadd_imm_s(yj, -self.out_strides[j]);
+                    copy(b, prev, yj, self.out_strides[j] / 4);
+                    b.ins().jump(join, &[]);
+                    b.switch_to_block(fresh);
+                    self.level(b, j + 1, xp, yj, taps, out);
+                    b.ins().jump(join, &[]);
+                    b.switch_to_block(join);
+                }
+                None => self.level(b, j + 1, xp, yj, taps, out),
+            }
+            taps.pop();
+        });
+    }
+
+    /// The contiguous run of `inner` outputs at `yp`, 4 lanes at a time then one at a time.
+    fn inner_run(&self, b: &mut FunctionBuilder, xp: Value, yp: Value, taps: &[Loaded], out: Option<Value>) {
+        let main = self.inner - self.inner % 4;
+        for (start, end, step, ty) in [(0, main, 4, types::F32X4), (main, self.inner, 1, types::F32)] {
+            for_range(b, start, end, step, |b, i| {
+                let off = b.ins().ishl_imm_u(i, 2);
+                let base = b.ins().iadd(xp, off);
+                let mut v = self.sum(b, 0, base, taps, ty);
+                if let Some(flag) = out {
+                    let e = b.ins().f32const(self.ext);
+                    let e = if ty == types::F32 { e } else { b.ins().splat(ty, e) };
+                    let c = b.ins().icmp_imm_u(IntCC::NotEqual, flag, 0);
+                    v = b.ins().select(c, e, v);
+                }
+                let py = b.ins().iadd(yp, off);
+                b.ins().store(mem(), v, py, 0);
+            });
+        }
+    }
+
+    /// `Σ_k w_j[k] · sum(j + 1, ptr + off_j[k])`, or the sample at `ptr` past the last axis.
+    fn sum(&self, b: &mut FunctionBuilder, j: usize, ptr: Value, taps: &[Loaded], ty: Type) -> Value {
+        if j == taps.len() {
+            return b.ins().load(ty, mem(), ptr, 0);
+        }
+        let t = &taps[j];
+        let mut acc: Option<Value> = None;
+        for (k, &off) in t.offsets.iter().enumerate() {
+            let p = b.ins().iadd(ptr, off);
+            let v = self.sum(b, j + 1, p, taps, ty);
+            if self.axes[j].gather {
+                return v;
+            }
+            let w = if ty == types::F32 { t.weights[k] } else { b.ins().splat(ty, t.weights[k]) };
+            acc = Some(match acc {
+                None => b.ins().fmul(w, v),
+                Some(a) => b.ins().fma(w, v, a),
+            });
+        }
+        acc.expect("every axis has at least one tap")
+    }
+}
+
+/// Per output coordinate of a gather axis, 1 where it samples the same input as the previous
+/// one (its output block of `block` bytes is then a copy); `None` when nothing repeats or the
+/// blocks are too small to bother.
+fn repeats(t: &AxisTaps, block: i64) -> Option<Vec<i64>> {
+    if !t.gather || t.outside.is_some() || block < 32 {
+        return None;
+    }
+    let flags: Vec<i64> = (0..t.len_out).map(|o| i64::from(o > 0 && t.offsets[o] == t.offsets[o - 1])).collect();
+    flags.contains(&1).then_some(flags)
+}
+
+/// `y[i] = x[i]` for `n` f32 elements.
+fn copy(b: &mut FunctionBuilder, x: Value, y: Value, n: i64) {
+    let main = n - n % 4;
+    for (start, end, step, ty) in [(0, main, 4, types::F32X4), (main, n, 1, types::F32)] {
+        for_range(b, start, end, step, |b, i| {
+            let off = b.ins().ishl_imm_u(i, 2);
+            let px = b.ins().iadd(x, off);
+            let v = b.ins().load(ty, mem(), px, 0);
+            let py = b.ins().iadd(y, off);
+            b.ins().store(mem(), v, py, 0);
+        });
+    }
+}
+
+/// The taps of a resized axis, padded to the axis's largest tap count with weight-0 repeats
+/// of the first sample (linear mode has one tap where the coordinate is an integer).
+fn axis_taps(a: &ResizeAttrs, axis: usize, len_in: usize, len_out: usize, stride: i64, crop: bool) -> AxisTaps {
+    let scale = a.scales[axis];
+    let mut all = Vec::with_capacity(len_out);
+    let mut outside = vec![0i64; len_out];
+    for (o, flag) in outside.iter_mut().enumerate() {
+        let src = source_coord(&a.coord, axis, o, scale, len_in, len_out);
+        if crop && (src < 0.0 || src > (len_in - 1) as f32) {
+            *flag = 1;
+            all.push(vec![(0, 0.0)]);
+        } else {
+            all.push(taps(a.mode, a.nearest, src, len_in));
+        }
+    }
+    let k = all.iter().map(Vec::len).max().unwrap_or(1);
+    let gather = all.iter().all(|t| t.len() == 1 && t[0].1 == 1.0);
+    let (mut offsets, mut weights) = (Vec::with_capacity(len_out * k), Vec::with_capacity(len_out * k));
+    for t in &all {
+        for j in 0..k {
+            let (i, w) = t.get(j).copied().unwrap_or((t[0].0, 0.0));
+            offsets.push(i as i64 * stride);
+            weights.push(w as f32);
+        }
+    }
+    let outside = outside.contains(&1).then_some(outside);
+    AxisTaps { len_out, k, offsets, weights, outside, gather }
+}
+
+// The coordinate functions below are the reference's (runtime/src/reference/resize.rs), kept
+// operation for operation so that nearest-mode rounding and tap positions agree bit for bit.
+
+/// Input coordinate of output coordinate `x_out` on `axis` (ONNX
+/// `coordinate_transformation_mode`), in f32 like onnxruntime.
+fn source_coord(coord: &CoordTransform, axis: usize, x_out: usize, scale: f32, len_in: usize, len_out: usize) -> f32 {
+    let x = x_out as f32;
+    match coord {
+        CoordTransform::HalfPixel => (x + 0.5) / scale - 0.5,
+        CoordTransform::HalfPixelSymmetric => {
+            let adjustment = len_out as f32 / (scale * len_in as f32);
+            let center = len_in as f32 / 2.0;
+            let offset = center * (1.0 - adjustment);
+            offset + (x + 0.5) / scale - 0.5
+        }
+        CoordTransform::PytorchHalfPixel => {
+            if len_out > 1 {
+                (x + 0.5) / scale - 0.5
+            } else {
+                0.0
+            }
+        }
+        CoordTransform::AlignCorners => {
+            if len_out == 1 {
+                0.0
+            } else {
+                x * (len_in - 1) as f32 / (len_out - 1) as f32
+            }
+        }
+        CoordTransform::Asymmetric => x / scale,
+        CoordTransform::TfCropAndResize { roi, .. } => {
+            let (start, end) = (roi[axis], roi[roi.len() / 2 + axis]);
+            let (len_in, len_out) = (len_in as f32, len_out as f32);
+            if len_out > 1.0 {
+                start * (len_in - 1.0) + x * (end - start) * (len_in - 1.0) / (len_out - 1.0)
+            } else {
+                (0.5 * f64::from(start + end) * f64::from(len_in - 1.0)) as f32
+            }
+        }
+    }
+}
+
+/// Rounds a source coordinate per ONNX `nearest_mode`.
+fn round_nearest(mode: NearestMode, x: f32) -> f32 {
+    let tie = x == x.floor() + 0.5;
+    match mode {
+        NearestMode::RoundPreferFloor if tie => x.floor(),
+        NearestMode::RoundPreferCeil if tie => x.ceil(),
+        NearestMode::RoundPreferFloor | NearestMode::RoundPreferCeil => x.round(),
+        NearestMode::Floor => x.floor(),
+        NearestMode::Ceil => x.ceil(),
+    }
+}
+
+/// Clamps a coordinate to `[0, len − 1]` (NaN goes to 0).
+fn clamp_coord(x: f32, len_in: usize) -> f32 {
+    let hi = (len_in - 1) as f32;
+    if x > 0.0 { x.min(hi) } else { 0.0 }
+}
+
+/// `(input index, weight)` samples of source coordinate `src` on an axis of length `len_in ≥ 1`.
+fn taps(mode: ResizeMode, nearest: NearestMode, src: f32, len_in: usize) -> Vec<(usize, f64)> {
+    match mode {
+        ResizeMode::Nearest => vec![(clamp_coord(round_nearest(nearest, src), len_in) as usize, 1.0)],
+        ResizeMode::Linear => {
+            let c = clamp_coord(src, len_in);
+            let i0 = c.floor() as usize;
+            let t = f64::from(c) - i0 as f64;
+            if t == 0.0 { vec![(i0, 1.0)] } else { vec![(i0, 1.0 - t), ((i0 + 1).min(len_in - 1), t)] }
+        }
+        ResizeMode::Cubic { a, exclude_outside } => cubic_taps(a, exclude_outside, src, len_in),
+    }
+}
+
+/// Keys cubic weights of the samples at −1, 0, 1, 2 from `⌊x⌋` for fractional part `s`.
+fn cubic_coeffs(s: f32, a: f32) -> [f32; 4] {
+    let s = s.abs();
+    let far = |d: f32| ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a;
+    let near = |d: f32| ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0;
+    [far(s + 1.0), near(s), near(1.0 - s), far(2.0 - s)]
+}
+
+/// The four samples around `src`, clamped to the input, or with `exclude_outside` weight 0
+/// outside it and the rest renormalized.
+fn cubic_taps(a: f32, exclude_outside: bool, src: f32, len_in: usize) -> Vec<(usize, f64)> {
+    let floor = src.floor();
+    let coeffs = cubic_coeffs(src - floor, a);
+    let len = len_in as i64;
+    let first = (floor as i64).saturating_sub(1);
+    let index = |k: usize| first.saturating_add(k as i64);
+    let weight = |k: usize| if exclude_outside && !(0..len).contains(&index(k)) { 0.0 } else { coeffs[k] };
+    let sum: f32 = if exclude_outside { (0..4).map(weight).sum() } else { 1.0 };
+    (0..4).map(|k| (index(k).clamp(0, len - 1) as usize, f64::from(weight(k)) / f64::from(sum))).collect()
+}

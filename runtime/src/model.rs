@@ -1,0 +1,182 @@
+//! A compiled model: native kernels, the memory plan and the weights, ready to run.
+
+use std::sync::Mutex;
+
+use cnnc_ir::{Graph, Tensor, TensorData, TensorType, VerifiedGraph, WeightId};
+
+use crate::codegen::{self, Aux, Code, CompileError, EmitCx, Jit, KernelFn};
+use crate::plan::{self, Base, Loc, Plan};
+use crate::reference::RunError;
+
+/// One step ready to launch: the kernel and where its arguments live.
+struct Launch {
+    kernel: KernelFn,
+    args: Vec<Loc>,
+    aux: Vec<Aux>,
+}
+
+/// Scratch memory for one run: the arena and the argument table. Reused across runs.
+struct Scratch {
+    arena: Vec<u64>,
+    table: Vec<*mut u8>,
+}
+
+// SAFETY: `table` holds raw pointers only while a run is in progress on the thread that owns
+// the scratch; between runs they are dangling-but-unused values that are overwritten before use.
+unsafe impl Send for Scratch {}
+
+/// A model compiled to native code for this CPU. `run` may be called from many threads at
+/// once; each concurrent call uses its own scratch arena.
+pub struct Model {
+    inputs: Vec<(String, TensorType)>,
+    outputs: Vec<(String, TensorType)>,
+    weights: Vec<Tensor>,
+    launches: Vec<Launch>,
+    plan: Plan,
+    scratch: Mutex<Vec<Scratch>>,
+    // Declared last so it drops after the kernel pointers in `launches`.
+    _code: Code,
+}
+
+impl Model {
+    /// Compiles a verified graph: plans memory, packs weights and JIT-compiles one kernel per
+    /// node for the host CPU.
+    pub fn compile(graph: &VerifiedGraph) -> Result<Model, CompileError> {
+        let plan = plan::plan(graph);
+        let mut jit = Jit::new()?;
+        let mut funcs = Vec::with_capacity(plan.steps.len());
+        let mut auxes = Vec::with_capacity(plan.steps.len());
+        for step in &plan.steps {
+            let node = graph.node(step.node);
+            let ins = graph.node_inputs(step.node);
+            let inputs: Vec<TensorType> = ins.iter().map(|v| graph.value_type(v).clone()).collect();
+            let consts: Vec<Option<&Tensor>> = ins.iter().map(|v| graph.weight_of(v)).collect();
+            let cx =
+                EmitCx { name: &node.name, op: &node.op, inputs: &inputs, outputs: &node.outputs, consts: &consts };
+            let emitted = codegen::emit_node(&mut jit, &cx)?;
+            funcs.push(emitted.func);
+            auxes.push(emitted.aux);
+        }
+        let (code, kernels) = jit.finish(&funcs)?;
+        let launches = plan
+            .steps
+            .iter()
+            .zip(kernels)
+            .zip(auxes)
+            .map(|((step, kernel), aux)| Launch {
+                kernel,
+                args: step.inputs.iter().chain(&step.outputs).copied().collect(),
+                aux,
+            })
+            .collect();
+        Ok(Model {
+            inputs: io_types(graph, graph.inputs().iter().map(|&id| (graph.node(id).name.clone(), id))),
+            outputs: graph.outputs().iter().map(|o| (o.name.clone(), graph.value_type(&o.value).clone())).collect(),
+            weights: weights_by_id(graph),
+            launches,
+            plan,
+            scratch: Mutex::new(Vec::new()),
+            _code: code,
+        })
+    }
+
+    /// Graph inputs: names and types, in order.
+    pub fn inputs(&self) -> &[(String, TensorType)] {
+        &self.inputs
+    }
+
+    /// Graph outputs: names and types, in order.
+    pub fn outputs(&self) -> &[(String, TensorType)] {
+        &self.outputs
+    }
+
+    /// Bytes of activation memory one run uses (the arena).
+    pub fn arena_bytes(&self) -> usize {
+        self.plan.arena_bytes
+    }
+
+    /// Runs the model on `inputs` (one per graph input, in order, of exactly the input types).
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+        if inputs.len() != self.inputs.len() {
+            return Err(RunError::InputCount { expected: self.inputs.len(), got: inputs.len() });
+        }
+        for (index, ((name, ty), t)) in self.inputs.iter().zip(inputs).enumerate() {
+            if t.ty() != *ty {
+                return Err(RunError::InputType { index, name: name.clone(), expected: ty.clone(), got: t.ty() });
+            }
+        }
+        let mut scratch = self.take_scratch();
+        let arena = scratch.arena.as_mut_ptr() as *mut u8;
+        let resolve = |loc: &Loc| -> *mut u8 {
+            let base = match loc.base {
+                Base::Arena => arena,
+                Base::Input(i) => data_ptr(&inputs[i]),
+                Base::Weight(w) => data_ptr(&self.weights[w.0 as usize]),
+            };
+            base.wrapping_add(loc.offset)
+        };
+        for launch in &self.launches {
+            scratch.table.clear();
+            scratch.table.extend(launch.args.iter().map(resolve));
+            scratch.table.extend(launch.aux.iter().map(Aux::ptr));
+            // SAFETY: the kernel was compiled for exactly these argument buffers: inputs were
+            // type-checked above, arena offsets come from the plan sized for this graph, aux
+            // buffers are owned by `self`, and kernels only read inputs/aux and write outputs.
+            unsafe { (launch.kernel)(scratch.table.as_ptr()) };
+        }
+        let outputs =
+            self.outputs.iter().zip(&self.plan.outputs).map(|((_, ty), loc)| read_tensor(ty, resolve(loc))).collect();
+        self.put_scratch(scratch);
+        Ok(outputs)
+    }
+
+    fn take_scratch(&self) -> Scratch {
+        let reused = self.scratch.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        reused.unwrap_or_else(|| Scratch {
+            arena: vec![0u64; self.plan.arena_bytes.div_ceil(8) + plan::ALIGN / 8],
+            table: Vec::with_capacity(64),
+        })
+    }
+
+    fn put_scratch(&self, s: Scratch) {
+        self.scratch.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+    }
+}
+
+fn io_types(graph: &Graph, ids: impl Iterator<Item = (String, cnnc_ir::NodeId)>) -> Vec<(String, TensorType)> {
+    ids.map(|(n, id)| (n, graph.node(id).outputs[0].clone())).collect()
+}
+
+fn weights_by_id(graph: &Graph) -> Vec<Tensor> {
+    let mut out: Vec<(WeightId, Tensor)> = graph.weights().iter().map(|(id, t)| (id, t.clone())).collect();
+    out.sort_by_key(|(id, _)| *id);
+    out.into_iter().map(|(_, t)| t).collect()
+}
+
+fn data_ptr(t: &Tensor) -> *mut u8 {
+    match t.data() {
+        TensorData::F32(v) => v.as_ptr() as *mut u8,
+        TensorData::I64(v) => v.as_ptr() as *mut u8,
+        TensorData::Bool(v) => v.as_ptr() as *mut u8,
+    }
+}
+
+/// Copies a value out of the run's memory.
+fn read_tensor(ty: &TensorType, ptr: *const u8) -> Tensor {
+    let n = ty.numel();
+    // SAFETY: `ptr` points at `n` initialized elements of `ty.dtype`: an arena value the plan
+    // sized for `ty`, a caller input of type `ty`, or a weight of type `ty`. Bools are only ever
+    // written as 0 or 1 by kernels.
+    let data = unsafe {
+        match ty.dtype {
+            cnnc_ir::DType::F32 => TensorData::F32(std::slice::from_raw_parts(ptr as *const f32, n).to_vec()),
+            cnnc_ir::DType::I64 => {
+                TensorData::I64((0..n).map(|i| (ptr as *const i64).add(i).read_unaligned()).collect())
+            }
+            cnnc_ir::DType::Bool => {
+                TensorData::Bool(std::slice::from_raw_parts(ptr, n).iter().map(|&b| b != 0).collect())
+            }
+        }
+    };
+    Tensor::new(ty.shape.clone(), data).expect("the plan sizes every value to its type")
+}

@@ -1,0 +1,165 @@
+//! JIT pooling and batch-norm kernels against the reference interpreter: 1-D/2-D/3-D windows,
+//! strides 1, 2 and 3 (the vector paths and the scalar one), dilations, asymmetric pads,
+//! ceil mode, both average-pool divisor rules, NaN inputs and global pooling.
+
+use cnnc_ir::{Graph, Op, PoolAttrs, Tensor, verify};
+use cnnc_runtime::{Model, run_reference};
+
+/// Deterministic pseudo-random values in [-2, 2).
+fn noise(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let v = (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect();
+    Tensor::from_f32(shape.to_vec(), v).expect("shape")
+}
+
+/// Runs `op` on `x` (a graph input) and `weights` (constants) through the JIT and the
+/// reference; every element must agree within `tol · (1 + |reference|)` (NaN matches NaN).
+fn check(op: Op, x: Tensor, weights: &[Tensor], tol: f32) {
+    let mut g = Graph::new("g");
+    let xin = g.add_input("x", x.ty());
+    let mut ins = vec![xin];
+    ins.extend(weights.iter().enumerate().map(|(i, w)| g.add_weight(format!("w{i}"), w.clone())));
+    let y = g.add_node("op", op.clone(), &ins).expect("infers")[0];
+    g.add_output("y", y);
+    let g = verify(g).expect("verifies");
+    let model = Model::compile(&g).expect("compiles");
+    let got = model.run(std::slice::from_ref(&x)).expect("runs");
+    let want = run_reference(&g, &[x]).expect("reference runs");
+    assert_eq!(got[0].shape(), want[0].shape(), "{op:?}");
+    let (got, want) = (got[0].as_f32().expect("f32"), want[0].as_f32().expect("f32"));
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        let ok = (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= tol * (1.0 + b.abs());
+        assert!(ok, "{op:?}: element {i}: JIT {a} vs reference {b}");
+    }
+}
+
+fn pool(kernel: &[usize], strides: &[usize], dilations: &[usize], pads: &[usize], ceil_mode: bool) -> PoolAttrs {
+    PoolAttrs {
+        kernel: kernel.to_vec(),
+        strides: strides.to_vec(),
+        dilations: dilations.to_vec(),
+        pads: pads.to_vec(),
+        ceil_mode,
+    }
+}
+
+/// 2-D windows that exercise every column path: interior groups of 4 at strides 1 and 2, the
+/// scalar interior remainder, the clipped edges, and stride 3 (scalar only).
+fn cases_2d() -> Vec<PoolAttrs> {
+    vec![
+        pool(&[2, 2], &[2, 2], &[1, 1], &[0, 0, 0, 0], false),
+        pool(&[3, 3], &[2, 2], &[1, 1], &[1, 1, 1, 1], false),
+        pool(&[3, 3], &[2, 2], &[1, 1], &[0, 0, 0, 0], true),
+        pool(&[3, 3], &[1, 1], &[1, 1], &[1, 1, 1, 1], false),
+        pool(&[3, 2], &[1, 1], &[2, 3], &[2, 1, 0, 2], false),
+        pool(&[3, 3], &[3, 3], &[1, 1], &[1, 0, 2, 1], true),
+        pool(&[2, 3], &[2, 2], &[1, 2], &[1, 2, 1, 2], true),
+        pool(&[5, 5], &[1, 1], &[1, 1], &[2, 2, 2, 2], false),
+    ]
+}
+
+// Max pooling selects an input value exactly; only the average's f32 sum differs from the
+// reference's f64 sum (a few ulp for ≤ 25 taps).
+const AVG_TOL: f32 = 1e-6;
+
+#[test]
+fn max_pool_2d_matches_reference_on_strides_dilations_pads_and_ceil_mode() {
+    for (i, a) in cases_2d().into_iter().enumerate() {
+        for shape in [[1, 2, 13, 17], [2, 3, 8, 9], [1, 1, 5, 4]] {
+            check(Op::MaxPool(a.clone()), noise(&shape, i as u64), &[], 0.0);
+        }
+    }
+}
+
+#[test]
+fn avg_pool_2d_matches_reference_with_and_without_pad_counting() {
+    for (i, a) in cases_2d().into_iter().enumerate() {
+        for count_include_pad in [false, true] {
+            for shape in [[1, 2, 13, 17], [2, 3, 8, 9], [1, 1, 5, 4]] {
+                let op = Op::AvgPool { pool: a.clone(), count_include_pad };
+                check(op, noise(&shape, i as u64), &[], AVG_TOL);
+            }
+        }
+    }
+}
+
+#[test]
+fn pools_1d_and_3d_match_reference() {
+    let p1 = pool(&[3], &[2], &[1], &[1, 2], true);
+    let p1s = pool(&[4], &[1], &[2], &[0, 3], false);
+    let p3 = pool(&[2, 3, 2], &[1, 2, 1], &[1, 1, 2], &[1, 0, 1, 0, 1, 1], true);
+    for (a, shape) in [(p1, vec![2, 3, 19]), (p1s, vec![1, 2, 11]), (p3, vec![1, 2, 4, 7, 9])] {
+        check(Op::MaxPool(a.clone()), noise(&shape, 7), &[], 0.0);
+        for count_include_pad in [false, true] {
+            check(Op::AvgPool { pool: a.clone(), count_include_pad }, noise(&shape, 8), &[], AVG_TOL);
+        }
+    }
+}
+
+#[test]
+fn max_pool_skips_nan_like_the_reference() {
+    let mut x = noise(&[1, 1, 6, 10], 3).as_f32().expect("f32").to_vec();
+    for i in [0, 7, 13, 14, 31, 59] {
+        x[i] = f32::NAN;
+    }
+    let x = Tensor::from_f32([1, 1, 6, 10], x).expect("shape");
+    for a in cases_2d() {
+        check(Op::MaxPool(a), x.clone(), &[], 0.0);
+    }
+}
+
+#[test]
+fn global_pools_match_reference_on_odd_planes() {
+    for shape in [vec![1, 3, 7, 7], vec![2, 5, 1, 1], vec![1, 2, 17], vec![1, 1, 3, 5, 6], vec![2, 3, 0, 4]] {
+        check(Op::GlobalMaxPool, noise(&shape, 1), &[], 0.0);
+        // f32 partial sums of ≤ 90 values vs the f64 reference.
+        check(Op::GlobalAvgPool, noise(&shape, 2), &[], 1e-6);
+    }
+}
+
+#[test]
+fn empty_batch_pools_to_nothing() {
+    check(Op::MaxPool(pool(&[2, 2], &[2, 2], &[1, 1], &[0, 0, 0, 0], false)), noise(&[0, 3, 4, 4], 0), &[], 0.0);
+    check(Op::GlobalAvgPool, noise(&[0, 3, 4, 4], 0), &[], 0.0);
+}
+
+#[test]
+fn batchnorm_matches_reference_with_constant_and_runtime_params() {
+    for shape in [vec![2, 5, 3, 7], vec![3, 6], vec![1, 4, 9], vec![1, 3, 1, 1]] {
+        let c = shape[1];
+        let scale = noise(&[c], 11);
+        let bias = noise(&[c], 12);
+        let mean = noise(&[c], 13);
+        let var = Tensor::from_f32([c], noise(&[c], 14).as_f32().expect("f32").iter().map(|v| v.abs()).collect())
+            .expect("shape");
+        // Folded `x·a + b` in f32 vs the reference's f64 `(x − m)/σ·s + b`: a few ulp of the
+        // larger of |x·a| and |b| (cancellation near x = mean shows relative to 1 + |y|).
+        check(Op::BatchNorm { epsilon: 1e-3 }, noise(&shape, 10), &[scale, bias, mean, var], 2e-6);
+    }
+}
+
+#[test]
+fn batchnorm_with_runtime_params_matches_reference() {
+    let mut g = Graph::new("g");
+    let x = g.add_input("x", cnnc_ir::TensorType::f32([2, 3, 5]));
+    let params: Vec<_> = ["s", "b", "m", "v"].iter().map(|n| g.add_input(*n, cnnc_ir::TensorType::f32([3]))).collect();
+    let y = g
+        .add_node("bn", Op::BatchNorm { epsilon: 1e-5 }, &[x, params[0], params[1], params[2], params[3]])
+        .expect("infers")[0];
+    g.add_output("y", y);
+    let g = verify(g).expect("verifies");
+    let var = Tensor::from_f32([3], vec![0.5, 1.5, 0.01]).expect("shape");
+    let inputs = vec![noise(&[2, 3, 5], 1), noise(&[3], 2), noise(&[3], 3), noise(&[3], 4), var];
+    let got = Model::compile(&g).expect("compiles").run(&inputs).expect("runs");
+    let want = run_reference(&g, &inputs).expect("reference runs");
+    for (a, b) in got[0].as_f32().expect("f32").iter().zip(want[0].as_f32().expect("f32")) {
+        // As above: the folded affine form in f32 vs the f64 reference.
+        assert!((a - b).abs() <= 2e-6 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+}
