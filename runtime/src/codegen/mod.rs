@@ -22,7 +22,10 @@ mod reduce;
 mod resize;
 mod unary;
 
-use cnnc_ir::{Op, Tensor, TensorType};
+#[cfg(test)]
+mod epilogue_tests;
+
+use cnnc_ir::{Op, Tensor, TensorType, UnaryOp};
 use cranelift_module::FuncId;
 
 pub(crate) use jit::{Code, Jit, Kb, KernelFn};
@@ -65,6 +68,51 @@ impl EmitCx<'_> {
     /// Index of aux buffer `i` in the kernel's argument table.
     pub(crate) fn aux_arg(&self, i: usize) -> usize {
         self.inputs.len() + self.outputs.len() + i
+    }
+}
+
+/// Work fused into a conv or GEMM kernel after its accumulation, in registers before the
+/// store: `y = act(acc + bias + residual)`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Epilogue {
+    /// One of `Relu`, `LeakyRelu`, `Clip`, `HardSigmoid`, `HardSwish`, `Sigmoid`.
+    pub act: Option<UnaryOp>,
+    /// Index in the kernel's argument table of a tensor of the output's type added before the
+    /// activation. It follows the op's own inputs, so it is also the op's input count.
+    pub residual: Option<usize>,
+}
+
+impl Epilogue {
+    /// How many of `cx.inputs` belong to the op itself (the residual, if any, comes after).
+    pub(crate) fn op_inputs(&self, cx: &EmitCx) -> usize {
+        self.residual.unwrap_or(cx.inputs.len())
+    }
+
+    /// Checks that the kernel can apply this epilogue: a supported activation, and a residual
+    /// that is the last input and has the output's type.
+    pub(crate) fn check(&self, cx: &EmitCx) -> Result<(), CompileError> {
+        let inline = |op: &UnaryOp| {
+            matches!(
+                op,
+                UnaryOp::Relu
+                    | UnaryOp::LeakyRelu { .. }
+                    | UnaryOp::Clip { .. }
+                    | UnaryOp::HardSigmoid { .. }
+                    | UnaryOp::HardSwish
+                    | UnaryOp::Sigmoid
+            )
+        };
+        if let Some(op) = self.act.filter(|op| !inline(op)) {
+            return Err(cx.unsupported(format!("a fused {} epilogue", op.name())));
+        }
+        if let Some(r) = self.residual
+            && (r + 1 != cx.inputs.len() || cx.outputs.len() != 1 || cx.inputs[r] != cx.outputs[0])
+        {
+            return Err(
+                cx.unsupported(format!("a fused residual (input {r}) that is not the last input of the output's type"))
+            );
+        }
+        Ok(())
     }
 }
 

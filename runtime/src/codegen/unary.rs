@@ -50,6 +50,12 @@ pub(crate) fn emit_unary(jit: &mut Jit, cx: &EmitCx, op: UnaryOp) -> Result<Emit
     Ok(Emitted { func, aux: vec![] })
 }
 
+/// `op` on the 4 lanes of `v`, inline (as the main loop of [`emit_unary`] computes it); `None`
+/// for ops that call a scalar math routine.
+pub(crate) fn apply_vec(b: &mut cranelift_frontend::FunctionBuilder, op: UnaryOp, v: Value) -> Option<Value> {
+    vectorizable(op).then(|| VecCx { b }.apply(op, v))
+}
+
 /// Ops computed inline on 4 lanes (no calls).
 fn vectorizable(op: UnaryOp) -> bool {
     matches!(

@@ -6,18 +6,18 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
 
 use super::super::builder::for_range;
-use super::super::gemm::kit::{self, Acc, gather, load_v, shuffle32, splat_const, splat_load, store};
+use super::super::gemm::kit::{self, Acc, Epi, gather, load_v, shuffle32, splat_const, splat_load, store};
 use super::{AuxList, Geo, Range, RowTaps, loop_range};
-use crate::codegen::{Aux, CompileError, EmitCx, Emitted, Jit};
+use crate::codegen::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit};
 
 /// Vectors of 4 output pixels per register tile of the main loop.
 const VECS: usize = 4;
 
-pub(super) fn emit(jit: &mut Jit, cx: &EmitCx, geo: &Geo) -> Result<Emitted, CompileError> {
+pub(super) fn emit(jit: &mut Jit, cx: &EmitCx, geo: &Geo, ep: &Epilogue) -> Result<Emitted, CompileError> {
     let mut aux = AuxList::new(cx);
     let rows = RowTaps::build(geo);
     let table_arg = rows.needs_table().then(|| aux.push(Aux::I64(rows.table.clone())));
-    let bias_arg = (cx.inputs.len() > 2).then(|| cx.in_arg(2));
+    let bias_arg = (ep.op_inputs(cx) > 2).then(|| cx.in_arg(2));
     let (x_arg, w_arg, y_arg) = (cx.in_arg(0), cx.in_arg(1), cx.out_arg(0));
     let (in_len, out_len, kvol) = (geo.in_len() as i64, geo.out_len() as i64, geo.kvol() as i64);
     let func = jit.kernel(cx.name, |kb| {
@@ -26,6 +26,7 @@ pub(super) fn emit(jit: &mut Jit, cx: &EmitCx, geo: &Geo) -> Result<Emitted, Com
         let w = kb.arg(w_arg);
         let bias = bias_arg.map(|a| kb.arg(a));
         let table = table_arg.map(|a| kb.arg(a));
+        let epi = Epi::new(kb, ep, y);
         let b = &mut kb.b;
         let mg = geo.mg as i64;
         for_range(b, 0, geo.batch as i64, 1, |b, n| {
@@ -45,7 +46,7 @@ pub(super) fn emit(jit: &mut Jit, cx: &EmitCx, geo: &Geo) -> Result<Emitted, Com
                         }
                         None => splat_const(b, 0.0),
                     };
-                    let ch = Channel { geo, rows: &rows, table, bias: bias_m };
+                    let ch = Channel { geo, rows: &rows, table, bias: bias_m, epi };
                     ch.emit_planes(b, x_c, w_m, y_m);
                 });
             });
@@ -61,6 +62,7 @@ struct Channel<'a> {
     table: Option<Value>,
     /// The bias, splatted.
     bias: Value,
+    epi: Epi,
 }
 
 impl Channel<'_> {
@@ -155,6 +157,7 @@ impl Channel<'_> {
         });
         for q in 0..vecs {
             let v = acc.get(b, 0, q);
+            let v = self.epi.apply(b, v, y_o, q as i64 * 16, 4, 4);
             store(b, v, y_o, q as i64 * 16);
         }
     }
@@ -171,6 +174,8 @@ impl Channel<'_> {
             }
         });
         let v = acc.get(b, 0, 0);
+        // Every lane holds the pixel's value: the residual is splatted to match.
+        let v = self.epi.apply(b, v, y_o, 0, 0, 4);
         let s = b.ins().extractlane(v, 0);
         store(b, s, y_o, 0);
     }

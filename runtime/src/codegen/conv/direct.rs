@@ -6,16 +6,16 @@ use cranelift_codegen::ir::{InstBuilder, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
 use super::super::builder::for_range;
-use super::super::gemm::kit::{self, Acc, gather, load_v, scatter, splat_const, splat_load, store};
+use super::super::gemm::kit::{self, Acc, Epi, gather, load_v, scatter, splat_const, splat_load, store};
 use super::{
     AuxList, Geo, Range, RowTaps, WLayout, bias_vec, const_f32, loop_range, oc_tiles, pack_oc_tiles, transpose4,
 };
-use crate::codegen::{Aux, CompileError, EmitCx, Emitted, Jit};
+use crate::codegen::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit};
 
 /// Output pixels per register tile.
 const PIX: usize = 4;
 
-pub(super) fn emit(jit: &mut Jit, cx: &EmitCx, geo: &Geo) -> Result<Emitted, CompileError> {
+pub(super) fn emit(jit: &mut Jit, cx: &EmitCx, geo: &Geo, ep: &Epilogue) -> Result<Emitted, CompileError> {
     let kvol = geo.kvol();
     let (cg, mg) = (geo.cg, geo.mg);
     let mut aux = AuxList::new(cx);
@@ -41,7 +41,7 @@ pub(super) fn emit(jit: &mut Jit, cx: &EmitCx, geo: &Geo) -> Result<Emitted, Com
     };
     let rows = RowTaps::build(geo);
     let table_arg = rows.needs_table().then(|| aux.push(Aux::I64(rows.table.clone())));
-    let bias_arg = (cx.inputs.len() > 2).then(|| cx.in_arg(2));
+    let bias_arg = (ep.op_inputs(cx) > 2).then(|| cx.in_arg(2));
     // Input channels per block: the weights of a tile and about two cache lines of each
     // input row a column tile reads, for `block` channels, fill about half of L1.
     let per_channel = kvol * 32 + geo.k[0] * geo.k[1] * 128;
@@ -58,6 +58,7 @@ pub(super) fn emit(jit: &mut Jit, cx: &EmitCx, geo: &Geo) -> Result<Emitted, Com
         let w = kb.arg(w_arg);
         let bias = bias_arg.map(|a| kb.arg(a));
         let table = table_arg.map(|a| kb.arg(a));
+        let epi = Epi::new(kb, ep, y);
         let b = &mut kb.b;
         for_range(b, 0, geo.batch as i64, 1, |b, n| {
             let x_n = kit::offset(b, x, n, geo.c() as i64 * in_len * 4, 0);
@@ -75,7 +76,7 @@ pub(super) fn emit(jit: &mut Jit, cx: &EmitCx, geo: &Geo) -> Result<Emitted, Com
                         let w_t = kit::offset(b, w_g, t, lay.tile, f * lay.tile);
                         let y_t = kit::offset(b, y_g, t, 8 * out_len * 4, f * 8 * out_len * 4);
                         let b_t = bias_g.map(|p| kit::offset(b, p, t, 32, f * 32));
-                        let tile = Tile { geo, rows: &rows, table, lay, ocv: width / 4, lanes, block };
+                        let tile = Tile { geo, rows: &rows, table, lay, ocv: width / 4, lanes, block, epi };
                         tile.emit_planes(b, x_g, w_t, b_t, y_t);
                     });
                     first += count;
@@ -98,17 +99,20 @@ struct Tile<'a> {
     lanes: usize,
     /// Input channels per cache block (`cg` when the channels are not blocked).
     block: usize,
+    epi: Epi,
 }
 
 /// What the pixel tiles of the current output row reduce over and where they write: the
 /// input channels (pointers to the first one's input at column 0, tap 0, and to its
 /// weights, and how many), whether the accumulators start from the partial sums in `y`
-/// (channel blocks after the bias fill) or from the bias, and the row's tap ranges.
+/// (channel blocks after the bias fill) or from the bias, whether these are the last
+/// channels (the sums are final: the epilogue applies), and the row's tap ranges.
 struct Run {
     x: Value,
     w: Value,
     count: usize,
     from_y: bool,
+    last: bool,
     bias: Option<Value>,
     y_row: Value,
     rd: Range,
@@ -158,8 +162,8 @@ impl Tile<'_> {
                 let y_row = kit::offset(b, y_t, z, (oh * ow * 4) as i64, 0);
                 let y_row = kit::offset(b, y_row, r, ow as i64 * 4, 0);
                 // Every column of the row over input channels `x_ch`/`w_ch` (`chans` of them).
-                let columns = |b: &mut FunctionBuilder, x_ch: Value, w_ch: Value, chans: usize| {
-                    let run = Run { x: x_ch, w: w_ch, count: chans, from_y: blocked, bias: b_t, y_row, rd, rh };
+                let columns = |b: &mut FunctionBuilder, x_ch: Value, w_ch: Value, chans: usize, last: bool| {
+                    let run = Run { x: x_ch, w: w_ch, count: chans, from_y: blocked, last, bias: b_t, y_row, rd, rh };
                     let px = |b: &mut FunctionBuilder, col: Col, pix: usize, taps: (usize, usize)| {
                         self.emit_pixels(b, &run, col, pix, taps);
                     };
@@ -178,20 +182,25 @@ impl Tile<'_> {
                 if blocked {
                     // Channel blocks keep the weights and input rows one column tile touches
                     // in L1 while the next tiles reuse them; partial sums live in `y`.
-                    let n_blocks = geo.cg / self.block;
-                    for_range(b, 0, n_blocks as i64, 1, |b, blk| {
+                    // Only the last block's sums are final, so it alone applies the epilogue;
+                    // without a partial block, the last full one is peeled off the loop (an
+                    // empty epilogue needs neither).
+                    let rem = geo.cg % self.block;
+                    let peel = rem == 0 && !self.epi.is_empty();
+                    let looped = geo.cg / self.block - usize::from(peel);
+                    for_range(b, 0, looped as i64, 1, |b, blk| {
                         let x_ch = kit::offset(b, x_row, blk, self.block as i64 * in_bytes, 0);
                         let w_ch = kit::offset(b, w_t, blk, self.block as i64 * self.lay.ic, 0);
-                        columns(b, x_ch, w_ch, self.block);
+                        columns(b, x_ch, w_ch, self.block, false);
                     });
-                    let done = (n_blocks * self.block) as i64;
-                    if !geo.cg.is_multiple_of(self.block) {
+                    let done = (looped * self.block) as i64;
+                    if rem > 0 || peel {
                         let x_ch = kit::add(b, x_row, done * in_bytes);
                         let w_ch = kit::add(b, w_t, done * self.lay.ic);
-                        columns(b, x_ch, w_ch, geo.cg % self.block);
+                        columns(b, x_ch, w_ch, geo.cg - looped * self.block, true);
                     }
                 } else {
-                    columns(b, x_row, w_t, geo.cg);
+                    columns(b, x_row, w_t, geo.cg, true);
                 }
             });
         });
@@ -282,18 +291,23 @@ impl Tile<'_> {
             let ic = ic as i64;
             channel(b, x_c, ic * in_len * 4, ch.w, ic * lay.ic);
         }
+        let epi = ch.last.then_some(self.epi);
         for v in 0..self.ocv {
             let lanes = self.lanes_of(v);
             let y_v = v as i64 * 4 * plane;
             if pix == 4 {
                 let a = [0, 1, 2, 3].map(|p| acc.get(b, v, p));
                 for (l, row) in transpose4(b, a).into_iter().enumerate().take(lanes) {
-                    store(b, row, y_c, y_v + l as i64 * plane);
+                    let off = y_v + l as i64 * plane;
+                    let row = epi.map_or(row, |e| e.apply(b, row, y_c, off, 4, 4));
+                    store(b, row, y_c, off);
                 }
             } else {
                 for p in 0..pix {
                     let a = acc.get(b, v, p);
-                    scatter(b, a, y_c, y_v + p as i64 * 4, plane, lanes);
+                    let off = y_v + p as i64 * 4;
+                    let a = epi.map_or(a, |e| e.apply(b, a, y_c, off, plane, lanes));
+                    scatter(b, a, y_c, off, plane, lanes);
                 }
             }
         }

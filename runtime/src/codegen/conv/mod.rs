@@ -16,6 +16,10 @@
 //! Padding never costs a branch in the inner loops: rows (and depth) loop over the valid taps
 //! of each output row, read from a table built at load; columns are split at compile time into
 //! an interior, where every tap is in range, and border columns, each with its own taps.
+//!
+//! `emit_conv_fused` applies an [`Epilogue`] (residual add, activation) to the final sums in
+//! registers at every store of the direct and depthwise paths; a channel-blocked direct conv
+//! applies it in its last channel block only. ConvTranspose has no fused form.
 
 mod depthwise;
 mod direct;
@@ -27,11 +31,27 @@ use cranelift_frontend::FunctionBuilder;
 
 use super::builder::for_range;
 use super::gemm::kit::{self, for_dyn, gather, load_i64, load_v, shuffle32};
-use super::{Aux, CompileError, EmitCx, Emitted, Jit};
+use super::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit};
 
 pub(crate) fn emit_conv(jit: &mut Jit, cx: &EmitCx, a: &ConvAttrs) -> Result<Emitted, CompileError> {
+    emit_conv_fused(jit, cx, a, &Epilogue::default())
+}
+
+/// A conv with `ep` applied to each output value (conv + bias) before it is stored. Every conv
+/// path (direct, 1×1, grouped, depthwise, 1-D to 3-D) honours it; `cx.inputs` are the conv's
+/// `x, w[, b]` followed by the residual, if any.
+pub(crate) fn emit_conv_fused(
+    jit: &mut Jit,
+    cx: &EmitCx,
+    a: &ConvAttrs,
+    ep: &Epilogue,
+) -> Result<Emitted, CompileError> {
+    ep.check(cx)?;
+    if !(2..=3).contains(&ep.op_inputs(cx)) {
+        return Err(cx.unsupported(format!("a conv with {} inputs", ep.op_inputs(cx))));
+    }
     let geo = Geo::conv(cx, a)?;
-    if geo.cg == 1 && geo.mg < 4 { depthwise::emit(jit, cx, &geo) } else { direct::emit(jit, cx, &geo) }
+    if geo.cg == 1 && geo.mg < 4 { depthwise::emit(jit, cx, &geo, ep) } else { direct::emit(jit, cx, &geo, ep) }
 }
 
 pub(crate) fn emit_conv_transpose(jit: &mut Jit, cx: &EmitCx, a: &ConvTransposeAttrs) -> Result<Emitted, CompileError> {

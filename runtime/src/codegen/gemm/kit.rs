@@ -1,11 +1,14 @@
 //! Emission helpers shared by the GEMM and convolution kernels: loops with run-time bounds,
 //! loads and stores at large constant offsets, partial vectors, and accumulator tiles.
 
+use cnnc_ir::UnaryOp;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 use crate::codegen::builder::mem;
+use crate::codegen::unary::apply_vec;
+use crate::codegen::{Epilogue, Kb};
 
 /// `ptr + off` as an address a load can use with an `i32` immediate.
 fn split(b: &mut FunctionBuilder, ptr: Value, off: i64) -> (Value, i32) {
@@ -174,5 +177,55 @@ impl Acc {
         let a = b.use_var(var);
         let s = b.ins().fma(x, y, a);
         b.def_var(var, s);
+    }
+}
+
+/// An [`Epilogue`] inside one kernel: the residual is read at the output's byte offsets,
+/// through its distance from the output buffer, so every store site that knows its output
+/// address knows the residual's too.
+#[derive(Clone, Copy)]
+pub(crate) struct Epi {
+    /// `residual − y` in bytes.
+    delta: Option<Value>,
+    act: Option<UnaryOp>,
+}
+
+impl Epi {
+    /// `y` is the output buffer (argument `out_arg(0)`) the store addresses are based on.
+    /// The epilogue must have passed [`Epilogue::check`].
+    pub(crate) fn new(kb: &mut Kb, ep: &Epilogue, y: Value) -> Epi {
+        let delta = ep.residual.map(|r| {
+            let r = kb.arg(r);
+            kb.b.ins().isub(r, y)
+        });
+        Epi { delta, act: ep.act }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.delta.is_none() && self.act.is_none()
+    }
+
+    /// `act(v + residual)` for the vector `v` about to be stored like
+    /// `scatter(v, y, off, stride, lanes)` (lanes past `lanes` are don't-cares; a zero
+    /// `stride` means `v` is one value splatted).
+    pub(crate) fn apply(
+        &self,
+        b: &mut FunctionBuilder,
+        v: Value,
+        y: Value,
+        off: i64,
+        stride: i64,
+        lanes: usize,
+    ) -> Value {
+        let mut v = v;
+        if let Some(d) = self.delta {
+            let r = b.ins().iadd(y, d);
+            let rv = gather(b, r, off, stride, lanes);
+            v = b.ins().fadd(v, rv);
+        }
+        match self.act {
+            Some(op) => apply_vec(b, op, v).expect("Epilogue::check admits only inline activations"),
+            None => v,
+        }
     }
 }

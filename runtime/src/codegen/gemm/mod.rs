@@ -13,9 +13,9 @@ use cnnc_ir::{DType, Tensor};
 use cranelift_codegen::ir::{InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
 
-use self::kit::{Acc, gather, load_i64, load_v, scatter, splat_const, splat_load};
+use self::kit::{Acc, Epi, gather, load_i64, load_v, scatter, splat_const, splat_load};
 use super::builder::for_range;
-use super::{Aux, CompileError, EmitCx, Emitted, Jit};
+use super::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit};
 
 /// `Y = alpha·op(A)·op(B) + beta·C`, `C` broadcast unidirectionally to `[M, N]`.
 pub(crate) fn emit_gemm(
@@ -26,7 +26,26 @@ pub(crate) fn emit_gemm(
     trans_a: bool,
     trans_b: bool,
 ) -> Result<Emitted, CompileError> {
+    emit_gemm_fused(jit, cx, alpha, beta, trans_a, trans_b, &Epilogue::default())
+}
+
+/// [`emit_gemm`] with `ep` applied to `alpha·op(A)·op(B) + beta·C` before the store;
+/// `cx.inputs` are `A, B[, C]` followed by the residual, if any.
+pub(crate) fn emit_gemm_fused(
+    jit: &mut Jit,
+    cx: &EmitCx,
+    alpha: f32,
+    beta: f32,
+    trans_a: bool,
+    trans_b: bool,
+    ep: &Epilogue,
+) -> Result<Emitted, CompileError> {
     check_f32(cx)?;
+    ep.check(cx)?;
+    let n_inputs = ep.op_inputs(cx);
+    if !(2..=3).contains(&n_inputs) {
+        return Err(cx.unsupported(format!("a gemm with {n_inputs} inputs")));
+    }
     let (&[a0, a1], &[b0, b1]) = (&cx.inputs[0].shape[..], &cx.inputs[1].shape[..]) else {
         return Err(cx.unsupported("gemm operands that are not matrices"));
     };
@@ -44,7 +63,7 @@ pub(crate) fn emit_gemm(
         }
         None => BSrc::Strided(b_strides),
     };
-    let c_src = match (cx.inputs.get(2), cx.consts.get(2).copied().flatten()) {
+    let c_src = match (cx.inputs[..n_inputs].get(2), cx.consts.get(2).copied().flatten()) {
         (None, _) => CSrc::None,
         (Some(_), Some(t)) => {
             let v = f32_data(cx, t)?;
@@ -68,14 +87,25 @@ pub(crate) fn emit_gemm(
             CSrc::Dense { arg } | CSrc::Strided { arg, .. } => Some(kb.arg(arg)),
         };
         let y_ptr = kb.arg(y_arg);
-        emit_product(&mut kb.b, &p, a_ptr, b_ptr, c_ptr, y_ptr);
+        let epi = Epi::new(kb, ep, y_ptr);
+        emit_product(&mut kb.b, &p, Bases { a: a_ptr, b: b_ptr, c: c_ptr, y: y_ptr, epi });
     })?;
     Ok(Emitted { func, aux })
 }
 
 /// Numpy `matmul`: batched over the broadcast leading axes, 1-D operands promoted.
 pub(crate) fn emit_matmul(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, CompileError> {
+    emit_matmul_fused(jit, cx, &Epilogue::default())
+}
+
+/// [`emit_matmul`] with `ep` applied to each product before the store; `cx.inputs` are `A, B`
+/// followed by the residual, if any.
+pub(crate) fn emit_matmul_fused(jit: &mut Jit, cx: &EmitCx, ep: &Epilogue) -> Result<Emitted, CompileError> {
     check_f32(cx)?;
+    ep.check(cx)?;
+    if ep.op_inputs(cx) != 2 {
+        return Err(cx.unsupported(format!("a matmul with {} inputs", ep.op_inputs(cx))));
+    }
     let (a_shape, b_shape) = (&cx.inputs[0].shape, &cx.inputs[1].shape);
     let (a_batch, m, k) = match a_shape[..] {
         [k] => (&[][..], 1, k),
@@ -143,9 +173,10 @@ pub(crate) fn emit_matmul(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, Compile
             BSrc::Strided(_) => kb.arg(b_arg),
         };
         let y_ptr = kb.arg(y_arg);
+        let epi = Epi::new(kb, ep, y_ptr);
         match table_arg {
             None if n_batch == 0 => {}
-            None => emit_product(&mut kb.b, &p, a_ptr, b_ptr, None, y_ptr),
+            None => emit_product(&mut kb.b, &p, Bases { a: a_ptr, b: b_ptr, c: None, y: y_ptr, epi }),
             Some(t) => {
                 let table = kb.arg(t);
                 for_range(&mut kb.b, 0, n_batch as i64, 1, |b, bi| {
@@ -155,7 +186,7 @@ pub(crate) fn emit_matmul(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, Compile
                     let a_i = b.ins().iadd(a_ptr, a_off);
                     let b_i = b.ins().iadd(b_ptr, b_off);
                     let y_i = kit::offset(b, y_ptr, bi, (m * n * 4) as i64, 0);
-                    emit_product(b, &p, a_i, b_i, None, y_i);
+                    emit_product(b, &p, Bases { a: a_i, b: b_i, c: None, y: y_i, epi });
                 });
             }
         }
@@ -270,8 +301,8 @@ struct Product {
     tiling: Tiling,
 }
 
-/// Emits the product with `Y` row-major (`N` columns). `b_ptr` is the packed buffer or `B`.
-fn emit_product(b: &mut FunctionBuilder, p: &Product, a_ptr: Value, b_ptr: Value, c_ptr: Option<Value>, y_ptr: Value) {
+/// Emits the product with `Y` row-major (`N` columns).
+fn emit_product(b: &mut FunctionBuilder, p: &Product, bases: Bases) {
     if p.m == 0 || p.n == 0 {
         return;
     }
@@ -280,7 +311,6 @@ fn emit_product(b: &mut FunctionBuilder, p: &Product, a_ptr: Value, b_ptr: Value
     let (full_rows, rem_rows) = (p.m / mr, p.m % mr);
     let (full_panels, rem_cols) = (p.n / width, p.n % width);
     let rows_runs = [(0, full_rows, mr), (full_rows * mr, usize::from(rem_rows > 0), rem_rows)];
-    let bases = Bases { a: a_ptr, b: b_ptr, c: c_ptr, y: y_ptr };
     for (row0, count, rows) in rows_runs {
         for_range(b, 0, count as i64, 1, |b, ti| {
             let i0 = RowCol { base: ti, scale: rows, first: row0 };
@@ -317,13 +347,15 @@ impl RowCol {
     }
 }
 
-/// Base pointers of the operands (`b`: the packed buffer or `B`).
+/// Base pointers of the operands (`b`: the packed buffer or `B`) and the epilogue, which
+/// reads the residual at `y`'s offsets.
 #[derive(Clone, Copy)]
 struct Bases {
     a: Value,
     b: Value,
     c: Option<Value>,
     y: Value,
+    epi: Epi,
 }
 
 /// A register tile: `rows` × `cols` outputs, `cols` ≤ the width `panel` of its `B` panel.
@@ -337,7 +369,7 @@ struct Dims {
 /// One register tile over the whole `K`.
 fn emit_tile(b: &mut FunctionBuilder, p: &Product, bases: &Bases, i0: RowCol, j0: RowCol, dims: Dims) {
     let Dims { rows, cols, panel: w } = dims;
-    let Bases { a: a_ptr, b: b_ptr, c: c_ptr, y: y_ptr } = *bases;
+    let Bases { a: a_ptr, b: b_ptr, c: c_ptr, y: y_ptr, epi } = *bases;
     let nv = cols.div_ceil(4);
     let lanes = |v: usize| (cols - v * 4).min(4);
     let a_row = i0.at(b, a_ptr, p.a.rs);
@@ -373,7 +405,8 @@ fn emit_tile(b: &mut FunctionBuilder, p: &Product, bases: &Bases, i0: RowCol, j0
     for kk in main..p.k {
         step(b, a_row, b_col, kk as i64);
     }
-    // Epilogue: alpha, the C term, and the store (partial vectors lane by lane).
+    // Epilogue: alpha, the C term, the fused epilogue, and the store (partial vectors lane by
+    // lane).
     let alpha = (p.alpha != 1.0).then(|| splat_const(b, p.alpha));
     let beta = match p.c {
         CSrc::Strided { beta, .. } if beta != 1.0 => Some(splat_const(b, beta)),
@@ -408,7 +441,9 @@ fn emit_tile(b: &mut FunctionBuilder, p: &Product, bases: &Bases, i0: RowCol, j0
                 (None, Some(c)) => b.ins().fadd(x, c),
                 (None, None) => x,
             };
-            scatter(b, x, y_tile, r as i64 * p.n as i64 * 4 + v as i64 * 16, 4, lanes(v));
+            let off = r as i64 * p.n as i64 * 4 + v as i64 * 16;
+            let x = epi.apply(b, x, y_tile, off, 4, lanes(v));
+            scatter(b, x, y_tile, off, 4, lanes(v));
         }
     }
 }

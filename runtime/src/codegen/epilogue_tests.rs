@@ -1,0 +1,341 @@
+//! Fused epilogues `act(op + bias + residual)` in the conv, Gemm and MatMul kernels, against
+//! the reference interpreter running the unfused graph `op → add(residual) → act`. No IR op
+//! carries an epilogue yet, so the kernels are built and called here directly.
+//!
+//! Tolerance: rel-L2 ≤ 1e-6. The kernels sum in f32 in another order than the f64 reference:
+//! with up to 450 products of values of order 1/√fan_in that leaves a few 1e-7 relative error
+//! in the pre-activation value (measured: at most 4.8e-7, in the channel-blocked cases, and
+//! there with no epilogue at all). The residual add is one more f32 rounding on both sides;
+//! the activations are exact selections (ReLU, Clip), one or two roundings (LeakyReLU,
+//! HardSigmoid, HardSwish) or within 1.7e-7 relative (the inline sigmoid, see
+//! `tests/jit_unary_inline.rs`), and none amplifies relative error by more than ~|x| ≤ a few.
+//! A missed bias, residual or activation, a wrong lane, an epilogue applied to partial sums or
+//! an unwritten element (outputs start as NaN) fails by orders of magnitude.
+
+use cnnc_ir::{BinaryOp, ConvAttrs, Graph, Op, Tensor, TensorType, UnaryOp, ValueRef, verify};
+
+use super::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit, conv, gemm};
+use crate::run_reference;
+
+/// Deterministic values in [-1, 1).
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let data = (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_f32(shape.to_vec(), data).expect("shape")
+}
+
+/// Values in [-1, 1) scaled by `1/√fan_in`, as trained weights are, so that outputs are of
+/// order 1 and every activation is exercised in its non-trivial range (a two-sided Clip of
+/// outputs of order 10 would keep little norm but all the rounding error near 0).
+fn scaled_weights(shape: &[usize], fan_in: usize, seed: u64) -> Tensor {
+    let t = random(shape, seed);
+    let s = 1.0 / (fan_in.max(1) as f32).sqrt();
+    Tensor::from_f32(shape.to_vec(), t.as_f32().expect("f32").iter().map(|v| v * s).collect()).expect("shape")
+}
+
+/// One input of the op: its value, and whether it is a weight (a constant at compile time).
+struct Operand {
+    t: Tensor,
+    weight: bool,
+}
+
+fn input(t: Tensor) -> Operand {
+    Operand { t, weight: false }
+}
+
+fn weight(t: Tensor) -> Operand {
+    Operand { t, weight: true }
+}
+
+type EmitFused<'a> = &'a dyn Fn(&mut Jit, &EmitCx, &Epilogue) -> Result<Emitted, CompileError>;
+
+/// `act(op(operands) + residual)` by the reference interpreter, unfused.
+fn reference(op: &Op, operands: &[Operand], residual: Option<&Tensor>, act: Option<UnaryOp>) -> Tensor {
+    let mut g = Graph::new("unfused");
+    let mut feeds = Vec::new();
+    let ins: Vec<ValueRef> = operands
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            if o.weight {
+                g.add_weight(format!("w{i}"), o.t.clone())
+            } else {
+                feeds.push(o.t.clone());
+                g.add_input(format!("x{i}"), o.t.ty())
+            }
+        })
+        .collect();
+    let mut y = g.add_node("op", op.clone(), &ins).expect("op types")[0];
+    if let Some(r) = residual {
+        feeds.push(r.clone());
+        let rv = g.add_input("residual", r.ty());
+        y = g.add_node("add", Op::Binary(BinaryOp::Add), &[y, rv]).expect("add types")[0];
+    }
+    if let Some(a) = act {
+        y = g.add_node("act", Op::Unary(a), &[y]).expect("act types")[0];
+    }
+    g.add_output("y", y);
+    let g = verify(g).unwrap_or_else(|e| panic!("{e}"));
+    run_reference(&g, &feeds).expect("reference runs").remove(0)
+}
+
+/// Builds the fused kernel with `emit` and runs it on a table laid out like `Model::run`'s:
+/// `[operands…, residual?, y, aux…]`. The output starts as NaN so unwritten elements show.
+fn run_fused(
+    emit: EmitFused,
+    op: &Op,
+    operands: &[Operand],
+    residual: Option<&Tensor>,
+    out: &TensorType,
+    ep: &Epilogue,
+) -> Result<Vec<f32>, CompileError> {
+    let tensors: Vec<&Tensor> = operands.iter().map(|o| &o.t).chain(residual).collect();
+    let inputs: Vec<TensorType> = tensors.iter().map(|t| t.ty()).collect();
+    let consts: Vec<Option<&Tensor>> =
+        operands.iter().map(|o| o.weight.then_some(&o.t)).chain(residual.map(|_| None)).collect();
+    let outputs = [out.clone()];
+    let cx = EmitCx { name: "fused", op, inputs: &inputs, outputs: &outputs, consts: &consts };
+    let mut jit = Jit::new()?;
+    let emitted = emit(&mut jit, &cx, ep)?;
+    let (code, kernels) = jit.finish(&[emitted.func])?;
+    let mut y = vec![f32::NAN; out.numel()];
+    let mut table: Vec<*mut u8> =
+        tensors.iter().map(|t| t.as_f32().expect("f32 operands").as_ptr() as *mut u8).collect();
+    table.push(y.as_mut_ptr().cast());
+    table.extend(emitted.aux.iter().map(Aux::ptr));
+    // SAFETY: the table holds one buffer per kernel argument, each of the size and type the
+    // kernel was compiled for; `code` (which owns the kernel) is alive; only `y` is written.
+    unsafe { kernels[0](table.as_ptr()) };
+    drop(code);
+    Ok(y)
+}
+
+fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let (mut diff, mut norm) = (0f64, 0f64);
+    for (&a, &b) in got.iter().zip(want) {
+        diff += f64::from(a - b).powi(2);
+        norm += f64::from(b).powi(2);
+    }
+    if norm == 0.0 { diff.sqrt() } else { (diff / norm).sqrt() }
+}
+
+/// Every activation the kernels fuse (Clip both two-sided and as ReLU6), and none.
+fn activations() -> Vec<Option<UnaryOp>> {
+    vec![
+        None,
+        Some(UnaryOp::Relu),
+        Some(UnaryOp::LeakyRelu { alpha: 0.1 }),
+        Some(UnaryOp::Clip { min: -0.5, max: 0.5 }),
+        Some(UnaryOp::Clip { min: 0.0, max: 6.0 }),
+        Some(UnaryOp::HardSigmoid { alpha: 0.2, beta: 0.5 }),
+        Some(UnaryOp::HardSwish),
+        Some(UnaryOp::Sigmoid),
+    ]
+}
+
+/// Checks `op` with every activation, with and without a residual, fused against unfused.
+fn check_every_epilogue(what: &str, emit: EmitFused, op: &Op, operands: &[Operand]) {
+    let out = reference(op, operands, None, None).ty();
+    let res = random(&out.shape, 99);
+    for act in activations() {
+        for residual in [None, Some(&res)] {
+            let ep = Epilogue { act, residual: residual.map(|_| operands.len()) };
+            let want = reference(op, operands, residual, act);
+            let got = run_fused(emit, op, operands, residual, &out, &ep)
+                .unwrap_or_else(|e| panic!("{what} with {ep:?}: {e}"));
+            let rel = rel_l2(&got, want.as_f32().expect("f32"));
+            assert!(rel <= 1e-6, "{what} with {ep:?}: rel-L2 {rel:.3e}");
+        }
+    }
+}
+
+struct ConvCase {
+    what: &'static str,
+    x: Vec<usize>,
+    m: usize,
+    kernel: Vec<usize>,
+    strides: Vec<usize>,
+    pads: Vec<usize>,
+    group: usize,
+    bias: bool,
+    /// The weights are a kernel input rather than a constant packed at load.
+    runtime_weights: bool,
+}
+
+impl ConvCase {
+    fn new(what: &'static str, x: &[usize], m: usize, kernel: &[usize], stride: usize, pad: usize) -> ConvCase {
+        let ns = kernel.len();
+        ConvCase {
+            what,
+            x: x.to_vec(),
+            m,
+            kernel: kernel.to_vec(),
+            strides: vec![stride; ns],
+            pads: vec![pad; 2 * ns],
+            group: 1,
+            bias: true,
+            runtime_weights: false,
+        }
+    }
+
+    fn check(&self) {
+        let ns = self.kernel.len();
+        let a = ConvAttrs {
+            kernel: self.kernel.clone(),
+            strides: self.strides.clone(),
+            dilations: vec![1; ns],
+            pads: self.pads.clone(),
+            group: self.group,
+        };
+        let mut w_shape = vec![self.m, self.x[1] / self.group];
+        w_shape.extend(&self.kernel);
+        let w = scaled_weights(&w_shape, w_shape[1..].iter().product(), 2);
+        let mut operands = vec![input(random(&self.x, 1)), if self.runtime_weights { input(w) } else { weight(w) }];
+        if self.bias {
+            operands.push(weight(random(&[self.m], 3)));
+        }
+        let emit = |jit: &mut Jit, cx: &EmitCx, ep: &Epilogue| conv::emit_conv_fused(jit, cx, &a, ep);
+        check_every_epilogue(self.what, &emit, &Op::Conv(a.clone()), &operands);
+    }
+}
+
+#[test]
+fn conv_3x3_pad_1_fuses_every_epilogue() {
+    // 10 output channels: a full tile of 8 and a partial one; border and interior columns.
+    ConvCase::new("3x3 pad 1", &[1, 5, 9, 11], 10, &[3, 3], 1, 1).check();
+}
+
+#[test]
+fn conv_1x1_fuses_every_epilogue() {
+    // The flattened-plane (GEMM-shaped) path, batch 2, a pixel tail (35 = 8·4 + 3).
+    ConvCase::new("1x1", &[2, 6, 7, 5], 12, &[1, 1], 1, 0).check();
+}
+
+#[test]
+fn conv_1x1_with_runtime_weights_and_no_bias_fuses_every_epilogue() {
+    let case = ConvCase {
+        bias: false,
+        runtime_weights: true,
+        ..ConvCase::new("1x1 runtime w", &[1, 5, 3, 7], 6, &[1, 1], 1, 0)
+    };
+    case.check();
+}
+
+#[test]
+fn depthwise_3x3_stride_2_fuses_every_epilogue() {
+    let case = ConvCase { group: 6, ..ConvCase::new("depthwise 3x3 s2", &[1, 6, 13, 14], 6, &[3, 3], 2, 1) };
+    case.check();
+}
+
+#[test]
+fn depthwise_multiplier_2_fuses_every_epilogue() {
+    // Stride 1 over 21 columns: vector runs of 16 and 4 pixels, single pixels, no bias.
+    let case =
+        ConvCase { group: 3, bias: false, ..ConvCase::new("depthwise x2 3x3", &[1, 3, 6, 21], 6, &[3, 3], 1, 1) };
+    case.check();
+}
+
+#[test]
+fn grouped_conv_fuses_every_epilogue() {
+    let case = ConvCase { group: 2, ..ConvCase::new("grouped 3x3", &[1, 8, 7, 9], 12, &[3, 3], 1, 1) };
+    case.check();
+}
+
+#[test]
+fn conv_1d_fuses_every_epilogue() {
+    ConvCase::new("1-D k5", &[2, 5, 23], 7, &[5], 1, 2).check();
+}
+
+#[test]
+fn conv_3d_fuses_every_epilogue() {
+    let case = ConvCase { pads: vec![0, 1, 1, 1, 1, 1], ..ConvCase::new("3-D", &[1, 3, 4, 5, 6], 5, &[2, 3, 3], 1, 0) };
+    case.check();
+}
+
+#[test]
+fn channel_blocked_conv_applies_the_epilogue_once_on_the_peeled_last_block() {
+    // 48 input channels of a 3×3 kernel are reduced in 2 blocks of 24 (partial sums in `y`):
+    // the epilogue must see only the final sums.
+    ConvCase::new("blocked, 2 full blocks", &[1, 48, 6, 7], 8, &[3, 3], 1, 1).check();
+}
+
+#[test]
+fn channel_blocked_conv_applies_the_epilogue_on_the_partial_last_block() {
+    // 50 = 2·24 + 2 input channels: the partial block comes last.
+    ConvCase::new("blocked, partial block", &[1, 50, 5, 6], 5, &[3, 3], 1, 1).check();
+}
+
+#[test]
+fn empty_batch_conv_with_epilogue_is_a_no_op() {
+    ConvCase::new("batch 0", &[0, 4, 5, 5], 6, &[3, 3], 1, 1).check();
+}
+
+#[test]
+fn gemm_fuses_every_epilogue() {
+    // M = 5 (a 4-row tile and a 1-row tail), N = 11 (a partial panel), C a broadcast row.
+    let op = Op::Gemm { alpha: 0.7, beta: 1.3, trans_a: false, trans_b: true };
+    let operands = [input(random(&[5, 9], 1)), weight(scaled_weights(&[11, 9], 9, 2)), weight(random(&[11], 3))];
+    let emit = |jit: &mut Jit, cx: &EmitCx, ep: &Epilogue| gemm::emit_gemm_fused(jit, cx, 0.7, 1.3, false, true, ep);
+    check_every_epilogue("gemm 5x11x9", &emit, &op, &operands);
+}
+
+#[test]
+fn gemv_fuses_every_epilogue() {
+    // Batch-1 fully connected layer: the M = 1 tiling, 37 columns.
+    let op = Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: false };
+    let operands = [input(random(&[1, 20], 1)), weight(scaled_weights(&[20, 37], 20, 2)), weight(random(&[1, 37], 3))];
+    let emit = |jit: &mut Jit, cx: &EmitCx, ep: &Epilogue| gemm::emit_gemm_fused(jit, cx, 1.0, 1.0, false, false, ep);
+    check_every_epilogue("gemv 1x37x20", &emit, &op, &operands);
+}
+
+#[test]
+fn gemm_with_runtime_operands_and_no_c_fuses_every_epilogue() {
+    let op = Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: true, trans_b: false };
+    let operands = [input(random(&[7, 6], 1)), input(scaled_weights(&[7, 10], 7, 2))];
+    let emit = |jit: &mut Jit, cx: &EmitCx, ep: &Epilogue| gemm::emit_gemm_fused(jit, cx, 1.0, 1.0, true, false, ep);
+    check_every_epilogue("gemm runtime B", &emit, &op, &operands);
+}
+
+#[test]
+fn batched_matmul_fuses_every_epilogue() {
+    let emit = |jit: &mut Jit, cx: &EmitCx, ep: &Epilogue| gemm::emit_matmul_fused(jit, cx, ep);
+    let operands = [input(random(&[2, 3, 5, 6], 1)), weight(scaled_weights(&[6, 9], 6, 2))];
+    check_every_epilogue("matmul const B", &emit, &Op::MatMul, &operands);
+    let operands = [input(random(&[2, 4, 5], 1)), input(scaled_weights(&[2, 5, 7], 5, 2))];
+    check_every_epilogue("matmul runtime B", &emit, &Op::MatMul, &operands);
+}
+
+fn conv_3x3() -> (ConvAttrs, [Operand; 2], TensorType) {
+    let a = ConvAttrs { kernel: vec![3, 3], strides: vec![1, 1], dilations: vec![1, 1], pads: vec![1; 4], group: 1 };
+    let operands = [input(random(&[1, 4, 5, 5], 1)), weight(random(&[4, 4, 3, 3], 2))];
+    let out = reference(&Op::Conv(a.clone()), &operands, None, None).ty();
+    (a, operands, out)
+}
+
+#[test]
+fn fused_activation_that_needs_a_call_is_unsupported() {
+    let (a, operands, out) = conv_3x3();
+    let emit = |jit: &mut Jit, cx: &EmitCx, ep: &Epilogue| conv::emit_conv_fused(jit, cx, &a, ep);
+    for act in [UnaryOp::Tanh, UnaryOp::Log, UnaryOp::Exp] {
+        let ep = Epilogue { act: Some(act), residual: None };
+        let err = run_fused(&emit, &Op::Conv(a.clone()), &operands, None, &out, &ep).expect_err("rejected");
+        assert!(matches!(err, CompileError::Unsupported { .. }), "{err}");
+    }
+}
+
+#[test]
+fn residual_of_another_shape_is_unsupported() {
+    let (a, operands, out) = conv_3x3();
+    let emit = |jit: &mut Jit, cx: &EmitCx, ep: &Epilogue| conv::emit_conv_fused(jit, cx, &a, ep);
+    let wrong = random(&[1, 4, 5, 4], 5);
+    let ep = Epilogue { act: None, residual: Some(2) };
+    let err = run_fused(&emit, &Op::Conv(a.clone()), &operands, Some(&wrong), &out, &ep).expect_err("rejected");
+    assert!(matches!(err, CompileError::Unsupported { .. }), "{err}");
+}
