@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use cnnc_ir::{DType, Graph, Op, TensorType, numel};
+use cnnc_ir::{DType, Graph, TensorType, node_macs};
 use serde::Serialize;
 
 /// One row of `cnnc inspect`.
@@ -28,37 +28,6 @@ pub struct Summary {
     /// f32 weight elements in the graph's weight store.
     pub total_params: usize,
     pub layers: Vec<Layer>,
-}
-
-/// Multiply-accumulates of one node, counted as MANIFEST.md defines: Conv
-/// `N·H_out·W_out·C_out·(C_in/group)·k…`, ConvTranspose on the input side
-/// `N·H_in·W_in·C_in·(C_out/group)·k…`, Gemm/MatMul `output elements · K`; other ops 0.
-pub fn node_macs(op: &Op, inputs: &[&TensorType], outputs: &[TensorType]) -> u64 {
-    let out_elems = || outputs.first().map_or(0, |t| numel(&t.shape)) as u64;
-    match op {
-        Op::Conv(_) => {
-            let Some(w) = inputs.get(1) else { return 0 };
-            // w is [M, C/group, k...]: every output element reads C/group · Πk inputs.
-            let per_out: usize = w.shape.iter().skip(1).product();
-            out_elems() * per_out as u64
-        }
-        Op::ConvTranspose(_) => {
-            let (Some(x), Some(w)) = (inputs.first(), inputs.get(1)) else { return 0 };
-            // w is [C, M/group, k...]: every input element scatters into M/group · Πk outputs.
-            let per_in: usize = w.shape.iter().skip(1).product();
-            numel(&x.shape) as u64 * per_in as u64
-        }
-        Op::Gemm { trans_a, .. } => {
-            let Some(a) = inputs.first() else { return 0 };
-            let k = if *trans_a { a.shape.first() } else { a.shape.get(1) };
-            out_elems() * k.copied().unwrap_or(0) as u64
-        }
-        Op::MatMul => {
-            let Some(a) = inputs.first() else { return 0 };
-            out_elems() * a.shape.last().copied().unwrap_or(0) as u64
-        }
-        _ => 0,
-    }
 }
 
 /// Summarizes every non-source node of `graph`, in topological order.

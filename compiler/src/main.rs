@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use cnnc::bench::{self, BenchConfig};
 use cnnc::inspect::{render_table, summarize};
 use cnnc::npy::{output_file_stems, read_npy, write_npy};
 use cnnc::onnx::{ImportError, ImportOptions, import_bytes, parse_input_shape};
@@ -23,7 +24,8 @@ Examples:
   cnnc opt fixtures/models/mnist_cnn.onnx -O0 --input-shape input=1x1x28x28 -o mnist.cnnc
   cnnc inspect mnist.cnnc
   cnnc run mnist.cnnc --input input=digits.npy --output-dir out/
-  cnnc run model.onnx --input x=batch.npy --output-dir out/ --reference";
+  cnnc run model.onnx --input x=batch.npy --output-dir out/ --reference
+  cnnc bench mnist.cnnc --runs 100 --json";
 
 /// cnnc: a compiler that makes trained convolutional networks run faster on CPUs.
 #[derive(Parser)]
@@ -91,6 +93,34 @@ enum Command {
         /// JIT-compiled native code.
         #[arg(long)]
         reference: bool,
+    },
+    /// Time the JIT-compiled model on a fixed random input: median and min latency, a per-kernel
+    /// profile, peak memory.
+    #[command(after_help = "Examples:\n  cnnc bench mnist.cnnc\n  \
+        cnnc bench det.onnx --input-shape x=1x3x640x640 --runs 10\n  \
+        cnnc bench mnist.cnnc --runs 100 --warmup 10 --json\n\n\
+        The input is uniform in [0, 1) from a fixed seed (i64 inputs are zeros), the same on every run.\n\
+        Every timed run is profiled: each kernel call is timed on its own; a layer's time is its median over\n\
+        the timed runs and its share is of the sum of those medians. Views and in-place concats run no kernel\n\
+        and have no row. Progress goes to stderr; the table (or with --json one JSON object) to stdout.")]
+    Bench {
+        /// The model (.onnx or .cnnc).
+        model: PathBuf,
+        /// Bind an input's dynamic dimensions, e.g. `x=1x3x640x640`. Repeatable.
+        #[arg(long = "input-shape", value_name = "NAME=DIMS", value_parser = parse_input_shape)]
+        input_shape: Vec<(String, Vec<usize>)>,
+        /// Threads to run on. Only 1 today: multi-threading arrives with the thread pool.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        threads: u32,
+        /// Timed runs.
+        #[arg(long, value_name = "R", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+        runs: u32,
+        /// Untimed runs before the timed ones.
+        #[arg(long, value_name = "W", default_value_t = 5)]
+        warmup: u32,
+        /// Print one JSON object (`median_ms`, `layers`, …) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -455,6 +485,30 @@ fn concat_batches(parts: &[Tensor]) -> Tensor {
     Tensor::new(shape, data).expect("every batch has the same type")
 }
 
+fn cmd_bench(
+    model: &Path,
+    input_shape: Vec<(String, Vec<usize>)>,
+    threads: u32,
+    cfg: BenchConfig,
+    json: bool,
+) -> Result<()> {
+    if threads != 1 {
+        bail!(
+            "--threads {threads}: this cnnc runs a model on one thread; multi-threading arrives with the thread \
+             pool (use --threads 1)"
+        );
+    }
+    let graph = load_model(model, &ImportOptions { input_shapes: input_shape, ..ImportOptions::default() })?.graph;
+    let compiled = Model::compile(&graph).with_context(|| format!("{}: compiling for this CPU", model.display()))?;
+    let report = bench::bench(&compiled, &model_name(model), cfg, |line| eprintln!("{line}"))
+        .with_context(|| format!("running {}", model.display()))?;
+    if json {
+        say(serde_json::to_value(&report).context("serializing the report")?)
+    } else {
+        say(bench::render_table(&report).trim_end())
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -462,6 +516,11 @@ fn main() -> ExitCode {
         Command::Opt { model, level, output, input_shape } => cmd_opt(&model, level, &output, input_shape),
         Command::Run { model, inputs, output_dir, input_shape, reference } => {
             cmd_run(&model, inputs, &output_dir, input_shape, reference)
+        }
+        Command::Bench { model, input_shape, threads, runs, warmup, json } => {
+            let runs = std::num::NonZeroUsize::new(runs as usize).expect("clap rejects --runs 0");
+            let cfg = BenchConfig { warmup: warmup as usize, runs };
+            cmd_bench(&model, input_shape, threads, cfg, json)
         }
     };
     match result {

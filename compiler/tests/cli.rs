@@ -396,3 +396,86 @@ fn an_artifacts_shapes_cannot_be_rebound() {
     let o = cnnc(&["inspect", "fixtures/artifacts/mnist_cnn_b1.cnnc", "--input-shape", "input=1x1x28x28"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let o = cnnc(args);
+    assert!(o.status.success(), "cnnc {args:?} failed:\n{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.trim_end().lines().count(), 1, "--json prints exactly one line:\n{out}");
+    serde_json::from_str(&out).expect("one JSON object")
+}
+
+#[test]
+fn bench_json_reports_latency_a_profile_and_memory() {
+    let model = "fixtures/artifacts/mnist_cnn_b1.cnnc";
+    let j = bench_json(&["bench", model, "--runs", "3", "--warmup", "1", "--json"]);
+    for key in [
+        "model",
+        "median_ms",
+        "min_ms",
+        "runs",
+        "threads",
+        "peak_rss_bytes",
+        "arena_bytes",
+        "total_macs",
+        "gflops",
+        "layers",
+    ] {
+        assert!(j.get(key).is_some(), "missing `{key}` in {j}");
+    }
+    assert_eq!(j["runs"], 3);
+    assert_eq!(j["threads"], 1);
+    assert!(j["min_ms"].as_f64().expect("min_ms") <= j["median_ms"].as_f64().expect("median_ms"));
+    assert!(j["peak_rss_bytes"].as_u64().expect("Linux reports VmHWM") > 0);
+    assert!(j["arena_bytes"].as_u64().expect("arena_bytes") > 0);
+    let layers = j["layers"].as_array().expect("layers");
+    assert!(!layers.is_empty());
+    for l in layers {
+        for key in ["name", "op", "kernel", "time_ms", "share", "macs", "gflops"] {
+            assert!(l.get(key).is_some(), "layer lacks `{key}`: {l}");
+        }
+    }
+    let share: f64 = layers.iter().map(|l| l["share"].as_f64().expect("share")).sum();
+    // Each share is a ratio of sums of the same durations; only rounding separates them from 1.
+    assert!((share - 1.0).abs() <= 1e-6 * layers.len() as f64, "shares sum to {share}");
+    let macs: u64 = layers.iter().map(|l| l["macs"].as_u64().expect("macs")).sum();
+    assert_eq!(j["total_macs"].as_u64(), Some(macs));
+
+    let o = cnnc(&["inspect", model, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let inspect: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(inspect["total_macs"].as_u64(), Some(macs), "bench and inspect count MACs alike");
+}
+
+#[test]
+fn bench_table_lists_kernels_slowest_first_with_totals() {
+    let o = cnnc(&["bench", "fixtures/artifacts/mnist_cnn_b1.cnnc", "--runs", "2", "--warmup", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("model mnist_cnn_b1.cnnc: median "), "{out}");
+    assert!(out.contains("total: 9 kernels") && out.contains("peak RSS"), "{out}");
+    let times: Vec<f64> = out
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.starts_with("total:"))
+        .map(|l| l.split_whitespace().nth(3).expect("time column").parse().expect("a number"))
+        .collect();
+    assert_eq!(times.len(), 9, "{out}");
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "sorted by time:\n{out}");
+    assert!(stderr(&o).contains("timed run"), "progress goes to stderr");
+}
+
+#[test]
+fn bench_with_more_than_one_thread_is_not_available_yet() {
+    let o = cnnc(&["bench", "fixtures/artifacts/mnist_cnn_b1.cnnc", "--threads", "2"]);
+    let err = assert_fails_cleanly(&o, "--threads 2");
+    assert!(err.contains("--threads 2") && err.contains("thread pool"), "{err}");
+    assert!(stdout(&o).is_empty());
+}
+
+#[test]
+fn bench_rejects_zero_runs_with_usage() {
+    let o = cnnc(&["bench", "fixtures/artifacts/mnist_cnn_b1.cnnc", "--runs", "0"]);
+    assert_eq!(o.status.code(), Some(2), "clap usage errors exit 2");
+    assert!(stderr(&o).contains("--runs"), "{}", stderr(&o));
+}

@@ -6,6 +6,7 @@
 
 mod graph;
 mod infer;
+mod macs;
 mod op;
 mod tensor;
 mod text;
@@ -16,6 +17,7 @@ pub mod artifact;
 
 pub use graph::{CycleError, Edge, Graph, GraphOutput, Node, NodeId, ValueRef, WeightStore};
 pub use infer::{InferError, broadcast_shapes, infer_types};
+pub use macs::node_macs;
 pub use op::{
     BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, NearestMode, Op, PadMode, PoolAttrs, ReduceKind,
     ResizeAttrs, ResizeMode, SliceAxis, UnaryOp, WeightId,

@@ -4,11 +4,14 @@
 
 mod codegen;
 mod load;
+mod microkernel;
 mod model;
 mod plan;
+mod profile;
 mod reference;
 
 pub use codegen::CompileError;
 pub use load::LoadError;
 pub use model::Model;
+pub use profile::{LayerTime, Profile};
 pub use reference::{RunError, eval_op, run_reference};

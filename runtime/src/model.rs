@@ -1,11 +1,13 @@
 //! A compiled model: native kernels, the memory plan and the weights, ready to run.
 
 use std::sync::Mutex;
+use std::time::Instant;
 
 use cnnc_ir::{Graph, Tensor, TensorData, TensorType, VerifiedGraph, WeightId};
 
 use crate::codegen::{self, Aux, Code, CompileError, EmitCx, Jit, KernelFn};
 use crate::plan::{self, Base, Loc, Plan};
+use crate::profile::{LaunchInfo, Profile};
 use crate::reference::RunError;
 
 /// One step ready to launch: the kernel and where its arguments live.
@@ -13,11 +15,15 @@ struct Launch {
     kernel: KernelFn,
     args: Vec<Loc>,
     aux: Vec<Aux>,
+    /// What a profile row says about this launch.
+    info: LaunchInfo,
 }
 
-/// Scratch memory for one run: the arena and the argument table. Reused across runs.
+/// Scratch memory for one run: the arena, the kernels' scratch (see [`Aux::Scratch`]) and the
+/// argument table. Reused across runs.
 struct Scratch {
     arena: Vec<u64>,
+    kernel_scratch: Vec<u64>,
     table: Vec<*mut u8>,
 }
 
@@ -33,6 +39,8 @@ pub struct Model {
     weights: Vec<Tensor>,
     launches: Vec<Launch>,
     plan: Plan,
+    /// Largest [`Aux::Scratch`] request of any kernel, in bytes (kernels run one at a time).
+    kernel_scratch_bytes: usize,
     scratch: Mutex<Vec<Scratch>>,
     // Declared last so it drops after the kernel pointers in `launches`.
     _code: Code,
@@ -46,6 +54,7 @@ impl Model {
         let mut jit = Jit::new()?;
         let mut funcs = Vec::with_capacity(plan.steps.len());
         let mut auxes = Vec::with_capacity(plan.steps.len());
+        let mut infos = Vec::with_capacity(plan.steps.len());
         for step in &plan.steps {
             let node = graph.node(step.node);
             let ins = graph.node_inputs(step.node);
@@ -55,18 +64,27 @@ impl Model {
                 EmitCx { name: &node.name, op: &node.op, inputs: &inputs, outputs: &node.outputs, consts: &consts };
             let emitted = codegen::emit_node(&mut jit, &cx)?;
             funcs.push(emitted.func);
+            let mut info = LaunchInfo::new(&node.name, &node.op, &inputs, &node.outputs);
+            if let Some(variant) = jit.take_variant() {
+                info.kernel = variant;
+            }
+            infos.push(info);
             auxes.push(emitted.aux);
         }
         let (code, kernels) = jit.finish(&funcs)?;
+        let kernel_scratch_bytes =
+            auxes.iter().flatten().map(|a| if let Aux::Scratch(n) = a { *n } else { 0 }).max().unwrap_or(0);
         let launches = plan
             .steps
             .iter()
             .zip(kernels)
             .zip(auxes)
-            .map(|((step, kernel), aux)| Launch {
+            .zip(infos)
+            .map(|(((step, kernel), aux), info)| Launch {
                 kernel,
                 args: step.inputs.iter().chain(&step.outputs).copied().collect(),
                 aux,
+                info,
             })
             .collect();
         Ok(Model {
@@ -75,6 +93,7 @@ impl Model {
             weights: weights_by_id(graph),
             launches,
             plan,
+            kernel_scratch_bytes,
             scratch: Mutex::new(Vec::new()),
             _code: code,
         })
@@ -97,6 +116,24 @@ impl Model {
 
     /// Runs the model on `inputs` (one per graph input, in order, of exactly the input types).
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+        self.execute(inputs, |_, launch| launch())
+    }
+
+    /// [`Model::run`], timing every kernel launch with a clock read on either side. The outputs
+    /// are bit-identical to `run`'s; the profile has one row per launch, in execution order.
+    pub fn run_profiled(&self, inputs: &[Tensor]) -> Result<(Vec<Tensor>, Profile), RunError> {
+        let mut layers = Vec::with_capacity(self.launches.len());
+        let outputs = self.execute(inputs, |i, launch| {
+            let start = Instant::now();
+            launch();
+            layers.push(self.launches[i].info.timed(start.elapsed()));
+        })?;
+        Ok((outputs, Profile { layers }))
+    }
+
+    /// The body of every run: checks `inputs`, then calls `around(i, launch)` for each kernel in
+    /// order, where `launch()` runs kernel `i`. `around` must call `launch` exactly once.
+    fn execute(&self, inputs: &[Tensor], mut around: impl FnMut(usize, &dyn Fn())) -> Result<Vec<Tensor>, RunError> {
         if inputs.len() != self.inputs.len() {
             return Err(RunError::InputCount { expected: self.inputs.len(), got: inputs.len() });
         }
@@ -106,7 +143,9 @@ impl Model {
             }
         }
         let mut scratch = self.take_scratch();
-        let arena = scratch.arena.as_mut_ptr() as *mut u8;
+        // Both buffers carry `ALIGN` bytes of slack so their bases can start on a cache line.
+        let arena = aligned(&mut scratch.arena);
+        let kernel_scratch = aligned(&mut scratch.kernel_scratch);
         let resolve = |loc: &Loc| -> *mut u8 {
             let base = match loc.base {
                 Base::Arena => arena,
@@ -115,14 +154,16 @@ impl Model {
             };
             base.wrapping_add(loc.offset)
         };
-        for launch in &self.launches {
+        for (i, launch) in self.launches.iter().enumerate() {
             scratch.table.clear();
             scratch.table.extend(launch.args.iter().map(resolve));
-            scratch.table.extend(launch.aux.iter().map(Aux::ptr));
+            scratch.table.extend(launch.aux.iter().map(|a| a.ptr().unwrap_or(kernel_scratch)));
+            let table = scratch.table.as_ptr();
             // SAFETY: the kernel was compiled for exactly these argument buffers: inputs were
             // type-checked above, arena offsets come from the plan sized for this graph, aux
             // buffers are owned by `self`, and kernels only read inputs/aux and write outputs.
-            unsafe { (launch.kernel)(scratch.table.as_ptr()) };
+            // `table` is not touched until `around` returns.
+            around(i, &|| unsafe { (launch.kernel)(table) });
         }
         let outputs =
             self.outputs.iter().zip(&self.plan.outputs).map(|((_, ty), loc)| read_tensor(ty, resolve(loc))).collect();
@@ -134,6 +175,7 @@ impl Model {
         let reused = self.scratch.lock().unwrap_or_else(|e| e.into_inner()).pop();
         reused.unwrap_or_else(|| Scratch {
             arena: vec![0u64; self.plan.arena_bytes.div_ceil(8) + plan::ALIGN / 8],
+            kernel_scratch: vec![0u64; self.kernel_scratch_bytes.div_ceil(8) + plan::ALIGN / 8],
             table: Vec::with_capacity(64),
         })
     }
@@ -151,6 +193,12 @@ fn weights_by_id(graph: &Graph) -> Vec<Tensor> {
     let mut out: Vec<(WeightId, Tensor)> = graph.weights().iter().map(|(id, t)| (id, t.clone())).collect();
     out.sort_by_key(|(id, _)| *id);
     out.into_iter().map(|(_, t)| t).collect()
+}
+
+/// The first `plan::ALIGN`-aligned byte of `buf` (which has `ALIGN` bytes of slack).
+fn aligned(buf: &mut [u64]) -> *mut u8 {
+    let p = buf.as_mut_ptr() as *mut u8;
+    p.wrapping_add(p.align_offset(plan::ALIGN))
 }
 
 fn data_ptr(t: &Tensor) -> *mut u8 {

@@ -14,7 +14,7 @@
 
 use cnnc_ir::{BinaryOp, ConvAttrs, Graph, Op, Tensor, TensorType, UnaryOp, ValueRef, verify};
 
-use super::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit, conv, gemm};
+use super::{CompileError, EmitCx, Emitted, Epilogue, Jit, conv, gemm};
 use crate::run_reference;
 
 /// Deterministic values in [-1, 1).
@@ -108,7 +108,7 @@ fn run_fused(
     let mut table: Vec<*mut u8> =
         tensors.iter().map(|t| t.as_f32().expect("f32 operands").as_ptr() as *mut u8).collect();
     table.push(y.as_mut_ptr().cast());
-    table.extend(emitted.aux.iter().map(Aux::ptr));
+    table.extend(emitted.aux.iter().map(|a| a.ptr().expect("these kernels take no scratch")));
     // SAFETY: the table holds one buffer per kernel argument, each of the size and type the
     // kernel was compiled for; `code` (which owns the kernel) is alive; only `y` is written.
     unsafe { kernels[0](table.as_ptr()) };

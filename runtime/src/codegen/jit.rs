@@ -60,6 +60,7 @@ pub(crate) struct Jit {
     isa: OwnedTargetIsa,
     n_funcs: u32,
     imports: HashMap<&'static str, FuncId>,
+    variant: Option<&'static str>,
 }
 
 /// What a kernel emitter works with: the function builder (positioned in the entry block),
@@ -139,7 +140,19 @@ impl Jit {
             isa,
             n_funcs: 0,
             imports: HashMap::new(),
+            variant: None,
         })
+    }
+
+    /// Records which kernel variant the emitter chose for the node being compiled (shown by
+    /// `cnnc bench`); emitters whose choice is not evident from the op and shapes call it.
+    pub(crate) fn note_variant(&mut self, variant: &'static str) {
+        self.variant = Some(variant);
+    }
+
+    /// The variant noted since the last call, if any.
+    pub(crate) fn take_variant(&mut self) -> Option<&'static str> {
+        self.variant.take()
     }
 
     /// The pointer type of the host.

@@ -122,14 +122,20 @@ pub(crate) enum Aux {
     F32(Vec<f32>),
     I64(Vec<i64>),
     U32(Vec<u32>),
+    /// Per-run scratch memory of this many bytes (64-byte aligned), e.g. packed input panels.
+    /// Its contents are undefined on entry; concurrent runs get distinct scratch.
+    Scratch(usize),
 }
 
 impl Aux {
-    pub(crate) fn ptr(&self) -> *mut u8 {
+    /// Pointer to a load-time buffer; `None` for [`Aux::Scratch`], which the runtime places
+    /// in the run's scratch memory.
+    pub(crate) fn ptr(&self) -> Option<*mut u8> {
         match self {
-            Aux::F32(v) => v.as_ptr() as *mut u8,
-            Aux::I64(v) => v.as_ptr() as *mut u8,
-            Aux::U32(v) => v.as_ptr() as *mut u8,
+            Aux::F32(v) => Some(v.as_ptr() as *mut u8),
+            Aux::I64(v) => Some(v.as_ptr() as *mut u8),
+            Aux::U32(v) => Some(v.as_ptr() as *mut u8),
+            Aux::Scratch(_) => None,
         }
     }
 }

@@ -7,7 +7,8 @@
 //! `Σ_k1 w1·(Σ_k2 w2·(… x[off1 + off2 + …]))`; an axis whose every tap is a single sample of
 //! weight 1 (all of nearest mode) is a pure gather, so nearest resizing copies input bits.
 
-use cnnc_ir::{CoordTransform, NearestMode, ResizeAttrs, ResizeMode};
+use crate::reference::{resize_source_coord, resize_taps};
+use cnnc_ir::{CoordTransform, ResizeAttrs};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
@@ -296,12 +297,12 @@ fn axis_taps(a: &ResizeAttrs, axis: usize, len_in: usize, len_out: usize, stride
     let mut all = Vec::with_capacity(len_out);
     let mut outside = vec![0i64; len_out];
     for (o, flag) in outside.iter_mut().enumerate() {
-        let src = source_coord(&a.coord, axis, o, scale, len_in, len_out);
+        let src = resize_source_coord(&a.coord, axis, o, scale, len_in, len_out);
         if crop && (src < 0.0 || src > (len_in - 1) as f32) {
             *flag = 1;
             all.push(vec![(0, 0.0)]);
         } else {
-            all.push(taps(a.mode, a.nearest, src, len_in));
+            all.push(resize_taps(a.mode, a.nearest, src, len_in));
         }
     }
     let k = all.iter().map(Vec::len).max().unwrap_or(1);
@@ -316,99 +317,4 @@ fn axis_taps(a: &ResizeAttrs, axis: usize, len_in: usize, len_out: usize, stride
     }
     let outside = outside.contains(&1).then_some(outside);
     AxisTaps { len_out, k, offsets, weights, outside, gather }
-}
-
-// The coordinate functions below are the reference's (runtime/src/reference/resize.rs), kept
-// operation for operation so that nearest-mode rounding and tap positions agree bit for bit.
-
-/// Input coordinate of output coordinate `x_out` on `axis` (ONNX
-/// `coordinate_transformation_mode`), in f32 like onnxruntime.
-fn source_coord(coord: &CoordTransform, axis: usize, x_out: usize, scale: f32, len_in: usize, len_out: usize) -> f32 {
-    let x = x_out as f32;
-    match coord {
-        CoordTransform::HalfPixel => (x + 0.5) / scale - 0.5,
-        CoordTransform::HalfPixelSymmetric => {
-            let adjustment = len_out as f32 / (scale * len_in as f32);
-            let center = len_in as f32 / 2.0;
-            let offset = center * (1.0 - adjustment);
-            offset + (x + 0.5) / scale - 0.5
-        }
-        CoordTransform::PytorchHalfPixel => {
-            if len_out > 1 {
-                (x + 0.5) / scale - 0.5
-            } else {
-                0.0
-            }
-        }
-        CoordTransform::AlignCorners => {
-            if len_out == 1 {
-                0.0
-            } else {
-                x * (len_in - 1) as f32 / (len_out - 1) as f32
-            }
-        }
-        CoordTransform::Asymmetric => x / scale,
-        CoordTransform::TfCropAndResize { roi, .. } => {
-            let (start, end) = (roi[axis], roi[roi.len() / 2 + axis]);
-            let (len_in, len_out) = (len_in as f32, len_out as f32);
-            if len_out > 1.0 {
-                start * (len_in - 1.0) + x * (end - start) * (len_in - 1.0) / (len_out - 1.0)
-            } else {
-                (0.5 * f64::from(start + end) * f64::from(len_in - 1.0)) as f32
-            }
-        }
-    }
-}
-
-/// Rounds a source coordinate per ONNX `nearest_mode`.
-fn round_nearest(mode: NearestMode, x: f32) -> f32 {
-    let tie = x == x.floor() + 0.5;
-    match mode {
-        NearestMode::RoundPreferFloor if tie => x.floor(),
-        NearestMode::RoundPreferCeil if tie => x.ceil(),
-        NearestMode::RoundPreferFloor | NearestMode::RoundPreferCeil => x.round(),
-        NearestMode::Floor => x.floor(),
-        NearestMode::Ceil => x.ceil(),
-    }
-}
-
-/// Clamps a coordinate to `[0, len − 1]` (NaN goes to 0).
-fn clamp_coord(x: f32, len_in: usize) -> f32 {
-    let hi = (len_in - 1) as f32;
-    if x > 0.0 { x.min(hi) } else { 0.0 }
-}
-
-/// `(input index, weight)` samples of source coordinate `src` on an axis of length `len_in ≥ 1`.
-fn taps(mode: ResizeMode, nearest: NearestMode, src: f32, len_in: usize) -> Vec<(usize, f64)> {
-    match mode {
-        ResizeMode::Nearest => vec![(clamp_coord(round_nearest(nearest, src), len_in) as usize, 1.0)],
-        ResizeMode::Linear => {
-            let c = clamp_coord(src, len_in);
-            let i0 = c.floor() as usize;
-            let t = f64::from(c) - i0 as f64;
-            if t == 0.0 { vec![(i0, 1.0)] } else { vec![(i0, 1.0 - t), ((i0 + 1).min(len_in - 1), t)] }
-        }
-        ResizeMode::Cubic { a, exclude_outside } => cubic_taps(a, exclude_outside, src, len_in),
-    }
-}
-
-/// Keys cubic weights of the samples at −1, 0, 1, 2 from `⌊x⌋` for fractional part `s`.
-fn cubic_coeffs(s: f32, a: f32) -> [f32; 4] {
-    let s = s.abs();
-    let far = |d: f32| ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a;
-    let near = |d: f32| ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0;
-    [far(s + 1.0), near(s), near(1.0 - s), far(2.0 - s)]
-}
-
-/// The four samples around `src`, clamped to the input, or with `exclude_outside` weight 0
-/// outside it and the rest renormalized.
-fn cubic_taps(a: f32, exclude_outside: bool, src: f32, len_in: usize) -> Vec<(usize, f64)> {
-    let floor = src.floor();
-    let coeffs = cubic_coeffs(src - floor, a);
-    let len = len_in as i64;
-    let first = (floor as i64).saturating_sub(1);
-    let index = |k: usize| first.saturating_add(k as i64);
-    let weight = |k: usize| if exclude_outside && !(0..len).contains(&index(k)) { 0.0 } else { coeffs[k] };
-    let sum: f32 = if exclude_outside { (0..4).map(weight).sum() } else { 1.0 };
-    (0..4).map(|k| (index(k).clamp(0, len - 1) as usize, f64::from(weight(k)) / f64::from(sum))).collect()
 }

@@ -12,6 +12,8 @@ mod matmul;
 mod pool;
 mod reduce;
 mod resize;
+// The JIT's resize builds its tap tables with the very same coordinate arithmetic.
+pub(crate) use resize::{source_coord as resize_source_coord, taps as resize_taps};
 mod shape_ops;
 mod window;
 

@@ -7,7 +7,14 @@ use super::{f32s, make};
 /// Input coordinate of output coordinate `x_out` on `axis`, resized from `len_in` to `len_out`
 /// with transform scale `scale` (ONNX `coordinate_transformation_mode`). Computed in f32 like
 /// onnxruntime, so that nearest-mode ties round the same way.
-fn source_coord(coord: &CoordTransform, axis: usize, x_out: usize, scale: f32, len_in: usize, len_out: usize) -> f32 {
+pub(crate) fn source_coord(
+    coord: &CoordTransform,
+    axis: usize,
+    x_out: usize,
+    scale: f32,
+    len_in: usize,
+    len_out: usize,
+) -> f32 {
     let x = x_out as f32;
     match coord {
         CoordTransform::HalfPixel => (x + 0.5) / scale - 0.5,
@@ -64,10 +71,10 @@ fn clamp_coord(x: f32, len_in: usize) -> f32 {
 }
 
 /// The input samples one output coordinate of one axis reads: `(index, weight)` pairs.
-type Taps = Vec<(usize, f64)>;
+pub(crate) type Taps = Vec<(usize, f64)>;
 
 /// Samples of source coordinate `src` on an axis of length `len_in` (≥ 1).
-fn taps(mode: ResizeMode, nearest: NearestMode, src: f32, len_in: usize) -> Taps {
+pub(crate) fn taps(mode: ResizeMode, nearest: NearestMode, src: f32, len_in: usize) -> Taps {
     match mode {
         ResizeMode::Nearest => vec![(clamp_coord(round_nearest(nearest, src), len_in) as usize, 1.0)],
         ResizeMode::Linear => {

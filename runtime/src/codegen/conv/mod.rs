@@ -1,7 +1,12 @@
-//! Convolutions, as direct loop nests that need no scratch memory (so a model stays
-//! reentrant: `Model::run` may be called from several threads at once, and an im2col panel
-//! buffer in an aux would be shared between them).
+//! Convolutions. Dense 1-D/2-D convs with constant weights and a reduction (input channels ×
+//! taps per group) of at least 16 run as a packed GEMM over the host's AVX2/FMA microkernel
+//! when it has one ([`packed`]; `CNNC_KERNELS=cranelift` disables it); the rest are direct
+//! Cranelift loop nests that need no scratch memory.
 //!
+//! - [`packed`]: im2col panels packed per cache block into the run's [`Aux::Scratch`] (each
+//!   concurrent `Model::run` has its own), weights packed at load into 6-channel panels, a
+//!   generated driver calling the precompiled 6×16 microkernel per register tile; bias,
+//!   residual and Relu/Clip applied by the microkernel, other fused activations go direct.
 //! - [`direct`]: every conv; vectorized over output channels. Weights are packed at load
 //!   (`[group][tile of 8 channels][c][taps][8]`) so one f32x4 load gives 4 output channels; each
 //!   input pixel is `splat(load)`ed and feeds 2 such vectors. A register tile is 8 output
@@ -17,12 +22,15 @@
 //! of each output row, read from a table built at load; columns are split at compile time into
 //! an interior, where every tap is in range, and border columns, each with its own taps.
 //!
-//! `emit_conv_fused` applies an [`Epilogue`] (residual add, activation) to the final sums in
+//! [`emit_conv_with`] applies an [`Epilogue`] (residual add, activation) to the final sums in
 //! registers at every store of the direct and depthwise paths; a channel-blocked direct conv
 //! applies it in its last channel block only. ConvTranspose has no fused form.
 
 mod depthwise;
 mod direct;
+mod packed;
+#[cfg(test)]
+mod packed_tests;
 mod transpose;
 
 use cnnc_ir::{ConvAttrs, ConvTransposeAttrs, DType, Tensor};
@@ -32,26 +40,50 @@ use cranelift_frontend::FunctionBuilder;
 use super::builder::for_range;
 use super::gemm::kit::{self, for_dyn, gather, load_i64, load_v, shuffle32};
 use super::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit};
+use crate::microkernel::{self, Microkernels};
 
+/// A conv, through the packed-GEMM path with the host's microkernels when they apply (see
+/// [`microkernel::select`]; `CNNC_KERNELS=cranelift` forces the Cranelift kernels).
 pub(crate) fn emit_conv(jit: &mut Jit, cx: &EmitCx, a: &ConvAttrs) -> Result<Emitted, CompileError> {
-    emit_conv_fused(jit, cx, a, &Epilogue::default())
+    emit_conv_with(jit, cx, a, &Epilogue::default(), microkernel::select(microkernel::Choice::from_env()))
 }
 
-/// A conv with `ep` applied to each output value (conv + bias) before it is stored. Every conv
-/// path (direct, 1×1, grouped, depthwise, 1-D to 3-D) honours it; `cx.inputs` are the conv's
-/// `x, w[, b]` followed by the residual, if any.
+/// A conv with `ep` applied to each output value (conv + bias) before it is stored, with the
+/// Cranelift kernels only, which need no [`Aux::Scratch`]. Every conv path (direct, 1×1,
+/// grouped, depthwise, 1-D to 3-D) honours it; `cx.inputs` are the conv's `x, w[, b]`
+/// followed by the residual, if any. Fused convs in a model go through [`emit_conv_with`].
+#[cfg(test)]
 pub(crate) fn emit_conv_fused(
     jit: &mut Jit,
     cx: &EmitCx,
     a: &ConvAttrs,
     ep: &Epilogue,
 ) -> Result<Emitted, CompileError> {
+    emit_conv_with(jit, cx, a, ep, None)
+}
+
+/// [`emit_conv_fused`] that routes dense 1-D/2-D convs with constant weights and a reduction
+/// of at least 16 to the packed GEMM over `mk` (when `Some`); that path takes an
+/// [`Aux::Scratch`]. Depthwise convs keep their Cranelift kernel.
+pub(crate) fn emit_conv_with(
+    jit: &mut Jit,
+    cx: &EmitCx,
+    a: &ConvAttrs,
+    ep: &Epilogue,
+    mk: Option<Microkernels>,
+) -> Result<Emitted, CompileError> {
     ep.check(cx)?;
     if !(2..=3).contains(&ep.op_inputs(cx)) {
         return Err(cx.unsupported(format!("a conv with {} inputs", ep.op_inputs(cx))));
     }
     let geo = Geo::conv(cx, a)?;
-    if geo.cg == 1 && geo.mg < 4 { depthwise::emit(jit, cx, &geo, ep) } else { direct::emit(jit, cx, &geo, ep) }
+    if geo.cg == 1 && geo.mg < 4 {
+        return depthwise::emit(jit, cx, &geo, ep);
+    }
+    match mk {
+        Some(mk) if packed::supports(cx, &geo, ep) => packed::emit(jit, cx, &geo, ep, mk),
+        _ => direct::emit(jit, cx, &geo, ep),
+    }
 }
 
 pub(crate) fn emit_conv_transpose(jit: &mut Jit, cx: &EmitCx, a: &ConvTransposeAttrs) -> Result<Emitted, CompileError> {

@@ -1,0 +1,67 @@
+//! Multiply-accumulate counts, the work measure `cnnc inspect` and `cnnc bench` report.
+
+use crate::{Op, TensorType, numel};
+
+/// Multiply-accumulates of one node, counted as MANIFEST.md defines: Conv
+/// `N·H_out·W_out·C_out·(C_in/group)·k…`, ConvTranspose on the input side
+/// `N·H_in·W_in·C_in·(C_out/group)·k…`, Gemm/MatMul `output elements · K`; other ops 0.
+pub fn node_macs(op: &Op, inputs: &[&TensorType], outputs: &[TensorType]) -> u64 {
+    let out_elems = || outputs.first().map_or(0, |t| numel(&t.shape)) as u64;
+    match op {
+        Op::Conv(_) => {
+            let Some(w) = inputs.get(1) else { return 0 };
+            // w is [M, C/group, k...]: every output element reads C/group · Πk inputs.
+            let per_out: usize = w.shape.iter().skip(1).product();
+            out_elems() * per_out as u64
+        }
+        Op::ConvTranspose(_) => {
+            let (Some(x), Some(w)) = (inputs.first(), inputs.get(1)) else { return 0 };
+            // w is [C, M/group, k...]: every input element scatters into M/group · Πk outputs.
+            let per_in: usize = w.shape.iter().skip(1).product();
+            numel(&x.shape) as u64 * per_in as u64
+        }
+        Op::Gemm { trans_a, .. } => {
+            let Some(a) = inputs.first() else { return 0 };
+            let k = if *trans_a { a.shape.first() } else { a.shape.get(1) };
+            out_elems() * k.copied().unwrap_or(0) as u64
+        }
+        Op::MatMul => {
+            let Some(a) = inputs.first() else { return 0 };
+            out_elems() * a.shape.last().copied().unwrap_or(0) as u64
+        }
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DType;
+
+    #[test]
+    fn conv_gemm_and_matmul_count_as_manifest_defines() {
+        let t = |s: &[usize]| TensorType { dtype: DType::F32, shape: s.to_vec() };
+        let conv = Op::Conv(crate::ConvAttrs {
+            kernel: vec![3, 3],
+            strides: vec![1, 1],
+            pads: vec![1, 1, 1, 1],
+            dilations: vec![1, 1],
+            group: 2,
+        });
+        // N·Ho·Wo·Cout · Cin/g·k·k = 1·8·8·6 · 2·3·3.
+        assert_eq!(node_macs(&conv, &[&t(&[1, 4, 8, 8]), &t(&[6, 2, 3, 3])], &[t(&[1, 6, 8, 8])]), 384 * 18);
+        let gemm = Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: true, trans_b: false };
+        // A is [K, M] when transposed: K = 5, outputs 3·7.
+        assert_eq!(node_macs(&gemm, &[&t(&[5, 3]), &t(&[5, 7])], &[t(&[3, 7])]), 21 * 5);
+        assert_eq!(node_macs(&Op::MatMul, &[&t(&[2, 3, 4]), &t(&[4, 5])], &[t(&[2, 3, 5])]), 30 * 4);
+    }
+
+    #[test]
+    fn other_ops_count_zero() {
+        let t = TensorType { dtype: DType::F32, shape: vec![1, 3, 4, 4] };
+        assert_eq!(
+            node_macs(&Op::GlobalAvgPool, &[&t], &[TensorType { dtype: DType::F32, shape: vec![1, 3, 1, 1] }]),
+            0
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! Graph builders shared by the text-form and artifact tests.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use cnnc_ir::*;
+
+pub fn weight(g: &mut Graph, name: &str, shape: &[usize]) -> ValueRef {
+    let n: usize = shape.iter().product();
+    let data = (0..n).map(|i| (i as f32 - 3.0) * 0.25).collect();
+    g.add_weight(name, Tensor::from_f32(shape, data).expect("shape matches data"))
+}
+
+pub fn node(g: &mut Graph, name: &str, op: Op, inputs: &[ValueRef]) -> ValueRef {
+    match g.add_node(name, op, inputs) {
+        Ok(v) => v[0],
+        Err(e) => panic!("{name}: {e}"),
+    }
+}
+
+pub fn window(kernel: usize, stride: usize, pad: usize) -> [Vec<usize>; 4] {
+    [vec![kernel; 2], vec![stride; 2], vec![1; 2], vec![pad; 4]]
+}
+
+/// A graph that uses every op variant and every unary and binary op.
+pub fn every_op_graph() -> Graph {
+    let mut g = Graph::new("every-op");
+    let x = g.add_input("x", TensorType::f32([1, 4, 8, 8]));
+    let idx_in = g.add_input("indices", TensorType::new(DType::I64, [2]));
+
+    let w = weight(&mut g, "conv.w", &[4, 2, 3, 3]);
+    let b = weight(&mut g, "conv.b", &[4]);
+    let [kernel, strides, dilations, pads] = window(3, 1, 1);
+    let conv = node(&mut g, "conv", Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group: 2 }), &[x, w, b]);
+
+    let wt = weight(&mut g, "convt.w", &[4, 3, 2, 2]);
+    let convt = Op::ConvTranspose(ConvTransposeAttrs {
+        kernel: vec![2, 2],
+        strides: vec![2, 2],
+        dilations: vec![1, 1],
+        pads: vec![0, 1, 0, 1],
+        output_padding: vec![1, 0],
+        group: 1,
+    });
+    let convt = node(&mut g, "convt", convt, &[conv, wt]);
+
+    let bn_params: Vec<ValueRef> =
+        ["bn.scale", "bn.bias", "bn.mean", "bn.var"].iter().map(|p| weight(&mut g, p, &[4])).collect();
+    let mut bn_inputs = vec![conv];
+    bn_inputs.extend(bn_params);
+    let mut h = node(&mut g, "bn", Op::BatchNorm { epsilon: 1e-5 }, &bn_inputs);
+
+    let unary = [
+        UnaryOp::Relu,
+        UnaryOp::LeakyRelu { alpha: 0.1 },
+        UnaryOp::Clip { min: f32::NEG_INFINITY, max: 6.0 },
+        UnaryOp::Sigmoid,
+        UnaryOp::HardSigmoid { alpha: 0.2, beta: 0.5 },
+        UnaryOp::HardSwish,
+        UnaryOp::Tanh,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Erf,
+        UnaryOp::Sqrt,
+        UnaryOp::Reciprocal,
+        UnaryOp::Neg,
+        UnaryOp::Abs,
+        UnaryOp::Floor,
+        UnaryOp::Ceil,
+    ];
+    for (i, u) in unary.into_iter().enumerate() {
+        h = node(&mut g, &format!("u{i}"), Op::Unary(u), &[h]);
+    }
+    let c = weight(&mut g, "c", &[1, 4, 1, 1]);
+    for bop in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Max, BinaryOp::Min, BinaryOp::Pow]
+    {
+        h = node(&mut g, bop.name(), Op::Binary(bop), &[h, c]);
+    }
+    let slope = weight(&mut g, "slope", &[4, 1, 1]);
+    h = node(&mut g, "prelu", Op::Binary(BinaryOp::PRelu), &[h, slope]);
+    let eq = node(&mut g, "eq", Op::Binary(BinaryOp::Equal), &[h, c]);
+    let lt = node(&mut g, "lt", Op::Binary(BinaryOp::Less), &[h, conv]);
+    let gt = node(&mut g, "gt", Op::Binary(BinaryOp::Greater), &[conv, c]);
+    let either = node(&mut g, "either", Op::Where, &[eq, lt, gt]);
+    let sel = node(&mut g, "sel", Op::Where, &[either, h, conv]);
+
+    let [kernel, strides, dilations, pads] = window(2, 2, 0);
+    let pool = PoolAttrs { kernel, strides, dilations, pads, ceil_mode: true };
+    let mp = node(&mut g, "mp", Op::MaxPool(pool.clone()), &[sel]);
+    let ap = node(&mut g, "ap", Op::AvgPool { pool, count_include_pad: true }, &[mp]);
+    let gmp = node(&mut g, "gmp", Op::GlobalMaxPool, &[ap]);
+    let gap = node(&mut g, "gap", Op::GlobalAvgPool, &[sel]);
+    let flat = node(&mut g, "flat", Op::Reshape { shape: vec![1, 4] }, &[gap]);
+    let fc_w = weight(&mut g, "fc.w", &[10, 4]);
+    let fc_b = weight(&mut g, "fc.b", &[10]);
+    let gemm = Op::Gemm { alpha: 1.0, beta: 0.5, trans_a: false, trans_b: true };
+    let fc = node(&mut g, "fc", gemm, &[flat, fc_w, fc_b]);
+    let proj = weight(&mut g, "proj", &[10, 3]);
+    let mm = node(&mut g, "mm", Op::MatMul, &[fc, proj]);
+    let sm = node(&mut g, "sm", Op::Softmax { axis: 1, flatten: true }, &[mm]);
+    g.add_output("probs", sm);
+
+    let resize = Op::Resize(ResizeAttrs {
+        mode: ResizeMode::Linear,
+        coord: CoordTransform::PytorchHalfPixel,
+        nearest: NearestMode::RoundPreferCeil,
+        scales: vec![1.0, 1.0, 2.0, 1.5],
+        out_shape: vec![1, 4, 16, 12],
+    });
+    let up = node(&mut g, "up", resize, &[conv]);
+    let crop = Op::Resize(ResizeAttrs {
+        mode: ResizeMode::Cubic { a: -0.5, exclude_outside: true },
+        coord: CoordTransform::TfCropAndResize {
+            roi: vec![0.0, 0.0, 0.25, -0.1, 1.0, 1.0, 0.75, 1.2],
+            extrapolation: -1.5,
+        },
+        nearest: NearestMode::Floor,
+        scales: vec![1.0, 1.0, 0.75, 1.25],
+        out_shape: vec![1, 4, 6, 10],
+    });
+    let cropped = node(&mut g, "crop", crop, &[conv]);
+    let expanded = node(&mut g, "expand", Op::Expand { shape: vec![1, 4, 8, 8] }, &[gmp]);
+    let cat = node(&mut g, "cat", Op::Concat { axis: 1 }, &[conv, sel, expanded]);
+    let parts = match g.add_node("split", Op::Split { axis: 1, sizes: vec![3, 9] }, &[cat]) {
+        Ok(v) => v,
+        Err(e) => panic!("split: {e}"),
+    };
+    let tr = node(&mut g, "tr", Op::Transpose { perm: vec![0, 2, 3, 1] }, &[parts[1]]);
+    let slice = Op::Slice {
+        axes: vec![
+            SliceAxis { axis: 1, start: 7, end: -1, step: -2 },
+            SliceAxis { axis: 3, start: 0, end: 9, step: 4 },
+        ],
+    };
+    let sl = node(&mut g, "sl", slice, &[tr]);
+    let gather = node(&mut g, "gather", Op::Gather { axis: 3 }, &[sl, idx_in]);
+    let pad = Op::Pad { pads: vec![0, 0, 1, -1, 0, 0, 1, -1], mode: PadMode::Reflect, value: 0.0 };
+    let padded = node(&mut g, "pad", pad, &[parts[0]]);
+    let mean =
+        node(&mut g, "mean", Op::Reduce { kind: ReduceKind::Mean, axes: vec![2, 3], keepdims: false }, &[padded]);
+    let mut reduced = cropped;
+    for kind in ReduceKind::ALL {
+        reduced = node(&mut g, kind.name(), Op::Reduce { kind, axes: vec![3], keepdims: true }, &[reduced]);
+    }
+    let arg_max = Op::ArgReduce { max: true, axis: 1, keepdims: false, select_last_index: true };
+    let am = node(&mut g, "argmax", arg_max, &[reduced]);
+    let arg_min = Op::ArgReduce { max: false, axis: 0, keepdims: true, select_last_index: false };
+    let an = node(&mut g, "argmin", arg_min, &[reduced]);
+    let cast = node(&mut g, "cast", Op::Cast { to: DType::I64 }, &[gather]);
+    let const_pad = Op::Pad { pads: vec![0, 0, 0, 0, 0, 0, 2, 2], mode: PadMode::Constant, value: f32::NAN };
+    let cp = node(&mut g, "const_pad", const_pad, &[up]);
+    g.add_output("mean", mean);
+    g.add_output("cast", cast);
+    g.add_output("up", cp);
+    g.add_output("convt", convt);
+    g.add_output("argmax", am);
+    g.add_output("argmin", an);
+    g
+}

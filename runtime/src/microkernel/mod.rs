@@ -1,0 +1,112 @@
+//! Precompiled register-tile microkernels (stable Rust, `std::arch`) that Cranelift-generated
+//! drivers call through `call_indirect`, selected at load from the host's CPU features.
+//!
+//! Cranelift's x64 backend stops at 128-bit vectors; these kernels use 256-bit AVX2/FMA for the
+//! innermost register tile, while the driver (loops over cache blocks and tiles, shapes and
+//! blockings baked in) stays generated code. See DESIGN.md § "Code generation".
+//!
+//! Selection: [`select`] returns the kernels when the host has AVX2 and FMA, unless the
+//! environment variable `CNNC_KERNELS=cranelift` forces the portable pure-Cranelift kernels
+//! ([`Choice::from_env`]); the env var is read each time a model is compiled.
+//!
+//! The one `unsafe` boundary: [`select`] is the only place that takes the kernels' addresses,
+//! and it does so only after checking the CPU features their `#[target_feature]` needs. The
+//! contract a caller (generated code) must keep is documented on each kernel.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
+/// Rows (output channels) of the f32 register tile.
+pub(crate) const MR: usize = 6;
+/// Columns (output pixels) of the f32 register tile.
+pub(crate) const NR: usize = 16;
+
+/// `flags` bit: add the product to C (else overwrite C).
+pub(crate) const ACCUMULATE: u32 = 1;
+/// `flags` bit: add `bias[row]`.
+pub(crate) const BIAS: u32 = 2;
+/// `flags` bit: add the residual tile (same layout as C).
+pub(crate) const RESIDUAL: u32 = 4;
+/// `flags` bit: clamp to `[lo, hi]` last (ReLU is `[0, +inf]`).
+pub(crate) const CLAMP: u32 = 8;
+/// `flags` bits 8..16: valid rows (1..=MR); bits 16..24: valid columns (1..=NR).
+pub(crate) fn tile_flags(rows: usize, cols: usize) -> u32 {
+    debug_assert!((1..=MR).contains(&rows) && (1..=NR).contains(&cols));
+    ((rows as u32) << 8) | ((cols as u32) << 16)
+}
+
+/// Geometry of a 2-D conv for the im2col packing routine, passed to it as an `i64` table
+/// ([`PackGeo::table`], fields in declaration order).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PackGeo {
+    pub ih: usize,
+    pub iw: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    pub ph: usize,
+    pub pw: usize,
+}
+
+impl PackGeo {
+    pub(crate) fn table(&self) -> Vec<i64> {
+        [self.ih, self.iw, self.ow, self.kh, self.kw, self.sh, self.sw, self.dh, self.dw, self.ph, self.pw]
+            .map(|v| v as i64)
+            .to_vec()
+    }
+}
+
+/// Which kernels a compile may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Choice {
+    /// The precompiled microkernels when the host supports them.
+    Auto,
+    /// Only the pure-Cranelift kernels.
+    Cranelift,
+}
+
+impl Choice {
+    /// `CNNC_KERNELS=cranelift` forces [`Choice::Cranelift`]; anything else is [`Choice::Auto`].
+    pub(crate) fn from_env() -> Choice {
+        match std::env::var("CNNC_KERNELS") {
+            Ok(v) if v.eq_ignore_ascii_case("cranelift") => Choice::Cranelift,
+            _ => Choice::Auto,
+        }
+    }
+}
+
+/// Addresses of the host's microkernels, for `iconst` + `call_indirect` in generated code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Microkernels {
+    /// `avx2::sgemm_6x16`, with the C signature
+    /// `(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, flags: u32,
+    /// bias: *const f32, residual: *const f32, lo: f32, hi: f32)`.
+    pub sgemm_6x16: u64,
+    /// `avx2::pack_b_im2col`, with the C signature
+    /// `(geo: *const i64, x: *const f32, k0: usize, kc: usize, n0: usize, nc: usize,
+    /// dst: *mut f32)`.
+    pub pack_b_im2col: u64,
+}
+
+/// The microkernels this host may run under `choice`, or `None` (use the Cranelift kernels).
+pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
+    if choice == Choice::Cranelift {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // The addresses are of functions whose target features were just checked; calling
+            // them is sound under the contracts on `avx2::sgemm_6x16` and
+            // `avx2::pack_b_im2col`, which the generated drivers keep.
+            let gemm: avx2::SgemmFn = avx2::sgemm_6x16;
+            let pack: avx2::PackFn = avx2::pack_b_im2col;
+            return Some(Microkernels { sgemm_6x16: gemm as usize as u64, pack_b_im2col: pack as usize as u64 });
+        }
+    }
+    None
+}

@@ -1,0 +1,142 @@
+//! Dense convs through the packed-GEMM path (AVX2/FMA microkernel driven by generated code)
+//! and, compiled again with `CNNC_KERNELS=cranelift`, through the pure-Cranelift kernels,
+//! both against the reference interpreter. On a host without AVX2/FMA both compiles take the
+//! Cranelift path.
+//!
+//! The cases hit every edge of the driver: partial 6-channel tiles (5, 70 channels), partial
+//! 16-pixel strips, several pixel blocks (> 256 pixels), one, two and three K blocks (K up to
+//! 576), padding on every side, strides, dilation, groups, 1×1 and 1-D convs.
+//!
+//! Tolerance: rel-L2 ≤ 1e-6 and every element within 1e-5·max|reference|. The kernels sum in
+//! f32 in a different order than the f64 reference; with K ≤ 576 terms of magnitude ≤ 1 the
+//! rounding error stays near 1e-7 relative, so a wrong tap, tile or block fails by orders of
+//! magnitude.
+//!
+//! This file holds a single test because it sets an environment variable: no other test of
+//! this binary runs concurrently with it.
+
+use cnnc_ir::{ConvAttrs, Graph, Op, Tensor, TensorType, verify};
+use cnnc_runtime::{Model, run_reference};
+
+/// Deterministic values in [-1, 1).
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let data = (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_f32(shape.to_vec(), data).expect("shape")
+}
+
+fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
+    assert_eq!(got.shape(), want.shape(), "{what}");
+    let (g, w) = (got.as_f32().expect("f32"), want.as_f32().expect("f32"));
+    let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    let (mut diff, mut norm) = (0f64, 0f64);
+    for (i, (&a, &b)) in g.iter().zip(w).enumerate() {
+        assert!((a - b).abs() <= 1e-5 * scale, "{what}: element {i}: {a} vs reference {b}");
+        diff += f64::from(a - b).powi(2);
+        norm += f64::from(b).powi(2);
+    }
+    let rel = if norm == 0.0 { diff.sqrt() } else { (diff / norm).sqrt() };
+    assert!(rel <= 1e-6, "{what}: rel-L2 {rel:.3e}");
+}
+
+struct Case {
+    what: &'static str,
+    x: Vec<usize>,
+    m: usize,
+    kernel: Vec<usize>,
+    strides: Vec<usize>,
+    dilations: Vec<usize>,
+    pads: Vec<usize>,
+    group: usize,
+    bias: bool,
+}
+
+fn case(what: &'static str, x: &[usize], m: usize, kernel: &[usize], stride: usize, pad: usize) -> Case {
+    let ns = kernel.len();
+    Case {
+        what,
+        x: x.to_vec(),
+        m,
+        kernel: kernel.to_vec(),
+        strides: vec![stride; ns],
+        dilations: vec![1; ns],
+        pads: vec![pad; 2 * ns],
+        group: 1,
+        bias: true,
+    }
+}
+
+impl Case {
+    fn graph(&self) -> (cnnc_ir::VerifiedGraph, Vec<Tensor>) {
+        let mut g = Graph::new("conv");
+        let x = g.add_input("x", TensorType::f32(self.x.clone()));
+        let mut w_shape = vec![self.m, self.x[1] / self.group];
+        w_shape.extend(&self.kernel);
+        let w = g.add_weight("w", random(&w_shape, 2));
+        let mut ins = vec![x, w];
+        if self.bias {
+            ins.push(g.add_weight("b", random(&[self.m], 3)));
+        }
+        let attrs = ConvAttrs {
+            kernel: self.kernel.clone(),
+            strides: self.strides.clone(),
+            dilations: self.dilations.clone(),
+            pads: self.pads.clone(),
+            group: self.group,
+        };
+        let y = g.add_node("conv", Op::Conv(attrs), &ins).expect("types");
+        g.add_output("y", y[0]);
+        (verify(g).unwrap_or_else(|e| panic!("{}: {e}", self.what)), vec![random(&self.x, 1)])
+    }
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        case("3x3 pad 1, 3 K blocks, 2 pixel blocks", &[1, 64, 17, 19], 13, &[3, 3], 1, 1),
+        case("1x1 33->70, 2 pixel blocks", &[1, 33, 20, 15], 70, &[1, 1], 1, 0),
+        case("1x1 with batch 2", &[2, 16, 7, 9], 6, &[1, 1], 1, 0),
+        case("7x7 stride 2 pad 3", &[1, 3, 31, 29], 10, &[7, 7], 2, 3),
+        case("3x3 3->5", &[1, 3, 9, 11], 5, &[3, 3], 1, 1),
+        case("3x3 33->70 stride 2 pad 1", &[1, 33, 13, 12], 70, &[3, 3], 2, 1),
+        case("1x1 stride 2", &[1, 20, 9, 8], 7, &[1, 1], 2, 0),
+        Case { group: 2, ..case("grouped 3x3, no bias", &[2, 16, 10, 9], 12, &[3, 3], 1, 1) },
+        Case { bias: false, ..case("no bias 5x5 pad 2", &[1, 8, 12, 23], 9, &[5, 5], 1, 2) },
+        Case {
+            strides: vec![2, 3],
+            dilations: vec![2, 1],
+            pads: vec![0, 2, 3, 1],
+            ..case("strided dilated asymmetric pads", &[1, 6, 21, 37], 8, &[3, 2], 1, 0)
+        },
+        case("kernel overhangs the input", &[1, 4, 2, 3], 5, &[5, 5], 1, 3),
+        case("1-D k5", &[2, 5, 40], 7, &[5], 1, 2),
+        case("empty batch", &[0, 16, 5, 5], 6, &[3, 3], 1, 1),
+    ]
+}
+
+#[test]
+fn packed_gemm_conv_and_forced_cranelift_conv_match_reference() {
+    for forced in [false, true] {
+        // SAFETY: this binary's only test sets the variable; nothing reads it concurrently.
+        unsafe {
+            if forced {
+                std::env::set_var("CNNC_KERNELS", "cranelift");
+            } else {
+                std::env::remove_var("CNNC_KERNELS");
+            }
+        }
+        for c in cases() {
+            let (g, inputs) = c.graph();
+            let model = Model::compile(&g).unwrap_or_else(|e| panic!("{}: {e}", c.what));
+            let got = model.run(&inputs).expect("runs");
+            let want = run_reference(&g, &inputs).expect("reference runs");
+            let what = format!("{} ({})", c.what, if forced { "cranelift" } else { "auto" });
+            assert_close(&what, &got[0], &want[0]);
+        }
+    }
+}
