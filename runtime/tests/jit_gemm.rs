@@ -7,42 +7,9 @@
 //! `K ≤ 70` products of magnitude ≤ 1 in f32 (the reference in f64), so rounding stays near
 //! 1e-7 relative, far below what a wrong index or a missed tail produces.
 
-use cnnc_ir::{Graph, Op, Tensor, TensorType, verify};
-use cnnc_runtime::{Model, run_reference};
-
-/// Deterministic values in [-1, 1).
-fn random(shape: &[usize], seed: u64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let data = (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::from_f32(shape.to_vec(), data).expect("shape")
-}
-
-/// Compiles `g`, runs it and the reference on `inputs`, and compares every output.
-fn check_close(g: Graph, inputs: &[Tensor]) {
-    let g = verify(g).unwrap_or_else(|e| panic!("{e}"));
-    let model = Model::compile(&g).unwrap_or_else(|e| panic!("{e}"));
-    let got = model.run(inputs).expect("runs");
-    let want = run_reference(&g, inputs).expect("reference runs");
-    for (got, want) in got.iter().zip(&want) {
-        assert_eq!(got.shape(), want.shape());
-        let (g, w) = (got.as_f32().expect("f32"), want.as_f32().expect("f32"));
-        let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-        let (mut diff, mut norm) = (0f64, 0f64);
-        for (i, (&a, &b)) in g.iter().zip(w).enumerate() {
-            assert!((a - b).abs() <= 1e-5 * scale, "element {i}: {a} vs reference {b}");
-            diff += f64::from(a - b).powi(2);
-            norm += f64::from(b).powi(2);
-        }
-        let rel = if norm == 0.0 { diff.sqrt() } else { (diff / norm).sqrt() };
-        assert!(rel <= 1e-6, "rel-L2 {rel:.3e}");
-    }
-}
+mod common;
+use cnnc_ir::{Graph, Op, TensorType};
+use common::*;
 
 /// An operand: a constant weight or a graph input.
 enum Operand<'a> {

@@ -15,35 +15,10 @@
 //! This file holds a single test because it sets an environment variable: no other test of
 //! this binary runs concurrently with it.
 
+mod common;
 use cnnc_ir::{ConvAttrs, Graph, Op, Tensor, TensorType, verify};
 use cnnc_runtime::{Model, run_reference};
-
-/// Deterministic values in [-1, 1).
-fn random(shape: &[usize], seed: u64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let data = (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::from_f32(shape.to_vec(), data).expect("shape")
-}
-
-fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
-    assert_eq!(got.shape(), want.shape(), "{what}");
-    let (g, w) = (got.as_f32().expect("f32"), want.as_f32().expect("f32"));
-    let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    let (mut diff, mut norm) = (0f64, 0f64);
-    for (i, (&a, &b)) in g.iter().zip(w).enumerate() {
-        assert!((a - b).abs() <= 1e-5 * scale, "{what}: element {i}: {a} vs reference {b}");
-        diff += f64::from(a - b).powi(2);
-        norm += f64::from(b).powi(2);
-    }
-    let rel = if norm == 0.0 { diff.sqrt() } else { (diff / norm).sqrt() };
-    assert!(rel <= 1e-6, "{what}: rel-L2 {rel:.3e}");
-}
+use common::*;
 
 struct Case {
     what: &'static str,
