@@ -11,6 +11,7 @@ use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
 use super::builder::{for_range, mem};
+use super::index_map::kb_loop;
 use super::math::Math1;
 use super::{CompileError, EmitCx, Emitted, Jit, Kb};
 
@@ -476,7 +477,7 @@ pub(crate) fn emit_reduce(
                     for (start, end, step, ty) in
                         [(0, lanes, 4, types::F32X4), (lanes, last.len, 1, if int { types::I64 } else { types::F32 })]
                     {
-                        kfor(kb, start, end, step, |kb, i| {
+                        kb_loop(kb, start, end, step, |kb, i| {
                             let off = kb.b.ins().imul_imm_s(i, esize);
                             let (xi, yi) = (kb.b.ins().iadd(xo, off), kb.b.ins().iadd(yo, off));
                             let v = plan.strided(kb, xi, &reduced, ty);
@@ -608,7 +609,7 @@ fn kept_nest(kb: &mut Kb, runs: &[Run], x: Value, y: Value, body: &mut dyn FnMut
         body(kb, x, y);
         return;
     };
-    kfor(kb, 0, first.len, 1, |kb, i| {
+    kb_loop(kb, 0, first.len, 1, |kb, i| {
         let xo = kb.b.ins().imul_imm_s(i, first.in_stride);
         let yo = kb.b.ins().imul_imm_s(i, first.out_stride);
         let (xp, yp) = (kb.b.ins().iadd(x, xo), kb.b.ins().iadd(y, yo));
@@ -628,34 +629,6 @@ fn map_lanes(kb: &mut Kb, v: Value, f: Math1) -> Value {
         out = kb.b.ins().insertlane(out, r, lane);
     }
     out
-}
-
-/// `for iv in (start..end).step_by(step) { body(kb, iv) }` with the whole kernel builder in
-/// the body; nothing for an empty range, straight-line code for one iteration.
-fn kfor(kb: &mut Kb, start: i64, end: i64, step: i64, mut body: impl FnMut(&mut Kb, Value)) {
-    if start >= end {
-        return;
-    }
-    if end - start <= step {
-        let iv = kb.b.ins().iconst(types::I64, start);
-        body(kb, iv);
-        return;
-    }
-    let header = kb.b.create_block();
-    let body_blk = kb.b.create_block();
-    let exit = kb.b.create_block();
-    kb.b.append_block_param(header, types::I64);
-    let s = kb.b.ins().iconst(types::I64, start);
-    kb.b.ins().jump(header, &[s.into()]);
-    kb.b.switch_to_block(header);
-    let iv = kb.b.block_params(header)[0];
-    let more = kb.b.ins().icmp_imm_s(IntCC::SignedLessThan, iv, end);
-    kb.b.ins().brif(more, body_blk, &[], exit, &[]);
-    kb.b.switch_to_block(body_blk);
-    body(kb, iv);
-    let next = kb.b.ins().iadd_imm_s(iv, step);
-    kb.b.ins().jump(header, &[next.into()]);
-    kb.b.switch_to_block(exit);
 }
 
 /// ONNX `ArgMax` (`max`) / `ArgMin` along `axis`: the first index of the extremum, or the last

@@ -11,6 +11,7 @@ use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 
 use super::builder::{for_range, mem};
+use super::index_map::kb_loop;
 use super::math::Math1;
 use super::{CompileError, EmitCx, Emitted, Jit, Kb};
 
@@ -38,7 +39,7 @@ pub(crate) fn emit_unary(jit: &mut Jit, cx: &EmitCx, op: UnaryOp) -> Result<Emit
                 b.ins().store(mem(), r, py, 0);
             });
         }
-        for_range_kb(kb, main, n, |kb, i| {
+        kb_loop(kb, main, n, 1, |kb, i| {
             let off = kb.b.ins().ishl_imm_u(i, 2);
             let px = kb.b.ins().iadd(x, off);
             let v = kb.b.ins().load(types::F32, mem(), px, 0);
@@ -75,28 +76,6 @@ fn vectorizable(op: UnaryOp) -> bool {
             | UnaryOp::Sigmoid
             | UnaryOp::Tanh
     )
-}
-
-/// Scalar loop with access to the whole kernel builder (for math calls).
-fn for_range_kb(kb: &mut Kb, start: i64, end: i64, mut body: impl FnMut(&mut Kb, Value)) {
-    if start >= end {
-        return;
-    }
-    let header = kb.b.create_block();
-    let body_blk = kb.b.create_block();
-    let exit = kb.b.create_block();
-    kb.b.append_block_param(header, types::I64);
-    let s = kb.b.ins().iconst(types::I64, start);
-    kb.b.ins().jump(header, &[s.into()]);
-    kb.b.switch_to_block(header);
-    let iv = kb.b.block_params(header)[0];
-    let more = kb.b.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::SignedLessThan, iv, end);
-    kb.b.ins().brif(more, body_blk, &[], exit, &[]);
-    kb.b.switch_to_block(body_blk);
-    body(kb, iv);
-    let next = kb.b.ins().iadd_imm_s(iv, 1);
-    kb.b.ins().jump(header, &[next.into()]);
-    kb.b.switch_to_block(exit);
 }
 
 struct VecCx<'a, 'b> {
