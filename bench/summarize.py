@@ -145,6 +145,7 @@ def main():
     out.append(f"- toolchain: {a.rustc}; tract: {a.tract_version}; onnxruntime: ORT_VERSION")
     out.append("")
 
+    latency = {}  # (model, engine, threads) -> median ms or None
     for t in threads:
         peak = PEAK_GFLOPS_PER_CORE * t
         out.append(f"### {t} thread{'s' if t > 1 else ''}")
@@ -173,6 +174,7 @@ def main():
                         if e == "cnnc" and macs[m] is None and isinstance(extra, dict):
                             macs[m] = extra.get("total_macs")
                 lat[e] = statistics.median(ok) if ok else None
+                latency[(m, e, t)] = lat[e]
                 if not ok:
                     notes.setdefault((e, reasons[0] if reasons else "not run"), []).append(m)
                 elif reasons:
@@ -200,6 +202,20 @@ def main():
             for p in partial:
                 out.append(f"- {p}")
             out.append("")
+    if len(threads) > 1:
+        t0, rest = threads[0], threads[1:]
+        out.append(f"### Scaling: speedup over {t0} thread{'s' if t0 > 1 else ''} (same run)")
+        out.append("")
+        out.append("| model | " + " | ".join(f"cnnc {t}t/{t0}t | ORT {t}t/{t0}t" for t in rest) + " |")
+        out.append("|---|" + "---:|---:|" * len(rest))
+        for m in models:
+            cells = []
+            for t in rest:
+                for e in ("cnnc", "ort"):
+                    sp = ratio(latency.get((m, e, t0)), latency.get((m, e, t)))
+                    cells.append(fmt_ratio(sp))
+            out.append(f"| {m} | " + " | ".join(cells) + " |")
+        out.append("")
     print("\n".join(out).replace("ORT_VERSION", ort_version or "n/a"))
 
 

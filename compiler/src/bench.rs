@@ -53,6 +53,14 @@ pub struct LayerRow {
     pub macs: u64,
     /// `2 · macs / time`, in 10⁹ per second (0 for kernels without MACs).
     pub gflops: f64,
+    /// Shape of the first output.
+    pub output_shape: Vec<usize>,
+    /// Spatial kernel size of a conv or pool, e.g. `[3, 3]`; empty for other ops.
+    pub window: Vec<usize>,
+    /// The kernel's independent work units.
+    pub units: u64,
+    /// Threads that shared each launch of this kernel (1: it ran on one thread).
+    pub threads: usize,
 }
 
 /// One input per model input, of its type: f32 values uniform in [0, 1) from a fixed seed (so
@@ -120,6 +128,10 @@ pub fn bench(model: &Model, name: &str, cfg: BenchConfig, mut note: impl FnMut(&
             },
             macs: l.macs,
             gflops: gflops(l.macs, t),
+            output_shape: l.output_shape.clone(),
+            window: l.window.clone(),
+            units: l.units,
+            threads: l.threads,
         })
         .collect();
     let total_macs = layers.iter().map(|l| l.macs).sum();
@@ -130,7 +142,7 @@ pub fn bench(model: &Model, name: &str, cfg: BenchConfig, mut note: impl FnMut(&
         min_ms: ms(walls.iter().copied().min().expect("runs ≥ 1")),
         runs,
         warmup: cfg.warmup,
-        threads: 1,
+        threads: model.threads(),
         peak_rss_bytes: peak_rss_bytes(),
         arena_bytes: model.arena_bytes(),
         total_macs,

@@ -93,6 +93,9 @@ enum Command {
         /// JIT-compiled native code.
         #[arg(long)]
         reference: bool,
+        /// Threads the native code uses (default: every hardware thread). Outputs do not depend on it.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+        threads: Option<u32>,
     },
     /// Time the JIT-compiled model on a fixed random input: median and min latency, a per-kernel
     /// profile, peak memory.
@@ -109,9 +112,9 @@ enum Command {
         /// Bind an input's dynamic dimensions, e.g. `x=1x3x640x640`. Repeatable.
         #[arg(long = "input-shape", value_name = "NAME=DIMS", value_parser = parse_input_shape)]
         input_shape: Vec<(String, Vec<usize>)>,
-        /// Threads to run on. Only 1 today: multi-threading arrives with the thread pool.
-        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-        threads: u32,
+        /// Threads each run uses (default: every hardware thread). Outputs do not depend on it.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+        threads: Option<u32>,
         /// Timed runs.
         #[arg(long, value_name = "R", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
         runs: u32,
@@ -343,12 +346,17 @@ impl Engine<'_> {
 }
 
 /// The JIT, or the reference interpreter when asked for or when some op has no native kernel yet.
-fn engine<'g>(graph: &'g VerifiedGraph, model: &Path, reference: bool) -> Result<Engine<'g>> {
+fn engine<'g>(graph: &'g VerifiedGraph, model: &Path, reference: bool, threads: Option<u32>) -> Result<Engine<'g>> {
     if reference {
         return Ok(Engine::Reference(graph));
     }
     match Model::compile(graph) {
-        Ok(m) => Ok(Engine::Jit(Box::new(m))),
+        Ok(mut m) => {
+            if let Some(t) = threads {
+                m.set_threads(t as usize);
+            }
+            Ok(Engine::Jit(Box::new(m)))
+        }
         Err(e @ CompileError::Unsupported { .. }) => {
             eprintln!("warning: {}: {e}; running the reference interpreter instead", model.display());
             Ok(Engine::Reference(graph))
@@ -363,6 +371,7 @@ fn cmd_run(
     output_dir: &Path,
     input_shape: Vec<(String, Vec<usize>)>,
     reference: bool,
+    threads: Option<u32>,
 ) -> Result<()> {
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for (name, file) in &inputs {
@@ -387,7 +396,7 @@ fn cmd_run(
     }
     let ordered: Vec<Tensor> = expected.iter().map(|n| tensors.remove(n).expect("checked above")).collect();
     let batches = batch_multiple(&graph, &ordered).with_context(|| model.display().to_string())?;
-    let engine = engine(&graph, model, reference)?;
+    let engine = engine(&graph, model, reference, threads)?;
     let outputs = run_batches(&engine, &ordered, batches).with_context(|| format!("running {}", model.display()))?;
 
     std::fs::create_dir_all(output_dir).with_context(|| format!("creating {}", output_dir.display()))?;
@@ -488,18 +497,16 @@ fn concat_batches(parts: &[Tensor]) -> Tensor {
 fn cmd_bench(
     model: &Path,
     input_shape: Vec<(String, Vec<usize>)>,
-    threads: u32,
+    threads: Option<u32>,
     cfg: BenchConfig,
     json: bool,
 ) -> Result<()> {
-    if threads != 1 {
-        bail!(
-            "--threads {threads}: this cnnc runs a model on one thread; multi-threading arrives with the thread \
-             pool (use --threads 1)"
-        );
-    }
     let graph = load_model(model, &ImportOptions { input_shapes: input_shape, ..ImportOptions::default() })?.graph;
-    let compiled = Model::compile(&graph).with_context(|| format!("{}: compiling for this CPU", model.display()))?;
+    let mut compiled =
+        Model::compile(&graph).with_context(|| format!("{}: compiling for this CPU", model.display()))?;
+    if let Some(t) = threads {
+        compiled.set_threads(t as usize);
+    }
     let report = bench::bench(&compiled, &model_name(model), cfg, |line| eprintln!("{line}"))
         .with_context(|| format!("running {}", model.display()))?;
     if json {
@@ -514,8 +521,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect { model, input_shape, json } => cmd_inspect(&model, input_shape, json),
         Command::Opt { model, level, output, input_shape } => cmd_opt(&model, level, &output, input_shape),
-        Command::Run { model, inputs, output_dir, input_shape, reference } => {
-            cmd_run(&model, inputs, &output_dir, input_shape, reference)
+        Command::Run { model, inputs, output_dir, input_shape, reference, threads } => {
+            cmd_run(&model, inputs, &output_dir, input_shape, reference, threads)
         }
         Command::Bench { model, input_shape, threads, runs, warmup, json } => {
             let runs = std::num::NonZeroUsize::new(runs as usize).expect("clap rejects --runs 0");

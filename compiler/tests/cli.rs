@@ -408,7 +408,7 @@ fn bench_json(args: &[&str]) -> serde_json::Value {
 #[test]
 fn bench_json_reports_latency_a_profile_and_memory() {
     let model = "fixtures/artifacts/mnist_cnn_b1.cnnc";
-    let j = bench_json(&["bench", model, "--runs", "3", "--warmup", "1", "--json"]);
+    let j = bench_json(&["bench", model, "--runs", "3", "--warmup", "1", "--threads", "1", "--json"]);
     for key in [
         "model",
         "median_ms",
@@ -431,7 +431,7 @@ fn bench_json_reports_latency_a_profile_and_memory() {
     let layers = j["layers"].as_array().expect("layers");
     assert!(!layers.is_empty());
     for l in layers {
-        for key in ["name", "op", "kernel", "time_ms", "share", "macs", "gflops"] {
+        for key in ["name", "op", "kernel", "time_ms", "share", "macs", "gflops", "output_shape", "window", "units"] {
             assert!(l.get(key).is_some(), "layer lacks `{key}`: {l}");
         }
     }
@@ -466,11 +466,77 @@ fn bench_table_lists_kernels_slowest_first_with_totals() {
 }
 
 #[test]
-fn bench_with_more_than_one_thread_is_not_available_yet() {
-    let o = cnnc(&["bench", "fixtures/artifacts/mnist_cnn_b1.cnnc", "--threads", "2"]);
-    let err = assert_fails_cleanly(&o, "--threads 2");
-    assert!(err.contains("--threads 2") && err.contains("thread pool"), "{err}");
-    assert!(stdout(&o).is_empty());
+fn bench_threads_shares_the_large_kernels() {
+    // BlazeFace at 128×128: its larger convs have enough work to be split.
+    let j = bench_json(&[
+        "bench",
+        "fixtures/models/blazeface_front_128.onnx",
+        "--runs",
+        "2",
+        "--warmup",
+        "1",
+        "--threads",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(j["threads"], 2);
+    let layers = j["layers"].as_array().expect("layers");
+    let shared = layers.iter().filter(|l| l["threads"] == 2).count();
+    assert!(shared > 0, "no launch was shared by 2 threads: {layers:?}");
+    assert!(layers.iter().all(|l| l["threads"] == 1 || l["units"].as_u64().expect("units") > 1));
+}
+
+#[test]
+fn bench_and_run_reject_zero_threads_with_usage() {
+    for args in [
+        &["bench", "fixtures/artifacts/mnist_cnn_b1.cnnc", "--threads", "0"][..],
+        &["run", "fixtures/models/mnist_cnn.onnx", "--input", "input=x.npy", "--output-dir", "x", "--threads", "0"],
+    ] {
+        let o = cnnc(args);
+        assert_eq!(o.status.code(), Some(2), "clap usage errors exit 2");
+        assert!(stderr(&o).contains("--threads"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn run_writes_the_same_bytes_for_any_thread_count() {
+    let dir = temp_dir("threads");
+    let golden = cnnc::npy::read_npz(&root().join("fixtures/goldens/blazeface_front_128/inputs.npz")).expect("npz");
+    let (name, x) = golden.first().expect("one input");
+    let name = name.strip_prefix("in.").unwrap_or(name);
+    let input_file = dir.join("x.npy");
+    cnnc::npy::write_npy(&input_file, x).expect("write input");
+    let input = format!("{name}={}", input_file.display());
+    let outputs = |threads: &str| -> Vec<(String, Vec<u8>)> {
+        let od = dir.join(format!("t{threads}"));
+        let od_s = od.display().to_string();
+        let o = cnnc(&[
+            "run",
+            "fixtures/models/blazeface_front_128.onnx",
+            "--input",
+            &input,
+            "--output-dir",
+            &od_s,
+            "--threads",
+            threads,
+        ]);
+        assert!(o.status.success(), "{threads} threads: {}", stderr(&o));
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&od)
+            .expect("output dir")
+            .map(|e| {
+                let p = e.expect("entry").path();
+                (p.file_name().expect("name").to_string_lossy().into_owned(), std::fs::read(&p).expect("read"))
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let one = outputs("1");
+    assert_eq!(one.len(), 4, "BlazeFace has four outputs");
+    for t in ["2", "3"] {
+        assert!(outputs(t) == one, "{t} threads wrote different bytes than 1 thread");
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod model;
 mod plan;
 mod profile;
 mod reference;
+mod threads;
 
 pub use codegen::CompileError;
 pub use load::LoadError;

@@ -15,32 +15,43 @@ struct Launch {
     kernel: KernelFn,
     args: Vec<Loc>,
     aux: Vec<Aux>,
+    /// Work units of the kernel (see [`codegen::Emitted::units`]).
+    units: u64,
     /// What a profile row says about this launch.
     info: LaunchInfo,
 }
 
-/// Scratch memory for one run: the arena, the kernels' scratch (see [`Aux::Scratch`]) and the
-/// argument table. Reused across runs.
+/// Scratch memory for one run: the arena, the kernels' scratch (see [`Aux::Scratch`]; one slot
+/// per thread) and one argument table per thread. Reused across runs.
 struct Scratch {
     arena: Vec<u64>,
     kernel_scratch: Vec<u64>,
-    table: Vec<*mut u8>,
+    tables: Vec<Vec<*mut u8>>,
 }
+
+/// A launch splits across threads only when it has at least this many MACs or reads or writes
+/// this many elements: below it, handing out the work costs more than it saves.
+const MIN_SPLIT_MACS: u64 = 150_000;
+const MIN_SPLIT_ELEMS: u64 = 32_768;
 
 // SAFETY: `table` holds raw pointers only while a run is in progress on the thread that owns
 // the scratch; between runs they are dangling-but-unused values that are overwritten before use.
 unsafe impl Send for Scratch {}
 
 /// A model compiled to native code for this CPU. `run` may be called from many threads at
-/// once; each concurrent call uses its own scratch arena.
+/// once; each concurrent call uses its own scratch arena. Each run itself uses
+/// [`Model::threads`] threads (default: every hardware thread), splitting the large kernels'
+/// output tiles between them; the outputs are bit-for-bit the same for any thread count.
 pub struct Model {
     inputs: Vec<(String, TensorType)>,
     outputs: Vec<(String, TensorType)>,
     weights: Vec<Tensor>,
     launches: Vec<Launch>,
     plan: Plan,
-    /// Largest [`Aux::Scratch`] request of any kernel, in bytes (kernels run one at a time).
+    /// Largest [`Aux::Scratch`] request of any kernel, in bytes (kernels run one at a time),
+    /// rounded up to [`plan::ALIGN`]: the size of one thread's slot.
     kernel_scratch_bytes: usize,
+    threads: usize,
     scratch: Mutex<Vec<Scratch>>,
     // Declared last so it drops after the kernel pointers in `launches`.
     _code: Code,
@@ -55,6 +66,7 @@ impl Model {
         let mut funcs = Vec::with_capacity(plan.steps.len());
         let mut auxes = Vec::with_capacity(plan.steps.len());
         let mut infos = Vec::with_capacity(plan.steps.len());
+        let mut units = Vec::with_capacity(plan.steps.len());
         for step in &plan.steps {
             let node = graph.node(step.node);
             let ins = graph.node_inputs(step.node);
@@ -68,22 +80,27 @@ impl Model {
             if let Some(variant) = jit.take_variant() {
                 info.kernel = variant;
             }
+            info.units = emitted.units;
             infos.push(info);
             auxes.push(emitted.aux);
+            units.push(emitted.units);
         }
         let (code, kernels) = jit.finish(&funcs)?;
         let kernel_scratch_bytes =
             auxes.iter().flatten().map(|a| if let Aux::Scratch(n) = a { *n } else { 0 }).max().unwrap_or(0);
+        let kernel_scratch_bytes = kernel_scratch_bytes.next_multiple_of(plan::ALIGN);
         let launches = plan
             .steps
             .iter()
             .zip(kernels)
             .zip(auxes)
             .zip(infos)
-            .map(|(((step, kernel), aux), info)| Launch {
+            .zip(units)
+            .map(|((((step, kernel), aux), info), units)| Launch {
                 kernel,
                 args: step.inputs.iter().chain(&step.outputs).copied().collect(),
                 aux,
+                units,
                 info,
             })
             .collect();
@@ -94,6 +111,7 @@ impl Model {
             launches,
             plan,
             kernel_scratch_bytes,
+            threads: crate::threads::available(),
             scratch: Mutex::new(Vec::new()),
             _code: code,
         })
@@ -107,6 +125,19 @@ impl Model {
     /// Graph outputs: names and types, in order.
     pub fn outputs(&self) -> &[(String, TensorType)] {
         &self.outputs
+    }
+
+    /// How many threads each run uses.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Sets how many threads each run uses (at least 1; default: every hardware thread). The
+    /// outputs do not depend on it, bit for bit.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+        // Scratch sized for the old count is dropped; runs allocate anew.
+        self.scratch.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Bytes of activation memory one run uses (the arena).
@@ -126,7 +157,7 @@ impl Model {
         let outputs = self.execute(inputs, |i, launch| {
             let start = Instant::now();
             launch();
-            layers.push(self.launches[i].info.timed(start.elapsed()));
+            layers.push(self.launches[i].info.timed(start.elapsed(), self.threads_for(&self.launches[i])));
         })?;
         Ok((outputs, Profile { layers }))
     }
@@ -155,15 +186,32 @@ impl Model {
             base.wrapping_add(loc.offset)
         };
         for (i, launch) in self.launches.iter().enumerate() {
-            scratch.table.clear();
-            scratch.table.extend(launch.args.iter().map(resolve));
-            scratch.table.extend(launch.aux.iter().map(|a| a.ptr().unwrap_or(kernel_scratch)));
-            let table = scratch.table.as_ptr();
-            // SAFETY: the kernel was compiled for exactly these argument buffers: inputs were
-            // type-checked above, arena offsets come from the plan sized for this graph, aux
-            // buffers are owned by `self`, and kernels only read inputs/aux and write outputs.
-            // `table` is not touched until `around` returns.
-            around(i, &|| unsafe { (launch.kernel)(table) });
+            let slots = self.threads_for(launch);
+            let split = slots > 1;
+            for (slot, table) in scratch.tables.iter_mut().take(slots).enumerate() {
+                let own_scratch = kernel_scratch.wrapping_add(slot * self.kernel_scratch_bytes);
+                table.clear();
+                table.extend(launch.args.iter().map(resolve));
+                table.extend(launch.aux.iter().map(|a| a.ptr().unwrap_or(own_scratch)));
+            }
+            let tables = Tables(scratch.tables.iter().map(|t| t.as_ptr()).collect());
+            let kernel = launch.kernel;
+            let units = launch.units;
+            // SAFETY (both calls): the kernel was compiled for exactly these argument buffers:
+            // inputs were type-checked above, arena offsets come from the plan sized for this
+            // graph, aux buffers are owned by `self`, kernels only read inputs/aux and write
+            // outputs, and each thread's table points at its own scratch slot. Concurrent calls
+            // compute disjoint unit ranges, which write disjoint parts of the outputs (the
+            // contract of `Emitted::units`). The tables are not touched until `around` returns.
+            if split {
+                around(i, &|| {
+                    crate::threads::for_each_unit(slots, units, &|slot, u| unsafe {
+                        kernel(tables.get(slot), u as i64, u as i64 + 1)
+                    })
+                });
+            } else {
+                around(i, &|| unsafe { kernel(tables.get(0), 0, units as i64) });
+            }
         }
         let outputs =
             self.outputs.iter().zip(&self.plan.outputs).map(|((_, ty), loc)| read_tensor(ty, resolve(loc))).collect();
@@ -171,17 +219,37 @@ impl Model {
         Ok(outputs)
     }
 
+    /// How many threads share `launch`: all of them when it has several work units and enough
+    /// work to be worth handing out, else 1.
+    fn threads_for(&self, launch: &Launch) -> usize {
+        let big = launch.info.macs >= MIN_SPLIT_MACS || launch.info.elems >= MIN_SPLIT_ELEMS;
+        if self.threads > 1 && launch.units > 1 && big { self.threads } else { 1 }
+    }
+
     fn take_scratch(&self) -> Scratch {
         let reused = self.scratch.lock().unwrap_or_else(|e| e.into_inner()).pop();
         reused.unwrap_or_else(|| Scratch {
             arena: vec![0u64; self.plan.arena_bytes.div_ceil(8) + plan::ALIGN / 8],
-            kernel_scratch: vec![0u64; self.kernel_scratch_bytes.div_ceil(8) + plan::ALIGN / 8],
-            table: Vec::with_capacity(64),
+            kernel_scratch: vec![0u64; (self.kernel_scratch_bytes * self.threads + plan::ALIGN) / 8],
+            tables: (0..self.threads).map(|_| Vec::with_capacity(64)).collect(),
         })
     }
 
     fn put_scratch(&self, s: Scratch) {
         self.scratch.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+    }
+}
+
+/// The per-thread argument tables of one launch, shared read-only with the worker threads.
+struct Tables(Vec<*const *mut u8>);
+
+// SAFETY: the pointers are only dereferenced by kernels during the launch, while the tables
+// and every buffer they point to are kept alive and unchanged by `execute`.
+unsafe impl Sync for Tables {}
+
+impl Tables {
+    fn get(&self, slot: usize) -> *const *mut u8 {
+        self.0[slot]
     }
 }
 

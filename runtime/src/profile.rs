@@ -15,7 +15,15 @@ pub struct LayerTime {
     pub kernel: &'static str,
     /// Multiply-accumulates of the node ([`cnnc_ir::node_macs`]).
     pub macs: u64,
-    /// Wall-clock time of the kernel call.
+    /// Shape of the node's first output.
+    pub output_shape: Vec<usize>,
+    /// Spatial kernel size of a conv or pool (`[kh, kw]` in 2-D), empty for other ops.
+    pub window: Vec<usize>,
+    /// Independent work units of the kernel (threads share a launch by units).
+    pub units: u64,
+    /// Threads that shared this launch (1 when it ran on the calling thread alone).
+    pub threads: usize,
+    /// Wall-clock time of the kernel call (all threads' shares of it, when split).
     pub time: Duration,
 }
 
@@ -40,6 +48,13 @@ pub(crate) struct LaunchInfo {
     pub op: &'static str,
     pub kernel: &'static str,
     pub macs: u64,
+    pub output_shape: Vec<usize>,
+    pub window: Vec<usize>,
+    /// Elements read or written, whichever is more (all inputs / all outputs): a size measure
+    /// for launches without MACs.
+    pub elems: u64,
+    /// Work units of the kernel (set by `Model::compile`).
+    pub units: u64,
 }
 
 impl LaunchInfo {
@@ -50,11 +65,35 @@ impl LaunchInfo {
             op: op.name(),
             kernel: kernel_variant(op, inputs),
             macs: node_macs(op, &refs, outputs),
+            output_shape: outputs.first().map(|t| t.shape.clone()).unwrap_or_default(),
+            window: match op {
+                Op::Conv(a) => a.kernel.clone(),
+                Op::ConvTranspose(a) => a.kernel.clone(),
+                Op::MaxPool(p) => p.kernel.clone(),
+                Op::AvgPool { pool, .. } => pool.kernel.clone(),
+                _ => Vec::new(),
+            },
+            elems: outputs
+                .iter()
+                .map(|t| t.numel() as u64)
+                .sum::<u64>()
+                .max(inputs.iter().map(|t| t.numel() as u64).sum()),
+            units: 1,
         }
     }
 
-    pub(crate) fn timed(&self, time: Duration) -> LayerTime {
-        LayerTime { name: self.name.clone(), op: self.op, kernel: self.kernel, macs: self.macs, time }
+    pub(crate) fn timed(&self, time: Duration, threads: usize) -> LayerTime {
+        LayerTime {
+            name: self.name.clone(),
+            op: self.op,
+            kernel: self.kernel,
+            macs: self.macs,
+            output_shape: self.output_shape.clone(),
+            window: self.window.clone(),
+            units: self.units,
+            threads,
+            time,
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! Tolerance: rel-L2 ≤ 1e-5 per output (f32 kernels that reorder sums vs the f64 reference),
 //! or the golden's onnxruntime-self-consistency bound where that is larger (ppocr_v4_det);
 //! integer and bool outputs, and the op cases marked `exact` (nearest-neighbour, data movement),
-//! must match exactly.
+//! must match exactly. Every model also runs at 1, 2 and 3 threads: bit-identical outputs.
 
 use cnnc_ir::{Tensor, TensorData};
 use cnnc_runtime::{Model, run_reference};
@@ -66,8 +66,17 @@ fn check_model(stem: &str) {
     let graph = import_with_inputs(&path, &golden.inputs);
     let inputs = ordered_inputs(&graph, &golden.inputs);
     let want = run_reference(&graph, &inputs).expect("reference runs");
-    let model = Model::compile(&graph).unwrap_or_else(|e| panic!("{stem}: {e}"));
+    let mut model = Model::compile(&graph).unwrap_or_else(|e| panic!("{stem}: {e}"));
+    model.set_threads(1);
     let got = model.run(&inputs).unwrap_or_else(|e| panic!("{stem}: {e}"));
+    // Threads share kernels' work units, never a reduction: the same bits for any count.
+    for threads in [2, 3] {
+        model.set_threads(threads);
+        let again = model.run(&inputs).unwrap_or_else(|e| panic!("{stem}: {e}"));
+        for ((o, a), b) in graph.outputs().iter().zip(&again).zip(&got) {
+            check(a, b, true, 0.0).unwrap_or_else(|e| panic!("{stem} `{}`, {threads} threads vs 1: {e}", o.name));
+        }
+    }
     for ((o, g), w) in graph.outputs().iter().zip(&got).zip(&want) {
         let tol = golden.tolerance[&o.name].max(1e-5);
         eprintln!("{stem} `{}`: JIT vs reference rel-L2 {:.3e} (bound {tol:.1e})", o.name, rel_l2(g, w));

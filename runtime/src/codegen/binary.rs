@@ -6,6 +6,9 @@
 //! innermost axis of a broadcast operand has stride 0 (splat, hoisted out of the row) or one
 //! element; f32 arithmetic runs 8 lanes (two f32x4) per step there with a scalar tail.
 //!
+//! Work units (see [`Nest::cut`]) take whole rows, or cut long rows at multiples of 8 columns
+//! so that only the part reaching a row's end runs its 4-lane and scalar tail.
+//!
 //! i64 division truncates toward zero and wraps (`i64::MIN / -1 = i64::MIN`); where the
 //! reference reports "integer division by zero", the kernel writes 0 instead of trapping.
 
@@ -15,7 +18,7 @@ use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
 use super::builder::mem;
-use super::index_map::{Nest, broadcast_strides, contiguous_strides, int_type, kb_loop, offset};
+use super::index_map::{Cols, GRAIN, Nest, broadcast_strides, contiguous_strides, int_type, offset};
 use super::math::Math2;
 use super::{CompileError, EmitCx, Emitted, Jit, Kb};
 
@@ -43,26 +46,25 @@ pub(crate) fn emit_binary(jit: &mut Jit, cx: &EmitCx, op: BinaryOp) -> Result<Em
     // `x ^ 2` is exactly `x · x` (the product of two f32 is exact in f64, as the reference
     // computes it, and rounds once either way).
     let square = op == BinaryOp::Pow && kind == Kind::F32 && const_all(cx, 1, 2.0);
+    let cut = nest.cut(GRAIN, 8);
     let (a_arg, b_arg, y_arg) = (cx.in_arg(0), cx.in_arg(1), cx.out_arg(0));
     let func = jit.kernel(cx.name, |kb| {
-        if nest.numel() == 0 {
-            return;
-        }
         let bases = [kb.arg(a_arg), kb.arg(b_arg), kb.arg(y_arg)];
+        let (lo, hi) = (kb.lo, kb.hi);
         let (n, s) = nest.inner();
-        nest.outer(kb, &bases, &mut |kb, p| match kind {
+        nest.for_units(kb, cut, lo, hi, &bases, &mut |kb, p, cols| match kind {
             Kind::F32 if op.is_comparison() => {
-                scalar_row(kb, &p[..3], &s, n, types::F32, |kb, x, y| kb.b.ins().fcmp(float_cc(op), x, y))
+                scalar_row(kb, p, &s, n, cols, types::F32, |kb, x, y| kb.b.ins().fcmp(float_cc(op), x, y))
             }
-            Kind::F32 if square || vector_op(op) => f32_row(kb, op, square, &p[..3], &s, n),
+            Kind::F32 if square || vector_op(op) => f32_row(kb, op, square, p, &s, n, cols),
             Kind::F32 => {
-                scalar_row(kb, &p[..3], &s, n, types::F32, |kb, x, y| kb.math2(Math2::Pow, x, y));
+                scalar_row(kb, p, &s, n, cols, types::F32, |kb, x, y| kb.math2(Math2::Pow, x, y));
             }
             Kind::I64 if op.is_comparison() => {
-                scalar_row(kb, &p[..3], &s, n, types::I64, |kb, x, y| kb.b.ins().icmp(int_cc(op), x, y))
+                scalar_row(kb, p, &s, n, cols, types::I64, |kb, x, y| kb.b.ins().icmp(int_cc(op), x, y))
             }
-            Kind::I64 => scalar_row(kb, &p[..3], &s, n, types::I64, |kb, x, y| i64_op(kb, op, x, y)),
-            Kind::Bool => scalar_row(kb, &p[..3], &s, n, types::I8, |kb, x, y| {
+            Kind::I64 => scalar_row(kb, p, &s, n, cols, types::I64, |kb, x, y| i64_op(kb, op, x, y)),
+            Kind::Bool => scalar_row(kb, p, &s, n, cols, types::I8, |kb, x, y| {
                 // Bools are stored as 0/1 bytes; compare their truth values.
                 let x = kb.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0);
                 let y = kb.b.ins().icmp_imm_s(IntCC::NotEqual, y, 0);
@@ -70,7 +72,7 @@ pub(crate) fn emit_binary(jit: &mut Jit, cx: &EmitCx, op: BinaryOp) -> Result<Em
             }),
         });
     })?;
-    Ok(Emitted { func, aux: vec![] })
+    Ok(Emitted::parallel(func, vec![], nest.units(cut)))
 }
 
 /// ONNX `Where`: `cond ? a : b` with the three operands broadcast together; any dtype.
@@ -83,16 +85,15 @@ pub(crate) fn emit_where(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, CompileE
         return Err(cx.unsupported("an operand has a higher rank than the output"));
     }
     let nest = operand_nest(&[tc, ta, tb], to);
+    let cut = nest.cut(GRAIN, 1);
     let ty = int_type(to.dtype.size_bytes());
     let args = [cx.in_arg(0), cx.in_arg(1), cx.in_arg(2), cx.out_arg(0)];
     let func = jit.kernel(cx.name, |kb| {
-        if nest.numel() == 0 {
-            return;
-        }
         let bases: Vec<Value> = args.iter().map(|&a| kb.arg(a)).collect();
+        let (lo, hi) = (kb.lo, kb.hi);
         let (n, s) = nest.inner();
-        nest.outer(kb, &bases, &mut |kb, p| {
-            kb_loop(kb, 0, n, 1, |kb, i| {
+        nest.for_units(kb, cut, lo, hi, &bases, &mut |kb, p, cols| {
+            let elem = |kb: &mut Kb, i: Value| {
                 let pc = offset(kb, p[0], i, s[0]);
                 let c = kb.b.ins().load(types::I8, mem(), pc, 0);
                 let pa = offset(kb, p[1], i, s[1]);
@@ -102,10 +103,11 @@ pub(crate) fn emit_where(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, CompileE
                 let r = kb.b.ins().select(c, x, y);
                 let po = offset(kb, p[3], i, s[3]);
                 kb.b.ins().store(mem(), r, po, 0);
-            });
+            };
+            cols.run(kb, n, 1, elem, |_| {});
         });
     })?;
-    Ok(Emitted { func, aux: vec![] })
+    Ok(Emitted::parallel(func, vec![], nest.units(cut)))
 }
 
 /// The iteration space of the output with every operand's broadcast byte strides, the output
@@ -151,20 +153,21 @@ fn int_cc(op: BinaryOp) -> IntCC {
     }
 }
 
-/// One innermost row, one element at a time: `out[i] = f(a[i], b[i])` with operands of type
-/// `ty` and the result stored in its own type. `p` and `s` are the row's pointers and byte
-/// strides `[a, b, out]`.
+/// The columns `cols` of one innermost row, one element at a time: `out[i] = f(a[i], b[i])`
+/// with operands of type `ty` and the result stored in its own type. `p` and `s` are the row's
+/// pointers and byte strides `[a, b, out]`.
 fn scalar_row(
     kb: &mut Kb,
     p: &[Value],
     s: &[i64],
     n: i64,
+    cols: Cols,
     ty: types::Type,
     f: impl Fn(&mut Kb, Value, Value) -> Value,
 ) {
     let hoist = |kb: &mut Kb, k: usize| (s[k] == 0).then(|| kb.b.ins().load(ty, mem(), p[k], 0));
     let (ha, hb) = (hoist(kb, 0), hoist(kb, 1));
-    kb_loop(kb, 0, n, 1, |kb, i| {
+    let elem = |kb: &mut Kb, i: Value| {
         let x = match ha {
             Some(v) => v,
             None => {
@@ -182,16 +185,18 @@ fn scalar_row(
         let r = f(kb, x, y);
         let po = offset(kb, p[2], i, s[2]);
         kb.b.ins().store(mem(), r, po, 0);
-    });
+    };
+    cols.run(kb, n, 1, elem, |_| {});
 }
 
-/// One innermost row of an inline f32 op: 8 lanes per step, then 4, then a scalar tail.
-/// Operands with stride 0 are loaded once and splatted.
-fn f32_row(kb: &mut Kb, op: BinaryOp, square: bool, p: &[Value], s: &[i64], n: i64) {
+/// The columns `cols` of one innermost row of an inline f32 op: 8 lanes per step, then 4,
+/// then a scalar tail (the tail only in the part that reaches the row's end). Operands with
+/// stride 0 are loaded once and splatted.
+fn f32_row(kb: &mut Kb, op: BinaryOp, square: bool, p: &[Value], s: &[i64], n: i64, cols: Cols) {
     // Broadcasting leaves only strides 0 and 4 on the innermost axis; anything else would be
     // a bug upstream, handled correctly (if slowly) by the scalar row.
     if s[..2].iter().any(|&x| x != 0 && x != 4) || s[2] != 4 {
-        return scalar_row(kb, p, s, n, types::F32, |kb, x, y| f32_op(&mut kb.b, op, square, x, y));
+        return scalar_row(kb, p, s, n, cols, types::F32, |kb, x, y| f32_op(&mut kb.b, op, square, x, y));
     }
     let hoist = |kb: &mut Kb, k: usize| {
         (s[k] == 0).then(|| {
@@ -229,17 +234,24 @@ fn f32_row(kb: &mut Kb, op: BinaryOp, square: bool, p: &[Value], s: &[i64], n: i
         }
     };
     let main8 = n - n % 8;
-    kb_loop(kb, 0, main8, 8, |kb, i| step(kb, i, &[0, 4], types::F32X4));
-    let mut done = main8;
-    if n - done >= 4 {
-        let i = kb.b.ins().iconst(types::I64, done);
-        step(kb, i, &[0], types::F32X4);
-        done += 4;
-    }
-    for e in done..n {
-        let i = kb.b.ins().iconst(types::I64, e);
-        step(kb, i, &[0], types::F32);
-    }
+    cols.run(
+        kb,
+        main8,
+        8,
+        |kb, i| step(kb, i, &[0, 4], types::F32X4),
+        |kb| {
+            let mut done = main8;
+            if n - done >= 4 {
+                let i = kb.b.ins().iconst(types::I64, done);
+                step(kb, i, &[0], types::F32X4);
+                done += 4;
+            }
+            for e in done..n {
+                let i = kb.b.ins().iconst(types::I64, e);
+                step(kb, i, &[0], types::F32);
+            }
+        },
+    );
 }
 
 /// `x ∘ y` for an inline f32 op on scalars or f32x4 lanes, NaN handling as the reference:

@@ -49,3 +49,20 @@ pub(crate) fn for_range(
     b.ins().jump(header, &[next.into()]);
     b.switch_to_block(exit);
 }
+
+/// Work units for an outermost loop of `total` iterations cut into chunks of `grain`: how many
+/// units there are (at least 1).
+pub(crate) fn units_of(total: i64, grain: i64) -> u64 {
+    (total.max(0) as u64).div_ceil(grain.max(1) as u64).max(1)
+}
+
+/// The iteration range `lo·grain .. min(hi·grain, total)` that units `lo..hi` (the kernel's
+/// parameters) cover of a loop of `total` iterations cut as in [`units_of`]; loop over it with
+/// [`super::gemm::kit::for_dyn`].
+pub(crate) fn unit_span(b: &mut FunctionBuilder, lo: Value, hi: Value, total: i64, grain: i64) -> (Value, Value) {
+    let start = b.ins().imul_imm_s(lo, grain);
+    let end = b.ins().imul_imm_s(hi, grain);
+    let cap = b.ins().iconst(types::I64, total);
+    let end = b.ins().smin(end, cap);
+    (start, end)
+}

@@ -111,7 +111,7 @@ fn run_fused(
     table.extend(emitted.aux.iter().map(|a| a.ptr().expect("these kernels take no scratch")));
     // SAFETY: the table holds one buffer per kernel argument, each of the size and type the
     // kernel was compiled for; `code` (which owns the kernel) is alive; only `y` is written.
-    unsafe { kernels[0](table.as_ptr()) };
+    unsafe { kernels[0](table.as_ptr(), 0, emitted.units as i64) };
     drop(code);
     Ok(y)
 }

@@ -15,9 +15,10 @@ use super::CompileError;
 use super::math::{self, Math1, Math2};
 
 /// Every kernel has this signature: `args` points at a table of buffer pointers laid out as
-/// `[inputs…, outputs…, aux…]` (see [`super::KernelArgs`]). Shapes, strides and constants are
-/// baked into the code.
-pub(crate) type KernelFn = unsafe extern "C" fn(args: *const *mut u8);
+/// `[inputs…, outputs…, aux…]` (see the module docs of [`super`]), and the kernel computes
+/// work units `lo..hi` of its [`super::Emitted::units`] (a serial kernel has one unit and is
+/// always called with `0, 1`). Shapes, strides and constants are baked into the code.
+pub(crate) type KernelFn = unsafe extern "C" fn(args: *const *mut u8, lo: i64, hi: i64);
 
 /// Turns a finalized code pointer into a callable kernel.
 ///
@@ -69,6 +70,10 @@ pub(crate) struct Kb<'a> {
     pub b: FunctionBuilder<'a>,
     /// Pointer to the kernel's argument table `[inputs…, outputs…, aux…]`.
     pub args: Value,
+    /// First work unit this call computes (`i64`; see [`KernelFn`]).
+    pub lo: Value,
+    /// One past the last work unit this call computes (`i64`).
+    pub hi: Value,
     module: &'a mut JITModule,
     imports: &'a mut HashMap<&'static str, FuncId>,
     refs: HashMap<&'static str, FuncRef>,
@@ -166,6 +171,8 @@ impl Jit {
         let ptr = self.ptr_type();
         let mut sig = Signature::new(CallConv::SystemV);
         sig.params.push(AbiParam::new(ptr));
+        sig.params.push(AbiParam::new(types::I64));
+        sig.params.push(AbiParam::new(types::I64));
         let symbol = format!("k{}_{}", self.n_funcs, sanitize(name));
         self.n_funcs += 1;
         let id = self
@@ -180,8 +187,9 @@ impl Jit {
             let entry = b.create_block();
             b.append_block_params_for_function_params(entry);
             b.switch_to_block(entry);
-            let args = b.block_params(entry)[0];
-            let mut kb = Kb { b, args, module: &mut self.module, imports: &mut self.imports, refs: HashMap::new() };
+            let (args, lo, hi) = (b.block_params(entry)[0], b.block_params(entry)[1], b.block_params(entry)[2]);
+            let mut kb =
+                Kb { b, args, lo, hi, module: &mut self.module, imports: &mut self.imports, refs: HashMap::new() };
             build(&mut kb);
             kb.b.ins().return_(&[]);
             kb.b.seal_all_blocks();

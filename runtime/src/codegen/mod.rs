@@ -6,6 +6,12 @@
 //! outputs, then the auxiliary buffers the emitter built at load time (packed weights, index
 //! tables). Shapes, strides and scalar constants are baked into the code; kernels never
 //! allocate. Output buffers never alias input buffers.
+//!
+//! Threads: a kernel's work is split into [`Emitted::units`] independent units (e.g. blocks of
+//! output pixels or output-channel tiles), and a call computes the units `lo..hi`. Units never
+//! split a reduction, and the arithmetic that produces an output element is the same whichever
+//! call computes it, so results are bit-for-bit identical for any split and thread count.
+//! [`Aux::Scratch`] memory is per calling thread.
 
 pub(crate) mod builder;
 pub(crate) mod jit;
@@ -144,6 +150,21 @@ impl Aux {
 pub(crate) struct Emitted {
     pub func: FuncId,
     pub aux: Vec<Aux>,
+    /// Independent work units of the kernel (≥ 1); calls may compute disjoint unit ranges on
+    /// different threads.
+    pub units: u64,
+}
+
+impl Emitted {
+    /// A kernel that runs as one unit (it ignores its `lo`/`hi` parameters).
+    pub(crate) fn serial(func: FuncId, aux: Vec<Aux>) -> Emitted {
+        Emitted { func, aux, units: 1 }
+    }
+
+    /// A kernel whose calls compute unit ranges `lo..hi` of `0..units`.
+    pub(crate) fn parallel(func: FuncId, aux: Vec<Aux>, units: u64) -> Emitted {
+        Emitted { func, aux, units: units.max(1) }
+    }
 }
 
 /// Compiles one node, dispatching on its op. Sources (inputs, weights) and views (reshape,

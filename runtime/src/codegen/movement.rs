@@ -8,6 +8,12 @@
 //! repeated edge); a pad whose runs would multiply into too much code reads through an index
 //! table built at load time instead.
 //!
+//! Work units: rows of the nest, or parts of long rows cut at 64-byte steps (a part that ends
+//! a row copies the remainder without the overlapping store, which would reach into the
+//! previous part); blocks of 4 rows of a transposing plane; the output positions of a pad's
+//! outermost axis; the output rows of a gather; concat and split number their pieces' units
+//! one after another.
+//!
 //! Gather with indices computed at run time writes zeros for an index outside `[-dim, dim)`
 //! (the reference reports an error there); constant indices are checked at load.
 
@@ -15,10 +21,10 @@ use cnnc_ir::{DType, PadMode, SliceAxis};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{ConstantData, InstBuilder, MemFlagsData, Value, types};
 
-use super::builder::mem;
+use super::builder::{mem, unit_span, units_of};
 use super::index_map::{
-    Nest, broadcast_strides, contiguous_strides, copy_bytes, copy_elems, fill, if_else, int_type, kb_loop, loop_axes,
-    offset, strided_copy,
+    Cols, Cut, GRAIN, Nest, StridedCopy, broadcast_strides, contiguous_strides, copy_align, copy_bytes, copy_elems,
+    copy_elems_cols, fill, if_else, int_type, kb_loop, kb_loop_dyn, local_range, loop_units, offset, outer_cut,
 };
 use super::{Aux, CompileError, EmitCx, Emitted, Jit, Kb};
 
@@ -32,13 +38,14 @@ pub(crate) fn emit_transpose(jit: &mut Jit, cx: &EmitCx, perm: &[usize]) -> Resu
     let es = x.dtype.size_bytes();
     let in_s = contiguous_strides(&x.shape, es);
     let src: Vec<i64> = perm.iter().map(|&p| in_s[p]).collect();
-    let nest = Nest::new(&y.shape, vec![src, contiguous_strides(&y.shape, es)]);
+    let copy = NestCopy::new(es, Nest::new(&y.shape, vec![src, contiguous_strides(&y.shape, es)]));
     let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
     let func = jit.kernel(cx.name, |kb| {
         let (px, py) = (kb.arg(x_arg), kb.arg(y_arg));
-        copy_nest(kb, es, &nest, px, py);
+        let (lo, hi) = (kb.lo, kb.hi);
+        copy.emit(kb, px, py, lo, hi);
     })?;
-    Ok(Emitted { func, aux: vec![] })
+    Ok(Emitted::parallel(func, vec![], copy.units()))
 }
 
 /// ONNX `Slice` with normalized axes.
@@ -74,15 +81,16 @@ pub(crate) fn emit_slice(jit: &mut Jit, cx: &EmitCx, axes: &[SliceAxis]) -> Resu
         }
         src[axis] = if len > 1 { step * in_s[axis] } else { 0 };
     }
-    let nest = Nest::new(&y.shape, vec![src, contiguous_strides(&y.shape, es)]);
+    let copy = NestCopy::new(es, Nest::new(&y.shape, vec![src, contiguous_strides(&y.shape, es)]));
     let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
     let func = jit.kernel(cx.name, |kb| {
         let px = kb.arg(x_arg);
         let px = kb.b.ins().iadd_imm_s(px, base);
         let py = kb.arg(y_arg);
-        copy_nest(kb, es, &nest, px, py);
+        let (lo, hi) = (kb.lo, kb.hi);
+        copy.emit(kb, px, py, lo, hi);
     })?;
-    Ok(Emitted { func, aux: vec![] })
+    Ok(Emitted::parallel(func, vec![], copy.units()))
 }
 
 /// ONNX `Expand`: `x` broadcast to the output shape.
@@ -94,15 +102,15 @@ pub(crate) fn emit_expand(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, Compile
         return Err(cx.unsupported(format!("{:?} does not broadcast to {:?}", x.shape, y.shape)));
     }
     let es = x.dtype.size_bytes();
-    let strides = vec![broadcast_strides(&x.shape, &y.shape, es), contiguous_strides(&y.shape, es)];
+    let copy =
+        StridedCopy::new(es, &y.shape, broadcast_strides(&x.shape, &y.shape, es), contiguous_strides(&y.shape, es));
     let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
-    let shape = y.shape.clone();
     let func = jit.kernel(cx.name, |kb| {
         let (px, py) = (kb.arg(x_arg), kb.arg(y_arg));
-        let [s, d] = <[Vec<i64>; 2]>::try_from(strides.clone()).expect("two operands");
-        strided_copy(kb, es, &shape, s, d, px, py);
+        let (lo, hi) = (kb.lo, kb.hi);
+        copy.emit(kb, px, py, lo, hi);
     })?;
-    Ok(Emitted { func, aux: vec![] })
+    Ok(Emitted::parallel(func, vec![], copy.units()))
 }
 
 /// ONNX `Gather`: `out[pre, j…, post] = data[pre, indices[j…], post]`.
@@ -127,39 +135,40 @@ pub(crate) fn emit_gather(jit: &mut Jit, cx: &EmitCx, axis: usize) -> Result<Emi
         None => false,
     };
     let row = inner * es;
+    // Units over the output rows `(o, j)`; operands: data, indices, output.
+    let dims = [outer, n_idx];
+    let strides = vec![vec![dim * row, 0], vec![0, 8], vec![n_idx * row, row]];
+    let Cut::Outer { axes, per_unit } = outer_cut(&dims, inner, GRAIN) else { unreachable!("outer cuts only") };
+    let units = if y.numel() == 0 { 1 } else { units_of(dims[..axes].iter().product(), per_unit) };
     let (d_arg, i_arg, y_arg) = (cx.in_arg(0), cx.in_arg(1), cx.out_arg(0));
     let func = jit.kernel(cx.name, |kb| {
         if y.numel() == 0 {
             return;
         }
-        let (pd, pi, py) = (kb.arg(d_arg), kb.arg(i_arg), kb.arg(y_arg));
-        kb_loop(kb, 0, outer, 1, |kb, o| {
-            let src_o = offset(kb, pd, o, dim * row);
-            let dst_o = offset(kb, py, o, n_idx * row);
-            kb_loop(kb, 0, n_idx, 1, |kb, j| {
-                let pk = offset(kb, pi, j, 8);
-                let k = kb.b.ins().load(types::I64, mem(), pk, 0);
-                let neg = kb.b.ins().icmp_imm_s(IntCC::SignedLessThan, k, 0);
-                let wrapped = kb.b.ins().iadd_imm_s(k, dim);
-                let k = kb.b.ins().select(neg, wrapped, k);
-                let dst = offset(kb, dst_o, j, row);
-                let copy = |kb: &mut Kb| {
-                    let src = offset(kb, src_o, k, row);
-                    copy_bytes(kb, src, dst, row);
-                };
-                if checked {
-                    copy(kb);
-                } else {
-                    let ok = kb.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, k, dim);
-                    if_else(kb, ok, copy, |kb| {
-                        let zero = kb.b.ins().iconst(types::I8, 0);
-                        fill(kb, dst, 1, zero, 1, row);
-                    });
-                }
-            });
+        let bases = [kb.arg(d_arg), kb.arg(i_arg), kb.arg(y_arg)];
+        let (lo, hi) = (kb.lo, kb.hi);
+        loop_units(kb, &dims, &strides, &bases, (axes, per_unit), (lo, hi), &mut |kb, p| {
+            let k = kb.b.ins().load(types::I64, mem(), p[1], 0);
+            let neg = kb.b.ins().icmp_imm_s(IntCC::SignedLessThan, k, 0);
+            let wrapped = kb.b.ins().iadd_imm_s(k, dim);
+            let k = kb.b.ins().select(neg, wrapped, k);
+            let dst = p[2];
+            let copy = |kb: &mut Kb| {
+                let src = offset(kb, p[0], k, row);
+                copy_bytes(kb, src, dst, row);
+            };
+            if checked {
+                copy(kb);
+            } else {
+                let ok = kb.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, k, dim);
+                if_else(kb, ok, copy, |kb| {
+                    let zero = kb.b.ins().iconst(types::I8, 0);
+                    fill(kb, dst, 1, zero, 1, row);
+                });
+            }
         });
     })?;
-    Ok(Emitted { func, aux: vec![] })
+    Ok(Emitted::parallel(func, vec![], units))
 }
 
 /// ONNX `Concat`: each input copied into its slab of the output.
@@ -181,16 +190,30 @@ pub(crate) fn emit_concat(jit: &mut Jit, cx: &EmitCx, axis: usize) -> Result<Emi
     if off != row {
         return Err(cx.unsupported("input sizes along the axis do not add up to the output"));
     }
+    let copies: Vec<(usize, i64, StridedCopy)> = pieces
+        .iter()
+        .map(|&(arg, off, chunk)| {
+            (
+                arg,
+                off,
+                StridedCopy::new(es as usize, &[outer, chunk as usize], vec![chunk * es, es], vec![row * es, es]),
+            )
+        })
+        .collect();
     let y_arg = cx.out_arg(0);
     let func = jit.kernel(cx.name, |kb| {
         let py = kb.arg(y_arg);
-        for &(arg, off, chunk) in &pieces {
-            let px = kb.arg(arg);
+        let (lo, hi) = (kb.lo, kb.hi);
+        let mut first = 0;
+        for (arg, off, copy) in &copies {
+            let px = kb.arg(*arg);
             let dst = kb.b.ins().iadd_imm_s(py, off * es);
-            strided_copy(kb, es as usize, &[outer, chunk as usize], vec![chunk * es, es], vec![row * es, es], px, dst);
+            let (l, h) = local_range(kb, lo, hi, first, copy.units());
+            copy.emit(kb, px, dst, l, h);
+            first += copy.units();
         }
     })?;
-    Ok(Emitted { func, aux: vec![] })
+    Ok(Emitted::parallel(func, vec![], copies.iter().map(|c| c.2.units()).sum()))
 }
 
 /// ONNX `Split` (the case the memory plan cannot turn into views): each output copied out of
@@ -210,16 +233,30 @@ pub(crate) fn emit_split(jit: &mut Jit, cx: &EmitCx, axis: usize, sizes: &[usize
         pieces.push((cx.out_arg(k), start * inner, s as i64 * inner));
         start += s as i64;
     }
+    let copies: Vec<(usize, i64, StridedCopy)> = pieces
+        .iter()
+        .map(|&(arg, off, chunk)| {
+            (
+                arg,
+                off,
+                StridedCopy::new(es as usize, &[outer, chunk as usize], vec![row * es, es], vec![chunk * es, es]),
+            )
+        })
+        .collect();
     let x_arg = cx.in_arg(0);
     let func = jit.kernel(cx.name, |kb| {
         let px = kb.arg(x_arg);
-        for &(arg, off, chunk) in &pieces {
-            let py = kb.arg(arg);
+        let (lo, hi) = (kb.lo, kb.hi);
+        let mut first = 0;
+        for (arg, off, copy) in &copies {
+            let py = kb.arg(*arg);
             let src = kb.b.ins().iadd_imm_s(px, off * es);
-            strided_copy(kb, es as usize, &[outer, chunk as usize], vec![row * es, es], vec![chunk * es, es], src, py);
+            let (l, h) = local_range(kb, lo, hi, first, copy.units());
+            copy.emit(kb, src, py, l, h);
+            first += copy.units();
         }
     })?;
-    Ok(Emitted { func, aux: vec![] })
+    Ok(Emitted::parallel(func, vec![], copies.iter().map(|c| c.2.units()).sum()))
 }
 
 /// ONNX `Cast` between f32, i64 and bool: f32 → i64 truncates toward zero and saturates (NaN
@@ -230,48 +267,60 @@ pub(crate) fn emit_cast(jit: &mut Jit, cx: &EmitCx, to: DType) -> Result<Emitted
     if y.dtype != to {
         return Err(cx.unsupported(format!("cast to {to} with output type {y}")));
     }
-    let n = x.numel() as i64;
+    let n = x.numel();
     let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
     let (ein, eout) = (from.size_bytes() as i64, to.size_bytes() as i64);
+    if from == to {
+        let copy = StridedCopy::new(ein as usize, &[n], vec![ein], vec![eout]);
+        let func = jit.kernel(cx.name, |kb| {
+            let (px, py) = (kb.arg(x_arg), kb.arg(y_arg));
+            let (lo, hi) = (kb.lo, kb.hi);
+            copy.emit(kb, px, py, lo, hi);
+        })?;
+        return Ok(Emitted::parallel(func, vec![], copy.units()));
+    }
+    let nest = Nest::new(&[n], vec![vec![ein], vec![eout]]);
+    let cut = nest.cut(GRAIN, 1);
     let func = jit.kernel(cx.name, |kb| {
-        let (px, py) = (kb.arg(x_arg), kb.arg(y_arg));
-        if from == to {
-            copy_bytes(kb, px, py, n * ein);
-            return;
-        }
-        kb_loop(kb, 0, n, 1, |kb, i| {
-            let p = offset(kb, px, i, ein);
-            let v = kb.b.ins().load(int_type(ein as usize), mem(), p, 0);
-            let b = &mut kb.b;
-            let r = match (from, to) {
-                (DType::F32, DType::I64) => {
-                    let f = b.ins().bitcast(types::F32, MemFlagsData::new(), v);
-                    b.ins().fcvt_to_sint_sat(types::I64, f)
-                }
-                (DType::F32, DType::Bool) => {
-                    let f = b.ins().bitcast(types::F32, MemFlagsData::new(), v);
-                    let z = b.ins().f32const(0.0);
-                    b.ins().fcmp(FloatCC::NotEqual, f, z)
-                }
-                (DType::I64, DType::F32) => b.ins().fcvt_from_sint(types::F32, v),
-                (DType::I64, DType::Bool) => b.ins().icmp_imm_s(IntCC::NotEqual, v, 0),
-                (DType::Bool, DType::F32) => {
-                    let t = b.ins().icmp_imm_s(IntCC::NotEqual, v, 0);
-                    let one = b.ins().f32const(1.0);
-                    let zero = b.ins().f32const(0.0);
-                    b.ins().select(t, one, zero)
-                }
-                (DType::Bool, DType::I64) => {
-                    let t = b.ins().icmp_imm_s(IntCC::NotEqual, v, 0);
-                    b.ins().uextend(types::I64, t)
-                }
-                _ => unreachable!("same-dtype casts are copies"),
+        let bases = [kb.arg(x_arg), kb.arg(y_arg)];
+        let (lo, hi) = (kb.lo, kb.hi);
+        let (n, s) = nest.inner();
+        nest.for_units(kb, cut, lo, hi, &bases, &mut |kb, p, cols| {
+            let elem = |kb: &mut Kb, i: Value| {
+                let q = offset(kb, p[0], i, s[0]);
+                let v = kb.b.ins().load(int_type(ein as usize), mem(), q, 0);
+                let b = &mut kb.b;
+                let r = match (from, to) {
+                    (DType::F32, DType::I64) => {
+                        let f = b.ins().bitcast(types::F32, MemFlagsData::new(), v);
+                        b.ins().fcvt_to_sint_sat(types::I64, f)
+                    }
+                    (DType::F32, DType::Bool) => {
+                        let f = b.ins().bitcast(types::F32, MemFlagsData::new(), v);
+                        let z = b.ins().f32const(0.0);
+                        b.ins().fcmp(FloatCC::NotEqual, f, z)
+                    }
+                    (DType::I64, DType::F32) => b.ins().fcvt_from_sint(types::F32, v),
+                    (DType::I64, DType::Bool) => b.ins().icmp_imm_s(IntCC::NotEqual, v, 0),
+                    (DType::Bool, DType::F32) => {
+                        let t = b.ins().icmp_imm_s(IntCC::NotEqual, v, 0);
+                        let one = b.ins().f32const(1.0);
+                        let zero = b.ins().f32const(0.0);
+                        b.ins().select(t, one, zero)
+                    }
+                    (DType::Bool, DType::I64) => {
+                        let t = b.ins().icmp_imm_s(IntCC::NotEqual, v, 0);
+                        b.ins().uextend(types::I64, t)
+                    }
+                    _ => unreachable!("same-dtype casts are copies"),
+                };
+                let q = offset(kb, p[1], i, s[1]);
+                kb.b.ins().store(mem(), r, q, 0);
             };
-            let q = offset(kb, py, i, eout);
-            kb.b.ins().store(mem(), r, q, 0);
+            cols.run(kb, n, 1, elem, |_| {});
         });
     })?;
-    Ok(Emitted { func, aux: vec![] })
+    Ok(Emitted::parallel(func, vec![], nest.units(cut)))
 }
 
 /// One stretch of output positions along a pad axis.
@@ -377,6 +426,13 @@ pub(crate) fn emit_pad(
         axes.push(a);
     }
     axes.reverse();
+    // Unit axes without pads change nothing (and would leave one output position to cut).
+    if axes.len() > 1 {
+        axes.retain(|&a| a != (1, 0, 0));
+        if axes.is_empty() {
+            axes.push((1, 0, 0));
+        }
+    }
     let sources = axes
         .iter()
         .map(|&(d, b, e)| pad_sources(d, b, e, mode))
@@ -401,6 +457,11 @@ pub(crate) fn emit_pad(
     if product.is_none_or(|p| p > MAX_PAD_RUN_PRODUCT) {
         return emit_pad_table(jit, cx, &sources, &in_s, es, fill_bits);
     }
+    // Units over the output positions of the outermost axis (a pad of one axis stays whole).
+    let per_unit = (out_dims.len() > 1 && y.numel() > 0).then(|| {
+        let block = (out_dims[1..].iter().product::<usize>() as i64).max(1);
+        (GRAIN / block).max(1)
+    });
     let func = jit.kernel(cx.name, |kb| {
         if y.numel() == 0 {
             return;
@@ -408,9 +469,17 @@ pub(crate) fn emit_pad(
         let (px, py) = (kb.arg(x_arg), kb.arg(y_arg));
         let fillv = kb.b.ins().iconst(ity, fill_bits);
         let pad = PadNest { runs: &axis_runs, in_s: &in_s, out_s: &out_s, es, fill: fillv };
-        pad.axis(kb, 0, px, py);
+        match per_unit {
+            Some(per_unit) => {
+                let (lo, hi) = (kb.lo, kb.hi);
+                let (start, end) = unit_span(&mut kb.b, lo, hi, out_dims[0] as i64, per_unit);
+                pad.outermost(kb, px, py, start, end);
+            }
+            None => pad.axis(kb, 0, px, py),
+        }
     })?;
-    Ok(Emitted { func, aux: vec![] })
+    let units = per_unit.map_or(1, |per_unit| units_of(out_dims[0] as i64, per_unit));
+    Ok(Emitted::parallel(func, vec![], units))
 }
 
 struct PadNest<'a> {
@@ -422,6 +491,33 @@ struct PadNest<'a> {
 }
 
 impl PadNest<'_> {
+    /// The output positions `start..end` (`i64`) of the outermost axis (not the innermost):
+    /// each run's part in that range, one position at a time.
+    fn outermost(&self, kb: &mut Kb, src: Value, dst: Value, start: Value, end: Value) {
+        let (is, os) = (self.in_s[0], self.out_s[0]);
+        for &run in &self.runs[0] {
+            let (o0, len) = match run {
+                Run::Fill { o0, len } | Run::Copy { o0, len, .. } => (o0, len),
+            };
+            let lo = kb.b.ins().iconst(types::I64, o0);
+            let hi = kb.b.ins().iconst(types::I64, o0 + len);
+            let (a, b) = (kb.b.ins().smax(start, lo), kb.b.ins().smin(end, hi));
+            kb_loop_dyn(kb, a, b, 1, |kb, o| {
+                let d = offset(kb, dst, o, os);
+                match run {
+                    Run::Fill { .. } => fill(kb, d, self.es as i64, self.fill, self.es, os / self.es as i64),
+                    Run::Copy { i0, step, .. } => {
+                        // Input index `i0 + (o − o0)·step`.
+                        let k = kb.b.ins().iadd_imm_s(o, -o0);
+                        let s = kb.b.ins().iadd_imm_s(src, i0 * is);
+                        let s = offset(kb, s, k, step * is);
+                        self.axis(kb, 1, s, d);
+                    }
+                }
+            });
+        }
+    }
+
     fn axis(&self, kb: &mut Kb, ax: usize, src: Value, dst: Value) {
         if ax == self.runs.len() {
             // Rank 0: one element.
@@ -487,7 +583,9 @@ fn emit_pad_table(
     let func = jit.kernel(cx.name, |kb| {
         let (px, py, pt) = (kb.arg(x_arg), kb.arg(y_arg), kb.arg(t_arg));
         let fillv = kb.b.ins().iconst(ity, fill_bits);
-        kb_loop(kb, 0, n, 1, |kb, i| {
+        let (lo, hi) = (kb.lo, kb.hi);
+        let (start, end) = unit_span(&mut kb.b, lo, hi, n, GRAIN);
+        kb_loop_dyn(kb, start, end, 1, |kb, i| {
             let p = offset(kb, pt, i, 4);
             let t = kb.b.ins().load(types::I32, mem(), p, 0);
             let is_fill = kb.b.ins().icmp_imm_s(IntCC::Equal, t, -1);
@@ -501,28 +599,67 @@ fn emit_pad_table(
             kb.b.ins().store(mem(), r, d, 0);
         });
     })?;
-    Ok(Emitted { func, aux: vec![Aux::U32(table)] })
+    Ok(Emitted::parallel(func, vec![Aux::U32(table)], units_of(n, GRAIN)))
 }
 
-/// Copies a [`Nest`] of `[src, dst]` byte strides; 4-byte elements whose rows read with a
-/// stride while another axis reads contiguously go through 4×4 register transposes.
-fn copy_nest(kb: &mut Kb, es: usize, nest: &Nest, src: Value, dst: Value) {
-    if nest.numel() == 0 {
-        return;
-    }
-    let (n, s) = nest.inner();
-    let rank = nest.dims.len();
-    let tile_axis = (0..rank.saturating_sub(1)).rev().find(|&a| nest.strides[0][a] == 4 && nest.dims[a] >= 4);
-    match tile_axis {
-        Some(a) if es == 4 && s[1] == 4 && s[0] != 4 && n >= 4 => {
-            let others: Vec<usize> = (0..rank - 1).filter(|&k| k != a).collect();
-            let dims: Vec<i64> = others.iter().map(|&k| nest.dims[k]).collect();
-            let strides: Vec<Vec<i64>> =
-                nest.strides.iter().map(|st| others.iter().map(|&k| st[k]).collect()).collect();
-            let plane = Plane { rows: nest.dims[a], row_dst: nest.strides[1][a], cols: n, col_src: s[0] };
-            loop_axes(kb, &dims, &strides, &[src, dst], &mut |kb, p| plane.emit(kb, p[0], p[1]));
+/// A copy over a [`Nest`] of `[src, dst]` byte strides, cut into work units; 4-byte elements
+/// whose rows read with a stride while another axis reads contiguously go through 4×4
+/// register transposes (one [`Plane`] per point of the other axes, the units' grain).
+enum NestCopy {
+    Rows {
+        copy: Nest,
+        es: usize,
+        cut: Cut,
+    },
+    /// `planes` iterates the other axes and, innermost, the plane's rows (cut at multiples of
+    /// 4 when a plane is cut into parts).
+    Planes {
+        planes: Nest,
+        plane: Plane,
+        cut: Cut,
+    },
+}
+
+impl NestCopy {
+    fn new(es: usize, nest: Nest) -> NestCopy {
+        let (n, s) = nest.inner();
+        let rank = nest.dims.len();
+        let tile_axis = (0..rank.saturating_sub(1)).rev().find(|&a| nest.strides[0][a] == 4 && nest.dims[a] >= 4);
+        match tile_axis {
+            Some(a) if nest.numel() > 0 && es == 4 && s[1] == 4 && s[0] != 4 && n >= 4 => {
+                let others = (0..rank - 1).filter(|&k| k != a).chain([a]);
+                let planes = Nest {
+                    dims: others.clone().map(|k| nest.dims[k]).collect(),
+                    strides: nest.strides.iter().map(|st| others.clone().map(|k| st[k]).collect()).collect(),
+                };
+                let plane = Plane { rows: nest.dims[a], row_dst: nest.strides[1][a], cols: n, col_src: s[0] };
+                let cut = planes.cut((GRAIN / n).max(1), 4);
+                NestCopy::Planes { planes, plane, cut }
+            }
+            _ => NestCopy::Rows { cut: nest.cut(GRAIN, copy_align(es)), copy: nest, es },
         }
-        _ => nest.outer(kb, &[src, dst], &mut |kb, p| copy_elems(kb, es, p[0], s[0], p[1], s[1], n)),
+    }
+
+    fn units(&self) -> u64 {
+        match self {
+            NestCopy::Rows { copy, cut, .. } => copy.units(*cut),
+            NestCopy::Planes { planes, cut, .. } => planes.units(*cut),
+        }
+    }
+
+    /// Copies units `lo..hi` from `src` to `dst`.
+    fn emit(&self, kb: &mut Kb, src: Value, dst: Value, lo: Value, hi: Value) {
+        match self {
+            NestCopy::Rows { copy, es, cut } => {
+                let (n, s) = copy.inner();
+                copy.for_units(kb, *cut, lo, hi, &[src, dst], &mut |kb, p, cols| {
+                    copy_elems_cols(kb, *es, p[0], s[0], p[1], s[1], n, cols)
+                });
+            }
+            NestCopy::Planes { planes, plane, cut } => {
+                planes.for_units(kb, *cut, lo, hi, &[src, dst], &mut |kb, p, rows| plane.emit(kb, p[0], p[1], rows));
+            }
+        }
     }
 }
 
@@ -536,9 +673,11 @@ struct Plane {
 }
 
 impl Plane {
-    fn emit(&self, kb: &mut Kb, src: Value, dst: Value) {
+    /// The rows `rows` of the plane (cut at multiples of 4): blocks of 4 rows, then the
+    /// remaining rows one at a time.
+    fn emit(&self, kb: &mut Kb, src: Value, dst: Value, rows: Cols) {
         let (r4, c4) = (self.rows / 4 * 4, self.cols / 4 * 4);
-        kb_loop(kb, 0, r4, 4, |kb, r| {
+        let block = |kb: &mut Kb, r: Value| {
             let s_r = offset(kb, src, r, 4);
             let d_r = offset(kb, dst, r, self.row_dst);
             kb_loop(kb, 0, c4, 4, |kb, c| {
@@ -577,12 +716,15 @@ impl Plane {
                     copy_elems(kb, 4, s, self.col_src, d, 4, self.cols - c4);
                 }
             }
-        });
-        kb_loop(kb, r4, self.rows, 1, |kb, r| {
-            let s = offset(kb, src, r, 4);
-            let d = offset(kb, dst, r, self.row_dst);
-            copy_elems(kb, 4, s, self.col_src, d, 4, self.cols);
-        });
+        };
+        let rest = |kb: &mut Kb| {
+            kb_loop(kb, r4, self.rows, 1, |kb, r| {
+                let s = offset(kb, src, r, 4);
+                let d = offset(kb, dst, r, self.row_dst);
+                copy_elems(kb, 4, s, self.col_src, d, 4, self.cols);
+            })
+        };
+        rows.run(kb, r4, 4, block, rest);
     }
 }
 

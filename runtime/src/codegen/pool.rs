@@ -5,6 +5,8 @@
 //! valid input rows of `(z, r)` (a load-time table) times the valid columns of `c`. Columns whose
 //! window lies inside the input (the interior) run with baked taps, 4 outputs per vector for
 //! strides 1 and 2; the clipped edge columns run from a small table with runtime tap counts.
+//!
+//! Work units take whole output rows (windowed pooling) or whole planes (global pooling).
 
 use cnnc_ir::PoolAttrs;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
@@ -12,7 +14,9 @@ use cranelift_codegen::ir::{ConstantData, Endianness};
 use cranelift_codegen::ir::{Immediate, InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
-use super::builder::{for_range, mem};
+use super::builder::{for_range, mem, unit_span, units_of};
+use super::gemm::kit::for_dyn;
+use super::index_map::{Cut, GRAIN, loop_units, outer_cut};
 use super::{Aux, CompileError, EmitCx, Emitted, Jit};
 
 /// Kernel columns at or below this width are unrolled in the interior.
@@ -136,6 +140,14 @@ fn emit_window_pool(jit: &mut Jit, cx: &EmitCx, a: &PoolAttrs, pool: Pool) -> Re
     let n_groups = if sw <= 2 { ((c_hi - c_lo) / 4) as i64 } else { 0 };
     let c_scalar = (c_lo as i64) + 4 * n_groups;
 
+    // Units over the output rows of every plane. Operands: x, y, the row's entry in the row
+    // table's index and in the row divisors.
+    let dims = [planes, n_rows];
+    let strides = vec![vec![in_plane, 0], vec![out_plane, (ow * 4) as i64], vec![0, 8], vec![0, 4]];
+    let taps = (geo.kernel.iter().product::<usize>() * ow) as i64;
+    let Cut::Outer { axes, per_unit } = outer_cut(&dims, taps, GRAIN) else { unreachable!("outer cuts only") };
+    let units = units_of(dims[..axes].iter().product(), per_unit);
+
     let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
     let aux_args: [usize; 5] = std::array::from_fn(|i| cx.aux_arg(i));
     let func = jit.kernel(cx.name, |kb| {
@@ -145,34 +157,25 @@ fn emit_window_pool(jit: &mut Jit, cx: &EmitCx, a: &PoolAttrs, pool: Pool) -> Re
         let x = kb.arg(x_arg);
         let y = kb.arg(y_arg);
         let [rp, rl, rdiv, cdiv, et] = aux_args.map(|i| kb.arg(i));
-        let b = &mut kb.b;
-        for_range(b, 0, planes, 1, |b, p| {
-            let xo = b.ins().imul_imm_s(p, in_plane);
-            let yo = b.ins().imul_imm_s(p, out_plane);
-            let (xp, yp) = (b.ins().iadd(x, xo), b.ins().iadd(y, yo));
-            for_range(b, 0, n_rows, 1, |b, r| {
-                let r8 = b.ins().ishl_imm_u(r, 3);
-                let at = b.ins().iadd(rp, r8);
-                let t0 = b.ins().load(types::I64, mem(), at, 0);
-                let t1 = b.ins().load(types::I64, mem(), at, 8);
-                let r4 = b.ins().ishl_imm_u(r, 2);
-                let at = b.ins().iadd(rdiv, r4);
-                let rd = b.ins().load(types::F32, mem(), at, 0);
-                let yo = b.ins().imul_imm_s(r, (ow * 4) as i64);
-                let yr = b.ins().iadd(yp, yo);
-                let w = Window { pool, xp, rl, t0, t1, rd, cdiv, yr };
-                for_range(b, 0, n_groups, 1, |b, g| {
-                    let c = b.ins().imul_imm_s(g, 4);
-                    let c = b.ins().iadd_imm_s(c, c_lo as i64);
-                    w.interior(b, c, Lanes::of_stride(sw), kw, sw, dw, pw);
-                });
-                for_range(b, c_scalar, c_hi as i64, 1, |b, c| w.interior(b, c, Lanes::One, kw, sw, dw, pw));
-                for_range(b, 0, n_edges, 1, |b, e| w.edge(b, et, e, dw));
+        let (lo, hi) = (kb.lo, kb.hi);
+        loop_units(kb, &dims, &strides, &[x, y, rp, rdiv], (axes, per_unit), (lo, hi), &mut |kb, p| {
+            let b = &mut kb.b;
+            let (xp, yr) = (p[0], p[1]);
+            let t0 = b.ins().load(types::I64, mem(), p[2], 0);
+            let t1 = b.ins().load(types::I64, mem(), p[2], 8);
+            let rd = b.ins().load(types::F32, mem(), p[3], 0);
+            let w = Window { pool, xp, rl, t0, t1, rd, cdiv, yr };
+            for_range(b, 0, n_groups, 1, |b, g| {
+                let c = b.ins().imul_imm_s(g, 4);
+                let c = b.ins().iadd_imm_s(c, c_lo as i64);
+                w.interior(b, c, Lanes::of_stride(sw), kw, sw, dw, pw);
             });
+            for_range(b, c_scalar, c_hi as i64, 1, |b, c| w.interior(b, c, Lanes::One, kw, sw, dw, pw));
+            for_range(b, 0, n_edges, 1, |b, e| w.edge(b, et, e, dw));
         });
     })?;
     let aux = vec![Aux::I64(row_ptr), Aux::I64(row_list), Aux::F32(row_div), Aux::F32(col_div), Aux::I64(edges)];
-    Ok(Emitted { func, aux })
+    Ok(Emitted::parallel(func, aux, units))
 }
 
 /// How the lanes of a column group read the input.
@@ -381,6 +384,8 @@ pub(crate) fn emit_global_pool(jit: &mut Jit, cx: &EmitCx, max: bool) -> Result<
     let planes = (xs[0] * xs[1]) as i64;
     let plane = xs[2..].iter().product::<usize>() as i64;
     let pool = if max { Pool::Max } else { Pool::Avg { count_include_pad: false } };
+    // Units over the planes.
+    let per_unit = (GRAIN / plane.max(1)).max(1);
     let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
     let func = jit.kernel(cx.name, |kb| {
         if planes == 0 {
@@ -388,9 +393,11 @@ pub(crate) fn emit_global_pool(jit: &mut Jit, cx: &EmitCx, max: bool) -> Result<
         }
         let x = kb.arg(x_arg);
         let y = kb.arg(y_arg);
+        let (lo, hi) = (kb.lo, kb.hi);
         let b = &mut kb.b;
+        let (start, end) = unit_span(b, lo, hi, planes, per_unit);
         let main = plane - plane % 8;
-        for_range(b, 0, planes, 1, |b, p| {
+        for_dyn(b, start, end, 1, |b, p| {
             let xo = b.ins().imul_imm_s(p, plane * 4);
             let xp = b.ins().iadd(x, xo);
             let accs = [b.declare_var(types::F32X4), b.declare_var(types::F32X4)];
@@ -435,5 +442,5 @@ pub(crate) fn emit_global_pool(jit: &mut Jit, cx: &EmitCx, max: bool) -> Result<
             b.ins().store(mem(), r, py, 0);
         });
     })?;
-    Ok(Emitted { func, aux: vec![] })
+    Ok(Emitted::parallel(func, vec![], units_of(planes, per_unit)))
 }

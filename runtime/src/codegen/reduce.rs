@@ -4,14 +4,17 @@
 //! axes; when the last run is kept, each output row reduces 4 adjacent outputs per vector over
 //! the reduced runs, otherwise each output reduces its contiguous last run with 8 lanes of
 //! partial results. Exponentials are inline (see [`vexp`]).
+//!
+//! Work units take whole groups: rows of outputs, or parts of a row of adjacent outputs cut at
+//! multiples of 4 (the lanes); a reduction is never split.
 
 use cnnc_ir::{DType, ReduceKind};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
-use super::builder::{for_range, mem};
-use super::index_map::kb_loop;
+use super::builder::{for_range, mem, units_of};
+use super::index_map::{Cut, GRAIN, Nest, kb_loop, loop_units, outer_cut};
 use super::math::Math1;
 use super::{CompileError, EmitCx, Emitted, Jit, Kb};
 
@@ -25,32 +28,40 @@ pub(crate) fn emit_softmax(jit: &mut Jit, cx: &EmitCx, axis: usize, flatten: boo
     } else {
         (xs[axis] as i64, xs[axis + 1..].iter().product::<usize>() as i64)
     };
+    // Units over the outer rows and, within a row, over its columns (the `inner` positions,
+    // each an independent softmax), cut at multiples of 4.
+    let rows = Nest { dims: vec![outer, inner], strides: vec![vec![len * inner * 4, 4]; 2] };
+    let cut = rows.cut((GRAIN / len.max(1)).max(1), 4);
     let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
     let func = jit.kernel(cx.name, |kb| {
         if outer * len * inner == 0 {
             return;
         }
-        let x = kb.arg(x_arg);
-        let y = kb.arg(y_arg);
-        let b = &mut kb.b;
-        for_range(b, 0, outer, 1, |b, o| {
-            let off = b.ins().imul_imm_s(o, len * inner * 4);
-            let (xo, yo) = (b.ins().iadd(x, off), b.ins().iadd(y, off));
+        let bases = [kb.arg(x_arg), kb.arg(y_arg)];
+        let (lo, hi) = (kb.lo, kb.hi);
+        rows.for_units(kb, cut, lo, hi, &bases, &mut |kb, p, cols| {
+            let (xo, yo) = (p[0], p[1]);
             if inner == 1 {
-                softmax_row(b, xo, yo, len);
+                softmax_row(&mut kb.b, xo, yo, len);
                 return;
             }
+            let lanes = |kb: &mut Kb, i: Value, ty: Type| {
+                let b = &mut kb.b;
+                let i4 = b.ins().ishl_imm_u(i, 2);
+                let (xi, yi) = (b.ins().iadd(xo, i4), b.ins().iadd(yo, i4));
+                softmax_lanes(b, xi, yi, len, inner * 4, ty);
+            };
             let main = inner - inner % 4;
-            for (start, end, step, ty) in [(0, main, 4, types::F32X4), (main, inner, 1, types::F32)] {
-                for_range(b, start, end, step, |b, i| {
-                    let i4 = b.ins().ishl_imm_u(i, 2);
-                    let (xi, yi) = (b.ins().iadd(xo, i4), b.ins().iadd(yo, i4));
-                    softmax_lanes(b, xi, yi, len, inner * 4, ty);
-                });
-            }
+            cols.run(
+                kb,
+                main,
+                4,
+                |kb, i| lanes(kb, i, types::F32X4),
+                |kb| kb_loop(kb, main, inner, 1, |kb, i| lanes(kb, i, types::F32)),
+            );
         });
     })?;
-    Ok(Emitted { func, aux: vec![] })
+    Ok(Emitted::parallel(func, vec![], if outer * len * inner == 0 { 1 } else { rows.units(cut) }))
 }
 
 /// Softmax of the `len` values at `x + j·stride` (one per lane of `ty`), into `y` likewise.
@@ -460,6 +471,25 @@ pub(crate) fn emit_reduce(
         ReduceKind::LogSumExp => Acc::MaxSkipNan,
     };
     let plan = Reduction { kind, acc, count, int };
+    let reduced: Vec<Run> = runs.iter().filter(|(r, _)| *r).map(|&(_, run)| run).collect();
+    // Units over the kept axes (each output reduces whole groups): with a kept contiguous
+    // last run, its lanes are the rows' columns, cut at multiples of 4.
+    let kept_last = matches!(runs.last(), Some((false, _)));
+    let kept: Vec<Run> = runs.iter().filter(|(r, _)| !*r).map(|&(_, run)| run).collect();
+    let outputs = Nest {
+        dims: kept.iter().map(|r| r.len).collect(),
+        strides: vec![kept.iter().map(|r| r.in_stride).collect(), kept.iter().map(|r| r.out_stride).collect()],
+    };
+    let cut = if kept_last {
+        outputs.cut((GRAIN / count.max(1)).max(1), 4)
+    } else {
+        outer_cut(&outputs.dims, count.max(1), GRAIN)
+    };
+    let units = match cut {
+        _ if n_out == 0 => 1,
+        Cut::Outer { axes, per_unit } if !kept_last => units_of(outputs.dims[..axes].iter().product(), per_unit),
+        _ => outputs.units(cut),
+    };
     let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
     let func = jit.kernel(cx.name, |kb| {
         if n_out == 0 {
@@ -467,40 +497,45 @@ pub(crate) fn emit_reduce(
         }
         let x = kb.arg(x_arg);
         let y = kb.arg(y_arg);
-        let reduced: Vec<Run> = runs.iter().filter(|(r, _)| *r).map(|&(_, run)| run).collect();
-        match runs.last() {
-            Some(&(false, last)) => {
-                // Kept contiguous last run: lanes are adjacent outputs.
-                let kept: Vec<Run> = runs[..runs.len() - 1].iter().filter(|(r, _)| !*r).map(|&(_, run)| run).collect();
-                kept_nest(kb, &kept, x, y, &mut |kb, xo, yo| {
-                    let lanes = if int { 0 } else { last.len - last.len % 4 };
-                    for (start, end, step, ty) in
-                        [(0, lanes, 4, types::F32X4), (lanes, last.len, 1, if int { types::I64 } else { types::F32 })]
-                    {
-                        kb_loop(kb, start, end, step, |kb, i| {
-                            let off = kb.b.ins().imul_imm_s(i, esize);
-                            let (xi, yi) = (kb.b.ins().iadd(xo, off), kb.b.ins().iadd(yo, off));
-                            let v = plan.strided(kb, xi, &reduced, ty);
-                            kb.b.ins().store(mem(), v, yi, 0);
-                        });
-                    }
-                });
-            }
-            _ => {
-                // Reduced contiguous last run (or a single element).
-                let kept: Vec<Run> = runs.iter().filter(|(r, _)| !*r).map(|&(_, run)| run).collect();
-                let (outer_red, last) = match reduced.split_last() {
-                    Some((last, rest)) => (rest.to_vec(), *last),
-                    None => (Vec::new(), Run { len: 1, in_stride: esize, out_stride: 0 }),
+        let (lo, hi) = (kb.lo, kb.hi);
+        if kept_last {
+            // Kept contiguous last run: lanes are adjacent outputs.
+            let len = *outputs.dims.last().expect("a kept run");
+            outputs.for_units(kb, cut, lo, hi, &[x, y], &mut |kb, p, cols| {
+                let (xo, yo) = (p[0], p[1]);
+                let lanes = |kb: &mut Kb, i: Value, ty: Type| {
+                    let off = kb.b.ins().imul_imm_s(i, esize);
+                    let (xi, yi) = (kb.b.ins().iadd(xo, off), kb.b.ins().iadd(yo, off));
+                    let v = plan.strided(kb, xi, &reduced, ty);
+                    kb.b.ins().store(mem(), v, yi, 0);
                 };
-                kept_nest(kb, &kept, x, y, &mut |kb, xo, yo| {
-                    let v = plan.contiguous(kb, xo, &outer_red, last.len);
-                    kb.b.ins().store(mem(), v, yo, 0);
-                });
-            }
+                if int {
+                    cols.run(kb, len, 1, |kb, i| lanes(kb, i, types::I64), |_| {});
+                } else {
+                    let main = len - len % 4;
+                    cols.run(
+                        kb,
+                        main,
+                        4,
+                        |kb, i| lanes(kb, i, types::F32X4),
+                        |kb| kb_loop(kb, main, len, 1, |kb, i| lanes(kb, i, types::F32)),
+                    );
+                }
+            });
+        } else {
+            // Reduced contiguous last run (or a single element).
+            let (outer_red, last) = match reduced.split_last() {
+                Some((last, rest)) => (rest.to_vec(), *last),
+                None => (Vec::new(), Run { len: 1, in_stride: esize, out_stride: 0 }),
+            };
+            let Cut::Outer { axes, per_unit } = cut else { unreachable!("outer cuts only") };
+            loop_units(kb, &outputs.dims, &outputs.strides, &[x, y], (axes, per_unit), (lo, hi), &mut |kb, p| {
+                let v = plan.contiguous(kb, p[0], &outer_red, last.len);
+                kb.b.ins().store(mem(), v, p[1], 0);
+            });
         }
     })?;
-    Ok(Emitted { func, aux: vec![] })
+    Ok(Emitted::parallel(func, vec![], units))
 }
 
 /// One reduction's code: the accumulator and how its result is finished.
@@ -603,20 +638,6 @@ fn nest(b: &mut FunctionBuilder, runs: &[Run], x: Value, body: &mut dyn FnMut(&m
     });
 }
 
-/// Nested loops over the kept `runs`, calling `body` with the input and output addresses.
-fn kept_nest(kb: &mut Kb, runs: &[Run], x: Value, y: Value, body: &mut dyn FnMut(&mut Kb, Value, Value)) {
-    let Some((first, rest)) = runs.split_first() else {
-        body(kb, x, y);
-        return;
-    };
-    kb_loop(kb, 0, first.len, 1, |kb, i| {
-        let xo = kb.b.ins().imul_imm_s(i, first.in_stride);
-        let yo = kb.b.ins().imul_imm_s(i, first.out_stride);
-        let (xp, yp) = (kb.b.ins().iadd(x, xo), kb.b.ins().iadd(y, yo));
-        kept_nest(kb, rest, xp, yp, body);
-    });
-}
-
 /// `f` of each lane (a call per lane for vectors).
 fn map_lanes(kb: &mut Kb, v: Value, f: Math1) -> Value {
     if kb.b.func.dfg.value_type(v) == types::F32 {
@@ -652,31 +673,43 @@ pub(crate) fn emit_arg_reduce(
     let outer = xs[..axis].iter().product::<usize>() as i64;
     let len = xs[axis] as i64;
     let inner = xs[axis + 1..].iter().product::<usize>() as i64;
-    let lanes = if ty == types::F32 && len <= i64::from(i32::MAX) { inner - inner % 4 } else { 0 };
+    let vector = ty == types::F32 && len <= i64::from(i32::MAX);
+    // Units over the outer rows and the columns (`inner` positions) of a row, cut at
+    // multiples of 4.
+    let rows = Nest { dims: vec![outer, inner], strides: vec![vec![len * inner * esize, esize], vec![inner * 8, 8]] };
+    let cut = rows.cut((GRAIN / len.max(1)).max(1), 4);
     let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
     let func = jit.kernel(cx.name, |kb| {
         if outer * inner == 0 || len == 0 {
             return;
         }
-        let x = kb.arg(x_arg);
-        let y = kb.arg(y_arg);
-        let b = &mut kb.b;
-        for_range(b, 0, outer, 1, |b, o| {
-            let xo = b.ins().imul_imm_s(o, len * inner * esize);
-            let yo = b.ins().imul_imm_s(o, inner * 8);
-            let (xo, yo) = (b.ins().iadd(x, xo), b.ins().iadd(y, yo));
-            for (start, end, step, vty) in [(0, lanes, 4, types::F32X4), (lanes, inner, 1, ty)] {
-                for_range(b, start, end, step, |b, i| {
-                    let xi = b.ins().imul_imm_s(i, esize);
-                    let xi = b.ins().iadd(xo, xi);
-                    let yi = b.ins().ishl_imm_u(i, 3);
-                    let yi = b.ins().iadd(yo, yi);
-                    arg_lanes(b, xi, yi, len, inner * esize, vty, max, select_last_index);
-                });
+        let bases = [kb.arg(x_arg), kb.arg(y_arg)];
+        let (lo, hi) = (kb.lo, kb.hi);
+        rows.for_units(kb, cut, lo, hi, &bases, &mut |kb, p, cols| {
+            let (xo, yo) = (p[0], p[1]);
+            let at = |kb: &mut Kb, i: Value, vty: Type| {
+                let b = &mut kb.b;
+                let xi = b.ins().imul_imm_s(i, esize);
+                let xi = b.ins().iadd(xo, xi);
+                let yi = b.ins().ishl_imm_u(i, 3);
+                let yi = b.ins().iadd(yo, yi);
+                arg_lanes(b, xi, yi, len, inner * esize, vty, max, select_last_index);
+            };
+            if vector {
+                let main = inner - inner % 4;
+                cols.run(
+                    kb,
+                    main,
+                    4,
+                    |kb, i| at(kb, i, types::F32X4),
+                    |kb| kb_loop(kb, main, inner, 1, |kb, i| at(kb, i, ty)),
+                );
+            } else {
+                cols.run(kb, inner, 1, |kb, i| at(kb, i, ty), |_| {});
             }
         });
     })?;
-    Ok(Emitted { func, aux: vec![] })
+    Ok(Emitted::parallel(func, vec![], if outer * inner == 0 || len == 0 { 1 } else { rows.units(cut) }))
 }
 
 /// Arg-extremum of the `len` values at `x + j·stride` per lane of `ty`, stored as i64 at `y`.

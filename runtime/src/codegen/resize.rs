@@ -6,6 +6,8 @@
 //! contiguous inner run, 4 lanes at a time. An output element is the separable sum
 //! `Σ_k1 w1·(Σ_k2 w2·(… x[off1 + off2 + …]))`; an axis whose every tap is a single sample of
 //! weight 1 (all of nearest mode) is a pure gather, so nearest resizing copies input bits.
+//!
+//! Work units take output coordinates of the first resized axis (in every outer block).
 
 use crate::reference::{resize_source_coord, resize_taps};
 use cnnc_ir::{CoordTransform, ResizeAttrs};
@@ -13,7 +15,9 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
-use super::builder::{for_range, mem};
+use super::builder::{for_range, mem, unit_span, units_of};
+use super::gemm::kit::for_dyn;
+use super::index_map::{GRAIN, StridedCopy};
 use super::{Aux, CompileError, EmitCx, Emitted, Jit};
 
 /// Taps of one middle axis: `k` samples per output coordinate.
@@ -38,13 +42,14 @@ pub(crate) fn emit_resize(jit: &mut Jit, cx: &EmitCx, a: &ResizeAttrs) -> Result
     let resized: Vec<bool> = (0..rank).map(|i| !(xs[i] == ys[i] && a.scales[i] == 1.0)).collect();
     let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
     if xs == ys || n_out == 0 || !resized.contains(&true) {
-        let n = n_out as i64;
+        let whole = StridedCopy::new(4, &[n_out], vec![4], vec![4]);
         let func = jit.kernel(cx.name, |kb| {
             let x = kb.arg(x_arg);
             let y = kb.arg(y_arg);
-            copy(&mut kb.b, x, y, n);
+            let (lo, hi) = (kb.lo, kb.hi);
+            whole.emit(kb, x, y, lo, hi);
         })?;
-        return Ok(Emitted { func, aux: vec![] });
+        return Ok(Emitted::parallel(func, vec![], whole.units()));
     }
     if let Some(axis) = (0..rank).find(|&i| resized[i] && xs[i] == 0) {
         return Err(cx.unsupported(format!("resizing the empty axis {axis} to {}", ys[axis])));
@@ -100,6 +105,10 @@ pub(crate) fn emit_resize(jit: &mut Jit, cx: &EmitCx, a: &ResizeAttrs) -> Result
     }
     let aux_base = cx.aux_arg(0);
     let shape = Shape { outer: outer as i64, inner: inner as i64, in_block: in_stride(first) * xs[first] as i64 };
+    // Units over the output coordinates of the first resized axis in every outer block.
+    let len0 = ys[first] as i64;
+    let rows = shape.outer * len0;
+    let per_unit = (GRAIN / (out_strides[0] / 4).max(1)).max(1);
     let func = jit.kernel(cx.name, |kb| {
         let x = kb.arg(x_arg);
         let y = kb.arg(y_arg);
@@ -112,17 +121,25 @@ pub(crate) fn emit_resize(jit: &mut Jit, cx: &EmitCx, a: &ResizeAttrs) -> Result
                 repeats: d.map(|d| kb.arg(aux_base + d)),
             })
             .collect();
+        let (lo, hi) = (kb.lo, kb.hi);
         let b = &mut kb.b;
-        let out_block = out_strides[0] * ys[first] as i64;
-        for_range(b, 0, shape.outer, 1, |b, p| {
+        let out_block = out_strides[0] * len0;
+        let (start, end) = unit_span(b, lo, hi, rows, per_unit);
+        for_dyn(b, start, end, 1, |b, t| {
+            let p = b.ins().udiv_imm_u(t, len0);
+            let pl = b.ins().imul_imm_s(p, len0);
+            let o = b.ins().isub(t, pl);
             let xo = b.ins().imul_imm_s(p, shape.in_block);
             let yo = b.ins().imul_imm_s(p, out_block);
             let (xp, yp) = (b.ins().iadd(x, xo), b.ins().iadd(y, yo));
+            // The first coordinate of a unit never copies its predecessor, which another
+            // unit computes; recomputing it gives the same bits.
+            let inside = b.ins().icmp(IntCC::SignedGreaterThan, t, start);
             let e = Emit { axes: &axes, tables: &tables, out_strides: &out_strides, inner: shape.inner, ext };
-            e.level(b, 0, xp, yp, &mut Vec::new(), None);
+            e.coord(b, 0, o, xp, yp, &mut Vec::new(), None, Some(inside));
         });
     })?;
-    Ok(Emitted { func, aux })
+    Ok(Emitted::parallel(func, aux, units_of(rows, per_unit)))
 }
 
 struct Shape {
@@ -169,57 +186,79 @@ impl Emit<'_> {
             self.inner_run(b, xp, yp, taps, out);
             return;
         }
+        for_range(b, 0, self.axes[j].len_out as i64, 1, |b, o| self.coord(b, j, o, xp, yp, taps, out, None));
+    }
+
+    /// Output coordinate `o` of middle axis `j` and everything below it. `may_repeat` (an `i8`
+    /// truth value), when given, restricts copying the previous coordinate's block.
+    #[allow(clippy::too_many_arguments)]
+    fn coord(
+        &self,
+        b: &mut FunctionBuilder,
+        j: usize,
+        o: Value,
+        xp: Value,
+        yp: Value,
+        taps: &mut Vec<Loaded>,
+        out: Option<Value>,
+        may_repeat: Option<Value>,
+    ) {
         let t = &self.axes[j];
         let tb = &self.tables[j];
-        for_range(b, 0, t.len_out as i64, 1, |b, o| {
-            let k = t.k as i64;
-            let oo = b.ins().imul_imm_s(o, k * 8);
-            let at = b.ins().iadd(tb.offsets, oo);
-            let offsets = (0..k).map(|i| b.ins().load(types::I64, mem(), at, (i * 8) as i32)).collect();
-            let weights = match tb.weights {
-                Some(w) => {
-                    let oo = b.ins().imul_imm_s(o, k * 4);
-                    let at = b.ins().iadd(w, oo);
-                    (0..k).map(|i| b.ins().load(types::F32, mem(), at, (i * 4) as i32)).collect()
-                }
-                None => Vec::new(),
-            };
-            let out = match tb.outside {
-                Some(f) => {
-                    let oo = b.ins().ishl_imm_u(o, 3);
-                    let at = b.ins().iadd(f, oo);
-                    let flag = b.ins().load(types::I64, mem(), at, 0);
-                    Some(match out {
-                        Some(prev) => b.ins().bor(prev, flag),
-                        None => flag,
-                    })
-                }
-                None => out,
-            };
-            let yo = b.ins().imul_imm_s(o, self.out_strides[j]);
-            let yj = b.ins().iadd(yp, yo);
-            taps.push(Loaded { offsets, weights });
-            match tb.repeats {
-                Some(d) => {
-                    // A block that samples the same input as the previous one is a copy of it.
-                    let oo = b.ins().ishl_imm_u(o, 3);
-                    let at = b.ins().iadd(d, oo);
-                    let flag = b.ins().load(types::I64, mem(), at, 0);
-                    let (dup, fresh, join) = (b.create_block(), b.create_block(), b.create_block());
-                    b.ins().brif(flag, dup, &[], fresh, &[]);
-                    b.switch_to_block(dup);
-                    let prev = b.ins().iadd_imm_s(yj, -self.out_strides[j]);
-                    copy(b, prev, yj, self.out_strides[j] / 4);
-                    b.ins().jump(join, &[]);
-                    b.switch_to_block(fresh);
-                    self.level(b, j + 1, xp, yj, taps, out);
-                    b.ins().jump(join, &[]);
-                    b.switch_to_block(join);
-                }
-                None => self.level(b, j + 1, xp, yj, taps, out),
+        let k = t.k as i64;
+        let oo = b.ins().imul_imm_s(o, k * 8);
+        let at = b.ins().iadd(tb.offsets, oo);
+        let offsets = (0..k).map(|i| b.ins().load(types::I64, mem(), at, (i * 8) as i32)).collect();
+        let weights = match tb.weights {
+            Some(w) => {
+                let oo = b.ins().imul_imm_s(o, k * 4);
+                let at = b.ins().iadd(w, oo);
+                (0..k).map(|i| b.ins().load(types::F32, mem(), at, (i * 4) as i32)).collect()
             }
-            taps.pop();
-        });
+            None => Vec::new(),
+        };
+        let out = match tb.outside {
+            Some(f) => {
+                let oo = b.ins().ishl_imm_u(o, 3);
+                let at = b.ins().iadd(f, oo);
+                let flag = b.ins().load(types::I64, mem(), at, 0);
+                Some(match out {
+                    Some(prev) => b.ins().bor(prev, flag),
+                    None => flag,
+                })
+            }
+            None => out,
+        };
+        let yo = b.ins().imul_imm_s(o, self.out_strides[j]);
+        let yj = b.ins().iadd(yp, yo);
+        taps.push(Loaded { offsets, weights });
+        match tb.repeats {
+            Some(d) => {
+                // A block that samples the same input as the previous one is a copy of it.
+                let oo = b.ins().ishl_imm_u(o, 3);
+                let at = b.ins().iadd(d, oo);
+                let flag = b.ins().load(types::I64, mem(), at, 0);
+                let flag = match may_repeat {
+                    Some(m) => {
+                        let m = b.ins().uextend(types::I64, m);
+                        b.ins().band(flag, m)
+                    }
+                    None => flag,
+                };
+                let (dup, fresh, join) = (b.create_block(), b.create_block(), b.create_block());
+                b.ins().brif(flag, dup, &[], fresh, &[]);
+                b.switch_to_block(dup);
+                let prev = b.ins().iadd_imm_s(yj, -self.out_strides[j]);
+                copy(b, prev, yj, self.out_strides[j] / 4);
+                b.ins().jump(join, &[]);
+                b.switch_to_block(fresh);
+                self.level(b, j + 1, xp, yj, taps, out);
+                b.ins().jump(join, &[]);
+                b.switch_to_block(join);
+            }
+            None => self.level(b, j + 1, xp, yj, taps, out),
+        }
+        taps.pop();
     }
 
     /// The contiguous run of `inner` outputs at `yp`, 4 lanes at a time then one at a time.

@@ -1,4 +1,5 @@
-//! Element-wise functions of one f32 input (`UnaryOp`): a 4-lane main loop and a scalar tail.
+//! Element-wise functions of one f32 input (`UnaryOp`): a main loop of four 4-lane vectors per
+//! step, then single vectors, then a scalar tail.
 //!
 //! `exp`, `sigmoid` and `tanh` are inline too (Cephes-style `expf`: Cody–Waite range reduction
 //! by ln 2, a degree-5 polynomial, and the power of two assembled in two halves so that results
@@ -10,45 +11,68 @@ use cnnc_ir::{DType, UnaryOp};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 
-use super::builder::{for_range, mem};
-use super::index_map::kb_loop;
+use super::builder::mem;
+use super::index_map::{GRAIN, Nest, kb_loop, offset};
 use super::math::Math1;
 use super::{CompileError, EmitCx, Emitted, Jit, Kb};
 
-/// `y = f(x)` element-wise.
+/// Vectors per step of the main loop.
+const UNROLL: i64 = 4;
+
+/// `y = f(x)` element-wise. Work units are ranges of [`GRAIN`] elements or more, cut at
+/// multiples of the main loop's step so that only the last unit runs the tail, as one call
+/// would.
 pub(crate) fn emit_unary(jit: &mut Jit, cx: &EmitCx, op: UnaryOp) -> Result<Emitted, CompileError> {
     if cx.inputs[0].dtype != DType::F32 {
         return Err(cx.unsupported(format!("{} on {}", op.name(), cx.inputs[0].dtype)));
     }
-    let n = cx.outputs[0].numel() as i64;
+    let n = cx.outputs[0].numel();
+    let nest = Nest::new(&[n], vec![vec![4]; 2]);
+    let cut = nest.cut(GRAIN, 4 * UNROLL);
     let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
     let func = jit.kernel(cx.name, |kb| {
-        let x = kb.arg(x_arg);
-        let y = kb.arg(y_arg);
-        // Inline ops run 4 lanes at a time up to `main`; the rest (and every op that calls a
-        // math routine) runs one element at a time.
-        let main = if vectorizable(op) { n - n % 4 } else { 0 };
-        if main > 0 {
-            for_range(&mut kb.b, 0, main, 4, |b, i| {
-                let off = b.ins().ishl_imm_u(i, 2);
-                let px = b.ins().iadd(x, off);
-                let v = b.ins().load(types::F32X4, mem(), px, 0);
-                let mut kb_vec = VecCx { b };
-                let r = kb_vec.apply(op, v);
-                let py = b.ins().iadd(y, off);
-                b.ins().store(mem(), r, py, 0);
-            });
-        }
-        kb_loop(kb, main, n, 1, |kb, i| {
-            let off = kb.b.ins().ishl_imm_u(i, 2);
-            let px = kb.b.ins().iadd(x, off);
+        let bases = [kb.arg(x_arg), kb.arg(y_arg)];
+        let (lo, hi) = (kb.lo, kb.hi);
+        let (n, s) = nest.inner();
+        let scalar_at = |kb: &mut Kb, p: &[Value], i: Value| {
+            let px = offset(kb, p[0], i, s[0]);
             let v = kb.b.ins().load(types::F32, mem(), px, 0);
             let r = scalar(kb, op, v);
-            let py = kb.b.ins().iadd(y, off);
+            let py = offset(kb, p[1], i, s[1]);
             kb.b.ins().store(mem(), r, py, 0);
+        };
+        nest.for_units(kb, cut, lo, hi, &bases, &mut |kb, p, cols| {
+            if !vectorizable(op) {
+                // Every element calls a math routine, one at a time.
+                cols.run(kb, n, 1, |kb, i| scalar_at(kb, p, i), |_| {});
+                return;
+            }
+            // `UNROLL` vectors of 4 lanes per step up to `main`, then single vectors up to
+            // `main4`, then one element at a time.
+            let main = n - n % (4 * UNROLL);
+            let main4 = n - n % 4;
+            let vectors = |kb: &mut Kb, i: Value, count: i32| {
+                let px = offset(kb, p[0], i, s[0]);
+                let py = offset(kb, p[1], i, s[1]);
+                let vs: Vec<Value> = (0..count).map(|k| kb.b.ins().load(types::F32X4, mem(), px, 16 * k)).collect();
+                for (k, v) in vs.into_iter().enumerate() {
+                    let r = VecCx { b: &mut kb.b }.apply(op, v);
+                    kb.b.ins().store(mem(), r, py, 16 * k as i32);
+                }
+            };
+            cols.run(
+                kb,
+                main,
+                4 * UNROLL,
+                |kb, i| vectors(kb, i, UNROLL as i32),
+                |kb| {
+                    kb_loop(kb, main, main4, 4, |kb, i| vectors(kb, i, 1));
+                    kb_loop(kb, main4, n, 1, |kb, i| scalar_at(kb, p, i));
+                },
+            );
         });
     })?;
-    Ok(Emitted { func, aux: vec![] })
+    Ok(Emitted::parallel(func, vec![], nest.units(cut)))
 }
 
 /// `op` on the 4 lanes of `v`, inline (as the main loop of [`emit_unary`] computes it); `None`

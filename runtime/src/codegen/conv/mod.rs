@@ -10,13 +10,18 @@
 //! - [`direct`]: every conv; vectorized over output channels. Weights are packed at load
 //!   (`[group][tile of 8 channels][c][taps][8]`) so one f32x4 load gives 4 output channels; each
 //!   input pixel is `splat(load)`ed and feeds 2 such vectors. A register tile is 8 output
-//!   channels × 4 output pixels (8 accumulators). Many input channels are reduced in
-//!   L1-sized blocks, partial sums kept in the output (filled with the bias first). 1×1
-//!   stride-1 unpadded convs are the same code over the flattened plane, i.e. a GEMM with
-//!   `M` = channels, `N` = pixels.
+//!   channels × 4 output pixels (6 for 1×1 kernels). Many input channels are reduced in
+//!   cache-sized blocks, partial sums kept in the output (the first block starts from the
+//!   bias). 1×1 stride-1 unpadded convs are the same code over the flattened plane, i.e. a
+//!   GEMM with `M` = channels, `N` = pixels.
 //! - [`depthwise`]: one input channel per group and fewer than 4 output channels per group;
 //!   vectorized over 4 adjacent output pixels with the tap weight splatted.
-//! - [`transpose`]: ConvTranspose in gather form, vectorized over output channels.
+//! - [`transpose`]: ConvTranspose. Kernel = stride without padding (upsampling) goes to
+//!   [`transpose_upsample`] (a GEMM on the microkernel into scratch, then a bias + interleaving
+//!   store; or, for few output channels × taps, a Cranelift register tile over L1-staged input
+//!   rows); other geometries with the microkernel to [`transpose_cols`] (GEMM per block of
+//!   output rows, then taps summed in a fixed order); the rest to a gather-form Cranelift
+//!   kernel vectorized over output channels.
 //!
 //! Padding never costs a branch in the inner loops: rows (and depth) loop over the valid taps
 //! of each output row, read from a table built at load; columns are split at compile time into
@@ -32,13 +37,17 @@ mod packed;
 #[cfg(test)]
 mod packed_tests;
 mod transpose;
+mod transpose_cols;
+#[cfg(test)]
+mod transpose_tests;
+mod transpose_upsample;
 
 use cnnc_ir::{ConvAttrs, ConvTransposeAttrs, DType, Tensor};
 use cranelift_codegen::ir::Value;
 use cranelift_frontend::FunctionBuilder;
 
 use super::builder::for_range;
-use super::gemm::kit::{self, for_dyn, gather, load_i64, load_v, shuffle32};
+use super::gemm::kit::{self, for_dyn, gather, load_i64, shuffle32};
 use super::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit};
 use crate::microkernel::{self, Microkernels};
 
@@ -88,7 +97,7 @@ pub(crate) fn emit_conv_with(
 
 pub(crate) fn emit_conv_transpose(jit: &mut Jit, cx: &EmitCx, a: &ConvTransposeAttrs) -> Result<Emitted, CompileError> {
     let geo = Geo::conv_transpose(cx, a)?;
-    transpose::emit(jit, cx, &geo)
+    transpose::emit(jit, cx, &geo, microkernel::select(microkernel::Choice::from_env()))
 }
 
 /// Shapes of a (transposed) convolution embedded in three spatial axes (depth, rows,
@@ -287,7 +296,7 @@ impl WLayout {
     /// Output channels `v·4 ..` of the tile (`lanes` of them valid) at `ptr + off`.
     pub fn load(&self, b: &mut FunctionBuilder, ptr: Value, off: i64, v: usize, lanes: usize) -> Value {
         match self.lane {
-            None => load_v(b, ptr, off + v as i64 * 16),
+            None => kit::load_v_ro(b, ptr, off + v as i64 * 16),
             Some(s) => gather(b, ptr, off + v as i64 * 4 * s, s, lanes),
         }
     }

@@ -12,12 +12,13 @@
 //! handled here (see [`supports`]).
 
 use cnnc_ir::UnaryOp;
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, Signature, Value, types};
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::FunctionBuilder;
 
 use super::super::builder::for_range;
-use super::super::gemm::kit;
+use super::super::gemm::kit::{self, for_dyn};
 use super::{AuxList, Geo, const_f32};
 use crate::codegen::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit};
 use crate::microkernel::{self, ACCUMULATE, BIAS, CLAMP, MR, Microkernels, NR, RESIDUAL};
@@ -28,6 +29,10 @@ const KC: usize = 256;
 const NC: usize = 256;
 /// Smallest reduction length worth the packing.
 const MIN_K: usize = 16;
+/// Layers with fewer (batch, group, pixel block) units than this also split their channel tiles.
+const MIN_UNITS: usize = 8;
+/// Fewest channel tiles in a chunk, so that re-packing B per chunk stays cheap.
+const MIN_CHUNK_TILES: usize = 8;
 
 /// Whether the packed path handles this conv: 1-D or 2-D, constant weights, a reduction of at
 /// least [`MIN_K`], and an epilogue the microkernel applies (residual, Relu, Clip).
@@ -90,7 +95,7 @@ pub(super) fn emit(
     let scratch_arg = aux.push(Aux::Scratch(kc * nc * 4));
     let bias_arg = (ep.op_inputs(cx) > 2).then(|| cx.in_arg(2));
     let res_arg = ep.residual;
-    let (lo, hi) = match ep.act {
+    let (act_lo, act_hi) = match ep.act {
         Some(UnaryOp::Relu) => (0.0, f32::INFINITY),
         Some(UnaryOp::Clip { min, max }) => (min, max),
         _ => (f32::NEG_INFINITY, f32::INFINITY),
@@ -100,6 +105,24 @@ pub(super) fn emit(
     let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
     let in_len = geo.in_len() as i64;
     let out_bytes = n_len as i64 * 4;
+    // Work units: (batch, group, pixel block, chunk of channel tiles), in that order. Pixel
+    // blocks are balanced (equal up to one strip); layers with few pixel blocks also split their
+    // channel tiles so that there are enough units to share, at the price of packing each B
+    // block once per chunk. Neither changes any output element's sum (that is fixed by `kc`).
+    if n_len == 0 || geo.batch == 0 {
+        // Nothing to compute (an empty output).
+        let func = jit.kernel(cx.name, |_| {})?;
+        return Ok(Emitted::serial(func, aux.bufs));
+    }
+    let n_blocks = n_len.div_ceil(nc);
+    let nc = n_len.div_ceil(n_blocks).next_multiple_of(NR).min(nc);
+    let n_blocks = n_len.div_ceil(nc);
+    let outer = geo.batch * geo.group * n_blocks;
+    let chunks =
+        if outer >= MIN_UNITS { 1 } else { MIN_UNITS.div_ceil(outer).min(tiles.div_ceil(MIN_CHUNK_TILES)).max(1) };
+    let chunk_tiles = tiles.div_ceil(chunks);
+    let chunks = tiles.div_ceil(chunk_tiles);
+    let units = (outer * chunks) as u64;
     let func = jit.kernel(cx.name, |kb| {
         let x = kb.arg(x_arg);
         let y = kb.arg(y_arg);
@@ -108,6 +131,7 @@ pub(super) fn emit(
         let scratch = kb.arg(scratch_arg);
         let bias = bias_arg.map(|i| kb.arg(i));
         let res = res_arg.map(|i| kb.arg(i));
+        let (lo, hi) = (kb.lo, kb.hi);
         let b = &mut kb.b;
         let ptr = types::I64;
         let mut gemm_sig = Signature::new(CallConv::SystemV);
@@ -120,52 +144,91 @@ pub(super) fn emit(
         }
         let gemm_sig = b.import_signature(gemm_sig);
         let pack_sig = b.import_signature(pack_sig);
-        let cs = Calls { gemm_sig, pack_sig, gemm: mk.sgemm_6x16 as i64, pack: mk.pack_b_im2col as i64, lo, hi };
-        for_range(b, 0, geo.batch as i64, 1, |b, n| {
+        let cs = Calls {
+            gemm_sig,
+            pack_sig,
+            gemm: mk.sgemm_6x16 as i64,
+            pack: mk.pack_b_im2col as i64,
+            lo: act_lo,
+            hi: act_hi,
+        };
+        for_dyn(b, lo, hi, 1, |b, u| {
+            // u = ((n · group + g) · n_blocks + blk) · chunks + chunk
+            let chunk = b.ins().urem_imm_u(u, chunks as i64);
+            let rest = b.ins().udiv_imm_u(u, chunks as i64);
+            let blk = b.ins().urem_imm_u(rest, n_blocks as i64);
+            let rest = b.ins().udiv_imm_u(rest, n_blocks as i64);
+            let g = b.ins().urem_imm_u(rest, geo.group as i64);
+            let n = b.ins().udiv_imm_u(rest, geo.group as i64);
             let x_n = kit::offset(b, x, n, geo.c() as i64 * in_len * 4, 0);
             let y_n = kit::offset(b, y, n, geo.m() as i64 * out_bytes, 0);
             let r_n = res.map(|r| kit::offset(b, r, n, geo.m() as i64 * out_bytes, 0));
-            for_range(b, 0, geo.group as i64, 1, |b, g| {
-                let grp = Group {
-                    x: kit::offset(b, x_n, g, geo.cg as i64 * in_len * 4, 0),
-                    y: kit::offset(b, y_n, g, mg as i64 * out_bytes, 0),
-                    res: r_n.map(|r| kit::offset(b, r, g, mg as i64 * out_bytes, 0)),
-                    a: kit::offset(b, a, g, (tiles * k_len * MR * 4) as i64, 0),
-                    bias: bias.map(|p| kit::offset(b, p, g, mg as i64 * 4, 0)),
-                    geo_t,
-                    scratch,
-                    k_len,
-                    n_len,
-                    mg,
-                };
-                // One pixel block: every K block, first and last peeled for their flags.
-                let block = |b: &mut FunctionBuilder, n0: Value, cols: usize| {
-                    let single = if n_kb == 1 { first_flags | last_flags } else { first_flags };
-                    let k0 = b.ins().iconst(ptr, 0);
-                    grp.k_block(b, &cs, n0, cols, k0, if n_kb == 1 { kc_last } else { kc }, single);
-                    if n_kb > 2 {
-                        for_range(b, 1, n_kb as i64 - 1, 1, |b, i| {
-                            let k0 = b.ins().imul_imm_s(i, kc as i64);
-                            grp.k_block(b, &cs, n0, cols, k0, kc, ACCUMULATE);
-                        });
-                    }
-                    if n_kb > 1 {
-                        let k0 = b.ins().iconst(ptr, ((n_kb - 1) * kc) as i64);
-                        grp.k_block(b, &cs, n0, cols, k0, kc_last, ACCUMULATE | last_flags);
-                    }
-                };
-                for_range(b, 0, (n_len / nc) as i64, 1, |b, i| {
-                    let n0 = b.ins().imul_imm_s(i, nc as i64);
-                    block(b, n0, nc);
-                });
-                if !n_len.is_multiple_of(nc) {
-                    let n0 = b.ins().iconst(ptr, (n_len - n_len % nc) as i64);
-                    block(b, n0, n_len % nc);
+            let t0 = b.ins().imul_imm_s(chunk, chunk_tiles as i64);
+            let t_end = b.ins().iadd_imm_s(t0, chunk_tiles as i64);
+            let full = b.ins().iconst(ptr, (mg / MR) as i64);
+            let t1 = b.ins().smin(t_end, full);
+            // The partial tile (if any) belongs to the last chunk.
+            let last_chunk = b.ins().icmp_imm_s(IntCC::Equal, chunk, chunks as i64 - 1);
+            let grp = Group {
+                x: kit::offset(b, x_n, g, geo.cg as i64 * in_len * 4, 0),
+                y: kit::offset(b, y_n, g, mg as i64 * out_bytes, 0),
+                res: r_n.map(|r| kit::offset(b, r, g, mg as i64 * out_bytes, 0)),
+                a: kit::offset(b, a, g, (tiles * k_len * MR * 4) as i64, 0),
+                bias: bias.map(|p| kit::offset(b, p, g, mg as i64 * 4, 0)),
+                geo_t,
+                scratch,
+                k_len,
+                n_len,
+                mg,
+                t0,
+                t1,
+                last_chunk,
+            };
+            // One pixel block: every K block, first and last peeled for their flags.
+            let block = |b: &mut FunctionBuilder, n0: Value, cols: usize| {
+                let single = if n_kb == 1 { first_flags | last_flags } else { first_flags };
+                let k0 = b.ins().iconst(ptr, 0);
+                grp.k_block(b, &cs, n0, cols, k0, if n_kb == 1 { kc_last } else { kc }, single);
+                if n_kb > 2 {
+                    for_range(b, 1, n_kb as i64 - 1, 1, |b, i| {
+                        let k0 = b.ins().imul_imm_s(i, kc as i64);
+                        grp.k_block(b, &cs, n0, cols, k0, kc, ACCUMULATE);
+                    });
                 }
-            });
+                if n_kb > 1 {
+                    let k0 = b.ins().iconst(ptr, ((n_kb - 1) * kc) as i64);
+                    grp.k_block(b, &cs, n0, cols, k0, kc_last, ACCUMULATE | last_flags);
+                }
+            };
+            let n0 = b.ins().imul_imm_s(blk, nc as i64);
+            let tail = n_len - (n_blocks - 1) * nc;
+            if tail == nc {
+                block(b, n0, nc);
+            } else {
+                let is_tail = b.ins().icmp_imm_s(IntCC::Equal, blk, n_blocks as i64 - 1);
+                if_else(b, is_tail, |b| block(b, n0, tail), |b| block(b, n0, nc));
+            }
         });
     })?;
-    Ok(Emitted { func, aux: aux.bufs })
+    Ok(Emitted::parallel(func, aux.bufs, units))
+}
+
+/// Emits `if cond { then() } else { other() }`.
+fn if_else(
+    b: &mut FunctionBuilder,
+    cond: Value,
+    then: impl FnOnce(&mut FunctionBuilder),
+    other: impl FnOnce(&mut FunctionBuilder),
+) {
+    let (t, e, join) = (b.create_block(), b.create_block(), b.create_block());
+    b.ins().brif(cond, t, &[], e, &[]);
+    b.switch_to_block(t);
+    then(b);
+    b.ins().jump(join, &[]);
+    b.switch_to_block(e);
+    other(b);
+    b.ins().jump(join, &[]);
+    b.switch_to_block(join);
 }
 
 /// The microkernels as call targets.
@@ -190,6 +253,11 @@ struct Group {
     k_len: usize,
     n_len: usize,
     mg: usize,
+    /// Full channel tiles `t0..t1` of this unit's chunk (run-time values).
+    t0: Value,
+    t1: Value,
+    /// Whether this unit's chunk is the last one, which also runs the partial tile.
+    last_chunk: Value,
 }
 
 impl Group {
@@ -222,10 +290,15 @@ impl Group {
                 let callee = b.ins().iconst(ptr, cs.gemm);
                 b.ins().call_indirect(cs.gemm_sig, callee, &[kc_v, a_t, bp, c, ldc, f, bias, r, lo, hi]);
             };
-            for_range(b, 0, (self.mg / MR) as i64, 1, |b, t| tile(b, t, MR));
+            for_dyn(b, self.t0, self.t1, 1, |b, t| tile(b, t, MR));
             if !self.mg.is_multiple_of(MR) {
+                let (then, join) = (b.create_block(), b.create_block());
+                b.ins().brif(self.last_chunk, then, &[], join, &[]);
+                b.switch_to_block(then);
                 let t = b.ins().iconst(ptr, (self.mg / MR) as i64);
                 tile(b, t, self.mg % MR);
+                b.ins().jump(join, &[]);
+                b.switch_to_block(join);
             }
         };
         for_range(b, 0, (cols / NR) as i64, 1, |b, s| strip(b, s, NR));

@@ -28,6 +28,7 @@ pub(super) struct Bench {
     kernel: crate::codegen::KernelFn,
     tensors: Vec<Tensor>,
     aux: Vec<Aux>,
+    units: u64,
     scratch: Vec<u64>,
     pub y: Vec<f32>,
 }
@@ -73,12 +74,24 @@ impl Bench {
             kernel: kernels[0],
             tensors,
             aux: emitted.aux,
+            units: emitted.units,
             scratch: vec![0; bytes.div_ceil(8)],
             y: vec![f32::NAN; out.numel()],
         }
     }
 
+    /// Runs every work unit in one call.
     pub(super) fn run(&mut self) {
+        self.run_units(&[(0, self.units)]);
+    }
+
+    /// Runs each work unit in its own call, last unit first (as threads may).
+    fn run_units_reversed(&mut self) {
+        let calls: Vec<(u64, u64)> = (0..self.units).rev().map(|u| (u, u + 1)).collect();
+        self.run_units(&calls);
+    }
+
+    fn run_units(&mut self, calls: &[(u64, u64)]) {
         let scratch = self.scratch.as_mut_ptr().cast();
         let mut table: Vec<*mut u8> =
             self.tensors.iter().map(|t| t.as_f32().expect("f32").as_ptr() as *mut u8).collect();
@@ -86,7 +99,9 @@ impl Bench {
         table.extend(self.aux.iter().map(|a| a.ptr().unwrap_or(scratch)));
         // SAFETY: one buffer per kernel argument, each of the size the kernel was compiled
         // for (scratch sized to its request); the code is alive; only `y` and scratch are written.
-        unsafe { (self.kernel)(table.as_ptr()) };
+        for &(lo, hi) in calls {
+            unsafe { (self.kernel)(table.as_ptr(), lo as i64, hi as i64) };
+        }
     }
 }
 
@@ -104,17 +119,33 @@ fn packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv() {
     let Some(mk) = select(Choice::Auto) else { return };
     let a = ConvAttrs { kernel: vec![3, 3], strides: vec![1, 1], dilations: vec![1, 1], pads: vec![1; 4], group: 1 };
     let acts = [None, Some(UnaryOp::Relu), Some(UnaryOp::Clip { min: -0.5, max: 0.25 })];
-    // 33 channels: K = 297 is two K blocks (bias in the first, epilogue in the last).
-    for (x, m) in [([1, 33, 9, 20], 13), ([2, 5, 7, 6], 7)] {
+    // 33 channels: K = 297 is two K blocks (bias in the first, epilogue in the last). 810
+    // pixels are 4 pixel blocks (the last shorter); 61 and 100 output channels split their
+    // channel tiles into chunks (with the partial tile in the last chunk) for work units.
+    for (x, m) in [([1, 33, 9, 20], 13), ([2, 5, 7, 6], 7), ([1, 8, 30, 27], 61), ([1, 20, 7, 7], 100)] {
         for act in acts {
             for residual in [false, true] {
                 let mut packed = Bench::new(&x, m, &a, act, residual, Some(mk));
                 let mut direct = Bench::new(&x, m, &a, act, residual, None);
                 assert!(packed.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "took the packed path");
+                if m > 60 {
+                    assert!(packed.units > 1, "{x:?}→{m}: split into work units");
+                }
                 packed.run();
                 direct.run();
                 let rel = rel_l2(&packed.y, &direct.y);
                 assert!(rel <= 1e-6, "{x:?}→{m} {act:?} residual {residual}: rel-L2 {rel:.3e}");
+                // Unit by unit, in reverse: the same bits (units are independent and complete).
+                for bench in [&mut packed, &mut direct] {
+                    let blank = vec![f32::NAN; bench.y.len()];
+                    let whole = std::mem::replace(&mut bench.y, blank);
+                    bench.run_units_reversed();
+                    assert!(
+                        whole.iter().zip(&bench.y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{x:?}→{m} {act:?} residual {residual}: unit-by-unit run differs ({} units)",
+                        bench.units
+                    );
+                }
             }
         }
     }

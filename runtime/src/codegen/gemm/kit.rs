@@ -3,7 +3,7 @@
 
 use cnnc_ir::UnaryOp;
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value, types};
+use cranelift_codegen::ir::{BlockArg, ConstantData, Endianness, InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 use crate::codegen::builder::mem;
@@ -16,6 +16,26 @@ fn split(b: &mut FunctionBuilder, ptr: Value, off: i64) -> (Value, i32) {
         Ok(o) => (ptr, o),
         Err(_) => (b.ins().iadd_imm_s(ptr, off), 0),
     }
+}
+
+/// Flags for loads of memory that nothing writes while the kernel runs (its inputs, weights
+/// and load-time tables): the optimizer may merge such loads, hoist them out of loops and
+/// place each next to its first use, which keeps register pressure low in unrolled bodies.
+pub(crate) fn mem_ro() -> MemFlagsData {
+    mem().with_readonly().with_can_move()
+}
+
+/// [`load_v`] of read-only memory (see [`mem_ro`]).
+pub(crate) fn load_v_ro(b: &mut FunctionBuilder, ptr: Value, off: i64) -> Value {
+    let (p, o) = split(b, ptr, off);
+    b.ins().load(types::F32X4, mem_ro(), p, o)
+}
+
+/// [`splat_load`] of read-only memory (see [`mem_ro`]).
+pub(crate) fn splat_load_ro(b: &mut FunctionBuilder, ptr: Value, off: i64) -> Value {
+    let (p, o) = split(b, ptr, off);
+    let s = b.ins().load(types::F32, mem_ro(), p, o);
+    b.ins().splat(types::F32X4, s)
 }
 
 /// Loads one f32 at `ptr + off` bytes.
@@ -139,6 +159,71 @@ pub(crate) fn for_dyn(
     b.switch_to_block(exit);
 }
 
+/// `for iv in (start..end).step_by(step)` with compile-time bounds, carrying `init` through
+/// the iterations as explicit block parameters, in order; returns the values after the last
+/// iteration (`init` for an empty range). A range of one iteration is emitted inline.
+///
+/// Cranelift's optimizer places the pure operations of a loop body when the back edge needs
+/// them, carried value by carried value in this order, so the order of `init` decides the
+/// schedule: values shared by several carried values (e.g. one weight vector feeding a row of
+/// accumulators) stay live from the first to the last that uses them. The loop tests at the
+/// top so that each carried value is used once, by the back edge: a value used twice (by the
+/// back edge and the exit) keeps the loads it depends on from folding into their users.
+pub(crate) fn for_carry(
+    b: &mut FunctionBuilder,
+    start: i64,
+    end: i64,
+    step: i64,
+    init: Vec<Value>,
+    body: impl FnMut(&mut FunctionBuilder, Value, Vec<Value>) -> Vec<Value>,
+) -> Vec<Value> {
+    assert!(step > 0, "loop step must be positive");
+    if start >= end {
+        return init;
+    }
+    let first = b.ins().iconst(types::I64, start);
+    if end - start <= step {
+        let mut body = body;
+        return body(b, first, init);
+    }
+    let last = b.ins().iconst(types::I64, end);
+    for_carry_dyn(b, first, last, step, init, body)
+}
+
+/// [`for_carry`] with run-time bounds (tested at the top; an empty range returns `init`).
+pub(crate) fn for_carry_dyn(
+    b: &mut FunctionBuilder,
+    start: Value,
+    end: Value,
+    step: i64,
+    init: Vec<Value>,
+    mut body: impl FnMut(&mut FunctionBuilder, Value, Vec<Value>) -> Vec<Value>,
+) -> Vec<Value> {
+    let header = b.create_block();
+    let body_blk = b.create_block();
+    let exit = b.create_block();
+    b.append_block_param(header, types::I64);
+    for &v in &init {
+        let ty = b.func.dfg.value_type(v);
+        b.append_block_param(header, ty);
+        b.append_block_param(exit, ty);
+    }
+    let args: Vec<BlockArg> = std::iter::once(start).chain(init).map(BlockArg::from).collect();
+    b.ins().jump(header, &args);
+    b.switch_to_block(header);
+    let params = b.block_params(header).to_vec();
+    let more = b.ins().icmp(IntCC::SignedLessThan, params[0], end);
+    let out: Vec<BlockArg> = params[1..].iter().copied().map(BlockArg::from).collect();
+    b.ins().brif(more, body_blk, &[], exit, &out);
+    b.switch_to_block(body_blk);
+    let next = body(b, params[0], params[1..].to_vec());
+    let iv = b.ins().iadd_imm_s(params[0], step);
+    let again: Vec<BlockArg> = std::iter::once(iv).chain(next).map(BlockArg::from).collect();
+    b.ins().jump(header, &again);
+    b.switch_to_block(exit);
+    b.block_params(exit).to_vec()
+}
+
 /// A tile of f32x4 accumulators living in Cranelift variables (loop-carried across the
 /// reduction loops), indexed `[row][vector]`.
 pub(crate) struct Acc {
@@ -199,10 +284,6 @@ impl Epi {
             kb.b.ins().isub(r, y)
         });
         Epi { delta, act: ep.act }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.delta.is_none() && self.act.is_none()
     }
 
     /// `act(v + residual)` for the vector `v` about to be stored like

@@ -3,18 +3,24 @@
 //! Both lower to one matrix-product emitter, [`emit_product`]: `Y = alpha·A·B (+ C)` with `A`
 //! read in place through baked strides (so transposes are free), `B` either packed at load
 //! into column panels (constant weights) or read in place, and the result vectorized over
-//! the columns of `Y` with f32x4 accumulators. `M = 1` (batch-1 fully connected layers) gets a
-//! GEMV tiling: one row, up to 8 vectors (32 columns) per panel, so every `B` load is used
-//! once and folds into its FMA.
+//! the columns of `Y` with f32x4 accumulators: a register tile of 6 rows × 2 vectors, the `K`
+//! loop carrying the 12 accumulators with two steps per body and read-only loads, so that
+//! the live vectors fit the registers (the scheme of the direct conv, see `conv::direct`).
+//! `M = 1` (batch-1 fully connected layers) gets a GEMV tiling: one row, up to 8 vectors (32
+//! columns) per panel, so every `B` load is used once.
+//!
+//! Work units: blocks of register-tile rows × blocks of column panels (per batch item of a
+//! MatMul); each output tile is reduced over the whole `K` in one unit.
 
 pub(super) mod kit;
 
 use cnnc_ir::{DType, Tensor};
-use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{InstBuilder, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
-use self::kit::{Acc, Epi, gather, load_i64, load_v, scatter, splat_const, splat_load};
-use super::builder::for_range;
+use self::kit::{Epi, for_carry, for_dyn, gather, load_i64, scatter, splat_const};
+use super::builder::{unit_span, units_of};
 use super::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit};
 
 /// `Y = alpha·op(A)·op(B) + beta·C`, `C` broadcast unidirectionally to `[M, N]`.
@@ -75,6 +81,7 @@ pub(crate) fn emit_gemm_fused(
         (Some(ct), None) => CSrc::Strided { arg: cx.in_arg(2), s: c_strides(&ct.shape), beta },
     };
     let p = Product { m, n, k, a, b: b_src, c: c_src, alpha, tiling };
+    let cut = Cut::new(&p);
     let (a_arg, b_arg, y_arg) = (cx.in_arg(0), cx.in_arg(1), cx.out_arg(0));
     let func = jit.kernel(cx.name, |kb| {
         let a_ptr = kb.arg(a_arg);
@@ -88,9 +95,14 @@ pub(crate) fn emit_gemm_fused(
         };
         let y_ptr = kb.arg(y_arg);
         let epi = Epi::new(kb, ep, y_ptr);
-        emit_product(&mut kb.b, &p, Bases { a: a_ptr, b: b_ptr, c: c_ptr, y: y_ptr, epi });
+        let (lo, hi) = (kb.lo, kb.hi);
+        let b = &mut kb.b;
+        let (u0, u1) = unit_span(b, lo, hi, cut.units() as i64, 1);
+        for_dyn(b, u0, u1, 1, |b, u| {
+            emit_product(b, &p, &cut, u, Bases { a: a_ptr, b: b_ptr, c: c_ptr, y: y_ptr, epi });
+        });
     })?;
-    Ok(Emitted { func, aux })
+    Ok(Emitted::parallel(func, aux, cut.units()))
 }
 
 /// Numpy `matmul`: batched over the broadcast leading axes, 1-D operands promoted.
@@ -165,6 +177,9 @@ pub(crate) fn emit_matmul_fused(jit: &mut Jit, cx: &EmitCx, ep: &Epilogue) -> Re
     });
     let a = Strided { rs: k as i64 * 4, cs: 4 };
     let p = Product { m, n, k, a, b: b_src, c: CSrc::None, alpha: 1.0, tiling };
+    let cut = Cut::new(&p);
+    // Units: the product's units of each batch item in turn.
+    let units = units_of((n_batch * cut.units() as usize) as i64, 1);
     let (a_arg, b_arg, y_arg) = (cx.in_arg(0), cx.in_arg(1), cx.out_arg(0));
     let func = jit.kernel(cx.name, |kb| {
         let a_ptr = kb.arg(a_arg);
@@ -174,24 +189,32 @@ pub(crate) fn emit_matmul_fused(jit: &mut Jit, cx: &EmitCx, ep: &Epilogue) -> Re
         };
         let y_ptr = kb.arg(y_arg);
         let epi = Epi::new(kb, ep, y_ptr);
-        match table_arg {
-            None if n_batch == 0 => {}
-            None => emit_product(&mut kb.b, &p, Bases { a: a_ptr, b: b_ptr, c: None, y: y_ptr, epi }),
-            Some(t) => {
-                let table = kb.arg(t);
-                for_range(&mut kb.b, 0, n_batch as i64, 1, |b, bi| {
-                    let row = kit::offset(b, table, bi, 16, 0);
-                    let a_off = load_i64(b, row, 0);
-                    let b_off = load_i64(b, row, 8);
-                    let a_i = b.ins().iadd(a_ptr, a_off);
-                    let b_i = b.ins().iadd(b_ptr, b_off);
-                    let y_i = kit::offset(b, y_ptr, bi, (m * n * 4) as i64, 0);
-                    emit_product(b, &p, Bases { a: a_i, b: b_i, c: None, y: y_i, epi });
-                });
-            }
+        let table = table_arg.map(|t| kb.arg(t));
+        let (lo, hi) = (kb.lo, kb.hi);
+        let b = &mut kb.b;
+        if n_batch == 0 {
+            return;
         }
+        let (u0, u1) = unit_span(b, lo, hi, units as i64, 1);
+        for_dyn(b, u0, u1, 1, |b, u| match table {
+            None => emit_product(b, &p, &cut, u, Bases { a: a_ptr, b: b_ptr, c: None, y: y_ptr, epi }),
+            Some(table) => {
+                let (bi, cu) = if cut.units() > 1 {
+                    (b.ins().udiv_imm_u(u, cut.units() as i64), b.ins().urem_imm_u(u, cut.units() as i64))
+                } else {
+                    (u, b.ins().iconst(types::I64, 0))
+                };
+                let row = kit::offset(b, table, bi, 16, 0);
+                let a_off = load_i64(b, row, 0);
+                let b_off = load_i64(b, row, 8);
+                let a_i = b.ins().iadd(a_ptr, a_off);
+                let b_i = b.ins().iadd(b_ptr, b_off);
+                let y_i = kit::offset(b, y_ptr, bi, (m * n * 4) as i64, 0);
+                emit_product(b, &p, &cut, cu, Bases { a: a_i, b: b_i, c: None, y: y_i, epi });
+            }
+        });
     })?;
-    Ok(Emitted { func, aux })
+    Ok(Emitted::parallel(func, aux, units))
 }
 
 fn check_f32(cx: &EmitCx) -> Result<(), CompileError> {
@@ -261,7 +284,7 @@ struct Tiling {
 impl Tiling {
     fn for_shape(m: usize, n: usize) -> Tiling {
         let vecs = n.div_ceil(4).max(1);
-        if m == 1 { Tiling { mr: 1, nrv: vecs.min(8) } } else { Tiling { mr: m.min(4), nrv: vecs.min(2) } }
+        if m == 1 { Tiling { mr: 1, nrv: vecs.min(8) } } else { Tiling { mr: m.min(6), nrv: vecs.min(2) } }
     }
 
     fn width(self) -> usize {
@@ -301,8 +324,54 @@ struct Product {
     tiling: Tiling,
 }
 
-/// Emits the product with `Y` row-major (`N` columns).
-fn emit_product(b: &mut FunctionBuilder, p: &Product, bases: Bases) {
+/// Multiply-adds a work unit aims at (about 20 µs).
+const UNIT_MACS: usize = 1 << 18;
+/// `K` steps per loop body.
+const UNROLL: usize = 2;
+/// Distance between the base pointers that keep twin splats apart (see [`emit_tile`]).
+const TWIN: i64 = 1 << 16;
+
+/// How a product's register tiles are cut into work units: blocks of `rows_per` tile rows ×
+/// blocks of `panels_per` column panels (the partial row tile and panel are the last ones).
+/// Every tile is computed over the whole `K` by the same code whichever unit holds it.
+#[derive(Clone, Copy, Debug)]
+struct Cut {
+    row_tiles: usize,
+    rows_per: usize,
+    panels: usize,
+    panels_per: usize,
+}
+
+impl Cut {
+    fn new(p: &Product) -> Cut {
+        let Tiling { mr, nrv } = p.tiling;
+        let row_tiles = p.m.div_ceil(mr.max(1));
+        let panels = p.n.div_ceil(nrv * 4);
+        let row_macs = (mr * p.n * p.k).max(1);
+        let rows_per = UNIT_MACS.div_ceil(row_macs).clamp(1, row_tiles.max(1));
+        let panels_per = if rows_per < row_tiles {
+            panels.max(1)
+        } else {
+            UNIT_MACS.div_ceil((p.m * nrv * 4 * p.k).max(1)).clamp(1, panels.max(1))
+        };
+        Cut { row_tiles, rows_per, panels, panels_per }
+    }
+
+    fn row_blocks(&self) -> usize {
+        self.row_tiles.div_ceil(self.rows_per).max(1)
+    }
+
+    fn panel_blocks(&self) -> usize {
+        self.panels.div_ceil(self.panels_per).max(1)
+    }
+
+    fn units(&self) -> u64 {
+        (self.row_blocks() * self.panel_blocks()) as u64
+    }
+}
+
+/// Emits unit `u` of the product (see [`Cut`]) with `Y` row-major (`N` columns).
+fn emit_product(b: &mut FunctionBuilder, p: &Product, cut: &Cut, u: Value, bases: Bases) {
     if p.m == 0 || p.n == 0 {
         return;
     }
@@ -310,26 +379,54 @@ fn emit_product(b: &mut FunctionBuilder, p: &Product, bases: Bases) {
     let width = nrv * 4;
     let (full_rows, rem_rows) = (p.m / mr, p.m % mr);
     let (full_panels, rem_cols) = (p.n / width, p.n % width);
-    let rows_runs = [(0, full_rows, mr), (full_rows * mr, usize::from(rem_rows > 0), rem_rows)];
-    for (row0, count, rows) in rows_runs {
-        for_range(b, 0, count as i64, 1, |b, ti| {
-            let i0 = RowCol { base: ti, scale: rows, first: row0 };
-            // Full panels, then the partial one.
-            for_range(b, 0, full_panels as i64, 1, |b, pi| {
-                let j0 = RowCol { base: pi, scale: width, first: 0 };
-                emit_tile(b, p, &bases, i0, j0, Dims { rows, cols: width, panel: width });
-            });
-            if rem_cols > 0 {
+    let pb_n = cut.panel_blocks() as i64;
+    let (rb, pb) =
+        if pb_n > 1 { (b.ins().udiv_imm_u(u, pb_n), b.ins().urem_imm_u(u, pb_n)) } else { (u, index_const(b, 0)) };
+    let rb1 = b.ins().iadd_imm_s(rb, 1);
+    let (t0, t1) = unit_span(b, rb, rb1, cut.row_tiles as i64, cut.rows_per as i64);
+    let pb1 = b.ins().iadd_imm_s(pb, 1);
+    let (p0, p1) = unit_span(b, pb, pb1, cut.panels as i64, cut.panels_per as i64);
+    // The unit's panels of one row tile: full ones, then the partial one if the unit has it.
+    let panels = |b: &mut FunctionBuilder, i0: RowCol, rows: usize| {
+        let cap = index_const(b, full_panels);
+        let end = b.ins().smin(p1, cap);
+        for_dyn(b, p0, end, 1, |b, pi| {
+            let j0 = RowCol { base: pi, scale: width, first: 0 };
+            emit_tile(b, p, &bases, i0, j0, Dims { rows, cols: width, panel: width });
+        });
+        if rem_cols > 0 {
+            let has = b.ins().icmp_imm_s(IntCC::SignedGreaterThan, p1, full_panels as i64);
+            if_then(b, has, |b| {
                 let j0 = RowCol { base: index_const(b, full_panels), scale: width, first: 0 };
                 let dims = Dims { rows, cols: rem_cols, panel: rem_cols.next_multiple_of(4) };
                 emit_tile(b, p, &bases, i0, j0, dims);
-            }
+            });
+        }
+    };
+    let cap = index_const(b, full_rows);
+    let end = b.ins().smin(t1, cap);
+    for_dyn(b, t0, end, 1, |b, ti| panels(b, RowCol { base: ti, scale: mr, first: 0 }, mr));
+    if rem_rows > 0 {
+        let has = b.ins().icmp_imm_s(IntCC::SignedGreaterThan, t1, full_rows as i64);
+        if_then(b, has, |b| {
+            let i0 = RowCol { base: index_const(b, full_rows), scale: mr, first: 0 };
+            panels(b, i0, rem_rows);
         });
     }
 }
 
+/// `if cond { then }`.
+fn if_then(b: &mut FunctionBuilder, cond: Value, then: impl FnOnce(&mut FunctionBuilder)) {
+    let (t, done) = (b.create_block(), b.create_block());
+    b.ins().brif(cond, t, &[], done, &[]);
+    b.switch_to_block(t);
+    then(b);
+    b.ins().jump(done, &[]);
+    b.switch_to_block(done);
+}
+
 fn index_const(b: &mut FunctionBuilder, v: usize) -> Value {
-    b.ins().iconst(cranelift_codegen::ir::types::I64, v as i64)
+    b.ins().iconst(types::I64, v as i64)
 }
 
 /// A run-time tile origin `first + base·scale`.
@@ -378,32 +475,42 @@ fn emit_tile(b: &mut FunctionBuilder, p: &Product, bases: &Bases, i0: RowCol, j0
         BSrc::Packed { .. } => (j0.at(b, b_ptr, p.k as i64 * 4), w as i64 * 4),
         BSrc::Strided(s) => (j0.at(b, b_ptr, s.cs), s.rs),
     };
-    let acc = Acc::new(b, rows, nv, |b, _, _| splat_const(b, 0.0));
-    let step = |b: &mut FunctionBuilder, a_k: Value, b_k: Value, u: i64| {
-        let bv: Vec<Value> = (0..nv)
-            .map(|v| match p.b {
-                BSrc::Packed { .. } => load_v(b, b_k, u * b_rs + v as i64 * 16),
+    // Accumulators `[v][r]`, carried in that order through the `K` loop (see
+    // [`kit::for_carry`]): a body's `B` vectors of one column vector stay live across the rows.
+    // The splats of `A` for column vector `v` are read through a base pointer of their own, so
+    // that the optimizer does not merge them into one splat kept live across every vector.
+    let zero = splat_const(b, 0.0);
+    let step = |b: &mut FunctionBuilder, a_k: Value, b_k: Value, u: i64, accs: &mut [Value]| {
+        for v in 0..nv {
+            let bv = match p.b {
+                BSrc::Packed { .. } => kit::load_v_ro(b, b_k, u * b_rs + v as i64 * 16),
                 BSrc::Strided(s) => gather(b, b_k, u * b_rs + v as i64 * 4 * s.cs, s.cs, lanes(v)),
-            })
-            .collect();
-        for r in 0..rows {
-            let av = splat_load(b, a_k, u * p.a.cs + r as i64 * p.a.rs);
-            for (v, &bv) in bv.iter().enumerate() {
-                acc.fma(b, r, v, av, bv);
+            };
+            let twin = v as i64 * TWIN;
+            let a_v = kit::add(b, a_k, twin);
+            for r in 0..rows {
+                let av = kit::splat_load_ro(b, a_v, u * p.a.cs + r as i64 * p.a.rs - twin);
+                let i = v * rows + r;
+                accs[i] = b.ins().fma(av, bv, accs[i]);
             }
         }
     };
-    const UNROLL: usize = 4;
     let main = p.k - p.k % UNROLL;
-    for_range(b, 0, main as i64, UNROLL as i64, |b, kk| {
-        let a_k = kit::offset(b, a_row, kk, p.a.cs, 0);
-        let b_k = kit::offset(b, b_col, kk, b_rs, 0);
+    let mut init = vec![a_row, b_col];
+    init.extend(std::iter::repeat_n(zero, rows * nv));
+    let out = for_carry(b, 0, main as i64, UNROLL as i64, init, |b, _, mut cur| {
+        let (a_k, b_k) = (cur[0], cur[1]);
+        let mut accs = cur.split_off(2);
         for u in 0..UNROLL as i64 {
-            step(b, a_k, b_k, u);
+            step(b, a_k, b_k, u, &mut accs);
         }
+        let mut next = vec![kit::add(b, a_k, UNROLL as i64 * p.a.cs), kit::add(b, b_k, UNROLL as i64 * b_rs)];
+        next.extend(accs);
+        next
     });
-    for kk in main..p.k {
-        step(b, a_row, b_col, kk as i64);
+    let mut accs = out[2..].to_vec();
+    for u in 0..(p.k - main) as i64 {
+        step(b, out[0], out[1], u, &mut accs);
     }
     // Epilogue: alpha, the C term, the fused epilogue, and the store (partial vectors lane by
     // lane).
@@ -427,7 +534,7 @@ fn emit_tile(b: &mut FunctionBuilder, p: &Product, bases: &Bases, i0: RowCol, j0
     };
     for r in 0..rows {
         for v in 0..nv {
-            let mut x = acc.get(b, r, v);
+            let mut x = accs[v * rows + r];
             let c_term = c_tile.map(|(c, s)| {
                 let cv = gather(b, c, r as i64 * s.rs + v as i64 * 4 * s.cs, s.cs, lanes(v));
                 match beta {
