@@ -1,6 +1,10 @@
-//! cnnc's graph optimizer. It will hold the egg language, the exact and approximate rewrite
-//! families, the cost model interface (`CostOracle`) and extraction. It depends on `ir` only:
-//! measurements come through traits that `compiler` implements over the runtime.
-//!
-//! The crate is empty until the e-graph milestone; it exists now so that the dependency
-//! direction (`passes` → `ir`, never `runtime`) is fixed and tested from the start.
+//! cnnc's graph optimizer: the egg language for CNN graphs ([`lang`]), IR ↔ e-graph
+//! conversion with the e-class analysis ([`convert`]); the exact and approximate rewrite
+//! families, the cost model interface (`CostOracle`) and extraction build on them. It depends
+//! on `ir` only: measurements come through traits that `compiler` implements over the runtime.
+
+pub mod convert;
+pub mod lang;
+
+pub use convert::{ClassData, CnnAnalysis, Loaded, ToGraphError, to_egraph, to_graph};
+pub use lang::{AttrEntry, AttrRef, AttrTable, Cnn, InputRef, OutIndex, WeightRef};
