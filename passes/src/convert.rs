@@ -27,6 +27,9 @@ pub struct CnnAnalysis {
     pub output_names: Vec<String>,
     /// The graph's name.
     pub graph_name: String,
+    /// Weights rules derived, by a key naming the rule and its operands, so that a rule
+    /// applied again in a later iteration reuses them.
+    pub derived: HashMap<String, (Id, Id)>,
 }
 
 /// Facts about an e-class.

@@ -5,6 +5,8 @@
 
 pub mod convert;
 pub mod lang;
+pub mod rules;
 
 pub use convert::{ClassData, CnnAnalysis, Loaded, ToGraphError, to_egraph, to_graph};
 pub use lang::{AttrEntry, AttrRef, AttrTable, Cnn, InputRef, OutIndex, WeightRef};
+pub use rules::{Limits, Saturation, exact_rules, saturate};

@@ -1,0 +1,113 @@
+//! BatchNorm folding into the conv that feeds it (exact up to rounding).
+//!
+//! What: `batchnorm(conv(x, w[, b]), s, t, m, v)` ⇒ `conv(x, w', b')` with, per output
+//! channel `c`, `k = s[c] / √(v[c] + ε)`, `w'[c] = w[c] · k`, `b'[c] = (b[c] − m[c]) · k + t[c]`
+//! (`b = 0` when the conv has none).
+//!
+//! When: the conv's weights (and bias) and all four BatchNorm parameters are constants of the
+//! weight store, and the conv's output feeds the BatchNorm directly. It does not fire through a
+//! non-linear op (`batchnorm(relu(conv(…)))`) or when the conv's weights are a runtime input.
+//!
+//! Numerical effect: the folded weights are computed in f64 and rounded once to f32; the conv
+//! then sums `x·w'` instead of normalizing `Σ x·w`, a reordering whose difference is a few f32
+//! ulps of the output (the soundness test bounds it at rel-L2 1e-5 on random inputs).
+//!
+//! ```text
+//! before: %c = conv{…}(%x, %w, %b) : f32[1,8,16,16]
+//!         %y = batchnorm{epsilon=1e-5}(%c, %s, %t, %m, %v) : f32[1,8,16,16]
+//! after:  %y = conv{…}(%x, %w', %b') : f32[1,8,16,16]
+//! ```
+
+use cnnc_ir::Tensor;
+use egg::{Applier, EGraph, Id, PatternAst, Rewrite, Subst, Symbol, Var, rewrite};
+
+use super::{add_weight, attr_of, weight_of};
+use crate::convert::CnnAnalysis;
+use crate::lang::Cnn;
+
+/// The rules of this family.
+pub fn rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
+    vec![
+        rewrite!("bn-fold-conv-bias"; "(batchnorm ?bn (conv ?c ?x ?w ?b) ?s ?t ?m ?v)" => { FoldBn { bias: true } }),
+        rewrite!("bn-fold-conv"; "(batchnorm ?bn (conv ?c ?x ?w) ?s ?t ?m ?v)" => { FoldBn { bias: false } }),
+    ]
+}
+
+struct FoldBn {
+    bias: bool,
+}
+
+fn var(name: &str) -> Var {
+    name.parse().expect("a valid pattern variable")
+}
+
+impl Applier<Cnn, CnnAnalysis> for FoldBn {
+    fn apply_one(
+        &self,
+        egraph: &mut EGraph<Cnn, CnnAnalysis>,
+        eclass: Id,
+        subst: &Subst,
+        _searcher_ast: Option<&PatternAst<Cnn>>,
+        rule_name: Symbol,
+    ) -> Vec<Id> {
+        let get = |egraph: &EGraph<Cnn, CnnAnalysis>, v: &str| weight_of(egraph, subst[var(v)]);
+        let (Some(w), Some(s), Some(t), Some(m), Some(v)) =
+            (get(egraph, "?w"), get(egraph, "?s"), get(egraph, "?t"), get(egraph, "?m"), get(egraph, "?v"))
+        else {
+            return Vec::new();
+        };
+        let b = if self.bias {
+            match get(egraph, "?b") {
+                Some(b) => Some(b),
+                None => return Vec::new(),
+            }
+        } else {
+            None
+        };
+        let Some(cnnc_ir::Op::BatchNorm { epsilon }) = attr_of(egraph, subst[var("?bn")]).map(|e| e.op.clone()) else {
+            return Vec::new();
+        };
+        let key =
+            format!("{rule_name}|{}|{}|{}|{}|{}|{:?}|{}", w.0, s.0, t.0, m.0, v.0, b.map(|b| b.0), epsilon.to_bits());
+        let Some((w2, b2)) = fold(egraph, &key, [w, s, t, m, v], b, epsilon) else { return Vec::new() };
+        let conv = egraph.add(Cnn::Conv(vec![subst[var("?c")], subst[var("?x")], w2, b2].into_boxed_slice()));
+        if egraph.union(eclass, conv) { vec![eclass] } else { Vec::new() }
+    }
+}
+
+/// The folded weight and bias classes (memoized by `key`, so re-applying the rule in later
+/// iterations adds nothing); `None` when the shapes do not fit a per-channel fold.
+fn fold(
+    egraph: &mut EGraph<Cnn, CnnAnalysis>,
+    key: &str,
+    [w, s, t, m, v]: [crate::lang::WeightRef; 5],
+    b: Option<crate::lang::WeightRef>,
+    epsilon: f32,
+) -> Option<(Id, Id)> {
+    if let Some(&(w2, b2)) = egraph.analysis.derived.get(key) {
+        return Some((w2, b2));
+    }
+    let a = &egraph.analysis;
+    let f = |r: crate::lang::WeightRef| a.weights.get(r.0 as usize).and_then(Tensor::as_f32);
+    let (wv, sv, tv, mv, vv) = (f(w)?, f(s)?, f(t)?, f(m)?, f(v)?);
+    let channels = a.weights[w.0 as usize].shape().first().copied()?;
+    if channels == 0 || [sv.len(), tv.len(), mv.len(), vv.len()].iter().any(|&n| n != channels) {
+        return None;
+    }
+    let bv: Vec<f32> = match b {
+        Some(b) => f(b).filter(|x| x.len() == channels)?.to_vec(),
+        None => vec![0.0; channels],
+    };
+    let per = wv.len() / channels;
+    let k: Vec<f64> =
+        (0..channels).map(|c| f64::from(sv[c]) / (f64::from(vv[c]) + f64::from(epsilon)).sqrt()).collect();
+    let w_new: Vec<f32> = wv.iter().enumerate().map(|(i, &x)| (f64::from(x) * k[i / per]) as f32).collect();
+    let b_new: Vec<f32> =
+        (0..channels).map(|c| ((f64::from(bv[c]) - f64::from(mv[c])) * k[c] + f64::from(tv[c])) as f32).collect();
+    let w_shape = a.weights[w.0 as usize].shape().to_vec();
+    let base = a.weight_names.get(w.0 as usize).cloned().unwrap_or_default();
+    let w2 = add_weight(egraph, Tensor::from_f32(w_shape, w_new).ok()?, format!("{base}.bn_folded"));
+    let b2 = add_weight(egraph, Tensor::from_f32([channels], b_new).ok()?, format!("{base}.bn_folded_bias"));
+    egraph.analysis.derived.insert(key.to_owned(), (w2, b2));
+    Some((w2, b2))
+}

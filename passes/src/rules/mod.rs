@@ -1,0 +1,106 @@
+//! Rewrite rules, one family per file, and equality saturation over them ([`saturate`]).
+//!
+//! Exact families (numerically equal up to float reordering) are equalities: both sides stay in
+//! the e-class and extraction picks by cost. Each family's module documents what it rewrites,
+//! when it fires and when not, its numerical effect, and the before/after text IR.
+
+pub mod bn_fold;
+
+use cnnc_ir::Tensor;
+use egg::{EGraph, Id, Rewrite, Runner, StopReason};
+
+use crate::convert::{CnnAnalysis, Loaded};
+use crate::lang::{AttrEntry, Cnn, WeightRef};
+
+/// Every exact rule.
+pub fn exact_rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
+    bn_fold::rules()
+}
+
+/// Limits of one saturation run (iterations and e-nodes; no wall clock, so runs are
+/// deterministic).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub iterations: usize,
+    pub nodes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { iterations: 30, nodes: 200_000 }
+    }
+}
+
+/// What a saturation run did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Saturation {
+    pub iterations: usize,
+    pub nodes: usize,
+    pub classes: usize,
+    /// Why it stopped: `saturated`, `iteration limit`, `node limit`, or another reason.
+    pub stop_reason: String,
+    /// Applications per rule, in rule order (rules that never fired included).
+    pub applied: Vec<(String, usize)>,
+}
+
+/// Runs `rules` on `loaded` to saturation or the limits; returns the e-graph and a summary.
+pub fn saturate(loaded: Loaded, rules: &[Rewrite<Cnn, CnnAnalysis>], limits: Limits) -> (Loaded, Saturation) {
+    let root = loaded.root;
+    let runner = Runner::default()
+        .with_egraph(loaded.egraph)
+        .with_iter_limit(limits.iterations)
+        .with_node_limit(limits.nodes)
+        .with_time_limit(std::time::Duration::from_secs(3600))
+        .run(rules);
+    let stop_reason = match &runner.stop_reason {
+        Some(StopReason::Saturated) => "saturated".to_owned(),
+        Some(StopReason::IterationLimit(n)) => format!("iteration limit ({n})"),
+        Some(StopReason::NodeLimit(n)) => format!("node limit ({n})"),
+        Some(StopReason::TimeLimit(s)) => format!("time limit ({s:.0} s)"),
+        Some(StopReason::Other(s)) => s.clone(),
+        None => "not run".to_owned(),
+    };
+    let applied = rules
+        .iter()
+        .map(|r| {
+            (r.name.to_string(), runner.iterations.iter().map(|it| it.applied.get(&r.name).copied().unwrap_or(0)).sum())
+        })
+        .collect();
+    let egraph = runner.egraph;
+    let summary = Saturation {
+        iterations: runner.iterations.len(),
+        nodes: egraph.total_number_of_nodes(),
+        classes: egraph.number_of_classes(),
+        stop_reason,
+        applied,
+    };
+    (Loaded { egraph, root: runner.roots.first().copied().unwrap_or(root) }, summary)
+}
+
+/// The weight a class holds, if it contains a `(weight wN)` node.
+pub(crate) fn weight_of(egraph: &EGraph<Cnn, CnnAnalysis>, class: Id) -> Option<WeightRef> {
+    egraph[class].nodes.iter().find_map(|n| match n {
+        Cnn::Weight(leaf) => egraph[*leaf].nodes.iter().find_map(|l| match l {
+            Cnn::WeightLeaf(r) => Some(*r),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+/// The attribute entry of an `@n` leaf class.
+pub(crate) fn attr_of(egraph: &EGraph<Cnn, CnnAnalysis>, class: Id) -> Option<&AttrEntry> {
+    egraph[class].nodes.iter().find_map(|n| match n {
+        Cnn::Attr(r) if (r.0 as usize) < egraph.analysis.attrs.len() => Some(egraph.analysis.attrs.get(*r)),
+        _ => None,
+    })
+}
+
+/// Adds `tensor` to the weight store and returns the class of `(weight wN)`.
+pub(crate) fn add_weight(egraph: &mut EGraph<Cnn, CnnAnalysis>, tensor: Tensor, name: String) -> Id {
+    let r = WeightRef(u32::try_from(egraph.analysis.weights.len()).expect("fewer than 2^32 weights"));
+    egraph.analysis.weights.push(tensor);
+    egraph.analysis.weight_names.push(name);
+    let leaf = egraph.add(Cnn::WeightLeaf(r));
+    egraph.add(Cnn::Weight(leaf))
+}

@@ -1,0 +1,148 @@
+//! Exact rewrite rules (`cnnc_passes::rules`): per rule, a case where it fires and cases where
+//! it must not (text-IR snapshots of the extracted graph), a numeric soundness check (reference
+//! interpreter before vs after on random inputs), and the real models it applies to.
+//!
+//! Tolerance: rel-L2 ≤ 1e-5 per output. An exact rule only reorders f32 arithmetic (BN folding
+//! computes the folded weights in f64 and rounds once), which moves results by a few ulps; the
+//! real models use their goldens' bound (the larger of 1e-5 and 4 × onnxruntime's own
+//! optimizations-on-vs-off difference).
+
+use cnnc_ir::{Graph, Tensor, VerifiedGraph, verify};
+use cnnc_passes::{Limits, Loaded, Saturation, exact_rules, saturate, to_egraph, to_graph};
+use cnnc_runtime::run_reference;
+use cnnc_tests::{import_with_inputs, load_golden, model_path, ordered_inputs, rel_l2};
+use egg::{AstSize, Extractor};
+
+/// Saturates `g` with every exact rule and extracts the smallest term (a stand-in for the
+/// measured cost model, enough to see which rewrites fired).
+fn optimize(g: &VerifiedGraph) -> (VerifiedGraph, Saturation) {
+    let (Loaded { egraph, root }, sat) = saturate(to_egraph(g), &exact_rules(), Limits::default());
+    let (_, expr) = Extractor::new(&egraph, AstSize).find_best(root);
+    let back = to_graph(&expr, &egraph.analysis).expect("an extracted term is a graph");
+    (verify(back).expect("the optimized graph verifies"), sat)
+}
+
+fn parse(text: &str) -> VerifiedGraph {
+    verify(text.parse::<Graph>().expect("parses")).expect("verifies")
+}
+
+fn applied(sat: &Saturation, rule: &str) -> usize {
+    sat.applied.iter().find(|(n, _)| n == rule).map_or(0, |(_, c)| *c)
+}
+
+/// Reference outputs of `a` and `b` on the same seeded random inputs agree within `tol`.
+fn assert_same_function(a: &VerifiedGraph, b: &VerifiedGraph, tol: f64) {
+    let inputs: Vec<Tensor> = a
+        .inputs()
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| {
+            let ty = &a.node(id).outputs[0];
+            let mut s = 0x9e37_79b9_u32.wrapping_mul(i as u32 + 1);
+            let data = (0..ty.numel())
+                .map(|_| {
+                    s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
+                })
+                .collect();
+            Tensor::from_f32(ty.shape.clone(), data).expect("shape")
+        })
+        .collect();
+    let want = run_reference(a, &inputs).expect("before");
+    let got = run_reference(b, &inputs).expect("after");
+    for ((o, g), w) in a.outputs().iter().zip(&got).zip(&want) {
+        let e = rel_l2(g, w);
+        assert!(e <= tol, "output `{}`: rel-L2 {e:.3e} > {tol:.1e}", o.name);
+    }
+}
+
+const CONV_BN: &str = r#"graph "conv_bn" {
+  %x = input f32[1,3,6,6]
+  %w = weight f32[4,3,3,3] [0.1, -0.2, 0.3, 0.05, -0.15, 0.25, 0.12, -0.08, 0.02, 0.11, -0.21, 0.31, 0.06, -0.16, 0.26, 0.13, -0.09, 0.03, 0.1, -0.2, 0.3, 0.05, -0.15, 0.25, 0.12, -0.08, 0.02, 0.4, -0.1, 0.2, 0.07, -0.17, 0.27, 0.14, -0.04, 0.01, 0.11, -0.21, 0.31, 0.06, -0.16, 0.26, 0.13, -0.09, 0.03, 0.1, -0.2, 0.3, 0.05, -0.15, 0.25, 0.12, -0.08, 0.02, 0.2, -0.3, 0.1, 0.15, -0.05, 0.35, 0.22, -0.18, 0.12, 0.21, -0.11, 0.41, 0.16, -0.26, 0.36, 0.23, -0.19, 0.13, 0.3, -0.1, 0.2, 0.25, -0.35, 0.15, 0.32, -0.28, 0.22, 0.31, -0.01, 0.11, 0.26, -0.06, 0.16, 0.33, -0.29, 0.23, 0.34, -0.24, 0.14, 0.09, -0.39, 0.19, 0.27, -0.37, 0.17, 0.29, -0.02, 0.12, 0.08, -0.38, 0.18, 0.28, -0.03, 0.13]
+  %b = weight f32[4] [0.5, -0.5, 0.25, 0.0]
+  %s = weight f32[4] [1.5, 0.5, -2.0, 1.0]
+  %t = weight f32[4] [0.1, 0.2, 0.3, 0.4]
+  %m = weight f32[4] [0.05, -0.1, 0.2, 0.0]
+  %v = weight f32[4] [1.0, 0.25, 4.0, 0.01]
+  %c = conv{kernel=[3, 3], strides=[1, 1], dilations=[1, 1], pads=[1, 1, 1, 1], group=1}(%x, %w, %b) : f32[1,4,6,6]
+  %y = batchnorm{epsilon=1e-5}(%c, %s, %t, %m, %v) : f32[1,4,6,6]
+  output "y" = %y
+}"#;
+
+#[test]
+fn bn_fold_fires_on_conv_then_batchnorm_and_keeps_the_function() {
+    let g = parse(CONV_BN);
+    let (opt, sat) = optimize(&g);
+    assert_eq!(applied(&sat, "bn-fold-conv-bias"), 1, "{sat:?}");
+    assert_eq!(sat.stop_reason, "saturated");
+    insta::assert_snapshot!("bn_fold_fires", opt.display_without_weights().to_string());
+    assert_same_function(&g, &opt, 1e-5);
+}
+
+#[test]
+fn bn_fold_fires_on_a_conv_without_bias() {
+    let text = CONV_BN.replace("(%x, %w, %b)", "(%x, %w)").replace("  %b = weight f32[4] [0.5, -0.5, 0.25, 0.0]\n", "");
+    let g = parse(&text);
+    let (opt, sat) = optimize(&g);
+    assert_eq!(applied(&sat, "bn-fold-conv"), 1, "{sat:?}");
+    assert!(!opt.display_without_weights().to_string().contains("batchnorm"));
+    assert_same_function(&g, &opt, 1e-5);
+}
+
+#[test]
+fn bn_fold_does_not_fire_through_a_nonlinear_op() {
+    let text = CONV_BN.replace(
+        "%y = batchnorm{epsilon=1e-5}(%c,",
+        "%r = relu(%c) : f32[1,4,6,6]\n  %y = batchnorm{epsilon=1e-5}(%r,",
+    );
+    let g = parse(&text);
+    let (opt, sat) = optimize(&g);
+    assert!(sat.applied.iter().all(|(_, n)| *n == 0), "{sat:?}");
+    insta::assert_snapshot!("bn_fold_not_through_relu", opt.display_without_weights().to_string());
+    assert_same_function(&g, &opt, 0.0);
+}
+
+#[test]
+fn bn_fold_does_not_fire_when_the_conv_weights_are_a_runtime_input() {
+    let text =
+        CONV_BN.replace("  %w = weight f32[4,3,3,3]", "  %w = input f32[4,3,3,3]\n  %unused = weight f32[4,3,3,3]");
+    // Keep only the declaration: the weight line's values now belong to `%unused`.
+    let g = parse(&text);
+    let (_, sat) = optimize(&g);
+    assert!(sat.applied.iter().all(|(_, n)| *n == 0), "{sat:?}");
+}
+
+/// Real models with unfolded BatchNorms: every conv → BatchNorm pair folds (`want_left` follow
+/// something else), and the outputs on the golden's real-data input stay within the golden's
+/// bound.
+fn check_model(stem: &str, want_folds: usize, want_left: usize) {
+    let Some(path) = model_path(stem) else { return };
+    let golden = load_golden(stem);
+    let graph = import_with_inputs(&path, &golden.inputs);
+    let inputs = ordered_inputs(&graph, &golden.inputs);
+    let (opt, sat) = optimize(&graph);
+    let folds = applied(&sat, "bn-fold-conv-bias") + applied(&sat, "bn-fold-conv");
+    let left = opt.node_ids().filter(|&id| matches!(opt.node(id).op, cnnc_ir::Op::BatchNorm { .. })).count();
+    eprintln!("{stem}: {folds} BatchNorm folds, {left} left, {sat:?}");
+    assert_eq!(folds, want_folds, "{stem}");
+    assert_eq!(left, want_left, "{stem}: BatchNorms not after a conv");
+    let want = run_reference(&graph, &inputs).expect("before");
+    let got = run_reference(&opt, &inputs).expect("after");
+    for ((o, g), w) in graph.outputs().iter().zip(&got).zip(&want) {
+        let tol = golden.tolerance[&o.name].max(1e-5);
+        let e = rel_l2(g, w);
+        eprintln!("{stem} `{}`: folded vs original rel-L2 {e:.3e} (bound {tol:.1e})", o.name);
+        assert!(e <= tol, "{stem} `{}`: rel-L2 {e:.3e} > {tol:.1e}", o.name);
+    }
+}
+
+#[test]
+fn bn_fold_on_ppocr_mobile_cls() {
+    check_model("ppocr_mobile_cls", 35, 0);
+}
+
+#[test]
+fn bn_fold_on_ppocr_v4_det() {
+    // Two follow convs; the third follows a ConvTranspose (its fold is another rule).
+    check_model("ppocr_v4_det", 2, 1);
+}
