@@ -2,7 +2,9 @@
 //!
 //! What: `batchnorm(conv(x, w[, b]), s, t, m, v)` ⇒ `conv(x, w', b')` with, per output
 //! channel `c`, `k = s[c] / √(v[c] + ε)`, `w'[c] = w[c] · k`, `b'[c] = (b[c] − m[c]) · k + t[c]`
-//! (`b = 0` when the conv has none).
+//! (`b = 0` when the conv has none). The same for `conv-transpose`, whose weights are laid out
+//! `[C_in, C_out / group, taps…]`: the weight of input channel `i` and column `j` feeds output
+//! channel `(i / (C_in / group)) · (C_out / group) + j`.
 //!
 //! When: the conv's weights (and bias) and all four BatchNorm parameters are constants of the
 //! weight store, and the conv's output feeds the BatchNorm directly. It does not fire through a
@@ -30,11 +32,24 @@ pub fn rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
     vec![
         rewrite!("bn-fold-conv-bias"; "(batchnorm ?bn (conv ?c ?x ?w ?b) ?s ?t ?m ?v)" => { FoldBn { bias: true } }),
         rewrite!("bn-fold-conv"; "(batchnorm ?bn (conv ?c ?x ?w) ?s ?t ?m ?v)" => { FoldBn { bias: false } }),
+        rewrite!("bn-fold-conv-transpose-bias";
+            "(batchnorm ?bn (conv-transpose ?c ?x ?w ?b) ?s ?t ?m ?v)" => { FoldBn { bias: true } }),
+        rewrite!("bn-fold-conv-transpose";
+            "(batchnorm ?bn (conv-transpose ?c ?x ?w) ?s ?t ?m ?v)" => { FoldBn { bias: false } }),
     ]
 }
 
 struct FoldBn {
     bias: bool,
+}
+
+/// How weight elements map to output channels.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// `[C_out, …]`: element `i` feeds channel `i / per`.
+    Conv,
+    /// `[C_in, C_out / group, taps…]` with `group` groups.
+    Transpose { group: usize },
 }
 
 fn var(name: &str) -> Var {
@@ -67,10 +82,19 @@ impl Applier<Cnn, CnnAnalysis> for FoldBn {
         let Some(cnnc_ir::Op::BatchNorm { epsilon }) = attr_of(egraph, subst[var("?bn")]).map(|e| e.op.clone()) else {
             return Vec::new();
         };
+        let layout = match attr_of(egraph, subst[var("?c")]).map(|e| &e.op) {
+            Some(cnnc_ir::Op::Conv(_)) => Layout::Conv,
+            Some(cnnc_ir::Op::ConvTranspose(a)) => Layout::Transpose { group: a.group },
+            _ => return Vec::new(),
+        };
         let key =
             format!("{rule_name}|{}|{}|{}|{}|{}|{:?}|{}", w.0, s.0, t.0, m.0, v.0, b.map(|b| b.0), epsilon.to_bits());
-        let Some((w2, b2)) = fold(egraph, &key, [w, s, t, m, v], b, epsilon) else { return Vec::new() };
-        let conv = egraph.add(Cnn::Conv(vec![subst[var("?c")], subst[var("?x")], w2, b2].into_boxed_slice()));
+        let Some((w2, b2)) = fold(egraph, &key, [w, s, t, m, v], b, epsilon, layout) else { return Vec::new() };
+        let children = vec![subst[var("?c")], subst[var("?x")], w2, b2].into_boxed_slice();
+        let conv = egraph.add(match layout {
+            Layout::Conv => Cnn::Conv(children),
+            Layout::Transpose { .. } => Cnn::ConvTranspose(children),
+        });
         if egraph.union(eclass, conv) { vec![eclass] } else { Vec::new() }
     }
 }
@@ -83,6 +107,7 @@ fn fold(
     [w, s, t, m, v]: [crate::lang::WeightRef; 5],
     b: Option<crate::lang::WeightRef>,
     epsilon: f32,
+    layout: Layout,
 ) -> Option<(Id, Id)> {
     if let Some(&(w2, b2)) = egraph.analysis.derived.get(key) {
         return Some((w2, b2));
@@ -90,7 +115,21 @@ fn fold(
     let a = &egraph.analysis;
     let f = |r: crate::lang::WeightRef| a.weights.get(r.0 as usize).and_then(Tensor::as_f32);
     let (wv, sv, tv, mv, vv) = (f(w)?, f(s)?, f(t)?, f(m)?, f(v)?);
-    let channels = a.weights[w.0 as usize].shape().first().copied()?;
+    let w_shape = a.weights[w.0 as usize].shape().to_vec();
+    // Output channel of each weight element.
+    let (channels, channel_of): (usize, Box<dyn Fn(usize) -> usize>) = match layout {
+        Layout::Conv => {
+            let channels = *w_shape.first()?;
+            let per = wv.len().checked_div(channels)?;
+            (channels, Box::new(move |i| i / per))
+        }
+        Layout::Transpose { group } => {
+            let (c_in, c_out_g) = (*w_shape.first()?, *w_shape.get(1)?);
+            let taps: usize = w_shape[2..].iter().product();
+            let in_per_group = c_in.checked_div(group)?;
+            (c_out_g * group, Box::new(move |i| (i / (c_out_g * taps) / in_per_group) * c_out_g + (i / taps) % c_out_g))
+        }
+    };
     if channels == 0 || [sv.len(), tv.len(), mv.len(), vv.len()].iter().any(|&n| n != channels) {
         return None;
     }
@@ -98,13 +137,11 @@ fn fold(
         Some(b) => f(b).filter(|x| x.len() == channels)?.to_vec(),
         None => vec![0.0; channels],
     };
-    let per = wv.len() / channels;
     let k: Vec<f64> =
         (0..channels).map(|c| f64::from(sv[c]) / (f64::from(vv[c]) + f64::from(epsilon)).sqrt()).collect();
-    let w_new: Vec<f32> = wv.iter().enumerate().map(|(i, &x)| (f64::from(x) * k[i / per]) as f32).collect();
+    let w_new: Vec<f32> = wv.iter().enumerate().map(|(i, &x)| (f64::from(x) * k[channel_of(i)]) as f32).collect();
     let b_new: Vec<f32> =
         (0..channels).map(|c| ((f64::from(bv[c]) - f64::from(mv[c])) * k[c] + f64::from(tv[c])) as f32).collect();
-    let w_shape = a.weights[w.0 as usize].shape().to_vec();
     let base = a.weight_names.get(w.0 as usize).cloned().unwrap_or_default();
     let w2 = add_weight(egraph, Tensor::from_f32(w_shape, w_new).ok()?, format!("{base}.bn_folded"));
     let b2 = add_weight(egraph, Tensor::from_f32([channels], b_new).ok()?, format!("{base}.bn_folded_bias"));

@@ -5,6 +5,7 @@
 //! when it fires and when not, its numerical effect, and the before/after text IR.
 
 pub mod bn_fold;
+pub mod channel_affine;
 
 use cnnc_ir::Tensor;
 use egg::{EGraph, Id, Rewrite, Runner, StopReason};
@@ -14,7 +15,9 @@ use crate::lang::{AttrEntry, Cnn, WeightRef};
 
 /// Every exact rule.
 pub fn exact_rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
-    bn_fold::rules()
+    let mut rules = bn_fold::rules();
+    rules.extend(channel_affine::rules());
+    rules
 }
 
 /// Limits of one saturation run (iterations and e-nodes; no wall clock, so runs are
