@@ -4,9 +4,11 @@
 //! on `ir` only: measurements come through traits that `compiler` implements over the runtime.
 
 pub mod convert;
+pub mod extract;
 pub mod lang;
 pub mod rules;
 
 pub use convert::{ClassData, CnnAnalysis, Loaded, ToGraphError, to_egraph, to_graph};
+pub use extract::{ExtractError, MacCost, NodeCost, extract_dag};
 pub use lang::{AttrEntry, AttrRef, AttrTable, Cnn, InputRef, OutIndex, WeightRef};
 pub use rules::{Limits, Saturation, exact_rules, saturate};
