@@ -60,7 +60,8 @@ enum Command {
     Opt {
         /// The model (.onnx, or a .cnnc to rewrite in this version's format).
         model: PathBuf,
-        /// Optimization level: 0 (import and verify, no rewrites). 1 and `speed` arrive with the optimizer.
+        /// Optimization level: 0 (import and verify, no rewrites), 1 (lossless rewrites: BatchNorm and
+        /// per-channel constant folding, chosen by DAG-aware extraction). `speed` arrives later.
         #[arg(short = 'O', value_name = "LEVEL", default_value = "0", value_parser = parse_opt_level)]
         level: OptLevel,
         /// The artifact to write.
@@ -69,6 +70,10 @@ enum Command {
         /// Bind an input's dynamic dimensions, e.g. `x=1x3x640x640`. Repeatable.
         #[arg(long = "input-shape", value_name = "NAME=DIMS", value_parser = parse_input_shape)]
         input_shape: Vec<(String, Vec<usize>)>,
+        /// Write what the optimizer did (rules applied, e-graph size, stop reason, predicted cost,
+        /// time) to this file; the extension picks the format (`.json`).
+        #[arg(long, value_name = "FILE.json")]
+        report: Option<PathBuf>,
     },
     /// Run a model on .npy inputs and write each output as DIR/<name>.npy.
     #[command(after_help = "Examples:\n  cnnc run model.cnnc --input x=x.npy --output-dir out/\n  \
@@ -264,18 +269,48 @@ fn artifact_line(info: &ArtifactInfo) -> String {
     }
 }
 
-fn cmd_opt(model: &Path, level: OptLevel, output: &Path, input_shape: Vec<(String, Vec<usize>)>) -> Result<()> {
-    if level != OptLevel::O0 {
+fn cmd_opt(
+    model: &Path,
+    level: OptLevel,
+    output: &Path,
+    input_shape: Vec<(String, Vec<usize>)>,
+    report: Option<&Path>,
+) -> Result<()> {
+    if level == OptLevel::Speed {
         bail!(
-            "-{level} is not available yet in this version of cnnc ({}): it arrives with the optimizer; \
-             -O0 (import and verify, no rewrites) is the only level today",
+            "-{level} is not available yet in this version of cnnc ({}): it arrives with the accuracy-budgeted \
+             search; -O0 and -O1 (lossless) are available",
             env!("CARGO_PKG_VERSION")
         );
     }
     if same_file(model, output) {
         bail!("-o {} is the input model; write the artifact to another file", output.display());
     }
-    let loaded = load_model(model, &ImportOptions { input_shapes: input_shape, ..ImportOptions::default() })?;
+    if let Some(r) = report {
+        if level == OptLevel::O0 {
+            bail!("--report {}: -O0 runs no rewrites, so there is nothing to report (use -O1)", r.display());
+        }
+        if r.extension().and_then(|e| e.to_str()) != Some("json") {
+            bail!("--report {}: the extension picks the format, and this cnnc writes `.json`", r.display());
+        }
+        if same_file(model, r) || same_file(output, r) {
+            bail!("--report {} is the model or the artifact; write the report to another file", r.display());
+        }
+    }
+    let mut loaded = load_model(model, &ImportOptions { input_shapes: input_shape, ..ImportOptions::default() })?;
+    let mut opt_report = None;
+    if level == OptLevel::O1 {
+        let (graph, rep) = cnnc_passes::optimize_exact(
+            &loaded.graph,
+            cnnc_passes::Limits::default(),
+            &cnnc_passes::MacCost::default(),
+        )
+        .with_context(|| format!("{}: optimizing", model.display()))?;
+        loaded.graph = cnnc_ir::verify(graph).map_err(|e| {
+            anyhow::anyhow!("{}: the optimized graph does not verify (a bug in a rewrite rule): {e}", model.display())
+        })?;
+        opt_report = Some(rep);
+    }
     let meta = ArtifactMeta {
         provenance: Some(Provenance {
             cnnc_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -285,6 +320,10 @@ fn cmd_opt(model: &Path, level: OptLevel, output: &Path, input_shape: Vec<(Strin
     };
     let bytes = artifact::encode(&loaded.graph, &meta)
         .with_context(|| format!("{}: the model exceeds the artifact format's limits", model.display()))?;
+    if let (Some(path), Some(rep)) = (report, &opt_report) {
+        let json = report_json(rep);
+        write_atomically(path, format!("{json:#}\n").as_bytes())?;
+    }
     write_atomically(output, &bytes)?;
     let weight_bytes: usize = loaded.graph.weights().iter().map(|(_, t)| t.size_bytes()).sum();
     say(serde_json::json!({
@@ -296,6 +335,20 @@ fn cmd_opt(model: &Path, level: OptLevel, output: &Path, input_shape: Vec<(Strin
         "weight_bytes": weight_bytes,
     }))?;
     Ok(())
+}
+
+/// The `--report` JSON of an `-O1` run.
+fn report_json(r: &cnnc_passes::OptReport) -> serde_json::Value {
+    let s = &r.saturation;
+    serde_json::json!({
+        "cnnc_version": env!("CARGO_PKG_VERSION"),
+        "rules": s.applied.iter().map(|(name, n)| serde_json::json!({"rule": name, "applications": n})).collect::<Vec<_>>(),
+        "egraph": {"iterations": s.iterations, "nodes": s.nodes, "classes": s.classes, "stop_reason": s.stop_reason},
+        "cost_model": "MACs + 0.25 per output byte (a stand-in until the measured cost model)",
+        "predicted_cost": {"before": r.cost_before, "after": r.cost_after},
+        "graph_nodes": {"before": r.nodes_before, "after": r.nodes_after},
+        "time_ms": {"saturate": r.saturate_ms, "extract": r.extract_ms},
+    })
 }
 
 /// True if `a` and `b` name the same file (existing or not).
@@ -520,7 +573,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { model, input_shape, json } => cmd_inspect(&model, input_shape, json),
-        Command::Opt { model, level, output, input_shape } => cmd_opt(&model, level, &output, input_shape),
+        Command::Opt { model, level, output, input_shape, report } => {
+            cmd_opt(&model, level, &output, input_shape, report.as_deref())
+        }
         Command::Run { model, inputs, output_dir, input_shape, reference, threads } => {
             cmd_run(&model, inputs, &output_dir, input_shape, reference, threads)
         }

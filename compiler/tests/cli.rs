@@ -319,15 +319,73 @@ fn run_splits_a_batch_that_is_a_multiple_of_the_compiled_one() {
 }
 
 #[test]
-fn opt_levels_beyond_o0_are_not_available_yet() {
-    for level in [&["-O1"][..], &["-O", "speed"][..]] {
-        let mut args = vec!["opt", "fixtures/models/mnist_cnn.onnx", "-o", "/tmp/cnnc-never.cnnc"];
-        args.extend(level);
-        let err = assert_fails_cleanly(&cnnc(&args), "-O level");
-        assert!(err.contains("is not available yet in this version of cnnc"), "{err}");
-    }
+fn opt_speed_is_not_available_yet_and_unknown_levels_are_usage_errors() {
+    let o = cnnc(&["opt", "fixtures/models/mnist_cnn.onnx", "-O", "speed", "-o", "/tmp/cnnc-never.cnnc"]);
+    let err = assert_fails_cleanly(&o, "-O speed");
+    assert!(err.contains("is not available yet in this version of cnnc"), "{err}");
     let o = cnnc(&["opt", "fixtures/models/mnist_cnn.onnx", "-Ofast", "-o", "/tmp/cnnc-never.cnnc"]);
     assert_eq!(o.status.code(), Some(2), "an unknown level is a usage error");
+    assert!(!Path::new("/tmp/cnnc-never.cnnc").exists());
+}
+
+#[test]
+fn opt_o1_folds_batchnorms_reports_and_is_deterministic() {
+    let dir = temp_dir("o1");
+    let art = |name: &str| dir.join(name).display().to_string();
+    let (a0, a1, report) = (art("o0.cnnc"), art("o1.cnnc"), art("report.json"));
+    let model = "fixtures/models/ppocr_mobile_cls.onnx";
+    let shape = "x=1x3x48x192";
+    let o = cnnc(&["opt", model, "-O0", "--input-shape", shape, "-o", &a0]);
+    assert!(o.status.success(), "-O0: {}", stderr(&o));
+    let o = cnnc(&["opt", model, "-O1", "--input-shape", shape, "-o", &a1, "--report", &report]);
+    assert!(o.status.success(), "-O1: {}", stderr(&o));
+    // The same command again writes the same bytes (the artifact records the command line).
+    let first = std::fs::read(&a1).expect("o1");
+    let o = cnnc(&["opt", model, "-O1", "--input-shape", shape, "-o", &a1, "--report", &report]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read(&a1).expect("o1 again") == first, "-O1 is deterministic");
+
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    let applied = |rule: &str| {
+        r["rules"].as_array().expect("rules").iter().find(|x| x["rule"] == rule).expect("listed")["applications"]
+            .as_u64()
+            .expect("count")
+    };
+    assert_eq!(applied("bn-fold-conv"), 35, "{r}");
+    assert_eq!(r["egraph"]["stop_reason"], "saturated");
+    assert!(r["predicted_cost"]["after"].as_f64() < r["predicted_cost"]["before"].as_f64(), "{r}");
+    assert!(r["graph_nodes"]["after"].as_u64() < r["graph_nodes"]["before"].as_u64(), "{r}");
+
+    // The two artifacts compute the same function on the golden input.
+    let golden = cnnc::npy::read_npz(&root().join("fixtures/goldens/ppocr_mobile_cls/inputs.npz")).expect("npz");
+    let (name, x) = golden.first().expect("one input");
+    let x_file = dir.join("x.npy");
+    cnnc::npy::write_npy(&x_file, x).expect("write");
+    let input = format!("{}={}", name.strip_prefix("in.").unwrap_or(name), x_file.display());
+    let run = |a: &str, out: &str| {
+        let od = dir.join(out).display().to_string();
+        let o = cnnc(&["run", a, "--input", &input, "--output-dir", &od]);
+        assert!(o.status.success(), "{a}: {}", stderr(&o));
+        let f = std::fs::read_dir(dir.join(out)).expect("dir").next().expect("one output").expect("entry").path();
+        cnnc::npy::read_npy(&f).expect("npy")
+    };
+    let (y0, y1) = (run(&a0, "y0"), run(&a1, "y1"));
+    let (p, q) = (y0.as_f32().expect("f32"), y1.as_f32().expect("f32"));
+    // Class probabilities; BN folding reorders f32 arithmetic only.
+    for (a, b) in p.iter().zip(q) {
+        assert!((a - b).abs() <= 1e-5, "{a} vs {b}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn opt_report_needs_a_json_extension_and_an_optimizing_level() {
+    let o = cnnc(&["opt", "fixtures/models/mnist_cnn.onnx", "-O1", "-o", "/tmp/cnnc-never.cnnc", "--report", "r.html"]);
+    let err = assert_fails_cleanly(&o, "--report r.html");
+    assert!(err.contains("--report r.html") && err.contains(".json"), "{err}");
+    let o = cnnc(&["opt", "fixtures/models/mnist_cnn.onnx", "-O0", "-o", "/tmp/cnnc-never.cnnc", "--report", "r.json"]);
+    let err = assert_fails_cleanly(&o, "-O0 --report");
+    assert!(err.contains("-O0 runs no rewrites"), "{err}");
     assert!(!Path::new("/tmp/cnnc-never.cnnc").exists());
 }
 

@@ -58,6 +58,8 @@ impl NodeCost for MacCost {
 pub enum ExtractError {
     #[error("no finite-cost, acyclic choice reaches e-class {0}")]
     Unreachable(usize),
+    #[error("the extracted term is not a graph: {0}")]
+    NotAGraph(String),
 }
 
 /// The classes a choice needs, with each class's own node cost.

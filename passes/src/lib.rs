@@ -6,9 +6,11 @@
 pub mod convert;
 pub mod extract;
 pub mod lang;
+pub mod optimize;
 pub mod rules;
 
 pub use convert::{ClassData, CnnAnalysis, Loaded, ToGraphError, to_egraph, to_graph};
 pub use extract::{ExtractError, MacCost, NodeCost, extract_dag};
 pub use lang::{AttrEntry, AttrRef, AttrTable, Cnn, InputRef, OutIndex, WeightRef};
+pub use optimize::{OptReport, optimize_exact};
 pub use rules::{Limits, Saturation, exact_rules, saturate};
