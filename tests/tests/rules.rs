@@ -233,3 +233,45 @@ fn affine_fold_does_not_fire_on_a_constant_along_the_last_axis_or_a_runtime_oper
         assert_same_function(&g, &opt, 0.0);
     }
 }
+
+const HARDSWISH: &str = r#"graph "hs" {
+  %x = input f32[1,3,4,5]
+  %three = weight f32[] [3.0]
+  %six = weight f32[] [6.0]
+  %a = add(%x, %three) : f32[1,3,4,5]
+  %c = clip{min=0.0, max=6.0}(%a) : f32[1,3,4,5]
+  %m = mul(%x, %c) : f32[1,3,4,5]
+  %d = div(%m, %six) : f32[1,3,4,5]
+  output "y" = %d
+}"#;
+
+#[test]
+fn hardswish_spelled_out_is_recognized_in_either_operand_order() {
+    let orders = [
+        HARDSWISH.to_owned(),
+        HARDSWISH.replace("add(%x, %three)", "add(%three, %x)").replace("mul(%x, %c)", "mul(%c, %x)"),
+    ];
+    for text in &orders {
+        let g = parse(text);
+        let (opt, sat) = optimize(&g);
+        let fired: usize = sat.applied.iter().filter(|(n, _)| n.starts_with("hardswish")).map(|(_, c)| c).sum();
+        assert_eq!(fired, 1, "{sat:?}");
+        assert_same_function(&g, &opt, 1e-6);
+    }
+    insta::assert_snapshot!("hardswish_fires", optimize(&parse(HARDSWISH)).0.display_without_weights().to_string());
+}
+
+#[test]
+fn hardswish_is_not_recognized_with_other_constants_or_another_factor() {
+    let other_three = HARDSWISH.replace("[3.0]", "[2.0]");
+    let other_clip = HARDSWISH.replace("clip{min=0.0, max=6.0}", "clip{min=0.0, max=5.0}");
+    let other_factor = HARDSWISH
+        .replace("%x = input f32[1,3,4,5]", "%x = input f32[1,3,4,5]\n  %z = input f32[1,3,4,5]")
+        .replace("mul(%x, %c)", "mul(%z, %c)");
+    for text in [other_three, other_clip, other_factor] {
+        let g = parse(&text);
+        let (opt, sat) = optimize(&g);
+        assert!(sat.applied.iter().all(|(_, n)| *n == 0), "{text}\n{sat:?}");
+        assert_same_function(&g, &opt, 0.0);
+    }
+}

@@ -6,6 +6,7 @@
 
 pub mod bn_fold;
 pub mod channel_affine;
+pub mod hardswish;
 
 use cnnc_ir::Tensor;
 use egg::{EGraph, Id, Rewrite, Runner, StopReason};
@@ -17,6 +18,7 @@ use crate::lang::{AttrEntry, Cnn, WeightRef};
 pub fn exact_rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
     let mut rules = bn_fold::rules();
     rules.extend(channel_affine::rules());
+    rules.extend(hardswish::rules());
     rules
 }
 
