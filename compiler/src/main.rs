@@ -315,7 +315,7 @@ fn cmd_opt(
         provenance: Some(Provenance {
             cnnc_version: env!("CARGO_PKG_VERSION").to_owned(),
             opt_level: level.to_string(),
-            args: std::env::args().skip(1).collect(),
+            args: result_args(std::env::args().skip(1)),
         }),
     };
     let bytes = artifact::encode(&loaded.graph, &meta)
@@ -335,6 +335,25 @@ fn cmd_opt(
         "weight_bytes": weight_bytes,
     }))?;
     Ok(())
+}
+
+/// The command-line arguments that decide an artifact's contents: all but where the artifact
+/// and the report are written, so the same model, level and flags give the same bytes
+/// wherever they are written.
+fn result_args(args: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip_next = false;
+    for a in args {
+        if std::mem::take(&mut skip_next) {
+            continue;
+        }
+        match a.as_str() {
+            "-o" | "--output" | "--report" => skip_next = true,
+            _ if a.starts_with("--output=") || a.starts_with("--report=") || (a.starts_with("-o") && a.len() > 2) => {}
+            _ => out.push(a),
+        }
+    }
+    out
 }
 
 /// The `--report` JSON of an `-O1` run.
