@@ -190,30 +190,7 @@ pub(crate) fn emit_concat(jit: &mut Jit, cx: &EmitCx, axis: usize) -> Result<Emi
     if off != row {
         return Err(cx.unsupported("input sizes along the axis do not add up to the output"));
     }
-    let copies: Vec<(usize, i64, StridedCopy)> = pieces
-        .iter()
-        .map(|&(arg, off, chunk)| {
-            (
-                arg,
-                off,
-                StridedCopy::new(es as usize, &[outer, chunk as usize], vec![chunk * es, es], vec![row * es, es]),
-            )
-        })
-        .collect();
-    let y_arg = cx.out_arg(0);
-    let func = jit.kernel(cx.name, |kb| {
-        let py = kb.arg(y_arg);
-        let (lo, hi) = (kb.lo, kb.hi);
-        let mut first = 0;
-        for (arg, off, copy) in &copies {
-            let px = kb.arg(*arg);
-            let dst = kb.b.ins().iadd_imm_s(py, off * es);
-            let (l, h) = local_range(kb, lo, hi, first, copy.units());
-            copy.emit(kb, px, dst, l, h);
-            first += copy.units();
-        }
-    })?;
-    Ok(Emitted::parallel(func, vec![], copies.iter().map(|c| c.2.units()).sum()))
+    slab_copies(jit, cx, es, outer, row, &pieces, cx.out_arg(0), true)
 }
 
 /// ONNX `Split` (the case the memory plan cannot turn into views): each output copied out of
@@ -233,26 +210,41 @@ pub(crate) fn emit_split(jit: &mut Jit, cx: &EmitCx, axis: usize, sizes: &[usize
         pieces.push((cx.out_arg(k), start * inner, s as i64 * inner));
         start += s as i64;
     }
+    slab_copies(jit, cx, es, outer, row, &pieces, cx.in_arg(0), false)
+}
+
+/// Copies between one tensor `whole` of `outer` rows of `row` elements (`es` bytes each) and the
+/// slabs `pieces` — `(argument, element offset in a row, elements per row)` — into `whole`
+/// (concat) or out of it (split). Work units: those of every slab's copy, one after another.
+#[allow(clippy::too_many_arguments)]
+fn slab_copies(
+    jit: &mut Jit,
+    cx: &EmitCx,
+    es: i64,
+    outer: usize,
+    row: i64,
+    pieces: &[(usize, i64, i64)],
+    whole: usize,
+    into_whole: bool,
+) -> Result<Emitted, CompileError> {
     let copies: Vec<(usize, i64, StridedCopy)> = pieces
         .iter()
         .map(|&(arg, off, chunk)| {
-            (
-                arg,
-                off,
-                StridedCopy::new(es as usize, &[outer, chunk as usize], vec![row * es, es], vec![chunk * es, es]),
-            )
+            let (slab, full) = (vec![chunk * es, es], vec![row * es, es]);
+            let (src, dst) = if into_whole { (slab, full) } else { (full, slab) };
+            (arg, off, StridedCopy::new(es as usize, &[outer, chunk as usize], src, dst))
         })
         .collect();
-    let x_arg = cx.in_arg(0);
     let func = jit.kernel(cx.name, |kb| {
-        let px = kb.arg(x_arg);
+        let pw = kb.arg(whole);
         let (lo, hi) = (kb.lo, kb.hi);
         let mut first = 0;
         for (arg, off, copy) in &copies {
-            let py = kb.arg(*arg);
-            let src = kb.b.ins().iadd_imm_s(px, off * es);
+            let slab = kb.arg(*arg);
+            let at = kb.b.ins().iadd_imm_s(pw, off * es);
+            let (src, dst) = if into_whole { (slab, at) } else { (at, slab) };
             let (l, h) = local_range(kb, lo, hi, first, copy.units());
-            copy.emit(kb, src, py, l, h);
+            copy.emit(kb, src, dst, l, h);
             first += copy.units();
         }
     })?;
