@@ -60,7 +60,7 @@ use petgraph::visit::EdgeRef;
 
 use crate::graph::{Graph, NodeId, ValueRef};
 use crate::op::{
-    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, NearestMode, Op, PadMode, PoolAttrs, ReduceKind,
+    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, Fused, NearestMode, Op, PadMode, PoolAttrs, ReduceKind,
     ResizeAttrs, ResizeMode, SliceAxis, UnaryOp,
 };
 use crate::tensor::{DType, Tensor, TensorData, TensorType, checked_numel};
@@ -483,6 +483,14 @@ fn op_to_wire(graph: &Graph, op: &Op, weights: &mut Vec<wire::Weight>) -> wire::
             keepdims: *keepdims,
             select_last_index: *select_last_index,
         }),
+        Op::Fused(f) => {
+            let act = f.act.map(|a| match op_to_wire(graph, &Op::Unary(a), weights) {
+                K::Unary(u) => u,
+                _ => unreachable!("a unary op encodes as a unary"),
+            });
+            let base = wire::Op { kind: Some(op_to_wire(graph, &f.base, weights)) };
+            K::Fused(Box::new(wire::Fused { base: Some(Box::new(base)), act, residual: f.residual }))
+        }
     }
 }
 
@@ -890,6 +898,25 @@ fn op_from_wire(at: &dyn Fn() -> String, kind: &wire::OpKind) -> Result<Op> {
             keepdims: a.keepdims,
             select_last_index: a.select_last_index,
         },
+        K::Fused(f) => {
+            // The base must be a conv, gemm or matmul, which also bounds the nesting to one.
+            let base = match f.base.as_ref().and_then(|b| b.kind.as_ref()) {
+                Some(k @ (K::Conv(_) | K::Gemm(_) | K::MatMul(_))) => op_from_wire(at, k)?,
+                Some(k) => {
+                    let name = wire_op_name(k);
+                    return Err(cx.bad("base", format!("is a {name}; a fused op's base is a conv, gemm or matmul")));
+                }
+                None => return Err(ArtifactError::Missing { at: at(), field: "fused base" }),
+            };
+            let act = match &f.act {
+                Some(u) => match op_from_wire(at, &K::Unary(*u))? {
+                    Op::Unary(u) => Some(u),
+                    _ => unreachable!("a unary decodes as a unary"),
+                },
+                None => None,
+            };
+            Op::Fused(Box::new(Fused { base, act, residual: f.residual }))
+        }
     })
 }
 
@@ -923,6 +950,7 @@ fn wire_op_name(kind: &wire::OpKind) -> &'static str {
         K::Pad(_) => "pad",
         K::Reduce(_) => "reduce",
         K::ArgReduce(_) => "arg-reduce",
+        K::Fused(_) => "fused",
     }
 }
 

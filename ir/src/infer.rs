@@ -73,7 +73,26 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         Op::Pad { pads, mode, .. } => one(pad(&cx, pads, *mode, inputs[0])?),
         Op::Reduce { kind, axes, keepdims } => one(reduce(&cx, *kind, axes, *keepdims, inputs[0])?),
         Op::ArgReduce { axis, keepdims, .. } => one(arg_reduce(&cx, *axis, *keepdims, inputs[0])?),
+        Op::Fused(f) => one(fused(&cx, f, inputs)?),
     })
+}
+
+/// A fused op: its base's type, a residual of exactly that type, an inline activation.
+fn fused(cx: &Cx, f: &crate::Fused, inputs: &[&TensorType]) -> Result<TensorType> {
+    if !crate::Fused::fusible_base(&f.base) {
+        return Err(cx.err(format!("the base of a fused op must be a conv, gemm or matmul, not {}", f.base.name())));
+    }
+    if let Some(act) = f.act.filter(|a| !crate::Fused::fusible_act(a)) {
+        return Err(cx.err(format!("{} is not a fusible activation ({})", act.name(), crate::Fused::ACTIVATIONS)));
+    }
+    let n = f.base_inputs(inputs.len());
+    let mut out = infer_types(&f.base, &inputs[..n]).map_err(|e| cx.err(format!("base {}: {}", e.op, e.reason)))?;
+    let out = out.remove(0);
+    cx.dtype("the output", &out, DType::F32)?;
+    if f.residual && inputs[n] != &out {
+        return Err(cx.err(format!("the residual is {}, expected the output's type {out}", inputs[n])));
+    }
+    Ok(out)
 }
 
 /// The op being inferred, for error messages.

@@ -19,7 +19,7 @@ pub use graph::{CycleError, Edge, Graph, GraphOutput, Node, NodeId, ValueRef, We
 pub use infer::{InferError, broadcast_shapes, infer_types};
 pub use macs::node_macs;
 pub use op::{
-    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, NearestMode, Op, PadMode, PoolAttrs, ReduceKind,
+    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, Fused, NearestMode, Op, PadMode, PoolAttrs, ReduceKind,
     ResizeAttrs, ResizeMode, SliceAxis, UnaryOp, WeightId,
 };
 pub use tensor::{DType, ShapeMismatch, Tensor, TensorData, TensorType, checked_numel, numel};

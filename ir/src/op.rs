@@ -345,6 +345,51 @@ pub enum Op {
     /// `(x)` → i64: the index of the largest (`max`) or smallest element along `axis`; ties
     /// take the first index, or the last with `select_last_index`.
     ArgReduce { max: bool, axis: usize, keepdims: bool, select_last_index: bool },
+    /// `(base inputs…[, residual])`: a conv, Gemm or MatMul whose kernel finishes each output
+    /// value in registers before storing it, `act(base(…) + residual)`. Made by the
+    /// optimizer's fusion rules, never by import; see [`Fused`].
+    Fused(Box<Fused>),
+}
+
+/// The op of [`Op::Fused`]: `y = act(base(inputs) + residual)`, in that order (the base's own
+/// bias, if any, is part of `base`). The residual, when present, is the last input and has
+/// the output's type (no broadcasting); `act` is one of the activations a kernel applies
+/// inline ([`Fused::ACTIVATIONS`] names them).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fused {
+    /// `Conv`, `Gemm` or `MatMul`.
+    pub base: Op,
+    pub act: Option<UnaryOp>,
+    pub residual: bool,
+}
+
+impl Fused {
+    /// The activations a fused kernel applies: ReLU, LeakyReLU, Clip (ReLU6), HardSigmoid,
+    /// HardSwish, Sigmoid.
+    pub const ACTIVATIONS: &'static str = "relu, leaky-relu, clip, hard-sigmoid, hard-swish, sigmoid";
+
+    /// Whether a fused kernel applies `act` inline.
+    pub fn fusible_act(act: &UnaryOp) -> bool {
+        matches!(
+            act,
+            UnaryOp::Relu
+                | UnaryOp::LeakyRelu { .. }
+                | UnaryOp::Clip { .. }
+                | UnaryOp::HardSigmoid { .. }
+                | UnaryOp::HardSwish
+                | UnaryOp::Sigmoid
+        )
+    }
+
+    /// Whether `op` can be the base of a fused op.
+    pub fn fusible_base(op: &Op) -> bool {
+        matches!(op, Op::Conv(_) | Op::Gemm { .. } | Op::MatMul)
+    }
+
+    /// How many of `n` inputs belong to the base (the residual, if any, is the last).
+    pub fn base_inputs(&self, n: usize) -> usize {
+        n.saturating_sub(usize::from(self.residual))
+    }
 }
 
 impl Op {
@@ -379,6 +424,12 @@ impl Op {
             Op::Reduce { kind, .. } => kind.name(),
             Op::ArgReduce { max: true, .. } => "arg-max",
             Op::ArgReduce { max: false, .. } => "arg-min",
+            Op::Fused(f) => match f.base {
+                Op::Conv(_) => "fused-conv",
+                Op::Gemm { .. } => "fused-gemm",
+                Op::MatMul => "fused-matmul",
+                _ => "fused",
+            },
         }
     }
 
@@ -392,6 +443,11 @@ impl Op {
             Op::Where => (3, 3),
             Op::Gemm { .. } => (2, 3),
             Op::Concat { .. } => (1, usize::MAX),
+            Op::Fused(f) => {
+                let (lo, hi) = f.base.arity();
+                let r = usize::from(f.residual);
+                (lo + r, hi + r)
+            }
             _ => (1, 1),
         }
     }

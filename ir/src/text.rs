@@ -54,6 +54,7 @@
 //! | `pad` | `pads`, `mode` (`constant`, `reflect`, `edge`, `wrap`), `value` |
 //! | `reduce-mean`, `reduce-sum`, `reduce-max`, `reduce-min`, `reduce-prod`, `reduce-l1`, `reduce-l2`, `reduce-sum-square`, `reduce-log-sum`, `reduce-log-sum-exp` | `axes`, `keepdims` |
 //! | `arg-max`, `arg-min` | `axis`, `keepdims`, `select-last-index` |
+//! | `fused-conv`, `fused-gemm`, `fused-matmul` | the base op's, then optionally `act` (`relu`, `leaky-relu` with `act-alpha`, `clip` with `act-min` and `act-max`, `hard-sigmoid` with `act-alpha` and `act-beta`, `hard-swish`, `sigmoid`) and `residual=true` (the residual is the last input); absent means none |
 //!
 //! Every other op takes no attributes. Nodes are printed graph inputs first (in input order),
 //! then in the topological order that prefers the lowest node id, so printing is deterministic
@@ -72,7 +73,7 @@ use petgraph::visit::EdgeRef;
 
 use crate::graph::{Graph, NodeId, ValueRef};
 use crate::op::{
-    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, NearestMode, Op, PadMode, PoolAttrs, ReduceKind,
+    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, Fused, NearestMode, Op, PadMode, PoolAttrs, ReduceKind,
     ResizeAttrs, ResizeMode, SliceAxis, UnaryOp,
 };
 use crate::tensor::{DType, Tensor, TensorData, TensorType};
@@ -283,7 +284,35 @@ fn print_order(g: &Graph) -> Vec<NodeId> {
 fn write_op(f: &mut Formatter<'_>, op: &Op) -> fmt::Result {
     f.write_str(op.name())?;
     let mut a = AttrWriter { f, n: 0 };
+    write_attrs(&mut a, op)?;
+    a.finish()
+}
+
+/// The attributes of `op`. A fused op writes its base's, then `act` (with the activation's
+/// own attributes prefixed `act-`) and `residual=true` when present.
+fn write_attrs(a: &mut AttrWriter<'_, '_>, op: &Op) -> fmt::Result {
     match op {
+        Op::Fused(fused) => {
+            write_attrs(a, &fused.base)?;
+            if let Some(act) = fused.act {
+                a.attr("act", V::Word(act.name()))?;
+                match act {
+                    UnaryOp::LeakyRelu { alpha } => a.attr("act-alpha", V::F32(alpha))?,
+                    UnaryOp::Clip { min, max } => {
+                        a.attr("act-min", V::F32(min))?;
+                        a.attr("act-max", V::F32(max))?;
+                    }
+                    UnaryOp::HardSigmoid { alpha, beta } => {
+                        a.attr("act-alpha", V::F32(alpha))?;
+                        a.attr("act-beta", V::F32(beta))?;
+                    }
+                    _ => {}
+                }
+            }
+            if fused.residual {
+                a.attr("residual", V::Bool(true))?;
+            }
+        }
         Op::Conv(c) => {
             a.window(&c.kernel, &c.strides, &c.dilations, &c.pads)?;
             a.attr("group", V::Usize(c.group))?;
@@ -365,7 +394,7 @@ fn write_op(f: &mut Formatter<'_>, op: &Op) -> fmt::Result {
         | Op::GlobalMaxPool
         | Op::MatMul => {}
     }
-    a.finish()
+    Ok(())
 }
 
 /// Writes `{key=value, …}`, or nothing when there are no attributes.
@@ -834,6 +863,10 @@ struct Attrs<'a> {
 }
 
 impl Attrs<'_> {
+    fn has(&self, key: &str) -> bool {
+        self.entries.iter().any(|(k, _)| k == key)
+    }
+
     fn take(&mut self, key: &str) -> Result<AttrValue, String> {
         match self.entries.iter().position(|(k, _)| k == key) {
             Some(i) => Ok(self.entries.remove(i).1),
@@ -945,6 +978,36 @@ impl Attrs<'_> {
 /// The op called `name` with attributes `entries` (not `input` or `weight`).
 fn build_op(name: &str, entries: Vec<(String, AttrValue)>) -> Result<Op, String> {
     let mut a = Attrs { op: name, entries };
+    let op = match name.strip_prefix("fused-") {
+        Some(base @ ("conv" | "gemm" | "matmul")) => {
+            let base = op_from_attrs(base, &mut a)?;
+            let act = if a.has("act") {
+                let act = a.choice("act", &FUSED_ACTS, |w| w)?;
+                Some(match act {
+                    "relu" => UnaryOp::Relu,
+                    "leaky-relu" => UnaryOp::LeakyRelu { alpha: a.f32("act-alpha")? },
+                    "clip" => UnaryOp::Clip { min: a.f32("act-min")?, max: a.f32("act-max")? },
+                    "hard-sigmoid" => UnaryOp::HardSigmoid { alpha: a.f32("act-alpha")?, beta: a.f32("act-beta")? },
+                    "hard-swish" => UnaryOp::HardSwish,
+                    _ => UnaryOp::Sigmoid,
+                })
+            } else {
+                None
+            };
+            let residual = if a.has("residual") { a.bool("residual")? } else { false };
+            Op::Fused(Box::new(Fused { base, act, residual }))
+        }
+        _ => op_from_attrs(name, &mut a)?,
+    };
+    a.finish()?;
+    Ok(op)
+}
+
+/// Spellings of the activations a fused op takes (`act=`).
+const FUSED_ACTS: [&str; 6] = ["relu", "leaky-relu", "clip", "hard-sigmoid", "hard-swish", "sigmoid"];
+
+/// The op called `name`, taking its attributes from `a` (which the caller finishes).
+fn op_from_attrs(name: &str, a: &mut Attrs<'_>) -> Result<Op, String> {
     let op = match name {
         "conv" => {
             let [kernel, strides, dilations, pads] = a.window()?;
@@ -1027,7 +1090,6 @@ fn build_op(name: &str, entries: Vec<(String, AttrValue)>) -> Result<Op, String>
             }
         }
     };
-    a.finish()?;
     Ok(op)
 }
 

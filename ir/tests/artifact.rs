@@ -401,3 +401,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_fused_op_whose_base_is_not_a_conv_gemm_or_matmul_is_rejected() {
+    let err = damaged(&every_op_graph(), |m| {
+        let i = node_index(m, "fused_conv");
+        let relu = wire::Op {
+            kind: Some(wire::OpKind::Unary(wire::Unary { kind: Some(wire::UnaryKind::Relu(wire::Empty {})) })),
+        };
+        match m.nodes[i].op.as_mut().and_then(|o| o.kind.as_mut()) {
+            Some(wire::OpKind::Fused(f)) => f.base = Some(Box::new(relu)),
+            other => panic!("fused_conv is {other:?}"),
+        }
+    });
+    assert!(err.to_string().contains("a fused op's base is a conv, gemm or matmul"), "{err}");
+    let err = damaged(&every_op_graph(), |m| {
+        let i = node_index(m, "fused_conv");
+        if let Some(wire::OpKind::Fused(f)) = m.nodes[i].op.as_mut().and_then(|o| o.kind.as_mut()) {
+            f.base = None;
+        }
+    });
+    assert!(err.to_string().contains("fused base"), "{err}");
+}

@@ -460,3 +460,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_fused_op_takes_its_base_type_a_same_typed_residual_and_an_inline_activation() {
+    use cnnc_ir::Fused;
+    let base = conv([3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1);
+    let fused = |act, residual| Op::Fused(Box::new(Fused { base: base.clone(), act, residual }));
+    let (x, w, y) = (f32s(&[1, 2, 5, 5]), f32s(&[4, 2, 3, 3]), f32s(&[1, 4, 5, 5]));
+    assert_eq!(infer_one(&fused(Some(UnaryOp::HardSwish), true), [x.clone(), w.clone(), y.clone()]), y);
+    assert_eq!(fused(None, true).name(), "fused-conv");
+    let bad_res = infer_err(&fused(None, true), [x.clone(), w.clone(), f32s(&[1, 4, 1, 1])]);
+    assert!(bad_res.contains("the residual is f32[1,4,1,1], expected the output's type f32[1,4,5,5]"), "{bad_res}");
+    let tanh = infer_err(&fused(Some(UnaryOp::Tanh), false), [x.clone(), w.clone()]);
+    assert!(tanh.contains("tanh is not a fusible activation"), "{tanh}");
+    let t = ConvTransposeAttrs {
+        kernel: vec![2, 2],
+        strides: vec![2, 2],
+        dilations: vec![1, 1],
+        pads: vec![0; 4],
+        output_padding: vec![0, 0],
+        group: 1,
+    };
+    let ct = Op::Fused(Box::new(Fused { base: Op::ConvTranspose(t), act: None, residual: false }));
+    assert!(infer_err(&ct, [x, f32s(&[2, 4, 2, 2])]).contains("must be a conv, gemm or matmul"));
+}

@@ -94,6 +94,9 @@ fn a_graph_with_every_op_round_trips_and_verifies() {
         "reduce-sum-square{axes=[3], keepdims=true}",
         "reduce-log-sum-exp{",
         "arg-max{axis=1, keepdims=false, select-last-index=true}",
+        "group=2, act=clip, act-min=0.0, act-max=6.0, residual=true}(%x, %conv.w, %conv.b, %conv)",
+        "fused-gemm{alpha=1.0, beta=0.5, trans-a=false, trans-b=true, act=hard-sigmoid, act-alpha=0.2, act-beta=0.5}",
+        "fused-matmul{residual=true}(%fused_gemm, %proj, %mm_res)",
     ] {
         assert!(text.contains(op), "`{op}` missing from\n{text}");
     }

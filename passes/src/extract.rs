@@ -65,11 +65,37 @@ pub enum ExtractError {
 /// The classes a choice needs, with each class's own node cost.
 type CostSet = BTreeMap<Id, f64>;
 
+/// A known-good choice to start local search from: one e-node per e-class, recorded before
+/// saturation ([`Seed::of`]), so the unrewritten graph is always among the candidates.
+#[derive(Clone, Debug, Default)]
+pub struct Seed(Vec<(Id, Cnn)>);
+
+impl Seed {
+    /// Every class's nodes in `egraph` (before saturation: the imported graph itself).
+    pub fn of(egraph: &EGraph<Cnn, CnnAnalysis>) -> Seed {
+        Seed(egraph.classes().flat_map(|c| c.nodes.iter().map(move |n| (c.id, n.clone()))).collect())
+    }
+}
+
 /// Extracts a low-cost DAG from `root`: the term and its total cost (each class once).
 pub fn extract_dag(
     egraph: &EGraph<Cnn, CnnAnalysis>,
     root: Id,
     cost: &impl NodeCost,
+) -> Result<(RecExpr<Cnn>, f64), ExtractError> {
+    extract_dag_seeded(egraph, root, cost, &Seed::default())
+}
+
+/// [`extract_dag`] that also starts the local search from `seed` (mapped into the saturated
+/// e-graph) and keeps the cheaper result. The greedy pass can end where only changing two
+/// classes at once helps (a conv's folded copy for one consumer and a fused copy for another,
+/// where the one plain conv plus two cheap kernels is cheaper); starting from the unrewritten
+/// graph guarantees the result is never worse than it.
+pub fn extract_dag_seeded(
+    egraph: &EGraph<Cnn, CnnAnalysis>,
+    root: Id,
+    cost: &impl NodeCost,
+    seed: &Seed,
 ) -> Result<(RecExpr<Cnn>, f64), ExtractError> {
     let root = egraph.find(root);
     // Node costs, computed once.
@@ -119,13 +145,48 @@ pub fn extract_dag(
     }
     // The greedy pass keeps one set per class, so it cannot see that a value another consumer
     // needs anyway is free for this one (it keeps a folded copy of a conv rather than the
-    // conv + a cheap add). Improve by single swaps, each priced on the whole extracted DAG.
-    let mut choice: HashMap<Id, usize> = best.iter().map(|(&id, b)| (id, b.1)).collect();
-    let mut total = dag_cost(egraph, root, &choice, &own).unwrap_or(f64::INFINITY);
+    // conv + a cheap add). Improve by single swaps, each priced on the whole extracted DAG,
+    // from the greedy choice and from the seed.
     let multi: Vec<Id> = ids.iter().copied().filter(|&id| egraph[id].nodes.len() > 1).collect();
+    let greedy: HashMap<Id, usize> = best.iter().map(|(&id, b)| (id, b.1)).collect();
+    let mut seeded = greedy.clone();
+    for (id, node) in &seed.0 {
+        let id = egraph.find(*id);
+        let node = node.clone().map_children(|c| egraph.find(c));
+        if let Some(i) = egraph[id].nodes.iter().position(|n| *n == node) {
+            seeded.insert(id, i);
+        }
+    }
+    let (mut choice, mut total) = improve(egraph, root, &multi, &own, greedy);
+    if !seed.0.is_empty() {
+        let (c, t) = improve(egraph, root, &multi, &own, seeded);
+        if t < total - 1e-9 * total.abs() {
+            (choice, total) = (c, t);
+        }
+    }
+    if !total.is_finite() {
+        return Err(ExtractError::Unreachable(usize::from(root)));
+    }
+    let chosen = |id: Id| -> Cnn {
+        let id = egraph.find(id);
+        egraph[id].nodes[choice[&id]].clone()
+    };
+    let expr = egraph[root].nodes[choice[&root]].build_recexpr(chosen);
+    Ok((expr, total))
+}
+
+/// Local search by single swaps from `choice`: the improved choice and its DAG cost.
+fn improve(
+    egraph: &EGraph<Cnn, CnnAnalysis>,
+    root: Id,
+    multi: &[Id],
+    own: &HashMap<(Id, usize), f64>,
+    mut choice: HashMap<Id, usize>,
+) -> (HashMap<Id, usize>, f64) {
+    let mut total = dag_cost(egraph, root, &choice, own).unwrap_or(f64::INFINITY);
     for _sweep in 0..20 {
         let mut improved = false;
-        for &id in &multi {
+        for &id in multi {
             let Some(&current) = choice.get(&id) else { continue };
             for alt in 0..egraph[id].nodes.len() {
                 let priced = egraph[id].nodes[alt].children().iter().all(|k| choice.contains_key(&egraph.find(*k)));
@@ -133,7 +194,7 @@ pub fn extract_dag(
                     continue;
                 }
                 choice.insert(id, alt);
-                match dag_cost(egraph, root, &choice, &own) {
+                match dag_cost(egraph, root, &choice, own) {
                     Some(t) if t < total - 1e-9 * total.abs() => {
                         total = t;
                         improved = true;
@@ -149,12 +210,7 @@ pub fn extract_dag(
             break;
         }
     }
-    let chosen = |id: Id| -> Cnn {
-        let id = egraph.find(id);
-        egraph[id].nodes[choice[&id]].clone()
-    };
-    let expr = egraph[root].nodes[choice[&root]].build_recexpr(chosen);
-    Ok((expr, total))
+    (choice, total)
 }
 
 /// The cost of the DAG `choice` reaches from `root`, each class once; `None` if it has a cycle

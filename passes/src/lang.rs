@@ -91,6 +91,7 @@ define_language! {
         "pad" = Pad(Box<[Id]>),
         "reduce" = Reduce(Box<[Id]>),
         "arg-reduce" = ArgReduce(Box<[Id]>),
+        "fused" = Fused(Box<[Id]>),
         // `(input %n)`: graph input n.
         "input" = Input(Id),
         // `(weight wn)`: a constant of the weight store.
@@ -136,6 +137,7 @@ impl Cnn {
             Op::Pad { .. } => Cnn::Pad(children),
             Op::Reduce { .. } => Cnn::Reduce(children),
             Op::ArgReduce { .. } => Cnn::ArgReduce(children),
+            Op::Fused(_) => Cnn::Fused(children),
             Op::Input { .. } | Op::Weight(_) => return None,
         })
     }
@@ -167,7 +169,8 @@ impl Cnn {
             | Cnn::Softmax(c)
             | Cnn::Pad(c)
             | Cnn::Reduce(c)
-            | Cnn::ArgReduce(c) => Some(c),
+            | Cnn::ArgReduce(c)
+            | Cnn::Fused(c) => Some(c),
             _ => None,
         }
     }

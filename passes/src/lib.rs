@@ -10,7 +10,7 @@ pub mod optimize;
 pub mod rules;
 
 pub use convert::{ClassData, CnnAnalysis, Loaded, ToGraphError, to_egraph, to_graph};
-pub use extract::{ExtractError, MacCost, NodeCost, extract_dag};
+pub use extract::{ExtractError, MacCost, NodeCost, Seed, extract_dag, extract_dag_seeded};
 pub use lang::{AttrEntry, AttrRef, AttrTable, Cnn, InputRef, OutIndex, WeightRef};
 pub use optimize::{OptReport, optimize_exact};
 pub use rules::{Limits, Saturation, exact_rules, saturate};

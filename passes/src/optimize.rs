@@ -6,7 +6,7 @@ use std::time::Instant;
 use cnnc_ir::{Graph, VerifiedGraph};
 
 use crate::convert::to_egraph;
-use crate::extract::{ExtractError, NodeCost, extract_dag};
+use crate::extract::{ExtractError, NodeCost, Seed, extract_dag, extract_dag_seeded};
 use crate::rules::{Limits, Saturation, exact_rules, saturate};
 use crate::to_graph;
 
@@ -34,10 +34,11 @@ pub fn optimize_exact(
 ) -> Result<(Graph, OptReport), ExtractError> {
     let loaded = to_egraph(graph);
     let (_, cost_before) = extract_dag(&loaded.egraph, loaded.root, cost)?;
+    let seed = Seed::of(&loaded.egraph);
     let t0 = Instant::now();
     let (loaded, saturation) = saturate(loaded, &exact_rules(), limits);
     let t1 = Instant::now();
-    let (expr, cost_after) = extract_dag(&loaded.egraph, loaded.root, cost)?;
+    let (expr, cost_after) = extract_dag_seeded(&loaded.egraph, loaded.root, cost, &seed)?;
     let out = to_graph(&expr, &loaded.egraph.analysis).map_err(|e| ExtractError::NotAGraph(e.to_string()))?;
     let t2 = Instant::now();
     let report = OptReport {

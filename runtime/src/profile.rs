@@ -103,6 +103,7 @@ impl LaunchInfo {
 /// per group; a 1×1 conv has unit kernel and strides and no padding; `M = 1` products are GEMVs).
 pub(crate) fn kernel_variant(op: &Op, inputs: &[TensorType]) -> &'static str {
     match op {
+        Op::Fused(f) => kernel_variant(&f.base, &inputs[..f.base_inputs(inputs.len())]),
         Op::Conv(a) => {
             let per_group = |axis: usize| inputs.get(1).and_then(|w| w.shape.get(axis)).copied();
             let out_per_group = per_group(0).map(|m| m / a.group.max(1));

@@ -111,7 +111,7 @@ pub struct Empty {}
 pub struct Op {
     #[prost(
         oneof = "OpKind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27"
     )]
     pub kind: Option<OpKind>,
 }
@@ -170,6 +170,19 @@ pub enum OpKind {
     Reduce(Reduce),
     #[prost(message, tag = "26")]
     ArgReduce(ArgReduce),
+    #[prost(message, tag = "27")]
+    Fused(Box<Fused>),
+}
+
+/// `act(base + residual)`; the base is a conv, gemm or matmul (the decoder rejects others).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Fused {
+    #[prost(message, optional, boxed, tag = "1")]
+    pub base: Option<Box<Op>>,
+    #[prost(message, optional, tag = "2")]
+    pub act: Option<Unary>,
+    #[prost(bool, tag = "3")]
+    pub residual: bool,
 }
 
 /// Index into [`Artifact::weights`].

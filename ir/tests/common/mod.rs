@@ -92,7 +92,7 @@ pub fn every_op_graph() -> Graph {
     let fc_w = weight(&mut g, "fc.w", &[10, 4]);
     let fc_b = weight(&mut g, "fc.b", &[10]);
     let gemm = Op::Gemm { alpha: 1.0, beta: 0.5, trans_a: false, trans_b: true };
-    let fc = node(&mut g, "fc", gemm, &[flat, fc_w, fc_b]);
+    let fc = node(&mut g, "fc", gemm.clone(), &[flat, fc_w, fc_b]);
     let proj = weight(&mut g, "proj", &[10, 3]);
     let mm = node(&mut g, "mm", Op::MatMul, &[fc, proj]);
     let sm = node(&mut g, "sm", Op::Softmax { axis: 1, flatten: true }, &[mm]);
@@ -153,5 +153,22 @@ pub fn every_op_graph() -> Graph {
     g.add_output("convt", convt);
     g.add_output("argmax", am);
     g.add_output("argmin", an);
+
+    // Fused ops: a conv with a residual and ReLU6, a gemm with HardSigmoid, a matmul with a
+    // residual only.
+    let [kernel, strides, dilations, pads] = window(3, 1, 1);
+    let fconv = Fused {
+        base: Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group: 2 }),
+        act: Some(UnaryOp::Clip { min: 0.0, max: 6.0 }),
+        residual: true,
+    };
+    let fc2 = node(&mut g, "fused_conv", Op::Fused(Box::new(fconv)), &[x, w, b, conv]);
+    let fgemm = Fused { base: gemm, act: Some(UnaryOp::HardSigmoid { alpha: 0.2, beta: 0.5 }), residual: false };
+    let fg = node(&mut g, "fused_gemm", Op::Fused(Box::new(fgemm)), &[flat, fc_w, fc_b]);
+    let fmm = Fused { base: Op::MatMul, act: None, residual: true };
+    let mm_res = node(&mut g, "mm_res", Op::MatMul, &[fg, proj]);
+    let fm = node(&mut g, "fused_mm", Op::Fused(Box::new(fmm)), &[fg, proj, mm_res]);
+    g.add_output("fused_conv", fc2);
+    g.add_output("fused_mm", fm);
     g
 }

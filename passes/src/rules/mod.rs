@@ -6,6 +6,7 @@
 
 pub mod bn_fold;
 pub mod channel_affine;
+pub mod fuse;
 pub mod hardswish;
 
 use cnnc_ir::Tensor;
@@ -19,6 +20,7 @@ pub fn exact_rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
     let mut rules = bn_fold::rules();
     rules.extend(channel_affine::rules());
     rules.extend(hardswish::rules());
+    rules.extend(fuse::rules());
     rules
 }
 

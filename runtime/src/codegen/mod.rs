@@ -171,7 +171,18 @@ impl Emitted {
 /// slab splits) never get here: the memory plan handles them.
 pub(crate) fn emit_node(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, CompileError> {
     match cx.op {
-        Op::Conv(a) => conv::emit_conv(jit, cx, a),
+        Op::Conv(a) => conv::emit_conv(jit, cx, a, &Epilogue::default()),
+        Op::Fused(f) => {
+            let ep = Epilogue { act: f.act, residual: f.residual.then(|| f.base_inputs(cx.inputs.len())) };
+            match &f.base {
+                Op::Conv(a) => conv::emit_conv(jit, cx, a, &ep),
+                Op::Gemm { alpha, beta, trans_a, trans_b } => {
+                    gemm::emit_gemm_fused(jit, cx, *alpha, *beta, *trans_a, *trans_b, &ep)
+                }
+                Op::MatMul => gemm::emit_matmul_fused(jit, cx, &ep),
+                other => Err(cx.unsupported(format!("a fused {}", other.name()))),
+            }
+        }
         Op::ConvTranspose(a) => conv::emit_conv_transpose(jit, cx, a),
         Op::BatchNorm { epsilon } => norm::emit_batchnorm(jit, cx, *epsilon),
         Op::Unary(u) => unary::emit_unary(jit, cx, *u),

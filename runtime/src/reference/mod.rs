@@ -20,7 +20,7 @@ mod window;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use cnnc_ir::{Op, Tensor, TensorData, TensorType, ValueRef, VerifiedGraph};
+use cnnc_ir::{BinaryOp, Op, Tensor, TensorData, TensorType, ValueRef, VerifiedGraph};
 
 /// Why a graph or op could not be evaluated.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -175,6 +175,18 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor], out_types: &[TensorType]) -> Result<
         Op::Reduce { kind, axes, keepdims } => vec![reduce::reduce(*kind, axes, *keepdims, inputs[0])?],
         Op::ArgReduce { max, axis, keepdims, select_last_index } => {
             vec![reduce::arg_reduce(*max, *axis, *keepdims, *select_last_index, inputs[0])?]
+        }
+        // Exactly the unfused ops, in order: base, `+ residual`, activation.
+        Op::Fused(f) => {
+            let n = f.base_inputs(inputs.len());
+            let mut y = eval_op(&f.base, &inputs[..n], out_types)?.remove(0);
+            if f.residual {
+                y = elementwise::binary(BinaryOp::Add, &y, inputs[n])?;
+            }
+            if let Some(act) = f.act {
+                y = elementwise::unary(act, &y)?;
+            }
+            vec![y]
         }
     };
     if outputs.len() != out_types.len() {

@@ -51,10 +51,11 @@ use super::gemm::kit::{self, for_dyn, gather, load_i64, shuffle32};
 use super::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit};
 use crate::microkernel::{self, Microkernels};
 
-/// A conv, through the packed-GEMM path with the host's microkernels when they apply (see
-/// [`microkernel::select`]; `CNNC_KERNELS=cranelift` forces the Cranelift kernels).
-pub(crate) fn emit_conv(jit: &mut Jit, cx: &EmitCx, a: &ConvAttrs) -> Result<Emitted, CompileError> {
-    emit_conv_with(jit, cx, a, &Epilogue::default(), microkernel::select(microkernel::Choice::from_env()))
+/// A conv with the epilogue `ep` (`Epilogue::default()` for a plain conv), through the
+/// packed-GEMM path with the host's microkernels when they apply (see [`microkernel::select`];
+/// `CNNC_KERNELS=cranelift` forces the Cranelift kernels).
+pub(crate) fn emit_conv(jit: &mut Jit, cx: &EmitCx, a: &ConvAttrs, ep: &Epilogue) -> Result<Emitted, CompileError> {
+    emit_conv_with(jit, cx, a, ep, microkernel::select(microkernel::Choice::from_env()))
 }
 
 /// A conv with `ep` applied to each output value (conv + bias) before it is stored, with the
