@@ -391,3 +391,60 @@ fn fusion_does_not_fire_for_an_activation_before_the_add_a_broadcast_add_prelu_o
         assert!(!opt.display_without_weights().to_string().contains("fused-"));
     }
 }
+
+/// `conv(y · s + t)`: a per-channel affine on a grouped conv's input.
+const AFFINE_INPUT: &str = r#"graph "affine_input" {
+  %y = input f32[1,4,5,5]
+  %s = weight f32[1,4,1,1] [0.5, -1.5, 2.0, 0.25]
+  %t = weight f32[] [0.3]
+  %w = weight f32[6,2,1,1] [0.1, -0.2, 0.3, 0.05, -0.15, 0.25, 0.12, -0.08, 0.02, 0.11, -0.21, 0.31]
+  %b = weight f32[6] [0.5, -0.5, 0.25, 0.0, 1.0, -1.0]
+  %m = mul(%y, %s) : f32[1,4,5,5]
+  %a = add(%t, %m) : f32[1,4,5,5]
+  %c = conv{kernel=[1, 1], strides=[1, 1], dilations=[1, 1], pads=[0, 0, 0, 0], group=2}(%a, %w, %b) : f32[1,6,5,5]
+  output "c" = %c
+}"#;
+
+#[test]
+fn an_affine_on_a_conv_input_folds_into_its_weights_and_bias() {
+    let g = parse(AFFINE_INPUT);
+    let (opt, sat) = optimize(&g);
+    assert_eq!(applied(&sat, "affine-input-add-bias-swapped"), 1, "{sat:?}");
+    assert!(applied(&sat, "affine-input-mul-bias") >= 1, "{sat:?}");
+    insta::assert_snapshot!("affine_input_fires", opt.display_without_weights().to_string());
+    assert_same_function(&g, &opt, 1e-5);
+    // A scale also folds into a padded 3×3 conv (zero padding commutes with it).
+    let padded = AFFINE_INPUT
+        .replace("%w = weight f32[6,2,1,1] [", "%w = weight f32[6,2,3,3] [")
+        .replace("0.11, -0.21, 0.31]", &format!("0.11, -0.21, 0.31{}]", ", 0.07, -0.13".repeat(48)))
+        .replace("%a = add(%t, %m) : f32[1,4,5,5]\n", "")
+        .replace(
+            "conv{kernel=[1, 1], strides=[1, 1], dilations=[1, 1], pads=[0, 0, 0, 0], group=2}(%a,",
+            "conv{kernel=[3, 3], strides=[1, 1], dilations=[1, 1], pads=[1, 1, 1, 1], group=2}(%m,",
+        );
+    let g = parse(&padded);
+    let (opt, sat) = optimize(&g);
+    assert_eq!(applied(&sat, "affine-input-mul-bias"), 1, "{sat:?}");
+    assert!(!opt.display_without_weights().to_string().contains("mul("));
+    assert_same_function(&g, &opt, 1e-5);
+}
+
+#[test]
+fn a_shift_does_not_fold_into_a_padded_conv_nor_a_pixel_varying_constant() {
+    let padded = AFFINE_INPUT
+        .replace("%w = weight f32[6,2,1,1] [", "%w = weight f32[6,2,3,3] [")
+        .replace("0.11, -0.21, 0.31]", &format!("0.11, -0.21, 0.31{}]", ", 0.07, -0.13".repeat(48)))
+        .replace("pads=[0, 0, 0, 0], group=2", "pads=[1, 1, 1, 1], group=2")
+        .replace("kernel=[1, 1]", "kernel=[3, 3]");
+    let g = parse(&padded);
+    let (opt, sat) = optimize(&g);
+    assert_eq!(sat.applied.iter().filter(|(r, _)| r.starts_with("affine-input-add")).map(|(_, n)| n).sum::<usize>(), 0);
+    assert!(opt.display_without_weights().to_string().contains("add("), "the shift stays");
+    assert_same_function(&g, &opt, 1e-5);
+    let varying = AFFINE_INPUT.replace(
+        "%s = weight f32[1,4,1,1] [0.5, -1.5, 2.0, 0.25]",
+        &format!("%s = weight f32[1,1,5,5] [{}]", ["0.5"; 25].join(", ")),
+    );
+    let (_, sat) = optimize(&parse(&varying));
+    assert_eq!(sat.applied.iter().filter(|(r, _)| r.starts_with("affine-input-mul")).map(|(_, n)| n).sum::<usize>(), 0);
+}

@@ -56,7 +56,7 @@ fn var(name: &str) -> Var {
 /// One value per output channel from a constant of shape `[]`, all ones, `[C,1,…]` or
 /// `[1,C,1,…]` (`rank` is the conv output's rank, ≥ 3). A `[C]` constant broadcasts along the
 /// last axis, not the channels, so it does not qualify.
-fn per_channel(t: &Tensor, channels: usize, rank: usize) -> Option<Vec<f32>> {
+pub(super) fn per_channel(t: &Tensor, channels: usize, rank: usize) -> Option<Vec<f32>> {
     let v = t.as_f32()?;
     let shape = t.shape();
     if v.len() == 1 && shape.len() <= rank {

@@ -4,6 +4,7 @@
 //! the e-class and extraction picks by cost. Each family's module documents what it rewrites,
 //! when it fires and when not, its numerical effect, and the before/after text IR.
 
+pub mod affine_input;
 pub mod bn_fold;
 pub mod channel_affine;
 pub mod fuse;
@@ -19,6 +20,7 @@ use crate::lang::{AttrEntry, Cnn, WeightRef};
 pub fn exact_rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
     let mut rules = bn_fold::rules();
     rules.extend(channel_affine::rules());
+    rules.extend(affine_input::rules());
     rules.extend(hardswish::rules());
     rules.extend(fuse::rules());
     rules
