@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Latency of cnnc against onnxruntime and tract on the shared models, in one run, alternating engines.
+# Latency of cnnc (-O0 and -O1) against onnxruntime and tract on the shared models, in one run, alternating engines.
 #
 # Usage:
 #   bench/compare.sh [--rounds K] [--runs R] [--warmup W] [--models "a b c"] [--shared DIR] [--threads "1 2"]
@@ -122,10 +122,12 @@ run_engine() {
     if [[ -e $raw/$model.$engine.t$t.failed ]]; then return 0; fi
     local -a cmd
     case $engine in
-        cnnc)
+        cnnc | cnnc1)
+            # cnnc = the -O0 artifact, cnnc1 = the -O1 one.
+            local level=${engine#cnnc}; level=O${level:-0}
             if ((!have_bench)); then echo "cnnc has no 'bench' subcommand" >"$base.err"; echo 2 >"$base.rc"; touch "$raw/$model.$engine.t$t.failed"; return 0; fi
-            if [[ ! -f $tmp/$model.cnnc ]]; then cp "$raw/$model.opt.err" "$base.err"; echo 2 >"$base.rc"; touch "$raw/$model.$engine.t$t.failed"; return 0; fi
-            cmd=("$cnnc" bench "$tmp/$model.cnnc" --runs "$runs" --warmup "$warmup" --threads "$t" --json) ;;
+            if [[ ! -f $tmp/$model.$level.cnnc ]]; then cp "$raw/$model.$level.opt.err" "$base.err"; echo 2 >"$base.rc"; touch "$raw/$model.$engine.t$t.failed"; return 0; fi
+            cmd=("$cnnc" bench "$tmp/$model.$level.cnnc" --runs "$runs" --warmup "$warmup" --threads "$t" --json) ;;
         ort)
             cmd=("$py" "$shared/tools/ort_bench.py" "$shared/models/$model.onnx" --threads "$t" --runs "$runs" --warmup "$warmup") ;;
         tract)
@@ -150,16 +152,23 @@ run_engine() {
 }
 
 # --- measure -------------------------------------------------------------------------------------------------
-engines=(cnnc ort tract)
+engines=(cnnc cnnc1 ort tract)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 start_s=$SECONDS
 for m in $models; do
     shape="${input_name[$m]}=${input_dims[$m]}"
     log "$m ($shape)"
     "$cnnc" inspect "$shared/models/$m.onnx" --input-shape "$shape" --json >"$raw/$m.inspect.json" 2>"$raw/$m.inspect.err" || true
-    if ! "$cnnc" opt "$shared/models/$m.onnx" -O0 --input-shape "$shape" -o "$tmp/$m.cnnc" >"$raw/$m.opt.out" 2>"$raw/$m.opt.err"; then
-        log "  cnnc opt failed: $(tail -n 1 "$raw/$m.opt.err")"
-    fi
+    for level in O0 O1; do
+        report=()
+        [[ $level == O1 ]] && report=(--report "$raw/$m.O1.report.json")
+        t0=$(date +%s.%N)
+        if ! "$cnnc" opt "$shared/models/$m.onnx" -$level --input-shape "$shape" -o "$tmp/$m.$level.cnnc" "${report[@]}" \
+            >"$raw/$m.$level.opt.out" 2>"$raw/$m.$level.opt.err"; then
+            log "  cnnc opt -$level failed: $(tail -n 1 "$raw/$m.$level.opt.err")"
+        fi
+        echo "$t0 $(date +%s.%N)" | awk '{printf "%.3f\n", $2 - $1}' >"$raw/$m.$level.opt.seconds"
+    done
     for ((r = 1; r <= rounds; r++)); do
         for t in $threads; do
             # Rotate the engine order every round so that no engine always runs first (or right after another).

@@ -6,7 +6,8 @@
 
 RAW_DIR holds, per model, `<model>.inspect.json` (`cnnc inspect --json`, for total_macs) and, per engine, thread count
 and round, `<model>.<engine>.t<T>.r<k>.{out,err,rc}`:
-- cnnc:  `cnnc bench --json` prints one JSON object with median_ms (and min_ms, total_macs, gflops, ...);
+- cnnc, cnnc1: `cnnc bench --json` on the -O0 and the -O1 artifact prints one JSON object with median_ms (and
+  min_ms, total_macs, gflops, ...); `<model>.O1.opt.seconds` holds the wall time of `cnnc opt -O1`;
 - ort:   `ort_bench.py` prints one JSON line with median_ms;
 - tract: `tract --machine-friendly ... bench` prints `real: <seconds>`, the mean of its timed runs.
 An engine's latency is the median over rounds of each round's per-run figure. A missing or failed engine is n/a,
@@ -19,7 +20,7 @@ import os
 import re
 import statistics
 
-ENGINES = ("cnnc", "ort", "tract")
+ENGINES = ("cnnc", "cnnc1", "ort", "tract")
 PEAK_GFLOPS_PER_CORE = 117.0  # 256-bit FMA peak of one Zen 4 core at 3.67 GHz (../shared/DESIGN.md)
 
 
@@ -77,7 +78,7 @@ def parse_round(raw, model, engine, t, r):
     out, err = read(base + ".out"), read(base + ".err")
     if rc.strip() != "0":
         return None, last_error_line(err) or f"exit {rc.strip()}"
-    if engine in ("cnnc", "ort"):
+    if engine in ("cnnc", "cnnc1", "ort"):
         obj = json_object(out)
         if obj is None or not isinstance(obj.get("median_ms"), (int, float)):
             return None, "no median_ms in its output"
@@ -150,12 +151,12 @@ def main():
         peak = PEAK_GFLOPS_PER_CORE * t
         out.append(f"### {t} thread{'s' if t > 1 else ''}")
         out.append("")
-        out.append(f"| model | MACs | cnnc ms | ORT ms | tract ms | cnnc/ORT | cnnc/tract | cnnc GFLOP/s "
-                   f"| % of {peak:.0f} GFLOP/s peak |")
-        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        out.append(f"| model | MACs | -O0 ms | -O1 ms | ORT ms | tract ms | -O0/-O1 | -O0/ORT | -O1/ORT | -O1/tract "
+                   f"| -O1 GFLOP/s | % of {peak:.0f} GFLOP/s peak | opt -O1 s |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         notes = {}  # (engine, reason) -> [models]
         partial = []
-        r_ort, r_tract = [], []
+        r_ort, r_tract, r_ort0, r_speed = [], [], [], []
         for m in models:
             lat = {}
             for e in ENGINES:
@@ -180,19 +181,21 @@ def main():
                 elif reasons:
                     partial.append(f"{m} {e}: {len(reasons)} of {len(ok) + len(reasons)} rounds failed "
                                    f"({reasons[0]}); median of the others")
-            c = lat["cnnc"]
+            c0, c = lat["cnnc"], lat["cnnc1"]
             gflops = None if c is None or not macs[m] else 2 * macs[m] / (c * 1e-3) / 1e9
-            ro, rt = ratio(c, lat["ort"]), ratio(c, lat["tract"])
-            if ro is not None:
-                r_ort.append(ro)
-            if rt is not None:
-                r_tract.append(rt)
-            out.append(f"| {m} | {fmt_macs(macs[m])} | {fmt_ms(c)} | {fmt_ms(lat['ort'])} | {fmt_ms(lat['tract'])} "
-                       f"| {fmt_ratio(ro)} | {fmt_ratio(rt)} | {'n/a' if gflops is None else f'{gflops:.1f}'} "
-                       f"| {'n/a' if gflops is None else f'{100 * gflops / peak:.1f} %'} |")
+            ro, rt, ro0, sp = ratio(c, lat["ort"]), ratio(c, lat["tract"]), ratio(c0, lat["ort"]), ratio(c0, c)
+            for xs, x in ((r_ort, ro), (r_tract, rt), (r_ort0, ro0), (r_speed, sp)):
+                if x is not None:
+                    xs.append(x)
+            opt_s = (read(os.path.join(a.raw, f"{m}.O1.opt.seconds")) or "").strip()
+            out.append(f"| {m} | {fmt_macs(macs[m])} | {fmt_ms(c0)} | {fmt_ms(c)} | {fmt_ms(lat['ort'])} "
+                       f"| {fmt_ms(lat['tract'])} | {fmt_ratio(sp)} | {fmt_ratio(ro0)} | {fmt_ratio(ro)} | {fmt_ratio(rt)} "
+                       f"| {'n/a' if gflops is None else f'{gflops:.1f}'} "
+                       f"| {'n/a' if gflops is None else f'{100 * gflops / peak:.1f} %'} | {opt_s or 'n/a'} |")
         gm = lambda xs: math.exp(sum(map(math.log, xs)) / len(xs)) if xs else None
-        out.append(f"| geometric mean of the ratios (over {len(r_ort)} / {len(r_tract)} models) | | | | "
-                   f"| {fmt_ratio(gm(r_ort))} | {fmt_ratio(gm(r_tract))} | | |")
+        out.append(f"| geometric mean of the ratios (-O1/ORT over {len(r_ort)}, -O1/tract over {len(r_tract)} models) "
+                   f"| | | | | | {fmt_ratio(gm(r_speed))} | {fmt_ratio(gm(r_ort0))} | {fmt_ratio(gm(r_ort))} "
+                   f"| {fmt_ratio(gm(r_tract))} | | | |")
         out.append("")
         if notes or partial:
             out.append("n/a:")
@@ -206,12 +209,12 @@ def main():
         t0, rest = threads[0], threads[1:]
         out.append(f"### Scaling: speedup over {t0} thread{'s' if t0 > 1 else ''} (same run)")
         out.append("")
-        out.append("| model | " + " | ".join(f"cnnc {t}t/{t0}t | ORT {t}t/{t0}t" for t in rest) + " |")
+        out.append("| model | " + " | ".join(f"cnnc -O1 {t}t/{t0}t | ORT {t}t/{t0}t" for t in rest) + " |")
         out.append("|---|" + "---:|---:|" * len(rest))
         for m in models:
             cells = []
             for t in rest:
-                for e in ("cnnc", "ort"):
+                for e in ("cnnc1", "ort"):
                     sp = ratio(latency.get((m, e, t0)), latency.get((m, e, t)))
                     cells.append(fmt_ratio(sp))
             out.append(f"| {m} | " + " | ".join(cells) + " |")
