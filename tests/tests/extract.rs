@@ -69,7 +69,9 @@ fn check_model(stem: &str) {
     let graph = import_with_inputs(&path, &golden.inputs);
     let inputs = ordered_inputs(&graph, &golden.inputs);
     let (_, dag, cost) = both(&graph);
-    let heavy = |g: &Graph| count(g, |op| matches!(unfused(op), Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm { .. }));
+    let heavy = |g: &Graph| {
+        count(g, |op| matches!(unfused(op), Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm { .. } | Op::MatMul))
+    };
     let bns = |g: &Graph| count(g, |op| matches!(op, Op::BatchNorm { .. }));
     eprintln!(
         "{stem}: {} → {} nodes, convs {} → {}, BatchNorms {} → {}, cost {cost:.3e}",

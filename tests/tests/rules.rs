@@ -448,3 +448,187 @@ fn a_shift_does_not_fold_into_a_padded_conv_nor_a_pixel_varying_constant() {
     let (_, sat) = optimize(&parse(&varying));
     assert_eq!(sat.applied.iter().filter(|(r, _)| r.starts_with("affine-input-mul")).map(|(_, n)| n).sum::<usize>(), 0);
 }
+
+/// An NHWC export's transposes around a conv, reshape chains and no-op movement.
+const MOVEMENT: &str = r#"graph "movement" {
+  %x = input f32[1,8,8,3]
+  %w = weight f32[2,3,1,1] [0.1, -0.2, 0.3, 0.05, -0.15, 0.25]
+  %t = transpose{perm=[0, 3, 1, 2]}(%x) : f32[1,3,8,8]
+  %t2 = transpose{perm=[0, 2, 3, 1]}(%t) : f32[1,8,8,3]
+  %t3 = transpose{perm=[0, 3, 1, 2]}(%t2) : f32[1,3,8,8]
+  %c = conv{kernel=[1, 1], strides=[1, 1], dilations=[1, 1], pads=[0, 0, 0, 0], group=1}(%t3, %w) : f32[1,2,8,8]
+  %p = pad{pads=[0, 0, 0, 0, 0, 0, 0, 0], mode=constant, value=0.0}(%c) : f32[1,2,8,8]
+  %s = slice{axes=[[2, 0, 8, 1]]}(%p) : f32[1,2,8,8]
+  %k = cast{to=f32}(%s) : f32[1,2,8,8]
+  %k2 = reshape{shape=[1, 2, 8, 8]}(%k) : f32[1,2,8,8]
+  %r1 = reshape{shape=[1, 128]}(%k2) : f32[1,128]
+  %r2 = reshape{shape=[2, 64]}(%r1) : f32[2,64]
+  %e = expand{shape=[2, 64]}(%r2) : f32[2,64]
+  %q = concat{axis=0}(%e) : f32[2,64]
+  output "y" = %q
+}"#;
+
+#[test]
+fn redundant_transposes_reshapes_and_noop_movement_come_out_clean() {
+    let g = parse(MOVEMENT);
+    let (opt, sat) = optimize(&g);
+    for rule in [
+        "transpose-transpose",
+        "reshape-reshape",
+        "noop-reshape",
+        "noop-pad",
+        "noop-slice",
+        "noop-cast",
+        "noop-expand",
+        "noop-concat",
+    ] {
+        assert!(applied(&sat, rule) >= 1, "{rule}: {sat:?}");
+    }
+    insta::assert_snapshot!("movement_cleans_up", opt.display_without_weights().to_string());
+    assert_same_function(&g, &opt, 0.0);
+    assert_jit_matches_reference(&opt);
+}
+
+#[test]
+fn movement_that_changes_data_is_kept() {
+    // A reversing slice, a cropping pad, a real transpose and a cast to another dtype stay.
+    let text = MOVEMENT
+        .replace("[[2, 0, 8, 1]]", "[[2, 7, -1, -1]]")
+        .replace(
+            "%t2 = transpose{perm=[0, 2, 3, 1]}(%t) : f32[1,8,8,3]",
+            "%t2 = transpose{perm=[0, 2, 1, 3]}(%t) : f32[1,8,3,8]",
+        )
+        .replace(
+            "%t3 = transpose{perm=[0, 3, 1, 2]}(%t2) : f32[1,3,8,8]",
+            "%t3 = transpose{perm=[0, 2, 1, 3]}(%t2) : f32[1,3,8,8]",
+        );
+    let g = parse(&text);
+    let (opt, sat) = optimize(&g);
+    assert_eq!(applied(&sat, "noop-slice"), 0, "{sat:?}");
+    let printed = opt.display_without_weights().to_string();
+    assert!(printed.contains("slice{axes=[[2, 7, -1, -1]]}"), "{printed}");
+    // transpose [0,2,1,3] then [0,2,1,3] is the identity; [0,3,1,2] after them stays.
+    assert_eq!(printed.matches("transpose{").count(), 1, "{printed}");
+    assert_same_function(&g, &opt, 0.0);
+    let cast = parse(&MOVEMENT.replace(
+        "%k = cast{to=f32}(%s) : f32[1,2,8,8]",
+        "%k0 = cast{to=i64}(%s) : i64[1,2,8,8]\n  %k = cast{to=f32}(%k0) : f32[1,2,8,8]",
+    ));
+    let (opt, _) = optimize(&cast);
+    assert!(opt.display_without_weights().to_string().contains("cast{to=i64}"), "f32 → i64 → f32 truncates");
+}
+
+#[test]
+fn a_graph_reduced_to_its_input_still_compiles_and_runs() {
+    let g = parse(
+        r#"graph "noop" {
+  %x = input f32[1,3]
+  %r = reshape{shape=[1, 3]}(%x) : f32[1,3]
+  output "y" = %r
+}"#,
+    );
+    let (opt, sat) = optimize(&g);
+    assert_eq!(applied(&sat, "noop-reshape"), 1, "{sat:?}");
+    assert_eq!(opt.node_count(), 1, "{}", opt.display_without_weights());
+    assert_same_function(&g, &opt, 0.0);
+    assert_jit_matches_reference(&opt);
+}
+
+const PAD_CONV: &str = r#"graph "pad_conv" {
+  %x = input f32[1,2,6,6]
+  %w = weight f32[1,2,3,3] [0.1, -0.2, 0.3, 0.05, -0.15, 0.25, 0.12, -0.08, 0.02, 0.11, -0.21, 0.31, 0.06, -0.16, 0.26, 0.13, -0.09, 0.03]
+  %p = pad{pads=[0, 0, 1, 0, 0, 0, 2, 1], mode=constant, value=0.0}(%x) : f32[1,2,9,7]
+  %c = conv{kernel=[3, 3], strides=[2, 1], dilations=[1, 1], pads=[1, 1, 1, 1], group=1}(%p, %w) : f32[1,1,5,7]
+  %q = pad{pads=[0, 0, 1, 1, 0, 0, 1, 1], mode=constant, value=-inf}(%c) : f32[1,1,7,9]
+  %m = max-pool{kernel=[2, 2], strides=[2, 2], dilations=[1, 1], pads=[0, 0, 0, 0], ceil-mode=false}(%q) : f32[1,1,3,4]
+  output "y" = %m
+}"#;
+
+#[test]
+fn an_explicit_pad_folds_into_the_conv_or_pool_window() {
+    let g = parse(PAD_CONV);
+    let (opt, sat) = optimize(&g);
+    assert_eq!(applied(&sat, "pad-fold-conv-no-bias"), 1, "{sat:?}");
+    assert_eq!(applied(&sat, "pad-fold-max-pool"), 1, "{sat:?}");
+    insta::assert_snapshot!("pad_fold_fires", opt.display_without_weights().to_string());
+    assert_same_function(&g, &opt, 0.0);
+    assert_jit_matches_reference(&opt);
+}
+
+#[test]
+fn a_pad_that_is_not_the_window_padding_stays() {
+    let cases = [
+        PAD_CONV.replace("mode=constant, value=0.0", "mode=reflect, value=0.0"),
+        PAD_CONV.replace("mode=constant, value=0.0", "mode=constant, value=1.0"),
+        // Channel padding, and cropping.
+        PAD_CONV
+            .replace(
+                "pads=[0, 0, 1, 0, 0, 0, 2, 1], mode=constant, value=0.0}(%x) : f32[1,2,9,7]",
+                "pads=[0, 1, 1, 0, 0, 0, 2, 1], mode=constant, value=0.0}(%x) : f32[1,3,9,7]",
+            )
+            .replace(
+                "%w = weight f32[1,2,3,3] [",
+                "%w = weight f32[1,3,3,3] [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, ",
+            ),
+        PAD_CONV
+            .replace(
+                "pads=[0, 0, 1, 0, 0, 0, 2, 1], mode=constant, value=0.0}(%x) : f32[1,2,9,7]",
+                "pads=[0, 0, 1, 0, 0, 0, 2, -1], mode=constant, value=0.0}(%x) : f32[1,2,9,5]",
+            )
+            .replace(": f32[1,1,5,7]", ": f32[1,1,5,5]")
+            .replace(": f32[1,1,7,9]", ": f32[1,1,7,7]")
+            .replace(": f32[1,1,3,4]", ": f32[1,1,3,3]"),
+        // A zero pad before a max-pool.
+        PAD_CONV.replace("value=-inf", "value=0.0"),
+    ];
+    for (i, text) in cases.iter().enumerate() {
+        let g = parse(text);
+        let (opt, sat) = optimize(&g);
+        let fired: usize = sat.applied.iter().filter(|(r, _)| r.starts_with("pad-fold")).map(|(_, n)| n).sum();
+        // Only the other one of the two pads folds.
+        assert_eq!(fired, 1, "case {i}: {sat:?}");
+        assert!(opt.display_without_weights().to_string().contains("pad{"), "case {i}");
+        assert_same_function(&g, &opt, 0.0);
+    }
+}
+
+const DENSE: &str = r#"graph "dense" {
+  %x = input f32[1,3]
+  %w = weight f32[3,2] [0.1, -0.2, 0.3, 0.05, -0.15, 0.25]
+  %b = weight f32[2] [0.5, -0.5]
+  %m = matmul(%x, %w) : f32[1,2]
+  %y = add(%b, %m) : f32[1,2]
+  %r = relu(%y) : f32[1,2]
+  output "y" = %r
+}"#;
+
+#[test]
+fn a_dense_layer_spelled_as_matmul_and_add_becomes_one_fused_gemm() {
+    let g = parse(DENSE);
+    let (opt, sat) = optimize(&g);
+    assert_eq!(applied(&sat, "matmul-bias-to-gemm-swapped"), 1, "{sat:?}");
+    let text = opt.display_without_weights().to_string();
+    assert!(
+        text.contains("fused-gemm{alpha=1.0, beta=1.0, trans-a=false, trans-b=false, act=relu}(%x, %w, %b)"),
+        "{text}"
+    );
+    assert_same_function(&g, &opt, 0.0);
+    assert_jit_matches_reference(&opt);
+    // A bias that broadcasts the product to more rows, or a runtime bias, stays an add.
+    for text in [
+        DENSE
+            .replace("%b = weight f32[2] [0.5, -0.5]", "%b = weight f32[2,1] [0.5, -0.5]")
+            .replace(": f32[1,2]\n  %r", ": f32[2,2]\n  %r")
+            .replace("relu(%y) : f32[1,2]", "relu(%y) : f32[2,2]"),
+        DENSE.replace("%b = weight f32[2] [0.5, -0.5]", "%b = input f32[2]"),
+    ] {
+        let g = parse(&text);
+        let (opt, sat) = optimize(&g);
+        assert_eq!(
+            sat.applied.iter().filter(|(r, _)| r.starts_with("matmul-bias")).map(|(_, n)| n).sum::<usize>(),
+            0,
+            "{text}"
+        );
+        assert!(opt.display_without_weights().to_string().contains("add("));
+    }
+}

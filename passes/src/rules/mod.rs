@@ -9,6 +9,9 @@ pub mod bn_fold;
 pub mod channel_affine;
 pub mod fuse;
 pub mod hardswish;
+pub mod matmul_bias;
+pub mod movement;
+pub mod pad_fold;
 
 use cnnc_ir::Tensor;
 use egg::{EGraph, Id, Rewrite, Runner, StopReason};
@@ -22,7 +25,10 @@ pub fn exact_rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
     rules.extend(channel_affine::rules());
     rules.extend(affine_input::rules());
     rules.extend(hardswish::rules());
+    rules.extend(matmul_bias::rules());
     rules.extend(fuse::rules());
+    rules.extend(movement::rules());
+    rules.extend(pad_fold::rules());
     rules
 }
 
