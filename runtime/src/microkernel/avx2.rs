@@ -188,6 +188,11 @@ fn activate<const ACT: u32>(v: __m256, p0: __m256, p1: __m256) -> __m256 {
 
 /// `1 / (1 + e⁻ˣ)` as `codegen::unary` computes it: `s / (1 + s)` with `s = e^{-|x|}` for
 /// negative `x`, else `1 / (1 + s)`.
+///
+/// Applied in registers like the other activations. Measured against a second pass over the
+/// freshly stored tile (in L1) inside the same call: in registers was faster on a 1×1 conv
+/// with K = 32 (fused vs conv + separate sigmoid kernel: 0.69 vs 0.75 of the time) and even
+/// at K ≥ 96.
 #[target_feature(enable = "avx2,fma")]
 fn sigmoid(x: __m256) -> __m256 {
     let sign = _mm256_set1_ps(-0.0);
