@@ -1,9 +1,11 @@
 //! Fused epilogues `act(op + bias + residual)` in the conv, Gemm and MatMul kernels, against
 //! the reference interpreter running the unfused graph `op → add(residual) → act`. No IR op
-//! carries an epilogue yet, so the kernels are built and called here directly.
+//! carries an epilogue yet, so the kernels are built and called here directly: the Cranelift
+//! kernels, and the packed-GEMM conv path on the host's microkernels (`packed_*` tests). Every
+//! kernel must also give the same bits when run unit by unit in reverse order.
 //!
 //! Tolerance: rel-L2 ≤ 1e-6. The kernels sum in f32 in another order than the f64 reference:
-//! with up to 450 products of values of order 1/√fan_in that leaves a few 1e-7 relative error
+//! with up to 576 products of values of order 1/√fan_in that leaves a few 1e-7 relative error
 //! in the pre-activation value (measured: at most 4.8e-7, in the channel-blocked cases, and
 //! there with no epilogue at all). The residual add is one more f32 rounding on both sides;
 //! the activations are exact selections (ReLU, Clip), one or two roundings (LeakyReLU,
@@ -14,7 +16,8 @@
 
 use cnnc_ir::{BinaryOp, ConvAttrs, Graph, Op, Tensor, TensorType, UnaryOp, ValueRef, verify};
 
-use super::{CompileError, EmitCx, Emitted, Epilogue, Jit, conv, gemm};
+use super::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit, conv, gemm};
+use crate::microkernel::{Choice, select};
 use crate::run_reference;
 
 /// Deterministic values in [-1, 1).
@@ -86,7 +89,9 @@ fn reference(op: &Op, operands: &[Operand], residual: Option<&Tensor>, act: Opti
 }
 
 /// Builds the fused kernel with `emit` and runs it on a table laid out like `Model::run`'s:
-/// `[operands…, residual?, y, aux…]`. The output starts as NaN so unwritten elements show.
+/// `[operands…, residual?, y, aux…]` (with scratch memory for [`Aux::Scratch`]). The output
+/// starts as NaN so unwritten elements show. The kernel runs as one call over all its work
+/// units, then unit by unit in reverse order (as threads may): both must give the same bits.
 fn run_fused(
     emit: EmitFused,
     op: &Op,
@@ -104,16 +109,33 @@ fn run_fused(
     let mut jit = Jit::new()?;
     let emitted = emit(&mut jit, &cx, ep)?;
     let (code, kernels) = jit.finish(&[emitted.func])?;
-    let mut y = vec![f32::NAN; out.numel()];
-    let mut table: Vec<*mut u8> =
-        tensors.iter().map(|t| t.as_f32().expect("f32 operands").as_ptr() as *mut u8).collect();
-    table.push(y.as_mut_ptr().cast());
-    table.extend(emitted.aux.iter().map(|a| a.ptr().expect("these kernels take no scratch")));
-    // SAFETY: the table holds one buffer per kernel argument, each of the size and type the
-    // kernel was compiled for; `code` (which owns the kernel) is alive; only `y` is written.
-    unsafe { kernels[0](table.as_ptr(), 0, emitted.units as i64) };
+    let scratch_bytes = emitted.aux.iter().map(|a| if let Aux::Scratch(n) = a { *n } else { 0 }).max().unwrap_or(0);
+    let mut scratch = vec![0u64; scratch_bytes.div_ceil(8)];
+    let mut run = |calls: &[(u64, u64)]| {
+        let mut y = vec![f32::NAN; out.numel()];
+        let scratch = scratch.as_mut_ptr().cast();
+        let mut table: Vec<*mut u8> =
+            tensors.iter().map(|t| t.as_f32().expect("f32 operands").as_ptr() as *mut u8).collect();
+        table.push(y.as_mut_ptr().cast());
+        table.extend(emitted.aux.iter().map(|a| a.ptr().unwrap_or(scratch)));
+        for &(lo, hi) in calls {
+            // SAFETY: the table holds one buffer per kernel argument, each of the size and type
+            // the kernel was compiled for (scratch as requested); `code` (which owns the kernel)
+            // is alive; only `y` and the scratch are written.
+            unsafe { kernels[0](table.as_ptr(), lo as i64, hi as i64) };
+        }
+        y
+    };
+    let whole = run(&[(0, emitted.units)]);
+    let reversed: Vec<(u64, u64)> = (0..emitted.units).rev().map(|u| (u, u + 1)).collect();
+    let by_unit = run(&reversed);
+    assert!(
+        whole.iter().zip(&by_unit).all(|(a, b)| a.to_bits() == b.to_bits()),
+        "{ep:?}: a unit-by-unit run differs from one call ({} units)",
+        emitted.units
+    );
     drop(code);
-    Ok(y)
+    Ok(whole)
 }
 
 fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
@@ -167,6 +189,9 @@ struct ConvCase {
     bias: bool,
     /// The weights are a kernel input rather than a constant packed at load.
     runtime_weights: bool,
+    /// Compile with the host's microkernels, and require the packed-GEMM path (skipped on a
+    /// host without them).
+    packed: bool,
 }
 
 impl ConvCase {
@@ -182,6 +207,7 @@ impl ConvCase {
             group: 1,
             bias: true,
             runtime_weights: false,
+            packed: false,
         }
     }
 
@@ -201,8 +227,18 @@ impl ConvCase {
         if self.bias {
             operands.push(weight(random(&[self.m], 3)));
         }
-        let emit = |jit: &mut Jit, cx: &EmitCx, ep: &Epilogue| conv::emit_conv_fused(jit, cx, &a, ep);
-        check_every_epilogue(self.what, &emit, &Op::Conv(a.clone()), &operands);
+        if self.packed {
+            let Some(mk) = select(Choice::Auto) else { return };
+            let emit = |jit: &mut Jit, cx: &EmitCx, ep: &Epilogue| {
+                let e = conv::emit_conv_with(jit, cx, &a, ep, Some(mk))?;
+                assert!(e.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "{} with {ep:?}: not packed", self.what);
+                Ok(e)
+            };
+            check_every_epilogue(self.what, &emit, &Op::Conv(a.clone()), &operands);
+        } else {
+            let emit = |jit: &mut Jit, cx: &EmitCx, ep: &Epilogue| conv::emit_conv_fused(jit, cx, &a, ep);
+            check_every_epilogue(self.what, &emit, &Op::Conv(a.clone()), &operands);
+        }
     }
 }
 
@@ -270,6 +306,29 @@ fn channel_blocked_conv_applies_the_epilogue_once_on_the_peeled_last_block() {
 fn channel_blocked_conv_applies_the_epilogue_on_the_partial_last_block() {
     // 50 = 2·24 + 2 input channels: the partial block comes last.
     ConvCase::new("blocked, partial block", &[1, 50, 5, 6], 5, &[3, 3], 1, 1).check();
+}
+
+#[test]
+fn packed_3x3_fuses_every_epilogue_over_two_k_blocks_and_partial_tiles() {
+    // K = 33·9 = 297: two K blocks (bias in the first, epilogue in the last); 13 channels are
+    // two full 6-channel tiles and one of 1; 180 pixels end in a strip of 4.
+    ConvCase { packed: true, ..ConvCase::new("packed 3x3", &[1, 33, 9, 20], 13, &[3, 3], 1, 1) }.check();
+    ConvCase { packed: true, bias: false, ..ConvCase::new("packed 3x3 no bias", &[1, 33, 9, 20], 13, &[3, 3], 1, 1) }
+        .check();
+}
+
+#[test]
+fn packed_conv_fuses_every_epilogue_over_three_k_blocks_and_channel_chunks() {
+    // K = 64·9 = 576: three K blocks (the middle one only accumulates); 61 channels on one
+    // pixel block split into chunks of channel tiles (work units), the partial tile in the
+    // last; stride 2 over 15×17 gives 8·9 = 72 pixels.
+    ConvCase { packed: true, ..ConvCase::new("packed 3x3 s2", &[1, 64, 15, 17], 61, &[3, 3], 2, 1) }.check();
+}
+
+#[test]
+fn packed_1x1_fuses_every_epilogue_without_bias_over_a_batch() {
+    // K = 300 input channels: two K blocks; batch 2; 35 pixels; 10 channels (a tile of 4).
+    ConvCase { packed: true, bias: false, ..ConvCase::new("packed 1x1", &[2, 300, 7, 5], 10, &[1, 1], 1, 0) }.check();
 }
 
 #[test]

@@ -16,6 +16,8 @@
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 
+use cnnc_ir::UnaryOp;
+
 /// Rows (output channels) of the f32 register tile.
 pub(crate) const MR: usize = 6;
 /// Columns (output pixels) of the f32 register tile.
@@ -27,12 +29,75 @@ pub(crate) const ACCUMULATE: u32 = 1;
 pub(crate) const BIAS: u32 = 2;
 /// `flags` bit: add the residual tile (same layout as C).
 pub(crate) const RESIDUAL: u32 = 4;
-/// `flags` bit: clamp to `[lo, hi]` last (ReLU is `[0, +inf]`).
-pub(crate) const CLAMP: u32 = 8;
 /// `flags` bits 8..16: valid rows (1..=MR); bits 16..24: valid columns (1..=NR).
 pub(crate) fn tile_flags(rows: usize, cols: usize) -> u32 {
     debug_assert!((1..=MR).contains(&rows) && (1..=NR).contains(&cols));
     ((rows as u32) << 8) | ((cols as u32) << 16)
+}
+
+/// First bit of the activation kind in `flags` (bits 24..28; 0 is none).
+pub(super) const ACT_SHIFT: u32 = 24;
+pub(super) const ACT_CLAMP: u32 = 1;
+pub(super) const ACT_LEAKY_RELU: u32 = 2;
+pub(super) const ACT_HARD_SIGMOID: u32 = 3;
+pub(super) const ACT_HARD_SWISH: u32 = 4;
+pub(super) const ACT_SIGMOID: u32 = 5;
+
+/// The activation `sgemm_6x16` applies last, after the bias and residual: its kind goes into
+/// `flags` ([`Act::flags`]) and its two parameters into the kernel's `p0, p1` arguments
+/// ([`Act::params`]). Each is computed exactly as the Cranelift activation kernels compute it
+/// (`codegen::unary`: the same operations in the same order, with the same NaN and signed-zero
+/// behaviour, the same inline `exp` polynomial for Sigmoid), so a fused activation gives the
+/// bits of the conv followed by the separate activation kernel.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Act {
+    /// `min(max(x, lo), hi)`, NaN passing through: Relu is `[0, +∞]`, Clip `[min, max]`.
+    Clamp { lo: f32, hi: f32 },
+    /// `x < 0 ? α·x : x`.
+    LeakyRelu { alpha: f32 },
+    /// `min(max(α·x + β, 0), 1)` (a multiply, then an add: not fused).
+    HardSigmoid { alpha: f32, beta: f32 },
+    /// `x · min(max(x·(1/6) + 0.5, 0), 1)`.
+    HardSwish,
+    /// `1 / (1 + e⁻ˣ)` through the inline Cephes-style `exp` (within 1.7e-7 relative).
+    Sigmoid,
+}
+
+impl Act {
+    /// The microkernel form of a fused activation; `None` for ops it does not apply.
+    pub(crate) fn of(op: UnaryOp) -> Option<Act> {
+        Some(match op {
+            UnaryOp::Relu => Act::Clamp { lo: 0.0, hi: f32::INFINITY },
+            UnaryOp::Clip { min, max } => Act::Clamp { lo: min, hi: max },
+            UnaryOp::LeakyRelu { alpha } => Act::LeakyRelu { alpha },
+            UnaryOp::HardSigmoid { alpha, beta } => Act::HardSigmoid { alpha, beta },
+            UnaryOp::HardSwish => Act::HardSwish,
+            UnaryOp::Sigmoid => Act::Sigmoid,
+            _ => return None,
+        })
+    }
+
+    /// The `flags` bits that select this activation.
+    pub(crate) fn flags(self) -> u32 {
+        let kind = match self {
+            Act::Clamp { .. } => ACT_CLAMP,
+            Act::LeakyRelu { .. } => ACT_LEAKY_RELU,
+            Act::HardSigmoid { .. } => ACT_HARD_SIGMOID,
+            Act::HardSwish => ACT_HARD_SWISH,
+            Act::Sigmoid => ACT_SIGMOID,
+        };
+        kind << ACT_SHIFT
+    }
+
+    /// The kernel's `(p0, p1)` arguments for this activation (unused ones are 0).
+    pub(crate) fn params(self) -> (f32, f32) {
+        match self {
+            Act::Clamp { lo, hi } => (lo, hi),
+            Act::LeakyRelu { alpha } => (alpha, 0.0),
+            Act::HardSigmoid { alpha, beta } => (alpha, beta),
+            Act::HardSwish | Act::Sigmoid => (0.0, 0.0),
+        }
+    }
 }
 
 /// Geometry of a 2-D conv for the im2col packing routine, passed to it as an `i64` table
@@ -84,7 +149,8 @@ impl Choice {
 pub(crate) struct Microkernels {
     /// `avx2::sgemm_6x16`, with the C signature
     /// `(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, flags: u32,
-    /// bias: *const f32, residual: *const f32, lo: f32, hi: f32)`.
+    /// bias: *const f32, residual: *const f32, p0: f32, p1: f32)`; `p0, p1` are the
+    /// parameters of the activation `flags` selects ([`Act`]).
     pub sgemm_6x16: u64,
     /// `avx2::pack_b_im2col`, with the C signature
     /// `(geo: *const i64, x: *const f32, k0: usize, kc: usize, n0: usize, nc: usize,

@@ -6,7 +6,7 @@
 //! - [`packed`]: im2col panels packed per cache block into the run's [`Aux::Scratch`] (each
 //!   concurrent `Model::run` has its own), weights packed at load into 6-channel panels, a
 //!   generated driver calling the precompiled 6×16 microkernel per register tile; bias,
-//!   residual and Relu/Clip applied by the microkernel, other fused activations go direct.
+//!   residual and every fused activation applied by the microkernel in registers.
 //! - [`direct`]: every conv; vectorized over output channels. Weights are packed at load
 //!   (`[group][tile of 8 channels][c][taps][8]`) so one f32x4 load gives 4 output channels; each
 //!   input pixel is `splat(load)`ed and feeds 2 such vectors. A register tile is 8 output

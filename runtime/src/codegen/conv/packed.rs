@@ -7,11 +7,11 @@
 //! 6-channel tiles, and calls the precompiled 6×16 microkernel per tile (and the packing
 //! routine per block) through `call_indirect` at addresses baked in as constants.
 //!
-//! Epilogue: the bias is added by the first K block (which overwrites Y), the residual and a
-//! Relu/Clip activation by the last (the others accumulate into Y); other activations are not
-//! handled here (see [`supports`]).
+//! Epilogue: the bias is added by the first K block (which overwrites Y), the residual and the
+//! activation by the last (the others accumulate into Y), in the microkernel's registers before
+//! the store. Every activation [`Epilogue::check`] admits has a microkernel form
+//! ([`microkernel::Act`]) that gives the same bits as the separate Cranelift activation kernel.
 
-use cnnc_ir::UnaryOp;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{AbiParam, InstBuilder, Signature, Value, types};
 use cranelift_codegen::isa::CallConv;
@@ -21,7 +21,7 @@ use super::super::builder::for_range;
 use super::super::gemm::kit::{self, for_dyn};
 use super::{AuxList, Geo, const_f32};
 use crate::codegen::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit};
-use crate::microkernel::{self, ACCUMULATE, BIAS, CLAMP, MR, Microkernels, NR, RESIDUAL};
+use crate::microkernel::{self, ACCUMULATE, Act, BIAS, MR, Microkernels, NR, RESIDUAL};
 
 /// Largest K block (rows of B per packed panel); K is split into equal blocks of at most this.
 const KC: usize = 256;
@@ -35,9 +35,10 @@ const MIN_UNITS: usize = 8;
 const MIN_CHUNK_TILES: usize = 8;
 
 /// Whether the packed path handles this conv: 1-D or 2-D, constant weights, a reduction of at
-/// least [`MIN_K`], and an epilogue the microkernel applies (residual, Relu, Clip).
+/// least [`MIN_K`], and an epilogue the microkernel applies (a residual and any activation of
+/// [`Act`], which covers every one [`Epilogue::check`] admits).
 pub(super) fn supports(cx: &EmitCx, geo: &Geo, ep: &Epilogue) -> bool {
-    let act_ok = matches!(ep.act, None | Some(UnaryOp::Relu) | Some(UnaryOp::Clip { .. }));
+    let act_ok = ep.act.is_none_or(|op| Act::of(op).is_some());
     let two_d = geo.inp[0] == 1 && geo.out[0] == 1 && geo.k[0] == 1;
     act_ok && two_d && const_f32(cx, 1).is_some() && geo.cg * geo.kvol() >= MIN_K && geo.mg > 0
 }
@@ -95,12 +96,9 @@ pub(super) fn emit(
     let scratch_arg = aux.push(Aux::Scratch(kc * nc * 4));
     let bias_arg = (ep.op_inputs(cx) > 2).then(|| cx.in_arg(2));
     let res_arg = ep.residual;
-    let (act_lo, act_hi) = match ep.act {
-        Some(UnaryOp::Relu) => (0.0, f32::INFINITY),
-        Some(UnaryOp::Clip { min, max }) => (min, max),
-        _ => (f32::NEG_INFINITY, f32::INFINITY),
-    };
-    let last_flags = if ep.act.is_some() { CLAMP } else { 0 } | if res_arg.is_some() { RESIDUAL } else { 0 };
+    let act = ep.act.and_then(Act::of);
+    let (p0, p1) = act.map_or((0.0, 0.0), Act::params);
+    let last_flags = act.map_or(0, Act::flags) | if res_arg.is_some() { RESIDUAL } else { 0 };
     let first_flags = if bias_arg.is_some() { BIAS } else { 0 };
     let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
     let in_len = geo.in_len() as i64;
@@ -144,14 +142,7 @@ pub(super) fn emit(
         }
         let gemm_sig = b.import_signature(gemm_sig);
         let pack_sig = b.import_signature(pack_sig);
-        let cs = Calls {
-            gemm_sig,
-            pack_sig,
-            gemm: mk.sgemm_6x16 as i64,
-            pack: mk.pack_b_im2col as i64,
-            lo: act_lo,
-            hi: act_hi,
-        };
+        let cs = Calls { gemm_sig, pack_sig, gemm: mk.sgemm_6x16 as i64, pack: mk.pack_b_im2col as i64, p0, p1 };
         for_dyn(b, lo, hi, 1, |b, u| {
             // u = ((n · group + g) · n_blocks + blk) · chunks + chunk
             let chunk = b.ins().urem_imm_u(u, chunks as i64);
@@ -237,8 +228,9 @@ struct Calls {
     pack_sig: cranelift_codegen::ir::SigRef,
     gemm: i64,
     pack: i64,
-    lo: f32,
-    hi: f32,
+    /// The activation's parameters (see [`Act::params`]).
+    p0: f32,
+    p1: f32,
 }
 
 /// Pointers and sizes of one (batch, group) GEMM.
@@ -286,9 +278,9 @@ impl Group {
                 let bias = self.bias.map_or(zero, |p| kit::offset(b, p, t, (MR * 4) as i64, 0));
                 let f = b.ins().iconst(types::I32, i64::from(flags | microkernel::tile_flags(m, n)));
                 let ldc = b.ins().iconst(ptr, self.n_len as i64);
-                let (lo, hi) = (b.ins().f32const(cs.lo), b.ins().f32const(cs.hi));
+                let (p0, p1) = (b.ins().f32const(cs.p0), b.ins().f32const(cs.p1));
                 let callee = b.ins().iconst(ptr, cs.gemm);
-                b.ins().call_indirect(cs.gemm_sig, callee, &[kc_v, a_t, bp, c, ldc, f, bias, r, lo, hi]);
+                b.ins().call_indirect(cs.gemm_sig, callee, &[kc_v, a_t, bp, c, ldc, f, bias, r, p0, p1]);
             };
             for_dyn(b, self.t0, self.t1, 1, |b, t| tile(b, t, MR));
             if !self.mg.is_multiple_of(MR) {

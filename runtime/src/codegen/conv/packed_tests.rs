@@ -1,8 +1,10 @@
-//! The packed-GEMM conv path with fused epilogues (bias, residual, Relu, Clip), against the
-//! direct Cranelift conv (itself checked against the reference in `epilogue_tests`), on a
-//! table laid out like `Model::run`'s with the kernel's scratch.
+//! The packed-GEMM conv path with fused epilogues (bias, residual, every activation), against
+//! the direct Cranelift conv (itself checked against the reference in `epilogue_tests`), and
+//! against itself unfused followed by the Cranelift activation kernel, on a table laid out like
+//! `Model::run`'s with the kernel's scratch.
 //!
-//! Tolerance: rel-L2 ≤ 1e-6; both sum in f32, in different orders, over ≤ 300 terms.
+//! Tolerance: rel-L2 ≤ 1e-6 against the direct conv; both sum in f32, in different orders,
+//! over ≤ 300 terms. Fused against unfused on the packed path: the same bits.
 
 use cnnc_ir::{ConvAttrs, Op, Tensor, TensorType, UnaryOp};
 
@@ -40,13 +42,17 @@ impl Bench {
         m: usize,
         a: &ConvAttrs,
         ep_act: Option<UnaryOp>,
+        bias: bool,
         residual: bool,
         mk: Option<Microkernels>,
     ) -> Bench {
         let mut w_shape = vec![m, x[1] / a.group];
         w_shape.extend(&a.kernel);
         let op = Op::Conv(a.clone());
-        let mut tensors = vec![random(x, 1), random(&w_shape, 2), random(&[m], 3)];
+        let mut tensors = vec![random(x, 1), random(&w_shape, 2)];
+        if bias {
+            tensors.push(random(&[m], 3));
+        }
         let out = {
             let ys: Vec<usize> = (0..a.kernel.len())
                 .map(|i| {
@@ -59,10 +65,10 @@ impl Bench {
         if residual {
             tensors.push(random(&out.shape, 4));
         }
-        let ep = Epilogue { act: ep_act, residual: residual.then_some(3) };
+        let ep = Epilogue { act: ep_act, residual: residual.then_some(2 + usize::from(bias)) };
         let inputs: Vec<TensorType> = tensors.iter().map(Tensor::ty).collect();
         let consts: Vec<Option<&Tensor>> =
-            tensors.iter().enumerate().map(|(i, t)| (i == 1 || i == 2).then_some(t)).collect();
+            tensors.iter().enumerate().map(|(i, t)| (i == 1 || (bias && i == 2)).then_some(t)).collect();
         let outputs = [out.clone()];
         let cx = EmitCx { name: "conv", op: &op, inputs: &inputs, outputs: &outputs, consts: &consts };
         let mut jit = Jit::new().expect("jit");
@@ -125,8 +131,8 @@ fn packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv() {
     for (x, m) in [([1, 33, 9, 20], 13), ([2, 5, 7, 6], 7), ([1, 8, 30, 27], 61), ([1, 20, 7, 7], 100)] {
         for act in acts {
             for residual in [false, true] {
-                let mut packed = Bench::new(&x, m, &a, act, residual, Some(mk));
-                let mut direct = Bench::new(&x, m, &a, act, residual, None);
+                let mut packed = Bench::new(&x, m, &a, act, true, residual, Some(mk));
+                let mut direct = Bench::new(&x, m, &a, act, true, residual, None);
                 assert!(packed.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "took the packed path");
                 if m > 60 {
                     assert!(packed.units > 1, "{x:?}→{m}: split into work units");
@@ -144,6 +150,82 @@ fn packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv() {
                         whole.iter().zip(&bench.y).all(|(a, b)| a.to_bits() == b.to_bits()),
                         "{x:?}→{m} {act:?} residual {residual}: unit-by-unit run differs ({} units)",
                         bench.units
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `op` by the Cranelift activation kernel (`codegen::unary`), in one call.
+fn cranelift_activation(op: UnaryOp, x: &[f32]) -> Vec<f32> {
+    let ty = TensorType::f32(vec![x.len()]);
+    let (inputs, outputs) = ([ty.clone()], [ty]);
+    let uop = Op::Unary(op);
+    let cx = EmitCx { name: "act", op: &uop, inputs: &inputs, outputs: &outputs, consts: &[None] };
+    let mut jit = Jit::new().expect("jit");
+    let emitted = crate::codegen::unary::emit_unary(&mut jit, &cx, op).expect("emits");
+    let (_code, kernels) = jit.finish(&[emitted.func]).expect("finishes");
+    let mut y = vec![f32::NAN; x.len()];
+    let table: [*mut u8; 2] = [x.as_ptr() as *mut u8, y.as_mut_ptr().cast()];
+    // SAFETY: input and output of the length the kernel was compiled for; `_code` is alive.
+    unsafe { kernels[0](table.as_ptr(), 0, emitted.units as i64) };
+    y
+}
+
+/// A residual whose sums with the conv span every activation's ranges: values scaled by
+/// 1/10 to 100 (Sigmoid's `exp` clamps, HardSwish's and HardSigmoid's saturation), and NaN,
+/// ±∞, −0 and a subnormal sprinkled in.
+fn wide_residual(shape: &[usize]) -> Tensor {
+    let t = random(shape, 4);
+    let special = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 1e-40, -1e-40, 95.0, -110.0, 3.0, -3.0];
+    let data = t
+        .as_f32()
+        .expect("f32")
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| if i % 37 == 5 { special[(i / 37) % special.len()] } else { v * [0.1, 1.0, 10.0, 100.0][i % 4] })
+        .collect();
+    Tensor::from_f32(shape.to_vec(), data).expect("shape")
+}
+
+/// Every fused activation on the packed path gives exactly the bits of the same packed conv
+/// unfused followed by the Cranelift activation kernel: the microkernel computes each
+/// activation with the same operations in the same order (see `microkernel::Act`).
+#[test]
+fn packed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit() {
+    let Some(mk) = select(Choice::Auto) else { return };
+    let a = ConvAttrs { kernel: vec![3, 3], strides: vec![1, 1], dilations: vec![1, 1], pads: vec![1; 4], group: 1 };
+    let acts = [
+        UnaryOp::Relu,
+        UnaryOp::LeakyRelu { alpha: 0.1 },
+        UnaryOp::Clip { min: -0.5, max: 0.25 },
+        UnaryOp::Clip { min: 0.0, max: 6.0 },
+        UnaryOp::HardSigmoid { alpha: 0.2, beta: 0.5 },
+        UnaryOp::HardSwish,
+        UnaryOp::Sigmoid,
+    ];
+    // Two K blocks (K = 297), partial channel tiles and strips, with and without bias.
+    for (x, m, bias) in [([1, 33, 9, 20], 13, true), ([1, 30, 7, 6], 11, false)] {
+        for act in acts {
+            for residual in [false, true] {
+                let mut fused = Bench::new(&x, m, &a, Some(act), bias, residual, Some(mk));
+                let mut plain = Bench::new(&x, m, &a, None, bias, residual, Some(mk));
+                assert!(fused.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "took the packed path");
+                if residual {
+                    let r = wide_residual(fused.tensors.last().expect("residual").shape());
+                    *fused.tensors.last_mut().expect("residual") = r.clone();
+                    *plain.tensors.last_mut().expect("residual") = r;
+                }
+                fused.run();
+                plain.run();
+                let want = cranelift_activation(act, &plain.y);
+                for (i, (g, w)) in fused.y.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        g.to_bits(),
+                        w.to_bits(),
+                        "{x:?}→{m} {act:?} bias {bias} residual {residual} at {i}: {g} vs {w} (from {})",
+                        plain.y[i]
                     );
                 }
             }
