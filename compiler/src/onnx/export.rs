@@ -20,8 +20,8 @@
 use std::collections::{HashMap, HashSet};
 
 use cnnc_ir::{
-    BinaryOp, CoordTransform, DType, Fused, NearestMode, Node, NodeId, Op, PadMode, ReduceKind, ResizeAttrs,
-    ResizeMode, Tensor, TensorData, TensorType, UnaryOp, ValueRef, VerifiedGraph,
+    BinaryOp, ConvTransposeAttrs, CoordTransform, DType, Fused, NearestMode, Node, NodeId, Op, PadMode, ReduceKind,
+    ResizeAttrs, ResizeMode, Tensor, TensorData, TensorType, UnaryOp, ValueRef, VerifiedGraph,
 };
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::DataType;
@@ -280,18 +280,7 @@ impl<'g> Exporter<'g> {
                 ],
                 inputs,
             ),
-            Op::ConvTranspose(a) => (
-                "ConvTranspose",
-                vec![
-                    ints("kernel_shape", &a.kernel),
-                    ints("strides", &a.strides),
-                    ints("dilations", &a.dilations),
-                    ints("pads", &a.pads),
-                    ints("output_padding", &a.output_padding),
-                    int("group", a.group as i64),
-                ],
-                inputs,
-            ),
+            Op::ConvTranspose(a) => return self.lower_conv_transpose(cx, a, inputs, outputs),
             Op::BatchNorm { epsilon } => ("BatchNormalization", vec![float("epsilon", *epsilon)], inputs),
             Op::Unary(u) => return self.lower_unary(name, u, inputs, outputs),
             Op::Binary(b) => (binary_op_type(*b), vec![], inputs),
@@ -474,6 +463,80 @@ impl<'g> Exporter<'g> {
         };
         let node_name = self.node_names.fresh(name);
         self.push_node(op_type, node_name, ins, outputs, attrs);
+        Ok(())
+    }
+
+    /// `ConvTranspose`. onnxruntime requires output_padding < max(stride, dilation), which an
+    /// `output_shape` resolved at import may exceed. Output row `o` is row `o + pad_begin` of the
+    /// full result whatever the end pad, so output padding and end pad trade one for one; what
+    /// still exceeds the limit is rows past the full result, which are bias alone: the conv
+    /// writes fewer, a `Pad` adds zeros and an `Add` the bias.
+    fn lower_conv_transpose(
+        &mut self,
+        cx: &NodeCx,
+        a: &ConvTransposeAttrs,
+        inputs: Vec<String>,
+        outputs: Vec<String>,
+    ) -> Result<(), ExportError> {
+        let name = cx.node.name.as_str();
+        let n = a.kernel.len();
+        if a.pads.len() != 2 * n || a.output_padding.len() != n || a.strides.len() != n || a.dilations.len() != n {
+            return Err(ExportError::Malformed(format!("`{name}`: conv-transpose attributes disagree in length")));
+        }
+        let (mut pads, mut output_padding) = (a.pads.clone(), a.output_padding.clone());
+        let mut extra = vec![0usize; n];
+        for i in 0..n {
+            let k = output_padding[i].min(pads[n + i]);
+            output_padding[i] -= k;
+            pads[n + i] -= k;
+            let limit = a.strides[i].max(a.dilations[i]) - 1;
+            extra[i] = output_padding[i].saturating_sub(limit);
+            output_padding[i] -= extra[i];
+        }
+        let attrs = |pads: &[usize], output_padding: &[usize]| {
+            vec![
+                ints("kernel_shape", &a.kernel),
+                ints("strides", &a.strides),
+                ints("dilations", &a.dilations),
+                ints("pads", pads),
+                ints("output_padding", output_padding),
+                int("group", a.group as i64),
+            ]
+        };
+        if extra.iter().all(|&e| e == 0) {
+            let node_name = self.node_names.fresh(name);
+            self.push_node("ConvTranspose", node_name, inputs, outputs, attrs(&pads, &output_padding));
+            return Ok(());
+        }
+        let out = first(&outputs)?;
+        let bias = inputs.get(2).cloned();
+        let conv = self.value_names.fresh(&format!("{name}/conv"));
+        let node_name = self.node_names.fresh(name);
+        self.push_node(
+            "ConvTranspose",
+            node_name,
+            inputs[..2.min(inputs.len())].to_vec(),
+            vec![conv.clone()],
+            attrs(&pads, &output_padding),
+        );
+        let mut pad_amounts = vec![0i64; 2 * (n + 2)];
+        for i in 0..n {
+            pad_amounts[n + 2 + 2 + i] = extra[i] as i64;
+        }
+        let pads_name = self.const_i64(&format!("{name}/pad_rows"), &pad_amounts);
+        let padded = if bias.is_some() { self.value_names.fresh(&format!("{name}/padded")) } else { out.clone() };
+        let node_name = self.node_names.fresh(&format!("{name}/pad_rows"));
+        self.push_node("Pad", node_name, vec![conv, pads_name], vec![padded.clone()], vec![string("mode", "constant")]);
+        if let Some(bias) = bias {
+            let mut shape = vec![1usize; n + 1];
+            shape[0] = cx.node.outputs[0].shape.get(1).copied().unwrap_or(1);
+            let shape_name = self.const_i64(&format!("{name}/bias_shape"), &to_i64(&shape));
+            let column = self.value_names.fresh(&format!("{name}/bias_column"));
+            let node_name = self.node_names.fresh(&format!("{name}/bias_column"));
+            self.push_node("Reshape", node_name, vec![bias, shape_name], vec![column.clone()], vec![]);
+            let node_name = self.node_names.fresh(&format!("{name}/bias"));
+            self.push_node("Add", node_name, vec![padded, column], vec![out], vec![]);
+        }
         Ok(())
     }
 
