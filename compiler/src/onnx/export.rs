@@ -246,12 +246,9 @@ impl<'g> Exporter<'g> {
                 let t = g.weights().get(*w).ok_or_else(|| {
                     ExportError::Malformed(format!("weight node `{}` refers to a missing weight", node.name))
                 })?;
-                if let Some(name) = self.values.get(&ValueRef::new(id, 0)).cloned() {
-                    self.proto.initializer.push(tensor_proto(&name, t));
-                } else {
-                    let name = self.constant(&node.name, t);
-                    self.values.insert(ValueRef::new(id, 0), name);
-                }
+                // A weight that is a graph output is read through an `Identity`, so it is unnamed here.
+                let name = self.constant(&node.name, t);
+                self.values.insert(ValueRef::new(id, 0), name);
                 return Ok(());
             }
             _ => {}
@@ -489,7 +486,7 @@ impl<'g> Exporter<'g> {
             let k = output_padding[i].min(pads[n + i]);
             output_padding[i] -= k;
             pads[n + i] -= k;
-            let limit = a.strides[i].max(a.dilations[i]) - 1;
+            let limit = a.strides[i].max(a.dilations[i]).saturating_sub(1);
             extra[i] = output_padding[i].saturating_sub(limit);
             output_padding[i] -= extra[i];
         }
