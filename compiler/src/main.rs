@@ -22,6 +22,7 @@ Examples:
   cnnc inspect fixtures/models/mnist_cnn.onnx --input-shape input=1x1x28x28
   cnnc inspect ppocr_v4_det.onnx --input-shape x=1x3x640x640 --json
   cnnc opt fixtures/models/mnist_cnn.onnx -O0 --input-shape input=1x1x28x28 -o mnist.cnnc
+  cnnc opt fixtures/models/mnist_cnn.onnx -O1 --input-shape input=1x1x28x28 -o mnist.cnnc --emit-onnx mnist.opt.onnx
   cnnc inspect mnist.cnnc
   cnnc run mnist.cnnc --input input=digits.npy --output-dir out/
   cnnc run model.onnx --input x=batch.npy --output-dir out/ --reference
@@ -74,6 +75,10 @@ enum Command {
         /// time) to this file; the extension picks the format (`.json`).
         #[arg(long, value_name = "FILE.json")]
         report: Option<PathBuf>,
+        /// Also write the (optimized) graph as an ONNX model (opset 18) that onnxruntime runs; fused
+        /// ops become their standard ONNX ops again. The artifact does not depend on this flag.
+        #[arg(long = "emit-onnx", value_name = "FILE.onnx")]
+        emit_onnx: Option<PathBuf>,
     },
     /// Run a model on .npy inputs and write each output as DIR/<name>.npy.
     #[command(after_help = "Examples:\n  cnnc run model.cnnc --input x=x.npy --output-dir out/\n  \
@@ -275,6 +280,7 @@ fn cmd_opt(
     output: &Path,
     input_shape: Vec<(String, Vec<usize>)>,
     report: Option<&Path>,
+    emit_onnx: Option<&Path>,
 ) -> Result<()> {
     if level == OptLevel::Speed {
         bail!(
@@ -296,6 +302,14 @@ fn cmd_opt(
         if same_file(model, r) || same_file(output, r) {
             bail!("--report {} is the model or the artifact; write the report to another file", r.display());
         }
+    }
+    if let Some(p) = emit_onnx
+        && (same_file(model, p) || same_file(output, p) || report.is_some_and(|r| same_file(r, p)))
+    {
+        bail!(
+            "--emit-onnx {} is the model, the artifact or the report; write the ONNX model to another file",
+            p.display()
+        );
     }
     let mut loaded = load_model(model, &ImportOptions { input_shapes: input_shape, ..ImportOptions::default() })?;
     let mut opt_report = None;
@@ -320,25 +334,39 @@ fn cmd_opt(
     };
     let bytes = artifact::encode(&loaded.graph, &meta)
         .with_context(|| format!("{}: the model exceeds the artifact format's limits", model.display()))?;
+    // Exported before anything is written, so an export error leaves no file behind.
+    let onnx = emit_onnx
+        .map(|p| {
+            cnnc::onnx::export_bytes(&loaded.graph)
+                .with_context(|| format!("--emit-onnx {}: exporting {}", p.display(), model.display()))
+        })
+        .transpose()?;
     if let (Some(path), Some(rep)) = (report, &opt_report) {
         let json = report_json(rep);
         write_atomically(path, format!("{json:#}\n").as_bytes())?;
     }
     write_atomically(output, &bytes)?;
+    if let (Some(path), Some(onnx)) = (emit_onnx, &onnx) {
+        write_atomically(path, onnx)?;
+    }
     let weight_bytes: usize = loaded.graph.weights().iter().map(|(_, t)| t.size_bytes()).sum();
-    say(serde_json::json!({
+    let mut summary = serde_json::json!({
         "artifact": output.display().to_string(),
         "bytes": bytes.len(),
         "format_version": artifact::FORMAT_VERSION,
         "opt_level": level.to_string(),
         "nodes": loaded.graph.node_count(),
         "weight_bytes": weight_bytes,
-    }))?;
+    });
+    if let Some(p) = emit_onnx {
+        summary["onnx"] = p.display().to_string().into();
+    }
+    say(summary)?;
     Ok(())
 }
 
-/// The command-line arguments that decide an artifact's contents: all but where the artifact
-/// and the report are written, so the same model, level and flags give the same bytes
+/// The command-line arguments that decide an artifact's contents: all but where the artifact,
+/// the report and the exported ONNX model are written, so the same model, level and flags give the same bytes
 /// wherever they are written.
 fn result_args(args: impl Iterator<Item = String>) -> Vec<String> {
     let mut out = Vec::new();
@@ -348,8 +376,9 @@ fn result_args(args: impl Iterator<Item = String>) -> Vec<String> {
             continue;
         }
         match a.as_str() {
-            "-o" | "--output" | "--report" => skip_next = true,
-            _ if a.starts_with("--output=") || a.starts_with("--report=") || (a.starts_with("-o") && a.len() > 2) => {}
+            "-o" | "--output" | "--report" | "--emit-onnx" => skip_next = true,
+            _ if ["--output=", "--report=", "--emit-onnx="].iter().any(|p| a.starts_with(p))
+                || (a.starts_with("-o") && a.len() > 2) => {}
             _ => out.push(a),
         }
     }
@@ -592,8 +621,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { model, input_shape, json } => cmd_inspect(&model, input_shape, json),
-        Command::Opt { model, level, output, input_shape, report } => {
-            cmd_opt(&model, level, &output, input_shape, report.as_deref())
+        Command::Opt { model, level, output, input_shape, report, emit_onnx } => {
+            cmd_opt(&model, level, &output, input_shape, report.as_deref(), emit_onnx.as_deref())
         }
         Command::Run { model, inputs, output_dir, input_shape, reference, threads } => {
             cmd_run(&model, inputs, &output_dir, input_shape, reference, threads)

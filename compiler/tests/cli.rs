@@ -603,3 +603,55 @@ fn bench_rejects_zero_runs_with_usage() {
     assert_eq!(o.status.code(), Some(2), "clap usage errors exit 2");
     assert!(stderr(&o).contains("--runs"), "{}", stderr(&o));
 }
+
+#[test]
+fn emit_onnx_writes_a_model_that_reimports_and_leaves_the_artifact_unchanged() {
+    let dir = temp_dir("emit-onnx");
+    let path = |name: &str| dir.join(name).display().to_string();
+    let model = "fixtures/models/ppocr_mobile_cls.onnx";
+    let shape = "x=1x3x48x192";
+    let o = cnnc(&["opt", model, "-O1", "--input-shape", shape, "-o", &path("plain.cnnc")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = cnnc(&["opt", model, "-O1", "--input-shape", shape, "-o", &path("a.cnnc"), "--emit-onnx", &path("a.onnx")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"onnx\""), "the summary names the ONNX file: {}", stdout(&o));
+    let emit_eq = format!("--emit-onnx={}", path("b.onnx"));
+    let o = cnnc(&["opt", model, "-O1", "--input-shape", shape, "-o", &path("b.cnnc"), &emit_eq]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let read = |name: &str| std::fs::read(dir.join(name)).expect(name);
+    assert!(
+        read("plain.cnnc") == read("a.cnnc") && read("a.cnnc") == read("b.cnnc"),
+        "--emit-onnx changed the artifact"
+    );
+    assert!(read("a.onnx") == read("b.onnx"), "the export is deterministic");
+    // The emitted model is ONNX that cnnc itself reads back, with static shapes.
+    let o = cnnc(&["inspect", &path("a.onnx")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn emit_onnx_refuses_to_overwrite_the_model_and_fails_whole_on_an_inexpressible_op() {
+    let o = cnnc(&[
+        "opt",
+        "fixtures/models/mnist_cnn.onnx",
+        "-o",
+        "/tmp/cnnc-never.cnnc",
+        "--emit-onnx",
+        "fixtures/../fixtures/models/mnist_cnn.onnx",
+    ]);
+    let err = assert_fails_cleanly(&o, "--emit-onnx = input");
+    assert!(err.contains("--emit-onnx") && err.contains("is the model"), "{err}");
+    assert!(!Path::new("/tmp/cnnc-never.cnnc").exists());
+
+    // AveragePool dilations need opset 19: the error names the node and nothing is written.
+    let dir = temp_dir("emit-onnx-fails");
+    let (art, onnx) = (dir.join("m.cnnc").display().to_string(), dir.join("m.onnx").display().to_string());
+    let model = "fixtures/ops/avgpool_dilations_opset19.onnx";
+    let o = cnnc(&["opt", model, "--input-shape", "x=1x2x7x7", "-o", &art, "--emit-onnx", &onnx]);
+    let err = assert_fails_cleanly(&o, "inexpressible op");
+    assert!(err.contains("cannot be expressed in ONNX opset 18") && err.contains("node `"), "{err}");
+    let files: Vec<_> = std::fs::read_dir(&dir).expect("dir").map(|e| e.expect("entry").file_name()).collect();
+    assert!(files.is_empty(), "a failed export writes nothing: {files:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,6 +1,7 @@
-//! ONNX import: decodes a `ModelProto`, binds dynamic input dimensions, lowers every node
-//! through the op table below into [`cnnc_ir`] ops (resolving constant parameter inputs into
-//! attributes), folds weight-only subgraphs, and verifies the result.
+//! ONNX import and export. Import decodes a `ModelProto`, binds dynamic input dimensions,
+//! lowers every node through the op table below into [`cnnc_ir`] ops (resolving constant
+//! parameter inputs into attributes), folds weight-only subgraphs, and verifies the result.
+//! Export (`export.rs`) writes a verified graph back as an opset-18 `ModelProto`.
 //!
 //! Only this module names onnx-protobuf types.
 
@@ -9,6 +10,7 @@ mod context;
 mod conv;
 mod elementwise;
 mod error;
+mod export;
 mod matmul;
 mod norm;
 mod pool;
@@ -27,6 +29,7 @@ use onnx_protobuf::{GraphProto, ModelProto, ValueInfoProto, type_proto};
 
 use context::{LowerCx, Lowered, OnnxNode};
 pub use error::{ImportError, UnsupportedOp};
+pub use export::{EXPORT_OPSET, ExportError, export_bytes, export_model};
 
 /// ai.onnx opsets the importer accepts.
 const OPSETS: std::ops::RangeInclusive<i64> = 7..=21;
