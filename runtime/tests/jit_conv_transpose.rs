@@ -126,6 +126,8 @@ fn upsampling_conv_transpose_matches_reference() {
     // host has one) and 24 → 1; odd widths leave pixel tails.
     case(&[1, 24, 7, 19], 24, &[2, 2], &[2, 2]).check();
     case(&[1, 24, 9, 13], 1, &[2, 2], &[2, 2]).no_bias().check();
+    case(&[1, 24, 9, 13], 1, &[2, 2], &[2, 2]).check();
+    case(&[1, 24, 7, 19], 24, &[2, 2], &[2, 2]).no_bias().check();
     case(&[2, 6, 5, 3], 5, &[3, 3], &[3, 3]).check();
     case(&[1, 4, 6, 5], 3, &[2, 1], &[2, 1]).no_bias().check();
     case(&[1, 6, 4, 4], 20, &[2, 2], &[2, 2]).group(2).check();

@@ -152,6 +152,11 @@ pub(crate) struct Microkernels {
     /// bias: *const f32, residual: *const f32, p0: f32, p1: f32)`; `p0, p1` are the
     /// parameters of the activation `flags` selects ([`Act`]).
     pub sgemm_6x16: u64,
+    /// `avx2::sgemm_6x16_rows`: `sgemm_6x16` reading row `kk` of B in place at
+    /// `x + offs[kk]`, with the C signature `(k: usize, a: *const f32, x: *const f32,
+    /// offs: *const i64, c: *mut f32, ldc: usize, flags: u32, bias: *const f32,
+    /// residual: *const f32, p0: f32, p1: f32)`.
+    pub sgemm_6x16_rows: u64,
     /// `avx2::pack_b_im2col`, with the C signature
     /// `(geo: *const i64, x: *const f32, k0: usize, kc: usize, n0: usize, nc: usize,
     /// dst: *mut f32)`.
@@ -167,11 +172,16 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // The addresses are of functions whose target features were just checked; calling
-            // them is sound under the contracts on `avx2::sgemm_6x16` and
-            // `avx2::pack_b_im2col`, which the generated drivers keep.
+            // them is sound under the contracts on `avx2::sgemm_6x16`, `avx2::sgemm_6x16_rows`
+            // and `avx2::pack_b_im2col`, which the generated drivers keep.
             let gemm: avx2::SgemmFn = avx2::sgemm_6x16;
+            let rows: avx2::SgemmRowsFn = avx2::sgemm_6x16_rows;
             let pack: avx2::PackFn = avx2::pack_b_im2col;
-            return Some(Microkernels { sgemm_6x16: gemm as usize as u64, pack_b_im2col: pack as usize as u64 });
+            return Some(Microkernels {
+                sgemm_6x16: gemm as usize as u64,
+                sgemm_6x16_rows: rows as usize as u64,
+                pack_b_im2col: pack as usize as u64,
+            });
         }
     }
     None

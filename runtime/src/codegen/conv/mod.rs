@@ -1,12 +1,14 @@
 //! Convolutions. Dense 1-D/2-D convs with constant weights and a reduction (input channels ×
-//! taps per group) of at least 16 run as a packed GEMM over the host's AVX2/FMA microkernel
+//! taps per group) of at least 12 (except strided ones with few output channels) run as a
+//! packed GEMM over the host's AVX2/FMA microkernel
 //! when it has one ([`packed`]; `CNNC_KERNELS=cranelift` disables it); the rest are direct
 //! Cranelift loop nests that need no scratch memory.
 //!
 //! - [`packed`]: im2col panels packed per cache block into the run's [`Aux::Scratch`] (each
 //!   concurrent `Model::run` has its own), weights packed at load into 6-channel panels, a
 //!   generated driver calling the precompiled 6×16 microkernel per register tile; bias,
-//!   residual and every fused activation applied by the microkernel in registers.
+//!   residual and every fused activation applied by the microkernel in registers. 1×1
+//!   stride-1 convs with few output channels read the input in place instead of packing it.
 //! - [`direct`]: every conv; vectorized over output channels. Weights are packed at load
 //!   (`[group][tile of 8 channels][c][taps][8]`) so one f32x4 load gives 4 output channels; each
 //!   input pixel is `splat(load)`ed and feeds 2 such vectors. A register tile is 8 output
@@ -73,7 +75,7 @@ pub(crate) fn emit_conv_fused(
 }
 
 /// [`emit_conv_fused`] that routes dense 1-D/2-D convs with constant weights and a reduction
-/// of at least 16 to the packed GEMM over `mk` (when `Some`); that path takes an
+/// of at least 12 (see [`packed::supports`]) to the packed GEMM over `mk` (when `Some`); that path takes an
 /// [`Aux::Scratch`]. Depthwise convs keep their Cranelift kernel.
 pub(crate) fn emit_conv_with(
     jit: &mut Jit,

@@ -7,6 +7,11 @@
 //! 6-channel tiles, and calls the precompiled 6×16 microkernel per tile (and the packing
 //! routine per block) through `call_indirect` at addresses baked in as constants.
 //!
+//! 1×1 stride-1 convs with few output channels skip the packing ([`InPlace`]): B's rows are
+//! the input's channel planes, so the `sgemm_6x16_rows` variant reads each full strip in place
+//! (a table of row offsets, one per K row); only a partial last strip is packed. Both give the
+//! same bits (the same sums in the same order).
+//!
 //! Epilogue: the bias is added by the first K block (which overwrites Y), the residual and the
 //! activation by the last (the others accumulate into Y), in the microkernel's registers before
 //! the store. Every activation [`Epilogue::check`] admits has a microkernel form
@@ -27,20 +32,32 @@ use crate::microkernel::{self, ACCUMULATE, Act, BIAS, MR, Microkernels, NR, RESI
 const KC: usize = 256;
 /// Output pixels per packed B block (a multiple of [`NR`]).
 const NC: usize = 256;
-/// Smallest reduction length worth the packing.
-const MIN_K: usize = 16;
+/// Smallest reduction length worth the microkernel. Measured against the Cranelift kernels
+/// (same run, 1 thread): 1×1 convs at 160×160 with K = 12 → 96 channels 2.1–2.7× faster here,
+/// K = 8 even, K = 3–4 1.3–1.4× slower; a 3×3 conv with one input channel (K = 9) 1.2× slower.
+const MIN_K: usize = 12;
+/// Strided convs with at most this many output channels per group stay in Cranelift: their
+/// im2col packing gathers, and too few channel tiles share it (measured 3×3 stride 2 with
+/// 16 output channels: the direct kernel 1.2–1.5× faster at K = 27, 144 and 288; with 32
+/// channels at K = 27 the microkernel 1.3× faster).
+const MAX_STRIDED_M: usize = 16;
+/// Most channel tiles for which [`InPlace`] reads pay: with few tiles per strip the packing
+/// is not amortized (1×1 convs, K = 96 → 12 channels at 160×160: 2.1× faster in place; → 24
+/// channels 1.2×; 48 even; 96 channels 1.3× slower).
+const MAX_IN_PLACE_TILES: usize = 4;
 /// Layers with fewer (batch, group, pixel block) units than this also split their channel tiles.
 const MIN_UNITS: usize = 8;
 /// Fewest channel tiles in a chunk, so that re-packing B per chunk stays cheap.
 const MIN_CHUNK_TILES: usize = 8;
 
 /// Whether the packed path handles this conv: 1-D or 2-D, constant weights, a reduction of at
-/// least [`MIN_K`], and an epilogue the microkernel applies (a residual and any activation of
+/// least [`MIN_K`], not strided with few output channels ([`MAX_STRIDED_M`]), and an epilogue the microkernel applies (a residual and any activation of
 /// [`Act`], which covers every one [`Epilogue::check`] admits).
 pub(super) fn supports(cx: &EmitCx, geo: &Geo, ep: &Epilogue) -> bool {
     let act_ok = ep.act.is_none_or(|op| Act::of(op).is_some());
     let two_d = geo.inp[0] == 1 && geo.out[0] == 1 && geo.k[0] == 1;
-    act_ok && two_d && const_f32(cx, 1).is_some() && geo.cg * geo.kvol() >= MIN_K && geo.mg > 0
+    let strided_few = geo.s[2] > 1 && geo.mg <= MAX_STRIDED_M;
+    act_ok && two_d && const_f32(cx, 1).is_some() && geo.cg * geo.kvol() >= MIN_K && !strided_few && geo.mg > 0
 }
 
 /// Packs the weights `[group·mg][cg][kvol]` into `[group][tile of 6][K][6]`.
@@ -94,6 +111,8 @@ pub(super) fn emit(
     let a_arg = aux.push(Aux::F32(pack_a(geo, w)));
     let geo_arg = aux.push(Aux::I64(pack_geo.table()));
     let scratch_arg = aux.push(Aux::Scratch(kc * nc * 4));
+    let in_place = InPlace::new(geo);
+    let offs_arg = in_place.as_ref().map(|ip| aux.push(Aux::I64(ip.offsets(geo))));
     let bias_arg = (ep.op_inputs(cx) > 2).then(|| cx.in_arg(2));
     let res_arg = ep.residual;
     let act = ep.act.and_then(Act::of);
@@ -129,6 +148,7 @@ pub(super) fn emit(
         let scratch = kb.arg(scratch_arg);
         let bias = bias_arg.map(|i| kb.arg(i));
         let res = res_arg.map(|i| kb.arg(i));
+        let offs = offs_arg.map(|i| kb.arg(i));
         let (lo, hi) = (kb.lo, kb.hi);
         let b = &mut kb.b;
         let ptr = types::I64;
@@ -140,9 +160,23 @@ pub(super) fn emit(
         for _ in 0..7 {
             pack_sig.params.push(AbiParam::new(ptr));
         }
+        let mut rows_sig = Signature::new(CallConv::SystemV);
+        for t in [ptr, ptr, ptr, ptr, ptr, ptr, types::I32, ptr, ptr, types::F32, types::F32] {
+            rows_sig.params.push(AbiParam::new(t));
+        }
         let gemm_sig = b.import_signature(gemm_sig);
         let pack_sig = b.import_signature(pack_sig);
-        let cs = Calls { gemm_sig, pack_sig, gemm: mk.sgemm_6x16 as i64, pack: mk.pack_b_im2col as i64, p0, p1 };
+        let rows_sig = b.import_signature(rows_sig);
+        let cs = Calls {
+            gemm_sig,
+            pack_sig,
+            rows_sig,
+            gemm: mk.sgemm_6x16 as i64,
+            pack: mk.pack_b_im2col as i64,
+            rows: mk.sgemm_6x16_rows as i64,
+            p0,
+            p1,
+        };
         for_dyn(b, lo, hi, 1, |b, u| {
             // u = ((n · group + g) · n_blocks + blk) · chunks + chunk
             let chunk = b.ins().urem_imm_u(u, chunks as i64);
@@ -168,6 +202,7 @@ pub(super) fn emit(
                 bias: bias.map(|p| kit::offset(b, p, g, mg as i64 * 4, 0)),
                 geo_t,
                 scratch,
+                in_place: in_place.zip(offs),
                 k_len,
                 n_len,
                 mg,
@@ -222,15 +257,126 @@ fn if_else(
     b.switch_to_block(join);
 }
 
+/// Which full 16-pixel strips the microkernel reads in place from the input
+/// (`sgemm_6x16_rows`) instead of from a packed copy: for 1×1 stride-1 convs (whose plane is
+/// one flattened row) with at most [`MAX_IN_PLACE_TILES`] channel tiles, every full strip. The
+/// geometry below is general (stride-1 columns, the strip on one output row, every tap of its
+/// 16 pixels inside the input), but for 3×3 convs reading in place measured slower than
+/// packing (Conv.58 of ppocr_v4_det, 96 → 24 channels at 160×160: the 24 channel planes of a
+/// K block are 100 KiB apart, one L1 set, so the rows do not stay in L1 across tiles). Output row `oy` and first column
+/// `ox0` qualify when `oy ∈ oy_lo..oy_hi` and `ox0 ∈ ox_lo..=ox_hi`; the strip's B row `k`
+/// is then at input element `oy·row_step + ox0 − origin + offs[k]`.
+#[derive(Clone, Copy, Debug)]
+struct InPlace {
+    ow: usize,
+    oy_lo: usize,
+    oy_hi: usize,
+    ox_lo: usize,
+    ox_hi: usize,
+    row_step: usize,
+    origin: usize,
+}
+
+/// Fewest full strips (a share, in percent) that must qualify for [`InPlace`]: the others
+/// are packed one strip at a time, which costs more per strip than packing a block.
+const MIN_IN_PLACE_PERCENT: usize = 50;
+
+impl InPlace {
+    fn new(geo: &Geo) -> Option<InPlace> {
+        if geo.s[2] != 1 || geo.kvol() > 1 || geo.mg.div_ceil(MR) > MAX_IN_PLACE_TILES {
+            return None;
+        }
+        let [_, ih, iw] = geo.inp;
+        let [_, oh, ow] = geo.out;
+        let (ph, pw) = (geo.pb[1], geo.pb[2]);
+        let (eh, ew) = ((geo.k[1] - 1) * geo.d[1], (geo.k[2] - 1) * geo.d[2]);
+        // oy·sh − ph ≥ 0 and oy·sh − ph + eh < ih.
+        let oy_lo = ph.div_ceil(geo.s[1]);
+        let oy_hi = if ih + ph > eh { (ih + ph - eh - 1) / geo.s[1] + 1 } else { 0 }.min(oh);
+        // ox0 − pw ≥ 0, ox0 + 15 − pw + ew < iw and ox0 + 16 ≤ ow.
+        let ox_lo = pw;
+        let ox_hi = (iw + pw).checked_sub(ew + NR)?.min(ow.checked_sub(NR)?);
+        if oy_lo >= oy_hi || ox_lo > ox_hi {
+            return None;
+        }
+        let ip = InPlace { ow, oy_lo, oy_hi, ox_lo, ox_hi, row_step: geo.s[1] * iw, origin: ph * iw + pw };
+        let full = geo.out_len() / NR;
+        let ok = (0..full).filter(|&s| ip.qualifies(s * NR)).count();
+        (ok * 100 >= full * MIN_IN_PLACE_PERCENT).then_some(ip)
+    }
+
+    fn qualifies(&self, p: usize) -> bool {
+        let (oy, ox0) = (p / self.ow, p % self.ow);
+        (self.oy_lo..self.oy_hi).contains(&oy) && (self.ox_lo..=self.ox_hi).contains(&ox0)
+    }
+
+    /// `offs[k]` for row `k` = (input channel, tap) of one group's B.
+    fn offsets(&self, geo: &Geo) -> Vec<i64> {
+        let plane = geo.in_len();
+        let mut offs = Vec::with_capacity(geo.cg * geo.kvol());
+        for ic in 0..geo.cg {
+            for ky in 0..geo.k[1] {
+                for kx in 0..geo.k[2] {
+                    offs.push((ic * plane + ky * geo.d[1] * geo.inp[2] + kx * geo.d[2]) as i64);
+                }
+            }
+        }
+        offs
+    }
+
+    /// Emits `if` the strip starting at output pixel `p` qualifies `{ then(input element of
+    /// its B row 0) } else { other() }`.
+    fn branch(
+        &self,
+        b: &mut FunctionBuilder,
+        p: Value,
+        then: impl FnOnce(&mut FunctionBuilder, Value),
+        other: impl FnOnce(&mut FunctionBuilder),
+    ) {
+        let oy = b.ins().udiv_imm_u(p, self.ow as i64);
+        let row0 = b.ins().imul_imm_s(oy, self.ow as i64);
+        let ox0 = b.ins().isub(p, row0);
+        // `v ∈ lo..=hi` as one unsigned compare of `v − lo` with `hi − lo`.
+        let in_range = |b: &mut FunctionBuilder, v: Value, lo: usize, hi: usize| {
+            let d = b.ins().iadd_imm_s(v, -(lo as i64));
+            b.ins().icmp_imm_u(IntCC::UnsignedLessThanOrEqual, d, (hi - lo) as i64)
+        };
+        let y_ok = in_range(b, oy, self.oy_lo, self.oy_hi - 1);
+        let x_ok = in_range(b, ox0, self.ox_lo, self.ox_hi);
+        let ok = b.ins().band(y_ok, x_ok);
+        if_else(
+            b,
+            ok,
+            |b| {
+                let e = b.ins().imul_imm_s(oy, self.row_step as i64);
+                let e = b.ins().iadd(e, ox0);
+                let e = b.ins().iadd_imm_s(e, -(self.origin as i64));
+                then(b, e);
+            },
+            other,
+        );
+    }
+}
+
 /// The microkernels as call targets.
 struct Calls {
     gemm_sig: cranelift_codegen::ir::SigRef,
     pack_sig: cranelift_codegen::ir::SigRef,
+    rows_sig: cranelift_codegen::ir::SigRef,
     gemm: i64,
     pack: i64,
+    rows: i64,
     /// The activation's parameters (see [`Act::params`]).
     p0: f32,
     p1: f32,
+}
+
+/// Where a tile call reads B: a packed strip, or the input in place (`x` of the strip's row
+/// 0, the `offs` entries of the K block).
+#[derive(Clone, Copy)]
+enum Src {
+    Packed(Value),
+    InPlace(Value, Value),
 }
 
 /// Pointers and sizes of one (batch, group) GEMM.
@@ -242,6 +388,8 @@ struct Group {
     bias: Option<Value>,
     geo_t: Value,
     scratch: Value,
+    /// Strips read in place, with the `offs` table's address.
+    in_place: Option<(InPlace, Value)>,
     k_len: usize,
     n_len: usize,
     mg: usize,
@@ -253,20 +401,24 @@ struct Group {
 }
 
 impl Group {
-    /// Packs B rows `k0..k0+kc` × pixels `n0..n0+cols`, then runs every tile over them.
+    /// B rows `k0..k0+kc` × pixels `n0..n0+cols` through every tile: packed as one block, or
+    /// with [`InPlace`] strip by strip (read in place where the strip qualifies, else packed
+    /// alone into the scratch).
     #[allow(clippy::too_many_arguments)]
     fn k_block(&self, b: &mut FunctionBuilder, cs: &Calls, n0: Value, cols: usize, k0: Value, kc: usize, flags: u32) {
         let ptr = types::I64;
         let kc_v = b.ins().iconst(ptr, kc as i64);
-        let cols_v = b.ins().iconst(ptr, cols as i64);
-        let pack = b.ins().iconst(ptr, cs.pack);
-        b.ins().call_indirect(cs.pack_sig, pack, &[self.geo_t, self.x, k0, kc_v, n0, cols_v, self.scratch]);
+        let pack = |b: &mut FunctionBuilder, p: Value, n: usize, dst: Value| {
+            let n_v = b.ins().iconst(ptr, n as i64);
+            let f = b.ins().iconst(ptr, cs.pack);
+            b.ins().call_indirect(cs.pack_sig, f, &[self.geo_t, self.x, k0, kc_v, p, n_v, dst]);
+        };
+        if self.in_place.is_none() {
+            pack(b, n0, cols, self.scratch);
+        }
         let a_k = kit::offset(b, self.a, k0, (MR * 4) as i64, 0);
-        let strip = |b: &mut FunctionBuilder, s: Value, n: usize| {
-            let bp = kit::offset(b, self.scratch, s, (kc * NR * 4) as i64, 0);
-            // Column of the strip in Y: n0 + s·16.
-            let col = b.ins().imul_imm_s(s, NR as i64);
-            let col = b.ins().iadd(col, n0);
+        // Every tile of the strip at output column `col`, B from `src`.
+        let tiles = |b: &mut FunctionBuilder, col: Value, n: usize, src: Src| {
             let y_c = kit::offset(b, self.y, col, 4, 0);
             let r_c = self.res.map(|r| kit::offset(b, r, col, 4, 0));
             let tile = |b: &mut FunctionBuilder, t: Value, m: usize| {
@@ -279,8 +431,17 @@ impl Group {
                 let f = b.ins().iconst(types::I32, i64::from(flags | microkernel::tile_flags(m, n)));
                 let ldc = b.ins().iconst(ptr, self.n_len as i64);
                 let (p0, p1) = (b.ins().f32const(cs.p0), b.ins().f32const(cs.p1));
-                let callee = b.ins().iconst(ptr, cs.gemm);
-                b.ins().call_indirect(cs.gemm_sig, callee, &[kc_v, a_t, bp, c, ldc, f, bias, r, p0, p1]);
+                match src {
+                    Src::Packed(bp) => {
+                        let callee = b.ins().iconst(ptr, cs.gemm);
+                        b.ins().call_indirect(cs.gemm_sig, callee, &[kc_v, a_t, bp, c, ldc, f, bias, r, p0, p1]);
+                    }
+                    Src::InPlace(x, offs) => {
+                        let callee = b.ins().iconst(ptr, cs.rows);
+                        let args = [kc_v, a_t, x, offs, c, ldc, f, bias, r, p0, p1];
+                        b.ins().call_indirect(cs.rows_sig, callee, &args);
+                    }
+                }
             };
             for_dyn(b, self.t0, self.t1, 1, |b, t| tile(b, t, MR));
             if !self.mg.is_multiple_of(MR) {
@@ -291,6 +452,37 @@ impl Group {
                 tile(b, t, self.mg % MR);
                 b.ins().jump(join, &[]);
                 b.switch_to_block(join);
+            }
+        };
+        let strip = |b: &mut FunctionBuilder, s: Value, n: usize| {
+            // Column of the strip in Y: n0 + s·16.
+            let col = b.ins().imul_imm_s(s, NR as i64);
+            let col = b.ins().iadd(col, n0);
+            match self.in_place {
+                None => {
+                    let bp = kit::offset(b, self.scratch, s, (kc * NR * 4) as i64, 0);
+                    tiles(b, col, n, Src::Packed(bp));
+                }
+                Some((ip, offs)) => {
+                    let packed = |b: &mut FunctionBuilder| {
+                        pack(b, col, n, self.scratch);
+                        tiles(b, col, n, Src::Packed(self.scratch));
+                    };
+                    if n < NR {
+                        packed(b);
+                        return;
+                    }
+                    ip.branch(
+                        b,
+                        col,
+                        |b, e| {
+                            let x = kit::offset(b, self.x, e, 4, 0);
+                            let offs_k = kit::offset(b, offs, k0, 8, 0);
+                            tiles(b, col, n, Src::InPlace(x, offs_k));
+                        },
+                        packed,
+                    );
+                }
             }
         };
         for_range(b, 0, (cols / NR) as i64, 1, |b, s| strip(b, s, NR));

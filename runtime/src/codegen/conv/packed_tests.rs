@@ -232,3 +232,70 @@ fn packed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit()
         }
     }
 }
+
+/// 1×1 stride-1 convs with few output channels read the input in place (`InPlace`: an extra
+/// row-offset table among the aux buffers): against the direct conv, with every epilogue, K
+/// split into two blocks, groups, batch, a partial last strip and partial channel tiles; unit
+/// by unit in reverse gives the same bits.
+#[test]
+fn in_place_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
+    let Some(mk) = select(Choice::Auto) else { return };
+    let pointwise =
+        |group| ConvAttrs { kernel: vec![1, 1], strides: vec![1, 1], dilations: vec![1, 1], pads: vec![0; 4], group };
+    let offset_tables = |b: &Bench| b.aux.iter().filter(|a| matches!(a, Aux::I64(_))).count();
+    // (x, m, group, in place): 189 pixels are 11 full strips and one of 13; K = 300 is two
+    // K blocks; 30 channels are 5 tiles, packed as before.
+    let cases = [
+        ([1, 20, 9, 21], 5, 1, true),
+        ([1, 20, 9, 21], 13, 1, true),
+        ([1, 96, 16, 20], 24, 1, true),
+        ([2, 300, 5, 7], 12, 1, true),
+        ([1, 32, 7, 9], 8, 2, true),
+        ([1, 20, 9, 21], 30, 1, false),
+    ];
+    for (x, m, group, in_place) in cases {
+        let a = pointwise(group);
+        for (act, residual, bias) in
+            [(None, false, true), (Some(UnaryOp::Relu), true, true), (Some(UnaryOp::Sigmoid), false, false)]
+        {
+            let mut packed = Bench::new(&x, m, &a, act, bias, residual, Some(mk));
+            let mut direct = Bench::new(&x, m, &a, act, bias, residual, None);
+            assert!(packed.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "took the packed path");
+            assert_eq!(offset_tables(&packed) == 2, in_place, "{x:?}→{m}: in place");
+            packed.run();
+            direct.run();
+            let rel = rel_l2(&packed.y, &direct.y);
+            assert!(rel <= 1e-6, "{x:?}→{m} {act:?} residual {residual}: rel-L2 {rel:.3e}");
+            let blank = vec![f32::NAN; packed.y.len()];
+            let whole = std::mem::replace(&mut packed.y, blank);
+            packed.run_units_reversed();
+            assert!(
+                whole.iter().zip(&packed.y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{x:?}→{m} {act:?}: unit-by-unit run differs ({} units)",
+                packed.units
+            );
+        }
+    }
+}
+
+/// The reduction lengths and strides that choose between the microkernel and Cranelift.
+#[test]
+fn small_reductions_and_strided_few_channel_convs_route_by_measurement() {
+    let Some(mk) = select(Choice::Auto) else { return };
+    let conv = |k: usize, s: usize| ConvAttrs {
+        kernel: vec![k, k],
+        strides: vec![s, s],
+        dilations: vec![1, 1],
+        pads: vec![k / 2; 4],
+        group: 1,
+    };
+    let packed = |x: [usize; 4], m: usize, a: &ConvAttrs| {
+        Bench::new(&x, m, a, None, true, false, Some(mk)).aux.iter().any(|a| matches!(a, Aux::Scratch(_)))
+    };
+    assert!(packed([1, 12, 8, 8], 96, &conv(1, 1)), "K = 12");
+    assert!(!packed([1, 8, 8, 8], 96, &conv(1, 1)), "K = 8");
+    assert!(!packed([1, 1, 8, 8], 16, &conv(3, 1)), "K = 9");
+    assert!(packed([1, 3, 16, 16], 32, &conv(3, 2)), "stride 2, 32 channels");
+    assert!(!packed([1, 3, 16, 16], 16, &conv(3, 2)), "stride 2, 16 channels");
+    assert!(!packed([1, 32, 16, 16], 16, &conv(3, 2)), "stride 2, 16 channels, K = 288");
+}

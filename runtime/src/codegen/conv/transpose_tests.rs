@@ -171,6 +171,9 @@ fn upsampling_paths_match_the_reference_and_any_unit_split() {
         // ppocr_v4_det's two layers, scaled down; odd widths leave pixel tails.
         case(&[1, 24, 9, 21], 24, &[2, 2], &[2, 2]),
         case(&[1, 24, 13, 35], 1, &[2, 2], &[2, 2]).no_bias(),
+        // The same with the bias that -O1 folds into them (a BatchNorm or Add after each).
+        case(&[1, 24, 9, 21], 24, &[2, 2], &[2, 2]).no_bias(),
+        case(&[1, 24, 13, 35], 1, &[2, 2], &[2, 2]),
         // Blocks of several rows, the last one shorter; wide rows cut into column chunks with
         // a narrower last chunk.
         case(&[1, 2, 23, 5], 2, &[2, 2], &[2, 2]),
