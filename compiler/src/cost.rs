@@ -445,9 +445,36 @@ fn one_node_graph(key: &KernelKey) -> Result<VerifiedGraph, String> {
     cnnc_ir::verify(g).map_err(|e| format!("the one-node graph does not verify: {e}"))
 }
 
+/// The calling thread's scheduler counters (`/proc/thread-self/schedstat`, Linux): time on a
+/// CPU (updated at scheduler ticks only) and time waiting for one (updated at every switch back
+/// onto a CPU), in ns. `None` where the file is absent.
+fn sched_now() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+    Some((fields.next()??, fields.next()??))
+}
+
+/// Nanoseconds the calling thread spent waiting for a CPU between two [`sched_now`] readings.
+fn waited(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> u64 {
+    match (before, after) {
+        (Some((_, a)), Some((_, b))) => b.saturating_sub(a),
+        _ => 0,
+    }
+}
+
+fn median(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
 /// Kernel time of `key` in ns: the median of several profiled runs of its one-node graph after
 /// a warm-up run (which also takes the page faults and allocates the scratch memory). Views
 /// run no kernel and take 0.
+///
+/// On a busy machine the thread is often preempted (every few ms on the 2-core machine this
+/// was tuned on), which adds whole time slices to a kernel's wall time. A run during which the
+/// thread waited for a CPU is therefore counted with that wait subtracted, and only when fewer
+/// than half the runs were undisturbed; otherwise the undisturbed runs alone give the median.
 pub fn time_kernel(key: &KernelKey) -> Result<u64, String> {
     let graph = one_node_graph(key)?;
     let mut model = Model::compile(&graph).map_err(|e| e.to_string())?;
@@ -456,23 +483,92 @@ pub fn time_kernel(key: &KernelKey) -> Result<u64, String> {
         let types: Vec<(String, TensorType)> = model.inputs().to_vec();
         uniform_inputs(&types)
     };
-    let once = || -> Result<Duration, String> {
+    // (kernel ns with any wait subtracted, whether the thread waited)
+    let once = || -> Result<(u64, bool), String> {
+        let before = sched_now();
         let (_, profile) = model.run_profiled(&inputs).map_err(|e| e.to_string())?;
-        Ok(profile.total())
+        let wait = waited(before, sched_now());
+        let ns = u64::try_from(profile.total().as_nanos()).unwrap_or(u64::MAX);
+        Ok((ns.saturating_sub(wait), wait > 0))
     };
     once()?;
     let first = once()?;
-    let runs = if first.is_zero() {
-        1
-    } else {
-        (TARGET_PER_KEY.as_nanos() / first.as_nanos().max(1)).clamp(MIN_RUNS as u128, MAX_RUNS as u128) as usize
-    };
-    let mut times = vec![first];
-    for _ in 1..runs {
-        times.push(once()?);
+    if first.0 == 0 && !first.1 {
+        return Ok(0);
     }
-    times.sort_unstable();
-    Ok(u64::try_from(times[times.len() / 2].as_nanos()).unwrap_or(u64::MAX))
+    let runs = (TARGET_PER_KEY.as_nanos() as u64 / first.0.max(1)).clamp(MIN_RUNS as u64, MAX_RUNS as u64) as usize;
+    let mut samples = vec![first];
+    for _ in 1..runs {
+        samples.push(once()?);
+    }
+    let mut clean: Vec<u64> = samples.iter().filter(|s| !s.1).map(|s| s.0).collect();
+    if 2 * clean.len() >= samples.len() {
+        return Ok(median(&mut clean));
+    }
+    Ok(median(&mut samples.iter().map(|s| s.0).collect::<Vec<_>>()))
+}
+
+/// A compiled model's latency, measured as the report states it.
+#[derive(Clone, Debug)]
+pub struct ModelTiming {
+    pub runs: usize,
+    pub threads: usize,
+    /// Median wall-clock time of a run, in ms.
+    pub wall_ms: f64,
+    /// Median time a run spent on a CPU, in ms: the wall time minus the time other processes
+    /// held the CPU it waited for (`None` where the scheduler does not say, or at several
+    /// threads, where the workers' time is not the caller's).
+    pub on_cpu_ms: Option<f64>,
+    /// Median kernel time of each kernel launch, in µs, by node name.
+    pub layers: Vec<(String, f64)>,
+}
+
+impl ModelTiming {
+    /// The latency to compare predictions with: on-CPU time where known (it equals the wall
+    /// time on an idle machine), else wall time.
+    pub fn latency_ms(&self) -> f64 {
+        self.on_cpu_ms.unwrap_or(self.wall_ms)
+    }
+}
+
+/// Times `model` on uniform random inputs: one warm-up run, then runs for about `budget`
+/// (5 to 30 of them), each profiled.
+pub fn time_model(model: &Model, budget: Duration) -> Result<ModelTiming, cnnc_runtime::RunError> {
+    let inputs = uniform_inputs(model.inputs());
+    let start = Instant::now();
+    model.run(&inputs)?;
+    let warm = start.elapsed();
+    let runs = (budget.as_secs_f64() / warm.as_secs_f64().max(1e-6)).clamp(5.0, 30.0) as usize;
+    let (mut walls, mut cpus, mut layer_ns) = (Vec::new(), Vec::new(), Vec::<Vec<u64>>::new());
+    let mut names = Vec::new();
+    for _ in 0..runs {
+        let before = sched_now();
+        let t0 = Instant::now();
+        let (_, profile) = model.run_profiled(&inputs)?;
+        let wall = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let after = sched_now();
+        walls.push(wall);
+        // The run-queue wait is accounted exactly at each switch back onto a CPU; the
+        // on-CPU counter only at scheduler ticks, too coarse for a run of a few ms.
+        if before.is_some() && after.is_some() {
+            cpus.push(wall.saturating_sub(waited(before, after)));
+        }
+        if names.is_empty() {
+            names = profile.layers.iter().map(|l| l.name.clone()).collect();
+            layer_ns = vec![Vec::with_capacity(runs); names.len()];
+        }
+        for (v, l) in layer_ns.iter_mut().zip(&profile.layers) {
+            v.push(u64::try_from(l.time.as_nanos()).unwrap_or(u64::MAX));
+        }
+    }
+    let on_cpu_ms = (model.threads() == 1 && cpus.len() == runs).then(|| median(&mut cpus) as f64 / 1e6);
+    Ok(ModelTiming {
+        runs,
+        threads: model.threads(),
+        wall_ms: median(&mut walls) as f64 / 1e6,
+        on_cpu_ms,
+        layers: names.into_iter().zip(layer_ns.iter_mut().map(|v| median(v) as f64 / 1e3)).collect(),
+    })
 }
 
 #[cfg(test)]

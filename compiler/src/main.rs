@@ -455,15 +455,11 @@ fn open_cost_cache(path: Option<&Path>) -> cost::CostCache {
     }
 }
 
-/// Median latency of the optimized model and each kernel's, at `threads` threads.
-fn measure_final(graph: &VerifiedGraph, threads: usize) -> Result<bench::Report> {
+/// Latency of the optimized model and each kernel's, at `threads` threads.
+fn measure_final(graph: &VerifiedGraph, threads: usize) -> Result<cost::ModelTiming> {
     let mut model = Model::compile(graph).context("compiling for this CPU")?;
     model.set_threads(threads);
-    // About half a second of runs (3 to 20), after two warm-up runs.
-    let probe = bench::bench(&model, "", BenchConfig { warmup: 1, runs: NonZeroUsize::MIN }, |_| {})?;
-    let runs = (500.0 / probe.median_ms.max(1e-3)).clamp(3.0, 20.0) as usize;
-    let runs = NonZeroUsize::new(runs).expect("at least 3");
-    Ok(bench::bench(&model, "", BenchConfig { warmup: 1, runs }, |_| {})?)
+    Ok(cost::time_model(&model, std::time::Duration::from_secs(1))?)
 }
 
 /// The `--report` JSON of an `-O1` run: what the rules did, the cost model and its cache, and
@@ -472,14 +468,13 @@ fn measure_final(graph: &VerifiedGraph, threads: usize) -> Result<bench::Report>
 fn report_json(
     o: &OptOutcome,
     graph: &VerifiedGraph,
-    latency: Option<&bench::Report>,
+    latency: Option<&cost::ModelTiming>,
     elapsed: std::time::Duration,
 ) -> serde_json::Value {
     let r = &o.rep;
     let s = &r.saturation;
-    let measured: HashMap<&str, f64> = latency
-        .map(|l| l.layers.iter().map(|row| (row.name.as_str(), row.time_ms * 1e3)).collect())
-        .unwrap_or_default();
+    let measured: HashMap<&str, f64> =
+        latency.map(|l| l.layers.iter().map(|(name, us)| (name.as_str(), *us)).collect()).unwrap_or_default();
     let order = graph.topo_order().expect("a verified graph is acyclic");
     let layers: Vec<serde_json::Value> = order
         .iter()
@@ -503,9 +498,16 @@ fn report_json(
     let total = match latency {
         Some(l) => serde_json::json!({
             "predicted_ms": predicted_ms,
-            "measured_ms": l.median_ms,
-            "measured_kernels_ms": l.layers.iter().map(|row| row.time_ms).sum::<f64>(),
-            "error": predicted_ms / l.median_ms - 1.0,
+            "measured_ms": l.latency_ms(),
+            "measured": if l.on_cpu_ms.is_some() {
+                "median time a run spent on the CPU: its wall time minus the time it waited while other processes held the CPU (equal on an idle machine)"
+            } else {
+                "median wall-clock time of a run"
+            },
+            "wall_ms": l.wall_ms,
+            "on_cpu_ms": l.on_cpu_ms,
+            "measured_kernels_ms": l.layers.iter().map(|(_, us)| us).sum::<f64>() / 1e3,
+            "error": predicted_ms / l.latency_ms() - 1.0,
             "runs": l.runs,
             "threads": l.threads,
         }),

@@ -93,10 +93,13 @@ fn price(g: &VerifiedGraph, path: &std::path::Path) -> (TableCost, usize, Vec<St
     let mut warnings = Vec::new();
     let mut cache = CostCache::open(path, Machine::this(), &mut |w| warnings.push(w));
     let mut table = TableCost::new(1);
-    let mut oracle = MeasuredOracle::new(&mut cache, |_| {});
-    table.add_graph(g, &mut oracle);
-    let measured = oracle.stats.measured;
-    assert_eq!(oracle.stats.failed, 0);
+    let stats = {
+        let mut oracle = MeasuredOracle::new(&mut cache, |_| {});
+        table.add_graph(g, &mut oracle);
+        oracle.stats
+    };
+    assert_eq!(stats.failed, 0);
+    let measured = stats.measured;
     cache.save().expect("saves");
     (table, measured, warnings)
 }
