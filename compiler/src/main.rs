@@ -481,11 +481,8 @@ fn report_json(
         .filter(|&&id| !graph.node(id).op.is_source())
         .map(|&id| {
             let node = graph.node(id);
-            let measured_us = match latency {
-                // Views (reshapes, slab splits) and in-place concats run no kernel.
-                Some(_) => Some(measured.get(node.name.as_str()).copied().unwrap_or(0.0)),
-                None => None,
-            };
+            // Views (reshapes, slab splits) and in-place concats run no kernel.
+            let measured_us = latency.map(|_| measured.get(node.name.as_str()).copied().unwrap_or(0.0));
             serde_json::json!({
                 "name": node.name,
                 "op": node.op.name(),
