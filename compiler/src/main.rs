@@ -323,6 +323,14 @@ fn cmd_opt(model: &Path, flags: OptFlags) -> Result<()> {
             bail!("--report {} is the model or the artifact; write the report to another file", r.display());
         }
     }
+    if let Some(c) = &cost_cache
+        && (same_file(model, c) || same_file(output, c) || report.is_some_and(|r| same_file(r, c)))
+    {
+        bail!(
+            "--cost-cache {} is the model, the artifact or the report; keep the cost cache in its own file",
+            c.display()
+        );
+    }
     if level == OptLevel::O0 {
         let flag =
             [(cost_cache.is_some(), "--cost-cache"), (no_measure, "--no-measure"), (threads.is_some(), "--threads")]

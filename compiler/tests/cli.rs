@@ -477,6 +477,10 @@ fn a_corrupt_cost_cache_is_a_warning_naming_the_file() {
     assert!(err.contains("warning: cost cache") && err.contains(&c), "{err}");
     let text = std::fs::read_to_string(&cache).expect("rewritten");
     assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok(), "the cache is rewritten whole");
+    let args = ["opt", "fixtures/models/mnist_cnn.onnx", "-O1", "--input-shape", "input=1x1x28x28", "-o", &out];
+    let o = cnnc(&[&args[..], &["--cost-cache", &out]].concat());
+    let err = assert_fails_cleanly(&o, "--cost-cache = -o");
+    assert!(err.contains("--cost-cache") && err.contains("its own file"), "{err}");
     let o = cnnc(&[
         "opt",
         "fixtures/models/mnist_cnn.onnx",
