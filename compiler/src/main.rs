@@ -525,7 +525,7 @@ fn report_json(
     let model = match &o.kind {
         CostKind::Measured => serde_json::json!({
             "kind": "measured",
-            "description": "each distinct kernel (op, attributes, operand types and constness, threads) JIT-compiled alone, median kernel time of several runs",
+            "description": "each distinct kernel (op, attributes, operand types and constness, threads) JIT-compiled alone with L2 evicted before each run; lower quartile of 3-15 runs' kernel time",
         }),
         CostKind::Roofline(rl) => serde_json::json!({
             "kind": "roofline",
