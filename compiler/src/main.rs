@@ -3,12 +3,15 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Write as _;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use cnnc::bench::{self, BenchConfig};
+use cnnc::cost;
 use cnnc::inspect::{render_table, summarize};
 use cnnc::npy::{output_file_stems, read_npy, write_npy};
 use cnnc::onnx::{ImportError, ImportOptions, import_bytes, parse_input_shape};
@@ -54,8 +57,11 @@ enum Command {
     },
     /// Compile a model into a .cnnc artifact that `cnnc run` and `Model::load` load directly.
     #[command(after_help = "Examples:\n  cnnc opt model.onnx -O0 -o model.cnnc\n  \
-        cnnc opt det.onnx -O0 --input-shape x=1x3x640x640 -o det.cnnc\n\n\
+        cnnc opt det.onnx -O0 --input-shape x=1x3x640x640 -o det.cnnc\n  \
+        cnnc opt det.onnx -O1 --input-shape x=1x3x640x640 -o det.cnnc --report det.json\n\n\
         Shapes are static in an artifact: bind every dynamic dimension (the batch too) with --input-shape.\n\
+        -O1 times every kernel it considers once (JIT-compiled alone, median of a few runs) and caches the\n\
+        times per machine; the same model, flags and cost cache give a byte-identical artifact.\n\
         `cnnc run` accepts inputs whose batch (dim 0) is a multiple of the compiled batch.\n\
         The output is written to a temporary file and renamed, so a failure never leaves a partial file.")]
     Opt {
@@ -71,14 +77,26 @@ enum Command {
         /// Bind an input's dynamic dimensions, e.g. `x=1x3x640x640`. Repeatable.
         #[arg(long = "input-shape", value_name = "NAME=DIMS", value_parser = parse_input_shape)]
         input_shape: Vec<(String, Vec<usize>)>,
-        /// Write what the optimizer did (rules applied, e-graph size, stop reason, predicted cost,
-        /// time) to this file; the extension picks the format (`.json`).
+        /// Write what the optimizer did (rules applied, e-graph size, stop reason, predicted vs
+        /// measured latency per layer and in total, cost-cache use, time) to this file; the
+        /// extension picks the format (`.json`).
         #[arg(long, value_name = "FILE.json")]
         report: Option<PathBuf>,
         /// Also write the (optimized) graph as an ONNX model (opset 18) that onnxruntime runs; fused
         /// ops become their standard ONNX ops again. The artifact does not depend on this flag.
         #[arg(long = "emit-onnx", value_name = "FILE.onnx")]
         emit_onnx: Option<PathBuf>,
+        /// The kernel-time cache -O1 reads and extends (default: `$XDG_CACHE_HOME/cnnc/` or
+        /// `~/.cache/cnnc/`, a file named after this CPU and cnnc version).
+        #[arg(long = "cost-cache", value_name = "FILE.json")]
+        cost_cache: Option<PathBuf>,
+        /// Time no kernel of the model: estimate each from a roofline (peak FLOP/s and memory
+        /// bandwidth, themselves measured once per machine and cached).
+        #[arg(long = "no-measure")]
+        no_measure: bool,
+        /// Threads the kernels are costed at (default 1). The artifact runs at any thread count.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+        threads: Option<u32>,
     },
     /// Run a model on .npy inputs and write each output as DIR/<name>.npy.
     #[command(after_help = "Examples:\n  cnnc run model.cnnc --input x=x.npy --output-dir out/\n  \
@@ -258,6 +276,7 @@ fn artifact_json(info: &ArtifactInfo) -> serde_json::Value {
         "cnnc_version": p.map(|p| &p.cnnc_version),
         "opt_level": p.map(|p| &p.opt_level),
         "args": p.map(|p| &p.args),
+        "cost_table_hash": p.map(|p| &p.cost_table_hash).filter(|h| !h.is_empty()),
     })
 }
 
@@ -274,14 +293,21 @@ fn artifact_line(info: &ArtifactInfo) -> String {
     }
 }
 
-fn cmd_opt(
-    model: &Path,
+/// `cnnc opt`'s flags.
+struct OptFlags {
     level: OptLevel,
-    output: &Path,
+    output: PathBuf,
     input_shape: Vec<(String, Vec<usize>)>,
-    report: Option<&Path>,
-    emit_onnx: Option<&Path>,
-) -> Result<()> {
+    report: Option<PathBuf>,
+    emit_onnx: Option<PathBuf>,
+    cost_cache: Option<PathBuf>,
+    no_measure: bool,
+    threads: Option<u32>,
+}
+
+fn cmd_opt(model: &Path, flags: OptFlags) -> Result<()> {
+    let OptFlags { level, output, input_shape, report, emit_onnx, cost_cache, no_measure, threads } = flags;
+    let (output, report, emit_onnx) = (output.as_path(), report.as_deref(), emit_onnx.as_deref());
     if level == OptLevel::Speed {
         bail!(
             "-{level} is not available yet in this version of cnnc ({}): it arrives with the accuracy-budgeted \
@@ -311,25 +337,67 @@ fn cmd_opt(
             p.display()
         );
     }
+    if let Some(c) = &cost_cache
+        && (same_file(model, c)
+            || same_file(output, c)
+            || report.is_some_and(|r| same_file(r, c))
+            || emit_onnx.is_some_and(|e| same_file(e, c)))
+    {
+        bail!(
+            "--cost-cache {} is the model, the artifact, the report or the ONNX output; keep the cost cache in its own file",
+            c.display()
+        );
+    }
+    if level == OptLevel::O0 {
+        let flag =
+            [(cost_cache.is_some(), "--cost-cache"), (no_measure, "--no-measure"), (threads.is_some(), "--threads")]
+                .into_iter()
+                .find_map(|(given, flag)| given.then_some(flag));
+        if let Some(flag) = flag {
+            bail!("{flag}: -O0 runs no rewrites, so it uses no cost model (use -O1)");
+        }
+    }
+    let started = Instant::now();
     let mut loaded = load_model(model, &ImportOptions { input_shapes: input_shape, ..ImportOptions::default() })?;
     let mut opt_report = None;
+    let mut cost_table_hash = String::new();
     if level == OptLevel::O1 {
-        let (graph, rep) = cnnc_passes::optimize_exact(
-            &loaded.graph,
-            cnnc_passes::Limits::default(),
-            &cnnc_passes::MacCost::default(),
-        )
-        .with_context(|| format!("{}: optimizing", model.display()))?;
+        let threads = threads.unwrap_or(1) as usize;
+        let mut cache = open_cost_cache(cost_cache.as_deref());
+        let mut table = cnnc_passes::TableCost::new(threads);
+        let limits = cnnc_passes::Limits::default();
+        let optimizing = || format!("{}: optimizing", model.display());
+        let (graph, rep, model_kind, stats) = if no_measure {
+            let mut oracle = cost::RooflineOracle::new(&mut cache, threads)
+                .map_err(|e| anyhow::anyhow!("--no-measure: measuring this machine's roofline: {e}"))?;
+            let (graph, rep) =
+                cnnc_passes::optimize_exact(&loaded.graph, limits, &mut table, &mut oracle).with_context(optimizing)?;
+            (graph, rep, CostKind::Roofline(oracle.roofline), oracle.stats)
+        } else {
+            let mut oracle = cost::MeasuredOracle::new(&mut cache, |line| eprintln!("{line}"));
+            let (graph, rep) =
+                cnnc_passes::optimize_exact(&loaded.graph, limits, &mut table, &mut oracle).with_context(optimizing)?;
+            (graph, rep, CostKind::Measured, oracle.stats)
+        };
+        if let Err(e) = cache.save() {
+            eprintln!("warning: {e}; the kernel times were used but not kept");
+        }
+        for f in table.failures() {
+            eprintln!("warning: {f}; priced as unmeasurable ({} s)", cnnc_passes::UNMEASURABLE_US / 1e6);
+        }
         loaded.graph = cnnc_ir::verify(graph).map_err(|e| {
             anyhow::anyhow!("{}: the optimized graph does not verify (a bug in a rewrite rule): {e}", model.display())
         })?;
-        opt_report = Some(rep);
+        cost_table_hash = table.hash();
+        opt_report =
+            Some(OptOutcome { rep, table, kind: model_kind, stats, cache_path: cache.path().map(Path::to_owned) });
     }
     let meta = ArtifactMeta {
         provenance: Some(Provenance {
             cnnc_version: env!("CARGO_PKG_VERSION").to_owned(),
             opt_level: level.to_string(),
             args: result_args(std::env::args().skip(1)),
+            cost_table_hash,
         }),
     };
     let bytes = artifact::encode(&loaded.graph, &meta)
@@ -341,8 +409,16 @@ fn cmd_opt(
                 .with_context(|| format!("--emit-onnx {}: exporting {}", p.display(), model.display()))
         })
         .transpose()?;
-    if let (Some(path), Some(rep)) = (report, &opt_report) {
-        let json = report_json(rep);
+    if let (Some(path), Some(outcome)) = (report, &opt_report) {
+        let latency = if matches!(outcome.kind, CostKind::Roofline(_)) {
+            None
+        } else {
+            Some(
+                measure_final(&loaded.graph, outcome.table.threads())
+                    .with_context(|| format!("{}: measuring the optimized model for the report", model.display()))?,
+            )
+        };
+        let json = report_json(outcome, &loaded.graph, latency.as_ref(), started.elapsed());
         write_atomically(path, format!("{json:#}\n").as_bytes())?;
     }
     write_atomically(output, &bytes)?;
@@ -366,8 +442,9 @@ fn cmd_opt(
 }
 
 /// The command-line arguments that decide an artifact's contents: all but where the artifact,
-/// the report and the exported ONNX model are written, so the same model, level and flags give the same bytes
-/// wherever they are written.
+/// the report, the exported ONNX model and the cost cache are, so the same model, level, flags
+/// and cost table give the same bytes wherever they are written (the cost table itself is
+/// recorded by its hash).
 fn result_args(args: impl Iterator<Item = String>) -> Vec<String> {
     let mut out = Vec::new();
     let mut skip_next = false;
@@ -376,8 +453,8 @@ fn result_args(args: impl Iterator<Item = String>) -> Vec<String> {
             continue;
         }
         match a.as_str() {
-            "-o" | "--output" | "--report" | "--emit-onnx" => skip_next = true,
-            _ if ["--output=", "--report=", "--emit-onnx="].iter().any(|p| a.starts_with(p))
+            "-o" | "--output" | "--report" | "--emit-onnx" | "--cost-cache" => skip_next = true,
+            _ if ["--output=", "--report=", "--emit-onnx=", "--cost-cache="].iter().any(|p| a.starts_with(p))
                 || (a.starts_with("-o") && a.len() > 2) => {}
             _ => out.push(a),
         }
@@ -385,17 +462,135 @@ fn result_args(args: impl Iterator<Item = String>) -> Vec<String> {
     out
 }
 
-/// The `--report` JSON of an `-O1` run.
-fn report_json(r: &cnnc_passes::OptReport) -> serde_json::Value {
+/// Which cost model priced the kernels.
+enum CostKind {
+    Measured,
+    Roofline(cost::Roofline),
+}
+
+/// What an `-O1` run did, for the report.
+struct OptOutcome {
+    rep: cnnc_passes::OptReport,
+    table: cnnc_passes::TableCost,
+    kind: CostKind,
+    stats: cost::OracleStats,
+    cache_path: Option<PathBuf>,
+}
+
+/// The cost cache at `path`, or at the default location; in memory only (with a warning) when
+/// there is no default location. A corrupt or foreign file is reported and ignored.
+fn open_cost_cache(path: Option<&Path>) -> cost::CostCache {
+    let machine = cost::Machine::this();
+    let mut warn = |w: String| eprintln!("warning: {w}");
+    match path.map(Path::to_owned).or_else(|| cost::CostCache::default_path(&machine)) {
+        Some(p) => cost::CostCache::open(&p, machine, &mut warn),
+        None => {
+            warn(
+                "no cache folder (neither XDG_CACHE_HOME nor HOME is set): kernel times are measured but not kept; \
+                 pass --cost-cache FILE.json to keep them"
+                    .to_owned(),
+            );
+            cost::CostCache::in_memory(machine)
+        }
+    }
+}
+
+/// Latency of the optimized model and each kernel's, at `threads` threads.
+fn measure_final(graph: &VerifiedGraph, threads: usize) -> Result<cost::ModelTiming> {
+    let mut model = Model::compile(graph).context("compiling for this CPU")?;
+    model.set_threads(threads);
+    Ok(cost::time_model(&model, std::time::Duration::from_secs(1))?)
+}
+
+/// The `--report` JSON of an `-O1` run: what the rules did, the cost model and its cache, and
+/// the optimized graph's predicted latency per layer and in total against the measured one
+/// (`latency` is `None` under `--no-measure`, which runs nothing).
+fn report_json(
+    o: &OptOutcome,
+    graph: &VerifiedGraph,
+    latency: Option<&cost::ModelTiming>,
+    elapsed: std::time::Duration,
+) -> serde_json::Value {
+    let r = &o.rep;
     let s = &r.saturation;
+    let measured: HashMap<&str, f64> =
+        latency.map(|l| l.layers.iter().map(|(name, us)| (name.as_str(), *us)).collect()).unwrap_or_default();
+    let order = graph.topo_order().expect("a verified graph is acyclic");
+    let layers: Vec<serde_json::Value> = order
+        .iter()
+        .filter(|&&id| !graph.node(id).op.is_source())
+        .map(|&id| {
+            let node = graph.node(id);
+            // Views (reshapes, slab splits) and in-place concats run no kernel.
+            let measured_us = latency.map(|_| measured.get(node.name.as_str()).copied().unwrap_or(0.0));
+            serde_json::json!({
+                "name": node.name,
+                "op": node.op.name(),
+                "predicted_us": o.table.node_cost(graph, id),
+                "measured_us": measured_us,
+            })
+        })
+        .collect();
+    let predicted_ms = o.table.graph_cost(graph) / 1e3;
+    let total = match latency {
+        Some(l) => serde_json::json!({
+            "predicted_ms": predicted_ms,
+            "measured_ms": l.latency_ms(),
+            "measured": if l.on_cpu_ms.is_some() {
+                "median time a run spent on the CPU: its wall time minus the time it waited while other processes held the CPU (equal on an idle machine)"
+            } else {
+                "median wall-clock time of a run"
+            },
+            "wall_ms": l.wall_ms,
+            "on_cpu_ms": l.on_cpu_ms,
+            "measured_kernels_ms": l.layers.iter().map(|(_, us)| us).sum::<f64>() / 1e3,
+            "error": predicted_ms / l.latency_ms() - 1.0,
+            "runs": l.runs,
+            "threads": l.threads,
+        }),
+        None => serde_json::json!({
+            "predicted_ms": predicted_ms,
+            "measured_ms": null,
+            "note": "not measured: --no-measure runs no kernel of the model",
+        }),
+    };
+    let model = match &o.kind {
+        CostKind::Measured => serde_json::json!({
+            "kind": "measured",
+            "description": "each distinct kernel (op, attributes, operand types and constness, threads) JIT-compiled alone with L2 evicted before each run; lower quartile of 3-15 runs' kernel time",
+        }),
+        CostKind::Roofline(rl) => serde_json::json!({
+            "kind": "roofline",
+            "description": "max(2·MACs / peak, bytes moved / bandwidth) + launch time; peak, bandwidth and launch measured once per machine",
+            "peak_gflops": rl.peak_mflops as f64 / 1e3,
+            "bandwidth_gbps": rl.bandwidth_mbps as f64 / 1e3,
+            "launch_us": rl.launch_ns as f64 / 1e3,
+        }),
+    };
     serde_json::json!({
         "cnnc_version": env!("CARGO_PKG_VERSION"),
         "rules": s.applied.iter().map(|(name, n)| serde_json::json!({"rule": name, "applications": n})).collect::<Vec<_>>(),
         "egraph": {"iterations": s.iterations, "nodes": s.nodes, "classes": s.classes, "stop_reason": s.stop_reason},
-        "cost_model": "MACs + 0.25 per output byte (a stand-in until the measured cost model)",
-        "predicted_cost": {"before": r.cost_before, "after": r.cost_after},
+        "cost_model": model,
+        "cost_cache": {
+            "file": o.cache_path.as_ref().map(|p| p.display().to_string()),
+            "hits": o.stats.hits,
+            "measured": o.stats.measured,
+            "failed": o.stats.failed,
+            "measure_ms": o.stats.measure_time.as_secs_f64() * 1e3,
+            "table_entries": o.table.len(),
+            "table_hash": o.table.hash(),
+        },
+        "predicted_cost": {"unit": "us", "before": r.cost_before, "after": r.cost_after},
         "graph_nodes": {"before": r.nodes_before, "after": r.nodes_after},
-        "time_ms": {"saturate": r.saturate_ms, "extract": r.extract_ms},
+        "latency": total,
+        "layers": layers,
+        "time_ms": {
+            "saturate": r.saturate_ms,
+            "cost": r.cost_ms,
+            "extract": r.extract_ms,
+            "total": elapsed.as_secs_f64() * 1e3,
+        },
     })
 }
 
@@ -621,14 +816,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { model, input_shape, json } => cmd_inspect(&model, input_shape, json),
-        Command::Opt { model, level, output, input_shape, report, emit_onnx } => {
-            cmd_opt(&model, level, &output, input_shape, report.as_deref(), emit_onnx.as_deref())
+        Command::Opt { model, level, output, input_shape, report, emit_onnx, cost_cache, no_measure, threads } => {
+            cmd_opt(&model, OptFlags { level, output, input_shape, report, emit_onnx, cost_cache, no_measure, threads })
         }
         Command::Run { model, inputs, output_dir, input_shape, reference, threads } => {
             cmd_run(&model, inputs, &output_dir, input_shape, reference, threads)
         }
         Command::Bench { model, input_shape, threads, runs, warmup, json } => {
-            let runs = std::num::NonZeroUsize::new(runs as usize).expect("clap rejects --runs 0");
+            let runs = NonZeroUsize::new(runs as usize).expect("clap rejects --runs 0");
             let cfg = BenchConfig { warmup: warmup as usize, runs };
             cmd_bench(&model, input_shape, threads, cfg, json)
         }

@@ -16,7 +16,7 @@
 //! the version. The payload holds the graph name; the graph inputs (name, type); the nodes
 //! other than inputs in topological order (name, op with typed attributes, input references,
 //! output types); the weights (dtype, shape, raw little-endian bytes); the graph outputs; and
-//! the provenance (cnnc version, optimization level, command line). A value is referred to by
+//! the provenance (cnnc version, optimization level, command line, cost-table hash). A value is referred to by
 //! `(value, slot)`: value `k` is graph input `k` when `k < inputs.len()`, else node
 //! `k − inputs.len()`. Each weight is read by exactly one `weight` node. f32 attributes are
 //! stored as their IEEE bit patterns (`fixed32`) because proto3 drops a `-0.0` float as a
@@ -102,6 +102,9 @@ pub struct Provenance {
     pub opt_level: String,
     /// The command line that made the artifact, program name excluded.
     pub args: Vec<String>,
+    /// Hash of the cost table the optimizer's choices were made with (16 hex digits), empty
+    /// when no cost model was used (`-O0`).
+    pub cost_table_hash: String,
 }
 
 /// Why bytes are not a loadable artifact. Node-level variants name the node by index and name.
@@ -282,6 +285,7 @@ fn to_wire(graph: &Graph, meta: &ArtifactMeta) -> wire::Artifact {
             cnnc_version: p.cnnc_version.clone(),
             opt_level: p.opt_level.clone(),
             args: p.args.clone(),
+            cost_table_hash: p.cost_table_hash.clone(),
         }),
     }
 }
@@ -611,7 +615,13 @@ fn from_wire(msg: wire::Artifact) -> Result<(Graph, ArtifactMeta)> {
                 for (i, a) in p.args.iter().enumerate() {
                     check_string(|| format!("provenance: argument {i}"), a)?;
                 }
-                Some(Provenance { cnnc_version: p.cnnc_version, opt_level: p.opt_level, args: p.args })
+                check_string(|| "provenance: cost_table_hash".into(), &p.cost_table_hash)?;
+                Some(Provenance {
+                    cnnc_version: p.cnnc_version,
+                    opt_level: p.opt_level,
+                    args: p.args,
+                    cost_table_hash: p.cost_table_hash,
+                })
             }
         },
     };

@@ -179,14 +179,23 @@ fn provenance_round_trips_and_is_optional() {
     let meta = ArtifactMeta {
         provenance: Some(Provenance {
             cnnc_version: "0.1.0".into(),
-            opt_level: "O0".into(),
-            args: vec!["opt".into(), "m.onnx".into(), "-O0".into(), "-o".into(), "m.cnnc".into()],
+            opt_level: "O1".into(),
+            args: vec!["opt".into(), "m.onnx".into(), "-O1".into(), "-o".into(), "m.cnnc".into()],
+            cost_table_hash: "0123456789abcdef".into(),
         }),
     };
     let (_, got) = artifact::decode(&encode_with(&small(), &meta)).expect("decodes");
     assert_eq!(got, meta);
     let (_, got) = artifact::decode(&encode(&small())).expect("decodes");
     assert_eq!(got.provenance, None);
+}
+
+#[test]
+fn an_oversized_cost_table_hash_is_refused() {
+    let err = damaged(&small(), |m| {
+        m.provenance = Some(wire::Provenance { cost_table_hash: "f".repeat(5000), ..Default::default() });
+    });
+    assert!(matches!(&err, ArtifactError::BadString { at, .. } if at == "provenance: cost_table_hash"), "{err}");
 }
 
 #[test]

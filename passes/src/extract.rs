@@ -11,8 +11,9 @@
 //! chosen: a node is priced only once every child has a price, and a node whose children's sets
 //! contain its own class is skipped.
 //!
-//! The cost of one e-node comes from a [`NodeCost`]: [`MacCost`] (MACs plus a memory-traffic
-//! term) stands in until the measured cost model arrives.
+//! The cost of one e-node comes from a [`NodeCost`]: `-O1` uses the measured
+//! [`TableCost`](crate::cost::TableCost); [`MacCost`] (MACs plus a memory-traffic term) needs no
+//! measurement and serves tests.
 
 use std::collections::{BTreeMap, HashMap};
 

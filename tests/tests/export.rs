@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use cnnc::onnx::{ExportError, ImportOptions, export_bytes, import_bytes};
 use cnnc_ir::*;
-use cnnc_passes::{Limits, MacCost, optimize_exact};
+use cnnc_passes::{Limits, TableCost, mac_estimate, optimize_exact};
 use cnnc_runtime::run_reference;
 use cnnc_tests::{fixtures_dir, import_with_inputs, load_golden, model_path, ordered_inputs, rel_l2};
 
@@ -112,9 +112,11 @@ fn assert_same_outputs(g: &Graph, want: &[Tensor], got: &[Tensor], what: &str, r
     }
 }
 
-/// The graph as `cnnc opt -O1` optimizes it.
+/// The graph as `cnnc opt -O1` optimizes it (with the deterministic MAC estimate for costs:
+/// every rewrite the rules offer is exercised the same way on every run).
 fn optimized(g: &VerifiedGraph) -> VerifiedGraph {
-    let (opt, _) = optimize_exact(g, Limits::default(), &MacCost::default()).expect("optimizes");
+    let mut table = TableCost::new(1);
+    let (opt, _) = optimize_exact(g, Limits::default(), &mut table, &mut mac_estimate).expect("optimizes");
     verify(opt).expect("the optimized graph verifies")
 }
 

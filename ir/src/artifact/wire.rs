@@ -101,6 +101,9 @@ pub struct Provenance {
     pub opt_level: String,
     #[prost(string, repeated, tag = "3")]
     pub args: Vec<String>,
+    /// Empty (and so absent on the wire) when no cost model was used.
+    #[prost(string, tag = "4")]
+    pub cost_table_hash: String,
 }
 
 #[derive(Clone, Copy, PartialEq, prost::Message)]
