@@ -414,7 +414,10 @@ fn opt_o1_reports_predicted_and_measured_latency_and_a_warm_cache_gives_the_same
     // the accuracy on the shared models is measured in the report (README).
     assert!(predicted > 0.0 && measured > 0.0 && (0.2..5.0).contains(&(predicted / measured)), "{cold}");
     let layers = cold["layers"].as_array().expect("layers");
-    assert!(layers.iter().any(|l| l["op"] == "conv" && l["predicted_us"].as_f64() > Some(0.0)), "{cold}");
+    assert!(
+        layers.iter().any(|l| (l["op"] == "conv" || l["op"] == "fused-conv") && l["predicted_us"].as_f64() > Some(0.0)),
+        "{cold}"
+    );
     assert!(layers.iter().all(|l| l["measured_us"].is_number()), "{cold}");
 
     let warm = opt(&path("b.cnnc"));
