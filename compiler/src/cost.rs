@@ -4,7 +4,8 @@
 //! whose peak and bandwidth are themselves measured once and cached.
 //!
 //! The cache is one JSON file per machine: its name carries a hash of the CPU model, the CPU
-//! features the kernels depend on, the kernel selection (`CNNC_KERNELS`) and the cnnc version,
+//! features the kernels depend on, the kernel selection (`CNNC_KERNELS`), the cnnc version and
+//! the runtime's source hash (so a rebuilt kernel is timed again),
 //! and its contents repeat them, so a file from another machine or version is recognized and
 //! ignored. Times are stored as integer nanoseconds (exact in JSON), so a warm run reads back
 //! exactly the numbers a cold run used, and the same cache gives the same artifact.
@@ -33,6 +34,9 @@ const MAX_RUNS: usize = 15;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Machine {
     pub cnnc_version: String,
+    /// Hash of the runtime crate's source at build time (`compiler/build.rs`): kernels change
+    /// between builds of one version, and their old times must not be reused.
+    pub kernels_source: String,
     /// `model name` of `/proc/cpuinfo` (`unknown` where it cannot be read).
     pub cpu: String,
     /// The CPU features code generation depends on that this CPU has.
@@ -54,6 +58,7 @@ impl Machine {
             .unwrap_or_else(|| "unknown".to_owned());
         Machine {
             cnnc_version: env!("CARGO_PKG_VERSION").to_owned(),
+            kernels_source: env!("CNNC_RUNTIME_SOURCE_HASH").to_owned(),
             cpu,
             features: cpu_features(),
             kernels: std::env::var("CNNC_KERNELS").unwrap_or_else(|_| "auto".to_owned()),
@@ -63,7 +68,7 @@ impl Machine {
     /// 16 hex digits naming this machine's cache file.
     pub fn id(&self) -> String {
         let mut h = cnnc_passes::cost::Fnv::default();
-        for part in [&self.cnnc_version, &self.cpu, &self.features.join(","), &self.kernels] {
+        for part in [&self.cnnc_version, &self.kernels_source, &self.cpu, &self.features.join(","), &self.kernels] {
             h.write(part.as_bytes());
             h.write(b"\n");
         }
