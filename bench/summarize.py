@@ -120,7 +120,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=0)
     ap.add_argument("--runs", type=int, default=0)
     ap.add_argument("--warmup", type=int, default=0)
-    for k in ("machine", "load", "kernels", "date", "commit", "command", "rustc", "tract-version"):
+    for k in ("machine", "load", "pin", "kernels", "date", "commit", "command", "rustc", "tract-version"):
         ap.add_argument("--" + k, default="")
     a = ap.parse_args()
     models, threads = a.models.split(), [int(t) for t in a.threads.split()]
@@ -141,6 +141,8 @@ def main():
     out.append(f"- rounds: {a.rounds}, each engine {a.runs} timed runs per round after {a.warmup} warm-up runs; "
                "latency = median over rounds of each round's per-run figure (cnnc, ORT: median of the runs; "
                "tract: `bench` reports the mean of the runs)")
+    if a.pin:
+        out.append(f"- 1-thread runs pinned to CPU: {a.pin} (every engine; `taskset`)")
     if a.kernels:
         out.append(f"- cnnc kernels: {a.kernels}")
     out.append(f"- toolchain: {a.rustc}; tract: {a.tract_version}; onnxruntime: ORT_VERSION")
