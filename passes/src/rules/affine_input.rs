@@ -30,10 +30,10 @@
 //! ```
 
 use cnnc_ir::{BinaryOp, ConvAttrs, Op, Tensor};
-use egg::{Applier, EGraph, Id, PatternAst, Rewrite, Subst, Symbol, Var};
+use egg::{Applier, EGraph, Id, PatternAst, Rewrite, Subst, Symbol};
 
 use super::channel_affine::per_channel;
-use super::{add_weight, attr_of, weight_of};
+use super::{add_weight, attr_of, var, weight_of};
 use crate::convert::CnnAnalysis;
 use crate::lang::{Cnn, WeightRef};
 
@@ -59,10 +59,6 @@ pub fn rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
 struct FoldInput {
     mul: bool,
     bias: bool,
-}
-
-fn var(name: &str) -> Var {
-    name.parse().expect("a valid pattern variable")
 }
 
 impl Applier<Cnn, CnnAnalysis> for FoldInput {

@@ -21,9 +21,9 @@
 //! ```
 
 use cnnc_ir::Tensor;
-use egg::{Applier, EGraph, Id, PatternAst, Rewrite, Subst, Symbol, Var, rewrite};
+use egg::{Applier, EGraph, Id, PatternAst, Rewrite, Subst, Symbol, rewrite};
 
-use super::{add_weight, attr_of, weight_of};
+use super::{add_weight, attr_of, var, weight_of};
 use crate::convert::CnnAnalysis;
 use crate::lang::Cnn;
 
@@ -50,10 +50,6 @@ enum Layout {
     Conv,
     /// `[C_in, C_out / group, taps…]` with `group` groups.
     Transpose { group: usize },
-}
-
-fn var(name: &str) -> Var {
-    name.parse().expect("a valid pattern variable")
 }
 
 impl Applier<Cnn, CnnAnalysis> for FoldBn {

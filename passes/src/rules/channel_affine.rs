@@ -20,9 +20,9 @@
 //! ```
 
 use cnnc_ir::{BinaryOp, Op, Tensor};
-use egg::{Applier, EGraph, Id, PatternAst, Rewrite, Subst, Symbol, Var};
+use egg::{Applier, EGraph, Id, PatternAst, Rewrite, Subst, Symbol};
 
-use super::{add_weight, attr_of, weight_of};
+use super::{add_weight, attr_of, var, weight_of};
 use crate::convert::CnnAnalysis;
 use crate::lang::{Cnn, WeightRef};
 
@@ -47,10 +47,6 @@ pub fn rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
 struct FoldAffine {
     bias: bool,
     transpose: bool,
-}
-
-fn var(name: &str) -> Var {
-    name.parse().expect("a valid pattern variable")
 }
 
 /// One value per output channel from a constant of shape `[]`, all ones, `[C,1,…]` or

@@ -28,9 +28,9 @@
 //! ```
 
 use cnnc_ir::{BinaryOp, Fused, Op};
-use egg::{Applier, EGraph, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
+use egg::{Applier, EGraph, Id, Pattern, PatternAst, Rewrite, Subst, Symbol};
 
-use super::attr_of;
+use super::{attr_of, var};
 use crate::convert::CnnAnalysis;
 use crate::lang::Cnn;
 
@@ -42,10 +42,6 @@ pub fn rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
         Rewrite::new("fuse-activation", act, FuseActivation).expect("a valid rule"),
         Rewrite::new("fuse-residual", add, FuseResidual).expect("a valid rule"),
     ]
-}
-
-fn var(name: &str) -> Var {
-    name.parse().expect("a valid pattern variable")
 }
 
 /// A node of `class` that can take an epilogue: its op, operand classes and node name.

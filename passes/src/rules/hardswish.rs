@@ -17,9 +17,9 @@
 //! ```
 
 use cnnc_ir::{BinaryOp, Op, UnaryOp};
-use egg::{Applier, EGraph, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
+use egg::{Applier, EGraph, Id, Pattern, PatternAst, Rewrite, Subst, Symbol};
 
-use super::{attr_of, weight_of};
+use super::{attr_of, var, weight_of};
 use crate::convert::CnnAnalysis;
 use crate::lang::Cnn;
 
@@ -40,10 +40,6 @@ pub fn rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
 }
 
 struct HardSwish;
-
-fn var(name: &str) -> Var {
-    name.parse().expect("a valid pattern variable")
-}
 
 /// The single f32 value of a weight class, if it is one.
 fn scalar(egraph: &EGraph<Cnn, CnnAnalysis>, class: Id) -> Option<f32> {

@@ -19,9 +19,9 @@
 //! ```
 
 use cnnc_ir::{BinaryOp, Op};
-use egg::{Applier, EGraph, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
+use egg::{Applier, EGraph, Id, Pattern, PatternAst, Rewrite, Subst, Symbol};
 
-use super::{attr_of, weight_of};
+use super::{attr_of, var, weight_of};
 use crate::convert::CnnAnalysis;
 use crate::lang::Cnn;
 
@@ -36,10 +36,6 @@ pub fn rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
 }
 
 struct MatMulBias;
-
-fn var(name: &str) -> Var {
-    name.parse().expect("a valid pattern variable")
-}
 
 impl Applier<Cnn, CnnAnalysis> for MatMulBias {
     fn apply_one(

@@ -14,7 +14,7 @@ pub mod movement;
 pub mod pad_fold;
 
 use cnnc_ir::Tensor;
-use egg::{EGraph, Id, Rewrite, Runner, StopReason};
+use egg::{EGraph, Id, Rewrite, Runner, StopReason, Var};
 
 use crate::convert::{CnnAnalysis, Loaded};
 use crate::lang::{AttrEntry, Cnn, WeightRef};
@@ -90,6 +90,11 @@ pub fn saturate(loaded: Loaded, rules: &[Rewrite<Cnn, CnnAnalysis>], limits: Lim
         applied,
     };
     (Loaded { egraph, root: runner.roots.first().copied().unwrap_or(root) }, summary)
+}
+
+/// The pattern variable `name` (e.g. `?x`) of a rule's pattern.
+pub(crate) fn var(name: &str) -> Var {
+    name.parse().expect("a valid pattern variable")
 }
 
 /// The weight a class holds, if it contains a `(weight wN)` node.

@@ -24,9 +24,9 @@
 //! ```
 
 use cnnc_ir::Op;
-use egg::{Applier, EGraph, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
+use egg::{Applier, EGraph, Id, Pattern, PatternAst, Rewrite, Subst, Symbol};
 
-use super::attr_of;
+use super::{attr_of, var};
 use crate::convert::CnnAnalysis;
 use crate::lang::Cnn;
 
@@ -55,10 +55,6 @@ enum Move {
     ReshapeReshape,
     /// The op (attribute `?a`) leaves `?x` as it is.
     Noop,
-}
-
-fn var(name: &str) -> Var {
-    name.parse().expect("a valid pattern variable")
 }
 
 /// Whether `op` on an input of `x`'s type returns that input unchanged (its type is checked

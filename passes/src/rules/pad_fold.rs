@@ -22,9 +22,9 @@
 //! ```
 
 use cnnc_ir::{Op, PadMode};
-use egg::{Applier, EGraph, Id, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
+use egg::{Applier, EGraph, Id, Pattern, PatternAst, Rewrite, Subst, Symbol};
 
-use super::attr_of;
+use super::{attr_of, var};
 use crate::convert::CnnAnalysis;
 use crate::lang::Cnn;
 
@@ -45,10 +45,6 @@ pub fn rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
 /// The consumer's operands after its padded input, by pattern variable.
 struct FoldPad {
     operands: &'static [&'static str],
-}
-
-fn var(name: &str) -> Var {
-    name.parse().expect("a valid pattern variable")
 }
 
 /// `pads` (IR order `[begin…, end…]` over the spatial axes) plus the spatial part of a
