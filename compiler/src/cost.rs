@@ -399,6 +399,7 @@ fn measure_roofline(threads: usize) -> Result<Roofline, String> {
             dilations: vec![1, 1],
             pads: vec![1; 4],
             group: 1,
+            algo: Default::default(),
         }),
         inputs: vec![
             Operand { ty: f32t(&[1, 64, 56, 56]), constant: false },

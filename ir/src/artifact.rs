@@ -60,8 +60,8 @@ use petgraph::visit::EdgeRef;
 
 use crate::graph::{Graph, NodeId, ValueRef};
 use crate::op::{
-    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, Fused, NearestMode, Op, PadMode, PoolAttrs, ReduceKind,
-    ResizeAttrs, ResizeMode, SliceAxis, UnaryOp,
+    BinaryOp, ConvAlgo, ConvAttrs, ConvTransposeAttrs, CoordTransform, Fused, NearestMode, Op, PadMode, PoolAttrs,
+    ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, UnaryOp,
 };
 use crate::tensor::{DType, Tensor, TensorData, TensorType, checked_numel};
 use crate::verify::VerifiedGraph;
@@ -378,6 +378,11 @@ fn op_to_wire(graph: &Graph, op: &Op, weights: &mut Vec<wire::Weight>) -> wire::
             dilations: u64s(&a.dilations),
             pads: u64s(&a.pads),
             group: a.group as u64,
+            algo: match a.algo {
+                ConvAlgo::Direct => 0,
+                ConvAlgo::Winograd2 => 1,
+                ConvAlgo::Winograd4 => 2,
+            },
         }),
         Op::ConvTranspose(a) => K::ConvTranspose(wire::ConvTranspose {
             kernel: u64s(&a.kernel),
@@ -746,7 +751,13 @@ fn op_from_wire(at: &dyn Fn() -> String, kind: &wire::OpKind) -> Result<Op> {
         K::Weight(_) => unreachable!("weights are decoded by the caller"),
         K::Conv(c) => {
             let (kernel, strides, dilations, pads) = cx.window(&c.kernel, &c.strides, &c.dilations, &c.pads)?;
-            Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group: cx.group(c.group)? })
+            let algo = match c.algo {
+                0 => ConvAlgo::Direct,
+                1 => ConvAlgo::Winograd2,
+                2 => ConvAlgo::Winograd4,
+                v => return Err(cx.bad("algo", format!("{v} is not 0 (direct), 1 (winograd-f2) or 2 (winograd-f4)"))),
+            };
+            Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group: cx.group(c.group)?, algo })
         }
         K::ConvTranspose(c) => {
             let (kernel, strides, dilations, pads) = cx.window(&c.kernel, &c.strides, &c.dilations, &c.pads)?;

@@ -5,7 +5,7 @@
 //! size arithmetic is checked.
 
 use crate::op::{
-    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, Op, PadMode, PoolAttrs, ReduceKind, ResizeAttrs,
+    BinaryOp, ConvAlgo, ConvAttrs, ConvTransposeAttrs, CoordTransform, Op, PadMode, PoolAttrs, ReduceKind, ResizeAttrs,
     ResizeMode, SliceAxis,
 };
 use crate::tensor::{DType, TensorType, checked_numel};
@@ -212,6 +212,16 @@ fn conv(cx: &Cx, a: &ConvAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
     cx.dtype("weight", w, DType::F32)?;
     let window = Window { kernel: &a.kernel, strides: &a.strides, dilations: &a.dilations, pads: &a.pads };
     window.check(cx, x)?;
+    if a.algo != ConvAlgo::Direct && !a.winograd_eligible() {
+        return Err(cx.err(format!(
+            "algo {} needs a 2-D 3×3 conv with stride 1, dilation 1 and group 1 (kernel {:?}, strides {:?}, dilations {:?}, group {})",
+            a.algo.name(),
+            a.kernel,
+            a.strides,
+            a.dilations,
+            a.group
+        )));
+    }
     if w.rank() != x.rank() {
         return Err(cx.err(format!(
             "weight has shape {:?} (rank {}), expected rank {} like the input {:?}",

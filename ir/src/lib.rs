@@ -19,8 +19,8 @@ pub use graph::{CycleError, Edge, Graph, GraphOutput, Node, NodeId, ValueRef, We
 pub use infer::{InferError, broadcast_shapes, infer_types};
 pub use macs::node_macs;
 pub use op::{
-    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, Fused, NearestMode, Op, PadMode, PoolAttrs, ReduceKind,
-    ResizeAttrs, ResizeMode, SliceAxis, UnaryOp, WeightId,
+    BinaryOp, ConvAlgo, ConvAttrs, ConvTransposeAttrs, CoordTransform, Fused, NearestMode, Op, PadMode, PoolAttrs,
+    ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, UnaryOp, WeightId,
 };
 pub use tensor::{DType, ShapeMismatch, Tensor, TensorData, TensorType, checked_numel, numel};
 pub use text::ParseError;

@@ -48,6 +48,7 @@ mod tests {
             pads: vec![1, 1, 1, 1],
             dilations: vec![1, 1],
             group: 2,
+            algo: Default::default(),
         });
         // N·Ho·Wo·Cout · Cin/g·k·k = 1·8·8·6 · 2·3·3.
         assert_eq!(node_macs(&conv, &[&t(&[1, 4, 8, 8]), &t(&[6, 2, 3, 3])], &[t(&[1, 6, 8, 8])]), 384 * 18);

@@ -21,6 +21,58 @@ pub struct ConvAttrs {
     /// `[begin…, end…]`, explicit (auto_pad is resolved at import).
     pub pads: Vec<usize>,
     pub group: usize,
+    /// How the runtime computes it; every algorithm has the same meaning (the direct sum), so
+    /// the reference ignores it.
+    pub algo: ConvAlgo,
+}
+
+/// The algorithm a convolution runs with. Winograd variants apply only to 2-D 3×3 convs with
+/// stride 1, dilation 1 and one group ([`ConvAttrs::winograd_eligible`]); they compute the
+/// same sum with fewer multiplies and a documented rounding difference (ARCHITECTURE.md §
+/// Winograd).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConvAlgo {
+    /// The direct (im2col / loop-nest) sum.
+    #[default]
+    Direct,
+    /// Winograd F(2×2, 3×3): 4×4 input tiles, 2×2 output tiles, 16 multiplies per tile and
+    /// channel pair instead of 36.
+    Winograd2,
+    /// Winograd F(4×4, 3×3): 6×6 input tiles, 4×4 output tiles, 36 multiplies instead of 144.
+    Winograd4,
+}
+
+impl ConvAlgo {
+    /// The text-IR / report spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvAlgo::Direct => "direct",
+            ConvAlgo::Winograd2 => "winograd-f2",
+            ConvAlgo::Winograd4 => "winograd-f4",
+        }
+    }
+
+    /// The algorithm spelled `name`.
+    pub fn from_name(name: &str) -> Option<ConvAlgo> {
+        [ConvAlgo::Direct, ConvAlgo::Winograd2, ConvAlgo::Winograd4].into_iter().find(|a| a.name() == name)
+    }
+
+    /// Output tile edge of a Winograd variant (2 or 4); `None` for the direct sum.
+    pub fn winograd_tile(self) -> Option<usize> {
+        match self {
+            ConvAlgo::Direct => None,
+            ConvAlgo::Winograd2 => Some(2),
+            ConvAlgo::Winograd4 => Some(4),
+        }
+    }
+}
+
+impl ConvAttrs {
+    /// Whether a Winograd algorithm may compute this conv: 2-D, 3×3, stride 1, dilation 1,
+    /// one group (any padding).
+    pub fn winograd_eligible(&self) -> bool {
+        self.kernel == [3, 3] && self.strides == [1, 1] && self.dilations == [1, 1] && self.group == 1
+    }
 }
 
 /// Transposed convolution (ONNX `ConvTranspose`): inputs `x [N,C,…]`, `w [C,M/group,k…]`, optional `b [M]`.

@@ -34,7 +34,7 @@
 //!
 //! | op | attributes |
 //! |----|-----------|
-//! | `conv` | `kernel`, `strides`, `dilations`, `pads`, `group` |
+//! | `conv` | `kernel`, `strides`, `dilations`, `pads`, `group`, then optionally `algo` (`direct`, `winograd-f2`, `winograd-f4`; absent means `direct`) |
 //! | `conv-transpose` | `kernel`, `strides`, `dilations`, `pads`, `output-padding`, `group` |
 //! | `batchnorm` | `epsilon` |
 //! | `leaky-relu` | `alpha` |
@@ -73,8 +73,8 @@ use petgraph::visit::EdgeRef;
 
 use crate::graph::{Graph, NodeId, ValueRef};
 use crate::op::{
-    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, Fused, NearestMode, Op, PadMode, PoolAttrs, ReduceKind,
-    ResizeAttrs, ResizeMode, SliceAxis, UnaryOp,
+    BinaryOp, ConvAlgo, ConvAttrs, ConvTransposeAttrs, CoordTransform, Fused, NearestMode, Op, PadMode, PoolAttrs,
+    ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, UnaryOp,
 };
 use crate::tensor::{DType, Tensor, TensorData, TensorType};
 
@@ -316,6 +316,9 @@ fn write_attrs(a: &mut AttrWriter<'_, '_>, op: &Op) -> fmt::Result {
         Op::Conv(c) => {
             a.window(&c.kernel, &c.strides, &c.dilations, &c.pads)?;
             a.attr("group", V::Usize(c.group))?;
+            if c.algo != ConvAlgo::Direct {
+                a.attr("algo", V::Word(c.algo.name()))?;
+            }
         }
         Op::ConvTranspose(c) => {
             a.window(&c.kernel, &c.strides, &c.dilations, &c.pads)?;
@@ -1003,6 +1006,9 @@ fn build_op(name: &str, entries: Vec<(String, AttrValue)>) -> Result<Op, String>
     Ok(op)
 }
 
+/// Every conv algorithm (`algo=`).
+const CONV_ALGOS: [ConvAlgo; 3] = [ConvAlgo::Direct, ConvAlgo::Winograd2, ConvAlgo::Winograd4];
+
 /// Spellings of the activations a fused op takes (`act=`).
 const FUSED_ACTS: [&str; 6] = ["relu", "leaky-relu", "clip", "hard-sigmoid", "hard-swish", "sigmoid"];
 
@@ -1011,7 +1017,9 @@ fn op_from_attrs(name: &str, a: &mut Attrs<'_>) -> Result<Op, String> {
     let op = match name {
         "conv" => {
             let [kernel, strides, dilations, pads] = a.window()?;
-            Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group: a.usize("group")? })
+            let group = a.usize("group")?;
+            let algo = if a.has("algo") { a.choice("algo", &CONV_ALGOS, ConvAlgo::name)? } else { ConvAlgo::Direct };
+            Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group, algo })
         }
         "conv-transpose" => {
             let [kernel, strides, dilations, pads] = a.window()?;

@@ -44,6 +44,7 @@ fn conv(kernel: [usize; 2], strides: [usize; 2], dilations: [usize; 2], pads: [u
         dilations: dilations.to_vec(),
         pads: pads.to_vec(),
         group,
+        algo: Default::default(),
     })
 }
 
@@ -118,6 +119,7 @@ fn conv_rejects_attributes_of_the_wrong_length() {
         dilations: vec![1, 1],
         pads: vec![0, 0, 0, 0],
         group: 1,
+        algo: Default::default(),
     });
     let reason = infer_err(&op, [f32s(&[1, 1, 5, 5]), f32s(&[1, 1, 3, 3])]);
     assert!(reason.contains("strides has 1 entries, expected 2"), "{reason}");
@@ -403,7 +405,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
     let small = || prop::collection::vec(0usize..4, 0..5);
     prop_oneof![
         (small(), small(), small(), small(), 0usize..4).prop_map(|(kernel, strides, dilations, pads, group)| {
-            Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group })
+            Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group, algo: Default::default() })
         }),
         (small(), small(), small(), small(), small(), 0usize..4).prop_map(
             |(kernel, strides, dilations, pads, output_padding, group)| {

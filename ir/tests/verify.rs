@@ -39,6 +39,7 @@ fn three_different_problems_are_all_reported() {
         dilations: vec![1, 1],
         pads: vec![0, 0, 0, 0],
         group: 1,
+        algo: Default::default(),
     });
     g.add_node_typed("lonely_conv", conv, &[x], vec![TensorType::f32([1, 2, 4, 4])]);
     // 3. operands that do not broadcast

@@ -159,6 +159,7 @@ mod tests {
             dilations: vec![1; 2],
             pads: vec![pad; 4],
             group,
+            algo: Default::default(),
         })
     }
 

@@ -94,6 +94,7 @@ impl ConvCase {
             dilations: self.dilations,
             pads: self.pads,
             group: self.group,
+            algo: Default::default(),
         };
         let y = g.add_node("conv", Op::Conv(attrs), &ins).expect("types");
         g.add_output("y", y[0]);

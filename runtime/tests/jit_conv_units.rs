@@ -149,6 +149,7 @@ impl Conv {
             dilations: self.dilations,
             pads: self.pads,
             group: self.group,
+            algo: Default::default(),
         };
         let y = g.add_node("conv", Op::Conv(attrs), &[x, w, b]).expect("types");
         g.add_output("y", y[0]);

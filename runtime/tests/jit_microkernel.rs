@@ -64,6 +64,7 @@ impl Case {
             dilations: self.dilations.clone(),
             pads: self.pads.clone(),
             group: self.group,
+            algo: Default::default(),
         };
         let y = g.add_node("conv", Op::Conv(attrs), &ins).expect("types");
         g.add_output("y", y[0]);

@@ -129,7 +129,7 @@ fn random_op(
             if r.coin(0.6) {
                 ins.push(weight(r, g, vec![m], 0.5, k));
             }
-            Some((Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group }), ins))
+            Some((Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group, algo: Default::default() }), ins))
         }
         2 if rank >= 3 => {
             let kernel: Vec<usize> = (0..ns).map(|_| r.range(1, 3)).collect();

@@ -59,6 +59,7 @@ fn tiny_conv() -> Graph {
         dilations: vec![1, 1],
         pads: vec![1, 1, 1, 1],
         group: 2,
+        algo: Default::default(),
     });
     let conv = g.add_node("conv", conv, &[x, w, b]).expect("conv")[0];
     let relu = g.add_node("relu", Op::Unary(UnaryOp::Relu), &[conv]).expect("relu")[0];

@@ -59,6 +59,7 @@ fn conv_attrs(kernel: &[usize], strides: &[usize], dilations: &[usize], pads: &[
         dilations: dilations.to_vec(),
         pads: pads.to_vec(),
         group,
+        algo: Default::default(),
     }
 }
 

@@ -41,7 +41,7 @@ proptest! {
             inputs.push(tensor(&w[..w.len().min(1)]));
         }
         let attrs = ConvAttrs {
-            kernel: kernel.clone(), strides: strides.clone(), dilations: dilations.clone(), pads: pads.clone(), group,
+            kernel: kernel.clone(), strides: strides.clone(), dilations: dilations.clone(), pads: pads.clone(), group, algo: Default::default(),
         };
         survives(&Op::Conv(attrs), &inputs);
         let attrs = ConvTransposeAttrs { kernel: kernel.clone(), strides: strides.clone(), dilations: dilations.clone(), pads: pads.clone(), output_padding, group };

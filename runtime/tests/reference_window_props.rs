@@ -206,7 +206,7 @@ proptest! {
     ) {
         prop_assume!(axes.iter().all(|a| a.conv_out().is_some()));
         let (kernel, strides, dilations, pads) = attrs_of(&axes);
-        let op = Op::Conv(ConvAttrs { kernel: kernel.clone(), strides, dilations, pads, group });
+        let op = Op::Conv(ConvAttrs { kernel: kernel.clone(), strides, dilations, pads, group, algo: Default::default() });
         let in_sp: Vec<usize> = axes.iter().map(|a| a.input).collect();
         let out_sp: Vec<usize> = axes.iter().map(|a| a.conv_out().unwrap()).collect();
         let x_shape = [vec![batch, group * cpg], in_sp].concat();
@@ -314,6 +314,7 @@ fn threaded_conv_matches_direct_definition() {
         dilations: vec![1, 1],
         pads: vec![1; 4],
         group: 1,
+        algo: Default::default(),
     });
     let x = values(cin * 48 * 48, 7);
     let w = values(cout * cin * 9, 8);

@@ -200,7 +200,14 @@ fn window(kernel: usize, stride: usize, pad: usize) -> PoolAttrs {
 }
 
 fn conv_attrs(group: usize) -> ConvAttrs {
-    ConvAttrs { kernel: vec![3, 3], strides: vec![1, 1], dilations: vec![1, 1], pads: vec![1; 4], group }
+    ConvAttrs {
+        kernel: vec![3, 3],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![1; 4],
+        group,
+        algo: Default::default(),
+    }
 }
 
 /// Every op variant, every unary, binary, reduce and resize form, fused ops with and without

@@ -17,7 +17,7 @@ pub(super) fn lower_conv(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, I
     let group = group(node)?;
     let pads = resolve_pads(node, &xs[2..], &kernel, &strides, &dilations)?;
     let inputs: Vec<_> = [Some(x), Some(w), b].into_iter().flatten().collect();
-    let op = Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group });
+    let op = Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group, algo: Default::default() });
     Ok(vec![cx.add1(node, op, &inputs)?])
 }
 

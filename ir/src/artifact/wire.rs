@@ -207,6 +207,9 @@ pub struct Conv {
     pub pads: Vec<u64>,
     #[prost(uint64, tag = "5")]
     pub group: u64,
+    /// `ConvAlgo`: 0 direct, 1 Winograd F(2×2,3×3), 2 Winograd F(4×4,3×3).
+    #[prost(uint32, tag = "6")]
+    pub algo: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -29,7 +29,12 @@ pub fn every_op_graph() -> Graph {
     let w = weight(&mut g, "conv.w", &[4, 2, 3, 3]);
     let b = weight(&mut g, "conv.b", &[4]);
     let [kernel, strides, dilations, pads] = window(3, 1, 1);
-    let conv = node(&mut g, "conv", Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group: 2 }), &[x, w, b]);
+    let conv = node(
+        &mut g,
+        "conv",
+        Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group: 2, algo: Default::default() }),
+        &[x, w, b],
+    );
 
     let wt = weight(&mut g, "convt.w", &[4, 3, 2, 2]);
     let convt = Op::ConvTranspose(ConvTransposeAttrs {
@@ -158,7 +163,7 @@ pub fn every_op_graph() -> Graph {
     // residual only.
     let [kernel, strides, dilations, pads] = window(3, 1, 1);
     let fconv = Fused {
-        base: Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group: 2 }),
+        base: Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group: 2, algo: Default::default() }),
         act: Some(UnaryOp::Clip { min: 0.0, max: 6.0 }),
         residual: true,
     };

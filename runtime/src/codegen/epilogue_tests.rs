@@ -219,6 +219,7 @@ impl ConvCase {
             dilations: vec![1; ns],
             pads: self.pads.clone(),
             group: self.group,
+            algo: Default::default(),
         };
         let mut w_shape = vec![self.m, self.x[1] / self.group];
         w_shape.extend(&self.kernel);
@@ -372,7 +373,14 @@ fn batched_matmul_fuses_every_epilogue() {
 }
 
 fn conv_3x3() -> (ConvAttrs, [Operand; 2], TensorType) {
-    let a = ConvAttrs { kernel: vec![3, 3], strides: vec![1, 1], dilations: vec![1, 1], pads: vec![1; 4], group: 1 };
+    let a = ConvAttrs {
+        kernel: vec![3, 3],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![1; 4],
+        group: 1,
+        algo: Default::default(),
+    };
     let operands = [input(random(&[1, 4, 5, 5], 1)), weight(random(&[4, 4, 3, 3], 2))];
     let out = reference(&Op::Conv(a.clone()), &operands, None, None).ty();
     (a, operands, out)

@@ -123,7 +123,14 @@ fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
 #[test]
 fn packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv() {
     let Some(mk) = select(Choice::Auto) else { return };
-    let a = ConvAttrs { kernel: vec![3, 3], strides: vec![1, 1], dilations: vec![1, 1], pads: vec![1; 4], group: 1 };
+    let a = ConvAttrs {
+        kernel: vec![3, 3],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![1; 4],
+        group: 1,
+        algo: Default::default(),
+    };
     let acts = [None, Some(UnaryOp::Relu), Some(UnaryOp::Clip { min: -0.5, max: 0.25 })];
     // 33 channels: K = 297 is two K blocks (bias in the first, epilogue in the last). 810
     // pixels are 4 pixel blocks (the last shorter); 61 and 100 output channels split their
@@ -195,7 +202,14 @@ fn wide_residual(shape: &[usize]) -> Tensor {
 #[test]
 fn packed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit() {
     let Some(mk) = select(Choice::Auto) else { return };
-    let a = ConvAttrs { kernel: vec![3, 3], strides: vec![1, 1], dilations: vec![1, 1], pads: vec![1; 4], group: 1 };
+    let a = ConvAttrs {
+        kernel: vec![3, 3],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![1; 4],
+        group: 1,
+        algo: Default::default(),
+    };
     let acts = [
         UnaryOp::Relu,
         UnaryOp::LeakyRelu { alpha: 0.1 },
@@ -240,8 +254,14 @@ fn packed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit()
 #[test]
 fn in_place_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
     let Some(mk) = select(Choice::Auto) else { return };
-    let pointwise =
-        |group| ConvAttrs { kernel: vec![1, 1], strides: vec![1, 1], dilations: vec![1, 1], pads: vec![0; 4], group };
+    let pointwise = |group| ConvAttrs {
+        kernel: vec![1, 1],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![0; 4],
+        group,
+        algo: Default::default(),
+    };
     let offset_tables = |b: &Bench| b.aux.iter().filter(|a| matches!(a, Aux::I64(_))).count();
     // (x, m, group, in place): 189 pixels are 11 full strips and one of 13; K = 300 is two
     // K blocks; 30 channels are 5 tiles, packed as before.
@@ -288,6 +308,7 @@ fn small_reductions_and_strided_few_channel_convs_route_by_measurement() {
         dilations: vec![1, 1],
         pads: vec![k / 2; 4],
         group: 1,
+        algo: Default::default(),
     };
     let packed = |x: [usize; 4], m: usize, a: &ConvAttrs| {
         Bench::new(&x, m, a, None, true, false, Some(mk)).aux.iter().any(|a| matches!(a, Aux::Scratch(_)))
