@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cnnc_ir::{ConvAttrs, DType, Graph, Op, Tensor, TensorData, TensorType, UnaryOp, VerifiedGraph, node_macs};
+use cnnc_ir::{ConvAttrs, DType, Graph, Op, Tensor, TensorData, TensorType, UnaryOp, VerifiedGraph};
 use cnnc_passes::{CostError, CostOracle, KernelKey, Operand};
 use cnnc_runtime::Model;
 use serde::{Deserialize, Serialize};
@@ -114,7 +114,7 @@ impl Roofline {
             return 0.0;
         }
         let inputs: Vec<&TensorType> = key.inputs.iter().map(|o| &o.ty).collect();
-        let macs = node_macs(&key.op, &inputs, &key.outputs) as f64;
+        let macs = cnnc_ir::node_multiplies(&key.op, &inputs, &key.outputs) as f64;
         let bytes: usize =
             key.inputs.iter().map(|o| &o.ty).chain(&key.outputs).map(|t| t.numel() * t.dtype.size_bytes()).sum();
         let compute = 2.0 * macs / (self.peak_mflops.max(1) as f64 * 1e6);

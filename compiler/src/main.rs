@@ -97,6 +97,10 @@ enum Command {
         /// Threads the kernels are costed at (default 1). The artifact runs at any thread count.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
         threads: Option<u32>,
+        /// Never run a conv as Winograd F(2,3) or F(4,3): -O1 is then exact up to float reordering
+        /// (with Winograd, its bound is rel-L2 ≤ 1e-4 on the layers that use it).
+        #[arg(long = "no-winograd")]
+        no_winograd: bool,
     },
     /// Run a model on .npy inputs and write each output as DIR/<name>.npy.
     #[command(after_help = "Examples:\n  cnnc run model.cnnc --input x=x.npy --output-dir out/\n  \
@@ -303,10 +307,12 @@ struct OptFlags {
     cost_cache: Option<PathBuf>,
     no_measure: bool,
     threads: Option<u32>,
+    no_winograd: bool,
 }
 
 fn cmd_opt(model: &Path, flags: OptFlags) -> Result<()> {
-    let OptFlags { level, output, input_shape, report, emit_onnx, cost_cache, no_measure, threads } = flags;
+    let OptFlags { level, output, input_shape, report, emit_onnx, cost_cache, no_measure, threads, no_winograd } =
+        flags;
     let (output, report, emit_onnx) = (output.as_path(), report.as_deref(), emit_onnx.as_deref());
     if level == OptLevel::Speed {
         bail!(
@@ -349,12 +355,16 @@ fn cmd_opt(model: &Path, flags: OptFlags) -> Result<()> {
         );
     }
     if level == OptLevel::O0 {
-        let flag =
-            [(cost_cache.is_some(), "--cost-cache"), (no_measure, "--no-measure"), (threads.is_some(), "--threads")]
-                .into_iter()
-                .find_map(|(given, flag)| given.then_some(flag));
+        let flag = [
+            (cost_cache.is_some(), "--cost-cache"),
+            (no_measure, "--no-measure"),
+            (threads.is_some(), "--threads"),
+            (no_winograd, "--no-winograd"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag));
         if let Some(flag) = flag {
-            bail!("{flag}: -O0 runs no rewrites, so it uses no cost model (use -O1)");
+            bail!("{flag}: -O0 runs no rewrites, so it uses no cost model and no Winograd (use -O1)");
         }
     }
     let started = Instant::now();
@@ -366,17 +376,18 @@ fn cmd_opt(model: &Path, flags: OptFlags) -> Result<()> {
         let mut cache = open_cost_cache(cost_cache.as_deref());
         let mut table = cnnc_passes::TableCost::new(threads);
         let limits = cnnc_passes::Limits::default();
+        let rules = cnnc_passes::RuleOptions { winograd: !no_winograd };
         let optimizing = || format!("{}: optimizing", model.display());
         let (graph, rep, model_kind, stats) = if no_measure {
             let mut oracle = cost::RooflineOracle::new(&mut cache, threads)
                 .map_err(|e| anyhow::anyhow!("--no-measure: measuring this machine's roofline: {e}"))?;
-            let (graph, rep) =
-                cnnc_passes::optimize_exact(&loaded.graph, limits, &mut table, &mut oracle).with_context(optimizing)?;
+            let (graph, rep) = cnnc_passes::optimize_exact(&loaded.graph, limits, rules, &mut table, &mut oracle)
+                .with_context(optimizing)?;
             (graph, rep, CostKind::Roofline(oracle.roofline), oracle.stats)
         } else {
             let mut oracle = cost::MeasuredOracle::new(&mut cache, |line| eprintln!("{line}"));
-            let (graph, rep) =
-                cnnc_passes::optimize_exact(&loaded.graph, limits, &mut table, &mut oracle).with_context(optimizing)?;
+            let (graph, rep) = cnnc_passes::optimize_exact(&loaded.graph, limits, rules, &mut table, &mut oracle)
+                .with_context(optimizing)?;
             (graph, rep, CostKind::Measured, oracle.stats)
         };
         if let Err(e) = cache.save() {
@@ -523,12 +534,16 @@ fn report_json(
             let node = graph.node(id);
             // Views (reshapes, slab splits) and in-place concats run no kernel.
             let measured_us = latency.map(|_| measured.get(node.name.as_str()).copied().unwrap_or(0.0));
-            serde_json::json!({
+            let mut layer = serde_json::json!({
                 "name": node.name,
                 "op": node.op.name(),
                 "predicted_us": o.table.node_cost(graph, id),
                 "measured_us": measured_us,
-            })
+            });
+            if let Some(algo) = conv_algo(&node.op) {
+                layer["algo"] = algo.name().into();
+            }
+            layer
         })
         .collect();
     let predicted_ms = o.table.graph_cost(graph) / 1e3;
@@ -567,8 +582,23 @@ fn report_json(
             "launch_us": rl.launch_ns as f64 / 1e3,
         }),
     };
+    let winograd = cnnc_passes::winograd_layers(graph);
+    let numerics = if winograd > 0 {
+        serde_json::json!({
+            "exact": false,
+            "winograd_layers": winograd,
+            "bound": "rel-L2 <= 1e-4 per output end to end: Winograd F(2,3)/F(4,3) rounding on the layers whose `algo` names it (ARCHITECTURE.md, Winograd convolution); --no-winograd makes -O1 exact up to float reordering",
+        })
+    } else {
+        serde_json::json!({
+            "exact": true,
+            "winograd_layers": 0,
+            "bound": "exact up to float reordering (rel-L2 <= max(1e-5, 4 x onnxruntime's own optimizations-on-vs-off difference))",
+        })
+    };
     serde_json::json!({
         "cnnc_version": env!("CARGO_PKG_VERSION"),
+        "numerics": numerics,
         "rules": s.applied.iter().map(|(name, n)| serde_json::json!({"rule": name, "applications": n})).collect::<Vec<_>>(),
         "egraph": {"iterations": s.iterations, "nodes": s.nodes, "classes": s.classes, "stop_reason": s.stop_reason},
         "cost_model": model,
@@ -592,6 +622,18 @@ fn report_json(
             "total": elapsed.as_secs_f64() * 1e3,
         },
     })
+}
+
+/// The algorithm of a conv or fused conv; `None` for other ops.
+fn conv_algo(op: &cnnc_ir::Op) -> Option<cnnc_ir::ConvAlgo> {
+    match op {
+        cnnc_ir::Op::Conv(a) => Some(a.algo),
+        cnnc_ir::Op::Fused(f) => match &f.base {
+            cnnc_ir::Op::Conv(a) => Some(a.algo),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// True if `a` and `b` name the same file (existing or not).
@@ -816,9 +858,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { model, input_shape, json } => cmd_inspect(&model, input_shape, json),
-        Command::Opt { model, level, output, input_shape, report, emit_onnx, cost_cache, no_measure, threads } => {
-            cmd_opt(&model, OptFlags { level, output, input_shape, report, emit_onnx, cost_cache, no_measure, threads })
-        }
+        Command::Opt {
+            model,
+            level,
+            output,
+            input_shape,
+            report,
+            emit_onnx,
+            cost_cache,
+            no_measure,
+            threads,
+            no_winograd,
+        } => cmd_opt(
+            &model,
+            OptFlags { level, output, input_shape, report, emit_onnx, cost_cache, no_measure, threads, no_winograd },
+        ),
         Command::Run { model, inputs, output_dir, input_shape, reference, threads } => {
             cmd_run(&model, inputs, &output_dir, input_shape, reference, threads)
         }

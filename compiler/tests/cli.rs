@@ -776,3 +776,74 @@ fn emit_onnx_refuses_to_overwrite_the_model_and_fails_whole_on_an_inexpressible_
     assert!(files.is_empty(), "a failed export writes nothing: {files:?}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn opt_reports_each_convs_algorithm_and_no_winograd_keeps_o1_exact() {
+    let dir = temp_dir("winograd");
+    let path = |name: &str| dir.join(name).display().to_string();
+    let (cache, report) = (path("cost.json"), path("r.json"));
+    let opt = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "opt",
+            "fixtures/models/mnist_cnn.onnx",
+            "-O1",
+            "--input-shape",
+            "input=1x1x28x28",
+            "-o",
+            out,
+            "--report",
+            &report,
+            "--cost-cache",
+            &cache,
+            "--no-measure",
+        ];
+        args.extend_from_slice(extra);
+        let o = cnnc(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+        r
+    };
+    let algos = |r: &serde_json::Value| -> Vec<String> {
+        let layers = r["layers"].as_array().expect("layers");
+        layers.iter().filter_map(|l| l["algo"].as_str().map(str::to_owned)).collect()
+    };
+    // Every conv names its algorithm, and the numerics summary counts the Winograd ones.
+    let with = opt(&path("a.cnnc"), &[]);
+    let a = algos(&with);
+    assert!(a.len() >= 2, "mnist_cnn has two convs: {with}");
+    let winograd = a.iter().filter(|s| s.starts_with("winograd")).count();
+    assert_eq!(with["numerics"]["winograd_layers"], winograd, "{with}");
+    assert_eq!(with["numerics"]["exact"], winograd == 0, "{with}");
+    assert!(with["numerics"]["bound"].as_str().expect("bound").contains("rel-L2"), "{with}");
+
+    let without = opt(&path("b.cnnc"), &["--no-winograd"]);
+    assert!(algos(&without).iter().all(|s| s == "direct"), "{without}");
+    assert_eq!(without["numerics"]["exact"], true, "{without}");
+    assert_eq!(without["numerics"]["winograd_layers"], 0, "{without}");
+    assert!(
+        without["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .all(|r| !r["rule"].as_str().unwrap_or("").starts_with("winograd"))
+    );
+    // The flag decides the artifact, so the artifact records it.
+    let o = cnnc(&["inspect", &path("b.cnnc"), "--json"]);
+    let j: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    assert!(j["artifact"]["args"].as_array().expect("args").iter().any(|a| a == "--no-winograd"), "{j}");
+
+    let o = cnnc(&[
+        "opt",
+        "fixtures/models/mnist_cnn.onnx",
+        "-O0",
+        "--input-shape",
+        "input=1x1x28x28",
+        "-o",
+        &path("c.cnnc"),
+        "--no-winograd",
+    ]);
+    let err = assert_fails_cleanly(&o, "-O0 --no-winograd");
+    assert!(err.contains("--no-winograd") && err.contains("-O1"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

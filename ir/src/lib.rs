@@ -17,7 +17,7 @@ pub mod artifact;
 
 pub use graph::{CycleError, Edge, Graph, GraphOutput, Node, NodeId, ValueRef, WeightStore};
 pub use infer::{InferError, broadcast_shapes, infer_types};
-pub use macs::node_macs;
+pub use macs::{node_macs, node_multiplies};
 pub use op::{
     BinaryOp, ConvAlgo, ConvAttrs, ConvTransposeAttrs, CoordTransform, Fused, NearestMode, Op, PadMode, PoolAttrs,
     ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, UnaryOp, WeightId,

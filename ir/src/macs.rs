@@ -34,6 +34,32 @@ pub fn node_macs(op: &Op, inputs: &[&TensorType], outputs: &[TensorType]) -> u64
     }
 }
 
+/// Multiplies the kernel that computes `op` actually performs, for cost estimates: a Winograd
+/// conv (output tile `m`, input tile `α = m + 2`) does `N·⌈H/m⌉·⌈W/m⌉·α²·C·M` in its batched
+/// GEMMs plus its tile transforms, about `α²·(C + M)·α` per tile; every other op its
+/// [`node_macs`].
+pub fn node_multiplies(op: &Op, inputs: &[&TensorType], outputs: &[TensorType]) -> u64 {
+    let conv = match op {
+        Op::Conv(a) => Some(a),
+        Op::Fused(f) => match &f.base {
+            Op::Conv(a) => Some(a),
+            _ => None,
+        },
+        _ => None,
+    };
+    let (Some(m), Some(x), Some(y)) = (conv.and_then(|a| a.algo.winograd_tile()), inputs.first(), outputs.first())
+    else {
+        return node_macs(op, inputs, outputs);
+    };
+    if x.rank() != 4 || y.rank() != 4 {
+        return node_macs(op, inputs, outputs);
+    }
+    let alpha = (m + 2) as u64;
+    let tiles = (y.shape[0] * y.shape[2].div_ceil(m) * y.shape[3].div_ceil(m)) as u64;
+    let (c, k) = (x.shape[1] as u64, y.shape[1] as u64);
+    tiles * alpha * alpha * (c * k + (c + k) * alpha)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -337,6 +337,11 @@ fn bad_op_attributes_name_the_node_and_attribute() {
     assert!(err.to_string().contains("attribute `strides`: has 3 entries, expected 2"), "{err}");
     let err = damaged(&small(), |m| conv(m).kernel[1] = 0);
     assert!(err.to_string().contains("attribute `kernel`: entry 1 is 0"), "{err}");
+    let err = damaged(&small(), |m| conv(m).algo = 7);
+    assert_eq!(
+        err.to_string(),
+        "node #2 `conv` (conv): attribute `algo`: 7 is not 0 (direct), 1 (winograd-f2) or 2 (winograd-f4)"
+    );
 }
 
 #[test]

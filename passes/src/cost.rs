@@ -49,10 +49,11 @@ pub struct KernelKey {
 }
 
 /// A deterministic stand-in for a measured oracle (tests, and comparisons with measurement):
-/// [`crate::MacCost`]'s estimate, MACs plus 0.25 per output byte, in its own unit.
+/// [`crate::MacCost`]'s estimate, multiplies ([`cnnc_ir::node_multiplies`]: fewer for a
+/// Winograd conv) plus 0.25 per output byte, in its own unit.
 pub fn mac_estimate(key: &KernelKey) -> Result<f64, CostError> {
     let inputs: Vec<&TensorType> = key.inputs.iter().map(|o| &o.ty).collect();
-    let macs = cnnc_ir::node_macs(&key.op, &inputs, &key.outputs) as f64;
+    let macs = cnnc_ir::node_multiplies(&key.op, &inputs, &key.outputs) as f64;
     let bytes: f64 = key.outputs.iter().map(|t| (t.numel() * t.dtype.size_bytes()) as f64).sum();
     Ok(macs + 0.25 * bytes)
 }

@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use cnnc_ir::node_macs;
 use egg::{EGraph, Id, Language, RecExpr};
 
 use crate::convert::CnnAnalysis;
@@ -28,7 +27,8 @@ pub trait NodeCost {
     fn cost(&self, egraph: &EGraph<Cnn, CnnAnalysis>, node: &Cnn) -> f64;
 }
 
-/// A roofline-style stand-in: `MACs + bytes_per_mac⁻¹ · bytes written`. Sources, leaves and the
+/// A roofline-style stand-in: `multiplies + bytes_per_mac⁻¹ · bytes written` (multiplies as
+/// [`cnnc_ir::node_multiplies`] counts them: fewer for a Winograd conv). Sources, leaves and the
 /// root cost nothing.
 #[derive(Clone, Copy, Debug)]
 pub struct MacCost {
@@ -48,7 +48,7 @@ impl NodeCost for MacCost {
         let Some(attr) = crate::rules::attr_of(egraph, children[0]) else { return f64::INFINITY };
         let inputs: Vec<&cnnc_ir::TensorType> =
             children[1..].iter().filter_map(|&c| egraph[c].data.types.first()).collect();
-        let macs = node_macs(&attr.op, &inputs, &attr.outputs) as f64;
+        let macs = cnnc_ir::node_multiplies(&attr.op, &inputs, &attr.outputs) as f64;
         let bytes: f64 = attr.outputs.iter().map(|t| (t.numel() * t.dtype.size_bytes()) as f64).sum();
         macs + self.per_byte * bytes
     }

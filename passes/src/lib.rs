@@ -16,4 +16,5 @@ pub use cost::{CostError, CostOracle, KernelKey, Operand, TableCost, UNMEASURABL
 pub use extract::{ExtractError, MacCost, NodeCost, Seed, extract_dag, extract_dag_seeded};
 pub use lang::{AttrEntry, AttrRef, AttrTable, Cnn, InputRef, OutIndex, WeightRef};
 pub use optimize::{OptReport, optimize_exact};
-pub use rules::{Limits, Saturation, exact_rules, saturate};
+pub use rules::winograd::{force_conv_algo, winograd_layers};
+pub use rules::{Limits, RuleOptions, Saturation, exact_rules, exact_rules_with, saturate};

@@ -8,7 +8,7 @@ use cnnc_ir::{Graph, VerifiedGraph};
 use crate::convert::to_egraph;
 use crate::cost::{CostOracle, TableCost};
 use crate::extract::{ExtractError, Seed, extract_dag_seeded};
-use crate::rules::{Limits, Saturation, exact_rules, saturate};
+use crate::rules::{Limits, RuleOptions, Saturation, exact_rules_with, saturate};
 use crate::to_graph;
 
 /// What one optimization did (the `--report`).
@@ -28,12 +28,13 @@ pub struct OptReport {
     pub extract_ms: f64,
 }
 
-/// Optimizes `graph` with the exact rules, pricing e-nodes with `cost` (which asks `oracle`
+/// Optimizes `graph` with the exact rules `options` selects, pricing e-nodes with `cost` (which asks `oracle`
 /// for what it lacks, in one batch); the result is unverified (the caller verifies it, as every
 /// producer of a graph must). Afterwards `cost` holds every price the decision used.
 pub fn optimize_exact(
     graph: &VerifiedGraph,
     limits: Limits,
+    options: RuleOptions,
     cost: &mut TableCost,
     oracle: &mut dyn CostOracle,
 ) -> Result<(Graph, OptReport), ExtractError> {
@@ -41,7 +42,7 @@ pub fn optimize_exact(
     let loaded = to_egraph(graph);
     // The input graph itself, as a starting point of extraction's local search.
     let seed = Seed::of(&loaded.egraph);
-    let (loaded, saturation) = saturate(loaded, &exact_rules(), limits);
+    let (loaded, saturation) = saturate(loaded, &exact_rules_with(options), limits);
     let t1 = Instant::now();
     // Saturation only adds e-nodes, so pricing the saturated e-graph prices the input graph's
     // nodes too.

@@ -4,10 +4,16 @@
 //!
 //! Tolerance: rel-L2 ≤ the golden's bound (max(1e-5, 4 × onnxruntime's own on-vs-off)) for the
 //! optimized graph through the reference and through the JIT, against the original through the
-//! reference, on the golden's real-data input; the rules are exact up to f32 reordering.
+//! reference, on the golden's real-data input; the rules are exact up to f32 reordering, except
+//! that the MAC estimate picks Winograd for large 3×3 convs, whose JIT kernels round
+//! differently: wherever a Winograd layer is chosen the JIT bound is rel-L2 ≤ 1e-4, the -O1
+//! bound (ARCHITECTURE.md § Winograd convolution); the reference computes the direct sum for
+//! every algorithm.
 
 use cnnc_ir::{Graph, Op, VerifiedGraph, verify};
-use cnnc_passes::{Limits, Loaded, MacCost, Seed, exact_rules, extract_dag_seeded, saturate, to_egraph, to_graph};
+use cnnc_passes::{
+    Limits, Loaded, MacCost, Seed, exact_rules, extract_dag_seeded, saturate, to_egraph, to_graph, winograd_layers,
+};
 use cnnc_runtime::run_reference;
 use cnnc_tests::{import_with_inputs, load_golden, model_path, ordered_inputs, rel_l2};
 use egg::{AstSize, Extractor};
@@ -99,11 +105,16 @@ fn check_model(stem: &str) {
     // The optimized graph also compiles and runs natively (what an -O1 artifact does).
     let jit = cnnc_runtime::Model::compile(&dag).unwrap_or_else(|e| panic!("{stem}: {e}"));
     let native = jit.run(&inputs).unwrap_or_else(|e| panic!("{stem}: {e}"));
+    let winograd = winograd_layers(&dag);
     for (((o, g), w), n) in graph.outputs().iter().zip(&got).zip(&want).zip(&native) {
         let tol = golden.tolerance[&o.name].max(1e-5);
+        let jit_tol = if winograd > 0 { tol.max(1e-4) } else { tol };
         let (e, en) = (rel_l2(g, w), rel_l2(n, w));
-        eprintln!("{stem} `{}`: -O1 reference {e:.3e}, -O1 JIT {en:.3e} vs -O0 reference (bound {tol:.1e})", o.name);
-        assert!(e <= tol && en <= tol, "{stem} `{}`: rel-L2 {e:.3e} / JIT {en:.3e} > {tol:.1e}", o.name);
+        eprintln!(
+            "{stem} `{}`: -O1 reference {e:.3e} (bound {tol:.1e}), -O1 JIT {en:.3e} (bound {jit_tol:.1e}, {winograd} Winograd layers) vs -O0 reference",
+            o.name
+        );
+        assert!(e <= tol && en <= jit_tol, "{stem} `{}`: rel-L2 {e:.3e} / JIT {en:.3e}", o.name);
     }
 }
 

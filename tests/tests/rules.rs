@@ -8,15 +8,17 @@
 //! optimizations-on-vs-off difference).
 
 use cnnc_ir::{Graph, Tensor, VerifiedGraph, verify};
-use cnnc_passes::{Limits, Loaded, Saturation, exact_rules, saturate, to_egraph, to_graph};
+use cnnc_passes::{Limits, Loaded, RuleOptions, Saturation, exact_rules_with, saturate, to_egraph, to_graph};
 use cnnc_runtime::{Model, run_reference};
 use cnnc_tests::{import_with_inputs, load_golden, model_path, ordered_inputs, rel_l2};
 use egg::{AstSize, Extractor};
 
-/// Saturates `g` with every exact rule and extracts the smallest term (a stand-in for the
-/// measured cost model, enough to see which rewrites fired).
+/// Saturates `g` with every exact rule but Winograd's (tests/tests/winograd.rs has those: a
+/// Winograd conv is as small as the direct one) and extracts the smallest term (a stand-in for
+/// the measured cost model, enough to see which rewrites fired).
 fn optimize(g: &VerifiedGraph) -> (VerifiedGraph, Saturation) {
-    let (Loaded { egraph, root }, sat) = saturate(to_egraph(g), &exact_rules(), Limits::default());
+    let rules = exact_rules_with(RuleOptions { winograd: false });
+    let (Loaded { egraph, root }, sat) = saturate(to_egraph(g), &rules, Limits::default());
     let (_, expr) = Extractor::new(&egraph, AstSize).find_best(root);
     let back = to_graph(&expr, &egraph.analysis).expect("an extracted term is a graph");
     (verify(back).expect("the optimized graph verifies"), sat)

@@ -12,6 +12,7 @@ pub mod hardswish;
 pub mod matmul_bias;
 pub mod movement;
 pub mod pad_fold;
+pub mod winograd;
 
 use cnnc_ir::Tensor;
 use egg::{EGraph, Id, Rewrite, Runner, StopReason, Var};
@@ -19,8 +20,27 @@ use egg::{EGraph, Id, Rewrite, Runner, StopReason, Var};
 use crate::convert::{CnnAnalysis, Loaded};
 use crate::lang::{AttrEntry, Cnn, WeightRef};
 
+/// Which optional rule families a run uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleOptions {
+    /// Offer Winograd F(2,3) and F(4,3) for eligible convs ([`winograd`]; `--no-winograd` clears
+    /// it). They are exact up to the transforms' rounding, not bit-exact.
+    pub winograd: bool,
+}
+
+impl Default for RuleOptions {
+    fn default() -> RuleOptions {
+        RuleOptions { winograd: true }
+    }
+}
+
 /// Every exact rule.
 pub fn exact_rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
+    exact_rules_with(RuleOptions::default())
+}
+
+/// The exact rules `options` selects.
+pub fn exact_rules_with(options: RuleOptions) -> Vec<Rewrite<Cnn, CnnAnalysis>> {
     let mut rules = bn_fold::rules();
     rules.extend(channel_affine::rules());
     rules.extend(affine_input::rules());
@@ -29,6 +49,9 @@ pub fn exact_rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
     rules.extend(fuse::rules());
     rules.extend(movement::rules());
     rules.extend(pad_fold::rules());
+    if options.winograd {
+        rules.extend(winograd::rules());
+    }
     rules
 }
 
