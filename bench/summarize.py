@@ -9,7 +9,8 @@ and round, `<model>.<engine>.t<T>.r<k>.{out,err,rc}`:
 - cnnc, cnnc1: `cnnc bench --json` on the -O0 and the -O1 artifact prints one JSON object with median_ms (and
   min_ms, total_macs, gflops, ...); `<model>.O1.opt.seconds` holds the wall time of `cnnc opt -O1`;
 - ort:   `ort_bench.py` prints one JSON line with median_ms;
-- tract: `tract --machine-friendly ... bench` prints `real: <seconds>`, the mean of its timed runs.
+- tract: `tract --machine-friendly ... bench` prints `real: <seconds>`, the mean of its timed runs;
+- base1 (only with compare.sh --baseline): the baseline cnnc binary's `bench --json` on its own -O1 artifact.
 An engine's latency is the median over rounds of each round's per-run figure. A missing or failed engine is n/a,
 with its error in the notes.
 """
@@ -20,7 +21,7 @@ import os
 import re
 import statistics
 
-ENGINES = ("cnnc", "cnnc1", "ort", "tract")
+ENGINES = ("cnnc", "cnnc1", "ort", "tract", "base1")
 PEAK_GFLOPS_PER_CORE = 117.0  # 256-bit FMA peak of one Zen 4 core at 3.67 GHz (../shared/DESIGN.md)
 
 
@@ -78,7 +79,7 @@ def parse_round(raw, model, engine, t, r):
     out, err = read(base + ".out"), read(base + ".err")
     if rc.strip() != "0":
         return None, last_error_line(err) or f"exit {rc.strip()}"
-    if engine in ("cnnc", "cnnc1", "ort"):
+    if engine in ("cnnc", "cnnc1", "base1", "ort"):
         obj = json_object(out)
         if obj is None or not isinstance(obj.get("median_ms"), (int, float)):
             return None, "no median_ms in its output"
@@ -120,7 +121,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=0)
     ap.add_argument("--runs", type=int, default=0)
     ap.add_argument("--warmup", type=int, default=0)
-    for k in ("machine", "load", "pin", "kernels", "date", "commit", "command", "rustc", "tract-version"):
+    for k in ("machine", "load", "pin", "baseline", "kernels", "date", "commit", "command", "rustc", "tract-version"):
         ap.add_argument("--" + k, default="")
     a = ap.parse_args()
     models, threads = a.models.split(), [int(t) for t in a.threads.split()]
@@ -159,9 +160,10 @@ def main():
         notes = {}  # (engine, reason) -> [models]
         partial = []
         r_ort, r_tract, r_ort0, r_speed = [], [], [], []
+        base_rows = []
         for m in models:
-            lat = {}
-            for e in ENGINES:
+            lat = {"base1": None}
+            for e in ENGINES if a.baseline else ENGINES[:-1]:
                 ok, reasons = [], []
                 for r in range(1, max(a.rounds, 1) + 1):
                     res = parse_round(a.raw, m, e, t, r)
@@ -186,6 +188,8 @@ def main():
             c0, c = lat["cnnc"], lat["cnnc1"]
             gflops = None if c is None or not macs[m] else 2 * macs[m] / (c * 1e-3) / 1e9
             ro, rt, ro0, sp = ratio(c, lat["ort"]), ratio(c, lat["tract"]), ratio(c0, lat["ort"]), ratio(c0, c)
+            if a.baseline:
+                base_rows.append((m, lat["base1"], c))
             for xs, x in ((r_ort, ro), (r_tract, rt), (r_ort0, ro0), (r_speed, sp)):
                 if x is not None:
                     xs.append(x)
@@ -199,6 +203,14 @@ def main():
                    f"| | | | | | {fmt_ratio(gm(r_speed))} | {fmt_ratio(gm(r_ort0))} | {fmt_ratio(gm(r_ort))} "
                    f"| {fmt_ratio(gm(r_tract))} | | | |")
         out.append("")
+        if base_rows:
+            out.append(f"Baseline: -O1 of `{a.baseline}` (its own artifact, run by it) against this -O1, same rounds:")
+            out.append("")
+            out.append("| model | baseline -O1 ms | -O1 ms | baseline/-O1 |")
+            out.append("|---|---:|---:|---:|")
+            for m, b, c in base_rows:
+                out.append(f"| {m} | {fmt_ms(b)} | {fmt_ms(c)} | {fmt_ratio(ratio(b, c))} |")
+            out.append("")
         if notes or partial:
             out.append("n/a:")
             for (e, reason), ms in notes.items():
