@@ -451,6 +451,47 @@ fn a_shift_does_not_fold_into_a_padded_conv_nor_a_pixel_varying_constant() {
     assert_eq!(sat.applied.iter().filter(|(r, _)| r.starts_with("affine-input-mul")).map(|(_, n)| n).sum::<usize>(), 0);
 }
 
+/// PP-LCNetV3's learnable affine block, `s · y + t` (scalars), before a padded depthwise conv.
+const LEARNABLE_AFFINE: &str = r#"graph "learnable_affine" {
+  %y = input f32[1,4,5,5]
+  %s = weight f32[1] [0.75]
+  %t = weight f32[1] [0.3]
+  %w = weight f32[4,1,3,3] [0.1, -0.2, 0.3, 0.05, -0.15, 0.25, 0.12, -0.08, 0.02, 0.11, -0.21, 0.31, 0.06, -0.16, 0.26, 0.13, -0.09, 0.03, 0.1, -0.2, 0.3, 0.05, -0.15, 0.25, 0.12, -0.08, 0.02, 0.4, -0.1, 0.2, 0.07, -0.17, 0.27, 0.14, -0.04, 0.01]
+  %b = weight f32[4] [0.5, -0.5, 0.25, 0.0]
+  %m = mul(%s, %y) : f32[1,4,5,5]
+  %a = add(%m, %t) : f32[1,4,5,5]
+  %c = conv{kernel=[3, 3], strides=[1, 1], dilations=[1, 1], pads=[1, 1, 1, 1], group=4}(%a, %w, %b) : f32[1,4,5,5]
+  output "c" = %c
+}"#;
+
+#[test]
+fn a_scalar_affine_before_a_padded_conv_reorders_so_its_scale_folds() {
+    let g = parse(LEARNABLE_AFFINE);
+    let (opt, sat) = optimize(&g);
+    assert_eq!(applied(&sat, "affine-reorder-scale-first"), 1, "{sat:?}");
+    assert!(applied(&sat, "affine-input-mul-bias") >= 1, "{sat:?}");
+    let text = opt.display_without_weights().to_string();
+    assert!(text.contains("add(") && !text.contains("mul("), "the shift stays, the scale folds: {text}");
+    insta::assert_snapshot!("affine_reorder_fires", text);
+    // t/s is rounded once and the conv reads y + t/s: a few ulps.
+    assert_same_function(&g, &opt, 1e-6);
+}
+
+#[test]
+fn affine_reorder_does_not_fire_on_a_zero_or_per_channel_scale() {
+    for (from, to) in [
+        ("%s = weight f32[1] [0.75]", "%s = weight f32[1] [0.0]"),
+        ("%s = weight f32[1] [0.75]", "%s = weight f32[1,4,1,1] [0.75, 0.5, -1.0, 2.0]"),
+        ("%t = weight f32[1] [0.3]", "%t = weight f32[1,4,1,1] [0.3, 0.1, 0.2, -0.4]"),
+    ] {
+        let g = parse(&LEARNABLE_AFFINE.replace(from, to));
+        let (opt, sat) = optimize(&g);
+        let n: usize = sat.applied.iter().filter(|(r, _)| r.starts_with("affine-reorder")).map(|(_, n)| n).sum();
+        assert_eq!(n, 0, "{to}: {sat:?}");
+        assert_same_function(&g, &opt, 1e-6);
+    }
+}
+
 /// An NHWC export's transposes around a conv, reshape chains and no-op movement.
 const MOVEMENT: &str = r#"graph "movement" {
   %x = input f32[1,8,8,3]

@@ -5,6 +5,7 @@
 //! when it fires and when not, its numerical effect, and the before/after text IR.
 
 pub mod affine_input;
+pub mod affine_reorder;
 pub mod bn_fold;
 pub mod channel_affine;
 pub mod fuse;
@@ -44,6 +45,7 @@ pub fn exact_rules_with(options: RuleOptions) -> Vec<Rewrite<Cnn, CnnAnalysis>> 
     let mut rules = bn_fold::rules();
     rules.extend(channel_affine::rules());
     rules.extend(affine_input::rules());
+    rules.extend(affine_reorder::rules());
     rules.extend(hardswish::rules());
     rules.extend(matmul_bias::rules());
     rules.extend(fuse::rules());
