@@ -451,6 +451,61 @@ fn a_shift_does_not_fold_into_a_padded_conv_nor_a_pixel_varying_constant() {
     assert_eq!(sat.applied.iter().filter(|(r, _)| r.starts_with("affine-input-mul")).map(|(_, n)| n).sum::<usize>(), 0);
 }
 
+/// `Linear → BatchNorm1d` as exported: a Gemm (B transposed, β = 0.5) and a BatchNorm over its
+/// 3 output columns.
+const GEMM_BN: &str = r#"graph "gemm_bn" {
+  %x = input f32[2,4]
+  %w = weight f32[3,4] [0.1, -0.2, 0.3, 0.05, -0.15, 0.25, 0.12, -0.08, 0.02, 0.11, -0.21, 0.31]
+  %c = weight f32[3] [0.5, -0.5, 0.25]
+  %s = weight f32[3] [1.5, 0.5, -2.0]
+  %t = weight f32[3] [0.1, 0.2, 0.3]
+  %m = weight f32[3] [0.05, -0.1, 0.2]
+  %v = weight f32[3] [1.0, 0.25, 4.0]
+  %g = gemm{alpha=1.5, beta=0.5, trans-a=false, trans-b=true}(%x, %w, %c) : f32[2,3]
+  %y = batchnorm{epsilon=1e-5}(%g, %s, %t, %m, %v) : f32[2,3]
+  output "y" = %y
+}"#;
+
+#[test]
+fn bn_fold_fires_on_a_gemm_in_either_weight_layout_and_with_any_bias_form() {
+    let g = parse(GEMM_BN);
+    let (opt, sat) = optimize(&g);
+    assert_eq!(applied(&sat, "bn-fold-gemm-bias"), 1, "{sat:?}");
+    insta::assert_snapshot!("bn_fold_gemm_fires", opt.display_without_weights().to_string());
+    assert_same_function(&g, &opt, 1e-5);
+    let untransposed =
+        GEMM_BN.replace("%w = weight f32[3,4]", "%w = weight f32[4,3]").replace("trans-b=true", "trans-b=false");
+    for (text, rule) in [
+        (untransposed, "bn-fold-gemm-bias"),
+        (
+            GEMM_BN.replace("%c = weight f32[3] [0.5, -0.5, 0.25]", "%c = weight f32[1,3] [0.5, -0.5, 0.25]"),
+            "bn-fold-gemm-bias",
+        ),
+        (GEMM_BN.replace("%c = weight f32[3] [0.5, -0.5, 0.25]", "%c = weight f32[] [0.75]"), "bn-fold-gemm-bias"),
+        (
+            GEMM_BN.replace("(%x, %w, %c)", "(%x, %w)").replace("  %c = weight f32[3] [0.5, -0.5, 0.25]\n", ""),
+            "bn-fold-gemm",
+        ),
+    ] {
+        let g = parse(&text);
+        let (opt, sat) = optimize(&g);
+        assert_eq!(applied(&sat, rule), 1, "{text}: {sat:?}");
+        assert!(!opt.display_without_weights().to_string().contains("batchnorm"), "{text}");
+        assert_same_function(&g, &opt, 1e-5);
+    }
+}
+
+#[test]
+fn bn_fold_does_not_fire_on_a_gemm_whose_bias_varies_per_row() {
+    let text = GEMM_BN
+        .replace("%c = weight f32[3] [0.5, -0.5, 0.25]", "%c = weight f32[2,3] [0.5, -0.5, 0.25, 0.1, 0.2, 0.3]");
+    let g = parse(&text);
+    let (opt, sat) = optimize(&g);
+    assert_eq!(applied(&sat, "bn-fold-gemm-bias"), 0, "{sat:?}");
+    assert!(opt.display_without_weights().to_string().contains("batchnorm"));
+    assert_same_function(&g, &opt, 0.0);
+}
+
 /// PP-LCNetV3's learnable affine block, `s · y + t` (scalars), before a padded depthwise conv.
 const LEARNABLE_AFFINE: &str = r#"graph "learnable_affine" {
   %y = input f32[1,4,5,5]

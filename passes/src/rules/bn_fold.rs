@@ -1,10 +1,13 @@
-//! BatchNorm folding into the conv that feeds it (exact up to rounding).
+//! BatchNorm folding into the conv or Gemm that feeds it (exact up to rounding).
 //!
 //! What: `batchnorm(conv(x, w[, b]), s, t, m, v)` ⇒ `conv(x, w', b')` with, per output
 //! channel `c`, `k = s[c] / √(v[c] + ε)`, `w'[c] = w[c] · k`, `b'[c] = (b[c] − m[c]) · k + t[c]`
 //! (`b = 0` when the conv has none). The same for `conv-transpose`, whose weights are laid out
 //! `[C_in, C_out / group, taps…]`: the weight of input channel `i` and column `j` feeds output
-//! channel `(i / (C_in / group)) · (C_out / group) + j`.
+//! channel `(i / (C_in / group)) · (C_out / group) + j`. And for `gemm{α, β}(a, w[, c])`
+//! followed by a BatchNorm over its `M` output columns (PyTorch's `Linear` → `BatchNorm1d`):
+//! `w'` scales column `j` of `op(w)` by `k[j]`, and the result is `gemm{α, β=1}(a, w', c')` with
+//! `c'[j] = (β·c[j] − m[j]) · k[j] + t[j]` (`c` one value per column, or a single value).
 //!
 //! When: the conv's weights (and bias) and all four BatchNorm parameters are constants of the
 //! weight store, and the conv's output feeds the BatchNorm directly. It does not fire through a
@@ -36,6 +39,8 @@ pub fn rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
             "(batchnorm ?bn (conv-transpose ?c ?x ?w ?b) ?s ?t ?m ?v)" => { FoldBn { bias: true } }),
         rewrite!("bn-fold-conv-transpose";
             "(batchnorm ?bn (conv-transpose ?c ?x ?w) ?s ?t ?m ?v)" => { FoldBn { bias: false } }),
+        rewrite!("bn-fold-gemm-bias"; "(batchnorm ?bn (gemm ?c ?x ?w ?b) ?s ?t ?m ?v)" => { FoldBn { bias: true } }),
+        rewrite!("bn-fold-gemm"; "(batchnorm ?bn (gemm ?c ?x ?w) ?s ?t ?m ?v)" => { FoldBn { bias: false } }),
     ]
 }
 
@@ -50,6 +55,8 @@ enum Layout {
     Conv,
     /// `[C_in, C_out / group, taps…]` with `group` groups.
     Transpose { group: usize },
+    /// A Gemm's `B`: `[M, K]` when transposed, else `[K, M]`; the bias is scaled by `beta`.
+    Gemm { trans_b: bool, beta: f32 },
 }
 
 impl Applier<Cnn, CnnAnalysis> for FoldBn {
@@ -81,15 +88,28 @@ impl Applier<Cnn, CnnAnalysis> for FoldBn {
         let layout = match attr_of(egraph, subst[var("?c")]).map(|e| &e.op) {
             Some(cnnc_ir::Op::Conv(_)) => Layout::Conv,
             Some(cnnc_ir::Op::ConvTranspose(a)) => Layout::Transpose { group: a.group },
+            Some(&cnnc_ir::Op::Gemm { trans_b, beta, .. }) => Layout::Gemm { trans_b, beta },
             _ => return Vec::new(),
         };
         let key =
             format!("{rule_name}|{}|{}|{}|{}|{}|{:?}|{}", w.0, s.0, t.0, m.0, v.0, b.map(|b| b.0), epsilon.to_bits());
         let Some((w2, b2)) = fold(egraph, &key, [w, s, t, m, v], b, epsilon, layout) else { return Vec::new() };
-        let children = vec![subst[var("?c")], subst[var("?x")], w2, b2].into_boxed_slice();
+        let attr = match layout {
+            // The folded bias already holds β·c: the new Gemm adds it with β = 1.
+            Layout::Gemm { .. } => {
+                let Some(entry) = attr_of(egraph, subst[var("?c")]).cloned() else { return Vec::new() };
+                let cnnc_ir::Op::Gemm { alpha, trans_a, trans_b, .. } = entry.op else { return Vec::new() };
+                let op = cnnc_ir::Op::Gemm { alpha, beta: 1.0, trans_a, trans_b };
+                let r = egraph.analysis.attrs.intern(&op, &entry.outputs, &entry.name);
+                egraph.add(Cnn::Attr(r))
+            }
+            _ => subst[var("?c")],
+        };
+        let children = vec![attr, subst[var("?x")], w2, b2].into_boxed_slice();
         let conv = egraph.add(match layout {
             Layout::Conv => Cnn::Conv(children),
             Layout::Transpose { .. } => Cnn::ConvTranspose(children),
+            Layout::Gemm { .. } => Cnn::Gemm(children),
         });
         if egraph.union(eclass, conv) { vec![eclass] } else { Vec::new() }
     }
@@ -125,13 +145,29 @@ fn fold(
             let in_per_group = c_in.checked_div(group)?;
             (c_out_g * group, Box::new(move |i| (i / (c_out_g * taps) / in_per_group) * c_out_g + (i / taps) % c_out_g))
         }
+        Layout::Gemm { trans_b, .. } => {
+            let [rows, cols] = w_shape[..] else { return None };
+            if trans_b { (rows, Box::new(move |i| i / cols)) } else { (cols, Box::new(move |i| i % cols)) }
+        }
     };
     if channels == 0 || [sv.len(), tv.len(), mv.len(), vv.len()].iter().any(|&n| n != channels) {
         return None;
     }
-    let bv: Vec<f32> = match b {
-        Some(b) => f(b).filter(|x| x.len() == channels)?.to_vec(),
-        None => vec![0.0; channels],
+    let bv: Vec<f32> = match (b, layout) {
+        // A Gemm's C broadcasts over [N, M]: one value per column (`[M]`, `[1, M]`) or one value.
+        (Some(b), Layout::Gemm { beta, .. }) => {
+            let shape = a.weights[b.0 as usize].shape();
+            let per_column = shape.last() == Some(&channels) && shape.iter().rev().skip(1).all(|&d| d == 1);
+            let v = f(b)?;
+            let scaled = |x: f32| (f64::from(beta) * f64::from(x)) as f32;
+            match v {
+                [x] if shape.iter().all(|&d| d == 1) => vec![scaled(*x); channels],
+                _ if per_column => v.iter().map(|&x| scaled(x)).collect(),
+                _ => return None,
+            }
+        }
+        (Some(b), _) => f(b).filter(|x| x.len() == channels)?.to_vec(),
+        (None, _) => vec![0.0; channels],
     };
     let k: Vec<f64> =
         (0..channels).map(|c| f64::from(sv[c]) / (f64::from(vv[c]) + f64::from(epsilon)).sqrt()).collect();
