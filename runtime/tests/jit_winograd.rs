@@ -334,7 +334,11 @@ fn bench_winograd_layers() {
             .collect(),
         Err(_) => vec![[32, 32, 56, 56], [64, 64, 28, 28], [128, 128, 14, 14], [256, 256, 7, 7], [96, 24, 160, 160]],
     };
-    let algos = [ConvAlgo::Direct, ConvAlgo::Winograd2, ConvAlgo::Winograd4];
+    let mut algos = vec![ConvAlgo::Direct, ConvAlgo::Winograd2, ConvAlgo::Winograd4];
+    // `CNNC_WINO_ONLY=f4` (or f2, direct) times one algorithm, e.g. under `perf`.
+    if let Ok(only) = std::env::var("CNNC_WINO_ONLY") {
+        algos.retain(|a| a.name().ends_with(only.as_str()));
+    }
     for [c, m, h, w] in layers {
         let models: Vec<(Model, Vec<Tensor>)> = algos
             .iter()
@@ -365,6 +369,10 @@ fn bench_winograd_layers() {
                 t[t.len() / 2]
             })
             .collect();
+        if med.len() < 3 {
+            println!("{c:>3}->{m:<3} @{h}x{w}: {algos:?} {med:.3?} ms");
+            continue;
+        }
         println!(
             "{c:>3}->{m:<3} @{h}x{w}: direct {:.3} ms | F2 {:.3} ms ({:.2}x) | F4 {:.3} ms ({:.2}x)",
             med[0],

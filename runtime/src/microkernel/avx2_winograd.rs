@@ -152,16 +152,16 @@ fn at<const A: usize>(v: &[__m256; 6]) -> [__m256; 4] {
 /// Packs the Winograd input transform of tiles `tile0..tile0+ntiles` (row-major over the
 /// `tw`-wide tile grid; tile `(ty, tx)` reads the `A × A` patch at input row `ty·M − ph`,
 /// column `tx·M − pw`, zero outside the input) for every input channel into GEMM B strips:
-/// `v[((ξ·ns + s)·c + ic)·16 + l]` is transform element `ξ` (row-major in `A × A`) of channel
+/// `v[ξ·vstride + (s·c + ic)·16 + l]` is transform element `ξ` (row-major in `A × A`) of channel
 /// `ic`, tile `tile0 + s·16 + l`, for the strips `s < ntiles.div_ceil(16)`; lanes of the last
 /// strip past `ntiles` are zero.
 ///
-/// `geo` = `[ih, iw, ph, pw, tw, c, ns]` (`i64`).
+/// `geo` = `[ih, iw, ph, pw, tw, c, vstride]` (`i64`).
 ///
 /// # Safety
 /// The host supports AVX2 and FMA (checked by `select`, the only place this address is
 /// taken). `geo` points at the table; `x` at `c` readable planes of `ih × iw` f32, with
-/// `ih·iw + iw + A < 2³¹`; `ntiles.div_ceil(16) ≤ ns`; `v` has room for `A²·ns·c·16` f32 and
+/// `ih·iw + iw + A < 2³¹`; `ntiles.div_ceil(16)·c·16 ≤ vstride`; `v` has room for `A²·vstride` f32 and
 /// does not overlap `x`.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn input<const A: usize, const M: usize>(
@@ -173,7 +173,7 @@ unsafe fn input<const A: usize, const M: usize>(
 ) {
     // SAFETY: `geo` holds 7 values (the caller's contract).
     let g = |i: usize| unsafe { *geo.add(i) } as usize;
-    let (ih, iw, ph, pw, tw, c, ns) = (g(0), g(1), g(2), g(3), g(4), g(5), g(6));
+    let (ih, iw, ph, pw, tw, c, vstride) = (g(0), g(1), g(2), g(3), g(4), g(5), g(6));
     let plane = ih * iw;
     let zero = _mm256_setzero_ps();
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -189,6 +189,15 @@ unsafe fn input<const A: usize, const M: usize>(
             iy0[l] = ((t / tw) * M) as i32 - ph as i32;
             ix0[l] = ((t % tw) * M) as i32 - pw as i32;
         }
+        let (ty0, tx0) = ((tile0 + first) / tw, (tile0 + first) % tw);
+        // The common case: 8 tiles of one tile row whose patches all lie inside the input.
+        let (fy, fx) = ((ty0 * M) as isize - ph as isize, (tx0 * M) as isize - pw as isize);
+        let fast = n == L
+            && tx0 + L <= tw
+            && fy >= 0
+            && fy as usize + A <= ih
+            && fx >= 0
+            && fx as usize + (L - 1) * M + A <= iw;
         // SAFETY: 8 i32 each.
         let (y0, x0) = unsafe { (_mm256_loadu_si256(iy0.as_ptr().cast()), _mm256_loadu_si256(ix0.as_ptr().cast())) };
         let valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lane);
@@ -203,21 +212,34 @@ unsafe fn input<const A: usize, const M: usize>(
         };
         let mut masks = [zero; 36];
         let mut offs = [_mm256_setzero_si256(); 36];
-        for i in 0..A {
-            let row = _mm256_and_si256(valid, inside(y0, i, ih));
-            for j in 0..A {
-                masks[i * A + j] = _mm256_castsi256_ps(_mm256_and_si256(row, inside(x0, j, iw)));
-                offs[i * A + j] = _mm256_add_epi32(base, _mm256_set1_epi32((i * iw + j) as i32));
+        if !fast {
+            for i in 0..A {
+                let row = _mm256_and_si256(valid, inside(y0, i, ih));
+                for j in 0..A {
+                    masks[i * A + j] = _mm256_castsi256_ps(_mm256_and_si256(row, inside(x0, j, iw)));
+                    offs[i * A + j] = _mm256_add_epi32(base, _mm256_set1_epi32((i * iw + j) as i32));
+                }
             }
         }
         for ic in 0..c {
-            // SAFETY: channel `ic < c` of `x`; masked-off lanes are not read (AVX2 gather
-            // semantics), and every unmasked offset is a position inside the plane.
+            // SAFETY: channel `ic < c` of `x`.
             let xc = unsafe { x.add(ic * plane) };
             let mut d = [[zero; 6]; 6];
-            for i in 0..A {
-                for j in 0..A {
-                    d[j][i] = unsafe { _mm256_mask_i32gather_ps::<4>(zero, xc, offs[i * A + j], masks[i * A + j]) };
+            if fast {
+                for i in 0..A {
+                    // SAFETY: the 8 patches' row `i` lies inside the plane (`fast`).
+                    let row = unsafe { load_row::<M>(xc.add((fy as usize + i) * iw + fx as usize)) };
+                    for j in 0..A {
+                        d[j][i] = row[j];
+                    }
+                }
+            } else {
+                for i in 0..A {
+                    for j in 0..A {
+                        // SAFETY: masked-off lanes are not read (AVX2 gather semantics), and
+                        // every unmasked offset is a position inside the plane.
+                        d[j][i] = unsafe { _mm256_mask_i32gather_ps::<4>(zero, xc, offs[i * A + j], masks[i * A + j]) };
+                    }
                 }
             }
             // Columns first (`d[j]` is column j: Bᵀ over the rows), then rows.
@@ -233,7 +255,7 @@ unsafe fn input<const A: usize, const M: usize>(
                 for (cc, &val) in row.iter().enumerate().take(A) {
                     let xi = r * A + cc;
                     // SAFETY: `xi < A²`, `s < ns`, `ic < c`: inside `v` (the caller's contract).
-                    unsafe { _mm256_storeu_ps(v.add(((xi * ns + s) * c + ic) * NR + half * L), val) };
+                    unsafe { _mm256_storeu_ps(v.add(xi * vstride + (s * c + ic) * NR + half * L), val) };
                 }
             }
         }
@@ -244,8 +266,51 @@ unsafe fn input<const A: usize, const M: usize>(
         for xi in 0..A * A {
             for ic in 0..c {
                 // SAFETY: as above.
-                unsafe { _mm256_storeu_ps(v.add(((xi * ns + s) * c + ic) * NR + L), zero) };
+                unsafe { _mm256_storeu_ps(v.add(xi * vstride + (s * c + ic) * NR + L), zero) };
             }
+        }
+    }
+}
+
+/// Row `i` of 8 adjacent tiles' patches from `p` (the first tile's first column): element
+/// `j` of the result, lane `l`, is `p[l·M + j]` for `j < M + 2`, by loads and in-register
+/// deinterleaving (the same values a gather would read).
+///
+/// # Safety
+/// `p` is readable for `7·M + M + 2` f32.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn load_row<const M: usize>(p: *const f32) -> [__m256; 6] {
+    let z = _mm256_setzero_ps();
+    // Lanes 1..8 of `v` followed by `next`: the vector one tile further right.
+    let shift = |v: __m256, next: f32| {
+        let r = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0));
+        _mm256_blend_ps::<0x80>(r, _mm256_set1_ps(next))
+    };
+    // SAFETY: reads `p[0..8·M + 2]` (the caller's contract).
+    unsafe {
+        if M == 2 {
+            let (a0, a1) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+            let ev =
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(_mm256_shuffle_ps::<0x88>(a0, a1))));
+            let od =
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(_mm256_shuffle_ps::<0xDD>(a0, a1))));
+            [ev, od, shift(ev, *p.add(16)), shift(od, *p.add(17)), z, z]
+        } else {
+            let (a0, a1, a2, a3) =
+                (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24)));
+            let b0 = _mm256_permute2f128_ps::<0x20>(a0, a2);
+            let b1 = _mm256_permute2f128_ps::<0x31>(a0, a2);
+            let b2 = _mm256_permute2f128_ps::<0x20>(a1, a3);
+            let b3 = _mm256_permute2f128_ps::<0x31>(a1, a3);
+            let u0 = _mm256_unpacklo_ps(b0, b1);
+            let u1 = _mm256_unpackhi_ps(b0, b1);
+            let u2 = _mm256_unpacklo_ps(b2, b3);
+            let u3 = _mm256_unpackhi_ps(b2, b3);
+            let d0 = _mm256_shuffle_ps::<0x44>(u0, u2);
+            let d1 = _mm256_shuffle_ps::<0xEE>(u0, u2);
+            let d2 = _mm256_shuffle_ps::<0x44>(u1, u3);
+            let d3 = _mm256_shuffle_ps::<0xEE>(u1, u3);
+            [d0, d1, d2, d3, shift(d0, *p.add(32)), shift(d1, *p.add(33))]
         }
     }
 }
@@ -257,11 +322,11 @@ unsafe fn input<const A: usize, const M: usize>(
 /// kind `flags` bits 24..28 with parameters `p0, p1` (as `sgemm_6x16`), stored at
 /// `y[ml·oh·ow + oy·ow + ox]` for the tile's pixels inside the `oh × ow` output.
 ///
-/// `geo` = `[oh, ow, tw, mrows, ns]` (`i64`).
+/// `geo` = `[oh, ow, tw, mstride, ns]` (`i64`).
 ///
 /// # Safety
 /// The host supports AVX2 and FMA (checked by `select`). `geo` points at the table; `mb` at
-/// `A²·mrows·ns·16` readable f32 with the entries above initialized, `mc ≤ mrows`,
+/// `A²·mstride` readable f32 with the entries above initialized, `mc·ns·16 ≤ mstride`,
 /// `ntiles ≤ ns·16`; `y` at `mc` writable `oh × ow` planes, `res` (RESIDUAL) at `mc` readable
 /// ones and `bias` (BIAS) at `mc` f32 (else either may be null); every tile is inside the grid
 /// (`(tile0 + ntiles) ≤ tw·oh.div_ceil(M)`); `y` overlaps no other buffer.
@@ -317,7 +382,7 @@ unsafe fn output_with<const A: usize, const M: usize, const ACT: u32>(
 ) {
     // SAFETY: `geo` holds 5 values (the caller's contract).
     let g = |i: usize| unsafe { *geo.add(i) } as usize;
-    let (oh, ow, tw, mrows, ns) = (g(0), g(1), g(2), g(3), g(4));
+    let (oh, ow, tw, mstride, ns) = (g(0), g(1), g(2), g(3), g(4));
     let nbp = ns * NR;
     let plane = oh * ow;
     let (p0, p1) = (_mm256_set1_ps(p0), _mm256_set1_ps(p1));
@@ -346,7 +411,7 @@ unsafe fn output_with<const A: usize, const M: usize, const ACT: u32>(
             for r in 0..A {
                 for cc in 0..A {
                     // SAFETY: inside `mb` (the caller's contract).
-                    t[cc][r] = unsafe { _mm256_loadu_ps(mb.add(((r * A + cc) * mrows + ml) * nbp + first)) };
+                    t[cc][r] = unsafe { _mm256_loadu_ps(mb.add((r * A + cc) * mstride + ml * nbp + first)) };
                 }
             }
             // Aᵀ over rows (per column), then over columns: out[i][j].
