@@ -15,6 +15,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx2_winograd;
 
 use cnnc_ir::UnaryOp;
 
@@ -161,6 +163,14 @@ pub(crate) struct Microkernels {
     /// `(geo: *const i64, x: *const f32, k0: usize, kc: usize, n0: usize, nc: usize,
     /// dst: *mut f32)`.
     pub pack_b_im2col: u64,
+    /// Winograd F(2×2,3×3) and F(4×4,3×3) transforms (`[F(2,3), F(4,3)]`): the input
+    /// transform `avx2_winograd::input` with the C signature `(geo: *const i64, x: *const f32,
+    /// tile0: usize, ntiles: usize, v: *mut f32)`, packing GEMM B strips for `sgemm_6x16`.
+    pub winograd_input: [u64; 2],
+    /// The output transform `avx2_winograd::output` with its fused epilogue, with the C
+    /// signature `(geo: *const i64, m: *const f32, tile0: usize, ntiles: usize, mc: usize,
+    /// y: *mut f32, bias: *const f32, residual: *const f32, flags: u32, p0: f32, p1: f32)`.
+    pub winograd_output: [u64; 2],
 }
 
 /// The microkernels this host may run under `choice`, or `None` (use the Cranelift kernels).
@@ -172,15 +182,21 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // The addresses are of functions whose target features were just checked; calling
-            // them is sound under the contracts on `avx2::sgemm_6x16`, `avx2::sgemm_6x16_rows`
-            // and `avx2::pack_b_im2col`, which the generated drivers keep.
+            // them is sound under the contracts on `avx2::sgemm_6x16`, `avx2::sgemm_6x16_rows`,
+            // `avx2::pack_b_im2col` and the `avx2_winograd` transforms, which the generated
+            // drivers keep.
             let gemm: avx2::SgemmFn = avx2::sgemm_6x16;
             let rows: avx2::SgemmRowsFn = avx2::sgemm_6x16_rows;
             let pack: avx2::PackFn = avx2::pack_b_im2col;
+            let win: [avx2_winograd::InputFn; 2] = [avx2_winograd::winograd_input_f2, avx2_winograd::winograd_input_f4];
+            let wout: [avx2_winograd::OutputFn; 2] =
+                [avx2_winograd::winograd_output_f2, avx2_winograd::winograd_output_f4];
             return Some(Microkernels {
                 sgemm_6x16: gemm as usize as u64,
                 sgemm_6x16_rows: rows as usize as u64,
                 pack_b_im2col: pack as usize as u64,
+                winograd_input: win.map(|f| f as usize as u64),
+                winograd_output: wout.map(|f| f as usize as u64),
             });
         }
     }

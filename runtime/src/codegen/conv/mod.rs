@@ -16,6 +16,12 @@
 //!   cache-sized blocks, partial sums kept in the output (the first block starts from the
 //!   bias). 1×1 stride-1 unpadded convs are the same code over the flattened plane, i.e. a
 //!   GEMM with `M` = channels, `N` = pixels.
+//! - [`winograd`]: 2-D 3×3 stride-1 single-group convs whose [`ConvAttrs::algo`] asks for
+//!   Winograd F(2×2,3×3) or F(4×4,3×3), with constant weights, when the host has the
+//!   microkernels: weights transformed at load, per block of tiles an input transform into
+//!   packed GEMM strips, α² GEMMs on the 6×16 microkernel, an output transform with the
+//!   epilogue. Otherwise (`CNNC_KERNELS=cranelift`, no AVX2/FMA, runtime weights) a Winograd
+//!   algo runs the paths below: the same meaning (the direct sum), with their rounding.
 //! - [`depthwise`]: one input channel per group and fewer than 4 output channels per group;
 //!   vectorized over 4 adjacent output pixels with the tap weight splatted.
 //! - [`transpose`]: ConvTranspose. Kernel = stride without padding (upsampling) goes to
@@ -43,8 +49,9 @@ mod transpose_cols;
 #[cfg(test)]
 mod transpose_tests;
 mod transpose_upsample;
+mod winograd;
 
-use cnnc_ir::{ConvAttrs, ConvTransposeAttrs, DType, Tensor};
+use cnnc_ir::{ConvAlgo, ConvAttrs, ConvTransposeAttrs, DType, Tensor};
 use cranelift_codegen::ir::Value;
 use cranelift_frontend::FunctionBuilder;
 
@@ -74,7 +81,7 @@ pub(crate) fn emit_conv_fused(
     emit_conv_with(jit, cx, a, ep, None)
 }
 
-/// [`emit_conv_fused`] that routes dense 1-D/2-D convs with constant weights and a reduction
+/// [`emit_conv_fused`] that routes Winograd-algo convs to [`winograd`] and dense 1-D/2-D convs with constant weights and a reduction
 /// of at least 12 (see [`packed::supports`]) to the packed GEMM over `mk` (when `Some`); that path takes an
 /// [`Aux::Scratch`]. Depthwise convs keep their Cranelift kernel.
 pub(crate) fn emit_conv_with(
@@ -89,6 +96,12 @@ pub(crate) fn emit_conv_with(
         return Err(cx.unsupported(format!("a conv with {} inputs", ep.op_inputs(cx))));
     }
     let geo = Geo::conv(cx, a)?;
+    if a.algo != ConvAlgo::Direct
+        && let Some(mk) = mk
+        && winograd::supports(cx, &geo, ep)
+    {
+        return winograd::emit(jit, cx, &geo, ep, mk, a.algo);
+    }
     if geo.cg == 1 && geo.mg < 4 {
         return depthwise::emit(jit, cx, &geo, ep);
     }
