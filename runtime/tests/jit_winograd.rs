@@ -4,11 +4,13 @@
 //! across 1, 2 and 3 threads, which must give the same bits.
 //!
 //! Tolerance (rel-L2 of the output against f64; inputs and weights uniform in [−1, 1)):
-//! F(2,3) ≤ 1e-5, F(4,3) ≤ 5e-5, the direct f32 kernel (for scale) ≤ 1e-6. Measured maxima
-//! over the proptest's layers: F(2,3) 1.1e-6, F(4,3) 6.5e-6, direct 2.4e-7 (see ARCHITECTURE.md
-//! § Winograd convolution); the bounds leave ~8× headroom. The transforms multiply values by
-//! up to 8 (F(4,3)'s Aᵀ, Bᵀ entries 4–5 and G's 1/24) before the sums cancel, so rounding
-//! grows with those constants; a wrong tap, tile or channel is off by O(1).
+//! F(2,3) ≤ 5e-6, F(4,3) ≤ 4e-5 (the direct f32 kernel, for scale, ≤ 4e-6). Measured
+//! (`winograd_error_survey_on_random_layers`, release): the largest over 300 random layers of
+//! the proptest's kind is direct 6.8e-7, F(2,3) 7.1e-7, F(4,3) 5.0e-6; on model-sized layers
+//! (32–256 channels, `winograd_error_on_model_sized_layers`) direct 2.2–2.8e-7, F(2,3)
+//! 1.9–5.0e-7, F(4,3) 1.3–2.4e-6. The bounds leave 7–8× headroom. F(4,3)'s transforms scale
+//! values by up to 8 (`Aᵀ`), 5 (`Bᵀ`) and 1/24 (`G`) before the sums cancel, so its rounding
+//! is ~8× the direct sum's; a wrong tap, tile or channel is off by O(1).
 //!
 //! On a host without AVX2/FMA the same graphs run the direct kernels (the Winograd path needs
 //! the microkernels) and the tests still pass.
@@ -155,9 +157,9 @@ fn rel_l2(got: &[f32], want: &[f64]) -> f64 {
 /// The bound on rel-L2 against f64 for `algo` (see the file header).
 fn bound(algo: ConvAlgo) -> f64 {
     match algo {
-        ConvAlgo::Direct => 1e-6,
-        ConvAlgo::Winograd2 => 1e-5,
-        ConvAlgo::Winograd4 => 5e-5,
+        ConvAlgo::Direct => 4e-6,
+        ConvAlgo::Winograd2 => 5e-6,
+        ConvAlgo::Winograd4 => 4e-5,
     }
 }
 
@@ -307,6 +309,33 @@ fn winograd_error_on_model_sized_layers() {
             println!("{c}->{m} @{hw}x{hw} {algo:?}: rel-L2 {err:.2e}");
         }
     }
+}
+
+/// The largest rel-L2 against f64 of each algorithm over 300 random layers drawn like the
+/// proptest's (printed with `--nocapture`; the numbers the file header quotes).
+#[test]
+#[ignore = "slow in debug builds; run with --release --ignored --nocapture"]
+fn winograd_error_survey_on_random_layers() {
+    let mut seed = 12345u64;
+    let mut next = |n: usize| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) as usize % n
+    };
+    let mut worst = [0f64; 3];
+    for _ in 0..300 {
+        let (c, m, h, w) = (1 + next(39), 1 + next(39), 1 + next(19), 1 + next(19));
+        let pads = [next(3), next(3), next(3), next(3)];
+        if h + pads[0] + pads[2] < 3 || w + pads[1] + pads[3] < 3 {
+            continue;
+        }
+        let act = acts()[next(7)];
+        let (bias, residual) = (next(2) == 0, next(2) == 0);
+        for (k, algo) in [ConvAlgo::Direct, ConvAlgo::Winograd2, ConvAlgo::Winograd4].into_iter().enumerate() {
+            let case = Case { n: 1, c, m, h, w, pads, bias, residual, act, algo };
+            worst[k] = worst[k].max(check_any(&case));
+        }
+    }
+    println!("max rel-L2 over random layers: direct {:.2e}, F2 {:.2e}, F4 {:.2e}", worst[0], worst[1], worst[2]);
 }
 
 fn check_any(case: &Case) -> f64 {

@@ -656,3 +656,70 @@ fn exp(x: __m256) -> __m256 {
     let scale = |n: __m256i| _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n, _mm256_set1_epi32(127))));
     _mm256_mul_ps(_mm256_mul_ps(y, scale(n1)), scale(n2))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::avx2::sgemm_6x16;
+    use super::super::{Act, Choice, select, tile_flags};
+    use super::*;
+
+    /// `activate` gives the bits of `sgemm_6x16`'s epilogue for every activation, on values
+    /// across every activation's ranges (the GEMM computes `1·v + 0 = v` exactly for v ≠ 0).
+    #[test]
+    fn output_matches_sgemm_epilogue_bits() {
+        if select(Choice::Auto).is_none() {
+            return;
+        }
+        let vals: Vec<f32> = (0..16).map(|i| (i as f32 - 7.5) * 1.37).collect();
+        let acts = [
+            Act::Clamp { lo: -0.2, hi: 0.3 },
+            Act::Clamp { lo: 0.0, hi: f32::INFINITY },
+            Act::LeakyRelu { alpha: 0.1 },
+            Act::HardSigmoid { alpha: 0.2, beta: 0.5 },
+            Act::HardSwish,
+            Act::Sigmoid,
+        ];
+        for act in acts {
+            let mut a = [0f32; 6];
+            a[0] = 1.0;
+            let mut c = [0f32; 6 * 16];
+            let (p0, p1) = act.params();
+            // SAFETY: AVX2/FMA present (`select`); k = 1 with a 6-float A panel, a 16-float B
+            // row and a 6×16 C tile.
+            unsafe {
+                let f = act.flags() | tile_flags(6, 16);
+                sgemm_6x16(
+                    1,
+                    a.as_ptr(),
+                    vals.as_ptr(),
+                    c.as_mut_ptr(),
+                    16,
+                    f,
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    p0,
+                    p1,
+                );
+            }
+            let mut got = [0f32; 16];
+            // SAFETY: as above; 8-float loads and stores inside `vals` and `got`.
+            unsafe {
+                let (p0, p1) = (_mm256_set1_ps(p0), _mm256_set1_ps(p1));
+                for h in 0..2 {
+                    let v = _mm256_loadu_ps(vals.as_ptr().add(h * 8));
+                    let r = match act.flags() >> ACT_SHIFT {
+                        ACT_CLAMP => activate::<ACT_CLAMP>(v, p0, p1),
+                        ACT_LEAKY_RELU => activate::<ACT_LEAKY_RELU>(v, p0, p1),
+                        ACT_HARD_SIGMOID => activate::<ACT_HARD_SIGMOID>(v, p0, p1),
+                        ACT_HARD_SWISH => activate::<ACT_HARD_SWISH>(v, p0, p1),
+                        _ => activate::<ACT_SIGMOID>(v, p0, p1),
+                    };
+                    _mm256_storeu_ps(got.as_mut_ptr().add(h * 8), r);
+                }
+            }
+            for (i, (g, w)) in got.iter().zip(&c[..16]).enumerate() {
+                assert_eq!(g.to_bits(), w.to_bits(), "{act:?} at {}: {g} vs {w}", vals[i]);
+            }
+        }
+    }
+}
