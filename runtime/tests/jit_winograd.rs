@@ -349,7 +349,7 @@ fn check_any(case: &Case) -> f64 {
 /// Per-layer medians of direct (the packed GEMM), F(2,3) and F(4,3), same run, alternating
 /// algorithm per round: `taskset -c 0 cargo test --release -p cnnc-runtime --test
 /// jit_winograd -- --ignored --nocapture bench_`. `CNNC_WINO_BENCH=c,m,h,w;…` overrides the
-/// layer list.
+/// layer list, `CNNC_WINO_THREADS=n` the thread count (1).
 #[test]
 #[ignore = "a benchmark; run in release"]
 fn bench_winograd_layers() {
@@ -375,7 +375,7 @@ fn bench_winograd_layers() {
                 let case = Case { act: Some(UnaryOp::Relu), ..Case::new(c, m, h, w, algo) };
                 let (g, inputs) = case.graph();
                 let mut model = Model::compile(&verify(g).expect("valid")).expect("compiles");
-                model.set_threads(1);
+                model.set_threads(std::env::var("CNNC_WINO_THREADS").map_or(1, |t| t.parse().expect("a count")));
                 (model, inputs)
             })
             .collect();

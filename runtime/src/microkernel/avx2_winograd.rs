@@ -228,10 +228,11 @@ unsafe fn input<const A: usize, const M: usize>(
         for ic in 0..c {
             // SAFETY: channel `ic < c` of `x`.
             let xc = unsafe { x.add(ic * plane) };
-            let mut d = [[zero; 6]; 6];
+            // `t[i][cc]`: `d B` (Bᵀ applied along each patch row), row by row as it is loaded.
+            let mut t = [[zero; 6]; 6];
             for i in 0..A {
                 // Row `i` of the 8 patches, blended run by run in registers (a blend into
-                // `d` in memory compiles to masked stores, which are slow on AMD cores).
+                // memory compiles to masked stores, which are slow on AMD cores).
                 let mut acc = [zero; 6];
                 for r in 0..n_runs {
                     let iy = (runs[r].2 * M) as isize - ph as isize + i as isize;
@@ -257,21 +258,17 @@ unsafe fn input<const A: usize, const M: usize>(
                         acc[j] = if run_full[r] { row[j] } else { _mm256_blendv_ps(acc[j], row[j], run_lanes[r]) };
                     }
                 }
-                for j in 0..A {
-                    d[j][i] = acc[j];
-                }
+                bt::<A>(&mut acc);
+                t[i] = acc;
             }
-            // Columns first (`d[j]` is column j: Bᵀ over the rows), then rows.
-            for col in d.iter_mut().take(A) {
-                bt::<A>(col);
-            }
-            for r in 0..A {
-                let mut row = [zero; 6];
-                for j in 0..A {
-                    row[j] = d[j][r];
+            // Then Bᵀ along each column: V[r][cc].
+            for cc in 0..A {
+                let mut col = [zero; 6];
+                for i in 0..A {
+                    col[i] = t[i][cc];
                 }
-                bt::<A>(&mut row);
-                for (cc, &val) in row.iter().enumerate().take(A) {
+                bt::<A>(&mut col);
+                for (r, &val) in col.iter().enumerate().take(A) {
                     let xi = r * A + cc;
                     // SAFETY: `xi < A²`, `s < ns`, `ic < c`: inside `v` (the caller's contract).
                     unsafe { _mm256_storeu_ps(v.add(xi * vstride + (s * c + ic) * NR + half * L), val) };

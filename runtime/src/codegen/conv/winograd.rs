@@ -136,11 +136,12 @@ pub(super) fn emit(
     let mrows = ct * MR;
     let units = outer * chunks;
 
-    // The α² planes of V and of M are `vstride` / `mstride` floats apart, 64 bytes more than a
-    // multiple of 4 KiB: the transforms touch all α² planes at the same offset, and at a
-    // stride that is a multiple of 4 KiB those accesses share one L1 set (measured: the
-    // input transform took twice the GEMM's time on 32 channels at 56×56).
-    let plane_stride = |floats: usize| floats.next_multiple_of(1024) + 16;
+    // The α² planes of V and of M are `vstride` / `mstride` floats apart, an odd multiple of
+    // 64 bytes: the transforms touch all α² planes at the same offset, and an odd number of
+    // cache lines apart those accesses fall in distinct L1 sets (64 sets). At a multiple of
+    // 4 KiB they shared one set (measured: the input transform took twice the GEMM's time on
+    // 32 channels at 56×56).
+    let plane_stride = |floats: usize| (floats.div_ceil(16) | 1) * 16;
     let (vstride, mstride) = (plane_stride(ns * c * NR), plane_stride(mrows * nb));
     let u_arg = aux.push(Aux::F32(u));
     let in_tab = aux.push(Aux::I64([ih, iw, ph, pw, tw, c, vstride].map(|v| v as i64).to_vec()));
