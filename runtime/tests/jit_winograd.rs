@@ -412,3 +412,29 @@ fn bench_winograd_layers() {
         );
     }
 }
+
+/// An empty batch compiles and runs (nothing to compute).
+#[test]
+fn winograd_with_an_empty_batch_runs() {
+    for algo in [ConvAlgo::Winograd2, ConvAlgo::Winograd4] {
+        let case = Case { n: 0, ..Case::new(4, 5, 6, 7, algo) };
+        let (g, inputs) = case.graph();
+        let g = verify(g).unwrap_or_else(|e| panic!("{e}"));
+        let out = Model::compile(&g).unwrap_or_else(|e| panic!("{e}")).run(&inputs).expect("runs");
+        assert_eq!(out[0].shape(), &[0, 5, 6, 7]);
+    }
+}
+
+/// Load time of the weight transform on the largest opennsfw layer (256 → 256 channels),
+/// printed with `--nocapture` (compare with the direct path's packing).
+#[test]
+#[ignore = "a measurement; run in release"]
+fn winograd_compile_time_of_a_large_layer() {
+    for algo in [ConvAlgo::Direct, ConvAlgo::Winograd2, ConvAlgo::Winograd4] {
+        let (g, _) = Case::new(256, 256, 7, 7, algo).graph();
+        let g = verify(g).expect("valid");
+        let t = std::time::Instant::now();
+        let _model = Model::compile(&g).expect("compiles");
+        println!("{algo:?}: compile {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
+    }
+}
