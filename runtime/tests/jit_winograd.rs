@@ -230,7 +230,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn winograd_matches_f64_direct_conv_on_random_layers(case in case_strategy()) {
@@ -249,6 +249,8 @@ fn winograd_handles_edges_pads_and_channel_tails() {
             (9, 17, [0, 2, 2, 0]),
             (20, 19, [2, 2, 2, 2]),
             (3, 3, [0, 0, 0, 0]),
+            // Pads beyond the kernel: whole tiles read only padding.
+            (2, 5, [4, 3, 5, 0]),
         ] {
             for (c, m) in [(1, 1), (7, 13), (16, 6), (33, 20)] {
                 check(&Case { pads, ..Case::new(c, m, h, w, algo) });

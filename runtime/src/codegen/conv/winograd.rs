@@ -57,7 +57,7 @@ const G4: [[f64; 3]; 6] = [
 /// Whether this conv runs as Winograd (given a Winograd algo and the microkernels): a 2-D 3×3
 /// stride-1 undilated single-group conv (what the verifier admits for a Winograd algo), constant
 /// weights, at least one input channel, an activation the output routine applies (every one
-/// [`Epilogue::check`] admits) and planes small enough for the transforms' `i32` offsets.
+/// [`Epilogue::check`] admits) and planes small enough for the transforms' `i32` column indices.
 pub(super) fn supports(cx: &EmitCx, geo: &Geo, ep: &Epilogue) -> bool {
     let shape_ok = geo.inp[0] == 1
         && geo.k == [1, 3, 3]
