@@ -35,12 +35,17 @@ use crate::microkernel::{Act, BIAS, MR, Microkernels, NR, RESIDUAL, tile_flags};
 
 /// Bytes of V and M a unit may keep in flight (Zen 4: 1 MiB of L2 per core).
 const L2_BUDGET: usize = 512 << 10;
-/// Tile blocks a layer is cut into when it has enough tiles (for 2 threads to share).
+/// Tile blocks a layer is cut into when it has at least this many 16-tile strips (for threads
+/// to share); fewer, larger blocks only lengthen the units.
 const TARGET_BLOCKS: usize = 8;
-/// Layers with fewer (batch, tile block) units than this also split their channel tiles.
-const MIN_UNITS: usize = 8;
-/// Fewest channel tiles in a chunk.
-const MIN_CHUNK_TILES: usize = 3;
+/// Layers with fewer (batch, tile block) units than this also split their channel tiles into
+/// chunks, each unit then redoing its block's input transform. That redundancy is costly
+/// (measured at 1 thread, 128 → 128 channels at 14×14, F(4,3): 0.27 ms in 3 chunks, 0.31–0.37
+/// in 4, 0.36 in 6; 32 channels at 56×56 in 7 blocks × 2 chunks 0.36 ms, in 13 blocks 0.29),
+/// so layers are split only as far as 2–3 threads need.
+const MIN_UNITS: usize = 4;
+/// Fewest channel tiles (of 6) in a chunk.
+const MIN_CHUNK_TILES: usize = 6;
 
 /// `G` of F(2×2,3×3) (rows: transform points 0, 1, −1, ∞).
 const G2: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
@@ -126,10 +131,11 @@ pub(super) fn emit(
         let func = jit.kernel(cx.name, |_| {})?;
         return Ok(Emitted::serial(func, aux.bufs));
     }
-    // Tile blocks of `ns` strips, balanced (equal up to one strip).
+    // Tile blocks of `ns` strips (at least TARGET_BLOCKS blocks where there are that many
+    // strips), balanced (equal up to one strip).
     let strips = tiles.div_ceil(NR);
     let per_strip = xi * NR * (c + m.next_multiple_of(MR)) * 4;
-    let ns = strips.div_ceil(TARGET_BLOCKS).clamp(1, (L2_BUDGET / per_strip).max(1));
+    let ns = (strips / TARGET_BLOCKS).clamp(1, (L2_BUDGET / per_strip).max(1));
     let ns = strips.div_ceil(strips.div_ceil(ns));
     let nb = ns * NR;
     let n_blocks = tiles.div_ceil(nb);
@@ -344,7 +350,7 @@ mod tests {
         for algo in [ConvAlgo::Winograd2, ConvAlgo::Winograd4] {
             // Many tile blocks; few blocks with channel chunks and a partial channel tile;
             // two images.
-            for (x, m) in [([1, 8, 61, 37], 20), ([1, 16, 9, 11], 47), ([2, 5, 18, 18], 13)] {
+            for (x, m) in [([1, 8, 61, 37], 20), ([1, 16, 9, 11], 83), ([2, 5, 18, 18], 13)] {
                 let (whole, variant, units) = run(x, m, algo, Some(mk), |u| vec![(0, u)]);
                 assert!(variant.is_some_and(|v| v.starts_with("conv-winograd")), "{variant:?}");
                 assert!(units >= 2, "{x:?}→{m}: {units} units");
