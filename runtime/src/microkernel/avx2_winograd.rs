@@ -161,8 +161,10 @@ fn at<const A: usize>(v: &[__m256; 6]) -> [__m256; 4] {
 /// # Safety
 /// The host supports AVX2 and FMA (checked by `select`, the only place this address is
 /// taken). `geo` points at the table; `x` at `c` readable planes of `ih × iw` f32, with
-/// `iw + pw + 48 < 2³¹` (column indices are `i32` lanes); `ntiles.div_ceil(16)·c·16 ≤ vstride`; `v` has room for `A²·vstride` f32 and
-/// does not overlap `x`.
+/// `iw + pw + 48 < 2³¹` (column indices are `i32` lanes); the tiles lie in the grid of the
+/// `oh × ow` output (`oh = ih + ph + pb − 2` rows, `tw = ow.div_ceil(M)`);
+/// `ntiles.div_ceil(16)·c·16 ≤ vstride`; `v` has room for `A²·vstride` f32 and does not
+/// overlap `x`.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn input<const A: usize, const M: usize>(
     geo: *const i64,
