@@ -4,11 +4,13 @@
 //! across 1, 2 and 3 threads, which must give the same bits.
 //!
 //! Tolerance (rel-L2 of the output against f64; inputs and weights uniform in [−1, 1)):
-//! F(2,3) ≤ 1e-5, F(4,3) ≤ 5e-5, the direct f32 kernel (for scale) ≤ 1e-6. Measured maxima
-//! over the proptest's layers: F(2,3) 1.1e-6, F(4,3) 6.5e-6, direct 2.4e-7 (see ARCHITECTURE.md
-//! § Winograd convolution); the bounds leave ~8× headroom. The transforms multiply values by
-//! up to 8 (F(4,3)'s Aᵀ, Bᵀ entries 4–5 and G's 1/24) before the sums cancel, so rounding
-//! grows with those constants; a wrong tap, tile or channel is off by O(1).
+//! F(2,3) ≤ 5e-6, F(4,3) ≤ 4e-5 (the direct f32 kernel, for scale, ≤ 4e-6). Measured
+//! (`winograd_error_survey_on_random_layers`, release): the largest over 300 random layers of
+//! the proptest's kind is direct 6.8e-7, F(2,3) 7.1e-7, F(4,3) 5.0e-6; on model-sized layers
+//! (32–256 channels, `winograd_error_on_model_sized_layers`) direct 2.2–2.8e-7, F(2,3)
+//! 1.9–5.0e-7, F(4,3) 1.3–2.4e-6. The bounds leave 7–8× headroom. F(4,3)'s transforms scale
+//! values by up to 8 (`Aᵀ`), 5 (`Bᵀ`) and 1/24 (`G`) before the sums cancel, so its rounding
+//! is ~8× the direct sum's; a wrong tap, tile or channel is off by O(1).
 //!
 //! On a host without AVX2/FMA the same graphs run the direct kernels (the Winograd path needs
 //! the microkernels) and the tests still pass.
@@ -155,9 +157,9 @@ fn rel_l2(got: &[f32], want: &[f64]) -> f64 {
 /// The bound on rel-L2 against f64 for `algo` (see the file header).
 fn bound(algo: ConvAlgo) -> f64 {
     match algo {
-        ConvAlgo::Direct => 1e-6,
-        ConvAlgo::Winograd2 => 1e-5,
-        ConvAlgo::Winograd4 => 5e-5,
+        ConvAlgo::Direct => 4e-6,
+        ConvAlgo::Winograd2 => 5e-6,
+        ConvAlgo::Winograd4 => 4e-5,
     }
 }
 
@@ -228,7 +230,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn winograd_matches_f64_direct_conv_on_random_layers(case in case_strategy()) {
@@ -247,6 +249,8 @@ fn winograd_handles_edges_pads_and_channel_tails() {
             (9, 17, [0, 2, 2, 0]),
             (20, 19, [2, 2, 2, 2]),
             (3, 3, [0, 0, 0, 0]),
+            // Pads beyond the kernel: whole tiles read only padding.
+            (2, 5, [4, 3, 5, 0]),
         ] {
             for (c, m) in [(1, 1), (7, 13), (16, 6), (33, 20)] {
                 check(&Case { pads, ..Case::new(c, m, h, w, algo) });
@@ -273,7 +277,7 @@ fn winograd_applies_every_epilogue() {
 #[test]
 fn winograd_is_bit_identical_across_thread_counts() {
     for algo in [ConvAlgo::Winograd2, ConvAlgo::Winograd4] {
-        for (c, m, h, w, n) in [(8, 40, 30, 29, 1), (24, 64, 9, 9, 1), (5, 7, 16, 16, 2)] {
+        for (c, m, h, w, n) in [(8, 40, 30, 29, 1), (24, 80, 9, 9, 1), (5, 7, 16, 16, 2)] {
             let case = Case {
                 n,
                 residual: true,
@@ -309,6 +313,33 @@ fn winograd_error_on_model_sized_layers() {
     }
 }
 
+/// The largest rel-L2 against f64 of each algorithm over 300 random layers drawn like the
+/// proptest's (printed with `--nocapture`; the numbers the file header quotes).
+#[test]
+#[ignore = "slow in debug builds; run with --release --ignored --nocapture"]
+fn winograd_error_survey_on_random_layers() {
+    let mut seed = 12345u64;
+    let mut next = |n: usize| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) as usize % n
+    };
+    let mut worst = [0f64; 3];
+    for _ in 0..300 {
+        let (c, m, h, w) = (1 + next(39), 1 + next(39), 1 + next(19), 1 + next(19));
+        let pads = [next(3), next(3), next(3), next(3)];
+        if h + pads[0] + pads[2] < 3 || w + pads[1] + pads[3] < 3 {
+            continue;
+        }
+        let act = acts()[next(7)];
+        let (bias, residual) = (next(2) == 0, next(2) == 0);
+        for (k, algo) in [ConvAlgo::Direct, ConvAlgo::Winograd2, ConvAlgo::Winograd4].into_iter().enumerate() {
+            let case = Case { n: 1, c, m, h, w, pads, bias, residual, act, algo };
+            worst[k] = worst[k].max(check_any(&case));
+        }
+    }
+    println!("max rel-L2 over random layers: direct {:.2e}, F2 {:.2e}, F4 {:.2e}", worst[0], worst[1], worst[2]);
+}
+
 fn check_any(case: &Case) -> f64 {
     let (_, inputs) = case.graph();
     let (got, _, _) = run(case, 1);
@@ -320,7 +351,7 @@ fn check_any(case: &Case) -> f64 {
 /// Per-layer medians of direct (the packed GEMM), F(2,3) and F(4,3), same run, alternating
 /// algorithm per round: `taskset -c 0 cargo test --release -p cnnc-runtime --test
 /// jit_winograd -- --ignored --nocapture bench_`. `CNNC_WINO_BENCH=c,m,h,w;…` overrides the
-/// layer list.
+/// layer list, `CNNC_WINO_THREADS=n` the thread count (1).
 #[test]
 #[ignore = "a benchmark; run in release"]
 fn bench_winograd_layers() {
@@ -346,7 +377,7 @@ fn bench_winograd_layers() {
                 let case = Case { act: Some(UnaryOp::Relu), ..Case::new(c, m, h, w, algo) };
                 let (g, inputs) = case.graph();
                 let mut model = Model::compile(&verify(g).expect("valid")).expect("compiles");
-                model.set_threads(1);
+                model.set_threads(std::env::var("CNNC_WINO_THREADS").map_or(1, |t| t.parse().expect("a count")));
                 (model, inputs)
             })
             .collect();
@@ -381,5 +412,31 @@ fn bench_winograd_layers() {
             med[2],
             med[0] / med[2]
         );
+    }
+}
+
+/// An empty batch compiles and runs (nothing to compute).
+#[test]
+fn winograd_with_an_empty_batch_runs() {
+    for algo in [ConvAlgo::Winograd2, ConvAlgo::Winograd4] {
+        let case = Case { n: 0, ..Case::new(4, 5, 6, 7, algo) };
+        let (g, inputs) = case.graph();
+        let g = verify(g).unwrap_or_else(|e| panic!("{e}"));
+        let out = Model::compile(&g).unwrap_or_else(|e| panic!("{e}")).run(&inputs).expect("runs");
+        assert_eq!(out[0].shape(), &[0, 5, 6, 7]);
+    }
+}
+
+/// Load time of the weight transform on the largest opennsfw layer (256 → 256 channels),
+/// printed with `--nocapture` (compare with the direct path's packing).
+#[test]
+#[ignore = "a measurement; run in release"]
+fn winograd_compile_time_of_a_large_layer() {
+    for algo in [ConvAlgo::Direct, ConvAlgo::Winograd2, ConvAlgo::Winograd4] {
+        let (g, _) = Case::new(256, 256, 7, 7, algo).graph();
+        let g = verify(g).expect("valid");
+        let t = std::time::Instant::now();
+        let _model = Model::compile(&g).expect("compiles");
+        println!("{algo:?}: compile {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
     }
 }

@@ -161,8 +161,10 @@ fn at<const A: usize>(v: &[__m256; 6]) -> [__m256; 4] {
 /// # Safety
 /// The host supports AVX2 and FMA (checked by `select`, the only place this address is
 /// taken). `geo` points at the table; `x` at `c` readable planes of `ih × iw` f32, with
-/// `ih·iw + iw + A < 2³¹`; `ntiles.div_ceil(16)·c·16 ≤ vstride`; `v` has room for `A²·vstride` f32 and
-/// does not overlap `x`.
+/// `iw + pw + 48 < 2³¹` (column indices are `i32` lanes); the tiles lie in the grid of the
+/// `oh × ow` output (`oh = ih + ph + pb − 2` rows, `tw = ow.div_ceil(M)`);
+/// `ntiles.div_ceil(16)·c·16 ≤ vstride`; `v` has room for `A²·vstride` f32 and does not
+/// overlap `x`.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn input<const A: usize, const M: usize>(
     geo: *const i64,
@@ -177,82 +179,98 @@ unsafe fn input<const A: usize, const M: usize>(
     let plane = ih * iw;
     let zero = _mm256_setzero_ps();
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    // Chunks of 8 floats a row of 8 patches spans: `7·M + A` floats.
+    let chunks = if M == 2 { 3 } else { 5 };
     for grp in 0..ntiles.div_ceil(L) {
         let (s, half) = (grp / 2, grp % 2);
         let first = grp * L;
         let n = (ntiles - first).min(L);
-        // Per lane: top-left input position of its patch (lanes past `n` are masked off).
-        let mut iy0 = [0i32; L];
-        let mut ix0 = [0i32; L];
+        // Runs of lanes whose tiles share a tile row: (first lane, lanes, tile row, tile column
+        // of lane 0 as if the run extended to it).
+        let mut runs = [(0usize, 0usize, 0usize, 0isize); L];
+        let mut n_runs = 0;
         for l in 0..n {
             let t = tile0 + first + l;
-            iy0[l] = ((t / tw) * M) as i32 - ph as i32;
-            ix0[l] = ((t % tw) * M) as i32 - pw as i32;
-        }
-        let (ty0, tx0) = ((tile0 + first) / tw, (tile0 + first) % tw);
-        // The common case: 8 tiles of one tile row whose patches all lie inside the input.
-        let (fy, fx) = ((ty0 * M) as isize - ph as isize, (tx0 * M) as isize - pw as isize);
-        let fast = n == L
-            && tx0 + L <= tw
-            && fy >= 0
-            && fy as usize + A <= ih
-            && fx >= 0
-            && fx as usize + (L - 1) * M + A <= iw;
-        // SAFETY: 8 i32 each.
-        let (y0, x0) = unsafe { (_mm256_loadu_si256(iy0.as_ptr().cast()), _mm256_loadu_si256(ix0.as_ptr().cast())) };
-        let valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lane);
-        let base = _mm256_add_epi32(_mm256_mullo_epi32(y0, _mm256_set1_epi32(iw as i32)), x0);
-        // `0 ≤ p + i < len` for each lane, as a mask.
-        let inside = |p: __m256i, i: usize, len: usize| {
-            let q = _mm256_add_epi32(p, _mm256_set1_epi32(i as i32));
-            _mm256_andnot_si256(
-                _mm256_cmpgt_epi32(_mm256_setzero_si256(), q),
-                _mm256_cmpgt_epi32(_mm256_set1_epi32(len as i32), q),
-            )
-        };
-        let mut masks = [zero; 36];
-        let mut offs = [_mm256_setzero_si256(); 36];
-        if !fast {
-            for i in 0..A {
-                let row = _mm256_and_si256(valid, inside(y0, i, ih));
-                for j in 0..A {
-                    masks[i * A + j] = _mm256_castsi256_ps(_mm256_and_si256(row, inside(x0, j, iw)));
-                    offs[i * A + j] = _mm256_add_epi32(base, _mm256_set1_epi32((i * iw + j) as i32));
-                }
+            let (ty, tx) = (t / tw, t % tw);
+            if n_runs > 0 && runs[n_runs - 1].2 == ty {
+                runs[n_runs - 1].1 += 1;
+            } else {
+                runs[n_runs] = (l, 1, ty, tx as isize - l as isize);
+                n_runs += 1;
             }
+        }
+        // Per run: the first input column of lane 0's patch, the lanes it owns, the chunks'
+        // in-range masks, and whether every tap lies inside the input (plain loads).
+        let mut run_x0 = [0isize; L];
+        let mut run_lanes = [zero; L];
+        let mut run_masks = [[_mm256_setzero_si256(); 5]; L];
+        let mut run_full = [false; L];
+        for r in 0..n_runs {
+            let (l0, cnt, ty, tx0) = runs[r];
+            let x0 = tx0 * M as isize - pw as isize;
+            run_x0[r] = x0;
+            let (lo, hi) = (_mm256_set1_epi32(l0 as i32 - 1), _mm256_set1_epi32((l0 + cnt) as i32));
+            run_lanes[r] =
+                _mm256_castsi256_ps(_mm256_and_si256(_mm256_cmpgt_epi32(lane, lo), _mm256_cmpgt_epi32(hi, lane)));
+            for (k, mk) in run_masks[r].iter_mut().enumerate().take(chunks) {
+                let col = _mm256_add_epi32(lane, _mm256_set1_epi32((x0 + 8 * k as isize) as i32));
+                *mk = _mm256_andnot_si256(
+                    _mm256_cmpgt_epi32(_mm256_setzero_si256(), col),
+                    _mm256_cmpgt_epi32(_mm256_set1_epi32(iw as i32), col),
+                );
+            }
+            let y0 = (ty * M) as isize - ph as isize;
+            run_full[r] = n_runs == 1
+                && cnt == L
+                && y0 >= 0
+                && y0 as usize + A <= ih
+                && x0 >= 0
+                && x0 as usize + (L - 1) * M + A <= iw;
         }
         for ic in 0..c {
             // SAFETY: channel `ic < c` of `x`.
             let xc = unsafe { x.add(ic * plane) };
-            let mut d = [[zero; 6]; 6];
-            if fast {
-                for i in 0..A {
-                    // SAFETY: the 8 patches' row `i` lies inside the plane (`fast`).
-                    let row = unsafe { load_row::<M>(xc.add((fy as usize + i) * iw + fx as usize)) };
+            // `t[i][cc]`: `d B` (Bᵀ applied along each patch row), row by row as it is loaded.
+            let mut t = [[zero; 6]; 6];
+            for i in 0..A {
+                // Row `i` of the 8 patches, blended run by run in registers (a blend into
+                // memory compiles to masked stores, which are slow on AMD cores).
+                let mut acc = [zero; 6];
+                for r in 0..n_runs {
+                    let iy = (runs[r].2 * M) as isize - ph as isize + i as isize;
+                    if iy < 0 || iy >= ih as isize {
+                        continue;
+                    }
+                    let p = xc.wrapping_offset(iy * iw as isize + run_x0[r]);
+                    // SAFETY: with `run_full`, the 8 patches' row `i` lies inside the plane;
+                    // otherwise only in-range columns of row `iy` are read (masked-off lanes
+                    // of `vmaskmovps` are not accessed).
+                    let row = unsafe {
+                        if run_full[r] {
+                            load_row::<M>(p)
+                        } else {
+                            let mut a = [zero; 5];
+                            for k in 0..chunks {
+                                a[k] = _mm256_maskload_ps(p.wrapping_add(8 * k), run_masks[r][k]);
+                            }
+                            deinterleave::<M>(a)
+                        }
+                    };
                     for j in 0..A {
-                        d[j][i] = row[j];
+                        acc[j] = if run_full[r] { row[j] } else { _mm256_blendv_ps(acc[j], row[j], run_lanes[r]) };
                     }
                 }
-            } else {
+                bt::<A>(&mut acc);
+                t[i] = acc;
+            }
+            // Then Bᵀ along each column: V[r][cc].
+            for cc in 0..A {
+                let mut col = [zero; 6];
                 for i in 0..A {
-                    for j in 0..A {
-                        // SAFETY: masked-off lanes are not read (AVX2 gather semantics), and
-                        // every unmasked offset is a position inside the plane.
-                        d[j][i] = unsafe { _mm256_mask_i32gather_ps::<4>(zero, xc, offs[i * A + j], masks[i * A + j]) };
-                    }
+                    col[i] = t[i][cc];
                 }
-            }
-            // Columns first (`d[j]` is column j: Bᵀ over the rows), then rows.
-            for col in d.iter_mut().take(A) {
-                bt::<A>(col);
-            }
-            for r in 0..A {
-                let mut row = [zero; 6];
-                for j in 0..A {
-                    row[j] = d[j][r];
-                }
-                bt::<A>(&mut row);
-                for (cc, &val) in row.iter().enumerate().take(A) {
+                bt::<A>(&mut col);
+                for (r, &val) in col.iter().enumerate().take(A) {
                     let xi = r * A + cc;
                     // SAFETY: `xi < A²`, `s < ns`, `ic < c`: inside `v` (the caller's contract).
                     unsafe { _mm256_storeu_ps(v.add(xi * vstride + (s * c + ic) * NR + half * L), val) };
@@ -273,45 +291,57 @@ unsafe fn input<const A: usize, const M: usize>(
 }
 
 /// Row `i` of 8 adjacent tiles' patches from `p` (the first tile's first column): element
-/// `j` of the result, lane `l`, is `p[l·M + j]` for `j < M + 2`, by loads and in-register
-/// deinterleaving (the same values a gather would read).
+/// `j` of the result, lane `l`, is `p[l·M + j]` for `j < M + 2` (see [`deinterleave`]).
 ///
 /// # Safety
 /// `p` is readable for `7·M + M + 2` f32.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn load_row<const M: usize>(p: *const f32) -> [__m256; 6] {
-    let z = _mm256_setzero_ps();
-    // Lanes 1..8 of `v` followed by `next`: the vector one tile further right.
-    let shift = |v: __m256, next: f32| {
-        let r = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0));
-        _mm256_blend_ps::<0x80>(r, _mm256_set1_ps(next))
-    };
     // SAFETY: reads `p[0..8·M + 2]` (the caller's contract).
     unsafe {
+        let z = _mm256_setzero_ps();
+        let tail = _mm256_castps128_ps256(_mm_castpd_ps(_mm_load_sd(p.add(8 * M).cast())));
         if M == 2 {
-            let (a0, a1) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
-            let ev =
-                _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(_mm256_shuffle_ps::<0x88>(a0, a1))));
-            let od =
-                _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(_mm256_shuffle_ps::<0xDD>(a0, a1))));
-            [ev, od, shift(ev, *p.add(16)), shift(od, *p.add(17)), z, z]
+            deinterleave::<M>([_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), tail, z, z])
         } else {
-            let (a0, a1, a2, a3) =
-                (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24)));
-            let b0 = _mm256_permute2f128_ps::<0x20>(a0, a2);
-            let b1 = _mm256_permute2f128_ps::<0x31>(a0, a2);
-            let b2 = _mm256_permute2f128_ps::<0x20>(a1, a3);
-            let b3 = _mm256_permute2f128_ps::<0x31>(a1, a3);
-            let u0 = _mm256_unpacklo_ps(b0, b1);
-            let u1 = _mm256_unpackhi_ps(b0, b1);
-            let u2 = _mm256_unpacklo_ps(b2, b3);
-            let u3 = _mm256_unpackhi_ps(b2, b3);
-            let d0 = _mm256_shuffle_ps::<0x44>(u0, u2);
-            let d1 = _mm256_shuffle_ps::<0xEE>(u0, u2);
-            let d2 = _mm256_shuffle_ps::<0x44>(u1, u3);
-            let d3 = _mm256_shuffle_ps::<0xEE>(u1, u3);
-            [d0, d1, d2, d3, shift(d0, *p.add(32)), shift(d1, *p.add(33))]
+            let a = |k: usize| _mm256_loadu_ps(p.add(8 * k));
+            deinterleave::<M>([a(0), a(1), a(2), a(3), tail])
         }
+    }
+}
+
+/// The patch-row elements of 8 adjacent tiles from the row segment `a` (40 floats, of which
+/// the first `8·M + 2` are used): element `j < M + 2` of the result, lane `l`, is
+/// `a[l·M + j]`, by in-register deinterleaving (the values a gather would read, in lanes).
+#[target_feature(enable = "avx2,fma")]
+fn deinterleave<const M: usize>(a: [__m256; 5]) -> [__m256; 6] {
+    let z = _mm256_setzero_ps();
+    // Lanes 1..8 of `v` followed by `next`: the vector one tile further right.
+    let shift = |v: __m256, next: __m256| {
+        let r = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0));
+        _mm256_blend_ps::<0x80>(r, next)
+    };
+    // Lane `k` of `v` in every lane.
+    let bcast = |v: __m256, k: i32| _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(k));
+    if M == 2 {
+        let (a0, a1) = (a[0], a[1]);
+        let ev = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(_mm256_shuffle_ps::<0x88>(a0, a1))));
+        let od = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(_mm256_shuffle_ps::<0xDD>(a0, a1))));
+        [ev, od, shift(ev, bcast(a[2], 0)), shift(od, bcast(a[2], 1)), z, z]
+    } else {
+        let b0 = _mm256_permute2f128_ps::<0x20>(a[0], a[2]);
+        let b1 = _mm256_permute2f128_ps::<0x31>(a[0], a[2]);
+        let b2 = _mm256_permute2f128_ps::<0x20>(a[1], a[3]);
+        let b3 = _mm256_permute2f128_ps::<0x31>(a[1], a[3]);
+        let u0 = _mm256_unpacklo_ps(b0, b1);
+        let u1 = _mm256_unpackhi_ps(b0, b1);
+        let u2 = _mm256_unpacklo_ps(b2, b3);
+        let u3 = _mm256_unpackhi_ps(b2, b3);
+        let d0 = _mm256_shuffle_ps::<0x44>(u0, u2);
+        let d1 = _mm256_shuffle_ps::<0xEE>(u0, u2);
+        let d2 = _mm256_shuffle_ps::<0x44>(u1, u3);
+        let d3 = _mm256_shuffle_ps::<0xEE>(u1, u3);
+        [d0, d1, d2, d3, shift(d0, bcast(a[4], 0)), shift(d1, bcast(a[4], 1))]
     }
 }
 
@@ -468,34 +498,91 @@ unsafe fn output_with<const A: usize, const M: usize, const ACT: u32>(
                 }
                 continue;
             }
-            // Edge groups: tile by tile, row by row, through a stack buffer.
-            let mut lanes = [[0f32; L]; 16];
-            for i in 0..M {
-                for j in 0..M {
-                    // SAFETY: 8 f32.
-                    unsafe { _mm256_storeu_ps(lanes[i * M + j].as_mut_ptr(), out[i][j]) };
-                }
-            }
-            for l in 0..n {
-                let t = t0 + l;
-                let (oy0, ox0) = ((t / tw) * M, (t % tw) * M);
-                let cols = ow.saturating_sub(ox0).min(M);
-                for i in 0..M.min(oh.saturating_sub(oy0)) {
-                    let at = (oy0 + i) * ow + ox0;
-                    let mut vals = [0f32; L];
-                    let mut rs = [0f32; L];
-                    for j in 0..cols {
-                        vals[j] = lanes[i * M + j][l];
-                        if has_res {
-                            // SAFETY: pixel inside the plane.
-                            rs[j] = unsafe { *rc.add(at + j) };
+            // Groups across tile rows or with edge tiles: the tiles' rows are transposed into a
+            // tile-major stack buffer (`tr[l·M² + i·M + j]`), the residual gathered likewise,
+            // the epilogue applied to the buffer as vectors, then each tile's valid pixels
+            // stored (whole rows of full tiles as one copy of `M` floats).
+            let mut tr = [0f32; L * 16];
+            let mut rs = [0f32; L * 16];
+            let mm = M * M;
+            // SAFETY: every store below is inside `tr` (tile `l < 8`, row `i < M`).
+            unsafe {
+                let trp = tr.as_mut_ptr();
+                for (i, o) in out.iter().enumerate().take(M) {
+                    if M == 2 {
+                        let lo = _mm256_unpacklo_ps(o[0], o[1]);
+                        let hi = _mm256_unpackhi_ps(o[0], o[1]);
+                        // Tiles (0, 1 | 4, 5) in `lo`, (2, 3 | 6, 7) in `hi`, 2 floats each.
+                        for (v, k) in [(lo, 0), (hi, 2)] {
+                            let (a, b) = (_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+                            let at = |t: usize| trp.add(t * mm + i * M).cast::<f64>();
+                            _mm_store_sd(at(k), _mm_castps_pd(a));
+                            _mm_storeh_pd(at(k + 1), _mm_castps_pd(a));
+                            _mm_store_sd(at(k + 4), _mm_castps_pd(b));
+                            _mm_storeh_pd(at(k + 5), _mm_castps_pd(b));
+                        }
+                    } else {
+                        let u0 = _mm256_unpacklo_ps(o[0], o[1]);
+                        let u1 = _mm256_unpackhi_ps(o[0], o[1]);
+                        let u2 = _mm256_unpacklo_ps(o[2], o[3]);
+                        let u3 = _mm256_unpackhi_ps(o[2], o[3]);
+                        // `r[k]` = tile k's row i | tile k + 4's row i.
+                        let r = [
+                            _mm256_shuffle_ps::<0x44>(u0, u2),
+                            _mm256_shuffle_ps::<0xEE>(u0, u2),
+                            _mm256_shuffle_ps::<0x44>(u1, u3),
+                            _mm256_shuffle_ps::<0xEE>(u1, u3),
+                        ];
+                        for (k, v) in r.into_iter().enumerate() {
+                            _mm_storeu_ps(trp.add(k * mm + i * M), _mm256_castps256_ps128(v));
+                            _mm_storeu_ps(trp.add((k + 4) * mm + i * M), _mm256_extractf128_ps::<1>(v));
                         }
                     }
-                    // SAFETY: 8 f32 each; `cols` pixels inside the plane.
+                }
+            }
+            // Per tile: first pixel, valid rows and columns.
+            let mut geo_t = [(0usize, 0usize, 0usize); L];
+            for (l, gt) in geo_t.iter_mut().enumerate().take(n) {
+                let t = t0 + l;
+                let (oy0, ox0) = ((t / tw) * M, (t % tw) * M);
+                *gt = (oy0 * ow + ox0, M.min(oh - oy0), M.min(ow - ox0));
+            }
+            if has_res {
+                for (l, &(at, rows, cols)) in geo_t.iter().enumerate().take(n) {
+                    for i in 0..rows {
+                        // SAFETY: the tile's valid pixels of row `i` lie inside the plane.
+                        unsafe {
+                            let (src, dst) = (rc.add(at + i * ow), rs.as_mut_ptr().add(l * mm + i * M));
+                            if cols == M {
+                                std::ptr::copy_nonoverlapping(src, dst, M);
+                            } else {
+                                for j in 0..cols {
+                                    *dst.add(j) = *src.add(j);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for k in 0..mm {
+                // SAFETY: `8·M² ≤ 128` floats in each buffer.
+                unsafe {
+                    let v = epi(_mm256_loadu_ps(tr.as_ptr().add(k * L)), _mm256_loadu_ps(rs.as_ptr().add(k * L)));
+                    _mm256_storeu_ps(tr.as_mut_ptr().add(k * L), v);
+                }
+            }
+            for (l, &(at, rows, cols)) in geo_t.iter().enumerate().take(n) {
+                for i in 0..rows {
+                    // SAFETY: the tile's valid pixels of row `i` lie inside the plane.
                     unsafe {
-                        let v = epi(_mm256_loadu_ps(vals.as_ptr()), _mm256_loadu_ps(rs.as_ptr()));
-                        _mm256_storeu_ps(vals.as_mut_ptr(), v);
-                        std::ptr::copy_nonoverlapping(vals.as_ptr(), yc.add(at), cols);
+                        let (src, dst) = (tr.as_ptr().add(l * mm + i * M), yc.add(at + i * ow));
+                        if cols == M {
+                            std::ptr::copy_nonoverlapping(src, dst, M);
+                        } else {
+                            for j in 0..cols {
+                                *dst.add(j) = *src.add(j);
+                            }
+                        }
                     }
                 }
             }
@@ -567,4 +654,71 @@ fn exp(x: __m256) -> __m256 {
     let n2 = _mm256_sub_epi32(ni, n1);
     let scale = |n: __m256i| _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n, _mm256_set1_epi32(127))));
     _mm256_mul_ps(_mm256_mul_ps(y, scale(n1)), scale(n2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::avx2::sgemm_6x16;
+    use super::super::{Act, Choice, select, tile_flags};
+    use super::*;
+
+    /// `activate` gives the bits of `sgemm_6x16`'s epilogue for every activation, on values
+    /// across every activation's ranges (the GEMM computes `1·v + 0 = v` exactly for v ≠ 0).
+    #[test]
+    fn output_matches_sgemm_epilogue_bits() {
+        if select(Choice::Auto).is_none() {
+            return;
+        }
+        let vals: Vec<f32> = (0..16).map(|i| (i as f32 - 7.5) * 1.37).collect();
+        let acts = [
+            Act::Clamp { lo: -0.2, hi: 0.3 },
+            Act::Clamp { lo: 0.0, hi: f32::INFINITY },
+            Act::LeakyRelu { alpha: 0.1 },
+            Act::HardSigmoid { alpha: 0.2, beta: 0.5 },
+            Act::HardSwish,
+            Act::Sigmoid,
+        ];
+        for act in acts {
+            let mut a = [0f32; 6];
+            a[0] = 1.0;
+            let mut c = [0f32; 6 * 16];
+            let (p0, p1) = act.params();
+            // SAFETY: AVX2/FMA present (`select`); k = 1 with a 6-float A panel, a 16-float B
+            // row and a 6×16 C tile.
+            unsafe {
+                let f = act.flags() | tile_flags(6, 16);
+                sgemm_6x16(
+                    1,
+                    a.as_ptr(),
+                    vals.as_ptr(),
+                    c.as_mut_ptr(),
+                    16,
+                    f,
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    p0,
+                    p1,
+                );
+            }
+            let mut got = [0f32; 16];
+            // SAFETY: as above; 8-float loads and stores inside `vals` and `got`.
+            unsafe {
+                let (p0, p1) = (_mm256_set1_ps(p0), _mm256_set1_ps(p1));
+                for h in 0..2 {
+                    let v = _mm256_loadu_ps(vals.as_ptr().add(h * 8));
+                    let r = match act.flags() >> ACT_SHIFT {
+                        ACT_CLAMP => activate::<ACT_CLAMP>(v, p0, p1),
+                        ACT_LEAKY_RELU => activate::<ACT_LEAKY_RELU>(v, p0, p1),
+                        ACT_HARD_SIGMOID => activate::<ACT_HARD_SIGMOID>(v, p0, p1),
+                        ACT_HARD_SWISH => activate::<ACT_HARD_SWISH>(v, p0, p1),
+                        _ => activate::<ACT_SIGMOID>(v, p0, p1),
+                    };
+                    _mm256_storeu_ps(got.as_mut_ptr().add(h * 8), r);
+                }
+            }
+            for (i, (g, w)) in got.iter().zip(&c[..16]).enumerate() {
+                assert_eq!(g.to_bits(), w.to_bits(), "{act:?} at {}: {g} vs {w}", vals[i]);
+            }
+        }
+    }
 }

@@ -35,12 +35,17 @@ use crate::microkernel::{Act, BIAS, MR, Microkernels, NR, RESIDUAL, tile_flags};
 
 /// Bytes of V and M a unit may keep in flight (Zen 4: 1 MiB of L2 per core).
 const L2_BUDGET: usize = 512 << 10;
-/// Tile blocks a layer is cut into when it has enough tiles (for 2 threads to share).
+/// Tile blocks a layer is cut into when it has at least this many 16-tile strips (for threads
+/// to share); fewer, larger blocks only lengthen the units.
 const TARGET_BLOCKS: usize = 8;
-/// Layers with fewer (batch, tile block) units than this also split their channel tiles.
-const MIN_UNITS: usize = 8;
-/// Fewest channel tiles in a chunk.
-const MIN_CHUNK_TILES: usize = 3;
+/// Layers with fewer (batch, tile block) units than this also split their channel tiles into
+/// chunks, each unit then redoing its block's input transform. That redundancy is costly
+/// (measured at 1 thread, 128 → 128 channels at 14×14, F(4,3): 0.27 ms in 3 chunks, 0.31–0.37
+/// in 4, 0.36 in 6; 32 channels at 56×56 in 7 blocks × 2 chunks 0.36 ms, in 13 blocks 0.29),
+/// so layers are split only as far as 2–3 threads need.
+const MIN_UNITS: usize = 4;
+/// Fewest channel tiles (of 6) in a chunk.
+const MIN_CHUNK_TILES: usize = 6;
 
 /// `G` of F(2×2,3×3) (rows: transform points 0, 1, −1, ∞).
 const G2: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
@@ -57,7 +62,7 @@ const G4: [[f64; 3]; 6] = [
 /// Whether this conv runs as Winograd (given a Winograd algo and the microkernels): a 2-D 3×3
 /// stride-1 undilated single-group conv (what the verifier admits for a Winograd algo), constant
 /// weights, at least one input channel, an activation the output routine applies (every one
-/// [`Epilogue::check`] admits) and planes small enough for the transforms' `i32` offsets.
+/// [`Epilogue::check`] admits) and planes small enough for the transforms' `i32` column indices.
 pub(super) fn supports(cx: &EmitCx, geo: &Geo, ep: &Epilogue) -> bool {
     let shape_ok = geo.inp[0] == 1
         && geo.k == [1, 3, 3]
@@ -71,23 +76,27 @@ pub(super) fn supports(cx: &EmitCx, geo: &Geo, ep: &Epilogue) -> bool {
 }
 
 /// `U = G g Gᵀ` for every (output, input) channel pair, packed `[ξ][tile][c][6]` (rows past
-/// `m` zero).
+/// `m` zero). The loops run in the packed order per channel tile, so the α² planes are
+/// written as α² sequential streams (scattered writes cost ~15 ms on 256 → 256 channels).
 fn transform_weights<const A: usize>(g: &[[f64; 3]; A], w: &[f32], m: usize, c: usize) -> Vec<f32> {
     let mtiles = m.div_ceil(MR);
     let mut out = vec![0f32; A * A * mtiles * c * MR];
-    for oc in 0..m {
+    for t in 0..mtiles {
         for ic in 0..c {
-            let k = &w[(oc * c + ic) * 9..][..9];
-            let mut t = [[0f64; 3]; A];
-            for (r, row) in t.iter_mut().enumerate() {
-                for (j, v) in row.iter_mut().enumerate() {
-                    *v = (0..3).map(|i| g[r][i] * f64::from(k[i * 3 + j])).sum();
+            for r6 in 0..MR.min(m - t * MR) {
+                let oc = t * MR + r6;
+                let k = &w[(oc * c + ic) * 9..][..9];
+                let mut gk = [[0f64; 3]; A];
+                for (r, row) in gk.iter_mut().enumerate() {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = g[r][0] * f64::from(k[j]) + g[r][1] * f64::from(k[3 + j]) + g[r][2] * f64::from(k[6 + j]);
+                    }
                 }
-            }
-            for r in 0..A {
-                for cc in 0..A {
-                    let u: f64 = (0..3).map(|j| t[r][j] * g[cc][j]).sum();
-                    out[(((r * A + cc) * mtiles + oc / MR) * c + ic) * MR + oc % MR] = u as f32;
+                for r in 0..A {
+                    for cc in 0..A {
+                        let u = gk[r][0] * g[cc][0] + gk[r][1] * g[cc][1] + gk[r][2] * g[cc][2];
+                        out[(((r * A + cc) * mtiles + t) * c + ic) * MR + r6] = u as f32;
+                    }
                 }
             }
         }
@@ -122,10 +131,11 @@ pub(super) fn emit(
         let func = jit.kernel(cx.name, |_| {})?;
         return Ok(Emitted::serial(func, aux.bufs));
     }
-    // Tile blocks of `ns` strips, balanced (equal up to one strip).
+    // Tile blocks of `ns` strips (at least TARGET_BLOCKS blocks where there are that many
+    // strips), balanced (equal up to one strip).
     let strips = tiles.div_ceil(NR);
     let per_strip = xi * NR * (c + m.next_multiple_of(MR)) * 4;
-    let ns = strips.div_ceil(TARGET_BLOCKS).clamp(1, (L2_BUDGET / per_strip).max(1));
+    let ns = (strips / TARGET_BLOCKS).clamp(1, (L2_BUDGET / per_strip).max(1));
     let ns = strips.div_ceil(strips.div_ceil(ns));
     let nb = ns * NR;
     let n_blocks = tiles.div_ceil(nb);
@@ -136,11 +146,12 @@ pub(super) fn emit(
     let mrows = ct * MR;
     let units = outer * chunks;
 
-    // The α² planes of V and of M are `vstride` / `mstride` floats apart, 64 bytes more than a
-    // multiple of 4 KiB: the transforms touch all α² planes at the same offset, and at a
-    // stride that is a multiple of 4 KiB those accesses share one L1 set (measured: the
-    // input transform took twice the GEMM's time on 32 channels at 56×56).
-    let plane_stride = |floats: usize| floats.next_multiple_of(1024) + 16;
+    // The α² planes of V and of M are `vstride` / `mstride` floats apart, an odd multiple of
+    // 64 bytes: the transforms touch all α² planes at the same offset, and an odd number of
+    // cache lines apart those accesses fall in distinct L1 sets (64 sets). At a multiple of
+    // 4 KiB they shared one set (measured: the input transform took twice the GEMM's time on
+    // 32 channels at 56×56).
+    let plane_stride = |floats: usize| (floats.div_ceil(16) | 1) * 16;
     let (vstride, mstride) = (plane_stride(ns * c * NR), plane_stride(mrows * nb));
     let u_arg = aux.push(Aux::F32(u));
     let in_tab = aux.push(Aux::I64([ih, iw, ph, pw, tw, c, vstride].map(|v| v as i64).to_vec()));
@@ -339,7 +350,7 @@ mod tests {
         for algo in [ConvAlgo::Winograd2, ConvAlgo::Winograd4] {
             // Many tile blocks; few blocks with channel chunks and a partial channel tile;
             // two images.
-            for (x, m) in [([1, 8, 61, 37], 20), ([1, 16, 9, 11], 47), ([2, 5, 18, 18], 13)] {
+            for (x, m) in [([1, 8, 61, 37], 20), ([1, 16, 9, 11], 83), ([2, 5, 18, 18], 13)] {
                 let (whole, variant, units) = run(x, m, algo, Some(mk), |u| vec![(0, u)]);
                 assert!(variant.is_some_and(|v| v.starts_with("conv-winograd")), "{variant:?}");
                 assert!(units >= 2, "{x:?}→{m}: {units} units");
