@@ -15,6 +15,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod depthwise;
 
 use cnnc_ir::UnaryOp;
 
@@ -125,6 +127,103 @@ impl PackGeo {
     }
 }
 
+/// Geometry of one channel of a depthwise 2-D conv for `dw_conv_2d`, passed to it as an `i64`
+/// table ([`DwGeo::table`], fields in declaration order), with the blocking chosen at load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DwGeo {
+    pub ih: usize,
+    pub iw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    /// Output columns per column tile (a multiple of 8, or all of them).
+    pub cols: usize,
+    /// Output rows per staged band.
+    pub band: usize,
+}
+
+/// Most kernel columns `dw_conv_2d` handles.
+pub(crate) const DW_MAX_KW: usize = 16;
+/// Most column stride `dw_conv_2d` handles.
+const DW_MAX_SW: usize = 4;
+/// Widest column tile: the staged rows of a band stay small.
+const DW_MAX_COLS: usize = 512;
+/// Bytes of staged input per band (about half of L1).
+const DW_STAGE_BYTES: usize = 16 << 10;
+
+impl DwGeo {
+    /// The geometry with its blocking: column tiles of at most [`DW_MAX_COLS`] (equal up to 8
+    /// columns), bands of output rows whose staged input takes about [`DW_STAGE_BYTES`].
+    /// `None` when `dw_conv_2d` does not handle it (kernel wider than [`DW_MAX_KW`], stride
+    /// wider than [`DW_MAX_SW`], an empty output or kernel).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        inp: [usize; 2],
+        out: [usize; 2],
+        k: [usize; 2],
+        s: [usize; 2],
+        d: [usize; 2],
+        p: [usize; 2],
+    ) -> Option<DwGeo> {
+        if k[1] > DW_MAX_KW || s[1] > DW_MAX_SW || out.contains(&0) || k.contains(&0) || s.contains(&0) {
+            return None;
+        }
+        let tiles = out[1].div_ceil(DW_MAX_COLS);
+        let cols = if tiles == 1 { out[1] } else { out[1].div_ceil(tiles).next_multiple_of(8) };
+        let mut g = DwGeo {
+            ih: inp[0],
+            iw: inp[1],
+            oh: out[0],
+            ow: out[1],
+            kh: k[0],
+            kw: k[1],
+            sh: s[0],
+            sw: s[1],
+            dh: d[0],
+            dw: d[1],
+            ph: p[0],
+            pw: p[1],
+            cols,
+            band: 1,
+        };
+        let row_bytes = g.sw * g.phase_len() * 4;
+        let halo = (g.kh - 1) * g.dh + 1;
+        let rows = (DW_STAGE_BYTES / row_bytes).max(halo + g.sh);
+        g.band = ((rows - halo) / g.sh + 1).clamp(1, g.oh);
+        Some(g)
+    }
+
+    pub(crate) fn table(&self) -> Vec<i64> {
+        [
+            self.ih, self.iw, self.oh, self.ow, self.kh, self.kw, self.sh, self.sw, self.dh, self.dw, self.ph, self.pw,
+            self.cols, self.band,
+        ]
+        .map(|v| v as i64)
+        .to_vec()
+    }
+
+    /// f32 per column phase of a staged row: the tile's columns rounded up to 8, plus the
+    /// widest tap shift, rounded up to 8.
+    pub(crate) fn phase_len(&self) -> usize {
+        (self.cols.next_multiple_of(8) + (self.kw - 1) * self.dw / self.sw + 1).next_multiple_of(8)
+    }
+
+    /// The scratch `dw_conv_2d` needs: one band's staged rows.
+    pub(crate) fn scratch_floats(&self) -> usize {
+        ((self.band - 1) * self.sh + (self.kh - 1) * self.dh + 1) * self.sw * self.phase_len()
+    }
+}
+
+/// Channels per packed weight panel of `sgemv_panels`.
+pub(crate) const GEMV_PANEL: usize = 8;
+
 /// Which kernels a compile may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Choice {
@@ -161,6 +260,14 @@ pub(crate) struct Microkernels {
     /// `(geo: *const i64, x: *const f32, k0: usize, kc: usize, n0: usize, nc: usize,
     /// dst: *mut f32)`.
     pub pack_b_im2col: u64,
+    /// `depthwise::dw_conv_2d`, with the C signature `(geo: *const i64, x: *const f32,
+    /// w: *const f32, bias: *const f32, residual: *const f32, y: *mut f32, r0: usize,
+    /// r1: usize, scratch: *mut f32, flags: u32, p0: f32, p1: f32)` (`geo` a [`DwGeo::table`]).
+    pub dw_conv_2d: u64,
+    /// `depthwise::sgemv_panels`, with the C signature `(k: usize, a: *const f32,
+    /// x: *const f32, y: *mut f32, m: usize, panels: usize, flags: u32, bias: *const f32,
+    /// residual: *const f32, p0: f32, p1: f32)`.
+    pub sgemv_panels: u64,
 }
 
 /// The microkernels this host may run under `choice`, or `None` (use the Cranelift kernels).
@@ -172,15 +279,20 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // The addresses are of functions whose target features were just checked; calling
-            // them is sound under the contracts on `avx2::sgemm_6x16`, `avx2::sgemm_6x16_rows`
-            // and `avx2::pack_b_im2col`, which the generated drivers keep.
+            // them is sound under the contracts on `avx2::sgemm_6x16`, `avx2::sgemm_6x16_rows`,
+            // `avx2::pack_b_im2col`, `depthwise::dw_conv_2d` and `depthwise::sgemv_panels`,
+            // which the generated drivers keep.
             let gemm: avx2::SgemmFn = avx2::sgemm_6x16;
+            let dw: depthwise::DwFn = depthwise::dw_conv_2d;
+            let gemv: depthwise::GemvFn = depthwise::sgemv_panels;
             let rows: avx2::SgemmRowsFn = avx2::sgemm_6x16_rows;
             let pack: avx2::PackFn = avx2::pack_b_im2col;
             return Some(Microkernels {
                 sgemm_6x16: gemm as usize as u64,
                 sgemm_6x16_rows: rows as usize as u64,
                 pack_b_im2col: pack as usize as u64,
+                dw_conv_2d: dw as usize as u64,
+                sgemv_panels: gemv as usize as u64,
             });
         }
     }
