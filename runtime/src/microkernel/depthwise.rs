@@ -30,6 +30,8 @@ pub(super) type GemvFn =
 
 /// Output rows computed together (one accumulator each, sharing each tap's weight broadcast).
 const R: usize = 8;
+/// Output rows of a [`tile_3x3`] (4 accumulators + 9 weights + the input vector in 16 ymm).
+const R3: usize = 4;
 
 impl DwGeo {
     fn read(t: *const i64) -> DwGeo {
@@ -147,18 +149,25 @@ unsafe fn dw_run<const ACT: u32>(g: &DwGeo, io: &Io, r0: usize, r1: usize) {
             unsafe {
                 stage(g, io.x, b0, nb, c0, io.scratch);
                 let mut rr = 0;
+                if g.kh == 3 && g.kw == 3 && g.sh == 1 && g.dh == 1 {
+                    while rr + R3 <= nb {
+                        let at = Tile { row: b0 + rr, c0, nc, srow: rr };
+                        tile_3x3::<R3, ACT>(g, io, &st, &at);
+                        rr += R3;
+                    }
+                }
                 while rr < nb {
                     let n = (nb - rr).min(R);
                     let at = Tile { row: b0 + rr, c0, nc, srow: rr * g.sh };
                     match n {
-                        8 => tile::<8, ACT>(g, io, &st, &at),
-                        7 => tile::<7, ACT>(g, io, &st, &at),
-                        6 => tile::<6, ACT>(g, io, &st, &at),
-                        5 => tile::<5, ACT>(g, io, &st, &at),
-                        4 => tile::<4, ACT>(g, io, &st, &at),
-                        3 => tile::<3, ACT>(g, io, &st, &at),
-                        2 => tile::<2, ACT>(g, io, &st, &at),
-                        _ => tile::<1, ACT>(g, io, &st, &at),
+                        8 => tile::<8, 0, ACT>(g, io, &st, &at),
+                        7 => tile::<7, 0, ACT>(g, io, &st, &at),
+                        6 => tile::<6, 0, ACT>(g, io, &st, &at),
+                        5 => tile::<5, 0, ACT>(g, io, &st, &at),
+                        4 => tile::<4, 0, ACT>(g, io, &st, &at),
+                        3 => tile::<3, 0, ACT>(g, io, &st, &at),
+                        2 => tile::<2, 0, ACT>(g, io, &st, &at),
+                        _ => tile::<1, 0, ACT>(g, io, &st, &at),
                     }
                     rr += n;
                 }
@@ -218,7 +227,12 @@ unsafe fn stage(g: &DwGeo, x: *const f32, b0: usize, nb: usize, c0: usize, dst: 
                     let mut j = 0;
                     while j < phase_len {
                         let col = first + j as isize;
-                        let v = _mm256_maskload_ps(src.wrapping_offset(col), inside(col));
+                        let p = src.wrapping_offset(col);
+                        let v = if col >= 0 && col + 8 <= g.iw as isize {
+                            _mm256_loadu_ps(p)
+                        } else {
+                            _mm256_maskload_ps(p, inside(col))
+                        };
                         _mm256_storeu_ps(d.add(j), v);
                         j += 8;
                     }
@@ -228,8 +242,12 @@ unsafe fn stage(g: &DwGeo, x: *const f32, b0: usize, nb: usize, c0: usize, dst: 
                     let mut j = 0;
                     while j < phase_len {
                         let col = first + 2 * j as isize;
-                        let a = _mm256_maskload_ps(src.wrapping_offset(col), inside(col));
-                        let b = _mm256_maskload_ps(src.wrapping_offset(col + 8), inside(col + 8));
+                        let p = src.wrapping_offset(col);
+                        let (a, b) = if col >= 0 && col + 16 <= g.iw as isize {
+                            (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+                        } else {
+                            (_mm256_maskload_ps(p, inside(col)), _mm256_maskload_ps(p.wrapping_add(8), inside(col + 8)))
+                        };
                         let ev = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
                         let od = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
                         let ev = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(ev)));
@@ -260,13 +278,14 @@ fn mask8(n: usize) -> __m256i {
     _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx)
 }
 
-/// `N` output rows of one column tile, 8 columns at a time (the last vector masked).
+/// `N` output rows of one column tile, 8 columns at a time (the last vector masked); `KW` is
+/// the kernel's width when it is a compile-time constant of this copy, else 0 (read from `g`).
 ///
 /// # Safety
 /// As [`dw_conv_2d`]; the staged band holds rows `at.srow .. at.srow + (N−1)·sh + (kh−1)·dh`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile<const N: usize, const ACT: u32>(g: &DwGeo, io: &Io, st: &Staged, at: &Tile) {
-    let (p0, p1) = (_mm256_set1_ps(io.p0), _mm256_set1_ps(io.p1));
+unsafe fn tile<const N: usize, const KW: usize, const ACT: u32>(g: &DwGeo, io: &Io, st: &Staged, at: &Tile) {
+    let taps = &st.taps[..if KW > 0 { KW } else { g.kw }];
     // SAFETY: the caller's contract: `bias` is readable when BIAS is set; every load below is
     // inside the staged band (phase rows hold `phase_len ≥ roundup(cols, 8) + max tap shift`
     // f32), every store and residual load inside rows `at.row..at.row+N` of the plane.
@@ -276,12 +295,11 @@ unsafe fn tile<const N: usize, const ACT: u32>(g: &DwGeo, io: &Io, st: &Staged, 
         let kh_step = g.dh * st.row;
         let mut v = 0;
         while v < at.nc {
-            let lanes = (at.nc - v).min(8);
             let mut acc = [bias; N];
             let mut src = st.base.add(at.srow * st.row + v);
             let mut wk = io.w;
             for _ in 0..g.kh {
-                for &t in &st.taps[..g.kw] {
+                for &t in taps {
                     let wv = _mm256_broadcast_ss(&*wk);
                     wk = wk.add(1);
                     let s = src.add(t);
@@ -291,26 +309,75 @@ unsafe fn tile<const N: usize, const ACT: u32>(g: &DwGeo, io: &Io, st: &Staged, 
                 }
                 src = src.add(kh_step);
             }
-            let out = io.y.add(at.row * g.ow + at.c0 + v);
-            let res = io.residual.wrapping_add(at.row * g.ow + at.c0 + v);
-            if lanes == 8 {
-                for (r, a) in acc.iter().enumerate() {
-                    let mut s = *a;
-                    if io.flags & RESIDUAL != 0 {
-                        s = _mm256_add_ps(s, _mm256_loadu_ps(res.add(r * g.ow)));
-                    }
-                    _mm256_storeu_ps(out.add(r * g.ow), activate::<ACT>(s, p0, p1));
+            store_rows::<N, ACT>(g, io, at, v, &acc);
+            v += 8;
+        }
+    }
+}
+
+/// Adds the residual to the `N` accumulated rows of output columns `at.c0 + v ..` (at most
+/// 8 of them, the rest masked), applies the activation and stores them.
+///
+/// # Safety
+/// As [`dw_conv_2d`], for rows `at.row..at.row+N` and those columns.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_rows<const N: usize, const ACT: u32>(g: &DwGeo, io: &Io, at: &Tile, v: usize, acc: &[__m256; N]) {
+    let (p0, p1) = (_mm256_set1_ps(io.p0), _mm256_set1_ps(io.p1));
+    let lanes = (at.nc - v).min(8);
+    // SAFETY: the caller's contract.
+    unsafe {
+        let out = io.y.add(at.row * g.ow + at.c0 + v);
+        let res = io.residual.wrapping_add(at.row * g.ow + at.c0 + v);
+        if lanes == 8 {
+            for (r, a) in acc.iter().enumerate() {
+                let mut s = *a;
+                if io.flags & RESIDUAL != 0 {
+                    s = _mm256_add_ps(s, _mm256_loadu_ps(res.add(r * g.ow)));
                 }
-            } else {
-                let m = mask8(lanes);
-                for (r, a) in acc.iter().enumerate() {
-                    let mut s = *a;
-                    if io.flags & RESIDUAL != 0 {
-                        s = _mm256_add_ps(s, _mm256_maskload_ps(res.add(r * g.ow), m));
+                _mm256_storeu_ps(out.add(r * g.ow), activate::<ACT>(s, p0, p1));
+            }
+        } else {
+            let m = mask8(lanes);
+            for (r, a) in acc.iter().enumerate() {
+                let mut s = *a;
+                if io.flags & RESIDUAL != 0 {
+                    s = _mm256_add_ps(s, _mm256_maskload_ps(res.add(r * g.ow), m));
+                }
+                _mm256_maskstore_ps(out.add(r * g.ow), m, activate::<ACT>(s, p0, p1));
+            }
+        }
+    }
+}
+
+/// [`tile`] for 3×3 kernels with unit row stride and dilation: the 9 weights stay in
+/// registers and each input vector is loaded once for the (up to 3) output rows that use it.
+/// Each sum still adds its taps in row-major order (input rows ascending, columns inner).
+///
+/// # Safety
+/// As [`tile`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_3x3<const N: usize, const ACT: u32>(g: &DwGeo, io: &Io, st: &Staged, at: &Tile) {
+    let taps = [st.taps[0], st.taps[1], st.taps[2]];
+    // SAFETY: as in `tile`: 9 weights, rows `at.srow .. at.srow + N + 2` of the staged band.
+    unsafe {
+        let w: [__m256; 9] = std::array::from_fn(|k| _mm256_broadcast_ss(&*io.w.add(k)));
+        let bias = if io.flags & BIAS != 0 { _mm256_broadcast_ss(&*io.bias) } else { _mm256_setzero_ps() };
+        let mut v = 0;
+        while v < at.nc {
+            let mut acc = [bias; N];
+            let src = st.base.add(at.srow * st.row + v);
+            for i in 0..N + 2 {
+                let row = src.add(i * st.row);
+                for (kw, &t) in taps.iter().enumerate() {
+                    let x = _mm256_loadu_ps(row.add(t));
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        if i >= r && i - r < 3 {
+                            *a = _mm256_fmadd_ps(x, w[(i - r) * 3 + kw], *a);
+                        }
                     }
-                    _mm256_maskstore_ps(out.add(r * g.ow), m, activate::<ACT>(s, p0, p1));
                 }
             }
+            store_rows::<N, ACT>(g, io, at, v, &acc);
             v += 8;
         }
     }
