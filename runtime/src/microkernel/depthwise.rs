@@ -149,10 +149,14 @@ unsafe fn dw_run<const ACT: u32>(g: &DwGeo, io: &Io, r0: usize, r1: usize) {
             unsafe {
                 stage(g, io.x, b0, nb, c0, io.scratch);
                 let mut rr = 0;
-                if g.kh == 3 && g.kw == 3 && g.sh == 1 && g.dh == 1 {
+                if g.kh == 3 && g.kw == 3 && g.sh <= 2 && g.dh == 1 {
                     while rr + R3 <= nb {
-                        let at = Tile { row: b0 + rr, c0, nc, srow: rr };
-                        tile_3x3::<R3, ACT>(g, io, &st, &at);
+                        let at = Tile { row: b0 + rr, c0, nc, srow: rr * g.sh };
+                        if g.sh == 1 {
+                            tile_3x3::<R3, 1, ACT>(g, io, &st, &at);
+                        } else {
+                            tile_3x3::<R3, 2, ACT>(g, io, &st, &at);
+                        }
                         rr += R3;
                     }
                 }
@@ -349,16 +353,18 @@ unsafe fn store_rows<const N: usize, const ACT: u32>(g: &DwGeo, io: &Io, at: &Ti
     }
 }
 
-/// [`tile`] for 3×3 kernels with unit row stride and dilation: the 9 weights stay in
-/// registers and each input vector is loaded once for the (up to 3) output rows that use it.
+/// [`tile`] for 3×3 kernels with row stride `SH` (1 or 2) and unit row dilation: the 9
+/// weights stay in registers and each input vector is loaded once for the (up to 3, or 2 for
+/// stride 2) output rows that use it.
 /// Each sum still adds its taps in row-major order (input rows ascending, columns inner).
 ///
 /// # Safety
 /// As [`tile`].
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_3x3<const N: usize, const ACT: u32>(g: &DwGeo, io: &Io, st: &Staged, at: &Tile) {
+unsafe fn tile_3x3<const N: usize, const SH: usize, const ACT: u32>(g: &DwGeo, io: &Io, st: &Staged, at: &Tile) {
     let taps = [st.taps[0], st.taps[1], st.taps[2]];
-    // SAFETY: as in `tile`: 9 weights, rows `at.srow .. at.srow + N + 2` of the staged band.
+    // SAFETY: as in `tile`: 9 weights, rows `at.srow .. at.srow + (N−1)·SH + 3` of the staged
+    // band.
     unsafe {
         let w: [__m256; 9] = std::array::from_fn(|k| _mm256_broadcast_ss(&*io.w.add(k)));
         let bias = if io.flags & BIAS != 0 { _mm256_broadcast_ss(&*io.bias) } else { _mm256_setzero_ps() };
@@ -366,13 +372,13 @@ unsafe fn tile_3x3<const N: usize, const ACT: u32>(g: &DwGeo, io: &Io, st: &Stag
         while v < at.nc {
             let mut acc = [bias; N];
             let src = st.base.add(at.srow * st.row + v);
-            for i in 0..N + 2 {
+            for i in 0..(N - 1) * SH + 3 {
                 let row = src.add(i * st.row);
                 for (kw, &t) in taps.iter().enumerate() {
                     let x = _mm256_loadu_ps(row.add(t));
                     for (r, a) in acc.iter_mut().enumerate() {
-                        if i >= r && i - r < 3 {
-                            *a = _mm256_fmadd_ps(x, w[(i - r) * 3 + kw], *a);
+                        if i >= r * SH && i - r * SH < 3 {
+                            *a = _mm256_fmadd_ps(x, w[(i - r * SH) * 3 + kw], *a);
                         }
                     }
                 }
