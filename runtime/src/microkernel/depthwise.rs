@@ -28,6 +28,9 @@ pub(super) type DwFn = unsafe extern "C" fn(
 pub(super) type GemvFn =
     unsafe extern "C" fn(usize, *const f32, *const f32, *mut f32, usize, usize, u32, *const f32, *const f32, f32, f32);
 
+/// Fields of a [`DwGeo::table`] before the tap offsets.
+const DW_FIELDS: usize = 15;
+
 /// Output rows computed together (one accumulator each, sharing each tap's weight broadcast).
 const R: usize = 8;
 /// Output rows of a [`tile_3x3`] (4 accumulators + 9 weights + the input vector in 16 ymm).
@@ -52,6 +55,7 @@ impl DwGeo {
             pw: v(11),
             cols: v(12),
             band: v(13),
+            phase: v(14),
         }
     }
 }
@@ -96,12 +100,12 @@ pub(super) unsafe extern "C" fn dw_conv_2d(
     // SAFETY: the caller's contract, forwarded.
     unsafe {
         match (flags >> ACT_SHIFT) & 0xf {
-            ACT_CLAMP => dw_run::<ACT_CLAMP>(&g, &io, r0, r1),
-            ACT_LEAKY_RELU => dw_run::<ACT_LEAKY_RELU>(&g, &io, r0, r1),
-            ACT_HARD_SIGMOID => dw_run::<ACT_HARD_SIGMOID>(&g, &io, r0, r1),
-            ACT_HARD_SWISH => dw_run::<ACT_HARD_SWISH>(&g, &io, r0, r1),
-            ACT_SIGMOID => dw_run::<ACT_SIGMOID>(&g, &io, r0, r1),
-            _ => dw_run::<0>(&g, &io, r0, r1),
+            ACT_CLAMP => dw_run::<ACT_CLAMP>(&g, geo, &io, r0, r1),
+            ACT_LEAKY_RELU => dw_run::<ACT_LEAKY_RELU>(&g, geo, &io, r0, r1),
+            ACT_HARD_SIGMOID => dw_run::<ACT_HARD_SIGMOID>(&g, geo, &io, r0, r1),
+            ACT_HARD_SWISH => dw_run::<ACT_HARD_SWISH>(&g, geo, &io, r0, r1),
+            ACT_SIGMOID => dw_run::<ACT_SIGMOID>(&g, geo, &io, r0, r1),
+            _ => dw_run::<0>(&g, geo, &io, r0, r1),
         }
     }
 }
@@ -131,13 +135,10 @@ struct Staged {
 const MAX_KW: usize = super::DW_MAX_KW;
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dw_run<const ACT: u32>(g: &DwGeo, io: &Io, r0: usize, r1: usize) {
-    let phase_len = g.phase_len();
-    let mut taps = [0usize; MAX_KW];
-    for (k, t) in taps.iter_mut().enumerate().take(g.kw) {
-        *t = ((k * g.dw) % g.sw) * phase_len + (k * g.dw) / g.sw;
-    }
-    let st = Staged { base: io.scratch, row: g.sw * phase_len, taps };
+unsafe fn dw_run<const ACT: u32>(g: &DwGeo, table: *const i64, io: &Io, r0: usize, r1: usize) {
+    // SAFETY: the table holds the fields, then `MAX_KW` tap offsets (`DwGeo::table`).
+    let taps = std::array::from_fn(|k| unsafe { *table.add(DW_FIELDS + k) } as usize);
+    let st = Staged { base: io.scratch, row: g.sw * g.phase, taps };
     let mut c0 = 0;
     while c0 < g.ow {
         let nc = g.cols.min(g.ow - c0);
@@ -198,7 +199,7 @@ struct Tile {
 /// AVX2; `x` the input plane, `dst` holds [`DwGeo::scratch_floats`] f32, `nb ≤ band`.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn stage(g: &DwGeo, x: *const f32, b0: usize, nb: usize, c0: usize, dst: *mut f32) {
-    let phase_len = g.phase_len();
+    let phase_len = g.phase;
     let rows = (nb - 1) * g.sh + (g.kh - 1) * g.dh + 1;
     let z = _mm256_setzero_ps();
     // Phase element `j` of phase `p` reads input column `first + p + j·sw`.

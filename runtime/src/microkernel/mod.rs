@@ -147,6 +147,8 @@ pub(crate) struct DwGeo {
     pub cols: usize,
     /// Output rows per staged band.
     pub band: usize,
+    /// f32 per column phase of a staged row ([`DwGeo::phase_len`]).
+    pub phase: usize,
 }
 
 /// Most kernel columns `dw_conv_2d` handles.
@@ -192,7 +194,9 @@ impl DwGeo {
             pw: p[1],
             cols,
             band: 1,
+            phase: 0,
         };
+        g.phase = g.phase_len();
         let row_bytes = g.sw * g.phase_len() * 4;
         let halo = (g.kh - 1) * g.dh + 1;
         let rows = (DW_STAGE_BYTES / row_bytes).max(halo + g.sh);
@@ -200,13 +204,16 @@ impl DwGeo {
         Some(g)
     }
 
+    /// The fields, then for each kernel column `k < DW_MAX_KW` its staged offset: phase
+    /// `(k·dw) mod sw`, shifted by `⌊k·dw / sw⌋` (0 past `kw`).
     pub(crate) fn table(&self) -> Vec<i64> {
-        [
+        let fields = [
             self.ih, self.iw, self.oh, self.ow, self.kh, self.kw, self.sh, self.sw, self.dh, self.dw, self.ph, self.pw,
-            self.cols, self.band,
-        ]
-        .map(|v| v as i64)
-        .to_vec()
+            self.cols, self.band, self.phase,
+        ];
+        let taps = (0..DW_MAX_KW)
+            .map(|k| if k < self.kw { (k * self.dw) % self.sw * self.phase + k * self.dw / self.sw } else { 0 });
+        fields.into_iter().chain(taps).map(|v| v as i64).collect()
     }
 
     /// f32 per column phase of a staged row: the tile's columns rounded up to 8, plus the

@@ -1,6 +1,8 @@
 //! Convs with one input channel per group and few output channels per group (depthwise,
 //! channel multiplier < 4): one output channel at a time, vectorized over 4 adjacent output
-//! pixels with the tap weight splatted. The weights are read in place (no packing).
+//! pixels with the tap weight splatted. The weights are read in place (no packing). The
+//! portable path: hosts with AVX2/FMA run 1-D/2-D depthwise convs on [`super::depthwise_avx2`],
+//! which computes the same sums in the same order.
 //!
 //! Work units: blocks of output channels (of the whole batch) × blocks of output rows; every
 //! output row is computed by the same code whichever unit it falls in.
