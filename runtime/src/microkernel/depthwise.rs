@@ -20,6 +20,7 @@ pub(super) type DwFn = unsafe extern "C" fn(
     *mut f32,
     usize,
     usize,
+    usize,
     *mut f32,
     u32,
     f32,
@@ -60,7 +61,10 @@ impl DwGeo {
     }
 }
 
-/// Output rows `r0..r1` of one channel of a depthwise 2-D conv: `y[r][c] = act(bias + Σ_{kh,kw}
+/// Output rows `r0..r1` of `channels` consecutive channels of a depthwise 2-D conv, channel `c`
+/// reading the input plane, weights, bias, residual plane and output plane `c` after those
+/// passed (planes `ih·iw` and `oh·ow` f32 apart, weights `kh·kw`, biases 1); each channel:
+/// `y[r][c] = act(bias + Σ_{kh,kw}
 /// w[kh][kw]·x[r·sh + kh·dh − ph][c·sw + kw·dw − pw] + residual[r][c])` with taps outside the
 /// input reading zero. Each sum starts from the bias (or 0) and adds the taps with one FMA
 /// each, row-major (kh outer, kw inner), then the residual, then the activation of kind
@@ -75,9 +79,10 @@ impl DwGeo {
 ///
 /// # Safety
 /// The host supports AVX2 and FMA (checked by `select`). `geo` points at a
-/// [`DwGeo::table`]; `x` at the `ih·iw` input plane, `w` at `kh·kw` weights, `y` at the
-/// `oh·ow` output plane (written only in rows `r0..r1 ≤ oh`); `bias` at one f32 when BIAS is
-/// set, `residual` at a plane like `y` when RESIDUAL is set (otherwise either may be null);
+/// [`DwGeo::table`]; `x` at `channels` input planes of `ih·iw` f32, `w` at `channels·kh·kw`
+/// weights, `y` at `channels` output planes of `oh·ow` (written only in rows `r0..r1 ≤ oh`);
+/// `bias` at `channels` f32 when BIAS is set, `residual` at planes like `y` when RESIDUAL is
+/// set (otherwise either may be null);
 /// `scratch` at [`DwGeo::scratch_floats`] writable f32. Nothing aliases `y` or `scratch`.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -90,22 +95,36 @@ pub(super) unsafe extern "C" fn dw_conv_2d(
     y: *mut f32,
     r0: usize,
     r1: usize,
+    channels: usize,
     scratch: *mut f32,
     flags: u32,
     p0: f32,
     p1: f32,
 ) {
     let g = DwGeo::read(geo);
-    let io = Io { x, w, bias, residual, y, scratch, flags, p0, p1 };
-    // SAFETY: the caller's contract, forwarded.
-    unsafe {
-        match (flags >> ACT_SHIFT) & 0xf {
-            ACT_CLAMP => dw_run::<ACT_CLAMP>(&g, geo, &io, r0, r1),
-            ACT_LEAKY_RELU => dw_run::<ACT_LEAKY_RELU>(&g, geo, &io, r0, r1),
-            ACT_HARD_SIGMOID => dw_run::<ACT_HARD_SIGMOID>(&g, geo, &io, r0, r1),
-            ACT_HARD_SWISH => dw_run::<ACT_HARD_SWISH>(&g, geo, &io, r0, r1),
-            ACT_SIGMOID => dw_run::<ACT_SIGMOID>(&g, geo, &io, r0, r1),
-            _ => dw_run::<0>(&g, geo, &io, r0, r1),
+    let (plane_in, plane_out, kvol) = (g.ih * g.iw, g.oh * g.ow, g.kh * g.kw);
+    for c in 0..channels {
+        let io = Io {
+            x: x.wrapping_add(c * plane_in),
+            w: w.wrapping_add(c * kvol),
+            bias: bias.wrapping_add(c),
+            residual: residual.wrapping_add(c * plane_out),
+            y: y.wrapping_add(c * plane_out),
+            scratch,
+            flags,
+            p0,
+            p1,
+        };
+        // SAFETY: the caller's contract, forwarded for channel `c`.
+        unsafe {
+            match (flags >> ACT_SHIFT) & 0xf {
+                ACT_CLAMP => dw_run::<ACT_CLAMP>(&g, geo, &io, r0, r1),
+                ACT_LEAKY_RELU => dw_run::<ACT_LEAKY_RELU>(&g, geo, &io, r0, r1),
+                ACT_HARD_SIGMOID => dw_run::<ACT_HARD_SIGMOID>(&g, geo, &io, r0, r1),
+                ACT_HARD_SWISH => dw_run::<ACT_HARD_SWISH>(&g, geo, &io, r0, r1),
+                ACT_SIGMOID => dw_run::<ACT_SIGMOID>(&g, geo, &io, r0, r1),
+                _ => dw_run::<0>(&g, geo, &io, r0, r1),
+            }
         }
     }
 }

@@ -269,7 +269,8 @@ pub(crate) struct Microkernels {
     pub pack_b_im2col: u64,
     /// `depthwise::dw_conv_2d`, with the C signature `(geo: *const i64, x: *const f32,
     /// w: *const f32, bias: *const f32, residual: *const f32, y: *mut f32, r0: usize,
-    /// r1: usize, scratch: *mut f32, flags: u32, p0: f32, p1: f32)` (`geo` a [`DwGeo::table`]).
+    /// r1: usize, channels: usize, scratch: *mut f32, flags: u32, p0: f32, p1: f32)` (`geo` a
+    /// [`DwGeo::table`]).
     pub dw_conv_2d: u64,
     /// `depthwise::sgemv_panels`, with the C signature `(k: usize, a: *const f32,
     /// x: *const f32, y: *mut f32, m: usize, panels: usize, flags: u32, bias: *const f32,

@@ -62,6 +62,9 @@ pub(super) fn emit(
     let (x_arg, w_arg, y_arg) = (cx.in_arg(0), cx.in_arg(1), cx.out_arg(0));
     let (in_len, out_len, kvol) = (geo.in_len() as i64, geo.out_len() as i64, geo.kvol() as i64);
     let plan = Units::new(geo, UNIT_MACS);
+    // One image and one output channel per group: channel `c` reads input plane, weights and
+    // bias `c`.
+    let contiguous = geo.batch == 1 && geo.mg == 1;
     let func = jit.kernel(cx.name, |kb| {
         let x = kb.arg(x_arg);
         let y = kb.arg(y_arg);
@@ -74,7 +77,7 @@ pub(super) fn emit(
         let b = &mut kb.b;
         let ptr = types::I64;
         let mut sig = Signature::new(CallConv::SystemV);
-        for t in [ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, types::I32, types::F32, types::F32] {
+        for t in [ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, types::I32, types::F32, types::F32] {
             sig.params.push(AbiParam::new(t));
         }
         let sig = b.import_signature(sig);
@@ -95,6 +98,22 @@ pub(super) fn emit(
             } else {
                 (b.ins().iconst(ptr, 0), b.ins().iconst(ptr, plan.rows as i64))
             };
+            let zero = b.ins().iconst(ptr, 0);
+            let f = b.ins().iconst(types::I32, i64::from(flags));
+            let (p0, p1) = (b.ins().f32const(p0), b.ins().f32const(p1));
+            let callee = b.ins().iconst(ptr, mk.dw_conv_2d as i64);
+            if contiguous {
+                // One call for the unit's channels, which are consecutive in every operand.
+                let x_c = kit::offset(b, x, c0, in_len * 4, 0);
+                let y_c = kit::offset(b, y, c0, out_len * 4, 0);
+                let w_c = kit::offset(b, w, c0, kvol * 4, 0);
+                let bias_c = bias.map_or(zero, |p| kit::offset(b, p, c0, 4, 0));
+                let res_c = res.map_or(zero, |p| kit::offset(b, p, c0, out_len * 4, 0));
+                let n = b.ins().isub(c1, c0);
+                let args = [geo_t, x_c, w_c, bias_c, res_c, y_c, r0, r1, n, scratch, f, p0, p1];
+                b.ins().call_indirect(sig, callee, &args);
+                return;
+            }
             // Output channel `c` of the batch: image `c / per_image`, channel `m` of the image,
             // reading input channel `m / mg` of the image.
             for_dyn(b, c0, c1, 1, |b, c| {
@@ -106,13 +125,10 @@ pub(super) fn emit(
                 let x_c = kit::offset(b, x, ig, in_len * 4, 0);
                 let y_c = kit::offset(b, y, c, out_len * 4, 0);
                 let w_m = kit::offset(b, w, m, kvol * 4, 0);
-                let zero = b.ins().iconst(ptr, 0);
                 let bias_m = bias.map_or(zero, |p| kit::offset(b, p, m, 4, 0));
                 let res_c = res.map_or(zero, |p| kit::offset(b, p, c, out_len * 4, 0));
-                let f = b.ins().iconst(types::I32, i64::from(flags));
-                let (p0, p1) = (b.ins().f32const(p0), b.ins().f32const(p1));
-                let callee = b.ins().iconst(ptr, mk.dw_conv_2d as i64);
-                let args = [geo_t, x_c, w_m, bias_m, res_c, y_c, r0, r1, scratch, f, p0, p1];
+                let one = b.ins().iconst(ptr, 1);
+                let args = [geo_t, x_c, w_m, bias_m, res_c, y_c, r0, r1, one, scratch, f, p0, p1];
                 b.ins().call_indirect(sig, callee, &args);
             });
         });
