@@ -200,7 +200,17 @@ impl DwGeo {
         let row_bytes = g.sw * g.phase_len() * 4;
         let halo = (g.kh - 1) * g.dh + 1;
         let rows = (DW_STAGE_BYTES / row_bytes).max(halo + g.sh);
-        g.band = ((rows - halo) / g.sh + 1).clamp(1, g.oh);
+        let band = (rows - halo) / g.sh + 1;
+        // Whole register tiles (8 rows, or 4 for 3×3 kernels): a band's last tile would
+        // otherwise have few rows, i.e. few independent accumulators.
+        let band = if band >= 8 {
+            band / 8 * 8
+        } else if band >= 4 {
+            band / 4 * 4
+        } else {
+            band
+        };
+        g.band = band.clamp(1, g.oh);
         Some(g)
     }
 

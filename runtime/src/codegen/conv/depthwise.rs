@@ -99,7 +99,10 @@ impl Units {
         let chans = geo.batch * geo.group * geo.mg;
         let rows = geo.out[0] * geo.out[1];
         let row_macs = (geo.out[2] * geo.kvol()).max(1);
-        let rows_per_unit = unit_macs.div_ceil(row_macs).clamp(1, rows.max(1));
+        // Blocks of whole 8-row register tiles of the AVX2 routine where they are that large.
+        let rows_per_unit = unit_macs.div_ceil(row_macs);
+        let rows_per_unit = if rows_per_unit >= 8 { rows_per_unit.next_multiple_of(8) } else { rows_per_unit };
+        let rows_per_unit = rows_per_unit.clamp(1, rows.max(1));
         let row_blocks = rows.div_ceil(rows_per_unit).max(1);
         let chans_per_unit =
             if row_blocks > 1 { 1 } else { unit_macs.div_ceil(row_macs * rows.max(1)).clamp(1, chans.max(1)) };
