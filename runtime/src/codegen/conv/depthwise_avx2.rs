@@ -1,10 +1,13 @@
 //! Depthwise 2-D convs (one input channel per group) on the host's AVX2/FMA routine
 //! `dw_conv_2d` ([`Microkernels::dw_conv_2d`]): the generated driver loops over the work
 //! units and the output channels of each, and calls the routine once per (channel, block of
-//! output rows) through `call_indirect`. The routine stages the input rows a band of output
-//! rows reads into the per-thread [`Aux::Scratch`] (zero-padded, split into column phases for
-//! strided convs), then computes 8 output rows × 8 columns per register tile with the taps'
-//! weights broadcast, and applies bias, residual and activation in registers before the store.
+//! output rows; one call for all of a unit's channels when they are consecutive) through
+//! `call_indirect`. The routine stages the input rows a band of output rows reads into the
+//! per-thread [`Aux::Scratch`] (zero-padded, split into column phases for strided convs), then
+//! computes register tiles of 8 output rows × 8 columns with each tap's weight broadcast (3×3
+//! kernels of row stride 1–2: 4 rows, the 9 weights in registers, each input vector loaded once
+//! for every output row that uses it), and applies bias, residual and activation in registers
+//! before the store.
 //!
 //! Each output element is `bias + Σ taps` in row-major tap order, one FMA per tap, then the
 //! residual and the activation: the Cranelift kernel's operations in its order (it skips the

@@ -20,9 +20,10 @@
 //!   group, 1-D/2-D, with the microkernels: a generated driver calls the precompiled AVX2
 //!   routine per (output channel, block of rows); it stages the input rows of a band into
 //!   scratch (zero-padded, split into column phases when strided) and computes 8 rows × 8
-//!   columns per register tile, taps in row-major order, epilogue in registers. The same sums in
-//!   the same order as [`depthwise`], the portable Cranelift kernel for the rest: vectorized
-//!   over 4 adjacent output pixels with the tap weight splatted.
+//!   columns per register tile (4 rows with the weights in registers for 3×3), taps in
+//!   row-major order, epilogue in registers. The same sums in the same order as
+//!   [`depthwise`], the portable Cranelift kernel for the rest: vectorized over 4 adjacent
+//!   output pixels with the tap weight splatted.
 //! - [`gemv`]: with the microkernels, convs with one output pixel per image whose kernel
 //!   covers the unpadded input (a 1×1 conv after global pooling): a matrix-vector product over
 //!   weights packed at load into 8-channel panels, streamed at memory bandwidth.
