@@ -17,6 +17,7 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_winograd;
+mod depthwise;
 
 use cnnc_ir::UnaryOp;
 
@@ -127,6 +128,120 @@ impl PackGeo {
     }
 }
 
+/// Geometry of one channel of a depthwise 2-D conv for `dw_conv_2d`, passed to it as an `i64`
+/// table ([`DwGeo::table`], fields in declaration order), with the blocking chosen at load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DwGeo {
+    pub ih: usize,
+    pub iw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    /// Output columns per column tile (a multiple of 8, or all of them).
+    pub cols: usize,
+    /// Output rows per staged band.
+    pub band: usize,
+    /// f32 per column phase of a staged row ([`DwGeo::phase_len`]).
+    pub phase: usize,
+}
+
+/// Most kernel columns `dw_conv_2d` handles.
+pub(crate) const DW_MAX_KW: usize = 16;
+/// Most column stride `dw_conv_2d` handles.
+const DW_MAX_SW: usize = 4;
+/// Widest column tile: the staged rows of a band stay small.
+const DW_MAX_COLS: usize = 512;
+/// Bytes of staged input per band (about half of L1).
+const DW_STAGE_BYTES: usize = 16 << 10;
+
+impl DwGeo {
+    /// The geometry with its blocking: column tiles of at most [`DW_MAX_COLS`] (equal up to 8
+    /// columns), bands of output rows whose staged input takes about [`DW_STAGE_BYTES`].
+    /// `None` when `dw_conv_2d` does not handle it (kernel wider than [`DW_MAX_KW`], stride
+    /// wider than [`DW_MAX_SW`], an empty output or kernel).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        inp: [usize; 2],
+        out: [usize; 2],
+        k: [usize; 2],
+        s: [usize; 2],
+        d: [usize; 2],
+        p: [usize; 2],
+    ) -> Option<DwGeo> {
+        if k[1] > DW_MAX_KW || s[1] > DW_MAX_SW || out.contains(&0) || k.contains(&0) || s.contains(&0) {
+            return None;
+        }
+        let tiles = out[1].div_ceil(DW_MAX_COLS);
+        let cols = if tiles == 1 { out[1] } else { out[1].div_ceil(tiles).next_multiple_of(8) };
+        let mut g = DwGeo {
+            ih: inp[0],
+            iw: inp[1],
+            oh: out[0],
+            ow: out[1],
+            kh: k[0],
+            kw: k[1],
+            sh: s[0],
+            sw: s[1],
+            dh: d[0],
+            dw: d[1],
+            ph: p[0],
+            pw: p[1],
+            cols,
+            band: 1,
+            phase: 0,
+        };
+        g.phase = g.phase_len();
+        let row_bytes = g.sw * g.phase_len() * 4;
+        let halo = (g.kh - 1) * g.dh + 1;
+        let rows = (DW_STAGE_BYTES / row_bytes).max(halo + g.sh);
+        let band = (rows - halo) / g.sh + 1;
+        // Whole register tiles (8 rows, or 4 for 3×3 kernels): a band's last tile would
+        // otherwise have few rows, i.e. few independent accumulators.
+        let band = if band >= 8 {
+            band / 8 * 8
+        } else if band >= 4 {
+            band / 4 * 4
+        } else {
+            band
+        };
+        g.band = band.clamp(1, g.oh);
+        Some(g)
+    }
+
+    /// The fields, then for each kernel column `k < DW_MAX_KW` its staged offset: phase
+    /// `(k·dw) mod sw`, shifted by `⌊k·dw / sw⌋` (0 past `kw`).
+    pub(crate) fn table(&self) -> Vec<i64> {
+        let fields = [
+            self.ih, self.iw, self.oh, self.ow, self.kh, self.kw, self.sh, self.sw, self.dh, self.dw, self.ph, self.pw,
+            self.cols, self.band, self.phase,
+        ];
+        let taps = (0..DW_MAX_KW)
+            .map(|k| if k < self.kw { (k * self.dw) % self.sw * self.phase + k * self.dw / self.sw } else { 0 });
+        fields.into_iter().chain(taps).map(|v| v as i64).collect()
+    }
+
+    /// f32 per column phase of a staged row: the tile's columns rounded up to 8, plus the
+    /// widest tap shift, rounded up to 8.
+    pub(crate) fn phase_len(&self) -> usize {
+        (self.cols.next_multiple_of(8) + (self.kw - 1) * self.dw / self.sw + 1).next_multiple_of(8)
+    }
+
+    /// The scratch `dw_conv_2d` needs: one band's staged rows.
+    pub(crate) fn scratch_floats(&self) -> usize {
+        ((self.band - 1) * self.sh + (self.kh - 1) * self.dh + 1) * self.sw * self.phase_len()
+    }
+}
+
+/// Channels per packed weight panel of `sgemv_panels`.
+pub(crate) const GEMV_PANEL: usize = 8;
+
 /// Which kernels a compile may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Choice {
@@ -171,6 +286,15 @@ pub(crate) struct Microkernels {
     /// signature `(geo: *const i64, m: *const f32, tile0: usize, ntiles: usize, mc: usize,
     /// y: *mut f32, bias: *const f32, residual: *const f32, flags: u32, p0: f32, p1: f32)`.
     pub winograd_output: [u64; 2],
+    /// `depthwise::dw_conv_2d`, with the C signature `(geo: *const i64, x: *const f32,
+    /// w: *const f32, bias: *const f32, residual: *const f32, y: *mut f32, r0: usize,
+    /// r1: usize, channels: usize, scratch: *mut f32, flags: u32, p0: f32, p1: f32)` (`geo` a
+    /// [`DwGeo::table`]).
+    pub dw_conv_2d: u64,
+    /// `depthwise::sgemv_panels`, with the C signature `(k: usize, a: *const f32,
+    /// x: *const f32, y: *mut f32, m: usize, panels: usize, flags: u32, bias: *const f32,
+    /// residual: *const f32, p0: f32, p1: f32)`.
+    pub sgemv_panels: u64,
 }
 
 /// The microkernels this host may run under `choice`, or `None` (use the Cranelift kernels).
@@ -183,9 +307,11 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // The addresses are of functions whose target features were just checked; calling
             // them is sound under the contracts on `avx2::sgemm_6x16`, `avx2::sgemm_6x16_rows`,
-            // `avx2::pack_b_im2col` and the `avx2_winograd` transforms, which the generated
-            // drivers keep.
+            // `avx2::pack_b_im2col`, the `avx2_winograd` transforms, `depthwise::dw_conv_2d` and
+            // `depthwise::sgemv_panels`, which the generated drivers keep.
             let gemm: avx2::SgemmFn = avx2::sgemm_6x16;
+            let dw: depthwise::DwFn = depthwise::dw_conv_2d;
+            let gemv: depthwise::GemvFn = depthwise::sgemv_panels;
             let rows: avx2::SgemmRowsFn = avx2::sgemm_6x16_rows;
             let pack: avx2::PackFn = avx2::pack_b_im2col;
             let win: [avx2_winograd::InputFn; 2] = [avx2_winograd::winograd_input_f2, avx2_winograd::winograd_input_f4];
@@ -197,6 +323,8 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
                 pack_b_im2col: pack as usize as u64,
                 winograd_input: win.map(|f| f as usize as u64),
                 winograd_output: wout.map(|f| f as usize as u64),
+                dw_conv_2d: dw as usize as u64,
+                sgemv_panels: gemv as usize as u64,
             });
         }
     }

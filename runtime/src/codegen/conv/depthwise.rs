@@ -1,6 +1,8 @@
 //! Convs with one input channel per group and few output channels per group (depthwise,
 //! channel multiplier < 4): one output channel at a time, vectorized over 4 adjacent output
-//! pixels with the tap weight splatted. The weights are read in place (no packing).
+//! pixels with the tap weight splatted. The weights are read in place (no packing). The
+//! portable path: hosts with AVX2/FMA run 1-D/2-D depthwise convs on [`super::depthwise_avx2`],
+//! which computes the same sums in the same order.
 //!
 //! Work units: blocks of output channels (of the whole batch) × blocks of output rows; every
 //! output row is computed by the same code whichever unit it falls in.
@@ -23,7 +25,7 @@ pub(super) fn emit(jit: &mut Jit, cx: &EmitCx, geo: &Geo, ep: &Epilogue) -> Resu
     let bias_arg = (ep.op_inputs(cx) > 2).then(|| cx.in_arg(2));
     let (x_arg, w_arg, y_arg) = (cx.in_arg(0), cx.in_arg(1), cx.out_arg(0));
     let (in_len, out_len, kvol) = (geo.in_len() as i64, geo.out_len() as i64, geo.kvol() as i64);
-    let plan = Units::new(geo);
+    let plan = Units::new(geo, UNIT_MACS);
     let func = jit.kernel(cx.name, |kb| {
         let x = kb.arg(x_arg);
         let y = kb.arg(y_arg);
@@ -82,27 +84,32 @@ pub(super) fn emit(jit: &mut Jit, cx: &EmitCx, geo: &Geo, ep: &Epilogue) -> Resu
 const UNIT_MACS: usize = 1 << 17;
 
 /// Work units: blocks of output channels × blocks of output rows (depth and rows flattened).
-struct Units {
-    chans: usize,
-    chans_per_unit: usize,
-    rows: usize,
-    rows_per_unit: usize,
-    row_blocks: usize,
+pub(super) struct Units {
+    pub chans: usize,
+    pub chans_per_unit: usize,
+    pub rows: usize,
+    pub rows_per_unit: usize,
+    pub row_blocks: usize,
 }
 
 impl Units {
-    fn new(geo: &Geo) -> Units {
+    /// Units of about `unit_macs` multiply-adds: blocks of whole channels, or (when one
+    /// channel is more than that) blocks of rows of one channel.
+    pub(super) fn new(geo: &Geo, unit_macs: usize) -> Units {
         let chans = geo.batch * geo.group * geo.mg;
         let rows = geo.out[0] * geo.out[1];
         let row_macs = (geo.out[2] * geo.kvol()).max(1);
-        let rows_per_unit = UNIT_MACS.div_ceil(row_macs).clamp(1, rows.max(1));
+        // Blocks of whole 8-row register tiles of the AVX2 routine where they are that large.
+        let rows_per_unit = unit_macs.div_ceil(row_macs);
+        let rows_per_unit = if rows_per_unit >= 8 { rows_per_unit.next_multiple_of(8) } else { rows_per_unit };
+        let rows_per_unit = rows_per_unit.clamp(1, rows.max(1));
         let row_blocks = rows.div_ceil(rows_per_unit).max(1);
         let chans_per_unit =
-            if row_blocks > 1 { 1 } else { UNIT_MACS.div_ceil(row_macs * rows.max(1)).clamp(1, chans.max(1)) };
+            if row_blocks > 1 { 1 } else { unit_macs.div_ceil(row_macs * rows.max(1)).clamp(1, chans.max(1)) };
         Units { chans, chans_per_unit, rows, rows_per_unit, row_blocks }
     }
 
-    fn units(&self) -> u64 {
+    pub(super) fn units(&self) -> u64 {
         units_of(self.chans.div_ceil(self.chans_per_unit.max(1)) as i64, 1) * self.row_blocks as u64
     }
 }

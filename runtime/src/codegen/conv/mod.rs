@@ -22,8 +22,17 @@
 //!   packed GEMM strips, α² GEMMs on the 6×16 microkernel, an output transform with the
 //!   epilogue. Otherwise (`CNNC_KERNELS=cranelift`, no AVX2/FMA, runtime weights) a Winograd
 //!   algo runs the paths below: the same meaning (the direct sum), with their rounding.
-//! - [`depthwise`]: one input channel per group and fewer than 4 output channels per group;
-//!   vectorized over 4 adjacent output pixels with the tap weight splatted.
+//! - [`depthwise_avx2`]: one input channel per group and fewer than 4 output channels per
+//!   group, 1-D/2-D, with the microkernels: a generated driver calls the precompiled AVX2
+//!   routine per (output channel, block of rows); it stages the input rows of a band into
+//!   scratch (zero-padded, split into column phases when strided) and computes 8 rows × 8
+//!   columns per register tile (4 rows with the weights in registers for 3×3), taps in
+//!   row-major order, epilogue in registers. The same sums in the same order as
+//!   [`depthwise`], the portable Cranelift kernel for the rest: vectorized over 4 adjacent
+//!   output pixels with the tap weight splatted.
+//! - [`gemv`]: with the microkernels, convs with one output pixel per image whose kernel
+//!   covers the unpadded input (a 1×1 conv after global pooling): a matrix-vector product over
+//!   weights packed at load into 8-channel panels, streamed at memory bandwidth.
 //! - [`transpose`]: ConvTranspose. Kernel = stride without padding (upsampling) goes to
 //!   [`transpose_upsample`] (a GEMM on the microkernel into scratch, then a bias + interleaving
 //!   store; or, for few output channels × taps, a Cranelift register tile over L1-staged input
@@ -40,7 +49,11 @@
 //! applies it in its last channel block only. ConvTranspose has no fused form.
 
 mod depthwise;
+mod depthwise_avx2;
+#[cfg(test)]
+mod depthwise_tests;
 mod direct;
+mod gemv;
 mod packed;
 #[cfg(test)]
 mod packed_tests;
@@ -81,9 +94,11 @@ pub(crate) fn emit_conv_fused(
     emit_conv_with(jit, cx, a, ep, None)
 }
 
-/// [`emit_conv_fused`] that routes Winograd-algo convs to [`winograd`] and dense 1-D/2-D convs with constant weights and a reduction
-/// of at least 12 (see [`packed::supports`]) to the packed GEMM over `mk` (when `Some`); that path takes an
-/// [`Aux::Scratch`]. Depthwise convs keep their Cranelift kernel.
+/// [`emit_conv_fused`] that, when `mk` is `Some`, routes Winograd-algo convs to [`winograd`],
+/// depthwise 1-D/2-D convs to the AVX2 depthwise routine ([`depthwise_avx2::supports`]),
+/// single-pixel convs to the matrix-vector routine ([`gemv::supports`]) and dense 1-D/2-D convs
+/// with constant weights and a reduction of at least 12 (see [`packed::supports`]) to the packed
+/// GEMM; the Winograd, depthwise and GEMM paths take an [`Aux::Scratch`].
 pub(crate) fn emit_conv_with(
     jit: &mut Jit,
     cx: &EmitCx,
@@ -103,9 +118,15 @@ pub(crate) fn emit_conv_with(
         return winograd::emit(jit, cx, &geo, ep, mk, a.algo);
     }
     if geo.cg == 1 && geo.mg < 4 {
+        if let Some(mk) = mk
+            && let Some(dg) = depthwise_avx2::supports(&geo, ep)
+        {
+            return depthwise_avx2::emit(jit, cx, &geo, dg, ep, mk);
+        }
         return depthwise::emit(jit, cx, &geo, ep);
     }
     match mk {
+        Some(mk) if gemv::supports(cx, &geo, ep) => gemv::emit(jit, cx, &geo, ep, mk),
         Some(mk) if packed::supports(cx, &geo, ep) => packed::emit(jit, cx, &geo, ep, mk),
         _ => direct::emit(jit, cx, &geo, ep),
     }

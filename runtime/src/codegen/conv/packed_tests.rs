@@ -92,7 +92,7 @@ impl Bench {
     }
 
     /// Runs each work unit in its own call, last unit first (as threads may).
-    fn run_units_reversed(&mut self) {
+    pub(super) fn run_units_reversed(&mut self) {
         let calls: Vec<(u64, u64)> = (0..self.units).rev().map(|u| (u, u + 1)).collect();
         self.run_units(&calls);
     }

@@ -1,0 +1,115 @@
+//! The AVX2 depthwise and matrix-vector conv paths against the portable Cranelift kernels, on
+//! a table laid out like `Model::run`'s with the kernel's scratch, with every work unit in one
+//! call and with one call per unit in reverse order.
+//!
+//! Depthwise: the same bits as the Cranelift depthwise kernel (both add `bias + Σ taps` with
+//! one FMA per tap in row-major tap order, then the residual, then the same activation; the
+//! AVX2 routine also multiplies the padding taps by zero, which changes nothing on finite data
+//! unless a sum is a signed zero, which random data does not produce). Matrix-vector: rel-L2
+//! ≤ 1e-6 against the direct conv (both f32, different summation orders, ≤ 600 terms).
+
+use cnnc_ir::{ConvAttrs, UnaryOp};
+
+use super::packed_tests::Bench;
+use crate::microkernel::{Choice, select};
+
+fn attrs(k: [usize; 2], s: [usize; 2], d: [usize; 2], pads: [usize; 4], group: usize) -> ConvAttrs {
+    ConvAttrs {
+        kernel: k.to_vec(),
+        strides: s.to_vec(),
+        dilations: d.to_vec(),
+        pads: pads.to_vec(),
+        group,
+        algo: Default::default(),
+    }
+}
+
+const ACTS: [Option<UnaryOp>; 7] = [
+    None,
+    Some(UnaryOp::Relu),
+    Some(UnaryOp::Clip { min: -0.3, max: 0.4 }),
+    Some(UnaryOp::LeakyRelu { alpha: 0.1 }),
+    Some(UnaryOp::HardSigmoid { alpha: 0.2, beta: 0.5 }),
+    Some(UnaryOp::HardSwish),
+    Some(UnaryOp::Sigmoid),
+];
+
+fn same_bits(what: &str, got: &[f32], want: &[f32]) {
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(a.to_bits() == b.to_bits(), "{what}: element {i}: {a} vs {b}");
+    }
+}
+
+/// Input NCHW, channel multiplier, kernel, strides, dilations, pads (ONNX order).
+type DwCase = ([usize; 4], usize, [usize; 2], [usize; 2], [usize; 2], [usize; 4]);
+
+#[test]
+fn avx2_depthwise_gives_the_cranelift_kernels_bits_for_any_unit_split() {
+    let Some(mk) = select(Choice::Auto) else { return };
+    // (input NCHW, multiplier, kernel, stride, dilation, pads): narrow and wide rows, column
+    // tails, strides 1–3 (3 goes through the scalar staging), asymmetric pads, a multiplier of
+    // 2, a width that needs two column tiles, and rows split into several staging bands.
+    let cases: [DwCase; 9] = [
+        ([1, 5, 14, 14], 1, [5, 5], [1, 1], [1, 1], [2, 2, 2, 2]),
+        ([2, 3, 7, 7], 1, [5, 5], [1, 1], [1, 1], [2, 2, 2, 2]),
+        ([1, 4, 29, 31], 1, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1]),
+        ([1, 2, 40, 45], 1, [3, 3], [1, 1], [1, 1], [1, 0, 2, 1]),
+        ([1, 3, 23, 26], 2, [3, 2], [3, 3], [2, 1], [0, 3, 1, 2]),
+        ([1, 2, 9, 1100], 1, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
+        ([1, 3, 1, 1], 1, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
+        ([1, 2, 150, 150], 1, [3, 3], [2, 2], [1, 1], [0, 0, 1, 1]),
+        ([1, 3, 12, 10], 1, [7, 6], [1, 2], [2, 1], [3, 3, 3, 2]),
+    ];
+    for (x, mult, k, s, d, p) in cases {
+        let a = attrs(k, s, d, p, x[1]);
+        let m = x[1] * mult;
+        for (i, &act) in ACTS.iter().enumerate() {
+            let (bias, residual) = (i % 2 == 0, i % 3 != 1);
+            let what = format!("{x:?} ×{mult} k{k:?} s{s:?} d{d:?} p{p:?} {act:?} bias {bias} residual {residual}");
+            let mut want = Bench::new(&x, m, &a, act, bias, residual, None);
+            want.run();
+            let mut got = Bench::new(&x, m, &a, act, bias, residual, Some(mk));
+            got.run();
+            same_bits(&what, &got.y, &want.y);
+            let one_call = got.y.clone();
+            got.y.fill(f32::NAN);
+            got.run_units_reversed();
+            same_bits(&format!("{what}, units reversed"), &got.y, &one_call);
+        }
+    }
+}
+
+#[test]
+fn single_pixel_pointwise_conv_is_a_gemv_matching_the_direct_conv() {
+    let Some(mk) = select(Choice::Auto) else { return };
+    // (input, output channels, kernel): a 1×1 conv on a 1×1 map with a partial last panel,
+    // several images, K not a multiple of 4, and a kernel covering a 3×2 input.
+    let cases: [([usize; 4], usize, [usize; 2]); 4] = [
+        ([1, 37, 1, 1], 203, [1, 1]),
+        ([3, 64, 1, 1], 16, [1, 1]),
+        ([2, 5, 1, 1], 9, [1, 1]),
+        ([2, 7, 3, 2], 30, [3, 2]),
+    ];
+    for (x, m, k) in cases {
+        let a = attrs(k, [1, 1], [1, 1], [0; 4], 1);
+        for (i, &act) in ACTS.iter().enumerate() {
+            let (bias, residual) = (i % 2 == 0, i % 3 != 1);
+            let what = format!("{x:?} → {m} k{k:?} {act:?} bias {bias} residual {residual}");
+            let mut want = Bench::new(&x, m, &a, act, bias, residual, None);
+            want.run();
+            let mut got = Bench::new(&x, m, &a, act, bias, residual, Some(mk));
+            got.run();
+            let (mut d, mut n) = (0f64, 0f64);
+            for (&g, &w) in got.y.iter().zip(&want.y) {
+                d += f64::from(g - w).powi(2);
+                n += f64::from(w).powi(2);
+            }
+            let rel = (d / n.max(1e-300)).sqrt();
+            assert!(rel <= 1e-6, "{what}: rel-L2 {rel:.3e}");
+            let one_call = got.y.clone();
+            got.y.fill(f32::NAN);
+            got.run_units_reversed();
+            same_bits(&format!("{what}, units reversed"), &got.y, &one_call);
+        }
+    }
+}
