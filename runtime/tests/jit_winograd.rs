@@ -259,6 +259,15 @@ fn winograd_handles_edges_pads_and_channel_tails() {
     }
 }
 
+/// Long reductions (one microkernel call sums all input channels) and a single output channel.
+#[test]
+fn winograd_handles_many_input_channels() {
+    for algo in [ConvAlgo::Winograd2, ConvAlgo::Winograd4] {
+        check(&Case::new(300, 7, 9, 10, algo));
+        check(&Case::new(130, 1, 12, 5, algo));
+    }
+}
+
 #[test]
 fn winograd_applies_every_epilogue() {
     for algo in [ConvAlgo::Winograd2, ConvAlgo::Winograd4] {
