@@ -242,6 +242,13 @@ unsafe fn input<const A: usize, const M: usize>(
                         continue;
                     }
                     let p = xc.wrapping_offset(iy * iw as isize + run_x0[r]);
+                    // The same row segment two channels ahead: a hint (it never faults); the
+                    // segments of one unit are short rows of many planes, which the hardware
+                    // prefetcher does not follow.
+                    let ahead = p.wrapping_add(2 * plane);
+                    for k in (0..chunks * 8).step_by(16) {
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(k).cast());
+                    }
                     // SAFETY: with `run_full`, the 8 patches' row `i` lies inside the plane;
                     // otherwise only in-range columns of row `iy` are read (masked-off lanes
                     // of `vmaskmovps` are not accessed).
