@@ -310,9 +310,8 @@ fn winograd_is_bit_identical_across_thread_counts() {
 }
 
 /// Measured error of each variant and of the direct kernel on layer shapes of the shared
-/// models, printed (`--nocapture`) for ARCHITECTURE.md; each within its bound.
+/// models, printed with `--nocapture` (the numbers ARCHITECTURE.md quotes); each within its bound.
 #[test]
-#[ignore = "slow in debug builds; run with --release --ignored --nocapture"]
 fn winograd_error_on_model_sized_layers() {
     for (c, m, hw) in [(32, 32, 56), (64, 64, 28), (128, 128, 14), (256, 256, 7), (96, 24, 40)] {
         for algo in [ConvAlgo::Direct, ConvAlgo::Winograd2, ConvAlgo::Winograd4] {
@@ -325,7 +324,6 @@ fn winograd_error_on_model_sized_layers() {
 /// The largest rel-L2 against f64 of each algorithm over 300 random layers drawn like the
 /// proptest's (printed with `--nocapture`; the numbers the file header quotes).
 #[test]
-#[ignore = "slow in debug builds; run with --release --ignored --nocapture"]
 fn winograd_error_survey_on_random_layers() {
     let mut seed = 12345u64;
     let mut next = |n: usize| {
@@ -357,73 +355,6 @@ fn check_any(case: &Case) -> f64 {
     err
 }
 
-/// Per-layer medians of direct (the packed GEMM), F(2,3) and F(4,3), same run, alternating
-/// algorithm per round: `taskset -c 0 cargo test --release -p cnnc-runtime --test
-/// jit_winograd -- --ignored --nocapture bench_`. `CNNC_WINO_BENCH=c,m,h,w;…` overrides the
-/// layer list, `CNNC_WINO_THREADS=n` the thread count (1).
-#[test]
-#[ignore = "a benchmark; run in release"]
-fn bench_winograd_layers() {
-    let layers: Vec<[usize; 4]> = match std::env::var("CNNC_WINO_BENCH") {
-        Ok(s) => s
-            .split(';')
-            .map(|l| {
-                let v: Vec<usize> = l.split(',').map(|t| t.trim().parse().expect("a number")).collect();
-                [v[0], v[1], v[2], v[3]]
-            })
-            .collect(),
-        Err(_) => vec![[32, 32, 56, 56], [64, 64, 28, 28], [128, 128, 14, 14], [256, 256, 7, 7], [96, 24, 160, 160]],
-    };
-    let mut algos = vec![ConvAlgo::Direct, ConvAlgo::Winograd2, ConvAlgo::Winograd4];
-    // `CNNC_WINO_ONLY=f4` (or f2, direct) times one algorithm, e.g. under `perf`.
-    if let Ok(only) = std::env::var("CNNC_WINO_ONLY") {
-        algos.retain(|a| a.name().ends_with(only.as_str()));
-    }
-    for [c, m, h, w] in layers {
-        let models: Vec<(Model, Vec<Tensor>)> = algos
-            .iter()
-            .map(|&algo| {
-                let case = Case { act: Some(UnaryOp::Relu), ..Case::new(c, m, h, w, algo) };
-                let (g, inputs) = case.graph();
-                let mut model = Model::compile(&verify(g).expect("valid")).expect("compiles");
-                model.set_threads(std::env::var("CNNC_WINO_THREADS").map_or(1, |t| t.parse().expect("a count")));
-                (model, inputs)
-            })
-            .collect();
-        let macs = (c * m * 9 * h * w) as f64;
-        let rounds = ((2e9 / macs) as usize).clamp(5, 200);
-        let mut times = vec![Vec::new(); algos.len()];
-        for round in 0..rounds + 2 {
-            for (i, (model, inputs)) in models.iter().enumerate() {
-                let (_, p) = model.run_profiled(inputs).expect("runs");
-                let l = p.layers.iter().find(|l| l.name == "conv").expect("ran");
-                if round >= 2 {
-                    times[i].push(l.time.as_secs_f64() * 1e3);
-                }
-            }
-        }
-        let med: Vec<f64> = times
-            .iter_mut()
-            .map(|t| {
-                t.sort_by(f64::total_cmp);
-                t[t.len() / 2]
-            })
-            .collect();
-        if med.len() < 3 {
-            println!("{c:>3}->{m:<3} @{h}x{w}: {algos:?} {med:.3?} ms");
-            continue;
-        }
-        println!(
-            "{c:>3}->{m:<3} @{h}x{w}: direct {:.3} ms | F2 {:.3} ms ({:.2}x) | F4 {:.3} ms ({:.2}x)",
-            med[0],
-            med[1],
-            med[0] / med[1],
-            med[2],
-            med[0] / med[2]
-        );
-    }
-}
-
 /// An empty batch compiles and runs (nothing to compute).
 #[test]
 fn winograd_with_an_empty_batch_runs() {
@@ -433,19 +364,5 @@ fn winograd_with_an_empty_batch_runs() {
         let g = verify(g).unwrap_or_else(|e| panic!("{e}"));
         let out = Model::compile(&g).unwrap_or_else(|e| panic!("{e}")).run(&inputs).expect("runs");
         assert_eq!(out[0].shape(), &[0, 5, 6, 7]);
-    }
-}
-
-/// Load time of the weight transform on the largest opennsfw layer (256 → 256 channels),
-/// printed with `--nocapture` (compare with the direct path's packing).
-#[test]
-#[ignore = "a measurement; run in release"]
-fn winograd_compile_time_of_a_large_layer() {
-    for algo in [ConvAlgo::Direct, ConvAlgo::Winograd2, ConvAlgo::Winograd4] {
-        let (g, _) = Case::new(256, 256, 7, 7, algo).graph();
-        let g = verify(g).expect("valid");
-        let t = std::time::Instant::now();
-        let _model = Model::compile(&g).expect("compiles");
-        println!("{algo:?}: compile {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
     }
 }

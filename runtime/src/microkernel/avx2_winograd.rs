@@ -20,6 +20,7 @@
 
 use std::arch::x86_64::*;
 
+use super::avx2::activate;
 use super::{ACT_CLAMP, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_LEAKY_RELU, ACT_SHIFT, ACT_SIGMOID, BIAS, NR, RESIDUAL};
 
 pub(super) type InputFn = unsafe extern "C" fn(*const i64, *const f32, usize, usize, *mut f32);
@@ -595,72 +596,6 @@ unsafe fn output_with<const A: usize, const M: usize, const ACT: u32>(
             }
         }
     }
-}
-
-// The activations below are `avx2::activate` (private to that module), operation for
-// operation; `output_matches_sgemm_epilogue_bits` pins them to the GEMM kernel's bits.
-
-/// The activation of kind `ACT` on 8 lanes, with parameters `p0, p1` splatted.
-#[target_feature(enable = "avx2,fma")]
-fn activate<const ACT: u32>(v: __m256, p0: __m256, p1: __m256) -> __m256 {
-    let zero = _mm256_setzero_ps();
-    let one = _mm256_set1_ps(1.0);
-    match ACT {
-        ACT_CLAMP => _mm256_min_ps(p1, _mm256_max_ps(p0, v)),
-        ACT_LEAKY_RELU => {
-            let scaled = _mm256_mul_ps(v, p0);
-            _mm256_blendv_ps(v, scaled, _mm256_cmp_ps::<_CMP_LT_OQ>(v, zero))
-        }
-        ACT_HARD_SIGMOID => {
-            let t = _mm256_add_ps(_mm256_mul_ps(v, p0), p1);
-            _mm256_min_ps(one, _mm256_max_ps(zero, t))
-        }
-        ACT_HARD_SWISH => {
-            let t = _mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(1.0 / 6.0)), _mm256_set1_ps(0.5));
-            let t = _mm256_min_ps(one, _mm256_max_ps(zero, t));
-            _mm256_mul_ps(v, t)
-        }
-        ACT_SIGMOID => sigmoid(v),
-        _ => v,
-    }
-}
-
-/// `1 / (1 + e⁻ˣ)` as `avx2::sigmoid`.
-#[target_feature(enable = "avx2,fma")]
-fn sigmoid(x: __m256) -> __m256 {
-    let sign = _mm256_set1_ps(-0.0);
-    let ax = _mm256_andnot_ps(sign, x);
-    let s = exp(_mm256_xor_ps(ax, sign));
-    let one = _mm256_set1_ps(1.0);
-    let den = _mm256_add_ps(one, s);
-    let num = _mm256_blendv_ps(one, s, _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_setzero_ps()));
-    _mm256_div_ps(num, den)
-}
-
-/// `eˣ` as `avx2::exp`.
-#[target_feature(enable = "avx2,fma")]
-fn exp(x: __m256) -> __m256 {
-    const SHIFTER: f32 = 12_582_912.0;
-    const P: [f32; 6] = [5e-1, 1.666_666_5e-1, 4.166_579_6e-2, 8.333_452e-3, 1.398_2e-3, 1.987_569_1e-4];
-    let x = _mm256_max_ps(_mm256_set1_ps(-104.0), x);
-    let x = _mm256_min_ps(_mm256_set1_ps(89.0), x);
-    let shifter = _mm256_set1_ps(SHIFTER);
-    let t = _mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), shifter);
-    let n = _mm256_sub_ps(t, shifter);
-    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693_359_4), x);
-    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.121_944_4e-4), r);
-    let mut p = _mm256_set1_ps(P[5]);
-    for &k in P[..5].iter().rev() {
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(k));
-    }
-    let r2 = _mm256_mul_ps(r, r);
-    let y = _mm256_fmadd_ps(p, r2, r);
-    let y = _mm256_add_ps(y, _mm256_set1_ps(1.0));
-    let ni = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(SHIFTER.to_bits() as i32));
-    let n1 = _mm256_srai_epi32::<1>(ni);
-    let n2 = _mm256_sub_epi32(ni, n1);
-    let scale = |n: __m256i| _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n, _mm256_set1_epi32(127))));
-    _mm256_mul_ps(_mm256_mul_ps(y, scale(n1)), scale(n2))
 }
 
 #[cfg(test)]
