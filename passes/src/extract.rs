@@ -15,7 +15,7 @@
 //! [`TableCost`](crate::cost::TableCost); [`MacCost`] (MACs plus a memory-traffic term) needs no
 //! measurement and serves tests.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use egg::{EGraph, Id, Language, RecExpr};
 
@@ -187,7 +187,13 @@ fn improve(
     let mut total = dag_cost(egraph, root, &choice, own).unwrap_or(f64::INFINITY);
     for _sweep in 0..20 {
         let mut improved = false;
+        // A swap in a class the current DAG does not reach cannot change its cost, so only
+        // reached classes are tried (the same result, far fewer pricings).
+        let mut reached = reachable(egraph, root, &choice);
         for &id in multi {
+            if !reached.contains(&id) {
+                continue;
+            }
             let Some(&current) = choice.get(&id) else { continue };
             for alt in 0..egraph[id].nodes.len() {
                 let priced = egraph[id].nodes[alt].children().iter().all(|k| choice.contains_key(&egraph.find(*k)));
@@ -199,6 +205,7 @@ fn improve(
                     Some(t) if t < total - 1e-9 * total.abs() => {
                         total = t;
                         improved = true;
+                        reached = reachable(egraph, root, &choice);
                         break;
                     }
                     _ => {
@@ -212,6 +219,21 @@ fn improve(
         }
     }
     (choice, total)
+}
+
+/// The classes the DAG `choice` reaches from `root` (stopping at classes without a choice).
+fn reachable(egraph: &EGraph<Cnn, CnnAnalysis>, root: Id, choice: &HashMap<Id, usize>) -> HashSet<Id> {
+    let mut seen: HashSet<Id> = HashSet::new();
+    let mut stack = vec![egraph.find(root)];
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        if let Some(&node) = choice.get(&id) {
+            stack.extend(egraph[id].nodes[node].children().iter().map(|&k| egraph.find(k)));
+        }
+    }
+    seen
 }
 
 /// The cost of the DAG `choice` reaches from `root`, each class once; `None` if it has a cycle
