@@ -248,7 +248,7 @@ unsafe fn finish_with<const ACT: u32>(
 
 /// The activation of kind `ACT` on 8 lanes, with parameters `p0, p1` splatted.
 #[target_feature(enable = "avx2,fma")]
-fn activate<const ACT: u32>(v: __m256, p0: __m256, p1: __m256) -> __m256 {
+pub(super) fn activate<const ACT: u32>(v: __m256, p0: __m256, p1: __m256) -> __m256 {
     let zero = _mm256_setzero_ps();
     let one = _mm256_set1_ps(1.0);
     match ACT {
@@ -317,7 +317,7 @@ fn exp(x: __m256) -> __m256 {
 }
 
 impl PackGeo {
-    fn read(t: *const i64) -> PackGeo {
+    pub(super) fn read(t: *const i64) -> PackGeo {
         // SAFETY: `t` points at the 11 values `table` wrote (the caller's contract).
         let v = |i: usize| unsafe { *t.add(i) } as usize;
         PackGeo {

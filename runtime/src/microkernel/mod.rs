@@ -16,6 +16,8 @@
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
+mod avx2_small;
+#[cfg(target_arch = "x86_64")]
 mod avx2_winograd;
 
 use cnnc_ir::UnaryOp;
@@ -171,6 +173,20 @@ pub(crate) struct Microkernels {
     /// signature `(geo: *const i64, m: *const f32, tile0: usize, ntiles: usize, mc: usize,
     /// y: *mut f32, bias: *const f32, residual: *const f32, flags: u32, p0: f32, p1: f32)`.
     pub winograd_output: [u64; 2],
+    /// Small output maps and stride-2 columns (`avx2_small`): the transposed tile
+    /// `sgemm_6x16_t` (6 pixels read in place × 16 channels, stored channel-major) with the C
+    /// signature `(k: usize, x: *const f32, lda: usize, offs: *const i64, w: *const f32,
+    /// y: *mut f32, ldy: usize, flags: u32, bias: *const f32, residual: *const f32,
+    /// params: u64)` (`params`: the activation's `p0` and `p1` as f32 bits, low and high
+    /// half), and `pack_b_im2col_s2`, `pack_b_im2col` for column stride 2 (same signature).
+    pub small: SmallKernels,
+}
+
+/// See [`Microkernels::small`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SmallKernels {
+    pub sgemm_6x16_t: u64,
+    pub pack_b_im2col_s2: u64,
 }
 
 /// The microkernels this host may run under `choice`, or `None` (use the Cranelift kernels).
@@ -197,6 +213,7 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
                 pack_b_im2col: pack as usize as u64,
                 winograd_input: win.map(|f| f as usize as u64),
                 winograd_output: wout.map(|f| f as usize as u64),
+                small: avx2_small::kernels(),
             });
         }
     }
