@@ -94,6 +94,12 @@ unsafe fn product_t(k: usize, x: *const f32, lda: usize, offs: *const i64, w: *c
         let mut w = w;
         let mut i = 0usize;
         for _ in 0..k {
+            // Hints (they never fault): the first and last pixels' input 8 K rows ahead and
+            // the weights 16 rows ahead. Measured (opennsfw, 1 thread, same run): strided and
+            // 28×28 1×1 convs 10–25% faster, others even.
+            _mm_prefetch::<_MM_HINT_T0>(xr[0].wrapping_add(i + 8 * lda).cast());
+            _mm_prefetch::<_MM_HINT_T0>(xr[MR - 1].wrapping_add(i + 8 * lda).cast());
+            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(16 * NR).cast());
             let b0 = _mm256_loadu_ps(w);
             let b1 = _mm256_loadu_ps(w.add(8));
             for r in 0..MR {

@@ -9,7 +9,8 @@
 //!   generated driver calling the precompiled 6×16 microkernel per register tile; bias,
 //!   residual and every fused activation applied by the microkernel in registers. 1×1
 //!   stride-1 convs with few output channels read the input in place instead of packing it;
-//!   1×1 convs on small output maps (≤ 256 pixels, or ≤ 1024 with ≤ 64 channels) run
+//!   1×1 convs on small output maps (≤ 256 pixels; ≤ 1024 strided; ≤ 4096 with ≤ 64
+//!   channels) run
 //!   transposed (`packed/swap.rs`: pixels as the tile's 6-row side read in place, channels
 //!   its 16-wide side, the whole reduction in registers, no scratch); stride-2 columns are
 //!   packed by deinterleaving contiguous loads.

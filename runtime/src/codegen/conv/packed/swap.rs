@@ -10,8 +10,9 @@
 //! once per chunk of channel tiles; here 6-pixel tiles waste at most 5 rows per layer, no
 //! packing or scratch is needed and each output element is written once.
 //!
-//! Work units: (batch, group, chunk of channel tiles); a unit runs its channel tiles, each over
-//! every pixel tile. Each output element's sum is one `sgemm_6x16_t` call over all of K, so
+//! Work units: (batch, group, chunk of channel tiles, block of pixel tiles); a unit runs its
+//! channel tiles, each over its pixel tiles (large maps split pixels once a chunk is one
+//! channel tile). Each output element's sum is one `sgemm_6x16_t` call over all of K, so
 //! any split gives the same bits.
 
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -19,7 +20,6 @@ use cranelift_codegen::ir::{AbiParam, InstBuilder, Signature, types};
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::FunctionBuilder;
 
-use super::super::super::builder::for_range;
 use super::super::super::gemm::kit::{self, for_dyn};
 use super::super::{AuxList, Geo, const_f32};
 use crate::codegen::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit};
@@ -30,11 +30,14 @@ use crate::microkernel::{self, Act, BIAS, MR, Microkernels, NR, RESIDUAL};
 /// 512 → 1024 stride 2 44 → 72, 256 → 1024 70 → 67; at 14×14, 512 → 128 75 → 100, 128 → 512
 /// 86 → 97, 256 → 512 stride 2 50 → 71.
 const MAX_PIXELS: usize = 256;
-/// Up to this many output pixels the transposed GEMM is also used for at most
-/// [`FEW_CHANNELS`] output channels per group, which the channel-major path splits into too
-/// few tiles to share its packing (at 28×28: 256 → 64 78 → 89, 128 → 64 stride 2 45 → 70;
-/// but 64 → 256 96 → 93 and 128 → 256 stride 2 77 → 66).
-const MAX_PIXELS_FEW_CHANNELS: usize = 1024;
+/// Up to this many output pixels the transposed GEMM is also used for strided convs (which
+/// the channel-major path packs by gathering; at 28×28, 128 → 256 stride 2: 79 → 85)...
+const MAX_PIXELS_STRIDED: usize = 1024;
+/// ... and up to this many for at most [`FEW_CHANNELS`] output channels per group, which the
+/// channel-major path splits into too few tiles to share its packing (at 28×28, 256 → 64:
+/// 78 → 100, 128 → 64 stride 2: 43 → 88; at 56×56, 128 → 32: 73 → 94, 64 → 32: 70 → 81;
+/// but stride 1 with more channels lost: 64 → 256 at 28×28 97 → 94).
+const MAX_PIXELS_FEW_CHANNELS: usize = 4096;
 const FEW_CHANNELS: usize = 64;
 /// Fewest output channels per group (fewer leave the 16-wide side mostly empty).
 const MIN_CHANNELS: usize = 32;
@@ -42,14 +45,15 @@ const MIN_CHANNELS: usize = 32;
 const UNIT_MACS: usize = 1 << 20;
 
 /// Whether a conv the packed path accepts goes this way: a 1×1 kernel whose every output
-/// pixel reads inside the input, at most [`MAX_PIXELS`] output pixels (or
-/// [`MAX_PIXELS_FEW_CHANNELS`] with few channels), at least [`MIN_CHANNELS`] output channels
-/// per group.
+/// pixel reads inside the input, at most [`MAX_PIXELS`] output pixels (more when strided or
+/// with few channels, see below), at least [`MIN_CHANNELS`] output channels per group.
 pub(super) fn supports(geo: &Geo) -> bool {
     let in_range = |axis: usize| (0..geo.out[axis]).all(|o| geo.taps(axis, o) == (0, 1));
     let n = geo.out_len();
     geo.kvol() == 1
-        && (n <= MAX_PIXELS || (n <= MAX_PIXELS_FEW_CHANNELS && geo.mg <= FEW_CHANNELS))
+        && (n <= MAX_PIXELS
+            || (n <= MAX_PIXELS_STRIDED && geo.s.iter().any(|&s| s > 1))
+            || (n <= MAX_PIXELS_FEW_CHANNELS && geo.mg <= FEW_CHANNELS))
         && geo.mg >= MIN_CHANNELS
         && (0..3).all(in_range)
         && geo.out_len() > 0
@@ -122,7 +126,13 @@ pub(super) fn emit(
     }
     let chunk = UNIT_MACS.div_ceil(n_len * NR * k_len).clamp(1, ctiles);
     let chunks = ctiles.div_ceil(chunk);
-    let units = (outer * chunks) as u64;
+    // Large maps (one channel tile per chunk already above the target) also split their pixel
+    // tiles into blocks; the partial tile (if any) is in the last block.
+    let ptiles = n_len.div_ceil(MR);
+    let pblocks = if chunk == 1 { (n_len * NR * k_len / UNIT_MACS).clamp(1, ptiles) } else { 1 };
+    let block_tiles = ptiles.div_ceil(pblocks);
+    let pblocks = ptiles.div_ceil(block_tiles);
+    let units = (outer * chunks * pblocks) as u64;
     let in_len = geo.in_len() as i64;
     let out_bytes = n_len as i64 * 4;
     let func = jit.kernel(cx.name, |kb| {
@@ -141,9 +151,16 @@ pub(super) fn emit(
         }
         let sig = b.import_signature(sig);
         for_dyn(b, lo, hi, 1, |b, u| {
-            // u = (n · group + g) · chunks + chunk
+            // u = ((n · group + g) · chunks + chunk) · pblocks + pixel block
+            let pb = b.ins().urem_imm_u(u, pblocks as i64);
+            let u = b.ins().udiv_imm_u(u, pblocks as i64);
             let ch = b.ins().urem_imm_u(u, chunks as i64);
             let ng = b.ins().udiv_imm_u(u, chunks as i64);
+            let p0 = b.ins().imul_imm_s(pb, block_tiles as i64);
+            let p_end = b.ins().iadd_imm_s(p0, block_tiles as i64);
+            let full_p = b.ins().iconst(ptr, (n_len / MR) as i64);
+            let p1 = b.ins().smin(p_end, full_p);
+            let last_pb = b.ins().icmp_imm_s(IntCC::Equal, pb, pblocks as i64 - 1);
             let g = b.ins().urem_imm_u(ng, geo.group as i64);
             let x_g = kit::offset(b, x, ng, geo.cg as i64 * in_len * 4, 0);
             let y_g = kit::offset(b, y, ng, mg as i64 * out_bytes, 0);
@@ -172,10 +189,15 @@ pub(super) fn emit(
                     let args = [k_v, x_g, lda, offs_p, w_t, y_p, ldy, f, bias_v, r_p, params];
                     b.ins().call_indirect(sig, callee, &args);
                 };
-                for_range(b, 0, (n_len / MR) as i64, 1, |b, pt| call(b, pt, MR));
+                for_dyn(b, p0, p1, 1, |b, pt| call(b, pt, MR));
                 if !n_len.is_multiple_of(MR) {
+                    let (then, join) = (b.create_block(), b.create_block());
+                    b.ins().brif(last_pb, then, &[], join, &[]);
+                    b.switch_to_block(then);
                     let pt = b.ins().iconst(ptr, (n_len / MR) as i64);
                     call(b, pt, n_len % MR);
+                    b.ins().jump(join, &[]);
+                    b.switch_to_block(join);
                 }
             };
             let t0 = b.ins().imul_imm_s(ch, chunk as i64);
