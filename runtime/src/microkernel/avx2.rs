@@ -317,7 +317,7 @@ fn exp(x: __m256) -> __m256 {
 }
 
 impl PackGeo {
-    fn read(t: *const i64) -> PackGeo {
+    pub(super) fn read(t: *const i64) -> PackGeo {
         // SAFETY: `t` points at the 11 values `table` wrote (the caller's contract).
         let v = |i: usize| unsafe { *t.add(i) } as usize;
         PackGeo {

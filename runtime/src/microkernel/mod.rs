@@ -16,7 +16,10 @@
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
+mod avx2_small;
+#[cfg(target_arch = "x86_64")]
 mod avx2_winograd;
+#[cfg(target_arch = "x86_64")]
 mod depthwise;
 
 use cnnc_ir::UnaryOp;
@@ -295,6 +298,20 @@ pub(crate) struct Microkernels {
     /// x: *const f32, y: *mut f32, m: usize, panels: usize, flags: u32, bias: *const f32,
     /// residual: *const f32, p0: f32, p1: f32)`.
     pub sgemv_panels: u64,
+    /// Small output maps and stride-2 columns (`avx2_small`): the transposed tile
+    /// `sgemm_6x16_t` (6 pixels read in place × 16 channels, stored channel-major) with the C
+    /// signature `(k: usize, x: *const f32, lda: usize, offs: *const i64, w: *const f32,
+    /// y: *mut f32, ldy: usize, flags: u32, bias: *const f32, residual: *const f32,
+    /// params: u64)` (`params`: the activation's `p0` and `p1` as f32 bits, low and high
+    /// half), and `pack_b_im2col_s2`, `pack_b_im2col` for column stride 2 (same signature).
+    pub small: SmallKernels,
+}
+
+/// See [`Microkernels::small`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SmallKernels {
+    pub sgemm_6x16_t: u64,
+    pub pack_b_im2col_s2: u64,
 }
 
 /// The microkernels this host may run under `choice`, or `None` (use the Cranelift kernels).
@@ -325,6 +342,7 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
                 winograd_output: wout.map(|f| f as usize as u64),
                 dw_conv_2d: dw as usize as u64,
                 sgemv_panels: gemv as usize as u64,
+                small: avx2_small::kernels(),
             });
         }
     }

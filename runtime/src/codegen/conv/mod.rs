@@ -8,7 +8,12 @@
 //!   concurrent `Model::run` has its own), weights packed at load into 6-channel panels, a
 //!   generated driver calling the precompiled 6×16 microkernel per register tile; bias,
 //!   residual and every fused activation applied by the microkernel in registers. 1×1
-//!   stride-1 convs with few output channels read the input in place instead of packing it.
+//!   stride-1 convs with few output channels read the input in place instead of packing it;
+//!   1×1 convs on small output maps (≤ 256 pixels; ≤ 1024 strided; ≤ 4096 with ≤ 64
+//!   channels) run
+//!   transposed (`packed/swap.rs`: pixels as the tile's 6-row side read in place, channels
+//!   its 16-wide side, the whole reduction in registers, no scratch); stride-2 columns are
+//!   packed by deinterleaving contiguous loads.
 //! - [`direct`]: every conv; vectorized over output channels. Weights are packed at load
 //!   (`[group][tile of 8 channels][c][taps][8]`) so one f32x4 load gives 4 output channels; each
 //!   input pixel is `splat(load)`ed and feeds 2 such vectors. A register tile is 8 output
