@@ -523,18 +523,8 @@ fn insert(r: (__m256, __m256), off: usize, n: usize, a: __m256, b: __m256) -> (_
 
 #[cfg(test)]
 mod tests {
-    use super::super::Act;
+    use super::super::{Act, lcg};
     use super::*;
-
-    fn lcg(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-                (s >> 8) as f32 / (1 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
 
     /// `act` on one value, in f64 (the kernel's own formulas are pinned bit for bit against
     /// the Cranelift activation kernels in `codegen::conv::packed_tests`).

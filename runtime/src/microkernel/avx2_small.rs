@@ -375,18 +375,8 @@ fn evens(a: __m256, b: __m256) -> __m256 {
 #[cfg(test)]
 mod tests {
     use super::super::avx2::sgemm_6x16;
-    use super::super::{Act, Choice, select, tile_flags};
+    use super::super::{Act, Choice, lcg, select, tile_flags};
     use super::*;
-
-    fn lcg(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-                (s >> 8) as f32 / (1 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
 
     /// The epilogue in scalar f32, operation for operation (exact except Sigmoid's `exp`).
     fn act_f32(act: Option<Act>, v: f32) -> f32 {

@@ -348,3 +348,15 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
     }
     None
 }
+
+/// `n` deterministic values in [-0.5, 0.5) (the microkernel tests' data).
+#[cfg(test)]
+pub(crate) fn lcg(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+            (s >> 8) as f32 / (1 << 24) as f32 - 0.5
+        })
+        .collect()
+}
