@@ -2,108 +2,15 @@
 //! e-class, shared subgraphs such as residual branches once, graph outputs under one
 //! `outputs` root); [`to_graph`] turns an extracted term back into an IR graph.
 //!
-//! The analysis ([`CnnAnalysis`]) owns what the leaves refer to — the attribute table, the
-//! weight store, the graph inputs — and gives every e-class its output types and whether it
-//! is computed from weights only (constant-foldable).
+//! The analysis ([`CnnAnalysis`], in `crate::analysis`) owns what the leaves refer to.
 
 use std::collections::HashMap;
 
-use cnnc_ir::{Graph, GraphOutput, Op, Tensor, TensorType, ValueRef, VerifiedGraph, WeightId};
-use egg::{Analysis, DidMerge, EGraph, Id, Language, RecExpr};
+use cnnc_ir::{Graph, GraphOutput, Op, Tensor, ValueRef, VerifiedGraph, WeightId};
+use egg::{EGraph, Id, Language, RecExpr};
 
-use crate::lang::{AttrRef, AttrTable, Cnn, InputRef, OutIndex, WeightRef};
-
-/// What the leaves of an e-graph refer to, and the per-class facts rules rely on.
-#[derive(Clone, Debug, Default)]
-pub struct CnnAnalysis {
-    pub attrs: AttrTable,
-    /// The weight store, by [`WeightRef`] index.
-    pub weights: Vec<Tensor>,
-    /// Names of the weights (for the IR nodes they become).
-    pub weight_names: Vec<String>,
-    /// Graph inputs, by [`InputRef`] index.
-    pub inputs: Vec<(String, TensorType)>,
-    /// Graph output names, in the order of the `outputs` root's children.
-    pub output_names: Vec<String>,
-    /// The graph's name.
-    pub graph_name: String,
-    /// Weights rules derived, by a key naming the rule and its operands, so that a rule
-    /// applied again in a later iteration reuses them.
-    pub derived: HashMap<String, (Id, Id)>,
-}
-
-/// Facts about an e-class.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ClassData {
-    /// Output types of the class's value(s); empty for leaves (attributes, indices) and the
-    /// `outputs` root.
-    pub types: Vec<TensorType>,
-    /// Computed from weights alone (a weight, or an op whose operands all are).
-    pub weights_only: bool,
-}
-
-impl Analysis<Cnn> for CnnAnalysis {
-    type Data = ClassData;
-
-    fn make(egraph: &mut EGraph<Cnn, Self>, enode: &Cnn, _id: Id) -> ClassData {
-        let a = &egraph.analysis;
-        let data = |id: Id| &egraph[id].data;
-        match enode {
-            Cnn::Input(leaf) => {
-                let types = match &egraph[*leaf].nodes[..] {
-                    [Cnn::InputLeaf(r)] => a.inputs.get(r.0 as usize).map(|(_, t)| vec![t.clone()]),
-                    _ => None,
-                };
-                ClassData { types: types.unwrap_or_default(), weights_only: false }
-            }
-            Cnn::Weight(leaf) => {
-                let types = match &egraph[*leaf].nodes[..] {
-                    [Cnn::WeightLeaf(r)] => a.weights.get(r.0 as usize).map(|t| vec![t.ty()]),
-                    _ => None,
-                };
-                ClassData { types: types.unwrap_or_default(), weights_only: true }
-            }
-            Cnn::Get([idx, node]) => {
-                let slot = match &egraph[*idx].nodes[..] {
-                    [Cnn::Out(i)] => i.0 as usize,
-                    _ => usize::MAX,
-                };
-                let d = data(*node);
-                ClassData { types: d.types.get(slot).cloned().into_iter().collect(), weights_only: d.weights_only }
-            }
-            Cnn::Outputs(_) | Cnn::Attr(_) | Cnn::WeightLeaf(_) | Cnn::InputLeaf(_) | Cnn::Out(_) => {
-                ClassData { types: Vec::new(), weights_only: false }
-            }
-            _ => {
-                let children = enode.op_children().expect("every other variant is an op");
-                let types = match &egraph[children[0]].nodes[..] {
-                    [Cnn::Attr(r)] => a.attrs.get(*r).outputs.clone(),
-                    _ => Vec::new(),
-                };
-                let weights_only = children[1..].iter().all(|&c| data(c).weights_only);
-                ClassData { types, weights_only }
-            }
-        }
-    }
-
-    fn merge(&mut self, a: &mut ClassData, b: ClassData) -> DidMerge {
-        // Equal values have equal types; a rule that merges classes of different types is a
-        // bug, caught here in debug builds.
-        debug_assert!(a.types.is_empty() || b.types.is_empty() || a.types == b.types, "{a:?} vs {b:?}");
-        let mut changed_a = false;
-        if a.types.is_empty() && !b.types.is_empty() {
-            a.types = b.types.clone();
-            changed_a = true;
-        }
-        // Weights-only is a property of the value: one weights-only form proves it.
-        let changed_b = a.weights_only && !b.weights_only;
-        if b.weights_only && !a.weights_only {
-            a.weights_only = true;
-            changed_a = true;
-        }
-        DidMerge(changed_a, changed_b)
-    }
-}
+use crate::analysis::CnnAnalysis;
+use crate::lang::{AttrRef, Cnn, InputRef, OutIndex, WeightRef};
 
 /// A graph in an e-graph: the e-graph and its root (the `outputs` e-class).
 pub struct Loaded {
@@ -181,6 +88,15 @@ pub enum ToGraphError {
 /// leaves resolved through `analysis`. Each term node becomes one IR node; weights and inputs
 /// are added once each.
 pub fn to_graph(expr: &RecExpr<Cnn>, analysis: &CnnAnalysis) -> Result<Graph, ToGraphError> {
+    to_graph_values(expr, analysis).map(|(g, _)| g)
+}
+
+/// [`to_graph`], also giving the IR value(s) each term node became (`values[i]` for node `i`;
+/// empty for leaves and the root).
+pub fn to_graph_values(
+    expr: &RecExpr<Cnn>,
+    analysis: &CnnAnalysis,
+) -> Result<(Graph, Vec<Vec<ValueRef>>), ToGraphError> {
     let nodes = expr.as_ref();
     let mut g = Graph::new(analysis.graph_name.clone());
     // Inputs keep their numbering even when unused.
@@ -250,5 +166,5 @@ pub fn to_graph(expr: &RecExpr<Cnn>, analysis: &CnnAnalysis) -> Result<Graph, To
     // `children` of every node precede it in a RecExpr, so the graph is built in a valid
     // order; `Language::children` is used by egg's own checks.
     debug_assert!(nodes.iter().enumerate().all(|(i, n)| n.children().iter().all(|&c| usize::from(c) < i)));
-    Ok(g)
+    Ok((g, vals))
 }

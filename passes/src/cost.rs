@@ -19,10 +19,10 @@ use std::collections::BTreeMap;
 use cnnc_ir::{Graph, NodeId, Op, TensorType};
 use egg::EGraph;
 
-use crate::convert::CnnAnalysis;
+use crate::analysis::CnnAnalysis;
+use crate::analysis::{attr_of, weight_of};
 use crate::extract::NodeCost;
 use crate::lang::Cnn;
-use crate::rules::{attr_of, weight_of};
 
 /// The price, in µs, of a kernel the oracle could not time: high enough that extraction takes
 /// any measurable alternative, finite so that a graph whose only form is unmeasurable (an op

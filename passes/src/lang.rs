@@ -176,6 +176,11 @@ impl Cnn {
     }
 }
 
+/// An approximate proposal (`crate::approx`): its number in the proposal list of the run that
+/// made it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProposalId(pub u32);
+
 /// One op application's data: the op with its attributes, its output types, and a name for
 /// the node it becomes (the IR node it came from, or one a rule chose).
 #[derive(Clone, Debug, PartialEq)]
@@ -183,6 +188,9 @@ pub struct AttrEntry {
     pub op: Op,
     pub outputs: Vec<TensorType>,
     pub name: String,
+    /// The approximate proposal this op is a factor of; part of the interning key, so a
+    /// proposal's e-node never hash-conses with an exact one.
+    pub proposal: Option<ProposalId>,
 }
 
 /// The interned attribute entries an e-graph's `@n` leaves refer to. Structurally equal
@@ -197,14 +205,36 @@ pub struct AttrTable {
 impl AttrTable {
     /// The reference of `(op, outputs)`, interned.
     pub fn intern(&mut self, op: &Op, outputs: &[TensorType], name: &str) -> AttrRef {
+        self.intern_entry(op, outputs, name, None)
+    }
+
+    /// The reference of `(op, outputs)` as a factor of `proposal`, interned apart from every
+    /// exact entry and every other proposal's.
+    pub fn intern_proposal(&mut self, op: &Op, outputs: &[TensorType], name: &str, proposal: ProposalId) -> AttrRef {
+        self.intern_entry(op, outputs, name, Some(proposal))
+    }
+
+    /// The reference of an exact `(op, outputs)` if it is interned.
+    pub fn lookup(&self, op: &Op, outputs: &[TensorType]) -> Option<AttrRef> {
+        self.index.get(&Self::key(op, outputs, None)).copied()
+    }
+
+    fn key(op: &Op, outputs: &[TensorType], proposal: Option<ProposalId>) -> String {
         // `Op` holds f32 attributes (no `Eq`/`Hash`); its `Debug` text is exact (shortest
         // round-trip float formatting) and deterministic, so it serves as the key.
-        let key = format!("{op:?}|{outputs:?}");
+        match proposal {
+            None => format!("{op:?}|{outputs:?}"),
+            Some(p) => format!("{op:?}|{outputs:?}|proposal {}", p.0),
+        }
+    }
+
+    fn intern_entry(&mut self, op: &Op, outputs: &[TensorType], name: &str, proposal: Option<ProposalId>) -> AttrRef {
+        let key = Self::key(op, outputs, proposal);
         if let Some(&r) = self.index.get(&key) {
             return r;
         }
         let r = AttrRef(u32::try_from(self.entries.len()).expect("fewer than 2^32 distinct ops"));
-        self.entries.push(AttrEntry { op: op.clone(), outputs: outputs.to_vec(), name: name.to_owned() });
+        self.entries.push(AttrEntry { op: op.clone(), outputs: outputs.to_vec(), name: name.to_owned(), proposal });
         self.index.insert(key, r);
         r
     }

@@ -141,3 +141,58 @@ macro_rules! shared_model_tests {
         fn $name() { super::$check(stringify!($name)); }
     )* };
 }
+
+/// An [`cnnc_passes::Evaluator`] over the reference interpreter, with each split's samples in
+/// memory (one input list per sample, batch 1): the tests' stand-in for the compiler's runtime
+/// evaluator. Taps become extra graph outputs.
+pub struct ReferenceEvaluator {
+    pub splits: HashMap<cnnc_passes::Split, Vec<Sample>>,
+}
+
+/// One calibration sample: the model's inputs (batch 1) and its label, if any.
+pub type Sample = (Vec<Tensor>, Option<i64>);
+
+impl cnnc_passes::Evaluator for ReferenceEvaluator {
+    fn len(&self, split: cnnc_passes::Split) -> usize {
+        self.splits.get(&split).map_or(0, Vec::len)
+    }
+
+    fn run(
+        &mut self,
+        graph: &VerifiedGraph,
+        split: cnnc_passes::Split,
+        taps: &[cnnc_ir::ValueRef],
+        sink: &mut dyn FnMut(cnnc_passes::EvalBatch<'_>) -> Result<(), cnnc_passes::EvalError>,
+    ) -> Result<(), cnnc_passes::EvalError> {
+        let samples = self.splits.get(&split).filter(|s| !s.is_empty());
+        let samples = samples.ok_or(cnnc_passes::EvalError::EmptySplit(split))?;
+        let mut g: cnnc_ir::Graph = (**graph).clone();
+        let n_out = g.outputs().len();
+        for (i, t) in taps.iter().enumerate() {
+            g.add_output(format!("tap{i}"), *t);
+        }
+        let g = cnnc_ir::verify(g).map_err(|e| cnnc_passes::EvalError::Failed(e.to_string()))?;
+        for (i, (inputs, label)) in samples.iter().enumerate() {
+            let outs =
+                cnnc_runtime::run_reference(&g, inputs).map_err(|e| cnnc_passes::EvalError::Failed(e.to_string()))?;
+            sink(cnnc_passes::EvalBatch {
+                first: i,
+                outputs: &outs[..n_out],
+                taps: &outs[n_out..],
+                labels: std::slice::from_ref(label),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Seeded uniform values in [-1, 1).
+pub fn uniform(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}

@@ -22,8 +22,9 @@
 use cnnc_ir::{BinaryOp, Op, Tensor};
 use egg::{Applier, EGraph, Id, PatternAst, Rewrite, Subst, Symbol};
 
-use super::{add_weight, attr_of, var, weight_of};
-use crate::convert::CnnAnalysis;
+use super::var;
+use crate::analysis::CnnAnalysis;
+use crate::analysis::{add_weight, attr_of, weight_of};
 use crate::lang::{Cnn, WeightRef};
 
 /// The rules of this family.

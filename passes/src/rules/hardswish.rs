@@ -19,8 +19,9 @@
 use cnnc_ir::{BinaryOp, Op, UnaryOp};
 use egg::{Applier, EGraph, Id, Pattern, PatternAst, Rewrite, Subst, Symbol};
 
-use super::{attr_of, var, weight_of};
-use crate::convert::CnnAnalysis;
+use super::var;
+use crate::analysis::CnnAnalysis;
+use crate::analysis::{attr_of, weight_of};
 use crate::lang::Cnn;
 
 /// The rules of this family.

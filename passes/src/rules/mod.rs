@@ -15,11 +15,11 @@ pub mod movement;
 pub mod pad_fold;
 pub mod winograd;
 
-use cnnc_ir::Tensor;
-use egg::{EGraph, Id, Rewrite, Runner, StopReason, Var};
+use egg::{Rewrite, Runner, StopReason, Var};
 
-use crate::convert::{CnnAnalysis, Loaded};
-use crate::lang::{AttrEntry, Cnn, WeightRef};
+use crate::analysis::CnnAnalysis;
+use crate::convert::Loaded;
+use crate::lang::Cnn;
 
 /// Which optional rule families a run uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,32 +120,4 @@ pub fn saturate(loaded: Loaded, rules: &[Rewrite<Cnn, CnnAnalysis>], limits: Lim
 /// The pattern variable `name` (e.g. `?x`) of a rule's pattern.
 pub(crate) fn var(name: &str) -> Var {
     name.parse().expect("a valid pattern variable")
-}
-
-/// The weight a class holds, if it contains a `(weight wN)` node.
-pub(crate) fn weight_of(egraph: &EGraph<Cnn, CnnAnalysis>, class: Id) -> Option<WeightRef> {
-    egraph[class].nodes.iter().find_map(|n| match n {
-        Cnn::Weight(leaf) => egraph[*leaf].nodes.iter().find_map(|l| match l {
-            Cnn::WeightLeaf(r) => Some(*r),
-            _ => None,
-        }),
-        _ => None,
-    })
-}
-
-/// The attribute entry of an `@n` leaf class.
-pub(crate) fn attr_of(egraph: &EGraph<Cnn, CnnAnalysis>, class: Id) -> Option<&AttrEntry> {
-    egraph[class].nodes.iter().find_map(|n| match n {
-        Cnn::Attr(r) if (r.0 as usize) < egraph.analysis.attrs.len() => Some(egraph.analysis.attrs.get(*r)),
-        _ => None,
-    })
-}
-
-/// Adds `tensor` to the weight store and returns the class of `(weight wN)`.
-pub(crate) fn add_weight(egraph: &mut EGraph<Cnn, CnnAnalysis>, tensor: Tensor, name: String) -> Id {
-    let r = WeightRef(u32::try_from(egraph.analysis.weights.len()).expect("fewer than 2^32 weights"));
-    egraph.analysis.weights.push(tensor);
-    egraph.analysis.weight_names.push(name);
-    let leaf = egraph.add(Cnn::WeightLeaf(r));
-    egraph.add(Cnn::Weight(leaf))
 }

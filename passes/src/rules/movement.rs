@@ -26,8 +26,9 @@
 use cnnc_ir::Op;
 use egg::{Applier, EGraph, Id, Pattern, PatternAst, Rewrite, Subst, Symbol};
 
-use super::{attr_of, var};
-use crate::convert::CnnAnalysis;
+use super::var;
+use crate::analysis::CnnAnalysis;
+use crate::analysis::attr_of;
 use crate::lang::Cnn;
 
 /// The rules of this family.

@@ -28,8 +28,8 @@
 use cnnc_ir::{ConvAlgo, ConvAttrs, Graph, Op};
 use egg::{Applier, EGraph, Id, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
 
-use super::attr_of;
-use crate::convert::CnnAnalysis;
+use crate::analysis::CnnAnalysis;
+use crate::analysis::attr_of;
 use crate::lang::Cnn;
 
 /// The rules of this family.

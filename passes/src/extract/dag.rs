@@ -19,49 +19,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use egg::{EGraph, Id, Language, RecExpr};
 
-use crate::convert::CnnAnalysis;
+use super::{ExtractError, NodeCost};
+use crate::analysis::CnnAnalysis;
 use crate::lang::Cnn;
-
-/// The cost of one e-node (its own work, not its operands').
-pub trait NodeCost {
-    fn cost(&self, egraph: &EGraph<Cnn, CnnAnalysis>, node: &Cnn) -> f64;
-}
-
-/// A roofline-style stand-in: `multiplies + bytes_per_mac⁻¹ · bytes written` (multiplies as
-/// [`cnnc_ir::node_multiplies`] counts them: fewer for a Winograd conv). Sources, leaves and the
-/// root cost nothing.
-#[derive(Clone, Copy, Debug)]
-pub struct MacCost {
-    /// MAC-equivalents charged per output byte (memory traffic of element-wise ops).
-    pub per_byte: f64,
-}
-
-impl Default for MacCost {
-    fn default() -> MacCost {
-        MacCost { per_byte: 0.25 }
-    }
-}
-
-impl NodeCost for MacCost {
-    fn cost(&self, egraph: &EGraph<Cnn, CnnAnalysis>, node: &Cnn) -> f64 {
-        let Some(children) = node.op_children() else { return 0.0 };
-        let Some(attr) = crate::rules::attr_of(egraph, children[0]) else { return f64::INFINITY };
-        let inputs: Vec<&cnnc_ir::TensorType> =
-            children[1..].iter().filter_map(|&c| egraph[c].data.types.first()).collect();
-        let macs = cnnc_ir::node_multiplies(&attr.op, &inputs, &attr.outputs) as f64;
-        let bytes: f64 = attr.outputs.iter().map(|t| (t.numel() * t.dtype.size_bytes()) as f64).sum();
-        macs + self.per_byte * bytes
-    }
-}
-
-/// Why extraction failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ExtractError {
-    #[error("no finite-cost, acyclic choice reaches e-class {0}")]
-    Unreachable(usize),
-    #[error("the extracted term is not a graph: {0}")]
-    NotAGraph(String),
-}
 
 /// The classes a choice needs, with each class's own node cost.
 type CostSet = BTreeMap<Id, f64>;
@@ -98,6 +58,27 @@ pub fn extract_dag_seeded(
     cost: &impl NodeCost,
     seed: &Seed,
 ) -> Result<(RecExpr<Cnn>, f64), ExtractError> {
+    extract_dag_choice(egraph, root, cost, seed).map(|x| (x.expr, x.cost))
+}
+
+/// An extracted DAG: the term, the e-class each term node was chosen from, and its total cost.
+#[derive(Clone, Debug)]
+pub struct Extracted {
+    pub expr: RecExpr<Cnn>,
+    /// `classes[i]` is the (canonical) e-class of `expr`'s node `i`, and `enodes[i]` the
+    /// e-node chosen there (children as canonical e-classes).
+    pub classes: Vec<Id>,
+    pub enodes: Vec<Cnn>,
+    pub cost: f64,
+}
+
+/// [`extract_dag_seeded`], also naming each term node's e-class.
+pub fn extract_dag_choice(
+    egraph: &EGraph<Cnn, CnnAnalysis>,
+    root: Id,
+    cost: &impl NodeCost,
+    seed: &Seed,
+) -> Result<Extracted, ExtractError> {
     let root = egraph.find(root);
     // Node costs, computed once.
     let mut own: HashMap<(Id, usize), f64> = HashMap::new();
@@ -168,12 +149,44 @@ pub fn extract_dag_seeded(
     if !total.is_finite() {
         return Err(ExtractError::Unreachable(usize::from(root)));
     }
-    let chosen = |id: Id| -> Cnn {
-        let id = egraph.find(id);
-        egraph[id].nodes[choice[&id]].clone()
-    };
-    let expr = egraph[root].nodes[choice[&root]].build_recexpr(chosen);
-    Ok((expr, total))
+    let (expr, classes) = build_term(egraph, root, &choice);
+    let enodes =
+        classes.iter().map(|id| egraph[*id].nodes[choice[id]].clone().map_children(|c| egraph.find(c))).collect();
+    Ok(Extracted { expr, classes, enodes, cost: total })
+}
+
+/// The term `choice` picks from `root`, each class once, operands before their users, in the
+/// order egg's `Language::build_recexpr` gives (so artifacts keep their node order).
+fn build_term(egraph: &EGraph<Cnn, CnnAnalysis>, root: Id, choice: &HashMap<Id, usize>) -> (RecExpr<Cnn>, Vec<Id>) {
+    let node_of = |id: Id| &egraph[id].nodes[choice[&id]];
+    let mut expr = RecExpr::default();
+    let mut classes = Vec::new();
+    let mut index: HashMap<Id, Id> = HashMap::new();
+    let mut todo: Vec<Id> = node_of(root).children().iter().map(|&c| egraph.find(c)).collect();
+    while let Some(&id) = todo.last() {
+        if index.contains_key(&id) {
+            todo.pop();
+            continue;
+        }
+        let node = node_of(id);
+        let mut ready = true;
+        for &k in node.children() {
+            let k = egraph.find(k);
+            if !index.contains_key(&k) {
+                ready = false;
+                todo.push(k);
+            }
+        }
+        if ready {
+            let n = node.clone().map_children(|c| index[&egraph.find(c)]);
+            index.insert(id, expr.add(n));
+            classes.push(id);
+            todo.pop();
+        }
+    }
+    expr.add(node_of(root).clone().map_children(|c| index[&egraph.find(c)]));
+    classes.push(root);
+    (expr, classes)
 }
 
 /// Local search by single swaps from `choice`: the improved choice and its DAG cost.

@@ -1,0 +1,97 @@
+//! Calibration statistics of a layer: its input patches at subsampled output positions,
+//! folded into the second moment the families fit on ([`super::linalg::Moments`]).
+//!
+//! Patches are laid out as the conv weight is (`c·kh·kw + i·kw + j`, zeros outside the input,
+//! as padding gives), so `W̃ x̃` is the layer's output at that position. Positions are a
+//! deterministic subsample (at most `max_pixels` per image, drawn by a seeded LCG), so memory
+//! and time are bounded by the layer's width, not by the image size.
+
+use cnnc_ir::Tensor;
+
+use super::linalg::Moments;
+use super::{Layer, LayerKind};
+
+/// Adds the patches of the layer input `x` (dim 0 any multiple of the layer's batch: several
+/// calibration samples) at up to `max_pixels` output positions per image to `moments`.
+/// `seed` makes the choice of positions deterministic (the caller passes the sample index).
+pub fn accumulate(moments: &mut Moments, layer: &Layer, x: &Tensor, max_pixels: usize, seed: u64) {
+    let Some(data) = x.as_f32() else { return };
+    match &layer.kind {
+        LayerKind::Dense { .. } => {
+            if data.len() % layer.patch_len().max(1) == 0 {
+                moments.add_rows(data);
+            }
+        }
+        LayerKind::Conv(a) => {
+            let shape = x.shape();
+            let (c, h, w) = (shape[1], shape[2], shape[3]);
+            let (oh, ow) = (layer.out_type.shape[2], layer.out_type.shape[3]);
+            let (kh, kw) = (a.kernel[0], a.kernel[1]);
+            let plane = c * h * w;
+            let mut rows: Vec<f32> = Vec::new();
+            let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+            for (img, xs) in data.chunks_exact(plane).enumerate() {
+                let n_out = oh * ow;
+                let picks: Vec<usize> = if n_out <= max_pixels {
+                    (0..n_out).collect()
+                } else {
+                    (0..max_pixels)
+                        .map(|_| {
+                            state =
+                                state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407 + img as u64);
+                            ((state >> 33) as usize) % n_out
+                        })
+                        .collect()
+                };
+                for p in picks {
+                    let (py, px) = (p / ow, p % ow);
+                    for ch in 0..c {
+                        for i in 0..kh {
+                            let y = (py * a.strides[0] + i * a.dilations[0]) as isize - a.pads[0] as isize;
+                            for j in 0..kw {
+                                let xx = (px * a.strides[1] + j * a.dilations[1]) as isize - a.pads[1] as isize;
+                                let inside = y >= 0 && (y as usize) < h && xx >= 0 && (xx as usize) < w;
+                                rows.push(if inside { xs[ch * h * w + y as usize * w + xx as usize] } else { 0.0 });
+                            }
+                        }
+                    }
+                }
+            }
+            moments.add_rows(&rows);
+        }
+    }
+}
+
+/// The input second moment of every layer on the fit split: runs `graph` (the lossless graph
+/// the layers were found in) through `evaluator` with `taps[i]` (layer `i`'s input value in
+/// `graph`) streamed, sampling at most `max_pixels` output positions per image. A layer whose
+/// tap streamed nothing gets `None`.
+pub fn collect_moments(
+    evaluator: &mut dyn crate::Evaluator,
+    graph: &cnnc_ir::VerifiedGraph,
+    layers: &[Layer],
+    taps: &[cnnc_ir::ValueRef],
+    max_pixels: usize,
+) -> Result<Vec<Option<super::linalg::SecondMoment>>, crate::EvalError> {
+    let mut unique: Vec<cnnc_ir::ValueRef> = Vec::new();
+    let slot: Vec<usize> = taps
+        .iter()
+        .map(|t| match unique.iter().position(|u| u == t) {
+            Some(i) => i,
+            None => {
+                unique.push(*t);
+                unique.len() - 1
+            }
+        })
+        .collect();
+    let mut moments: Vec<Moments> = layers.iter().map(|l| Moments::new(l.patch_len())).collect();
+    evaluator.run(graph, crate::Split::Fit, &unique, &mut |batch| {
+        for (li, layer) in layers.iter().enumerate() {
+            if let Some(x) = batch.taps.get(slot[li]) {
+                accumulate(&mut moments[li], layer, x, max_pixels, batch.first as u64);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(moments.into_iter().map(Moments::finish).collect())
+}

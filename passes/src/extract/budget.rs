@@ -1,0 +1,176 @@
+//! Budgeted extraction: the lowest-latency DAG whose approximate proposals' predicted error
+//! stays within a budget — a multiple-choice knapsack over the layers, solved by Lagrangian
+//! relaxation: the DAG extractor ([`super::extract_dag_choice`]) minimizes
+//! `latency + λ · error`, where each chosen proposal's error is charged once, on the weight it
+//! derived that every variant built around it shares (`CnnAnalysis::charged`). Sweeping λ from
+//! ∞ (lossless: charged weights cannot be chosen) down to 0 traces the latency/error trade-off
+//! curve; the fastest point within budget wins, after bisecting λ between the last feasible and
+//! the first infeasible point of the sweep.
+//!
+//! A Lagrangian point is optimal for the budget equal to its own error, so the answer can sit
+//! below the budget by the gap between two neighbouring curve points; the local search of the
+//! DAG extractor is what every point shares.
+
+use std::collections::BTreeSet;
+
+use egg::{EGraph, Id};
+
+use super::dag::{Seed, extract_dag_choice};
+use super::{ExtractError, NodeCost};
+use crate::analysis::CnnAnalysis;
+use crate::lang::{Cnn, ProposalId};
+
+/// Powers of two of λ (relative to `lossless latency / budget`) the sweep visits, high to low.
+const SWEEP_EXPONENTS: std::ops::RangeInclusive<i32> = -14..=4;
+/// Bisection steps between the last feasible and the first infeasible sweep point.
+const BISECTIONS: usize = 6;
+
+/// One point of the trade-off curve.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CurvePoint {
+    /// The Lagrange multiplier (µs per unit of error); `f64::INFINITY` for the lossless point.
+    pub lambda: f64,
+    /// Predicted latency (µs, the node costs' unit) and error (the sum of the chosen proposals').
+    pub latency: f64,
+    pub error: f64,
+    /// The proposals the point uses, ascending.
+    pub proposals: Vec<ProposalId>,
+}
+
+/// The chosen DAG and the curve that led to it.
+#[derive(Clone, Debug)]
+pub struct Budgeted {
+    pub extracted: super::dag::Extracted,
+    /// The chosen point (a copy of one entry of `curve`).
+    pub point: CurvePoint,
+    /// Every distinct point the sweep found, by λ descending.
+    pub curve: Vec<CurvePoint>,
+}
+
+/// Why budgeted extraction failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BudgetError {
+    #[error("error budget {0} is not a non-negative number")]
+    BadBudget(f64),
+    #[error(transparent)]
+    Extract(#[from] ExtractError),
+}
+
+/// Prices a node with `base`, plus `λ · error` for a weight that carries a proposal's charge.
+struct Charged<'a, C> {
+    base: &'a C,
+    lambda: f64,
+    errors: &'a [f64],
+}
+
+impl<C: NodeCost> NodeCost for Charged<'_, C> {
+    fn cost(&self, egraph: &EGraph<Cnn, CnnAnalysis>, node: &Cnn) -> f64 {
+        let base = self.base.cost(egraph, node);
+        match charge_of(egraph, node) {
+            Some(p) => {
+                let e = self.errors.get(p.0 as usize).copied().unwrap_or(f64::INFINITY);
+                // 0 · ∞ (a free proposal at λ = ∞) stays 0: only errors cost.
+                if e == 0.0 { base } else { base + self.lambda * e }
+            }
+            None => base,
+        }
+    }
+}
+
+/// The proposal whose charge a `(weight wN)` node carries.
+fn charge_of(egraph: &EGraph<Cnn, CnnAnalysis>, node: &Cnn) -> Option<ProposalId> {
+    let Cnn::Weight(leaf) = node else { return None };
+    egraph[*leaf].nodes.iter().find_map(|l| match l {
+        Cnn::WeightLeaf(r) => egraph.analysis.charged.get(r).copied(),
+        _ => None,
+    })
+}
+
+/// Extracts the fastest DAG from `root` whose chosen proposals' errors (`errors[p]` for
+/// proposal `p`) sum to at most `budget`. `cost` prices latency. Never fails where lossless
+/// extraction succeeds: the lossless DAG (error 0) is always a candidate.
+pub fn extract_budgeted(
+    egraph: &EGraph<Cnn, CnnAnalysis>,
+    root: Id,
+    cost: &impl NodeCost,
+    errors: &[f64],
+    budget: f64,
+    seed: &Seed,
+) -> Result<Budgeted, BudgetError> {
+    if !(budget >= 0.0 && budget.is_finite()) {
+        return Err(BudgetError::BadBudget(budget));
+    }
+    let point_at = |lambda: f64| -> Result<(CurvePoint, super::dag::Extracted), ExtractError> {
+        let ext = extract_dag_choice(egraph, root, &Charged { base: cost, lambda, errors }, seed)?;
+        let latency = ext.enodes.iter().map(|n| cost.cost(egraph, n)).sum();
+        let used: BTreeSet<ProposalId> = ext.expr.as_ref().iter().filter_map(|n| term_charge(egraph, n)).collect();
+        let error = used.iter().map(|p| errors.get(p.0 as usize).copied().unwrap_or(f64::INFINITY)).sum();
+        Ok((CurvePoint { lambda, latency, error, proposals: used.into_iter().collect() }, ext))
+    };
+
+    let (lossless, lossless_ext) = point_at(f64::INFINITY)?;
+    let mut best = (lossless.clone(), lossless_ext);
+    let mut curve = vec![lossless.clone()];
+    if budget > 0.0 && errors.iter().any(|e| e.is_finite()) {
+        let unit = lossless.latency.max(f64::MIN_POSITIVE) / budget;
+        let mut feasible_lambda = f64::INFINITY;
+        let mut infeasible_lambda = None;
+        for k in SWEEP_EXPONENTS.rev() {
+            let lambda = unit * 2f64.powi(k);
+            let (p, ext) = point_at(lambda)?;
+            let fits = p.error <= budget;
+            if fits {
+                feasible_lambda = lambda;
+            } else if infeasible_lambda.is_none() {
+                infeasible_lambda = Some(lambda);
+            }
+            consider(&mut best, &mut curve, p, ext, budget);
+            if !fits {
+                break;
+            }
+        }
+        // Bisect (geometrically) between the last λ within budget and the first beyond it.
+        if let Some(mut lo) = infeasible_lambda {
+            let mut hi = feasible_lambda;
+            if hi.is_finite() {
+                for _ in 0..BISECTIONS {
+                    let mid = (lo * hi).sqrt();
+                    let (p, ext) = point_at(mid)?;
+                    if p.error <= budget {
+                        hi = mid;
+                    } else {
+                        lo = mid;
+                    }
+                    consider(&mut best, &mut curve, p, ext, budget);
+                }
+            }
+        }
+    }
+    curve.sort_by(|a, b| b.lambda.total_cmp(&a.lambda));
+    curve.dedup_by(|a, b| a.proposals == b.proposals && a.latency == b.latency);
+    let (point, extracted) = best;
+    Ok(Budgeted { extracted, point, curve })
+}
+
+/// Keeps `p` on the curve and as the best point if it fits the budget and is faster.
+fn consider(
+    best: &mut (CurvePoint, super::dag::Extracted),
+    curve: &mut Vec<CurvePoint>,
+    p: CurvePoint,
+    ext: super::dag::Extracted,
+    budget: f64,
+) {
+    if p.error <= budget && p.latency < best.0.latency {
+        *best = (p.clone(), ext);
+    }
+    curve.push(p);
+}
+
+/// The charge of a term node (a `(weight wN)` whose leaf child is resolved in the e-graph's
+/// analysis by its weight number).
+fn term_charge(egraph: &EGraph<Cnn, CnnAnalysis>, node: &Cnn) -> Option<ProposalId> {
+    match node {
+        Cnn::WeightLeaf(r) => egraph.analysis.charged.get(r).copied(),
+        _ => None,
+    }
+}

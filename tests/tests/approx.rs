@@ -1,0 +1,362 @@
+//! Approximate proposals (`cnnc_passes::approx`) and budgeted extraction: each family fires
+//! where it should and not where it must not, its predicted layer error is the error measured
+//! by running the proposal, the error falls as the rank rises, proposals never merge e-classes
+//! that existed before them, and the budget is honoured.
+//!
+//! Calibration data here: seeded uniform inputs through the reference interpreter
+//! (`ReferenceEvaluator`), every output pixel sampled, so the fit split's statistics are exact.
+
+use std::collections::{HashMap, HashSet};
+
+use cnnc_ir::{ConvAlgo, ConvAttrs, Graph, Op, Tensor, TensorType, UnaryOp, VerifiedGraph, verify};
+use cnnc_passes::approx::stats::collect_moments;
+use cnnc_passes::approx::{Family, Layer, Proposal, ProposalConfig, augmented_weight, error, svd, tucker2};
+use cnnc_passes::{
+    Cnn, CnnAnalysis, Limits, MacCost, Metric, NodeCost, RuleOptions, SpeedSearch, Split, WeightRef, extract_budgeted,
+    extract_dag_choice, to_graph, weight_of,
+};
+use cnnc_runtime::run_reference;
+use cnnc_tests::{ReferenceEvaluator, rel_l2, uniform};
+use egg::{EGraph, Id};
+
+/// Every output pixel of the test layers is sampled (they have at most 16×16 outputs).
+const ALL_PIXELS: usize = 1 << 20;
+
+fn conv_attrs(k: usize, stride: usize, pad: usize, group: usize) -> ConvAttrs {
+    ConvAttrs {
+        kernel: vec![k, k],
+        strides: vec![stride, stride],
+        dilations: vec![1, 1],
+        pads: vec![pad; 4],
+        group,
+        algo: ConvAlgo::Direct,
+    }
+}
+
+/// Weights `[m, c/group, k, k]` of rank about `rank` (a product of two random factors) plus
+/// 1 % noise, so the output spectrum decays as trained layers' do.
+fn low_rank_weights(m: usize, cols: usize, rank: usize, seed: u64) -> Vec<f32> {
+    let a = uniform(m * rank, seed);
+    let b = uniform(rank * cols, seed + 1);
+    let noise = uniform(m * cols, seed + 2);
+    (0..m * cols)
+        .map(|i| {
+            let (o, j) = (i / cols, i % cols);
+            let s: f32 = (0..rank).map(|t| a[o * rank + t] * b[t * cols + j] * (1.0 / (t as f32 + 1.0))).sum();
+            s + 0.01 * noise[i]
+        })
+        .collect()
+}
+
+/// `x → conv → (relu)` with `layers` convs `(c_in, c_out, k, stride, pad, group)` in a chain.
+fn conv_chain(input: [usize; 4], layers: &[(usize, usize, usize, usize, usize, usize)], relu: bool) -> VerifiedGraph {
+    let mut g = Graph::new("chain");
+    let mut x = g.add_input("x", TensorType::f32(input.to_vec()));
+    for (i, &(c, m, k, s, p, group)) in layers.iter().enumerate() {
+        let cols = c / group * k * k;
+        let w = g.add_weight(
+            format!("w{i}"),
+            Tensor::from_f32([m, c / group, k, k], low_rank_weights(m, cols, 4, 10 * i as u64)).expect("shape"),
+        );
+        let b = g.add_weight(format!("b{i}"), Tensor::from_f32([m], uniform(m, 99 + i as u64)).expect("shape"));
+        x = g.add_node(format!("conv{i}"), Op::Conv(conv_attrs(k, s, p, group)), &[x, w, b]).expect("infers")[0];
+        if relu {
+            x = g.add_node(format!("relu{i}"), Op::Unary(UnaryOp::Relu), &[x]).expect("infers")[0];
+        }
+    }
+    g.add_output("y", x);
+    verify(g).expect("verifies")
+}
+
+fn evaluator(graph: &VerifiedGraph, fit: usize) -> ReferenceEvaluator {
+    let ty = &graph.node(graph.inputs()[0]).outputs[0];
+    let samples = |base: u64, n: usize| -> Vec<(Vec<Tensor>, Option<i64>)> {
+        (0..n)
+            .map(|i| {
+                // Non-negative inputs with a mean, as post-ReLU activations are.
+                let v: Vec<f32> = uniform(ty.numel(), base + i as u64).iter().map(|x| 0.5 * (x + 1.0)).collect();
+                (vec![Tensor::from_f32(ty.shape.clone(), v).expect("shape")], None)
+            })
+            .collect()
+    };
+    ReferenceEvaluator {
+        splits: HashMap::from([(Split::Fit, samples(1000, fit)), (Split::Validation, samples(2000, 2))]),
+    }
+}
+
+/// Saturates, extracts the lossless graph by MACs, gathers moments and proposes.
+struct Searched {
+    search: SpeedSearch,
+    proposals: Vec<Proposal>,
+    lossless: VerifiedGraph,
+    layers: Vec<Layer>,
+    classes_before: Vec<Id>,
+    ev: ReferenceEvaluator,
+}
+
+fn search(graph: &VerifiedGraph, config: &ProposalConfig) -> Searched {
+    let mut search = SpeedSearch::saturate(graph, RuleOptions { winograd: false }, Limits::default());
+    let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
+    let mut ev = evaluator(graph, 3);
+    let moments = collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, ALL_PIXELS)
+        .expect("calibration runs");
+    let classes_before: Vec<Id> = search.loaded.egraph.classes().map(|c| c.id).collect();
+    let (proposals, _) = search.propose(&lossless.layers, &moments, config);
+    Searched { search, proposals, lossless: lossless.graph, layers: lossless.layers, classes_before, ev }
+}
+
+/// MACs, but the layer ops that read `banned` weights cannot be chosen: forces a proposal.
+struct Forcing {
+    banned: HashSet<WeightRef>,
+}
+
+impl NodeCost for Forcing {
+    fn cost(&self, egraph: &EGraph<Cnn, CnnAnalysis>, node: &Cnn) -> f64 {
+        let uses_banned = node
+            .op_children()
+            .is_some_and(|c| c[1..].iter().any(|&k| weight_of(egraph, k).is_some_and(|w| self.banned.contains(&w))));
+        if uses_banned { f64::INFINITY } else { MacCost::default().cost(egraph, node) }
+    }
+}
+
+/// The graph with proposal `p` chosen for its layer (the layer's own weight and the other
+/// proposals' charged weights banned).
+fn forced(s: &Searched, p: &Proposal) -> VerifiedGraph {
+    let eg = &s.search.loaded.egraph;
+    // The layer's original weight: the one its plain op in the lossless graph reads.
+    let mut banned: HashSet<WeightRef> = s.proposals.iter().filter(|q| q.id != p.id).map(|q| q.charged).collect();
+    banned.insert(s.layers[p.layer].weight);
+    let ext = extract_dag_choice(eg, s.search.root(), &Forcing { banned: banned.clone() }, &s.search.seed)
+        .unwrap_or_else(|e| panic!("{e}: forcing {p:?} with {banned:?} banned; proposals {:?}", s.proposals));
+    verify(to_graph(&ext.expr, &eg.analysis).expect("a graph")).expect("verifies")
+}
+
+fn fit_inputs(ev: &ReferenceEvaluator) -> Vec<Vec<Tensor>> {
+    ev.splits[&Split::Fit].iter().map(|(x, _)| x.clone()).collect()
+}
+
+/// rel-L2 of `got` against `want` over every fit sample, pooled.
+fn pooled_rel_l2(want: &VerifiedGraph, got: &VerifiedGraph, inputs: &[Vec<Tensor>]) -> f64 {
+    let (mut num, mut den) = (0.0, 0.0);
+    for x in inputs {
+        let a = run_reference(want, x).expect("runs");
+        let b = run_reference(got, x).expect("runs");
+        let e = rel_l2(&b[0], &a[0]);
+        let n: f64 = cnnc_tests::values_f64(&a[0]).iter().map(|v| v * v).sum();
+        num += e * e * n;
+        den += n;
+    }
+    (num / den).sqrt()
+}
+
+fn config(families: &[Family], energies: &[f64]) -> ProposalConfig {
+    ProposalConfig { families: families.to_vec(), energies: energies.to_vec(), rank_quantum: 1, max_mac_fraction: 10.0 }
+}
+
+#[test]
+fn svd_predicted_layer_error_is_the_measured_one() {
+    // One 3×3 conv, 8 → 16 channels: the predicted error is exact on the fit split.
+    let g = conv_chain([1, 8, 10, 10], &[(8, 16, 3, 1, 1, 1)], false);
+    let s = search(&g, &config(&[Family::Svd], &[0.9, 0.99, 0.9999, 1.0]));
+    assert!(s.proposals.len() >= 3, "{:?}", s.proposals);
+    for p in &s.proposals {
+        let measured = pooled_rel_l2(&s.lossless, &forced(&s, p), &fit_inputs(&s.ev));
+        // f32 factor weights and the 1e-9 ridge: agreement to 1e-4 relative plus 1e-6.
+        assert!(
+            (measured - p.rel_error).abs() <= 1e-4 * p.rel_error + 1e-6,
+            "rank {:?}: measured {measured:.6e}, predicted {:.6e}",
+            p.ranks,
+            p.rel_error
+        );
+    }
+}
+
+#[test]
+fn full_rank_decompositions_reproduce_the_layer() {
+    let g = conv_chain([1, 8, 8, 8], &[(8, 12, 3, 1, 1, 1)], false);
+    let search = SpeedSearch::saturate(&g, RuleOptions { winograd: false }, Limits::default());
+    let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
+    let mut ev = evaluator(&g, 3);
+    let moments =
+        collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, ALL_PIXELS).expect("runs");
+    let (layer, sigma) = (&lossless.layers[0], moments[0].as_ref().expect("moments"));
+    let w = augmented_weight(&search.loaded.egraph, layer).expect("weights");
+    // The predicted error equals the measured one (the tests above); at full rank it is the
+    // ridge's (1e-9 of the mean diagonal) and f64 rounding: below 1e-5.
+    let svd = svd::form_at(layer, &w, sigma, 12);
+    assert!(svd.rel_error < 1e-5, "svd: {}", svd.rel_error);
+    let tucker = tucker2::form_at(layer, &w, sigma, 8, 12);
+    assert!(tucker.rel_error < 1e-5, "tucker2: {}", tucker.rel_error);
+}
+
+#[test]
+fn tucker2_predicted_layer_error_is_the_measured_one() {
+    let g = conv_chain([1, 16, 8, 8], &[(16, 16, 3, 1, 1, 1)], false);
+    let s = search(&g, &config(&[Family::Tucker2], &[0.9, 0.99, 1.0]));
+    assert!(!s.proposals.is_empty());
+    for p in &s.proposals {
+        let measured = pooled_rel_l2(&s.lossless, &forced(&s, p), &fit_inputs(&s.ev));
+        assert!(
+            (measured - p.rel_error).abs() <= 1e-4 * p.rel_error + 1e-6,
+            "ranks {:?}: measured {measured:.6e}, predicted {:.6e}",
+            p.ranks,
+            p.rel_error
+        );
+    }
+}
+
+#[test]
+fn error_falls_as_rank_rises() {
+    let g = conv_chain([1, 16, 8, 8], &[(16, 24, 3, 1, 1, 1)], true);
+    for family in [Family::Svd, Family::Tucker2] {
+        let s = search(&g, &config(&[family], &[0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999]));
+        let mut ps: Vec<&Proposal> = s.proposals.iter().collect();
+        assert!(ps.len() >= 3, "{family:?}: {ps:?}");
+        ps.sort_by_key(|p| p.ranks.clone());
+        for w in ps.windows(2) {
+            // Tucker pairs rise together; a larger rank never fits worse (1e-9: rounding).
+            assert!(w[1].rel_error <= w[0].rel_error + 1e-9, "{family:?}: {:?} then {:?}", w[0], w[1]);
+        }
+    }
+}
+
+#[test]
+fn tucker2_does_not_fire_on_depthwise_or_grouped_convs_nor_on_1x1() {
+    let g = conv_chain([1, 16, 8, 8], &[(16, 16, 3, 1, 1, 16), (16, 16, 3, 1, 1, 2), (16, 24, 1, 1, 0, 1)], true);
+    let s = search(&g, &config(&[Family::Tucker2], &[0.5, 0.9]));
+    assert!(s.proposals.is_empty(), "{:?}", s.proposals);
+    // SVD takes the 1×1 conv (the only one-group conv) and nothing else.
+    let s = search(&g, &config(&[Family::Svd], &[0.5, 0.9]));
+    assert!(!s.proposals.is_empty());
+    assert!(s.proposals.iter().all(|p| p.layer == 0), "{:?}", s.proposals);
+}
+
+#[test]
+fn svd_does_not_fire_where_no_rank_saves_macs() {
+    // 1 → 4 channels, 3×3: any useful rank (≥ 1 of 4 outputs, rounded to 8) costs more.
+    let g = conv_chain([1, 1, 8, 8], &[(1, 4, 3, 1, 1, 1)], true);
+    let s = search(&g, &ProposalConfig::default());
+    assert!(s.proposals.is_empty(), "{:?}", s.proposals);
+}
+
+#[test]
+fn proposals_never_merge_classes_that_existed_before_them() {
+    let g = conv_chain([1, 16, 8, 8], &[(16, 24, 3, 1, 1, 1), (24, 24, 1, 1, 0, 1), (24, 16, 3, 2, 1, 1)], true);
+    let s = search(&g, &config(&[Family::Svd, Family::Tucker2], &[0.6, 0.9, 0.99]));
+    assert!(s.proposals.len() >= 6, "{:?}", s.proposals);
+    let eg = &s.search.loaded.egraph;
+    let canon: HashSet<Id> = s.classes_before.iter().map(|&c| eg.find(c)).collect();
+    assert_eq!(canon.len(), s.classes_before.len(), "two classes that existed before the proposals were merged");
+}
+
+#[test]
+fn budgeted_extraction_honours_the_budget_and_traces_the_curve() {
+    let g = conv_chain([1, 16, 10, 10], &[(16, 32, 3, 1, 1, 1), (32, 32, 3, 1, 1, 1)], true);
+    let s = search(&g, &config(&[Family::Svd, Family::Tucker2], &[0.6, 0.8, 0.9, 0.99]));
+    let errors: Vec<f64> = s.proposals.iter().map(|p| p.rel_error * p.rel_error).collect();
+    let eg = &s.search.loaded.egraph;
+    let cost = MacCost::default();
+    let lossless = extract_budgeted(eg, s.search.root(), &cost, &errors, 0.0, &s.search.seed).expect("extracts");
+    assert!(lossless.point.proposals.is_empty() && lossless.point.error == 0.0, "{:?}", lossless.point);
+    let mut last = lossless.point.latency;
+    for budget in [1e-4, 1e-3, 1e-2, 1e-1, 1.0] {
+        let b = extract_budgeted(eg, s.search.root(), &cost, &errors, budget, &s.search.seed).expect("extracts");
+        assert!(b.point.error <= budget, "budget {budget}: {:?}", b.point);
+        assert!(b.point.latency <= last + 1e-9, "a larger budget gave a slower graph: {:?}", b.point);
+        last = b.point.latency;
+        // The chosen point is the fastest of the curve within budget.
+        let fastest = b.curve.iter().filter(|p| p.error <= budget).map(|p| p.latency).fold(f64::INFINITY, f64::min);
+        assert_eq!(b.point.latency, fastest);
+        // Each proposal at most once per layer, and the errors are the chosen proposals' sum.
+        let layers: HashSet<usize> = b.point.proposals.iter().map(|p| s.proposals[p.0 as usize].layer).collect();
+        assert_eq!(layers.len(), b.point.proposals.len(), "{:?}", b.point);
+        let sum: f64 = b.point.proposals.iter().map(|p| errors[p.0 as usize]).sum();
+        assert!((sum - b.point.error).abs() <= 1e-12);
+        let graph = verify(to_graph(&b.extracted.expr, &eg.analysis).expect("a graph")).expect("verifies");
+        assert_eq!(graph.outputs().len(), 1);
+    }
+    assert!(last < lossless.point.latency, "the largest budget approximates something");
+}
+
+#[test]
+fn dense_layers_get_svd_proposals_that_match_their_prediction() {
+    let mut g = Graph::new("fc");
+    let x = g.add_input("x", TensorType::f32(vec![1, 64]));
+    let w = g.add_weight("w", Tensor::from_f32([48, 64], low_rank_weights(48, 64, 6, 5)).expect("shape"));
+    let b = g.add_weight("b", Tensor::from_f32([48], uniform(48, 6)).expect("shape"));
+    let gemm = Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: true };
+    let y = g.add_node("conv0", gemm, &[x, w, b]).expect("infers")[0];
+    g.add_output("y", y);
+    let g = verify(g).expect("verifies");
+    let cfg = ProposalConfig { rank_quantum: 8, ..config(&[Family::Svd], &[0.9, 0.99]) };
+    let mut search = SpeedSearch::saturate(&g, RuleOptions { winograd: false }, Limits::default());
+    let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
+    assert_eq!(lossless.layers.len(), 1);
+    // 100 samples > 65 inputs: the second moment becomes a Gram matrix.
+    let mut ev = evaluator(&g, 100);
+    let moments =
+        collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, ALL_PIXELS).expect("runs");
+    let (proposals, _) = search.propose(&lossless.layers, &moments, &cfg);
+    assert!(!proposals.is_empty());
+    let s = Searched {
+        search,
+        proposals: proposals.clone(),
+        lossless: lossless.graph,
+        layers: lossless.layers,
+        classes_before: vec![],
+        ev,
+    };
+    for p in &proposals {
+        assert_eq!(p.ranks[0] % 8, 0, "ranks snap to the quantum");
+        let measured = pooled_rel_l2(&s.lossless, &forced(&s, p), &fit_inputs(&s.ev));
+        assert!((measured - p.rel_error).abs() <= 1e-4 * p.rel_error + 1e-6, "{measured} vs {p:?}");
+    }
+}
+
+#[test]
+fn the_last_layers_sensitivity_to_rel_l2_is_one() {
+    // Without a final activation the last layer's relative output error is the network's.
+    let g = conv_chain([1, 8, 8, 8], &[(8, 16, 3, 1, 1, 1), (16, 16, 3, 1, 1, 1)], false);
+    let search = SpeedSearch::saturate(&g, RuleOptions { winograd: false }, Limits::default());
+    let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
+    let mut ev = evaluator(&g, 4);
+    let moments =
+        collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, ALL_PIXELS).expect("runs");
+    let sens =
+        error::sensitivities(&mut ev, &search.loaded.egraph, &lossless, &moments, Metric::RelL2, 0.05, Split::Fit)
+            .expect("runs");
+    assert_eq!(sens.len(), 2);
+    // f32 rounding of the perturbed weights: 1e-4.
+    assert!((sens[1] - 1.0).abs() < 1e-4, "{sens:?}");
+    assert!(sens[0] > 0.0 && sens[0].is_finite(), "{sens:?}");
+}
+
+#[test]
+fn predicted_network_errors_track_measured_ones() {
+    let g = conv_chain([1, 8, 8, 8], &[(8, 16, 3, 1, 1, 1), (16, 16, 3, 1, 1, 1)], true);
+    let mut search = SpeedSearch::saturate(&g, RuleOptions { winograd: false }, Limits::default());
+    let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
+    let mut ev = evaluator(&g, 4);
+    let moments =
+        collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, ALL_PIXELS).expect("runs");
+    let sens =
+        error::sensitivities(&mut ev, &search.loaded.egraph, &lossless, &moments, Metric::RelL2, 0.05, Split::Fit)
+            .expect("runs");
+    let (proposals, _) = search.propose(&lossless.layers, &moments, &config(&[Family::Svd], &[0.9, 0.99]));
+    assert!(proposals.len() >= 2);
+    let predicted = error::predicted_errors(&proposals, &sens);
+    let s = Searched {
+        search,
+        proposals: proposals.clone(),
+        lossless: lossless.graph,
+        layers: lossless.layers,
+        classes_before: vec![],
+        ev,
+    };
+    for (p, e) in proposals.iter().zip(&predicted) {
+        let measured = pooled_rel_l2(&s.lossless, &forced(&s, p), &fit_inputs(&s.ev));
+        let ratio = measured / e.sqrt();
+        // The acceptance bar for the error model on real networks: within [0.5, 2].
+        assert!((0.5..=2.0).contains(&ratio), "{p:?}: measured {measured:.4e}, predicted {:.4e}", e.sqrt());
+    }
+}
