@@ -20,7 +20,7 @@ impl Progress {
             return Progress { bar: None };
         }
         let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed}, ETA {eta})")
+        let style = ProgressStyle::with_template("{msg} [{wide_bar}] {pos}/{len} ({elapsed}, ETA {eta})")
             .expect("the template is valid")
             .progress_chars("=> ");
         bar.set_style(style);
