@@ -292,7 +292,8 @@ pub struct Optimized {
 }
 
 impl Optimized {
-    /// Kernels timed during this run (0 at `-O0` and under `--no-measure`, apart from the roofline).
+    /// Kernels timed during this run: 0 at `-O0`; under `--no-measure` only the roofline's
+    /// three, when the cache lacked them.
     pub fn kernels_measured(&self) -> usize {
         self.outcome.as_ref().map_or(0, |o| o.stats.measured)
     }
