@@ -20,6 +20,8 @@ use cnnc_runtime::Model;
 use serde::{Deserialize, Serialize};
 
 use crate::bench::uniform_inputs;
+use crate::interrupt;
+use crate::progress::Progress;
 
 /// Version of the cache file's layout.
 const CACHE_FORMAT: u32 = 1;
@@ -303,17 +305,18 @@ pub struct OracleStats {
 }
 
 /// Times kernels the cache lacks (each key once: a one-node graph JIT-compiled and run on its
-/// own), caching the results.
+/// own), caching the results, with a [`Progress`] bar over the kernels of each batch. Once
+/// Ctrl-C is pressed ([`interrupt::requested`]) it times nothing more: the keys left get
+/// [`CostError::Unmeasurable`] with the reason `interrupted`, and the cache keeps every time
+/// measured before.
 pub struct MeasuredOracle<'c> {
     pub cache: &'c mut CostCache,
     pub stats: OracleStats,
-    note: Box<dyn FnMut(&str) + 'c>,
 }
 
 impl<'c> MeasuredOracle<'c> {
-    /// `note` receives progress lines.
-    pub fn new(cache: &'c mut CostCache, note: impl FnMut(&str) + 'c) -> MeasuredOracle<'c> {
-        MeasuredOracle { cache, stats: OracleStats::default(), note: Box::new(note) }
+    pub fn new(cache: &'c mut CostCache) -> MeasuredOracle<'c> {
+        MeasuredOracle { cache, stats: OracleStats::default() }
     }
 }
 
@@ -321,9 +324,10 @@ impl CostOracle for MeasuredOracle<'_> {
     fn latencies(&mut self, keys: &[KernelKey]) -> Vec<Result<f64, CostError>> {
         let texts: Vec<String> = keys.iter().map(KernelKey::text).collect();
         let missing = texts.iter().filter(|t| self.cache.get(t).is_none()).count();
-        if missing > 0 {
-            (self.note)(&format!("cost model: timing {missing} kernel(s) ({} cached)", keys.len() - missing));
-        }
+        let progress = (missing > 0).then(|| {
+            let message = format!("cost model: timing {missing} kernel(s) ({} cached)", keys.len() - missing);
+            Progress::start(missing as u64, message)
+        });
         let start = Instant::now();
         let out = keys
             .iter()
@@ -333,7 +337,18 @@ impl CostOracle for MeasuredOracle<'_> {
                     self.stats.hits += 1;
                     return Ok(ns as f64 / 1e3);
                 }
-                match time_kernel(key) {
+                if interrupt::requested() {
+                    return Err(CostError::Unmeasurable {
+                        op: key.op.name().to_owned(),
+                        key: text,
+                        reason: "interrupted".to_owned(),
+                    });
+                }
+                let timed = time_kernel(key);
+                if let Some(p) = &progress {
+                    p.inc();
+                }
+                match timed {
                     Ok(ns) => {
                         self.stats.measured += 1;
                         self.cache.insert(text, ns);

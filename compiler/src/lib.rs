@@ -1,10 +1,15 @@
-//! cnnc: compiles trained ONNX CNNs. This crate holds the ONNX importer, the model summary
+//! cnnc: compiles trained ONNX CNNs. This crate holds the ONNX importer and exporter, the
+//! `cnnc opt` pipeline ([`driver`]) and its typed JSON reports ([`report`]), the model summary
 //! behind `cnnc inspect`, the benchmark behind `cnnc bench`, the measured cost model and its
-//! cache behind `cnnc opt -O1` ([`cost`]), `.npy` input/output, and (later)
-//! the exporter and calibration driver. It is the only crate that names onnx-protobuf types.
+//! cache behind `cnnc opt -O1` ([`cost`]), Ctrl-C handling ([`interrupt`]), progress bars
+//! ([`progress`]) and `.npy` input/output. It is the only crate that names onnx-protobuf types.
 
 pub mod bench;
 pub mod cost;
+pub mod driver;
 pub mod inspect;
+pub mod interrupt;
 pub mod npy;
 pub mod onnx;
+pub mod progress;
+pub mod report;

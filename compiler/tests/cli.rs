@@ -847,3 +847,65 @@ fn opt_reports_each_convs_algorithm_and_no_winograd_keeps_o1_exact() {
     assert!(err.contains("--no-winograd") && err.contains("-O1"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn ctrl_c_while_measuring_writes_nothing_keeps_the_cost_cache_and_exits_130() {
+    use std::io::{BufRead as _, BufReader};
+    use std::time::{Duration, Instant};
+    let Some(models) = shared_models() else { return };
+    let dir = temp_dir("sigint");
+    let (out, cache) = (dir.join("det.cnnc"), dir.join("cost.json"));
+    let model = models.join("ppocr_v4_det.onnx");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cnnc"))
+        .args(["opt", &model.display().to_string(), "-O1", "--input-shape", "x=1x3x640x640"])
+        .args(["-o", &out.display().to_string(), "--report", &dir.join("r.json").display().to_string()])
+        .args(["--cost-cache", &cache.display().to_string()])
+        .current_dir(root())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting cnnc");
+    // Measuring starts after import and saturation; its first line says so (stderr is a pipe).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = BufReader::new(child.stderr.take().expect("piped"));
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in err.lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("cost model: timing ") {
+                let n: usize = rest.split_once(' ').and_then(|(n, _)| n.parse().ok()).expect("a kernel count");
+                tx.send(n).ok();
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let to_time = rx.recv_timeout(Duration::from_secs(300)).expect("measuring starts");
+    // ppocr_v4_det at 640×640 has ~220 distinct kernels: about 13 s of measuring on a fresh
+    // cache on the 2-core machine this was written on, so 1.5 s in it is mid-way.
+    std::thread::sleep(Duration::from_millis(1500));
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("running kill");
+    assert!(kill.success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting") {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            child.kill().ok();
+            panic!("cnnc did not stop within 120 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = reader.join().expect("stderr reader");
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: nothing written; the cost cache keeps the "), "{err}");
+    assert!(!err.contains("error:") && !err.contains("warning:"), "{err}");
+    let files: Vec<_> = std::fs::read_dir(&dir).expect("dir").map(|e| e.expect("entry").file_name()).collect();
+    assert_eq!(files, ["cost.json"], "only the cost cache is written");
+    let cached: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cache).expect("cache")).expect("the cache parses");
+    let kernels = cached["kernels"].as_object().expect("kernels").len();
+    assert!((1..to_time).contains(&kernels), "measuring stopped part-way: {kernels} of {to_time} kernels timed");
+    assert!(err.contains(&format!("keeps the {kernels} kernel times")), "{kernels} cached:\n{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

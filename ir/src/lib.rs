@@ -22,6 +22,6 @@ pub use op::{
     BinaryOp, ConvAlgo, ConvAttrs, ConvTransposeAttrs, CoordTransform, Fused, NearestMode, Op, PadMode, PoolAttrs,
     ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, UnaryOp, WeightId,
 };
-pub use tensor::{DType, ShapeMismatch, Tensor, TensorData, TensorType, checked_numel, numel};
+pub use tensor::{BatchError, DType, ShapeMismatch, Tensor, TensorData, TensorType, checked_numel, numel};
 pub use text::ParseError;
 pub use verify::{VerifiedGraph, VerifyError, VerifyErrors, check, verify};

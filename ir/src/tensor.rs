@@ -131,6 +131,21 @@ pub struct Tensor {
     data: TensorData,
 }
 
+/// Why a tensor cannot be cut into batches along dim 0, or batches joined.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("a scalar has no batch dimension")]
+    Scalar,
+    #[error("dim 0 of shape {shape:?} is not {count} equal batches")]
+    Uneven { shape: Vec<usize>, count: usize },
+    #[error("batch {index} of {count} does not exist")]
+    NoSuchBatch { index: usize, count: usize },
+    #[error("no batches to concatenate")]
+    Empty,
+    #[error("batch {index} is {got}[{got_shape:?}], batch 0 is {want}[{want_shape:?}]: only dim 0 may differ")]
+    Mismatch { index: usize, want: DType, want_shape: Vec<usize>, got: DType, got_shape: Vec<usize> },
+}
+
 /// A tensor whose data length disagrees with its shape.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("tensor of shape {shape:?} needs {expected} elements, got {actual}")]
@@ -233,5 +248,112 @@ impl Tensor {
     /// Size of the element data in bytes.
     pub fn size_bytes(&self) -> usize {
         self.numel() * self.dtype().size_bytes()
+    }
+
+    /// Batch `index` of `count` equal batches along dim 0, for any dtype: dim 0 becomes
+    /// `shape[0] / count`, the other dimensions stay. Fails on a scalar, when `count` does not
+    /// divide dim 0, or when `index >= count`.
+    pub fn batch_slice(&self, index: usize, count: usize) -> Result<Tensor, BatchError> {
+        let Some(&rows) = self.shape.first() else { return Err(BatchError::Scalar) };
+        if count == 0 || rows % count != 0 {
+            return Err(BatchError::Uneven { shape: self.shape.clone(), count });
+        }
+        if index >= count {
+            return Err(BatchError::NoSuchBatch { index, count });
+        }
+        let mut shape = self.shape.clone();
+        shape[0] = rows / count;
+        let n = self.numel() / count;
+        let range = index * n..(index + 1) * n;
+        let data = match &self.data {
+            TensorData::F32(v) => TensorData::F32(v[range].to_vec()),
+            TensorData::I64(v) => TensorData::I64(v[range].to_vec()),
+            TensorData::Bool(v) => TensorData::Bool(v[range].to_vec()),
+        };
+        Ok(Tensor { shape, data })
+    }
+
+    /// Joins `parts` along dim 0, for any dtype: every part has the dtype and the dimensions
+    /// after dim 0 of the first; dim 0 of the result is the sum of theirs.
+    pub fn concat_batches(parts: &[Tensor]) -> Result<Tensor, BatchError> {
+        let first = parts.first().ok_or(BatchError::Empty)?;
+        if first.shape.is_empty() {
+            return Err(BatchError::Scalar);
+        }
+        let mut data = match first.data {
+            TensorData::F32(_) => TensorData::F32(Vec::new()),
+            TensorData::I64(_) => TensorData::I64(Vec::new()),
+            TensorData::Bool(_) => TensorData::Bool(Vec::new()),
+        };
+        let mut rows = 0;
+        for (index, part) in parts.iter().enumerate() {
+            let mismatch = || BatchError::Mismatch {
+                index,
+                want: first.dtype(),
+                want_shape: first.shape.clone(),
+                got: part.dtype(),
+                got_shape: part.shape.clone(),
+            };
+            if part.shape.is_empty() || part.shape[1..] != first.shape[1..] {
+                return Err(mismatch());
+            }
+            match (&mut data, &part.data) {
+                (TensorData::F32(all), TensorData::F32(v)) => all.extend_from_slice(v),
+                (TensorData::I64(all), TensorData::I64(v)) => all.extend_from_slice(v),
+                (TensorData::Bool(all), TensorData::Bool(v)) => all.extend_from_slice(v),
+                _ => return Err(mismatch()),
+            }
+            rows += part.shape[0];
+        }
+        let mut shape = first.shape.clone();
+        shape[0] = rows;
+        Ok(Tensor { shape, data })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iota(shape: &[usize]) -> Tensor {
+        Tensor::from_i64(shape.to_vec(), (0..numel(shape) as i64).collect()).expect("sized")
+    }
+
+    #[test]
+    fn batch_slices_concatenate_back_to_the_tensor_for_every_dtype() {
+        let ints = iota(&[6, 2, 1]);
+        let floats = Tensor::from_f32(vec![4, 3], (0..12).map(|i| i as f32 * 0.5).collect()).expect("sized");
+        let bools = Tensor::from_bool(vec![2, 2], vec![true, false, false, true]).expect("sized");
+        for (t, count) in [(&ints, 3), (&ints, 6), (&floats, 2), (&bools, 2), (&bools, 1)] {
+            let parts: Vec<Tensor> = (0..count).map(|b| t.batch_slice(b, count).expect("divides")).collect();
+            assert!(parts.iter().all(|p| p.shape()[0] == t.shape()[0] / count && p.shape()[1..] == t.shape()[1..]));
+            assert_eq!(&Tensor::concat_batches(&parts).expect("same type"), t);
+        }
+    }
+
+    #[test]
+    fn a_batch_slice_holds_the_rows_of_its_batch() {
+        let t = iota(&[4, 2]);
+        assert_eq!(t.batch_slice(1, 2).expect("divides").as_i64(), Some(&[4, 5, 6, 7][..]));
+    }
+
+    #[test]
+    fn batch_slice_rejects_scalars_uneven_counts_and_missing_batches() {
+        assert_eq!(Tensor::full_f32(vec![], 1.0).batch_slice(0, 1), Err(BatchError::Scalar));
+        assert_eq!(iota(&[3, 2]).batch_slice(0, 2), Err(BatchError::Uneven { shape: vec![3, 2], count: 2 }));
+        assert_eq!(iota(&[3, 2]).batch_slice(0, 0), Err(BatchError::Uneven { shape: vec![3, 2], count: 0 }));
+        assert_eq!(iota(&[4, 2]).batch_slice(2, 2), Err(BatchError::NoSuchBatch { index: 2, count: 2 }));
+    }
+
+    #[test]
+    fn concat_batches_rejects_nothing_scalars_and_parts_differing_beyond_dim_0() {
+        assert_eq!(Tensor::concat_batches(&[]), Err(BatchError::Empty));
+        assert_eq!(Tensor::concat_batches(&[Tensor::full_f32(vec![], 1.0)]), Err(BatchError::Scalar));
+        let other_width = Tensor::concat_batches(&[iota(&[1, 2]), iota(&[1, 3])]);
+        assert!(matches!(other_width, Err(BatchError::Mismatch { index: 1, .. })), "{other_width:?}");
+        let other_dtype = Tensor::concat_batches(&[iota(&[1, 2]), Tensor::full_f32(vec![1, 2], 0.0)]);
+        assert!(matches!(other_dtype, Err(BatchError::Mismatch { index: 1, got: DType::F32, .. })), "{other_dtype:?}");
+        let grown = Tensor::concat_batches(&[iota(&[1, 2]), iota(&[3, 2])]).expect("same type");
+        assert_eq!(grown.shape(), &[4, 2]);
     }
 }

@@ -97,7 +97,7 @@ fn price(g: &VerifiedGraph, path: &std::path::Path) -> (TableCost, usize, Vec<St
     let mut cache = CostCache::open(path, Machine::this(), &mut |w| warnings.push(w));
     let mut table = TableCost::new(1);
     let stats = {
-        let mut oracle = MeasuredOracle::new(&mut cache, |_| {});
+        let mut oracle = MeasuredOracle::new(&mut cache);
         table.add_graph(g, &mut oracle);
         oracle.stats
     };
