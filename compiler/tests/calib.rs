@@ -488,6 +488,8 @@ fn image_flags_with_npy_samples_are_refused() {
 fn npy_samples_must_be_the_model_input_as_is() {
     let dir = npy_folder(10, |i| format!("s{i}.npy"));
     assert_err_contains(open_set(&["--calib", &dir.arg()], &[1, 2]).map(|_| ()), &["s0.npy", "[1, 1]", "[1, 2]"]);
+    let file = dir.path("s0.npy").display().to_string();
+    assert_err_contains(open_set(&["--calib", &file], &[1, 1]).map(|_| ()), &["--calib", "s0.npy", "is a file"]);
 }
 
 #[test]

@@ -234,7 +234,11 @@ impl CalibArgs {
             if let Some(PerChannel(v)) = values
                 && v.len() != n_channels
             {
-                let what = if self.gray { "1 value (`--gray`)" } else { "3 values (R,G,B order after `--bgr`)" };
+                let what = if self.gray {
+                    "1 value (`--gray`)"
+                } else {
+                    "3 values, in the input's channel order (B,G,R with `--bgr`)"
+                };
                 return Err(flag_err(
                     flag,
                     format!("got {} values, images have {n_channels} channels: give {what}", v.len()),

@@ -68,6 +68,12 @@ pub(super) fn list(source: &SourceSpec) -> Result<Listing, CalibError> {
 }
 
 fn list_folder(dir: &Path) -> Result<Listing, CalibError> {
+    if dir.is_file() {
+        return Err(CalibError::BadFlag {
+            flag: "--calib",
+            reason: format!("{} is a file; give a folder of images or .npy files, or FILE.npz[:KEY]", dir.display()),
+        });
+    }
     let io_err = |source| CalibError::Io { path: dir.to_owned(), source };
     let mut names = Vec::new();
     for item in std::fs::read_dir(dir).map_err(io_err)? {
