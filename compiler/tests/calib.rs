@@ -690,3 +690,13 @@ fn image_preprocessing_matches_pillow_within_a_grey_level_on_the_golden_inputs()
         1.0 / 255.0 / 0.225,
     );
 }
+
+#[test]
+fn a_resize_to_an_absurd_size_is_refused_before_decoding() {
+    let dir = TempDir::new();
+    for i in 0..20 {
+        write_rgb(&dir.path(&format!("thin_{i:02}.png")), 1, 400, |_, _| [0; 3]);
+    }
+    let r = open_set(&["--calib", &dir.arg(), "--resize-short", "1000", "--crop", "4x4"], &[1, 3, 4, 4]);
+    assert_err_contains(r.map(|_| ()), &["thin_00.png", "1000×400000"]);
+}

@@ -8,6 +8,10 @@ use image::{DynamicImage, GenericImageView, ImageDecoder, ImageReader};
 use super::CalibError;
 use super::args::{Interp, Layout, Preprocess, Resize};
 
+/// Largest image, in pixels, at any step of the preprocessing (the decoded file is bounded by the
+/// image crate's own 512 MiB allocation limit): 64 Mpx, 192 MiB as RGB.
+const MAX_PIXELS: u64 = 1 << 26;
+
 /// Sizes an image goes through: after the resize, after the letterbox padding (the canvas the
 /// crop is taken from), and the final (cropped) size; all (h, w).
 #[derive(Clone, Copy, Debug)]
@@ -44,6 +48,11 @@ pub(super) fn geometry(name: &str, (h, w): (u32, u32), p: &Preprocess) -> Result
             (r, (ch, cw))
         }
     };
+    for (what, (a, b)) in [("resized", resized), ("letterboxed", canvas)] {
+        if u64::from(a) * u64::from(b) > MAX_PIXELS {
+            return Err(bad(format!("the {h}×{w} image would be {what} to {a}×{b} pixels, more than {MAX_PIXELS}")));
+        }
+    }
     let out = match p.crop {
         None => canvas,
         Some(c) if c.h <= canvas.0 && c.w <= canvas.1 => (c.h, c.w),

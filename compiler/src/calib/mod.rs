@@ -212,7 +212,8 @@ impl CalibSet {
         &self.sample_type
     }
 
-    /// One sample as a tensor of [`CalibSet::sample_type`]; errors name the file.
+    /// One sample as a tensor of [`CalibSet::sample_type`]; errors name the file. An `.npz` row
+    /// is found by reading the array from its start: stream a split with [`CalibSet::batches`].
     pub fn load(&self, sample: &Sample) -> Result<Tensor, CalibError> {
         let entry = &self.entries[sample.entry];
         match self.kind {
