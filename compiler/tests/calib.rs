@@ -526,8 +526,9 @@ fn npz_labels_need_array_samples() {
     );
 }
 
-/// The shared models and data: `$CNNC_SHARED`, else `../shared` beside the repo; `None` (after
-/// printing SKIPPED) when absent.
+/// The shared models and data, as `cnnc_tests::shared_dir` finds them (that crate depends on this
+/// one): `$CNNC_SHARED`, else `../shared` beside the repo; `None` after printing SKIPPED when
+/// absent, a failure instead with `CNNC_REQUIRE_SHARED=1` (CI).
 fn shared_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("CNNC_SHARED")
         .map(PathBuf::from)
@@ -535,7 +536,11 @@ fn shared_dir() -> Option<PathBuf> {
     if dir.join("models").is_dir() && dir.join("data").is_dir() {
         return Some(dir);
     }
-    eprintln!("SKIPPED: shared models and data not found at {} (set CNNC_SHARED)", dir.display());
+    let msg = format!("shared models and data not found at {} (set CNNC_SHARED)", dir.display());
+    if std::env::var("CNNC_REQUIRE_SHARED").is_ok_and(|v| v == "1") {
+        panic!("{msg}; CNNC_REQUIRE_SHARED=1 makes this an error");
+    }
+    eprintln!("SKIPPED: {msg}");
     None
 }
 
