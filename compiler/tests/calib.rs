@@ -322,6 +322,11 @@ fn views_share_their_files_split_and_vary_crop_and_flip() {
     let distinct: BTreeSet<Vec<u32>> =
         by_view.iter().map(|t| t.as_f32().unwrap().iter().map(|x| x.to_bits()).collect()).collect();
     assert!(distinct.len() >= 3, "views should differ, got {} distinct of 4", distinct.len());
+    // Batches decode a file once for all its views; the result is the same as one load per view.
+    // A batch of 3 splits some files' views across batches.
+    let streamed: Vec<f32> = set.batches(Split::Fit, 3).flat_map(|b| b.unwrap().1.as_f32().unwrap().to_vec()).collect();
+    let loaded: Vec<f32> = load_all(&set, Split::Fit).iter().flat_map(|t| t.as_f32().unwrap().to_vec()).collect();
+    assert_eq!(streamed, loaded);
 }
 
 #[test]
@@ -704,4 +709,39 @@ fn a_resize_to_an_absurd_size_is_refused_before_decoding() {
     }
     let r = open_set(&["--calib", &dir.arg(), "--resize-short", "1000", "--crop", "4x4"], &[1, 3, 4, 4]);
     assert_err_contains(r.map(|_| ()), &["thin_00.png", "1000×400000"]);
+}
+
+#[test]
+fn every_shared_photo_decodes_with_opennsfw_preprocessing_and_views() {
+    let Some(shared) = shared_dir() else { return };
+    let photos = shared.join("data/photos").display().to_string();
+    let args = [
+        "--calib",
+        &photos,
+        "--resize",
+        "256x256",
+        "--crop",
+        "224x224",
+        "--bgr",
+        "--mean",
+        "104,117,123",
+        "--layout",
+        "nhwc",
+        "--views",
+        "8",
+    ];
+    let set = open_set(&args, &[1, 224, 224, 3]).unwrap();
+    let sizes = set.sizes();
+    assert_eq!(sizes.fit + sizes.validation + sizes.test, 46 * 8);
+    let start = std::time::Instant::now();
+    let mut n = 0;
+    for split in Split::ALL {
+        for batch in set.batches(split, 8) {
+            let (samples, t) = batch.unwrap();
+            assert_eq!(t.shape(), &[samples.len(), 224, 224, 3]);
+            n += samples.len();
+        }
+    }
+    assert_eq!(n, 46 * 8);
+    eprintln!("photos: {n} views in {:?}, {sizes:?}", start.elapsed());
 }

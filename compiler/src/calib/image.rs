@@ -87,14 +87,14 @@ pub(super) fn sample_shape(out: (u32, u32), p: &Preprocess) -> Vec<usize> {
     }
 }
 
-/// Decodes `path` and runs the preprocessing chain, with view `view`'s crop offset and flip.
-/// Returns the f32 elements in `p.layout` order and their shape.
-pub(super) fn load_image(
-    path: &Path,
-    name: &str,
-    view: usize,
-    p: &Preprocess,
-) -> Result<(Vec<f32>, Vec<usize>), CalibError> {
+/// An image decoded, resized and padded: what its views are cropped from.
+pub(super) struct Canvas {
+    image: DynamicImage,
+    geometry: Geometry,
+}
+
+/// Decodes `path` and runs the preprocessing up to the crop (the part every view shares).
+pub(super) fn decode(path: &Path, p: &Preprocess) -> Result<Canvas, CalibError> {
     let bad = |reason: String| CalibError::Image { path: path.to_owned(), reason };
     let decoded = ImageReader::open(path)
         .map_err(|source| CalibError::Io { path: path.to_owned(), source })?
@@ -112,16 +112,23 @@ pub(super) fn load_image(
         Interp::Nearest => FilterType::Nearest,
     };
     let resized = if g.resized == (h0, w0) { img } else { img.resize_exact(g.resized.1, g.resized.0, filter) };
-    let canvas = match p.resize {
+    let image = match p.resize {
         Resize::Letterbox(lb) if g.canvas != g.resized => pad_centered(&resized, g.canvas, lb.fill),
         _ => resized,
     };
+    Ok(Canvas { image, geometry: g })
+}
+
+/// View `view` of the image `name`: its crop and flip of `canvas`, then the channel order,
+/// scale, mean/std and layout. Returns the f32 elements in `p.layout` order and their shape.
+pub(super) fn view(canvas: &Canvas, name: &str, view: usize, p: &Preprocess) -> (Vec<f32>, Vec<usize>) {
+    let g = canvas.geometry;
     let ((top, left), flip) = super::split::view_placement(name, view, g.canvas, g.out);
-    let mut cropped = if g.out == g.canvas { canvas } else { canvas.crop_imm(left, top, g.out.1, g.out.0) };
+    let mut cropped = canvas.image.crop_imm(left, top, g.out.1, g.out.0);
     if flip {
         cropped = cropped.fliph();
     }
-    Ok((normalize(cropped.as_bytes(), g.out, p), sample_shape(g.out, p)))
+    (normalize(cropped.as_bytes(), g.out, p), sample_shape(g.out, p))
 }
 
 /// `img` centered on an `h`×`w` canvas filled with `fill`.

@@ -217,14 +217,18 @@ impl CalibSet {
     pub fn load(&self, sample: &Sample) -> Result<Tensor, CalibError> {
         let entry = &self.entries[sample.entry];
         match self.kind {
-            SourceKind::Images => {
-                let p = &self.spec.preprocess;
-                let (data, made) = image::load_image(&entry.path, &entry.name, sample.view, p)?;
-                source::check_image_shape(&entry.path.display().to_string(), &made, p, &self.sample_type)?;
-                Ok(Tensor::from_f32(made, data).expect("the preprocessing fills the shape it reports"))
-            }
+            SourceKind::Images => self.view(&image::decode(&entry.path, &self.spec.preprocess)?, sample),
             _ => source::load_array(&self.kind, entry, &self.sample_type),
         }
+    }
+
+    /// `sample`'s view of its decoded image, checked against the sample type.
+    fn view(&self, canvas: &image::Canvas, sample: &Sample) -> Result<Tensor, CalibError> {
+        let entry = &self.entries[sample.entry];
+        let p = &self.spec.preprocess;
+        let (data, made) = image::view(canvas, &entry.name, sample.view, p);
+        source::check_image_shape(&entry.path.display().to_string(), &made, p, &self.sample_type)?;
+        Ok(Tensor::from_f32(made, data).expect("the preprocessing fills the shape it reports"))
     }
 
     /// Streams a split in batches of `n` samples (the last may be smaller) concatenated along
@@ -269,27 +273,50 @@ impl<'a> Iterator for Batches<'a> {
         if batch.is_empty() {
             return None;
         }
-        self.next += batch.len();
-        let mut tensors = Vec::with_capacity(batch.len());
-        for s in batch {
-            let t = match &self.rows {
-                Some(rows) => rows.recv().unwrap_or_else(|_| {
-                    Err(CalibError::Npy(NpyError::Format {
-                        path: self.set.entries[s.entry].path.clone(),
-                        reason: "the array ended early (the file changed?)".into(),
-                    }))
-                }),
-                None => self.set.load(s),
-            };
-            match t {
-                Ok(t) => tensors.push(t),
-                Err(e) => {
-                    self.next = self.samples.len();
-                    return Some(Err(e));
-                }
+        match self.load_batch(batch) {
+            Ok(tensors) => {
+                self.next += batch.len();
+                Some(Ok((batch.iter().collect(), concat_batch(&tensors, &self.set.sample_type))))
+            }
+            Err(e) => {
+                // The row reader has moved on; an error ends the stream.
+                self.next = self.samples.len();
+                Some(Err(e))
             }
         }
-        Some(Ok((batch.iter().collect(), concat_batch(&tensors, &self.set.sample_type))))
+    }
+}
+
+impl Batches<'_> {
+    fn load_batch(&self, batch: &[Sample]) -> Result<Vec<Tensor>, CalibError> {
+        let set = self.set;
+        let mut tensors = Vec::with_capacity(batch.len());
+        // A file's views are consecutive: decode each image once per batch.
+        let mut canvas: Option<(usize, image::Canvas)> = None;
+        for s in batch {
+            let t = match (&self.rows, &set.kind) {
+                (Some(rows), _) => rows.recv().unwrap_or_else(|_| {
+                    Err(CalibError::Npy(NpyError::Format {
+                        path: set.entries[s.entry].path.clone(),
+                        reason: "the array ended early (the file changed?)".into(),
+                    }))
+                })?,
+                (None, SourceKind::Images) => {
+                    let c = match canvas {
+                        Some((entry, ref c)) if entry == s.entry => c,
+                        _ => {
+                            &canvas
+                                .insert((s.entry, image::decode(&set.entries[s.entry].path, &set.spec.preprocess)?))
+                                .1
+                        }
+                    };
+                    set.view(c, s)?
+                }
+                (None, _) => set.load(s)?,
+            };
+            tensors.push(t);
+        }
+        Ok(tensors)
     }
 }
 
