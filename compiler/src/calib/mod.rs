@@ -45,8 +45,8 @@ pub enum CalibError {
     BadFlag { flag: &'static str, reason: String },
     #[error("`{flag}` describes calibration data, but `--calib` is not given")]
     NeedsCalib { flag: &'static str },
-    #[error("`{flag}` is image preprocessing, but the samples in {} are model inputs already (.npy/.npz, used as they are); drop it", dir.display())]
-    FlagWithArrays { flag: &'static str, dir: PathBuf },
+    #[error("`{flag}` is image preprocessing, but the samples in {} are model inputs already (.npy/.npz, used as they are); drop it", path.display())]
+    FlagWithArrays { flag: &'static str, path: PathBuf },
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error(transparent)]
@@ -150,10 +150,8 @@ impl CalibSet {
         if listing.kind != SourceKind::Images
             && let Some(&flag) = spec.image_flags.first()
         {
-            let source = match &spec.source {
-                SourceSpec::Folder(p) | SourceSpec::Npz { path: p, .. } => p.clone(),
-            };
-            return Err(CalibError::FlagWithArrays { flag, dir: source });
+            let (SourceSpec::Folder(path) | SourceSpec::Npz { path, .. }) = &spec.source;
+            return Err(CalibError::FlagWithArrays { flag, path: path.clone() });
         }
         let Some(rest) = input.shape.get(1..) else {
             return Err(CalibError::InputNotImage { input: input.clone(), reason: "it is a scalar".into() });
@@ -195,9 +193,9 @@ impl CalibSet {
     /// allowed; the caller decides.
     pub fn sizes(&self) -> SplitSizes {
         SplitSizes {
-            fit: self.splits[0].len(),
-            validation: self.splits[1].len(),
-            test: self.splits[2].len(),
+            fit: self.samples(Split::Fit).len(),
+            validation: self.samples(Split::Validation).len(),
+            test: self.samples(Split::Test).len(),
             ignored_files: self.ignored,
         }
     }
