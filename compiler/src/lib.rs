@@ -2,9 +2,11 @@
 //! `cnnc opt` pipeline ([`driver`]) and its typed JSON reports ([`report`]), the model summary
 //! behind `cnnc inspect`, the benchmark behind `cnnc bench`, the measured cost model and its
 //! cache behind `cnnc opt -O1` ([`cost`]), Ctrl-C handling ([`interrupt`]), progress bars
-//! ([`progress`]) and `.npy` input/output. It is the only crate that names onnx-protobuf types.
+//! ([`progress`]), the calibration data behind `-O speed` ([`calib`]) and `.npy` input/output.
+//! It is the only crate that names onnx-protobuf types.
 
 pub mod bench;
+pub mod calib;
 pub mod cost;
 pub mod driver;
 pub mod inspect;
