@@ -31,7 +31,7 @@ pub enum OptLevel {
     O0,
     /// Lossless rewrites chosen by DAG-aware extraction over measured kernel times.
     O1,
-    /// The accuracy-budgeted search; not available yet.
+    /// The accuracy-budgeted search over exact and approximate forms.
     #[serde(rename = "O speed")]
     Speed,
 }
@@ -75,11 +75,18 @@ pub enum DriverError {
     )]
     FixedShape { file: String, name: String, compiled: String, dims: String },
     #[error(
-        "-{level} is not available yet in this version of cnnc ({}): it arrives with the accuracy-budgeted \
-         search; -O0 and -O1 (lossless) are available",
-        env!("CARGO_PKG_VERSION")
+        "-O speed needs calibration data: --calib DIR (images or .npy files) or --calib FILE.npz; the search \
+         fits its approximations on part of it and checks the accuracy budget on another part"
     )]
-    LevelUnavailable { level: OptLevel },
+    NeedsCalib,
+    #[error("{flag}: only -O speed uses it (it approximates within an accuracy budget; -O0 and -O1 are lossless)")]
+    NeedsSpeed { flag: &'static str },
+    #[error("--calib: {0}")]
+    Calib(#[from] crate::calib::CalibError),
+    #[error("{}: -O speed calibrates single-input models; this one has {n} inputs: {inputs}", model.display())]
+    CalibInputs { model: PathBuf, n: usize, inputs: String },
+    #[error("{}: -O speed: {}", model.display(), chain(error))]
+    Speed { model: PathBuf, error: crate::speed::SpeedError },
     /// Two paths name the same file.
     #[error("{flag} {} is {others}; {advice}", path.display())]
     SameFile { flag: &'static str, path: PathBuf, others: &'static str, advice: &'static str },
@@ -216,6 +223,10 @@ pub struct OptOptions {
     /// The command-line words that decide the artifact's contents (no output paths), recorded
     /// in its provenance.
     pub args: Vec<String>,
+    /// `-O speed`'s calibration data (`--calib` and its flags); `None` without `--calib`.
+    pub calib: Option<crate::calib::CalibSpec>,
+    /// `-O speed`'s metric, budget and families.
+    pub speed: crate::speed::SpeedOptions,
 }
 
 impl OptOptions {
@@ -225,8 +236,11 @@ impl OptOptions {
     pub fn check(&self) -> Result<(), DriverError> {
         let (model, output) = (self.model.as_path(), self.output.as_path());
         let (report, emit_onnx) = (self.report.as_deref(), self.emit_onnx.as_deref());
-        if self.level == OptLevel::Speed {
-            return Err(DriverError::LevelUnavailable { level: self.level });
+        if self.level == OptLevel::Speed && self.calib.is_none() {
+            return Err(DriverError::NeedsCalib);
+        }
+        if self.level != OptLevel::Speed && self.calib.is_some() {
+            return Err(DriverError::NeedsSpeed { flag: "--calib" });
         }
         let same = |flag, path: &Path, others, advice| {
             Err(DriverError::SameFile { flag, path: path.to_owned(), others, advice })
@@ -283,6 +297,8 @@ pub(crate) struct OptOutcome {
     pub(crate) roofline: Option<Roofline>,
     pub(crate) stats: OracleStats,
     pub(crate) cache_path: Option<PathBuf>,
+    /// What `-O speed`'s search did.
+    pub(crate) speed: Option<crate::speed::SpeedReport>,
 }
 
 /// The graph to write, and for `-O1` what the optimizer did.
@@ -307,6 +323,9 @@ impl Optimized {
 /// rules, prices the e-graph with the cost model (reading and extending the cost cache, which
 /// is saved whatever happens next) and extracts the cheapest graph.
 pub fn optimize(graph: VerifiedGraph, o: &OptOptions) -> Result<Optimized, DriverError> {
+    if o.level == OptLevel::Speed {
+        return optimize_speed(graph, o);
+    }
     if o.level != OptLevel::O1 {
         return Ok(Optimized { graph, outcome: None });
     }
@@ -340,7 +359,60 @@ pub fn optimize(graph: VerifiedGraph, o: &OptOptions) -> Result<Optimized, Drive
     let graph = cnnc_ir::verify(optimized)
         .map_err(|error| DriverError::OptimizedGraphInvalid { model: o.model.clone(), error })?;
     let cache_path = cache.path().map(Path::to_owned);
-    Ok(Optimized { graph, outcome: Some(OptOutcome { rep, table, roofline, stats, cache_path }) })
+    Ok(Optimized { graph, outcome: Some(OptOutcome { rep, table, roofline, stats, cache_path, speed: None }) })
+}
+
+/// `-O speed`: the calibration set, then the budgeted search ([`crate::speed`]).
+fn optimize_speed(graph: VerifiedGraph, o: &OptOptions) -> Result<Optimized, DriverError> {
+    let spec = o.calib.as_ref().ok_or(DriverError::NeedsCalib)?;
+    if graph.inputs().len() != 1 {
+        return Err(DriverError::CalibInputs {
+            model: o.model.clone(),
+            n: graph.inputs().len(),
+            inputs: input_list(&graph),
+        });
+    }
+    let input = graph.node(graph.inputs()[0]).outputs[0].clone();
+    let set = crate::calib::CalibSet::open(spec, &input)?;
+    let threads = o.threads.unwrap_or(1);
+    let mut cache = open_cost_cache(o.cost_cache.as_deref());
+    let mut table = cnnc_passes::TableCost::new(threads);
+    let rules = cnnc_passes::RuleOptions { winograd: !o.no_winograd };
+    let nodes_before = graph.node_count();
+    let (result, roofline, stats) = if o.no_measure {
+        let mut oracle =
+            cost::RooflineOracle::new(&mut cache, threads).map_err(|reason| DriverError::Roofline { reason })?;
+        let r = crate::speed::optimize_speed(&graph, &set, &o.speed, rules, &mut table, &mut oracle, threads);
+        (r, Some(oracle.roofline), oracle.stats)
+    } else {
+        let mut oracle = cost::MeasuredOracle::new(&mut cache);
+        let r = crate::speed::optimize_speed(&graph, &set, &o.speed, rules, &mut table, &mut oracle, threads);
+        (r, None, oracle.stats)
+    };
+    save_cost_cache(&mut cache);
+    if interrupt::requested() {
+        return Err(DriverError::Interrupted { measured: stats.measured, cache: cache.path().map(Path::to_owned) });
+    }
+    let outcome = result.map_err(|error| DriverError::Speed { model: o.model.clone(), error })?;
+    for f in table.failures() {
+        eprintln!("warning: {f}; priced as unmeasurable ({} s)", cnnc_passes::UNMEASURABLE_US / 1e6);
+    }
+    let t = &outcome.report.time_ms;
+    let rep = cnnc_passes::OptReport {
+        saturation: outcome.saturation.clone(),
+        nodes_before,
+        nodes_after: outcome.graph.node_count(),
+        cost_before: table.graph_cost(&graph),
+        cost_after: outcome.report.predicted_latency_us,
+        saturate_ms: t.saturate,
+        cost_ms: t.cost,
+        extract_ms: t.search,
+    };
+    let cache_path = cache.path().map(Path::to_owned);
+    Ok(Optimized {
+        graph: outcome.graph,
+        outcome: Some(OptOutcome { rep, table, roofline, stats, cache_path, speed: Some(outcome.report) }),
+    })
 }
 
 fn save_cost_cache(cache: &mut CostCache) {
@@ -452,7 +524,9 @@ pub fn opt(o: &OptOptions) -> Result<OptSummary, DriverError> {
         return Err(DriverError::Interrupted { measured: optimized.kernels_measured(), cache: optimized.cache_path() });
     }
     write(&outputs, o)?;
-    Ok(OptSummary::new(&o.output, &outputs.artifact, &optimized.graph, o.level, o.emit_onnx.as_deref()))
+    let mut summary = OptSummary::new(&o.output, &outputs.artifact, &optimized.graph, o.level, o.emit_onnx.as_deref());
+    summary.speed = optimized.outcome.as_ref().and_then(|r| r.speed.as_ref()).map(crate::report::SpeedSummary::of);
+    Ok(summary)
 }
 
 /// True if `a` and `b` name the same file (existing or not).

@@ -11,7 +11,7 @@ use cnnc::driver::DriverError;
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Inspect(args) => cli::inspect::run(args),
-        Command::Opt(args) => cli::opt::run(args),
+        Command::Opt(args) => cli::opt::run(*args),
         Command::Run(args) => cli::run::run(args),
         Command::Bench(args) => cli::bench::run(args),
     };
@@ -20,6 +20,11 @@ fn main() -> ExitCode {
         Err(e) if matches!(e.downcast_ref(), Some(DriverError::Interrupted { .. })) => {
             eprintln!("{e}");
             ExitCode::from(cnnc::interrupt::EXIT_STATUS)
+        }
+        Err(e) if matches!(e.downcast_ref(), Some(DriverError::NeedsCalib)) => {
+            // A usage error, as clap's are.
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
         }
         Err(e) => {
             eprintln!("error: {e:#}");

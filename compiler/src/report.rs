@@ -29,6 +29,9 @@ pub struct OptReport {
     pub numerics: Numerics,
     pub predicted_cost: PredictedCost,
     pub rules: Vec<RuleApplications>,
+    /// What `-O speed`'s search did (absent at `-O1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed: Option<crate::speed::SpeedReport>,
     pub time_ms: PhaseTimes,
 }
 
@@ -275,6 +278,7 @@ impl OptReport {
                 .iter()
                 .map(|(rule, n)| RuleApplications { applications: *n, rule: rule.clone() })
                 .collect(),
+            speed: run.speed.clone(),
             time_ms: PhaseTimes {
                 cost: r.cost_ms,
                 extract: r.extract_ms,
@@ -310,7 +314,38 @@ pub struct OptSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub onnx: Option<String>,
     pub opt_level: OptLevel,
+    /// `-O speed`: the metric on the test split, and the predicted speed-up over the lossless graph.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed: Option<SpeedSummary>,
     pub weight_bytes: usize,
+}
+
+/// The one-line outcome of `-O speed`.
+#[derive(Clone, Debug, Serialize)]
+pub struct SpeedSummary {
+    pub metric: String,
+    pub max_drop: f64,
+    pub test_drop: f64,
+    /// The original and the optimized model's accuracy on the test split (with labels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_accuracy_before: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_accuracy_after: Option<f64>,
+    /// Lossless predicted latency ÷ the chosen graph's.
+    pub predicted_speedup: f64,
+}
+
+impl SpeedSummary {
+    pub(crate) fn of(r: &crate::speed::SpeedReport) -> SpeedSummary {
+        SpeedSummary {
+            metric: r.metric.clone(),
+            max_drop: r.max_drop,
+            test_drop: r.test_drop,
+            test_accuracy_before: r.test_accuracy.map(|a| a.0),
+            test_accuracy_after: r.test_accuracy.map(|a| a.1),
+            predicted_speedup: r.lossless_latency_us / r.predicted_latency_us,
+        }
+    }
 }
 
 impl OptSummary {
@@ -328,6 +363,7 @@ impl OptSummary {
             nodes: graph.node_count(),
             onnx: onnx.map(|p| p.display().to_string()),
             opt_level: level,
+            speed: None,
             weight_bytes: graph.weights().iter().map(|(_, t)| t.size_bytes()).sum(),
         }
     }

@@ -319,13 +319,79 @@ fn run_splits_a_batch_that_is_a_multiple_of_the_compiled_one() {
 }
 
 #[test]
-fn opt_speed_is_not_available_yet_and_unknown_levels_are_usage_errors() {
+fn opt_speed_without_calib_and_unknown_levels_are_usage_errors() {
     let o = cnnc(&["opt", "fixtures/models/mnist_cnn.onnx", "-O", "speed", "-o", "/tmp/cnnc-never.cnnc"]);
-    let err = assert_fails_cleanly(&o, "-O speed");
-    assert!(err.contains("is not available yet in this version of cnnc"), "{err}");
+    assert_eq!(o.status.code(), Some(2), "-O speed without --calib is a usage error");
+    let err = stderr(&o);
+    assert!(err.contains("-O speed needs calibration data: --calib"), "{err}");
     let o = cnnc(&["opt", "fixtures/models/mnist_cnn.onnx", "-Ofast", "-o", "/tmp/cnnc-never.cnnc"]);
     assert_eq!(o.status.code(), Some(2), "an unknown level is a usage error");
+    // Budget flags belong to -O speed; a bad budget names the flag.
+    let o = cnnc(&["opt", "fixtures/models/mnist_cnn.onnx", "-O1", "--max-drop", "0.01", "-o", "/tmp/cnnc-never.cnnc"]);
+    let err = assert_fails_cleanly(&o, "-O1 --max-drop");
+    assert!(err.contains("--max-drop: only -O speed uses it"), "{err}");
+    let o = cnnc(&[
+        "opt",
+        "fixtures/models/mnist_cnn.onnx",
+        "-O",
+        "speed",
+        "--max-drop",
+        "150%",
+        "-o",
+        "/tmp/cnnc-never.cnnc",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--max-drop"), "{}", stderr(&o));
     assert!(!Path::new("/tmp/cnnc-never.cnnc").exists());
+}
+
+#[test]
+fn opt_speed_on_mnist_stays_within_its_budget_and_reports_the_search() {
+    let dir = temp_dir("speed");
+    let path = |name: &str| dir.join(name).display().to_string();
+    let (art, report, cache) = (path("m.cnnc"), path("r.json"), path("cost.json"));
+    let args = [
+        "opt",
+        "fixtures/models/mnist_cnn.onnx",
+        "-O",
+        "speed",
+        "--input-shape",
+        "input=1x1x28x28",
+        "--calib",
+        "fixtures/calib/mnist_1000.npz:x",
+        "--labels",
+        "fixtures/calib/mnist_1000.npz:labels",
+        "--max-drop",
+        "0.5%",
+        "-o",
+        &art,
+        "--report",
+        &report,
+        "--cost-cache",
+        &cache,
+    ];
+    let o = cnnc(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    let s = &r["speed"];
+    assert_eq!(s["metric"], "top1");
+    assert_eq!(s["max_drop"], 0.005);
+    let splits = &s["splits"];
+    let n = |k: &str| splits[k].as_u64().expect("count");
+    assert_eq!(n("fit") + n("validation") + n("test"), 1000);
+    // Never written over budget on validation.
+    assert!(s["validation_drop"].as_f64().expect("drop") <= 0.005, "{s}");
+    assert!(s["iterations"].as_array().expect("iterations").iter().any(|i| i["within_budget"] == true));
+    assert!(s["predicted_latency_us"].as_f64() <= s["lossless_latency_us"].as_f64(), "{s}");
+    assert_eq!(s["layers"].as_array().expect("layers").len(), 4, "2 convs and 2 Gemms are replaceable");
+    // The artifact runs, and the same inputs and cost cache give the same bytes.
+    let first = std::fs::read(&art).expect("artifact");
+    let o = cnnc(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&art).expect("artifact"), first, "-O speed is deterministic");
+    let out = path("out");
+    let o = cnnc(&["run", &art, "--input", "input=fixtures/examples/mnist_digit7.npy", "--output-dir", &out]);
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 #[test]

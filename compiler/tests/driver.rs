@@ -32,6 +32,8 @@ fn options(dir: &Path, level: OptLevel) -> OptOptions {
         threads: None,
         no_winograd: false,
         args: vec!["opt".to_owned(), "-O0".to_owned()],
+        calib: None,
+        speed: Default::default(),
     }
 }
 
@@ -82,7 +84,7 @@ fn refusals_name_the_flag_and_write_nothing() {
         assert_eq!(named, flag, "{e}");
         assert!(e.to_string().contains(flag), "{e}");
     }
-    assert!(matches!(driver::opt(&options(&dir, OptLevel::Speed)), Err(DriverError::LevelUnavailable { .. })));
+    assert!(matches!(driver::opt(&options(&dir, OptLevel::Speed)), Err(DriverError::NeedsCalib)));
     assert_eq!(files(&dir), Vec::<String>::new());
     std::fs::remove_dir_all(&dir).ok();
 }

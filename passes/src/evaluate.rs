@@ -16,12 +16,20 @@ pub enum Split {
 }
 
 impl Split {
+    pub const ALL: [Split; 3] = [Split::Fit, Split::Validation, Split::Test];
+
     pub fn name(self) -> &'static str {
         match self {
             Split::Fit => "fit",
             Split::Validation => "validation",
             Split::Test => "test",
         }
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -21,7 +21,6 @@ mod labels;
 mod source;
 mod split;
 
-use std::fmt;
 use std::io;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -79,33 +78,12 @@ pub enum CalibError {
     LabelsMissing { path: PathBuf, n_missing: usize, first: Vec<String> },
 }
 
-/// The three uses of calibration samples.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Split {
-    /// Fitting (least-squares refits, statistics).
-    Fit,
-    /// Checking a candidate against the budget.
-    Validation,
-    /// The numbers reported.
-    Test,
-}
+/// The three uses of calibration samples (the search's own [`cnnc_passes::Split`]).
+pub use cnnc_passes::Split;
 
-impl Split {
-    pub const ALL: [Split; 3] = [Split::Fit, Split::Validation, Split::Test];
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for Split {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Split::Fit => "fit",
-            Split::Validation => "validation",
-            Split::Test => "test",
-        })
-    }
+/// A split's position in per-split tables.
+fn split_index(split: Split) -> usize {
+    split as usize
 }
 
 /// Samples per split (views counted), and the folder entries ignored.
@@ -168,12 +146,18 @@ impl CalibSet {
             let s = split::split_of(&group, spec.split);
             for view in 0..spec.views {
                 let label = labels.as_ref().map(|l| l[i]);
-                splits[s.index()].push(Sample { name: e.name.clone(), group: group.clone(), view, label, entry: i });
+                splits[split_index(s)].push(Sample {
+                    name: e.name.clone(),
+                    group: group.clone(),
+                    view,
+                    label,
+                    entry: i,
+                });
             }
         }
         let total = splits.iter().map(Vec::len).sum();
         for s in [Split::Fit, Split::Validation] {
-            if splits[s.index()].is_empty() {
+            if splits[split_index(s)].is_empty() {
                 return Err(CalibError::EmptySplit { split: s, total });
             }
         }
@@ -202,7 +186,7 @@ impl CalibSet {
 
     /// The samples of a split, in file order (a file's views together).
     pub fn samples(&self, split: Split) -> &[Sample] {
-        &self.splits[split.index()]
+        &self.splits[split_index(split)]
     }
 
     /// The type of one sample: the model input with batch 1.

@@ -40,7 +40,7 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Compile a model into a .cnnc artifact that `cnnc run` and `Model::load` load directly.
     #[command(after_help = opt::AFTER_HELP)]
-    Opt(opt::OptArgs),
+    Opt(Box<opt::OptArgs>),
     /// Run a model on .npy inputs and write each output as DIR/<name>.npy.
     #[command(after_help = run::AFTER_HELP)]
     Run(run::RunArgs),

@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use cnnc::calib::CalibArgs;
 use cnnc::driver::{self, OptLevel, OptOptions};
+use cnnc::speed::SpeedOptions;
+use cnnc_passes::Metric;
+use cnnc_passes::approx::Family;
 
 use super::{ShapeArgs, ThreadsArgs, say_json};
 
@@ -26,8 +30,9 @@ pub const AFTER_HELP: &str = "Examples:\n  cnnc opt model.onnx -O0 -o model.cnnc
 pub struct OptArgs {
     /// The model (.onnx, or a .cnnc to rewrite in this version's format).
     model: PathBuf,
-    /// Optimization level: 0 (import and verify, no rewrites), 1 (lossless rewrites: BatchNorm and
-    /// per-channel constant folding, chosen by DAG-aware extraction). `speed` arrives later.
+    /// Optimization level: 0 (import and verify, no rewrites), 1 (lossless rewrites chosen by
+    /// measured cost), speed (also approximate forms — low-rank SVD and Tucker-2 — within an
+    /// accuracy budget measured on calibration data: needs --calib).
     #[arg(short = 'O', value_name = "LEVEL", default_value = "0", value_parser = str::parse::<OptLevel>)]
     level: OptLevel,
     /// The artifact to write.
@@ -46,6 +51,42 @@ pub struct OptArgs {
     emit_onnx: Option<PathBuf>,
     #[command(flatten)]
     cost: CostArgs,
+    #[command(flatten)]
+    speed: SpeedArgs,
+    #[command(flatten)]
+    calib: CalibArgs,
+}
+
+/// The accuracy budget of `-O speed`.
+#[derive(Args)]
+#[command(next_help_heading = "Accuracy budget (-O speed)")]
+struct SpeedArgs {
+    /// How the drop is measured against the original model on the same samples: top1 (agreement
+    /// lost, or accuracy lost with --labels), rel-l2, logit-l2, cosine, mask-iou:THR. Default:
+    /// top1 for one [N, classes] output, rel-l2 otherwise.
+    #[arg(long, value_name = "METRIC", value_parser = Metric::parse)]
+    metric: Option<Metric>,
+    /// The largest drop allowed, a fraction (`0.01`) or a percentage (`1%`). Default 0.01.
+    #[arg(long = "max-drop", value_name = "X", value_parser = parse_drop)]
+    max_drop: Option<f64>,
+    /// The lossy families the search may use, comma-separated: svd, tucker2. Default: all.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_family)]
+    families: Vec<Family>,
+}
+
+fn parse_drop(s: &str) -> Result<f64, String> {
+    let (num, scale) = match s.strip_suffix('%') {
+        Some(n) => (n, 0.01),
+        None => (s, 1.0),
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v * scale < 1.0 => Ok(v * scale),
+        _ => Err(format!("expected a fraction in [0, 1) such as 0.01, or a percentage such as 1%, got `{s}`")),
+    }
+}
+
+fn parse_family(s: &str) -> Result<Family, String> {
+    Family::from_name(s).ok_or_else(|| format!("unknown family `{s}`: expected svd or tucker2"))
 }
 
 /// How `-O1` prices kernels.
@@ -81,8 +122,33 @@ pub fn run(args: OptArgs) -> Result<()> {
         threads: args.cost.threads.get(),
         no_winograd: args.cost.no_winograd,
         args: result_args(std::env::args().skip(1)),
+        calib: args.calib.spec()?,
+        speed: speed_options(args.speed, args.level)?,
     };
     say_json(&driver::opt(&options)?)
+}
+
+/// `-O speed`'s options; its flags at another level are an error naming the flag.
+fn speed_options(a: SpeedArgs, level: OptLevel) -> Result<SpeedOptions> {
+    if level != OptLevel::Speed {
+        let given = [
+            (a.metric.is_some(), "--metric"),
+            (a.max_drop.is_some(), "--max-drop"),
+            (!a.families.is_empty(), "--families"),
+        ];
+        if let Some(flag) = given.into_iter().find_map(|(g, f)| g.then_some(f)) {
+            return Err(driver::DriverError::NeedsSpeed { flag }.into());
+        }
+    }
+    let defaults = SpeedOptions::default();
+    let mut families = a.families;
+    families.sort();
+    families.dedup();
+    Ok(SpeedOptions {
+        metric: a.metric,
+        max_drop: a.max_drop.unwrap_or(defaults.max_drop),
+        families: if families.is_empty() { defaults.families } else { families },
+    })
 }
 
 /// The command-line arguments that decide an artifact's contents: all but where the artifact,

@@ -104,7 +104,8 @@ pub fn extract_budgeted(
         let ext = extract_dag_choice(egraph, root, &Charged { base: cost, lambda, errors }, seed)?;
         let latency = ext.enodes.iter().map(|n| cost.cost(egraph, n)).sum();
         let used: BTreeSet<ProposalId> = ext.expr.as_ref().iter().filter_map(|n| term_charge(egraph, n)).collect();
-        let error = used.iter().map(|p| errors.get(p.0 as usize).copied().unwrap_or(f64::INFINITY)).sum();
+        // `+ 0.0`: an empty f64 sum is -0.0.
+        let error = used.iter().map(|p| errors.get(p.0 as usize).copied().unwrap_or(f64::INFINITY)).sum::<f64>() + 0.0;
         Ok((CurvePoint { lambda, latency, error, proposals: used.into_iter().collect() }, ext))
     };
 

@@ -1,0 +1,375 @@
+//! `-O speed`: the accuracy-budgeted search, driven step by step over `passes`' e-graph side
+//! ([`cnnc_passes::SpeedSearch`]) with the runtime for measurements and calibration runs.
+//!
+//! 1. Exact saturation; price the e-graph; extract the lossless graph (the teacher every
+//!    statistic is taken on).
+//! 2. Fit split: each replaceable layer's input second moment (subsampled patches).
+//! 3. Fit split: each layer's sensitivity (a seeded weight perturbation of relative output
+//!    error [`SENSITIVITY_EPS`], run end to end on the continuous surrogate of the metric).
+//! 4. Proposals (SVD, Tucker-2, …) with exact fit-split layer errors; exact rules around them;
+//!    price the new kernels.
+//! 5. Budgeted extraction on the predicted error (`Σ (s_L·e_p)²` against the surrogate budget),
+//!    then validation of the user's metric on the validation split; the surrogate budget is
+//!    searched (loosened while the result fits, tightened while it does not, then bisected; at
+//!    most [`MAX_VALIDATIONS`] solves) for the fastest candidate that fits. A model over its
+//!    budget on validation is never returned: if only the lossless graph fits, it is.
+//! 6. Test split: the numbers reported.
+
+use cnnc_ir::{Tensor, VerifiedGraph};
+use cnnc_passes::approx::stats::collect_moments;
+use cnnc_passes::approx::{Family, ProposalConfig, error};
+use cnnc_passes::{
+    CostOracle, EvalError, Evaluator, Limits, Metric, MetricAcc, RuleOptions, SpeedSearch, Split, TableCost,
+    extract_budgeted, to_graph,
+};
+use serde::Serialize;
+
+use crate::calib::CalibSet;
+use crate::evaluate::RuntimeEvaluator;
+
+/// Relative output error of the sensitivity perturbation: the scale of the proposals' errors.
+pub const SENSITIVITY_EPS: f64 = 0.05;
+/// Output positions sampled per image for a layer's second moment.
+pub const MAX_PIXELS: usize = 256;
+/// Solves (each validated on the validation split) of the search for the surrogate budget.
+pub const MAX_VALIDATIONS: usize = 10;
+
+/// What `-O speed` was asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpeedOptions {
+    /// `None`: the default for the model's outputs ([`Metric::default_for`]).
+    pub metric: Option<Metric>,
+    /// The largest drop of the metric allowed, a fraction.
+    pub max_drop: f64,
+    pub families: Vec<Family>,
+}
+
+impl Default for SpeedOptions {
+    fn default() -> SpeedOptions {
+        SpeedOptions { metric: None, max_drop: 0.01, families: vec![Family::Svd, Family::Tucker2] }
+    }
+}
+
+/// Why the search failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpeedError {
+    #[error("calibration run: {0}")]
+    Eval(#[from] EvalError),
+    #[error("extraction: {0}")]
+    Extract(String),
+}
+
+/// The `-O speed` part of the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct SpeedReport {
+    pub metric: String,
+    pub surrogate_metric: String,
+    pub max_drop: f64,
+    pub families: Vec<&'static str>,
+    pub splits: SplitCounts,
+    pub layers: Vec<LayerChoice>,
+    pub curve: Vec<CurveRow>,
+    pub iterations: Vec<Iteration>,
+    pub stop_reason: String,
+    /// The chosen model's metric drop on the validation and test splits.
+    pub validation_drop: f64,
+    pub test_drop: f64,
+    /// (original, optimized) accuracy on the test split, when every sample has a label.
+    pub test_accuracy: Option<(f64, f64)>,
+    pub lossless_latency_us: f64,
+    pub predicted_latency_us: f64,
+    pub predicted_error: f64,
+    pub proposals: usize,
+    pub time_ms: PhaseTimes,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SplitCounts {
+    pub fit: usize,
+    pub validation: usize,
+    pub test: usize,
+}
+
+/// One replaceable layer and what the search chose for it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerChoice {
+    pub name: String,
+    pub op: &'static str,
+    pub macs: u64,
+    pub sensitivity: f64,
+    /// `original`, or the family of the chosen proposal.
+    pub form: &'static str,
+    pub ranks: Vec<usize>,
+    pub form_macs: u64,
+    /// Relative output error of the chosen form on the fit split, and its predicted effect.
+    pub layer_error: f64,
+    pub predicted_error: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CurveRow {
+    pub lambda: Option<f64>,
+    pub predicted_latency_us: f64,
+    pub predicted_error: f64,
+    pub proposals: usize,
+}
+
+/// One solve of the budgeted extraction and its validation.
+#[derive(Clone, Debug, Serialize)]
+pub struct Iteration {
+    pub surrogate_budget: f64,
+    pub predicted_latency_us: f64,
+    pub predicted_error: f64,
+    pub validation_drop: f64,
+    pub within_budget: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PhaseTimes {
+    pub saturate: f64,
+    pub moments: f64,
+    pub sensitivity: f64,
+    pub propose: f64,
+    pub cost: f64,
+    pub search: f64,
+    pub test: f64,
+}
+
+/// The result: the graph to write and the report.
+pub struct SpeedOutcome {
+    pub graph: VerifiedGraph,
+    pub report: SpeedReport,
+    pub saturation: cnnc_passes::Saturation,
+}
+
+/// The continuous metric the error model and the budget use for `metric`.
+fn surrogate(metric: Metric) -> Metric {
+    match metric {
+        Metric::Top1 => Metric::LogitL2,
+        Metric::MaskIou(_) => Metric::RelL2,
+        m => m,
+    }
+}
+
+/// The surrogate's budget (an energy: errors add as squares) for a drop of `max_drop`.
+fn initial_surrogate_budget(metric: Metric, max_drop: f64) -> f64 {
+    match metric {
+        // 1 − cos ≈ ½·rel², so a cosine drop is already half an energy.
+        Metric::Cosine => 2.0 * max_drop,
+        _ => max_drop * max_drop,
+    }
+}
+
+fn ms(t: std::time::Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// Runs the search on `graph` with calibration data `set`; `cost` and `oracle` price kernels.
+pub fn optimize_speed(
+    graph: &VerifiedGraph,
+    set: &CalibSet,
+    opts: &SpeedOptions,
+    rules: RuleOptions,
+    cost: &mut TableCost,
+    oracle: &mut dyn CostOracle,
+    threads: usize,
+) -> Result<SpeedOutcome, SpeedError> {
+    let mut times = PhaseTimes::default();
+    let outputs: Vec<cnnc_ir::TensorType> =
+        graph.outputs().iter().map(|o| graph.value_type(&o.value).clone()).collect();
+    let metric = opts.metric.unwrap_or_else(|| Metric::default_for(&outputs));
+    let surrogate_metric = surrogate(metric);
+    let mut ev = RuntimeEvaluator::new(set, threads);
+
+    let t = std::time::Instant::now();
+    let mut search = SpeedSearch::saturate(graph, rules, Limits::default());
+    times.saturate = ms(t);
+    let t = std::time::Instant::now();
+    cost.add_egraph(&search.loaded.egraph, oracle);
+    times.cost += ms(t);
+    let lossless = search.extract_lossless(&*cost).map_err(|e| SpeedError::Extract(e.to_string()))?;
+
+    let t = std::time::Instant::now();
+    let moments = collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, MAX_PIXELS)?;
+    times.moments = ms(t);
+    let t = std::time::Instant::now();
+    let sens = error::sensitivities(
+        &mut ev,
+        &search.loaded.egraph,
+        &lossless,
+        &moments,
+        surrogate_metric,
+        SENSITIVITY_EPS,
+        Split::Fit,
+    )?;
+    times.sensitivity = ms(t);
+
+    let t = std::time::Instant::now();
+    let config = ProposalConfig { families: opts.families.clone(), ..ProposalConfig::default() };
+    let (proposals, _) = search.propose(&lossless.layers, &moments, &config);
+    times.propose = ms(t);
+    let t = std::time::Instant::now();
+    cost.add_egraph(&search.loaded.egraph, oracle);
+    times.cost += ms(t);
+    let errors = error::predicted_errors(&proposals, &sens);
+
+    // The original model's outputs on validation and test, the reference of every drop.
+    let reference = |ev: &mut RuntimeEvaluator, split| -> Result<Vec<Vec<Tensor>>, EvalError> {
+        let mut out = Vec::new();
+        ev.run(graph, split, &[], &mut |b| {
+            out.push(b.outputs.to_vec());
+            Ok(())
+        })?;
+        Ok(out)
+    };
+    let drop_on = |ev: &mut RuntimeEvaluator, g: &VerifiedGraph, refs: &[Vec<Tensor>], split| {
+        let mut acc = MetricAcc::new(metric);
+        let mut i = 0;
+        ev.run(g, split, &[], &mut |b| {
+            if let Some(r) = refs.get(i) {
+                acc.add(r, b.outputs, b.labels);
+            }
+            i += 1;
+            Ok(())
+        })
+        .map(|()| acc)
+    };
+    let val_ref = reference(&mut ev, Split::Validation)?;
+
+    let t = std::time::Instant::now();
+    let egraph = &search.loaded.egraph;
+    let solve = |budget: f64| -> Result<(cnnc_passes::Budgeted, VerifiedGraph), SpeedError> {
+        let b = extract_budgeted(egraph, search.root(), &*cost, &errors, budget, &search.seed)
+            .map_err(|e| SpeedError::Extract(e.to_string()))?;
+        let g = to_graph(&b.extracted.expr, &egraph.analysis).map_err(|e| SpeedError::Extract(e.to_string()))?;
+        let g =
+            cnnc_ir::verify(g).map_err(|e| SpeedError::Extract(format!("the chosen graph does not verify: {e}")))?;
+        Ok((b, g))
+    };
+    // The surrogate budget that meets the user's budget on validation: start from the metric's
+    // own scale, loosen ×4 while it fits (top1 and mask IoU tolerate far larger logit errors
+    // than their drop), tighten ×¼ while it does not, then bisect between the two.
+    let mut budget = initial_surrogate_budget(metric, opts.max_drop);
+    let (mut fit_budget, mut fail_budget): (Option<f64>, Option<f64>) = (None, None);
+    let mut iterations: Vec<Iteration> = Vec::new();
+    let mut chosen: Option<(cnnc_passes::Budgeted, VerifiedGraph, f64)> = None;
+    let mut tried: Vec<(Vec<cnnc_passes::ProposalId>, f64)> = Vec::new();
+    for _ in 0..MAX_VALIDATIONS {
+        let (b, g) = solve(budget)?;
+        let known = tried.iter().find(|(p, _)| *p == b.point.proposals).map(|(_, d)| *d);
+        let drop = match known {
+            Some(d) => d,
+            None if b.point.proposals.is_empty() => 0.0,
+            None => drop_on(&mut ev, &g, &val_ref, Split::Validation)?.value(),
+        };
+        let fits = drop <= opts.max_drop;
+        // At a budget above every proposal's error summed, looser budgets choose the same.
+        let everything = budget >= errors.iter().filter(|e| e.is_finite()).sum::<f64>();
+        iterations.push(Iteration {
+            surrogate_budget: budget,
+            predicted_latency_us: b.point.latency,
+            predicted_error: b.point.error,
+            validation_drop: drop,
+            within_budget: fits,
+        });
+        let repeated = known.is_some();
+        tried.push((b.point.proposals.clone(), drop));
+        if fits {
+            fit_budget = Some(budget);
+            if chosen.as_ref().is_none_or(|c| b.point.latency < c.0.point.latency) {
+                chosen = Some((b, g, drop));
+            }
+        } else {
+            fail_budget = Some(budget);
+        }
+        budget = match (fit_budget, fail_budget) {
+            (Some(lo), Some(hi)) => (lo * hi).sqrt(),
+            (Some(lo), None) if !everything => lo * 4.0,
+            (None, Some(hi)) => hi * 0.25,
+            _ => break,
+        };
+        if repeated && fit_budget.is_some() && fail_budget.is_some() {
+            break;
+        }
+    }
+    let stop_reason = match &chosen {
+        Some((b, _, _)) if !b.point.proposals.is_empty() => "fastest candidate within budget on the validation split",
+        Some(_) => "no approximation fits the budget on the validation split: lossless graph",
+        None => "every candidate was over budget on the validation split: lossless graph",
+    }
+    .to_owned();
+    times.search = ms(t);
+    let (budgeted, best, validation_drop) = match chosen {
+        Some(c) => c,
+        None => {
+            let (b, g) = solve(0.0)?;
+            (b, g, 0.0)
+        }
+    };
+
+    let t = std::time::Instant::now();
+    let (test_drop, test_accuracy) = if set.samples(Split::Test).is_empty() {
+        (f64::NAN, None)
+    } else {
+        let test_ref = reference(&mut ev, Split::Test)?;
+        let acc = drop_on(&mut ev, &best, &test_ref, Split::Test)?;
+        (acc.value(), acc.accuracies())
+    };
+    times.test = ms(t);
+
+    let used: std::collections::HashMap<usize, &cnnc_passes::approx::Proposal> =
+        budgeted.point.proposals.iter().map(|p| (proposals[p.0 as usize].layer, &proposals[p.0 as usize])).collect();
+    let layers = lossless
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let p = used.get(&i);
+            LayerChoice {
+                name: l.name.clone(),
+                op: match l.kind {
+                    cnnc_passes::approx::LayerKind::Conv(_) => "conv",
+                    cnnc_passes::approx::LayerKind::Dense { .. } => "dense",
+                },
+                macs: l.macs(),
+                sensitivity: sens.get(i).copied().unwrap_or(f64::NAN),
+                form: p.map_or("original", |p| p.family.name()),
+                ranks: p.map(|p| p.ranks.clone()).unwrap_or_default(),
+                form_macs: p.map_or(l.macs(), |p| p.macs),
+                layer_error: p.map_or(0.0, |p| p.rel_error),
+                predicted_error: p.map_or(0.0, |p| errors[p.id.0 as usize]),
+            }
+        })
+        .collect();
+    let curve = budgeted
+        .curve
+        .iter()
+        .map(|c| CurveRow {
+            lambda: c.lambda.is_finite().then_some(c.lambda),
+            predicted_latency_us: c.latency,
+            predicted_error: c.error,
+            proposals: c.proposals.len(),
+        })
+        .collect();
+    let sizes = set.sizes();
+    let report = SpeedReport {
+        metric: metric.name(),
+        surrogate_metric: surrogate_metric.name(),
+        max_drop: opts.max_drop,
+        families: opts.families.iter().map(|f| f.name()).collect(),
+        splits: SplitCounts { fit: sizes.fit, validation: sizes.validation, test: sizes.test },
+        layers,
+        curve,
+        iterations,
+        stop_reason,
+        validation_drop,
+        test_drop,
+        test_accuracy,
+        lossless_latency_us: budgeted.curve.first().map_or(f64::NAN, |c| c.latency),
+        predicted_latency_us: budgeted.point.latency,
+        predicted_error: budgeted.point.error,
+        proposals: proposals.len(),
+        time_ms: times,
+    };
+    Ok(SpeedOutcome { graph: best, report, saturation: search.saturation.clone() })
+}
