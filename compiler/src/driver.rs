@@ -332,18 +332,16 @@ pub fn optimize(graph: VerifiedGraph, o: &OptOptions) -> Result<Optimized, Drive
     let threads = o.threads.unwrap_or(1);
     let mut cache = open_cost_cache(o.cost_cache.as_deref());
     let mut table = cnnc_passes::TableCost::new(threads);
-    let limits = cnnc_passes::Limits::default();
-    let rules = cnnc_passes::RuleOptions { winograd: !o.no_winograd };
+    let config = cnnc_passes::OptConfig::lossless().with_winograd(!o.no_winograd);
     let optimizing = |error| DriverError::Optimize { model: o.model.clone(), error };
     let (optimized, rep, roofline, stats) = if o.no_measure {
         let mut oracle =
             cost::RooflineOracle::new(&mut cache, threads).map_err(|reason| DriverError::Roofline { reason })?;
-        let (g, rep) =
-            cnnc_passes::optimize_exact(&graph, limits, rules, &mut table, &mut oracle).map_err(optimizing)?;
+        let (g, rep) = cnnc_passes::optimize_exact(&graph, &config, &mut table, &mut oracle).map_err(optimizing)?;
         (g, rep, Some(oracle.roofline), oracle.stats)
     } else {
         let mut oracle = cost::MeasuredOracle::new(&mut cache);
-        let result = cnnc_passes::optimize_exact(&graph, limits, rules, &mut table, &mut oracle);
+        let result = cnnc_passes::optimize_exact(&graph, &config, &mut table, &mut oracle);
         let stats = oracle.stats;
         if interrupt::requested() {
             save_cost_cache(&mut cache);
@@ -377,16 +375,16 @@ fn optimize_speed(graph: VerifiedGraph, o: &OptOptions) -> Result<Optimized, Dri
     let threads = o.threads.unwrap_or(1);
     let mut cache = open_cost_cache(o.cost_cache.as_deref());
     let mut table = cnnc_passes::TableCost::new(threads);
-    let rules = cnnc_passes::RuleOptions { winograd: !o.no_winograd };
+    let winograd = !o.no_winograd;
     let nodes_before = graph.node_count();
     let (result, roofline, stats) = if o.no_measure {
         let mut oracle =
             cost::RooflineOracle::new(&mut cache, threads).map_err(|reason| DriverError::Roofline { reason })?;
-        let r = crate::speed::optimize_speed(&graph, &set, &o.speed, rules, &mut table, &mut oracle, threads);
+        let r = crate::speed::optimize_speed(&graph, &set, &o.speed, winograd, &mut table, &mut oracle, threads);
         (r, Some(oracle.roofline), oracle.stats)
     } else {
         let mut oracle = cost::MeasuredOracle::new(&mut cache);
-        let r = crate::speed::optimize_speed(&graph, &set, &o.speed, rules, &mut table, &mut oracle, threads);
+        let r = crate::speed::optimize_speed(&graph, &set, &o.speed, winograd, &mut table, &mut oracle, threads);
         (r, None, oracle.stats)
     };
     save_cost_cache(&mut cache);

@@ -17,10 +17,10 @@
 
 use cnnc_ir::{Tensor, VerifiedGraph};
 use cnnc_passes::approx::stats::collect_moments;
-use cnnc_passes::approx::{Family, ProposalConfig, error};
+use cnnc_passes::approx::{Family, error};
 use cnnc_passes::{
-    CostOracle, EvalError, Evaluator, Limits, Metric, MetricAcc, RuleOptions, SpeedSearch, Split, TableCost,
-    extract_budgeted, to_graph,
+    CostOracle, EvalError, Evaluator, Metric, MetricAcc, OptConfig, SpeedSearch, Split, TableCost, extract_budgeted,
+    to_graph,
 };
 use serde::Serialize;
 
@@ -169,7 +169,7 @@ pub fn optimize_speed(
     graph: &VerifiedGraph,
     set: &CalibSet,
     opts: &SpeedOptions,
-    rules: RuleOptions,
+    winograd: bool,
     cost: &mut TableCost,
     oracle: &mut dyn CostOracle,
     threads: usize,
@@ -182,7 +182,11 @@ pub fn optimize_speed(
     let mut ev = RuntimeEvaluator::new(set, threads);
 
     let t = std::time::Instant::now();
-    let mut search = SpeedSearch::saturate(graph, rules, Limits::default());
+    let mut config = OptConfig::speed().with_winograd(winograd);
+    if let Some(p) = &mut config.proposals {
+        p.families = opts.families.clone();
+    }
+    let mut search = SpeedSearch::saturate(graph, &config);
     times.saturate = ms(t);
     let t = std::time::Instant::now();
     cost.add_egraph(&search.loaded.egraph, oracle);
@@ -205,8 +209,7 @@ pub fn optimize_speed(
     times.sensitivity = ms(t);
 
     let t = std::time::Instant::now();
-    let config = ProposalConfig { families: opts.families.clone(), ..ProposalConfig::default() };
-    let (proposals, _) = search.propose(&lossless.layers, &moments, &config);
+    let (proposals, _) = search.propose(&lossless.layers, &moments);
     times.propose = ms(t);
     let t = std::time::Instant::now();
     cost.add_egraph(&search.loaded.egraph, oracle);

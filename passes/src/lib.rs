@@ -26,7 +26,7 @@ pub use extract::{
 };
 pub use lang::{AttrEntry, AttrRef, AttrTable, Cnn, InputRef, OutIndex, ProposalId, WeightRef};
 pub use metric::{Metric, MetricAcc};
-pub use optimize::{OptReport, optimize_exact};
+pub use optimize::{OptConfig, OptReport, optimize_exact};
 pub use rules::winograd::{force_conv_algo, winograd_layers};
 pub use rules::{Limits, RuleOptions, Saturation, exact_rules, exact_rules_with, saturate};
 pub use speed::{Lossless, SpeedSearch};

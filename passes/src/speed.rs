@@ -16,18 +16,18 @@ use cnnc_ir::{ValueRef, VerifiedGraph};
 use egg::Id;
 
 use crate::approx::linalg::SecondMoment;
-use crate::approx::{Layer, Proposal, ProposalConfig, find_layers, propose, rules_after_proposals};
+use crate::approx::{Layer, Proposal, find_layers, propose, rules_after_proposals};
 use crate::convert::{Loaded, to_egraph, to_graph_values};
 use crate::extract::{ExtractError, Extracted, NodeCost, Seed, extract_dag_choice};
-use crate::rules::{Limits, RuleOptions, Saturation, exact_rules_with, saturate};
+use crate::optimize::OptConfig;
+use crate::rules::{Saturation, exact_rules_with, saturate};
 
 /// The state of one `-O speed` search.
 pub struct SpeedSearch {
     pub loaded: Loaded,
     /// The input graph's own nodes: extraction's local search starts from them too.
     pub seed: Seed,
-    pub options: RuleOptions,
-    pub limits: Limits,
+    pub config: OptConfig,
     pub saturation: Saturation,
 }
 
@@ -44,12 +44,12 @@ pub struct Lossless {
 }
 
 impl SpeedSearch {
-    /// Loads `graph` and saturates it with the exact rules `options` selects.
-    pub fn saturate(graph: &VerifiedGraph, options: RuleOptions, limits: Limits) -> SpeedSearch {
+    /// Loads `graph` and saturates it with the exact rules `config` selects.
+    pub fn saturate(graph: &VerifiedGraph, config: &OptConfig) -> SpeedSearch {
         let loaded = to_egraph(graph);
         let seed = Seed::of(&loaded.egraph);
-        let (loaded, saturation) = saturate(loaded, &exact_rules_with(options), limits);
-        SpeedSearch { loaded, seed, options, limits, saturation }
+        let (loaded, saturation) = saturate(loaded, &exact_rules_with(config.rules), config.limits);
+        SpeedSearch { loaded, seed, config: config.clone(), saturation }
     }
 
     pub fn root(&self) -> Id {
@@ -80,18 +80,17 @@ impl SpeedSearch {
         Ok(Lossless { extracted, graph, layers, taps, params })
     }
 
-    /// Adds every proposal for `layers` (with their input second moments) and saturates the
-    /// rules that may rewrite around them; returns the proposals, numbered from 0.
-    pub fn propose(
-        &mut self,
-        layers: &[Layer],
-        moments: &[Option<SecondMoment>],
-        config: &ProposalConfig,
-    ) -> (Vec<Proposal>, Saturation) {
-        let proposals = propose(&mut self.loaded.egraph, layers, moments, config);
+    /// Adds every proposal the configuration's families make for `layers` (with their input
+    /// second moments; none when the configuration is lossless) and saturates the rules that may
+    /// rewrite around them; returns the proposals, numbered from 0.
+    pub fn propose(&mut self, layers: &[Layer], moments: &[Option<SecondMoment>]) -> (Vec<Proposal>, Saturation) {
+        let Some(config) = self.config.proposals.clone() else {
+            return (Vec::new(), self.saturation.clone());
+        };
+        let proposals = propose(&mut self.loaded.egraph, layers, moments, &config);
         let root = self.loaded.root;
         let loaded = std::mem::replace(&mut self.loaded, Loaded { egraph: egg::EGraph::new(Default::default()), root });
-        let (loaded, sat) = saturate(loaded, &rules_after_proposals(self.options.winograd), self.limits);
+        let (loaded, sat) = saturate(loaded, &rules_after_proposals(self.config.rules.winograd), self.config.limits);
         self.loaded = loaded;
         (proposals, sat)
     }

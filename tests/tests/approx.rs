@@ -12,8 +12,8 @@ use cnnc_ir::{ConvAlgo, ConvAttrs, Graph, Op, Tensor, TensorType, UnaryOp, Verif
 use cnnc_passes::approx::stats::collect_moments;
 use cnnc_passes::approx::{Family, Layer, Proposal, ProposalConfig, augmented_weight, error, svd, tucker2};
 use cnnc_passes::{
-    Cnn, CnnAnalysis, Limits, MacCost, Metric, NodeCost, RuleOptions, SpeedSearch, Split, WeightRef, extract_budgeted,
-    extract_dag_choice, to_graph, weight_of,
+    Cnn, CnnAnalysis, Limits, MacCost, Metric, NodeCost, OptConfig, RuleOptions, SpeedSearch, Split, WeightRef,
+    extract_budgeted, extract_dag_choice, to_graph, weight_of,
 };
 use cnnc_runtime::run_reference;
 use cnnc_tests::{ReferenceEvaluator, rel_l2, uniform};
@@ -95,13 +95,13 @@ struct Searched {
 }
 
 fn search(graph: &VerifiedGraph, config: &ProposalConfig) -> Searched {
-    let mut search = SpeedSearch::saturate(graph, RuleOptions { winograd: false }, Limits::default());
+    let mut search = SpeedSearch::saturate(graph, &speed_config(config));
     let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
     let mut ev = evaluator(graph, 3);
     let moments = collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, ALL_PIXELS)
         .expect("calibration runs");
     let classes_before: Vec<Id> = search.loaded.egraph.classes().map(|c| c.id).collect();
-    let (proposals, _) = search.propose(&lossless.layers, &moments, config);
+    let (proposals, _) = search.propose(&lossless.layers, &moments);
     Searched { search, proposals, lossless: lossless.graph, layers: lossless.layers, classes_before, ev }
 }
 
@@ -149,6 +149,12 @@ fn pooled_rel_l2(want: &VerifiedGraph, got: &VerifiedGraph, inputs: &[Vec<Tensor
     (num / den).sqrt()
 }
 
+/// `-O speed`'s configuration without Winograd (a Winograd conv is as cheap in MACs as the
+/// direct one) and with the proposal settings `p`.
+fn speed_config(p: &ProposalConfig) -> OptConfig {
+    OptConfig { rules: RuleOptions { winograd: false }, limits: Limits::default(), proposals: Some(p.clone()) }
+}
+
 fn config(families: &[Family], energies: &[f64]) -> ProposalConfig {
     ProposalConfig { families: families.to_vec(), energies: energies.to_vec(), rank_quantum: 1, max_mac_fraction: 10.0 }
 }
@@ -174,7 +180,7 @@ fn svd_predicted_layer_error_is_the_measured_one() {
 #[test]
 fn full_rank_decompositions_reproduce_the_layer() {
     let g = conv_chain([1, 8, 8, 8], &[(8, 12, 3, 1, 1, 1)], false);
-    let search = SpeedSearch::saturate(&g, RuleOptions { winograd: false }, Limits::default());
+    let search = SpeedSearch::saturate(&g, &speed_config(&config(&[Family::Svd], &[0.9, 0.99])));
     let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
     let mut ev = evaluator(&g, 3);
     let moments =
@@ -289,14 +295,14 @@ fn dense_layers_get_svd_proposals_that_match_their_prediction() {
     g.add_output("y", y);
     let g = verify(g).expect("verifies");
     let cfg = ProposalConfig { rank_quantum: 8, ..config(&[Family::Svd], &[0.9, 0.99]) };
-    let mut search = SpeedSearch::saturate(&g, RuleOptions { winograd: false }, Limits::default());
+    let mut search = SpeedSearch::saturate(&g, &speed_config(&cfg));
     let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
     assert_eq!(lossless.layers.len(), 1);
     // 100 samples > 65 inputs: the second moment becomes a Gram matrix.
     let mut ev = evaluator(&g, 100);
     let moments =
         collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, ALL_PIXELS).expect("runs");
-    let (proposals, _) = search.propose(&lossless.layers, &moments, &cfg);
+    let (proposals, _) = search.propose(&lossless.layers, &moments);
     assert!(!proposals.is_empty());
     let s = Searched {
         search,
@@ -317,7 +323,7 @@ fn dense_layers_get_svd_proposals_that_match_their_prediction() {
 fn the_last_layers_sensitivity_to_rel_l2_is_one() {
     // Without a final activation the last layer's relative output error is the network's.
     let g = conv_chain([1, 8, 8, 8], &[(8, 16, 3, 1, 1, 1), (16, 16, 3, 1, 1, 1)], false);
-    let search = SpeedSearch::saturate(&g, RuleOptions { winograd: false }, Limits::default());
+    let search = SpeedSearch::saturate(&g, &speed_config(&config(&[Family::Svd], &[0.9, 0.99])));
     let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
     let mut ev = evaluator(&g, 4);
     let moments =
@@ -334,7 +340,7 @@ fn the_last_layers_sensitivity_to_rel_l2_is_one() {
 #[test]
 fn predicted_network_errors_track_measured_ones() {
     let g = conv_chain([1, 8, 8, 8], &[(8, 16, 3, 1, 1, 1), (16, 16, 3, 1, 1, 1)], true);
-    let mut search = SpeedSearch::saturate(&g, RuleOptions { winograd: false }, Limits::default());
+    let mut search = SpeedSearch::saturate(&g, &speed_config(&config(&[Family::Svd], &[0.9, 0.99])));
     let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
     let mut ev = evaluator(&g, 4);
     let moments =
@@ -342,7 +348,7 @@ fn predicted_network_errors_track_measured_ones() {
     let sens =
         error::sensitivities(&mut ev, &search.loaded.egraph, &lossless, &moments, Metric::RelL2, 0.05, Split::Fit)
             .expect("runs");
-    let (proposals, _) = search.propose(&lossless.layers, &moments, &config(&[Family::Svd], &[0.9, 0.99]));
+    let (proposals, _) = search.propose(&lossless.layers, &moments);
     assert!(proposals.len() >= 2);
     let predicted = error::predicted_errors(&proposals, &sens);
     let s = Searched {

@@ -6,9 +6,7 @@ use std::path::PathBuf;
 
 use cnnc::cost::{CostCache, Machine, MeasuredOracle};
 use cnnc_ir::{Graph, Op, VerifiedGraph, verify};
-use cnnc_passes::{
-    CostError, KernelKey, Limits, MacCost, RuleOptions, TableCost, exact_rules, extract_dag, saturate, to_egraph,
-};
+use cnnc_passes::{CostError, KernelKey, Limits, MacCost, TableCost, exact_rules, extract_dag, saturate, to_egraph};
 
 /// A conv without bias feeding an (unfolded) BatchNorm: the BN-fold rule offers a conv with a
 /// bias instead, which has the same MACs and no BatchNorm pass, so MAC counting always folds.
@@ -32,7 +30,7 @@ fn conv_bn() -> VerifiedGraph {
 fn optimize_with(g: &VerifiedGraph, price: impl Fn(&KernelKey) -> f64) -> Graph {
     let mut table = TableCost::new(1);
     let mut oracle = |k: &KernelKey| -> Result<f64, CostError> { Ok(price(k)) };
-    let (out, _) = cnnc_passes::optimize_exact(g, Limits::default(), RuleOptions::default(), &mut table, &mut oracle)
+    let (out, _) = cnnc_passes::optimize_exact(g, &cnnc_passes::OptConfig::lossless(), &mut table, &mut oracle)
         .expect("optimizes");
     out
 }

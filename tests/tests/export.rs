@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use cnnc::onnx::{ExportError, ImportOptions, export_bytes, import_bytes};
 use cnnc_ir::*;
-use cnnc_passes::{Limits, RuleOptions, TableCost, mac_estimate, optimize_exact};
+use cnnc_passes::{OptConfig, TableCost, mac_estimate, optimize_exact};
 use cnnc_runtime::run_reference;
 use cnnc_tests::{fixtures_dir, import_with_inputs, load_golden, model_path, ordered_inputs, rel_l2};
 
@@ -116,8 +116,7 @@ fn assert_same_outputs(g: &Graph, want: &[Tensor], got: &[Tensor], what: &str, r
 /// every rewrite the rules offer is exercised the same way on every run).
 fn optimized(g: &VerifiedGraph) -> VerifiedGraph {
     let mut table = TableCost::new(1);
-    let (opt, _) =
-        optimize_exact(g, Limits::default(), RuleOptions::default(), &mut table, &mut mac_estimate).expect("optimizes");
+    let (opt, _) = optimize_exact(g, &OptConfig::lossless(), &mut table, &mut mac_estimate).expect("optimizes");
     verify(opt).expect("the optimized graph verifies")
 }
 

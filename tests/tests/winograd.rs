@@ -11,7 +11,7 @@
 use cnnc_ir::artifact::{ArtifactMeta, decode, encode};
 use cnnc_ir::{ConvAlgo, ConvAttrs, Graph, Op, Tensor, TensorType, VerifiedGraph, verify};
 use cnnc_passes::{
-    CostError, KernelKey, Limits, RuleOptions, Saturation, TableCost, exact_rules_with, force_conv_algo,
+    CostError, KernelKey, Limits, OptConfig, RuleOptions, Saturation, TableCost, exact_rules_with, force_conv_algo,
     optimize_exact, saturate, to_egraph, winograd_layers,
 };
 use cnnc_runtime::{Model, run_reference};
@@ -100,7 +100,9 @@ fn priced(f2: f64, f4: f64) -> impl FnMut(&KernelKey) -> Result<f64, CostError> 
 
 fn optimize(g: &VerifiedGraph, options: RuleOptions, f2: f64, f4: f64) -> VerifiedGraph {
     let mut table = TableCost::new(1);
-    let (out, _) = optimize_exact(g, Limits::default(), options, &mut table, &mut priced(f2, f4)).expect("optimizes");
+    let (out, _) =
+        optimize_exact(g, &OptConfig { rules: options, ..OptConfig::lossless() }, &mut table, &mut priced(f2, f4))
+            .expect("optimizes");
     verify(out).expect("the optimized graph verifies")
 }
 

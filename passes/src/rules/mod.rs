@@ -59,7 +59,7 @@ pub fn exact_rules_with(options: RuleOptions) -> Vec<Rewrite<Cnn, CnnAnalysis>> 
 
 /// Limits of one saturation run (iterations and e-nodes; no wall clock, so runs are
 /// deterministic).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub iterations: usize,
     pub nodes: usize,
