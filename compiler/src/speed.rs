@@ -104,6 +104,18 @@ pub struct LayerChoice {
     /// Relative output error of the chosen form on the fit split, and its predicted effect.
     pub layer_error: f64,
     pub predicted_error: f64,
+    /// Every proposal the search had for the layer.
+    pub candidates: Vec<Candidate>,
+}
+
+/// One proposal for a layer.
+#[derive(Clone, Debug, Serialize)]
+pub struct Candidate {
+    pub form: &'static str,
+    pub ranks: Vec<usize>,
+    pub macs: u64,
+    pub layer_error: f64,
+    pub predicted_error: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -341,6 +353,17 @@ pub fn optimize_speed(
                 form_macs: p.map_or(l.macs(), |p| p.macs),
                 layer_error: p.map_or(0.0, |p| p.rel_error),
                 predicted_error: p.map_or(0.0, |p| errors[p.id.0 as usize]),
+                candidates: proposals
+                    .iter()
+                    .filter(|q| q.layer == i)
+                    .map(|q| Candidate {
+                        form: q.family.name(),
+                        ranks: q.ranks.clone(),
+                        macs: q.macs,
+                        layer_error: q.rel_error,
+                        predicted_error: errors[q.id.0 as usize],
+                    })
+                    .collect(),
             }
         })
         .collect();

@@ -205,13 +205,13 @@ pub struct AttrTable {
 impl AttrTable {
     /// The reference of `(op, outputs)`, interned.
     pub fn intern(&mut self, op: &Op, outputs: &[TensorType], name: &str) -> AttrRef {
-        self.intern_entry(op, outputs, name, None)
+        self.intern_tagged(op, outputs, name, None)
     }
 
     /// The reference of `(op, outputs)` as a factor of `proposal`, interned apart from every
     /// exact entry and every other proposal's.
     pub fn intern_proposal(&mut self, op: &Op, outputs: &[TensorType], name: &str, proposal: ProposalId) -> AttrRef {
-        self.intern_entry(op, outputs, name, Some(proposal))
+        self.intern_tagged(op, outputs, name, Some(proposal))
     }
 
     /// The reference of an exact `(op, outputs)` if it is interned.
@@ -228,7 +228,16 @@ impl AttrTable {
         }
     }
 
-    fn intern_entry(&mut self, op: &Op, outputs: &[TensorType], name: &str, proposal: Option<ProposalId>) -> AttrRef {
+    /// The reference of `(op, outputs)` tagged as `proposal`'s when it is `Some`: what an exact
+    /// rule rewriting a proposal's factor (fusing its activation, Winograd on it) interns, so
+    /// the new form stays that proposal's.
+    pub fn intern_tagged(
+        &mut self,
+        op: &Op,
+        outputs: &[TensorType],
+        name: &str,
+        proposal: Option<ProposalId>,
+    ) -> AttrRef {
         let key = Self::key(op, outputs, proposal);
         if let Some(&r) = self.index.get(&key) {
             return r;

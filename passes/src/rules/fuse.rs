@@ -33,7 +33,7 @@ use egg::{Applier, EGraph, Id, Pattern, PatternAst, Rewrite, Subst, Symbol};
 use super::var;
 use crate::analysis::CnnAnalysis;
 use crate::analysis::attr_of;
-use crate::lang::Cnn;
+use crate::lang::{Cnn, ProposalId};
 
 /// The rules of this family.
 pub fn rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
@@ -50,6 +50,8 @@ struct Base {
     op: Op,
     operands: Vec<Id>,
     name: String,
+    /// The approximate proposal the base is a factor of, which its fused forms stay.
+    proposal: Option<ProposalId>,
 }
 
 /// The base-able nodes of `class` (conv, gemm, matmul, or a fused op passing `keep`).
@@ -65,15 +67,26 @@ fn bases(egraph: &EGraph<Cnn, CnnAnalysis>, class: Id, keep: impl Fn(&Fused) -> 
                 Op::Fused(f) => keep(f),
                 _ => false,
             };
-            ok.then(|| Base { op: entry.op.clone(), operands: children[1..].to_vec(), name: entry.name.clone() })
+            ok.then(|| Base {
+                op: entry.op.clone(),
+                operands: children[1..].to_vec(),
+                name: entry.name.clone(),
+                proposal: entry.proposal,
+            })
         })
         .collect()
 }
 
 /// Adds `(fused @f operands…)` with the output type of `eclass` and unions it into `eclass`.
-fn add_fused(egraph: &mut EGraph<Cnn, CnnAnalysis>, eclass: Id, f: Fused, operands: &[Id], name: &str) -> bool {
+fn add_fused(
+    egraph: &mut EGraph<Cnn, CnnAnalysis>,
+    eclass: Id,
+    f: Fused,
+    operands: &[Id],
+    (name, proposal): (&str, Option<ProposalId>),
+) -> bool {
     let Some(out) = egraph[eclass].data.types.first().cloned() else { return false };
-    let attr = egraph.analysis.attrs.intern(&Op::Fused(Box::new(f)), &[out], name);
+    let attr = egraph.analysis.attrs.intern_tagged(&Op::Fused(Box::new(f)), &[out], name, proposal);
     let mut children = vec![egraph.add(Cnn::Attr(attr))];
     children.extend_from_slice(operands);
     let node = egraph.add(Cnn::Fused(children.into_boxed_slice()));
@@ -103,7 +116,7 @@ impl Applier<Cnn, CnnAnalysis> for FuseActivation {
                 Op::Fused(f) => Fused { act: Some(act), ..*f },
                 op => Fused { base: op, act: Some(act), residual: false },
             };
-            changed |= add_fused(egraph, eclass, f, &base.operands, &base.name);
+            changed |= add_fused(egraph, eclass, f, &base.operands, (&base.name, base.proposal));
         }
         if changed { vec![eclass] } else { Vec::new() }
     }
@@ -135,7 +148,7 @@ impl Applier<Cnn, CnnAnalysis> for FuseResidual {
                 let mut operands = base.operands;
                 operands.push(residual);
                 let f = Fused { base: base.op, act: None, residual: true };
-                changed |= add_fused(egraph, eclass, f, &operands, &base.name);
+                changed |= add_fused(egraph, eclass, f, &operands, (&base.name, base.proposal));
             }
         }
         if changed { vec![eclass] } else { Vec::new() }

@@ -108,7 +108,7 @@ impl Applier<Cnn, CnnAnalysis> for AddVariant {
         for (attrs, operands, attr_class) in candidates(egraph, eclass, self.0) {
             let Some(entry) = attr_of(egraph, attr_class).cloned() else { continue };
             let op = Op::Conv(ConvAttrs { algo: self.0, ..attrs });
-            let attr = egraph.analysis.attrs.intern(&op, &entry.outputs, &entry.name);
+            let attr = egraph.analysis.attrs.intern_tagged(&op, &entry.outputs, &entry.name, entry.proposal);
             let mut children = vec![egraph.add(Cnn::Attr(attr))];
             children.extend_from_slice(&operands);
             let node = egraph.add(Cnn::Conv(children.into_boxed_slice()));
