@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use cnnc_ir::{ConvAlgo, ConvAttrs, Graph, Op, Tensor, TensorType, UnaryOp, VerifiedGraph, verify};
 use cnnc_passes::approx::stats::collect_moments;
 use cnnc_passes::approx::{Family, Layer, Proposal, ProposalConfig, augmented_weight, error, svd, tucker2};
+use cnnc_passes::extract::exact;
 use cnnc_passes::{
     Cnn, CnnAnalysis, Limits, MacCost, Metric, NodeCost, OptConfig, RuleOptions, SpeedSearch, Split, WeightRef,
     extract_budgeted, extract_dag_choice, to_graph, weight_of,
@@ -364,5 +365,77 @@ fn predicted_network_errors_track_measured_ones() {
         let ratio = measured / e.sqrt();
         // The acceptance bar for the error model on real networks: within [0.5, 2].
         assert!((0.5..=2.0).contains(&ratio), "{p:?}: measured {measured:.4e}, predicted {:.4e}", e.sqrt());
+    }
+}
+
+/// The Lagrangian's latency against the exact multiple-choice knapsack's at several budgets:
+/// within 5 % (the acceptance bar), and never over budget.
+fn assert_lagrangian_matches_exact(s: &Searched, cost: &impl NodeCost) {
+    let eg = &s.search.loaded.egraph;
+    let errors: Vec<f64> = s.proposals.iter().map(|p| p.rel_error * p.rel_error).collect();
+    let layer_of: Vec<usize> = s.proposals.iter().map(|p| p.layer).collect();
+    let max: f64 = errors.iter().sum();
+    for budget in [max * 0.01, max * 0.05, max * 0.2, max * 0.5, max] {
+        let lagrange = extract_budgeted(eg, s.search.root(), cost, &errors, budget, &s.search.seed).expect("extracts");
+        let exact = exact::extract_exact(eg, s.search.root(), cost, &layer_of, &errors, budget, &s.search.seed)
+            .expect("small enough");
+        assert!(lagrange.point.error <= budget && exact.error <= budget);
+        let ratio = lagrange.point.latency / exact.latency;
+        assert!(
+            (1.0 / 1.05..=1.05).contains(&ratio),
+            "budget {budget:.3e}: Lagrangian {:?} vs exact {exact:?}; curve {:?}; errors {errors:?}",
+            lagrange.point,
+            lagrange.curve
+        );
+    }
+}
+
+#[test]
+fn budgeted_extraction_is_within_5_percent_of_the_exact_solver_on_a_chain() {
+    let g = conv_chain([1, 16, 10, 10], &[(16, 32, 3, 1, 1, 1), (32, 32, 3, 1, 1, 1), (32, 16, 1, 1, 0, 1)], true);
+    let s = search(&g, &config(&[Family::Svd, Family::Tucker2], &[0.6, 0.8, 0.9, 0.95, 0.99]));
+    assert!(s.proposals.len() >= 8, "{:?}", s.proposals);
+    assert_lagrangian_matches_exact(&s, &MacCost::default());
+}
+
+#[test]
+fn budgeted_extraction_is_within_5_percent_of_the_exact_solver_on_mnist_and_svhn() {
+    for stem in ["mnist_cnn", "svhn_cnn"] {
+        let Some(path) = cnnc_tests::model_path(stem) else { return };
+        let graph = cnnc::onnx::import_file(
+            &path,
+            &cnnc::onnx::ImportOptions {
+                input_shapes: vec![(
+                    "input".into(),
+                    if stem == "mnist_cnn" { vec![1, 1, 28, 28] } else { vec![1, 3, 32, 32] },
+                )],
+                ..Default::default()
+            },
+        )
+        .expect("imports");
+        let ty = graph.node(graph.inputs()[0]).outputs[0].clone();
+        // Normalised-image-like inputs: what matters here is the pricing, not the accuracy.
+        let samples: Vec<cnnc_tests::Sample> = (0..3)
+            .map(|i| {
+                let v = uniform(ty.numel(), 500 + i).iter().map(|x| 2.0 * x).collect();
+                (vec![Tensor::from_f32(ty.shape.clone(), v).expect("shape")], None)
+            })
+            .collect();
+        let mut ev = ReferenceEvaluator { splits: HashMap::from([(Split::Fit, samples)]) };
+        let cfg = ProposalConfig::default();
+        let mut search = SpeedSearch::saturate(&graph, &speed_config(&cfg));
+        let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
+        let moments = collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, 64).expect("runs");
+        let (proposals, _) = search.propose(&lossless.layers, &moments);
+        assert!(!proposals.is_empty(), "{stem}");
+        let s = Searched {
+            search,
+            proposals,
+            lossless: lossless.graph,
+            layers: lossless.layers,
+            classes_before: vec![],
+            ev,
+        };
+        assert_lagrangian_matches_exact(&s, &MacCost::default());
     }
 }

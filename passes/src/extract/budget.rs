@@ -8,10 +8,11 @@
 //! the first infeasible point of the sweep.
 //!
 //! A Lagrangian point is optimal for the budget equal to its own error, so the answer can sit
-//! below the budget by the gap between two neighbouring curve points; the local search of the
-//! DAG extractor is what every point shares.
+//! below the budget by the gap between two neighbouring curve points; the knapsack over the
+//! proposals the sweep met is then solved exactly (each proposal's latency change measured
+//! alone) and its mix extracted for real, kept when it fits and is faster.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use egg::{EGraph, Id};
 
@@ -28,7 +29,8 @@ const BISECTIONS: usize = 6;
 /// One point of the trade-off curve.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CurvePoint {
-    /// The Lagrange multiplier (µs per unit of error); `f64::INFINITY` for the lossless point.
+    /// The Lagrange multiplier (µs per unit of error); `f64::INFINITY` for the lossless point,
+    /// NaN for a point the greedy fill found past the sweep.
     pub lambda: f64,
     /// Predicted latency (µs, the node costs' unit) and error (the sum of the chosen proposals').
     pub latency: f64,
@@ -100,7 +102,7 @@ pub fn extract_budgeted(
     if !(budget >= 0.0 && budget.is_finite()) {
         return Err(BudgetError::BadBudget(budget));
     }
-    let point_at = |lambda: f64| -> Result<(CurvePoint, super::dag::Extracted), ExtractError> {
+    let point_with = |lambda: f64, errors: &[f64]| -> Result<(CurvePoint, super::dag::Extracted), ExtractError> {
         let ext = extract_dag_choice(egraph, root, &Charged { base: cost, lambda, errors }, seed)?;
         let latency = ext.enodes.iter().map(|n| cost.cost(egraph, n)).sum();
         let used: BTreeSet<ProposalId> = ext.expr.as_ref().iter().filter_map(|n| term_charge(egraph, n)).collect();
@@ -108,8 +110,12 @@ pub fn extract_budgeted(
         let error = used.iter().map(|p| errors.get(p.0 as usize).copied().unwrap_or(f64::INFINITY)).sum::<f64>() + 0.0;
         Ok((CurvePoint { lambda, latency, error, proposals: used.into_iter().collect() }, ext))
     };
+    let point_at = |lambda: f64| point_with(lambda, errors);
+    // At λ = ∞ with the allowed proposals' errors 0: the fastest DAG using any of them.
+    let point_at_errors = |trial: &[f64]| point_with(f64::INFINITY, trial);
 
     let (lossless, lossless_ext) = point_at(f64::INFINITY)?;
+    let lossless = &lossless;
     let mut best = (lossless.clone(), lossless_ext);
     let mut curve = vec![lossless.clone()];
     if budget > 0.0 && errors.iter().any(|e| e.is_finite()) {
@@ -147,6 +153,42 @@ pub fn extract_budgeted(
             }
         }
     }
+    // A Lagrangian point is optimal only for a budget equal to its own error. Between the hull
+    // points the sweep found, solve the knapsack exactly over the proposals on the curve: each
+    // one's latency change measured alone, at most one per layer, then the mix extracted for
+    // real (those proposals free, the others banned) and kept if it fits and is faster.
+    if budget > 0.0 {
+        let mut cands: Vec<ProposalId> = curve.iter().flat_map(|c| c.proposals.iter().copied()).collect();
+        cands.sort();
+        cands.dedup();
+        let layer = layer_keys(egraph);
+        let mut options: BTreeMap<Id, Vec<(f64, f64, ProposalId)>> = BTreeMap::new();
+        for &c in &cands {
+            let mut trial = vec![f64::INFINITY; errors.len()];
+            trial[c.0 as usize] = 0.0;
+            let (p, _) = point_at_errors(&trial)?;
+            if p.proposals.contains(&c)
+                && p.latency < lossless.latency
+                && let Some(&key) = layer.get(&c)
+            {
+                options.entry(key).or_default().push((p.latency - lossless.latency, errors[c.0 as usize], c));
+            }
+        }
+        let options: Vec<Vec<(f64, f64, ProposalId)>> = options.into_values().collect();
+        if let Some((_, _, mix)) = super::exact::solve_mckp(&options, budget) {
+            let mut trial = vec![f64::INFINITY; errors.len()];
+            for p in &mix {
+                trial[p.0 as usize] = 0.0;
+            }
+            let (mut p, ext) = point_at_errors(&trial)?;
+            p.error = p.proposals.iter().map(|q| errors[q.0 as usize]).sum::<f64>() + 0.0;
+            if p.error <= budget && p.latency < best.0.latency {
+                p.lambda = f64::NAN;
+                curve.push(p.clone());
+                best = (p, ext);
+            }
+        }
+    }
     curve.sort_by(|a, b| b.lambda.total_cmp(&a.lambda));
     curve.dedup_by(|a, b| a.proposals == b.proposals && a.latency == b.latency);
     let (point, extracted) = best;
@@ -165,6 +207,24 @@ fn consider(
         *best = (p.clone(), ext);
     }
     curve.push(p);
+}
+
+/// Each proposal's layer, as a key: the smallest e-class holding a node that reads the
+/// proposal's charged weight (its last factor's class is the layer's, and every variant built
+/// around it reads the same weight, so proposals of one layer share the key).
+fn layer_keys(egraph: &EGraph<Cnn, CnnAnalysis>) -> BTreeMap<ProposalId, Id> {
+    let mut keys: BTreeMap<ProposalId, Id> = BTreeMap::new();
+    for class in egraph.classes() {
+        for node in &class.nodes {
+            let Some(children) = node.op_children() else { continue };
+            for &k in &children[1..] {
+                let Some(p) = egraph[k].nodes.iter().find_map(|n| charge_of(egraph, n)) else { continue };
+                let key = keys.entry(p).or_insert(class.id);
+                *key = (*key).min(class.id);
+            }
+        }
+    }
+    keys
 }
 
 /// The charge of a term node (a `(weight wN)` whose leaf child is resolved in the e-graph's

@@ -4,9 +4,11 @@
 //!   class once, however many consumers it has.
 //! - [`budget`]: budgeted extraction (`-O speed`): the fastest DAG whose approximate proposals'
 //!   predicted error stays within a budget, by a Lagrangian sweep over the DAG extractor.
+//! - [`exact`]: an exact multiple-choice knapsack solver to cross-check it on small graphs.
 
 mod budget;
 mod dag;
+pub mod exact;
 
 use egg::EGraph;
 
