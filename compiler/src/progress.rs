@@ -15,8 +15,20 @@ pub struct Progress {
 impl Progress {
     /// Starts a step of `len` units described by `message`.
     pub fn start(len: u64, message: String) -> Progress {
+        Progress::start_with(len, message, true)
+    }
+
+    /// [`Progress::start`] that prints nothing when stderr is not a terminal (for steps
+    /// repeated many times, such as one calibration run per layer).
+    pub fn start_quiet(len: u64, message: String) -> Progress {
+        Progress::start_with(len, message, false)
+    }
+
+    fn start_with(len: u64, message: String, line: bool) -> Progress {
         if !std::io::stderr().is_terminal() {
-            eprintln!("{message}");
+            if line {
+                eprintln!("{message}");
+            }
             return Progress { bar: None };
         }
         let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());

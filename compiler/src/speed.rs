@@ -19,8 +19,8 @@ use cnnc_ir::{Tensor, VerifiedGraph};
 use cnnc_passes::approx::stats::collect_moments;
 use cnnc_passes::approx::{Family, error};
 use cnnc_passes::{
-    CostOracle, EvalError, Evaluator, Metric, MetricAcc, OptConfig, SpeedSearch, Split, TableCost, extract_budgeted,
-    to_graph,
+    CostOracle, EvalError, Evaluator, Flow, Metric, MetricAcc, OptConfig, SpeedSearch, Split, TableCost,
+    extract_budgeted, to_graph,
 };
 use serde::Serialize;
 
@@ -29,6 +29,8 @@ use crate::evaluate::RuntimeEvaluator;
 
 /// Relative output error of the sensitivity perturbation: the scale of the proposals' errors.
 pub const SENSITIVITY_EPS: f64 = 0.05;
+/// Fit samples each layer's sensitivity is measured on (one run of the network per layer each).
+pub const SENSITIVITY_SAMPLES: usize = 64;
 /// Output positions sampled per image for a layer's second moment.
 pub const MAX_PIXELS: usize = 256;
 /// Solves (each validated on the validation split) of the search for the surrogate budget.
@@ -206,9 +208,11 @@ pub fn optimize_speed(
     let lossless = search.extract_lossless(&*cost).map_err(|e| SpeedError::Extract(e.to_string()))?;
 
     let t = std::time::Instant::now();
+    ev.set_phase(format!("-O speed: input statistics of {} layers", lossless.layers.len()));
     let moments = collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, MAX_PIXELS)?;
     times.moments = ms(t);
     let t = std::time::Instant::now();
+    ev.set_phase(format!("-O speed: sensitivity of each of {} layers", lossless.layers.len()));
     let sens = error::sensitivities(
         &mut ev,
         &search.loaded.egraph,
@@ -217,6 +221,7 @@ pub fn optimize_speed(
         surrogate_metric,
         SENSITIVITY_EPS,
         Split::Fit,
+        SENSITIVITY_SAMPLES,
     )?;
     times.sensitivity = ms(t);
 
@@ -233,7 +238,7 @@ pub fn optimize_speed(
         let mut out = Vec::new();
         ev.run(graph, split, &[], &mut |b| {
             out.push(b.outputs.to_vec());
-            Ok(())
+            Ok(Flow::Continue)
         })?;
         Ok(out)
     };
@@ -245,10 +250,11 @@ pub fn optimize_speed(
                 acc.add(r, b.outputs, b.labels);
             }
             i += 1;
-            Ok(())
+            Ok(Flow::Continue)
         })
         .map(|()| acc)
     };
+    ev.set_phase("-O speed: validating candidates");
     let val_ref = reference(&mut ev, Split::Validation)?;
 
     let t = std::time::Instant::now();
@@ -326,6 +332,7 @@ pub fn optimize_speed(
     let (test_drop, test_accuracy) = if set.samples(Split::Test).is_empty() {
         (f64::NAN, None)
     } else {
+        ev.set_phase("-O speed: the chosen model on the test split");
         let test_ref = reference(&mut ev, Split::Test)?;
         let acc = drop_on(&mut ev, &best, &test_ref, Split::Test)?;
         (acc.value(), acc.accuracies())

@@ -44,6 +44,14 @@ pub struct EvalBatch<'a> {
     pub labels: &'a [Option<i64>],
 }
 
+/// What a run's sink wants next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Enough samples: end the run early (successfully).
+    Stop,
+}
+
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -58,13 +66,14 @@ pub trait Evaluator {
     /// Samples in `split`.
     fn len(&self, split: Split) -> usize;
 
-    /// Runs `graph` on every sample of `split`, in order, and calls `sink` once per batch.
-    /// `taps` name values of `graph` to stream besides its outputs.
+    /// Runs `graph` on the samples of `split`, in order, and calls `sink` once per batch until
+    /// it returns [`Flow::Stop`] or the split ends. `taps` name values of `graph` to stream
+    /// besides its outputs.
     fn run(
         &mut self,
         graph: &VerifiedGraph,
         split: Split,
         taps: &[ValueRef],
-        sink: &mut dyn FnMut(EvalBatch<'_>) -> Result<(), EvalError>,
+        sink: &mut dyn FnMut(EvalBatch<'_>) -> Result<Flow, EvalError>,
     ) -> Result<(), EvalError>;
 }

@@ -19,7 +19,7 @@ pub mod speed;
 pub use analysis::{ClassData, CnnAnalysis, add_weight, attr_of, weight_of};
 pub use convert::{Loaded, ToGraphError, to_egraph, to_graph, to_graph_values};
 pub use cost::{CostError, CostOracle, KernelKey, Operand, TableCost, UNMEASURABLE_US, mac_estimate};
-pub use evaluate::{EvalBatch, EvalError, Evaluator, Split};
+pub use evaluate::{EvalBatch, EvalError, Evaluator, Flow, Split};
 pub use extract::{
     BudgetError, Budgeted, CurvePoint, ExtractError, Extracted, MacCost, NodeCost, Seed, extract_budgeted, extract_dag,
     extract_dag_choice, extract_dag_seeded,

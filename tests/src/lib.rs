@@ -162,7 +162,7 @@ impl cnnc_passes::Evaluator for ReferenceEvaluator {
         graph: &VerifiedGraph,
         split: cnnc_passes::Split,
         taps: &[cnnc_ir::ValueRef],
-        sink: &mut dyn FnMut(cnnc_passes::EvalBatch<'_>) -> Result<(), cnnc_passes::EvalError>,
+        sink: &mut dyn FnMut(cnnc_passes::EvalBatch<'_>) -> Result<cnnc_passes::Flow, cnnc_passes::EvalError>,
     ) -> Result<(), cnnc_passes::EvalError> {
         let samples = self.splits.get(&split).filter(|s| !s.is_empty());
         let samples = samples.ok_or(cnnc_passes::EvalError::EmptySplit(split))?;
@@ -175,12 +175,15 @@ impl cnnc_passes::Evaluator for ReferenceEvaluator {
         for (i, (inputs, label)) in samples.iter().enumerate() {
             let outs =
                 cnnc_runtime::run_reference(&g, inputs).map_err(|e| cnnc_passes::EvalError::Failed(e.to_string()))?;
-            sink(cnnc_passes::EvalBatch {
+            let flow = sink(cnnc_passes::EvalBatch {
                 first: i,
                 outputs: &outs[..n_out],
                 taps: &outs[n_out..],
                 labels: std::slice::from_ref(label),
             })?;
+            if flow == cnnc_passes::Flow::Stop {
+                break;
+            }
         }
         Ok(())
     }

@@ -329,9 +329,17 @@ fn the_last_layers_sensitivity_to_rel_l2_is_one() {
     let mut ev = evaluator(&g, 4);
     let moments =
         collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, ALL_PIXELS).expect("runs");
-    let sens =
-        error::sensitivities(&mut ev, &search.loaded.egraph, &lossless, &moments, Metric::RelL2, 0.05, Split::Fit)
-            .expect("runs");
+    let sens = error::sensitivities(
+        &mut ev,
+        &search.loaded.egraph,
+        &lossless,
+        &moments,
+        Metric::RelL2,
+        0.05,
+        Split::Fit,
+        usize::MAX,
+    )
+    .expect("runs");
     assert_eq!(sens.len(), 2);
     // f32 rounding of the perturbed weights: 1e-4.
     assert!((sens[1] - 1.0).abs() < 1e-4, "{sens:?}");
@@ -346,9 +354,17 @@ fn predicted_network_errors_track_measured_ones() {
     let mut ev = evaluator(&g, 4);
     let moments =
         collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, ALL_PIXELS).expect("runs");
-    let sens =
-        error::sensitivities(&mut ev, &search.loaded.egraph, &lossless, &moments, Metric::RelL2, 0.05, Split::Fit)
-            .expect("runs");
+    let sens = error::sensitivities(
+        &mut ev,
+        &search.loaded.egraph,
+        &lossless,
+        &moments,
+        Metric::RelL2,
+        0.05,
+        Split::Fit,
+        usize::MAX,
+    )
+    .expect("runs");
     let (proposals, _) = search.propose(&lossless.layers, &moments);
     assert!(proposals.len() >= 2);
     let predicted = error::predicted_errors(&proposals, &sens);

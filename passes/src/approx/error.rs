@@ -102,8 +102,9 @@ pub fn predicted_errors(proposals: &[super::Proposal], sensitivity: &[f64]) -> V
 }
 
 /// Each layer's sensitivity: the change of `metric` (a continuous one: `rel-l2`, `logit-l2`,
-/// `cosine`) on `split` when the layer's weights are perturbed to relative output error `eps`,
-/// divided by `eps`. Runs the lossless graph once and each perturbed graph once.
+/// `cosine`) on the first `max_samples` samples of `split` when the layer's weights are
+/// perturbed to relative output error `eps`, divided by `eps`. Runs the lossless graph once and
+/// each perturbed graph once.
 pub fn sensitivities(
     evaluator: &mut dyn crate::Evaluator,
     egraph: &egg::EGraph<crate::Cnn, crate::CnnAnalysis>,
@@ -112,11 +113,16 @@ pub fn sensitivities(
     metric: crate::Metric,
     eps: f64,
     split: crate::Split,
+    max_samples: usize,
 ) -> Result<Vec<f64>, crate::EvalError> {
+    let enough = |b: &crate::EvalBatch<'_>| {
+        let seen = b.first + b.outputs.first().and_then(|t| t.shape().first().copied()).unwrap_or(1);
+        if seen >= max_samples { crate::Flow::Stop } else { crate::Flow::Continue }
+    };
     let mut reference: Vec<Vec<Tensor>> = Vec::new();
     evaluator.run(&lossless.graph, split, &[], &mut |b| {
         reference.push(b.outputs.to_vec());
-        Ok(())
+        Ok(enough(&b))
     })?;
     let mut out = Vec::with_capacity(lossless.layers.len());
     for (i, layer) in lossless.layers.iter().enumerate() {
@@ -136,7 +142,7 @@ pub fn sensitivities(
                 acc.add(r, b.outputs, b.labels);
             }
             batch += 1;
-            Ok(())
+            Ok(enough(&b))
         })?;
         out.push(acc.value() / eps);
     }

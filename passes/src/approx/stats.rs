@@ -91,7 +91,7 @@ pub fn collect_moments(
                 accumulate(&mut moments[li], layer, x, max_pixels, batch.first as u64);
             }
         }
-        Ok(())
+        Ok(crate::Flow::Continue)
     })?;
     Ok(moments.into_iter().map(Moments::finish).collect())
 }
