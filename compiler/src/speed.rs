@@ -213,16 +213,13 @@ pub fn optimize_speed(
     times.moments = ms(t);
     let t = std::time::Instant::now();
     ev.set_phase(format!("-O speed: sensitivity of each of {} layers", lossless.layers.len()));
-    let sens = error::sensitivities(
-        &mut ev,
-        &search.loaded.egraph,
-        &lossless,
-        &moments,
-        surrogate_metric,
-        SENSITIVITY_EPS,
-        Split::Fit,
-        SENSITIVITY_SAMPLES,
-    )?;
+    let probe = error::Probe {
+        metric: surrogate_metric,
+        eps: SENSITIVITY_EPS,
+        split: Split::Fit,
+        max_samples: SENSITIVITY_SAMPLES,
+    };
+    let sens = error::sensitivities(&mut ev, &search.loaded.egraph, &lossless, &moments, probe)?;
     times.sensitivity = ms(t);
 
     let t = std::time::Instant::now();

@@ -20,6 +20,10 @@ use cnnc_runtime::run_reference;
 use cnnc_tests::{ReferenceEvaluator, rel_l2, uniform};
 use egg::{EGraph, Id};
 
+/// Sensitivities on rel-L2, at relative error 0.05, over every fit sample.
+const PROBE: error::Probe =
+    error::Probe { metric: Metric::RelL2, eps: 0.05, split: Split::Fit, max_samples: usize::MAX };
+
 /// Every output pixel of the test layers is sampled (they have at most 16×16 outputs).
 const ALL_PIXELS: usize = 1 << 20;
 
@@ -329,17 +333,7 @@ fn the_last_layers_sensitivity_to_rel_l2_is_one() {
     let mut ev = evaluator(&g, 4);
     let moments =
         collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, ALL_PIXELS).expect("runs");
-    let sens = error::sensitivities(
-        &mut ev,
-        &search.loaded.egraph,
-        &lossless,
-        &moments,
-        Metric::RelL2,
-        0.05,
-        Split::Fit,
-        usize::MAX,
-    )
-    .expect("runs");
+    let sens = error::sensitivities(&mut ev, &search.loaded.egraph, &lossless, &moments, PROBE).expect("runs");
     assert_eq!(sens.len(), 2);
     // f32 rounding of the perturbed weights: 1e-4.
     assert!((sens[1] - 1.0).abs() < 1e-4, "{sens:?}");
@@ -354,17 +348,7 @@ fn predicted_network_errors_track_measured_ones() {
     let mut ev = evaluator(&g, 4);
     let moments =
         collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, ALL_PIXELS).expect("runs");
-    let sens = error::sensitivities(
-        &mut ev,
-        &search.loaded.egraph,
-        &lossless,
-        &moments,
-        Metric::RelL2,
-        0.05,
-        Split::Fit,
-        usize::MAX,
-    )
-    .expect("runs");
+    let sens = error::sensitivities(&mut ev, &search.loaded.egraph, &lossless, &moments, PROBE).expect("runs");
     let (proposals, _) = search.propose(&lossless.layers, &moments);
     assert!(proposals.len() >= 2);
     let predicted = error::predicted_errors(&proposals, &sens);

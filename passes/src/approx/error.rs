@@ -101,20 +101,27 @@ pub fn predicted_errors(proposals: &[super::Proposal], sensitivity: &[f64]) -> V
         .collect()
 }
 
-/// Each layer's sensitivity: the change of `metric` (a continuous one: `rel-l2`, `logit-l2`,
-/// `cosine`) on the first `max_samples` samples of `split` when the layer's weights are
-/// perturbed to relative output error `eps`, divided by `eps`. Runs the lossless graph once and
-/// each perturbed graph once.
+/// How sensitivities are measured: the change of `metric` (a continuous one: `rel-l2`,
+/// `logit-l2`, `cosine`) on the first `max_samples` samples of `split` when a layer's weights
+/// are perturbed to relative output error `eps`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Probe {
+    pub metric: crate::Metric,
+    pub eps: f64,
+    pub split: crate::Split,
+    pub max_samples: usize,
+}
+
+/// Each layer's sensitivity: the metric's change under `probe`'s perturbation, divided by its
+/// `eps`. Runs the lossless graph once and each perturbed graph once.
 pub fn sensitivities(
     evaluator: &mut dyn crate::Evaluator,
     egraph: &egg::EGraph<crate::Cnn, crate::CnnAnalysis>,
     lossless: &crate::Lossless,
     moments: &[Option<SecondMoment>],
-    metric: crate::Metric,
-    eps: f64,
-    split: crate::Split,
-    max_samples: usize,
+    probe: Probe,
 ) -> Result<Vec<f64>, crate::EvalError> {
+    let Probe { metric, eps, split, max_samples } = probe;
     let enough = |b: &crate::EvalBatch<'_>| {
         let seen = b.first + b.outputs.first().and_then(|t| t.shape().first().copied()).unwrap_or(1);
         if seen >= max_samples { crate::Flow::Stop } else { crate::Flow::Continue }
