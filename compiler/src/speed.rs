@@ -69,6 +69,8 @@ pub struct SpeedReport {
     pub max_drop: f64,
     pub families: Vec<&'static str>,
     pub splits: SplitCounts,
+    /// Threads the kernels were costed and the calibration runs made at.
+    pub threads: usize,
     pub layers: Vec<LayerChoice>,
     pub curve: Vec<CurveRow>,
     pub iterations: Vec<Iteration>,
@@ -90,6 +92,8 @@ pub struct SplitCounts {
     pub fit: usize,
     pub validation: usize,
     pub test: usize,
+    /// Files in the calibration folder that are not samples (a `labels.csv`, say).
+    pub ignored_files: usize,
 }
 
 /// One replaceable layer and what the search chose for it.
@@ -387,7 +391,13 @@ pub fn optimize_speed(
         surrogate_metric: surrogate_metric.name(),
         max_drop: opts.max_drop,
         families: opts.families.iter().map(|f| f.name()).collect(),
-        splits: SplitCounts { fit: sizes.fit, validation: sizes.validation, test: sizes.test },
+        splits: SplitCounts {
+            fit: sizes.fit,
+            validation: sizes.validation,
+            test: sizes.test,
+            ignored_files: sizes.ignored_files,
+        },
+        threads,
         layers,
         curve,
         iterations,
