@@ -806,29 +806,15 @@ fn batch_slice(t: &Tensor, b: usize, k: usize) -> Tensor {
     shape[0] /= k;
     let n = t.numel() / k;
     let range = b * n..(b + 1) * n;
-    let data = match t.data() {
-        TensorData::F32(v) => TensorData::F32(v[range].to_vec()),
-        TensorData::I64(v) => TensorData::I64(v[range].to_vec()),
-        TensorData::Bool(v) => TensorData::Bool(v[range].to_vec()),
-    };
-    Tensor::new(shape, data).expect("a slice along dim 0 keeps the element count")
+    Tensor::new(shape, t.data().slice(range)).expect("a slice along dim 0 keeps the element count")
 }
 
 /// Concatenates same-typed tensors of rank ≥ 1 along dim 0.
 fn concat_batches(parts: &[Tensor]) -> Tensor {
     let mut shape = parts[0].shape().to_vec();
     shape[0] = parts.iter().map(|t| t.shape()[0]).sum();
-    let data = match parts[0].data() {
-        TensorData::F32(_) => {
-            TensorData::F32(parts.iter().flat_map(|t| t.as_f32().expect("same dtype")).copied().collect())
-        }
-        TensorData::I64(_) => {
-            TensorData::I64(parts.iter().flat_map(|t| t.as_i64().expect("same dtype")).copied().collect())
-        }
-        TensorData::Bool(_) => {
-            TensorData::Bool(parts.iter().flat_map(|t| t.as_bool().expect("same dtype")).copied().collect())
-        }
-    };
+    let bytes: Vec<u8> = parts.iter().flat_map(|t| t.data().to_le_bytes()).collect();
+    let data = TensorData::from_le_bytes(parts[0].dtype(), &bytes).expect("whole elements of one dtype");
     Tensor::new(shape, data).expect("every batch has the same type")
 }
 

@@ -30,6 +30,14 @@
 //! the model with `cnnc opt`". Within a version, fields are only ever added, and readers skip
 //! fields they do not know.
 //!
+//! | version | adds |
+//! |---|---|
+//! | 1 | the first format |
+//! | 2 | dtypes u8, i8, i32 (tensor types, weights, `cast`) |
+//!
+//! A version-1 payload is decoded with the version-2 schema after checking that it uses nothing
+//! version 2 added.
+//!
 //! # Hostile input
 //!
 //! [`decode`] treats its input as hostile and never panics. Before anything is built it checks
@@ -67,7 +75,7 @@ use crate::tensor::{DType, Tensor, TensorData, TensorType, checked_numel};
 use crate::verify::VerifiedGraph;
 
 /// The format version this cnnc writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The oldest format version this cnnc reads: `FORMAT_VERSION − 1`, or 1 for the first format.
 pub const MIN_READ_VERSION: u32 = if FORMAT_VERSION > 1 { FORMAT_VERSION - 1 } else { 1 };
@@ -169,11 +177,42 @@ pub fn encode(graph: &VerifiedGraph, meta: &ArtifactMeta) -> Result<Vec<u8>> {
 pub fn decode(bytes: &[u8]) -> Result<(Graph, ArtifactMeta)> {
     // `unframe` accepts MIN_READ_VERSION..=FORMAT_VERSION; when the format changes, the previous
     // version's differences are handled here, keyed on the version it returns.
-    let (_version, msg) = wire::unframe_message(bytes)?;
+    let (version, msg) = wire::unframe_message(bytes)?;
+    if version == 1 {
+        check_v1(&msg)?;
+    }
     from_wire(msg)
 }
 
-/// The protobuf schema of format version 1, for tools and tests that build artifacts by hand.
+/// Refuses what format version 1 could not say: the dtypes u8, i8 and i32.
+fn check_v1(msg: &wire::Artifact) -> Result<()> {
+    let v2_only = |at: &dyn Fn() -> String, field: &'static str, dtype: i32| match wire::DType::try_from(dtype) {
+        Ok(wire::DType::U8 | wire::DType::I8 | wire::DType::I32) => {
+            Err(ArtifactError::UnknownValue { at: format!("{} (format version 1)", at()), field, value: dtype })
+        }
+        _ => Ok(()),
+    };
+    for (i, input) in msg.inputs.iter().enumerate() {
+        if let Some(t) = &input.ty {
+            v2_only(&|| format!("graph input #{i} `{}`", input.name), "dtype", t.dtype)?;
+        }
+    }
+    for (i, node) in msg.nodes.iter().enumerate() {
+        let at = || format!("node #{} `{}`", i + msg.inputs.len(), node.name);
+        for t in &node.outputs {
+            v2_only(&at, "dtype", t.dtype)?;
+        }
+        if let Some(wire::Op { kind: Some(wire::OpKind::Cast(c)) }) = &node.op {
+            v2_only(&at, "to", c.to)?;
+        }
+    }
+    for (i, w) in msg.weights.iter().enumerate() {
+        v2_only(&|| format!("weight #{i}"), "dtype", w.dtype)?;
+    }
+    Ok(())
+}
+
+/// The protobuf schema of format version 2, for tools and tests that build artifacts by hand.
 pub mod wire;
 
 /// Counts the top-level records on the wire so that absurd counts are refused before prost
@@ -328,6 +367,9 @@ fn dtype_to_wire(d: DType) -> i32 {
         DType::F32 => wire::DType::F32,
         DType::I64 => wire::DType::I64,
         DType::Bool => wire::DType::Bool,
+        DType::U8 => wire::DType::U8,
+        DType::I8 => wire::DType::I8,
+        DType::I32 => wire::DType::I32,
     }) as i32
 }
 
@@ -344,12 +386,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 }
 
 fn weight_to_wire(t: &Tensor) -> wire::Weight {
-    let data = match t.data() {
-        TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
-    };
-    wire::Weight { dtype: dtype_to_wire(t.dtype()), shape: u64s(t.shape()), data }
+    wire::Weight { dtype: dtype_to_wire(t.dtype()), shape: u64s(t.shape()), data: t.data().to_le_bytes() }
 }
 
 fn pool_to_wire(p: &PoolAttrs) -> wire::Pool {
@@ -553,6 +590,9 @@ fn dtype_from_wire(at: impl FnOnce() -> String, field: &'static str, v: i32) -> 
         Ok(wire::DType::F32) => Ok(DType::F32),
         Ok(wire::DType::I64) => Ok(DType::I64),
         Ok(wire::DType::Bool) => Ok(DType::Bool),
+        Ok(wire::DType::U8) => Ok(DType::U8),
+        Ok(wire::DType::I8) => Ok(DType::I8),
+        Ok(wire::DType::I32) => Ok(DType::I32),
         _ => Err(ArtifactError::UnknownValue { at: at(), field, value: v }),
     }
 }
@@ -588,23 +628,15 @@ fn weight_from_wire(index: usize, w: wire::Weight) -> Result<Tensor> {
     if w.data.len() as u64 != expected {
         return Err(ArtifactError::WeightSize { index, dtype, shape, expected, actual: w.data.len() as u64 });
     }
-    let data = match dtype {
-        DType::F32 => TensorData::F32(
-            w.data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("chunks of 4"))).collect(),
-        ),
-        DType::I64 => TensorData::I64(
-            w.data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("chunks of 8"))).collect(),
-        ),
-        DType::Bool => {
-            if let Some((i, b)) = w.data.iter().enumerate().find(|&(_, &b)| b > 1) {
-                return Err(ArtifactError::BadWeight {
-                    index,
-                    reason: format!("bool element {i} is the byte {b}, not 0 or 1"),
-                });
-            }
-            TensorData::Bool(w.data.iter().map(|&b| b == 1).collect())
-        }
-    };
+    if dtype == DType::Bool
+        && let Some((i, b)) = w.data.iter().enumerate().find(|&(_, &b)| b > 1)
+    {
+        return Err(ArtifactError::BadWeight {
+            index,
+            reason: format!("bool element {i} is the byte {b}, not 0 or 1"),
+        });
+    }
+    let data = TensorData::from_le_bytes(dtype, &w.data).expect("the byte length was checked against the dtype");
     Ok(Tensor::new(shape, data).expect("the byte length was checked against the shape"))
 }
 

@@ -365,7 +365,7 @@ fn binary(cx: &Cx, op: BinaryOp, a: &TensorType, b: &TensorType) -> Result<Tenso
     if a.dtype != b.dtype {
         return Err(cx.err(format!("operands have different dtypes {} and {}", a.dtype, b.dtype)));
     }
-    let allowed = a.dtype != DType::Bool || op == BinaryOp::Equal;
+    let allowed = matches!(a.dtype, DType::F32 | DType::I64) || a.dtype == DType::Bool && op == BinaryOp::Equal;
     if !allowed {
         return Err(cx.err(format!("operands have dtype {}, expected f32 or i64", a.dtype)));
     }
@@ -691,8 +691,8 @@ fn reduce(cx: &Cx, kind: ReduceKind, axes: &[usize], keepdims: bool, x: &TensorT
 }
 
 fn arg_reduce(cx: &Cx, axis: usize, keepdims: bool, x: &TensorType) -> Result<TensorType> {
-    if x.dtype == DType::Bool {
-        return Err(cx.err("input has dtype bool, expected f32 or i64"));
+    if !matches!(x.dtype, DType::F32 | DType::I64) {
+        return Err(cx.err(format!("input has dtype {}, expected f32 or i64", x.dtype)));
     }
     let Some(&len) = x.shape.get(axis) else {
         return Err(cx.err(format!("axis {axis} is out of range for input shape {:?}", x.shape)));

@@ -24,7 +24,7 @@
 //!         | 'output' STRING '=' ref
 //! name   := [A-Za-z0-9_.]+ | STRING
 //! ref    := '%' name (':' slot)?                      slot 0 when omitted
-//! type   := ('f32' | 'i64' | 'bool') '[' (dim (',' dim)*)? ']'
+//! type   := ('f32' | 'i64' | 'bool' | 'u8' | 'i8' | 'i32') '[' (dim (',' dim)*)? ']'
 //! attr   := key '=' value        value := word | '[' (value (',' value)*)? ']'
 //! STRING := '"' … '"'            escapes \" \\ \n \r \t \0 \u{hex}
 //! ```
@@ -49,7 +49,7 @@
 //! | `reshape`, `expand` | `shape` |
 //! | `transpose` | `perm` |
 //! | `slice` | `axes=[[axis, start, end, step], …]` |
-//! | `cast` | `to` (`f32`, `i64`, `bool`) |
+//! | `cast` | `to` (`f32`, `i64`, `bool`, `u8`, `i8`, `i32`) |
 //! | `softmax` | `axis`, `flatten` |
 //! | `pad` | `pads`, `mode` (`constant`, `reflect`, `edge`, `wrap`), `value` |
 //! | `reduce-mean`, `reduce-sum`, `reduce-max`, `reduce-min`, `reduce-prod`, `reduce-l1`, `reduce-l2`, `reduce-sum-square`, `reduce-log-sum`, `reduce-log-sum-exp` | `axes`, `keepdims` |
@@ -165,8 +165,6 @@ fn pad_mode_name(m: PadMode) -> &'static str {
         PadMode::Wrap => "wrap",
     }
 }
-
-const DTYPES: [DType; 3] = [DType::F32, DType::I64, DType::Bool];
 
 /// A name printed without quotes: `[A-Za-z0-9_.]+`.
 fn is_plain_name(s: &str) -> bool {
@@ -483,6 +481,9 @@ impl Display for Data<'_> {
             TensorData::F32(vs) => write_list(f, vs, |f, v| write!(f, "{v:?}")),
             TensorData::I64(vs) => write_list(f, vs, |f, v| write!(f, "{v}")),
             TensorData::Bool(vs) => write_list(f, vs, |f, v| write!(f, "{v}")),
+            TensorData::U8(vs) => write_list(f, vs, |f, v| write!(f, "{v}")),
+            TensorData::I8(vs) => write_list(f, vs, |f, v| write!(f, "{v}")),
+            TensorData::I32(vs) => write_list(f, vs, |f, v| write!(f, "{v}")),
         }
     }
 }
@@ -741,8 +742,8 @@ impl<'t> Cursor<'t> {
     /// `dtype[d, …]`
     fn tensor_type(&mut self) -> PResult<TensorType> {
         let w = self.word("a type like `f32[1,3,224,224]`")?;
-        let dtype =
-            DType::from_name(w).ok_or_else(|| self.err(format!("unknown dtype `{w}` (expected f32, i64 or bool)")))?;
+        let dtype = DType::from_name(w)
+            .ok_or_else(|| self.err(format!("unknown dtype `{w}` (expected f32, i64, bool, u8, i8 or i32)")))?;
         self.expect('[', "after the dtype")?;
         let mut shape = Vec::new();
         if !self.eat(']') {
@@ -779,6 +780,9 @@ impl<'t> Cursor<'t> {
             DType::F32 => TensorData::F32(self.scalars("an f32 value", |w| w.parse().ok())?),
             DType::I64 => TensorData::I64(self.scalars("an i64 value", |w| w.parse().ok())?),
             DType::Bool => TensorData::Bool(self.scalars("`true` or `false`", parse_bool)?),
+            DType::U8 => TensorData::U8(self.scalars("a u8 value", |w| w.parse().ok())?),
+            DType::I8 => TensorData::I8(self.scalars("an i8 value", |w| w.parse().ok())?),
+            DType::I32 => TensorData::I32(self.scalars("an i32 value", |w| w.parse().ok())?),
         })
     }
 
@@ -1073,7 +1077,7 @@ fn op_from_attrs(name: &str, a: &mut Attrs<'_>) -> Result<Op, String> {
         "slice" => Op::Slice { axes: a.slice_axes("axes")? },
         "gather" => Op::Gather { axis: a.usize("axis")? },
         "expand" => Op::Expand { shape: a.usizes("shape")? },
-        "cast" => Op::Cast { to: a.choice("to", &DTYPES, DType::name)? },
+        "cast" => Op::Cast { to: a.choice("to", &DType::ALL, DType::name)? },
         "softmax" => Op::Softmax { axis: a.usize("axis")?, flatten: a.bool("flatten")? },
         "pad" => Op::Pad {
             pads: a.i64s("pads")?,

@@ -486,3 +486,28 @@ fn a_fused_op_takes_its_base_type_a_same_typed_residual_and_an_inline_activation
     let ct = Op::Fused(Box::new(Fused { base: Op::ConvTranspose(t), act: None, residual: false }));
     assert!(infer_err(&ct, [x, f32s(&[2, 4, 2, 2])]).contains("must be a conv, gemm or matmul"));
 }
+
+#[test]
+fn movement_ops_keep_the_quantized_dtypes() {
+    for dtype in [DType::U8, DType::I8, DType::I32] {
+        let x = TensorType::new(dtype, [1, 2, 3]);
+        let t = infer_one(&Op::Transpose { perm: vec![0, 2, 1] }, [x.clone()]);
+        assert_eq!(t, TensorType::new(dtype, [1, 3, 2]));
+        let c = infer_one(&Op::Concat { axis: 1 }, [x.clone(), x.clone()]);
+        assert_eq!(c, TensorType::new(dtype, [1, 4, 3]));
+        assert_eq!(infer_one(&Op::Cast { to: DType::F32 }, [x.clone()]), TensorType::f32([1, 2, 3]));
+        assert_eq!(infer_one(&Op::Cast { to: dtype }, [f32s(&[4])]), TensorType::new(dtype, [4]));
+    }
+}
+
+#[test]
+fn arithmetic_and_float_ops_refuse_the_quantized_dtypes() {
+    for dtype in [DType::U8, DType::I8, DType::I32] {
+        let x = TensorType::new(dtype, [2, 2]);
+        let e = infer_err(&Op::Binary(BinaryOp::Add), [x.clone(), x.clone()]);
+        assert_eq!(e, format!("operands have dtype {dtype}, expected f32 or i64"));
+        assert!(infer_err(&Op::Unary(UnaryOp::Relu), [x.clone()]).contains("expected f32"));
+        let e = infer_err(&Op::ArgReduce { max: true, axis: 0, keepdims: false, select_last_index: false }, [x]);
+        assert_eq!(e, format!("input has dtype {dtype}, expected f32 or i64"));
+    }
+}

@@ -729,6 +729,28 @@ fn cast_between_i64_bool_and_f32() {
     check(Op::Cast { to: DType::I64 }, &[boolt(&[2], &[true, false])], &[i64t(&[2], &[1, 0])]);
 }
 
+#[test]
+fn cast_f32_to_8_bit_truncates_and_saturates_and_nan_becomes_zero() {
+    let x = f32t(&[7], &[f32::NAN, -300.0, -128.9, -0.9, 127.9, 255.9, 1e10]);
+    let u = Tensor::from_u8([7], vec![0, 0, 0, 0, 127, 255, 255]).expect("7");
+    let i = Tensor::from_i8([7], vec![0, -128, -128, 0, 127, 127, 127]).expect("7");
+    check(Op::Cast { to: DType::U8 }, &[x.clone()], &[u]);
+    check(Op::Cast { to: DType::I8 }, &[x], &[i]);
+}
+
+#[test]
+fn cast_between_integers_keeps_the_low_bits_and_widens_by_signedness() {
+    let x = Tensor::from_i32([4], vec![-1, 255, 256, -129]).expect("4");
+    check(Op::Cast { to: DType::U8 }, &[x.clone()], &[Tensor::from_u8([4], vec![255, 255, 0, 127]).expect("4")]);
+    check(Op::Cast { to: DType::I8 }, &[x], &[Tensor::from_i8([4], vec![-1, -1, 0, 127]).expect("4")]);
+    let u = Tensor::from_u8([2], vec![200, 5]).expect("2");
+    check(Op::Cast { to: DType::I32 }, &[u.clone()], &[Tensor::from_i32([2], vec![200, 5]).expect("2")]);
+    check(Op::Cast { to: DType::I8 }, &[u], &[Tensor::from_i8([2], vec![-56, 5]).expect("2")]);
+    let i = Tensor::from_i8([2], vec![-56, 5]).expect("2");
+    check(Op::Cast { to: DType::I64 }, &[i.clone()], &[i64t(&[2], &[-56, 5])]);
+    check(Op::Cast { to: DType::F32 }, &[i], &[f32t(&[2], &[-56., 5.])]);
+}
+
 // ---------------------------------------------------------------------------------------------
 
 #[test]

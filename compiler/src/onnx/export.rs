@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 
 use cnnc_ir::{
     BinaryOp, ConvTransposeAttrs, CoordTransform, DType, Fused, NearestMode, Node, NodeId, Op, PadMode, ReduceKind,
-    ResizeAttrs, ResizeMode, Tensor, TensorData, TensorType, UnaryOp, ValueRef, VerifiedGraph,
+    ResizeAttrs, ResizeMode, Tensor, TensorType, UnaryOp, ValueRef, VerifiedGraph,
 };
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::DataType;
@@ -380,6 +380,9 @@ impl<'g> Exporter<'g> {
                         DType::F32 => Tensor::from_f32(Vec::<usize>::new(), vec![*value]),
                         DType::I64 => Tensor::from_i64(Vec::<usize>::new(), vec![*value as i64]),
                         DType::Bool => Tensor::from_bool(Vec::<usize>::new(), vec![*value != 0.0]),
+                        DType::U8 => Tensor::from_u8(Vec::<usize>::new(), vec![*value as u8]),
+                        DType::I8 => Tensor::from_i8(Vec::<usize>::new(), vec![*value as i8]),
+                        DType::I32 => Tensor::from_i32(Vec::<usize>::new(), vec![*value as i32]),
                     }
                     .expect("scalar");
                     ins.push(self.constant(&format!("{name}/value"), &v));
@@ -798,6 +801,9 @@ fn data_type(d: DType) -> DataType {
         DType::F32 => DataType::FLOAT,
         DType::I64 => DataType::INT64,
         DType::Bool => DataType::BOOL,
+        DType::U8 => DataType::UINT8,
+        DType::I8 => DataType::INT8,
+        DType::I32 => DataType::INT32,
     }
 }
 
@@ -807,11 +813,7 @@ fn tensor_proto(name: &str, t: &Tensor) -> TensorProto {
     p.name = name.to_string();
     p.dims = to_i64(t.shape());
     p.data_type = data_type(t.dtype()).value();
-    p.raw_data = match t.data() {
-        TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
-    };
+    p.raw_data = t.data().to_le_bytes();
     p
 }
 

@@ -330,11 +330,8 @@ pub(super) fn lower_constant_of_shape(cx: &mut LowerCx, node: &OnnxNode) -> Resu
         return Err(node.bad_attr("value", format!("must hold one element, got {}", value.numel())));
     }
     let (shape, n) = checked_shape(&node.name, &dims, value.dtype())?;
-    let data = match value.data() {
-        TensorData::F32(v) => TensorData::F32(vec![v[0]; n]),
-        TensorData::I64(v) => TensorData::I64(vec![v[0]; n]),
-        TensorData::Bool(v) => TensorData::Bool(vec![v[0]; n]),
-    };
+    let data = TensorData::from_le_bytes(value.dtype(), &value.data().to_le_bytes().repeat(n))
+        .expect("whole elements of one dtype");
     let t = Tensor::new(shape, data).expect("element count checked");
     Ok(vec![cx.add_const(&node.name, t)])
 }

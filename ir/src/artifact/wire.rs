@@ -1,7 +1,8 @@
-//! The protobuf schema of artifact format version 1 (hand-written prost messages; no protoc),
+//! The protobuf schema of artifact format version 2 (hand-written prost messages; no protoc),
 //! and the header that frames the payload. For tools and tests that build artifacts by hand.
 //!
-//! Field numbers are permanent. Enum value 0 means "unset" and is always rejected.
+//! Field numbers are permanent. Enum value 0 means "unset" and is always rejected. Version 1 is
+//! the same schema without the values and op kinds marked "format version 2 on".
 
 use super::{ArtifactError, FORMAT_VERSION, HEADER_LEN, MAGIC, MIN_READ_VERSION};
 
@@ -50,6 +51,12 @@ pub enum DType {
     F32 = 1,
     I64 = 2,
     Bool = 3,
+    /// Format version 2 on.
+    U8 = 4,
+    /// Format version 2 on.
+    I8 = 5,
+    /// Format version 2 on.
+    I32 = 6,
 }
 
 /// One output of a value: see the module docs for the numbering of values.

@@ -234,6 +234,33 @@ impl Elem for bool {
     }
 }
 
+impl Elem for u8 {
+    fn slice(t: &Tensor) -> Option<&[u8]> {
+        t.as_u8()
+    }
+    fn into_data(v: Vec<u8>) -> TensorData {
+        TensorData::U8(v)
+    }
+}
+
+impl Elem for i8 {
+    fn slice(t: &Tensor) -> Option<&[i8]> {
+        t.as_i8()
+    }
+    fn into_data(v: Vec<i8>) -> TensorData {
+        TensorData::I8(v)
+    }
+}
+
+impl Elem for i32 {
+    fn slice(t: &Tensor) -> Option<&[i32]> {
+        t.as_i32()
+    }
+    fn into_data(v: Vec<i32>) -> TensorData {
+        TensorData::I32(v)
+    }
+}
+
 /// Runs `$body` with the type alias `$t` bound to the element type of `$dtype`.
 macro_rules! with_elem {
     ($dtype:expr, $t:ident => $body:expr) => {
@@ -248,6 +275,18 @@ macro_rules! with_elem {
             }
             cnnc_ir::DType::Bool => {
                 type $t = bool;
+                $body
+            }
+            cnnc_ir::DType::U8 => {
+                type $t = u8;
+                $body
+            }
+            cnnc_ir::DType::I8 => {
+                type $t = i8;
+                $body
+            }
+            cnnc_ir::DType::I32 => {
+                type $t = i32;
                 $body
             }
         }
