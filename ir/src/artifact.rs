@@ -33,7 +33,7 @@
 //! | version | adds |
 //! |---|---|
 //! | 1 | the first format |
-//! | 2 | dtypes u8, i8, i32 (tensor types, weights, `cast`) |
+//! | 2 | dtypes u8, i8, i32 (tensor types, weights, `cast`); ops `quantize`, `dequantize` |
 //!
 //! A version-1 payload is decoded with the version-2 schema after checking that it uses nothing
 //! version 2 added.
@@ -69,7 +69,7 @@ use petgraph::visit::EdgeRef;
 use crate::graph::{Graph, NodeId, ValueRef};
 use crate::op::{
     BinaryOp, ConvAlgo, ConvAttrs, ConvTransposeAttrs, CoordTransform, Fused, NearestMode, Op, PadMode, PoolAttrs,
-    ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, UnaryOp,
+    QuantParams, ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, UnaryOp,
 };
 use crate::tensor::{DType, Tensor, TensorData, TensorType, checked_numel};
 use crate::verify::VerifiedGraph;
@@ -184,7 +184,8 @@ pub fn decode(bytes: &[u8]) -> Result<(Graph, ArtifactMeta)> {
     from_wire(msg)
 }
 
-/// Refuses what format version 1 could not say: the dtypes u8, i8 and i32.
+/// Refuses what format version 1 could not say: the dtypes u8, i8 and i32, and the ops
+/// `quantize` and `dequantize`.
 fn check_v1(msg: &wire::Artifact) -> Result<()> {
     let v2_only = |at: &dyn Fn() -> String, field: &'static str, dtype: i32| match wire::DType::try_from(dtype) {
         Ok(wire::DType::U8 | wire::DType::I8 | wire::DType::I32) => {
@@ -202,8 +203,16 @@ fn check_v1(msg: &wire::Artifact) -> Result<()> {
         for t in &node.outputs {
             v2_only(&at, "dtype", t.dtype)?;
         }
-        if let Some(wire::Op { kind: Some(wire::OpKind::Cast(c)) }) = &node.op {
-            v2_only(&at, "to", c.to)?;
+        match &node.op {
+            Some(wire::Op { kind: Some(wire::OpKind::Cast(c)) }) => v2_only(&at, "to", c.to)?,
+            Some(wire::Op { kind: Some(k @ (wire::OpKind::Quantize(_) | wire::OpKind::Dequantize(_))) }) => {
+                return Err(ArtifactError::Malformed(format!(
+                    "{}: op `{}` does not exist in format version 1",
+                    at(),
+                    wire_op_name(k)
+                )));
+            }
+            _ => {}
         }
     }
     for (i, w) in msg.weights.iter().enumerate() {
@@ -389,6 +398,16 @@ fn weight_to_wire(t: &Tensor) -> wire::Weight {
     wire::Weight { dtype: dtype_to_wire(t.dtype()), shape: u64s(t.shape()), data: t.data().to_le_bytes() }
 }
 
+fn quant_to_wire(p: &QuantParams, to: i32) -> wire::Quant {
+    wire::Quant {
+        to,
+        per_axis: p.axis.is_some(),
+        axis: p.axis.unwrap_or(0) as u64,
+        scales: bits(&p.scales),
+        zero_points: p.zero_points.clone(),
+    }
+}
+
 fn pool_to_wire(p: &PoolAttrs) -> wire::Pool {
     wire::Pool {
         kernel: u64s(&p.kernel),
@@ -497,6 +516,8 @@ fn op_to_wire(graph: &Graph, op: &Op, weights: &mut Vec<wire::Weight>) -> wire::
         Op::Gather { axis } => K::Gather(wire::Axis { axis: *axis as u64 }),
         Op::Expand { shape } => K::Expand(wire::Shape { shape: u64s(shape) }),
         Op::Cast { to } => K::Cast(wire::Cast { to: dtype_to_wire(*to) }),
+        Op::Quantize { params, to } => K::Quantize(quant_to_wire(params, dtype_to_wire(*to))),
+        Op::Dequantize(params) => K::Dequantize(quant_to_wire(params, wire::DType::Unset as i32)),
         Op::Softmax { axis, flatten } => K::Softmax(wire::Softmax { axis: *axis as u64, flatten: *flatten }),
         Op::Pad { pads, mode, value } => {
             let mode = match mode {
@@ -907,6 +928,8 @@ fn op_from_wire(at: &dyn Fn() -> String, kind: &wire::OpKind) -> Result<Op> {
         K::Gather(a) => Op::Gather { axis: cx.axis("axis", a.axis)? },
         K::Expand(s) => Op::Expand { shape: cx.dims("shape", &s.shape, MAX_RANK)? },
         K::Cast(c) => Op::Cast { to: dtype_from_wire(at, "to", c.to)? },
+        K::Quantize(q) => Op::Quantize { params: cx.quant(q)?, to: dtype_from_wire(at, "to", q.to)? },
+        K::Dequantize(q) => Op::Dequantize(cx.quant(q)?),
         K::Softmax(s) => Op::Softmax { axis: cx.axis("axis", s.axis)?, flatten: s.flatten },
         K::Pad(p) => {
             if p.pads.len() > 2 * MAX_RANK {
@@ -1004,6 +1027,8 @@ fn wire_op_name(kind: &wire::OpKind) -> &'static str {
         K::Reduce(_) => "reduce",
         K::ArgReduce(_) => "arg-reduce",
         K::Fused(_) => "fused",
+        K::Quantize(_) => "quantize",
+        K::Dequantize(_) => "dequantize",
     }
 }
 
@@ -1041,6 +1066,22 @@ impl AttrCx<'_> {
             return Err(self.bad(attr, format!("axis {a} is out of range for the maximum rank {MAX_RANK}")));
         }
         Ok(a as usize)
+    }
+
+    /// Axis, and scales and zero points of equal length within [`MAX_DIM`] entries; their
+    /// values are checked by inference.
+    fn quant(&self, q: &wire::Quant) -> Result<QuantParams> {
+        let axis = if q.per_axis { Some(self.axis("axis", q.axis)?) } else { None };
+        if q.scales.len() as u64 > MAX_DIM || q.scales.len() != q.zero_points.len() {
+            return Err(
+                self.bad("scales", format!("{} scales and {} zero points", q.scales.len(), q.zero_points.len()))
+            );
+        }
+        Ok(QuantParams {
+            axis,
+            scales: q.scales.iter().map(|&b| f32::from_bits(b)).collect(),
+            zero_points: q.zero_points.clone(),
+        })
     }
 
     fn signed(&self, attr: &'static str, v: i64) -> Result<i64> {

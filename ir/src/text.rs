@@ -50,6 +50,8 @@
 //! | `transpose` | `perm` |
 //! | `slice` | `axes=[[axis, start, end, step], …]` |
 //! | `cast` | `to` (`f32`, `i64`, `bool`, `u8`, `i8`, `i32`) |
+//! | `quantize` | `to` (`u8`, `i8`), then as `dequantize` |
+//! | `dequantize` | `axis` (absent: per tensor), `scales`, `zero-points` |
 //! | `softmax` | `axis`, `flatten` |
 //! | `pad` | `pads`, `mode` (`constant`, `reflect`, `edge`, `wrap`), `value` |
 //! | `reduce-mean`, `reduce-sum`, `reduce-max`, `reduce-min`, `reduce-prod`, `reduce-l1`, `reduce-l2`, `reduce-sum-square`, `reduce-log-sum`, `reduce-log-sum-exp` | `axes`, `keepdims` |
@@ -74,7 +76,7 @@ use petgraph::visit::EdgeRef;
 use crate::graph::{Graph, NodeId, ValueRef};
 use crate::op::{
     BinaryOp, ConvAlgo, ConvAttrs, ConvTransposeAttrs, CoordTransform, Fused, NearestMode, Op, PadMode, PoolAttrs,
-    ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, UnaryOp,
+    QuantParams, ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, UnaryOp,
 };
 use crate::tensor::{DType, Tensor, TensorData, TensorType};
 
@@ -368,6 +370,11 @@ fn write_attrs(a: &mut AttrWriter<'_, '_>, op: &Op) -> fmt::Result {
         Op::Transpose { perm } => a.attr("perm", V::Usizes(perm))?,
         Op::Slice { axes } => a.attr("axes", V::Slices(axes))?,
         Op::Cast { to } => a.attr("to", V::Word(to.name()))?,
+        Op::Quantize { params, to } => {
+            a.attr("to", V::Word(to.name()))?;
+            a.quant(params)?;
+        }
+        Op::Dequantize(params) => a.quant(params)?,
         Op::Softmax { axis, flatten } => {
             a.attr("axis", V::Usize(*axis))?;
             a.attr("flatten", V::Bool(*flatten))?;
@@ -409,6 +416,16 @@ impl AttrWriter<'_, '_> {
         self.f.write_str(if self.n == 0 { "{" } else { ", " })?;
         self.n += 1;
         write!(self.f, "{key}={value}")
+    }
+
+    /// `axis` (absent for per-tensor), `scales`, `zero-points`.
+    fn quant(&mut self, p: &QuantParams) -> fmt::Result {
+        if let Some(axis) = p.axis {
+            self.attr("axis", V::Usize(axis))?;
+        }
+        self.attr("scales", V::F32s(&p.scales))?;
+        let zps: Vec<i64> = p.zero_points.iter().map(|&z| i64::from(z)).collect();
+        self.attr("zero-points", V::I64s(&zps))
     }
 
     fn window(&mut self, kernel: &[usize], strides: &[usize], dilations: &[usize], pads: &[usize]) -> fmt::Result {
@@ -932,6 +949,14 @@ impl Attrs<'_> {
         self.list(key, "numbers", |w| w.parse().ok())
     }
 
+    /// `[axis=…,] scales=[…], zero-points=[…]`
+    fn quant(&mut self) -> Result<QuantParams, String> {
+        let axis = if self.has("axis") { Some(self.usize("axis")?) } else { None };
+        let scales = self.f32s("scales")?;
+        let zero_points = self.list("zero-points", "32-bit integers", |w| w.parse().ok())?;
+        Ok(QuantParams { axis, scales, zero_points })
+    }
+
     /// One of `all`, spelled as `name` spells it.
     fn choice<T: Copy>(&mut self, key: &str, all: &[T], name: fn(T) -> &'static str) -> Result<T, String> {
         let spellings: Vec<&str> = all.iter().map(|&t| name(t)).collect();
@@ -1078,6 +1103,11 @@ fn op_from_attrs(name: &str, a: &mut Attrs<'_>) -> Result<Op, String> {
         "gather" => Op::Gather { axis: a.usize("axis")? },
         "expand" => Op::Expand { shape: a.usizes("shape")? },
         "cast" => Op::Cast { to: a.choice("to", &DType::ALL, DType::name)? },
+        "quantize" => {
+            let to = a.choice("to", &DType::ALL, DType::name)?;
+            Op::Quantize { params: a.quant()?, to }
+        }
+        "dequantize" => Op::Dequantize(a.quant()?),
         "softmax" => Op::Softmax { axis: a.usize("axis")?, flatten: a.bool("flatten")? },
         "pad" => Op::Pad {
             pads: a.i64s("pads")?,

@@ -307,6 +307,23 @@ fn a_version_1_payload_with_a_version_2_dtype_is_refused_by_name() {
 }
 
 #[test]
+fn a_version_1_payload_with_a_quantize_op_is_refused_by_name() {
+    let g: Graph = r#"graph "q" {
+  %x = input f32[2]
+  %q = quantize{to=u8, scales=[0.5], zero-points=[3]}(%x) : u8[2]
+  %d = dequantize{scales=[0.5], zero-points=[3]}(%q) : f32[2]
+  output "d" = %d
+}"#
+    .parse()
+    .expect("parses");
+    let mut msg = to_message(&encode(&g));
+    // Only the op is new: give the quantized value a version-1 dtype.
+    msg.nodes[0].outputs[0].dtype = wire::DType::F32 as i32;
+    let err = decode_err(&wire::frame_message(1, &msg)).to_string();
+    assert!(err.contains("node #1 `q`: op `quantize` does not exist in format version 1"), "{err}");
+}
+
+#[test]
 fn trailing_bytes_are_reported() {
     let mut bytes = encode(&small());
     bytes.extend_from_slice(b"junk");

@@ -134,3 +134,25 @@ fn max_pool_over_an_empty_axis_is_minus_infinity_in_both_engines() {
     assert_eq!(got, want);
     assert!(got[0].as_f32().expect("f32").iter().all(|v| *v == f32::NEG_INFINITY));
 }
+
+#[test]
+fn quantize_and_dequantize_are_refused_by_node_until_they_have_kernels() {
+    let g = graph(
+        r#"graph "g" {
+  %x = input f32[4]
+  %q = quantize{to=u8, scales=[0.5], zero-points=[3]}(%x) : u8[4]
+  %d = dequantize{scales=[0.5], zero-points=[3]}(%q) : f32[4]
+  output "d" = %d
+}"#,
+    );
+    match Model::compile(&g) {
+        Err(cnnc_runtime::CompileError::Unsupported { node, op, .. }) => {
+            assert_eq!((node.as_str(), op.as_str()), ("q", "quantize"))
+        }
+        Err(e) => panic!("expected an unsupported-op error, got {e}"),
+        Ok(_) => panic!("quantize compiled, but it has no kernel"),
+    }
+    let y = run_reference(&g, &[Tensor::from_f32([4], vec![-2.0, 0.25, 0.75, 200.0]).expect("4")]).expect("runs");
+    // q = clamp(round_half_even(x / 0.5) + 3, 0, 255) = [0, 3, 5, 255] (0.5 rounds to 0, 1.5 to 2).
+    assert_eq!(y[0].as_f32().expect("f32"), [-1.5, 0.0, 1.0, 126.0]);
+}

@@ -121,7 +121,7 @@ pub struct Empty {}
 pub struct Op {
     #[prost(
         oneof = "OpKind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29"
     )]
     pub kind: Option<OpKind>,
 }
@@ -182,6 +182,27 @@ pub enum OpKind {
     ArgReduce(ArgReduce),
     #[prost(message, tag = "27")]
     Fused(Box<Fused>),
+    /// Format version 2 on.
+    #[prost(message, tag = "28")]
+    Quantize(Quant),
+    /// Format version 2 on.
+    #[prost(message, tag = "29")]
+    Dequantize(Quant),
+}
+
+/// Quantization parameters; `to` is used by `Quantize` only. Scales are IEEE bit patterns.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Quant {
+    #[prost(enumeration = "DType", tag = "1")]
+    pub to: i32,
+    #[prost(bool, tag = "2")]
+    pub per_axis: bool,
+    #[prost(uint64, tag = "3")]
+    pub axis: u64,
+    #[prost(fixed32, repeated, tag = "4")]
+    pub scales: Vec<u32>,
+    #[prost(sint32, repeated, tag = "5")]
+    pub zero_points: Vec<i32>,
 }
 
 /// `act(base + residual)`; the base is a conv, gemm or matmul (the decoder rejects others).

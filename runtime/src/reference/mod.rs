@@ -10,6 +10,7 @@ mod elementwise;
 pub(crate) use elementwise::erf;
 mod matmul;
 mod pool;
+mod quant;
 mod reduce;
 mod resize;
 // The JIT's resize builds its tap tables with the very same coordinate arithmetic.
@@ -170,6 +171,8 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor], out_types: &[TensorType]) -> Result<
         Op::Gather { axis } => vec![shape_ops::gather(*axis, inputs[0], inputs[1])?],
         Op::Expand { shape } => vec![shape_ops::expand(shape, inputs[0])?],
         Op::Cast { to } => vec![shape_ops::cast(*to, inputs[0])?],
+        Op::Quantize { params, to } => vec![quant::quantize(params, *to, inputs[0])?],
+        Op::Dequantize(params) => vec![quant::dequantize(params, inputs[0])?],
         Op::Softmax { axis, flatten } => vec![reduce::softmax(*axis, *flatten, inputs[0])?],
         Op::Pad { pads, mode, value } => vec![shape_ops::pad(pads, *mode, *value, inputs[0])?],
         Op::Reduce { kind, axes, keepdims } => vec![reduce::reduce(*kind, axes, *keepdims, inputs[0])?],
