@@ -419,7 +419,8 @@ pub(super) fn lower_constant(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowere
     let name = node.proto.output.first().filter(|s| !s.is_empty()).unwrap_or(&node.name).clone();
     let scalar = Vec::<usize>::new;
     let t = if let Some(t) = node.tensor("value")? {
-        tensor_from_proto(t, &name)?
+        let tensor = tensor_from_proto(t, &name)?;
+        return Ok(vec![cx.add_onnx_const(&name, tensor, t.data_type)]);
     } else if let Some(v) = node.float("value_float")? {
         Tensor::from_f32(scalar(), vec![v]).expect("scalar")
     } else if let Some(v) = node.floats("value_floats")? {
