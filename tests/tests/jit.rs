@@ -38,15 +38,6 @@ fn run_case(case: &serde_json::Value) -> Result<(), String> {
     let graph = import_with_inputs(&model, &inputs);
     let ordered = ordered_inputs(&graph, &inputs);
     let want = run_reference(&graph, &ordered).map_err(|e| format!("reference: {e}"))?;
-    let reference_only = case["tags"].as_array().is_some_and(|t| t.iter().any(|t| t == "reference-only"));
-    if reference_only {
-        // Ops without a JIT kernel yet must be refused by name, never crash or run wrongly.
-        return match Model::compile(&graph) {
-            Err(cnnc_runtime::CompileError::Unsupported { .. }) => Ok(()),
-            Err(e) => Err(format!("compile: expected an unsupported-op error, got {e}")),
-            Ok(_) => Err("compiled, but the case is tagged reference-only: drop the tag".into()),
-        };
-    }
     let jit = Model::compile(&graph).map_err(|e| format!("compile: {e}"))?;
     let got = jit.run(&ordered).map_err(|e| format!("run: {e}"))?;
     let exact = case["compare"] == "exact";
