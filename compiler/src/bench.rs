@@ -64,7 +64,8 @@ pub struct LayerRow {
 }
 
 /// One input per model input, of its type: f32 values uniform in [0, 1) from a fixed seed (so
-/// every bench of a model sees the same input), i64 zeros (a valid index anywhere) and `false`.
+/// every bench of a model sees the same input), u8 and i8 uniform over their range from the same
+/// seed, i64 and i32 zeros (a valid index anywhere) and `false`.
 pub fn uniform_inputs(inputs: &[(String, TensorType)]) -> Vec<Tensor> {
     let mut state = 0x0cc0_ffee_u64;
     inputs
@@ -75,6 +76,9 @@ pub fn uniform_inputs(inputs: &[(String, TensorType)]) -> Vec<Tensor> {
                 DType::F32 => TensorData::F32((0..n).map(|_| unit_f32(&mut state)).collect()),
                 DType::I64 => TensorData::I64(vec![0; n]),
                 DType::Bool => TensorData::Bool(vec![false; n]),
+                DType::U8 => TensorData::U8((0..n).map(|_| (unit_f32(&mut state) * 256.0) as u8).collect()),
+                DType::I8 => TensorData::I8((0..n).map(|_| (unit_f32(&mut state) * 256.0 - 128.0) as i8).collect()),
+                DType::I32 => TensorData::I32(vec![0; n]),
             };
             Tensor::new(ty.shape.clone(), data).expect("the data has the type's element count")
         })

@@ -516,6 +516,9 @@ fn evict(flush: &mut [u8], inputs: &[Tensor]) {
             TensorData::F32(v) => v.iter().step_by(16).fold(0u32, |a, x| a ^ x.to_bits()),
             TensorData::I64(v) => v.iter().step_by(8).fold(0u32, |a, x| a ^ *x as u32),
             TensorData::Bool(v) => v.iter().step_by(64).fold(0u32, |a, x| a ^ u32::from(*x)),
+            TensorData::U8(v) => v.iter().step_by(64).fold(0u32, |a, x| a ^ u32::from(*x)),
+            TensorData::I8(v) => v.iter().step_by(64).fold(0u32, |a, x| a ^ *x as u32),
+            TensorData::I32(v) => v.iter().step_by(16).fold(0u32, |a, x| a ^ *x as u32),
         };
         std::hint::black_box(touched);
     }

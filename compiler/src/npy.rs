@@ -94,31 +94,26 @@ fn tensor_from_npy<R: Read>(path: &Path, npy: npyz::NpyFile<R>) -> Result<Tensor
     Tensor::new(shape, data).map_err(|e| format_err(path, e.to_string()))
 }
 
-/// Writes `t` as a C-ordered `.npy` file (`<f4`, `<i8` or `|b1`).
+/// Writes `t` as a C-ordered `.npy` file (`<f4`, `<i8`, `|b1`, `|u1`, `|i1` or `<i4`).
 pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), NpyError> {
     let io_err = |source: io::Error| NpyError::Io { path: path.to_owned(), source };
     let file = BufWriter::new(File::create(path).map_err(io_err)?);
     let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
     match t.data() {
-        TensorData::F32(v) => {
-            let mut w =
-                npyz::WriteOptions::new().default_dtype().shape(&shape).writer(file).begin_nd().map_err(io_err)?;
-            w.extend(v.iter().copied()).map_err(io_err)?;
-            w.finish().map_err(io_err)
-        }
-        TensorData::I64(v) => {
-            let mut w =
-                npyz::WriteOptions::new().default_dtype().shape(&shape).writer(file).begin_nd().map_err(io_err)?;
-            w.extend(v.iter().copied()).map_err(io_err)?;
-            w.finish().map_err(io_err)
-        }
-        TensorData::Bool(v) => {
-            let mut w =
-                npyz::WriteOptions::new().default_dtype().shape(&shape).writer(file).begin_nd().map_err(io_err)?;
-            w.extend(v.iter().copied()).map_err(io_err)?;
-            w.finish().map_err(io_err)
-        }
+        TensorData::F32(v) => write_elems(file, &shape, v),
+        TensorData::I64(v) => write_elems(file, &shape, v),
+        TensorData::Bool(v) => write_elems(file, &shape, v),
+        TensorData::U8(v) => write_elems(file, &shape, v),
+        TensorData::I8(v) => write_elems(file, &shape, v),
+        TensorData::I32(v) => write_elems(file, &shape, v),
     }
+    .map_err(io_err)
+}
+
+fn write_elems<T: npyz::AutoSerialize + Copy>(file: BufWriter<File>, shape: &[u64], v: &[T]) -> io::Result<()> {
+    let mut w = npyz::WriteOptions::new().default_dtype().shape(shape).writer(file).begin_nd()?;
+    w.extend(v.iter().copied())?;
+    w.finish()
 }
 
 /// The file stem `ort_run.py` uses for an output name: every character outside

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use cnnc_ir::artifact::FORMAT_VERSION;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
 }
@@ -232,7 +234,7 @@ fn opt_mnist(dir: &Path) -> PathBuf {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON line");
-    assert_eq!(j["format_version"], 1);
+    assert_eq!(j["format_version"], FORMAT_VERSION);
     assert_eq!(j["opt_level"], "O0");
     out
 }
@@ -247,7 +249,9 @@ fn opt_writes_an_artifact_that_inspect_and_run_read() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(
-        out.starts_with("artifact format 1, written by cnnc 0.1.0 at -O0: cnnc opt fixtures/models/mnist_cnn.onnx"),
+        out.starts_with(&format!(
+            "artifact format {FORMAT_VERSION}, written by cnnc 0.1.0 at -O0: cnnc opt fixtures/models/mnist_cnn.onnx"
+        )),
         "{out}"
     );
     assert!(out.contains("4241152 MACs"), "{out}");
@@ -629,7 +633,7 @@ fn artifacts_are_recognized_by_content_not_extension() {
     std::fs::copy(root().join("fixtures/artifacts/tiny_conv.cnnc"), &disguised).expect("copy");
     let o = cnnc(&["inspect", &disguised.display().to_string()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).starts_with("artifact format 1"), "{}", stdout(&o));
+    assert!(stdout(&o).starts_with(&format!("artifact format {FORMAT_VERSION}")), "{}", stdout(&o));
     std::fs::remove_dir_all(&dir).ok();
 }
 

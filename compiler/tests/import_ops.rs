@@ -2,7 +2,7 @@
 //! folding, and the errors users see. Every model goes through `import` / `import_with`.
 
 use cnnc::onnx::{ImportError, ImportOptions, import_bytes, parse_input_shape};
-use cnnc_ir::{CoordTransform, NearestMode, Op, ResizeMode, SliceAxis, VerifiedGraph};
+use cnnc_ir::{CoordTransform, DType, NearestMode, Op, QuantParams, ResizeMode, SliceAxis, VerifiedGraph};
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::tensor_shape_proto::{Dimension, dimension};
@@ -634,4 +634,103 @@ fn duplicate_node_names_are_made_unique() {
     let mut names: Vec<&str> = g.node_ids().map(|id| g.node(id).name.as_str()).collect();
     names.sort();
     assert_eq!(names, ["same", "same_1", "x"]);
+}
+
+// ---- QuantizeLinear / DequantizeLinear -----------------------------------------------------
+
+/// A u8, i8 or i32 tensor (`int32_data`, as ONNX stores them).
+fn ints(name: &str, dims: &[i64], data_type: DataType, data: &[i32]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: data_type.value(),
+        int32_data: data.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// x[1,3,2] → QuantizeLinear → DequantizeLinear, per tensor or per channel.
+fn qdq_model(
+    opset: i64,
+    scale_dims: &[i64],
+    scales: &[f32],
+    zp: Option<TensorProto>,
+    attrs: Vec<AttributeProto>,
+) -> Model {
+    let mut m = model(opset).input("x", &["1", "3", "2"]).init(f32s("s", scale_dims, scales));
+    let q_inputs: &[&str] = if let Some(zp) = zp {
+        m = m.init(zp);
+        &["x", "s", "zp"]
+    } else {
+        &["x", "s"]
+    };
+    m.node("QuantizeLinear", q_inputs, &["q"], attrs.clone())
+        .node("DequantizeLinear", &[&["q"], &q_inputs[1..]].concat(), &["y"], attrs)
+        .output("y")
+}
+
+#[test]
+fn quantize_linear_per_tensor_takes_its_type_from_the_zero_point() {
+    for (data_type, dtype) in [(DataType::UINT8, DType::U8), (DataType::INT8, DType::I8)] {
+        let g = import(&qdq_model(10, &[], &[0.5], Some(ints("zp", &[], data_type, &[7])), vec![])).expect("imports");
+        let q = QuantParams::per_tensor(0.5, 7);
+        assert_eq!(ops(&g), [Op::Quantize { params: q.clone(), to: dtype }, Op::Dequantize(q)]);
+    }
+    // Without a zero point: u8 and zero point 0 (before opset 21 there is no output_dtype).
+    let g = import(&qdq_model(13, &[], &[2.0], None, vec![])).expect("imports");
+    assert_eq!(ops(&g)[0], Op::Quantize { params: QuantParams::per_tensor(2.0, 0), to: DType::U8 });
+}
+
+#[test]
+fn quantize_linear_per_axis_uses_the_axis_attribute_from_opset_13() {
+    let zp = ints("zp", &[2], DataType::INT8, &[-1, 3]);
+    let g = import(&qdq_model(13, &[2], &[0.5, 0.25], Some(zp), vec![a_int("axis", -1)])).expect("imports");
+    let q = QuantParams { axis: Some(2), scales: vec![0.5, 0.25], zero_points: vec![-1, 3] };
+    assert_eq!(ops(&g), [Op::Quantize { params: q.clone(), to: DType::I8 }, Op::Dequantize(q)]);
+    // The default axis is 1.
+    let zp = ints("zp", &[3], DataType::UINT8, &[0, 1, 2]);
+    let g = import(&qdq_model(13, &[3], &[1.0, 2.0, 4.0], Some(zp), vec![])).expect("imports");
+    assert!(matches!(&ops(&g)[0], Op::Quantize { params: QuantParams { axis: Some(1), .. }, .. }));
+}
+
+#[test]
+fn quantize_linear_output_dtype_chooses_the_type_without_a_zero_point() {
+    let attrs = vec![a_int("output_dtype", DataType::INT8.value() as i64)];
+    let m = model(21)
+        .input("x", &["4"])
+        .init(f32s("s", &[], &[0.5]))
+        .node("QuantizeLinear", &["x", "s"], &["q"], attrs)
+        .output("q");
+    assert_eq!(
+        only_op(&import(&m).expect("imports")),
+        Op::Quantize { params: QuantParams::per_tensor(0.5, 0), to: DType::I8 }
+    );
+}
+
+#[test]
+fn dequantize_linear_of_quantized_weights_folds_to_f32() {
+    // w = (q − zp) · scale per output channel: [(−128 − 0)·0.5, (5 − 0)·0.5, (0 − 1)·2, (9 − 1)·2].
+    let m = model(13)
+        .init(ints("w", &[2, 2], DataType::INT8, &[-128, 5, 0, 9]))
+        .init(f32s("s", &[2], &[0.5, 2.0]))
+        .init(ints("zp", &[2], DataType::INT8, &[0, 1]))
+        .node("DequantizeLinear", &["w", "s", "zp"], &["y"], vec![a_int("axis", 0)])
+        .output("y");
+    let g = import(&m).expect("imports");
+    assert!(ops(&g).is_empty(), "folded at import");
+    let y = g.weight_of(&g.outputs()[0].value).expect("a constant");
+    assert_eq!(y.as_f32().expect("f32"), [-64.0, 2.5, -2.0, 16.0]);
+}
+
+#[test]
+fn unsupported_quantization_forms_are_named() {
+    let blocked = qdq_model(21, &[], &[0.5], None, vec![a_int("block_size", 2)]);
+    let e = import(&blocked).expect_err("blocked").to_string();
+    assert!(e.contains("attribute `block_size`") && e.contains("blocked quantization is not supported"), "{e}");
+    let wide = qdq_model(13, &[], &[0.5], Some(ints("zp", &[], DataType::INT32, &[0])), vec![]);
+    let e = import(&wide).expect_err("int32").to_string();
+    assert!(e.contains("quantizing to i32 is not supported"), "{e}");
+    let opset10_axis = qdq_model(10, &[3], &[1.0, 2.0, 4.0], None, vec![]);
+    let e = import(&opset10_axis).expect_err("per-axis at opset 10").to_string();
+    assert!(e.contains("a scale of shape [3] is not supported"), "{e}");
 }

@@ -30,6 +30,14 @@
 //! the model with `cnnc opt`". Within a version, fields are only ever added, and readers skip
 //! fields they do not know.
 //!
+//! | version | adds |
+//! |---|---|
+//! | 1 | the first format |
+//! | 2 | dtypes u8, i8, i32 (tensor types, weights, `cast`); ops `quantize`, `dequantize` |
+//!
+//! A version-1 payload is decoded with the version-2 schema after checking that it uses nothing
+//! version 2 added.
+//!
 //! # Hostile input
 //!
 //! [`decode`] treats its input as hostile and never panics. Before anything is built it checks
@@ -61,13 +69,13 @@ use petgraph::visit::EdgeRef;
 use crate::graph::{Graph, NodeId, ValueRef};
 use crate::op::{
     BinaryOp, ConvAlgo, ConvAttrs, ConvTransposeAttrs, CoordTransform, Fused, NearestMode, Op, PadMode, PoolAttrs,
-    ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, UnaryOp,
+    QuantParams, ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, UnaryOp,
 };
 use crate::tensor::{DType, Tensor, TensorData, TensorType, checked_numel};
 use crate::verify::VerifiedGraph;
 
 /// The format version this cnnc writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The oldest format version this cnnc reads: `FORMAT_VERSION − 1`, or 1 for the first format.
 pub const MIN_READ_VERSION: u32 = if FORMAT_VERSION > 1 { FORMAT_VERSION - 1 } else { 1 };
@@ -169,11 +177,51 @@ pub fn encode(graph: &VerifiedGraph, meta: &ArtifactMeta) -> Result<Vec<u8>> {
 pub fn decode(bytes: &[u8]) -> Result<(Graph, ArtifactMeta)> {
     // `unframe` accepts MIN_READ_VERSION..=FORMAT_VERSION; when the format changes, the previous
     // version's differences are handled here, keyed on the version it returns.
-    let (_version, msg) = wire::unframe_message(bytes)?;
+    let (version, msg) = wire::unframe_message(bytes)?;
+    if version == 1 {
+        check_v1(&msg)?;
+    }
     from_wire(msg)
 }
 
-/// The protobuf schema of format version 1, for tools and tests that build artifacts by hand.
+/// Refuses what format version 1 could not say: the dtypes u8, i8 and i32, and the ops
+/// `quantize` and `dequantize`.
+fn check_v1(msg: &wire::Artifact) -> Result<()> {
+    let v2_only = |at: &dyn Fn() -> String, field: &'static str, dtype: i32| match wire::DType::try_from(dtype) {
+        Ok(wire::DType::U8 | wire::DType::I8 | wire::DType::I32) => {
+            Err(ArtifactError::UnknownValue { at: format!("{} (format version 1)", at()), field, value: dtype })
+        }
+        _ => Ok(()),
+    };
+    for (i, input) in msg.inputs.iter().enumerate() {
+        if let Some(t) = &input.ty {
+            v2_only(&|| format!("graph input #{i} `{}`", input.name), "dtype", t.dtype)?;
+        }
+    }
+    for (i, node) in msg.nodes.iter().enumerate() {
+        let at = || format!("node #{} `{}`", i + msg.inputs.len(), node.name);
+        for t in &node.outputs {
+            v2_only(&at, "dtype", t.dtype)?;
+        }
+        match &node.op {
+            Some(wire::Op { kind: Some(wire::OpKind::Cast(c)) }) => v2_only(&at, "to", c.to)?,
+            Some(wire::Op { kind: Some(k @ (wire::OpKind::Quantize(_) | wire::OpKind::Dequantize(_))) }) => {
+                return Err(ArtifactError::Malformed(format!(
+                    "{}: op `{}` does not exist in format version 1",
+                    at(),
+                    wire_op_name(k)
+                )));
+            }
+            _ => {}
+        }
+    }
+    for (i, w) in msg.weights.iter().enumerate() {
+        v2_only(&|| format!("weight #{i}"), "dtype", w.dtype)?;
+    }
+    Ok(())
+}
+
+/// The protobuf schema of format version 2, for tools and tests that build artifacts by hand.
 pub mod wire;
 
 /// Counts the top-level records on the wire so that absurd counts are refused before prost
@@ -328,6 +376,9 @@ fn dtype_to_wire(d: DType) -> i32 {
         DType::F32 => wire::DType::F32,
         DType::I64 => wire::DType::I64,
         DType::Bool => wire::DType::Bool,
+        DType::U8 => wire::DType::U8,
+        DType::I8 => wire::DType::I8,
+        DType::I32 => wire::DType::I32,
     }) as i32
 }
 
@@ -344,12 +395,17 @@ fn bits(v: &[f32]) -> Vec<u32> {
 }
 
 fn weight_to_wire(t: &Tensor) -> wire::Weight {
-    let data = match t.data() {
-        TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
-    };
-    wire::Weight { dtype: dtype_to_wire(t.dtype()), shape: u64s(t.shape()), data }
+    wire::Weight { dtype: dtype_to_wire(t.dtype()), shape: u64s(t.shape()), data: t.data().to_le_bytes() }
+}
+
+fn quant_to_wire(p: &QuantParams, to: i32) -> wire::Quant {
+    wire::Quant {
+        to,
+        per_axis: p.axis.is_some(),
+        axis: p.axis.unwrap_or(0) as u64,
+        scales: bits(&p.scales),
+        zero_points: p.zero_points.clone(),
+    }
 }
 
 fn pool_to_wire(p: &PoolAttrs) -> wire::Pool {
@@ -460,6 +516,8 @@ fn op_to_wire(graph: &Graph, op: &Op, weights: &mut Vec<wire::Weight>) -> wire::
         Op::Gather { axis } => K::Gather(wire::Axis { axis: *axis as u64 }),
         Op::Expand { shape } => K::Expand(wire::Shape { shape: u64s(shape) }),
         Op::Cast { to } => K::Cast(wire::Cast { to: dtype_to_wire(*to) }),
+        Op::Quantize { params, to } => K::Quantize(quant_to_wire(params, dtype_to_wire(*to))),
+        Op::Dequantize(params) => K::Dequantize(quant_to_wire(params, wire::DType::Unset as i32)),
         Op::Softmax { axis, flatten } => K::Softmax(wire::Softmax { axis: *axis as u64, flatten: *flatten }),
         Op::Pad { pads, mode, value } => {
             let mode = match mode {
@@ -553,6 +611,9 @@ fn dtype_from_wire(at: impl FnOnce() -> String, field: &'static str, v: i32) -> 
         Ok(wire::DType::F32) => Ok(DType::F32),
         Ok(wire::DType::I64) => Ok(DType::I64),
         Ok(wire::DType::Bool) => Ok(DType::Bool),
+        Ok(wire::DType::U8) => Ok(DType::U8),
+        Ok(wire::DType::I8) => Ok(DType::I8),
+        Ok(wire::DType::I32) => Ok(DType::I32),
         _ => Err(ArtifactError::UnknownValue { at: at(), field, value: v }),
     }
 }
@@ -588,23 +649,15 @@ fn weight_from_wire(index: usize, w: wire::Weight) -> Result<Tensor> {
     if w.data.len() as u64 != expected {
         return Err(ArtifactError::WeightSize { index, dtype, shape, expected, actual: w.data.len() as u64 });
     }
-    let data = match dtype {
-        DType::F32 => TensorData::F32(
-            w.data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("chunks of 4"))).collect(),
-        ),
-        DType::I64 => TensorData::I64(
-            w.data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("chunks of 8"))).collect(),
-        ),
-        DType::Bool => {
-            if let Some((i, b)) = w.data.iter().enumerate().find(|&(_, &b)| b > 1) {
-                return Err(ArtifactError::BadWeight {
-                    index,
-                    reason: format!("bool element {i} is the byte {b}, not 0 or 1"),
-                });
-            }
-            TensorData::Bool(w.data.iter().map(|&b| b == 1).collect())
-        }
-    };
+    if dtype == DType::Bool
+        && let Some((i, b)) = w.data.iter().enumerate().find(|&(_, &b)| b > 1)
+    {
+        return Err(ArtifactError::BadWeight {
+            index,
+            reason: format!("bool element {i} is the byte {b}, not 0 or 1"),
+        });
+    }
+    let data = TensorData::from_le_bytes(dtype, &w.data).expect("the byte length was checked against the dtype");
     Ok(Tensor::new(shape, data).expect("the byte length was checked against the shape"))
 }
 
@@ -875,6 +928,8 @@ fn op_from_wire(at: &dyn Fn() -> String, kind: &wire::OpKind) -> Result<Op> {
         K::Gather(a) => Op::Gather { axis: cx.axis("axis", a.axis)? },
         K::Expand(s) => Op::Expand { shape: cx.dims("shape", &s.shape, MAX_RANK)? },
         K::Cast(c) => Op::Cast { to: dtype_from_wire(at, "to", c.to)? },
+        K::Quantize(q) => Op::Quantize { params: cx.quant(q)?, to: dtype_from_wire(at, "to", q.to)? },
+        K::Dequantize(q) => Op::Dequantize(cx.quant(q)?),
         K::Softmax(s) => Op::Softmax { axis: cx.axis("axis", s.axis)?, flatten: s.flatten },
         K::Pad(p) => {
             if p.pads.len() > 2 * MAX_RANK {
@@ -972,6 +1027,8 @@ fn wire_op_name(kind: &wire::OpKind) -> &'static str {
         K::Reduce(_) => "reduce",
         K::ArgReduce(_) => "arg-reduce",
         K::Fused(_) => "fused",
+        K::Quantize(_) => "quantize",
+        K::Dequantize(_) => "dequantize",
     }
 }
 
@@ -1009,6 +1066,22 @@ impl AttrCx<'_> {
             return Err(self.bad(attr, format!("axis {a} is out of range for the maximum rank {MAX_RANK}")));
         }
         Ok(a as usize)
+    }
+
+    /// Axis, and scales and zero points of equal length within [`MAX_DIM`] entries; their
+    /// values are checked by inference.
+    fn quant(&self, q: &wire::Quant) -> Result<QuantParams> {
+        let axis = if q.per_axis { Some(self.axis("axis", q.axis)?) } else { None };
+        if q.scales.len() as u64 > MAX_DIM || q.scales.len() != q.zero_points.len() {
+            return Err(
+                self.bad("scales", format!("{} scales and {} zero points", q.scales.len(), q.zero_points.len()))
+            );
+        }
+        Ok(QuantParams {
+            axis,
+            scales: q.scales.iter().map(|&b| f32::from_bits(b)).collect(),
+            zero_points: q.zero_points.clone(),
+        })
     }
 
     fn signed(&self, attr: &'static str, v: i64) -> Result<i64> {

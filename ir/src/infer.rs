@@ -69,6 +69,22 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         Op::Gather { axis } => one(gather(&cx, *axis, inputs[0], inputs[1])?),
         Op::Expand { shape } => one(expand(&cx, shape, inputs[0])?),
         Op::Cast { to } => one(TensorType::new(*to, inputs[0].shape.clone())),
+        Op::Quantize { params, to } => {
+            cx.dtype("input", inputs[0], DType::F32)?;
+            if !to.is_quantized() {
+                return Err(cx.err(format!("quantizes to {to}, expected u8 or i8")));
+            }
+            quant_params(&cx, params, *to, inputs[0])?;
+            one(TensorType::new(*to, inputs[0].shape.clone()))
+        }
+        Op::Dequantize(params) => {
+            let x = inputs[0];
+            if !(x.dtype.is_quantized() || x.dtype == DType::I32) {
+                return Err(cx.err(format!("input has dtype {}, expected u8, i8 or i32", x.dtype)));
+            }
+            quant_params(&cx, params, x.dtype, x)?;
+            one(TensorType::f32(x.shape.clone()))
+        }
         Op::Softmax { axis, .. } => one(softmax(&cx, *axis, inputs[0])?),
         Op::Pad { pads, mode, .. } => one(pad(&cx, pads, *mode, inputs[0])?),
         Op::Reduce { kind, axes, keepdims } => one(reduce(&cx, *kind, axes, *keepdims, inputs[0])?),
@@ -93,6 +109,32 @@ fn fused(cx: &Cx, f: &crate::Fused, inputs: &[&TensorType]) -> Result<TensorType
         return Err(cx.err(format!("the residual is {}, expected the output's type {out}", inputs[n])));
     }
     Ok(out)
+}
+
+/// Checks `p` against the quantized type `q` and the tensor `x` it applies to.
+fn quant_params(cx: &Cx, p: &crate::QuantParams, q: DType, x: &TensorType) -> Result<()> {
+    let n = match p.axis {
+        None => 1,
+        Some(a) => *x
+            .shape
+            .get(a)
+            .ok_or_else(|| cx.err(format!("quantization axis {a} is out of range for input shape {:?}", x.shape)))?,
+    };
+    if p.scales.len() != n || p.zero_points.len() != n {
+        return Err(cx.err(format!(
+            "{} scale(s) and {} zero point(s), expected {n} (one per index of the quantization axis, or 1)",
+            p.scales.len(),
+            p.zero_points.len()
+        )));
+    }
+    if let Some(s) = p.scales.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+        return Err(cx.err(format!("scale {s:?} is not finite and positive")));
+    }
+    let (lo, hi) = q.int_range().expect("a quantized type is an integer type");
+    if let Some(z) = p.zero_points.iter().find(|&&z| !(lo..=hi).contains(&i64::from(z))) {
+        return Err(cx.err(format!("zero point {z} is outside the range of {q}")));
+    }
+    Ok(())
 }
 
 /// The op being inferred, for error messages.
@@ -365,7 +407,7 @@ fn binary(cx: &Cx, op: BinaryOp, a: &TensorType, b: &TensorType) -> Result<Tenso
     if a.dtype != b.dtype {
         return Err(cx.err(format!("operands have different dtypes {} and {}", a.dtype, b.dtype)));
     }
-    let allowed = a.dtype != DType::Bool || op == BinaryOp::Equal;
+    let allowed = matches!(a.dtype, DType::F32 | DType::I64) || a.dtype == DType::Bool && op == BinaryOp::Equal;
     if !allowed {
         return Err(cx.err(format!("operands have dtype {}, expected f32 or i64", a.dtype)));
     }
@@ -691,8 +733,8 @@ fn reduce(cx: &Cx, kind: ReduceKind, axes: &[usize], keepdims: bool, x: &TensorT
 }
 
 fn arg_reduce(cx: &Cx, axis: usize, keepdims: bool, x: &TensorType) -> Result<TensorType> {
-    if x.dtype == DType::Bool {
-        return Err(cx.err("input has dtype bool, expected f32 or i64"));
+    if !matches!(x.dtype, DType::F32 | DType::I64) {
+        return Err(cx.err(format!("input has dtype {}, expected f32 or i64", x.dtype)));
     }
     let Some(&len) = x.shape.get(axis) else {
         return Err(cx.err(format!("axis {axis} is out of range for input shape {:?}", x.shape)));

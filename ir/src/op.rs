@@ -335,6 +335,36 @@ pub struct SliceAxis {
     pub step: i64,
 }
 
+/// The scales and zero points of a linear quantization, `real = (q − zero_point) · scale`:
+/// one pair for the whole tensor (`axis` `None`), or one pair per index of `axis`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantParams {
+    pub axis: Option<usize>,
+    /// Finite and positive.
+    pub scales: Vec<f32>,
+    /// Within the range of the quantized dtype; as many as `scales`.
+    pub zero_points: Vec<i32>,
+}
+
+impl QuantParams {
+    /// One scale and zero point for the whole tensor.
+    pub fn per_tensor(scale: f32, zero_point: i32) -> QuantParams {
+        QuantParams { axis: None, scales: vec![scale], zero_points: vec![zero_point] }
+    }
+
+    /// The index into `scales`/`zero_points` of the element at flat index `i` of a row-major
+    /// tensor of `shape` (which the params were checked against).
+    pub fn index(&self, shape: &[usize], i: usize) -> usize {
+        match self.axis {
+            None => 0,
+            Some(a) => {
+                let inner: usize = shape[a + 1..].iter().product();
+                (i / inner.max(1)) % shape[a].max(1)
+            }
+        }
+    }
+}
+
 /// An IR operator with its attributes. Inputs are listed in each variant's doc.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -384,6 +414,12 @@ pub enum Op {
     Expand { shape: Vec<usize> },
     /// `(x)`
     Cast { to: DType },
+    /// `(x: f32)` → `to` (u8 or i8): ONNX QuantizeLinear, `saturate(round(x / scale) +
+    /// zero_point)` with the quotient computed in f32 and rounded half to even; NaN gives the
+    /// zero point.
+    Quantize { params: QuantParams, to: DType },
+    /// `(x: u8, i8 or i32)` → f32: ONNX DequantizeLinear, `(x − zero_point) · scale` in f32.
+    Dequantize(QuantParams),
     /// `(x)`: softmax over `axis` (opset ≥ 13), or over all axes from `axis` on when
     /// `flatten` (opsets < 13 coerce the input to 2-D at `axis`).
     Softmax { axis: usize, flatten: bool },
@@ -471,6 +507,8 @@ impl Op {
             Op::Gather { .. } => "gather",
             Op::Expand { .. } => "expand",
             Op::Cast { .. } => "cast",
+            Op::Quantize { .. } => "quantize",
+            Op::Dequantize(_) => "dequantize",
             Op::Softmax { .. } => "softmax",
             Op::Pad { .. } => "pad",
             Op::Reduce { kind, .. } => kind.name(),

@@ -8,6 +8,12 @@ pub enum DType {
     F32,
     I64,
     Bool,
+    /// Unsigned 8-bit integer: quantized activations (ONNX `uint8`).
+    U8,
+    /// Signed 8-bit integer: quantized weights and activations (ONNX `int8`).
+    I8,
+    /// Signed 32-bit integer: quantized biases and accumulators (ONNX `int32`).
+    I32,
 }
 
 impl DType {
@@ -17,15 +23,24 @@ impl DType {
             DType::F32 => 4,
             DType::I64 => 8,
             DType::Bool => 1,
+            DType::U8 => 1,
+            DType::I8 => 1,
+            DType::I32 => 4,
         }
     }
 
-    /// The spelling used by the text form (`f32`, `i64`, `bool`).
+    /// Every element type, in declaration order.
+    pub const ALL: [DType; 6] = [DType::F32, DType::I64, DType::Bool, DType::U8, DType::I8, DType::I32];
+
+    /// The spelling used by the text form (`f32`, `i64`, `bool`, `u8`, `i8`, `i32`).
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
             DType::I64 => "i64",
             DType::Bool => "bool",
+            DType::U8 => "u8",
+            DType::I8 => "i8",
+            DType::I32 => "i32",
         }
     }
 
@@ -35,7 +50,26 @@ impl DType {
             "f32" => Some(DType::F32),
             "i64" => Some(DType::I64),
             "bool" => Some(DType::Bool),
+            "u8" => Some(DType::U8),
+            "i8" => Some(DType::I8),
+            "i32" => Some(DType::I32),
             _ => None,
+        }
+    }
+
+    /// True for the 8-bit quantized types `u8` and `i8`.
+    pub fn is_quantized(self) -> bool {
+        matches!(self, DType::U8 | DType::I8)
+    }
+
+    /// The range `[min, max]` of an integer type, `None` for `f32` and `bool`.
+    pub fn int_range(self) -> Option<(i64, i64)> {
+        match self {
+            DType::U8 => Some((0, 255)),
+            DType::I8 => Some((-128, 127)),
+            DType::I32 => Some((i32::MIN.into(), i32::MAX.into())),
+            DType::I64 => Some((i64::MIN, i64::MAX)),
+            DType::F32 | DType::Bool => None,
         }
     }
 }
@@ -100,6 +134,9 @@ pub enum TensorData {
     F32(Vec<f32>),
     I64(Vec<i64>),
     Bool(Vec<bool>),
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    I32(Vec<i32>),
 }
 
 impl TensorData {
@@ -108,6 +145,9 @@ impl TensorData {
             TensorData::F32(_) => DType::F32,
             TensorData::I64(_) => DType::I64,
             TensorData::Bool(_) => DType::Bool,
+            TensorData::U8(_) => DType::U8,
+            TensorData::I8(_) => DType::I8,
+            TensorData::I32(_) => DType::I32,
         }
     }
 
@@ -116,6 +156,65 @@ impl TensorData {
             TensorData::F32(v) => v.len(),
             TensorData::I64(v) => v.len(),
             TensorData::Bool(v) => v.len(),
+            TensorData::U8(v) => v.len(),
+            TensorData::I8(v) => v.len(),
+            TensorData::I32(v) => v.len(),
+        }
+    }
+
+    /// The elements of an integer tensor (`u8`, `i8`, `i32`, `i64`) widened to i64; `None` for
+    /// `f32` and `bool`.
+    pub fn to_i64_vec(&self) -> Option<Vec<i64>> {
+        match self {
+            TensorData::I64(v) => Some(v.clone()),
+            TensorData::U8(v) => Some(v.iter().map(|&x| i64::from(x)).collect()),
+            TensorData::I8(v) => Some(v.iter().map(|&x| i64::from(x)).collect()),
+            TensorData::I32(v) => Some(v.iter().map(|&x| i64::from(x)).collect()),
+            TensorData::F32(_) | TensorData::Bool(_) => None,
+        }
+    }
+
+    /// Elements `range` as new data of the same dtype. Panics if `range` is out of bounds.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> TensorData {
+        match self {
+            TensorData::F32(v) => TensorData::F32(v[range].to_vec()),
+            TensorData::I64(v) => TensorData::I64(v[range].to_vec()),
+            TensorData::Bool(v) => TensorData::Bool(v[range].to_vec()),
+            TensorData::U8(v) => TensorData::U8(v[range].to_vec()),
+            TensorData::I8(v) => TensorData::I8(v[range].to_vec()),
+            TensorData::I32(v) => TensorData::I32(v[range].to_vec()),
+        }
+    }
+
+    /// Inverse of [`TensorData::to_le_bytes`] (a bool is `byte != 0`); `None` when the byte
+    /// count is not a multiple of the element size.
+    pub fn from_le_bytes(dtype: DType, bytes: &[u8]) -> Option<TensorData> {
+        fn words<const N: usize, T>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Option<Vec<T>> {
+            let chunks = bytes.chunks_exact(N);
+            chunks
+                .remainder()
+                .is_empty()
+                .then(|| chunks.map(|c| f(c.try_into().expect("chunks_exact yields N-byte chunks"))).collect())
+        }
+        Some(match dtype {
+            DType::F32 => TensorData::F32(words(bytes, f32::from_le_bytes)?),
+            DType::I64 => TensorData::I64(words(bytes, i64::from_le_bytes)?),
+            DType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
+            DType::U8 => TensorData::U8(bytes.to_vec()),
+            DType::I8 => TensorData::I8(bytes.iter().map(|&b| b as i8).collect()),
+            DType::I32 => TensorData::I32(words(bytes, i32::from_le_bytes)?),
+        })
+    }
+
+    /// The elements as raw little-endian bytes (bool: one byte, 0 or 1).
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        match self {
+            TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
+            TensorData::U8(v) => v.clone(),
+            TensorData::I8(v) => v.iter().map(|&x| x as u8).collect(),
+            TensorData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         }
     }
 
@@ -178,6 +277,18 @@ impl Tensor {
         Tensor::new(shape, TensorData::Bool(data))
     }
 
+    pub fn from_u8(shape: impl Into<Vec<usize>>, data: Vec<u8>) -> Result<Tensor, ShapeMismatch> {
+        Tensor::new(shape, TensorData::U8(data))
+    }
+
+    pub fn from_i8(shape: impl Into<Vec<usize>>, data: Vec<i8>) -> Result<Tensor, ShapeMismatch> {
+        Tensor::new(shape, TensorData::I8(data))
+    }
+
+    pub fn from_i32(shape: impl Into<Vec<usize>>, data: Vec<i32>) -> Result<Tensor, ShapeMismatch> {
+        Tensor::new(shape, TensorData::I32(data))
+    }
+
     /// A scalar-filled tensor of the given type.
     pub fn full_f32(shape: impl Into<Vec<usize>>, value: f32) -> Tensor {
         let shape = shape.into();
@@ -191,6 +302,9 @@ impl Tensor {
             DType::F32 => TensorData::F32(vec![0.0; n]),
             DType::I64 => TensorData::I64(vec![0; n]),
             DType::Bool => TensorData::Bool(vec![false; n]),
+            DType::U8 => TensorData::U8(vec![0; n]),
+            DType::I8 => TensorData::I8(vec![0; n]),
+            DType::I32 => TensorData::I32(vec![0; n]),
         };
         Tensor { shape: ty.shape.clone(), data }
     }
@@ -240,6 +354,27 @@ impl Tensor {
         }
     }
 
+    pub fn as_u8(&self) -> Option<&[u8]> {
+        match &self.data {
+            TensorData::U8(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn as_i8(&self) -> Option<&[i8]> {
+        match &self.data {
+            TensorData::I8(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn as_i32(&self) -> Option<&[i32]> {
+        match &self.data {
+            TensorData::I32(v) => Some(v),
+            _ => None,
+        }
+    }
+
     /// Same data, new shape with the same element count.
     pub fn reshaped(self, shape: impl Into<Vec<usize>>) -> Result<Tensor, ShapeMismatch> {
         Tensor::new(shape, self.data)
@@ -265,12 +400,7 @@ impl Tensor {
         shape[0] = rows / count;
         let n = self.numel() / count;
         let range = index * n..(index + 1) * n;
-        let data = match &self.data {
-            TensorData::F32(v) => TensorData::F32(v[range].to_vec()),
-            TensorData::I64(v) => TensorData::I64(v[range].to_vec()),
-            TensorData::Bool(v) => TensorData::Bool(v[range].to_vec()),
-        };
-        Ok(Tensor { shape, data })
+        Ok(Tensor { shape, data: self.data.slice(range) })
     }
 
     /// Joins `parts` along dim 0, for any dtype: every part has the dtype and the dimensions
@@ -280,11 +410,7 @@ impl Tensor {
         if first.shape.is_empty() {
             return Err(BatchError::Scalar);
         }
-        let mut data = match first.data {
-            TensorData::F32(_) => TensorData::F32(Vec::new()),
-            TensorData::I64(_) => TensorData::I64(Vec::new()),
-            TensorData::Bool(_) => TensorData::Bool(Vec::new()),
-        };
+        let mut data = first.data.slice(0..0);
         let mut rows = 0;
         for (index, part) in parts.iter().enumerate() {
             let mismatch = || BatchError::Mismatch {
@@ -301,6 +427,9 @@ impl Tensor {
                 (TensorData::F32(all), TensorData::F32(v)) => all.extend_from_slice(v),
                 (TensorData::I64(all), TensorData::I64(v)) => all.extend_from_slice(v),
                 (TensorData::Bool(all), TensorData::Bool(v)) => all.extend_from_slice(v),
+                (TensorData::U8(all), TensorData::U8(v)) => all.extend_from_slice(v),
+                (TensorData::I8(all), TensorData::I8(v)) => all.extend_from_slice(v),
+                (TensorData::I32(all), TensorData::I32(v)) => all.extend_from_slice(v),
                 _ => return Err(mismatch()),
             }
             rows += part.shape[0];

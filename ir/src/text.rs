@@ -24,7 +24,7 @@
 //!         | 'output' STRING '=' ref
 //! name   := [A-Za-z0-9_.]+ | STRING
 //! ref    := '%' name (':' slot)?                      slot 0 when omitted
-//! type   := ('f32' | 'i64' | 'bool') '[' (dim (',' dim)*)? ']'
+//! type   := ('f32' | 'i64' | 'bool' | 'u8' | 'i8' | 'i32') '[' (dim (',' dim)*)? ']'
 //! attr   := key '=' value        value := word | '[' (value (',' value)*)? ']'
 //! STRING := '"' … '"'            escapes \" \\ \n \r \t \0 \u{hex}
 //! ```
@@ -49,7 +49,9 @@
 //! | `reshape`, `expand` | `shape` |
 //! | `transpose` | `perm` |
 //! | `slice` | `axes=[[axis, start, end, step], …]` |
-//! | `cast` | `to` (`f32`, `i64`, `bool`) |
+//! | `cast` | `to` (`f32`, `i64`, `bool`, `u8`, `i8`, `i32`) |
+//! | `quantize` | `to` (`u8`, `i8`), then as `dequantize` |
+//! | `dequantize` | `axis` (absent: per tensor), `scales`, `zero-points` |
 //! | `softmax` | `axis`, `flatten` |
 //! | `pad` | `pads`, `mode` (`constant`, `reflect`, `edge`, `wrap`), `value` |
 //! | `reduce-mean`, `reduce-sum`, `reduce-max`, `reduce-min`, `reduce-prod`, `reduce-l1`, `reduce-l2`, `reduce-sum-square`, `reduce-log-sum`, `reduce-log-sum-exp` | `axes`, `keepdims` |
@@ -74,7 +76,7 @@ use petgraph::visit::EdgeRef;
 use crate::graph::{Graph, NodeId, ValueRef};
 use crate::op::{
     BinaryOp, ConvAlgo, ConvAttrs, ConvTransposeAttrs, CoordTransform, Fused, NearestMode, Op, PadMode, PoolAttrs,
-    ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, UnaryOp,
+    QuantParams, ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, UnaryOp,
 };
 use crate::tensor::{DType, Tensor, TensorData, TensorType};
 
@@ -165,8 +167,6 @@ fn pad_mode_name(m: PadMode) -> &'static str {
         PadMode::Wrap => "wrap",
     }
 }
-
-const DTYPES: [DType; 3] = [DType::F32, DType::I64, DType::Bool];
 
 /// A name printed without quotes: `[A-Za-z0-9_.]+`.
 fn is_plain_name(s: &str) -> bool {
@@ -370,6 +370,11 @@ fn write_attrs(a: &mut AttrWriter<'_, '_>, op: &Op) -> fmt::Result {
         Op::Transpose { perm } => a.attr("perm", V::Usizes(perm))?,
         Op::Slice { axes } => a.attr("axes", V::Slices(axes))?,
         Op::Cast { to } => a.attr("to", V::Word(to.name()))?,
+        Op::Quantize { params, to } => {
+            a.attr("to", V::Word(to.name()))?;
+            a.quant(params)?;
+        }
+        Op::Dequantize(params) => a.quant(params)?,
         Op::Softmax { axis, flatten } => {
             a.attr("axis", V::Usize(*axis))?;
             a.attr("flatten", V::Bool(*flatten))?;
@@ -411,6 +416,16 @@ impl AttrWriter<'_, '_> {
         self.f.write_str(if self.n == 0 { "{" } else { ", " })?;
         self.n += 1;
         write!(self.f, "{key}={value}")
+    }
+
+    /// `axis` (absent for per-tensor), `scales`, `zero-points`.
+    fn quant(&mut self, p: &QuantParams) -> fmt::Result {
+        if let Some(axis) = p.axis {
+            self.attr("axis", V::Usize(axis))?;
+        }
+        self.attr("scales", V::F32s(&p.scales))?;
+        let zps: Vec<i64> = p.zero_points.iter().map(|&z| i64::from(z)).collect();
+        self.attr("zero-points", V::I64s(&zps))
     }
 
     fn window(&mut self, kernel: &[usize], strides: &[usize], dilations: &[usize], pads: &[usize]) -> fmt::Result {
@@ -483,6 +498,9 @@ impl Display for Data<'_> {
             TensorData::F32(vs) => write_list(f, vs, |f, v| write!(f, "{v:?}")),
             TensorData::I64(vs) => write_list(f, vs, |f, v| write!(f, "{v}")),
             TensorData::Bool(vs) => write_list(f, vs, |f, v| write!(f, "{v}")),
+            TensorData::U8(vs) => write_list(f, vs, |f, v| write!(f, "{v}")),
+            TensorData::I8(vs) => write_list(f, vs, |f, v| write!(f, "{v}")),
+            TensorData::I32(vs) => write_list(f, vs, |f, v| write!(f, "{v}")),
         }
     }
 }
@@ -741,8 +759,8 @@ impl<'t> Cursor<'t> {
     /// `dtype[d, …]`
     fn tensor_type(&mut self) -> PResult<TensorType> {
         let w = self.word("a type like `f32[1,3,224,224]`")?;
-        let dtype =
-            DType::from_name(w).ok_or_else(|| self.err(format!("unknown dtype `{w}` (expected f32, i64 or bool)")))?;
+        let dtype = DType::from_name(w)
+            .ok_or_else(|| self.err(format!("unknown dtype `{w}` (expected f32, i64, bool, u8, i8 or i32)")))?;
         self.expect('[', "after the dtype")?;
         let mut shape = Vec::new();
         if !self.eat(']') {
@@ -779,6 +797,9 @@ impl<'t> Cursor<'t> {
             DType::F32 => TensorData::F32(self.scalars("an f32 value", |w| w.parse().ok())?),
             DType::I64 => TensorData::I64(self.scalars("an i64 value", |w| w.parse().ok())?),
             DType::Bool => TensorData::Bool(self.scalars("`true` or `false`", parse_bool)?),
+            DType::U8 => TensorData::U8(self.scalars("a u8 value", |w| w.parse().ok())?),
+            DType::I8 => TensorData::I8(self.scalars("an i8 value", |w| w.parse().ok())?),
+            DType::I32 => TensorData::I32(self.scalars("an i32 value", |w| w.parse().ok())?),
         })
     }
 
@@ -928,6 +949,14 @@ impl Attrs<'_> {
         self.list(key, "numbers", |w| w.parse().ok())
     }
 
+    /// `[axis=…,] scales=[…], zero-points=[…]`
+    fn quant(&mut self) -> Result<QuantParams, String> {
+        let axis = if self.has("axis") { Some(self.usize("axis")?) } else { None };
+        let scales = self.f32s("scales")?;
+        let zero_points = self.list("zero-points", "32-bit integers", |w| w.parse().ok())?;
+        Ok(QuantParams { axis, scales, zero_points })
+    }
+
     /// One of `all`, spelled as `name` spells it.
     fn choice<T: Copy>(&mut self, key: &str, all: &[T], name: fn(T) -> &'static str) -> Result<T, String> {
         let spellings: Vec<&str> = all.iter().map(|&t| name(t)).collect();
@@ -1073,7 +1102,12 @@ fn op_from_attrs(name: &str, a: &mut Attrs<'_>) -> Result<Op, String> {
         "slice" => Op::Slice { axes: a.slice_axes("axes")? },
         "gather" => Op::Gather { axis: a.usize("axis")? },
         "expand" => Op::Expand { shape: a.usizes("shape")? },
-        "cast" => Op::Cast { to: a.choice("to", &DTYPES, DType::name)? },
+        "cast" => Op::Cast { to: a.choice("to", &DType::ALL, DType::name)? },
+        "quantize" => {
+            let to = a.choice("to", &DType::ALL, DType::name)?;
+            Op::Quantize { params: a.quant()?, to }
+        }
+        "dequantize" => Op::Dequantize(a.quant()?),
         "softmax" => Op::Softmax { axis: a.usize("axis")?, flatten: a.bool("flatten")? },
         "pad" => Op::Pad {
             pads: a.i64s("pads")?,

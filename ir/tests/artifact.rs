@@ -157,6 +157,9 @@ fn weights_round_trip_bitwise_in_every_dtype() {
         Tensor::from_bool([1, 3], vec![true, false, true]).expect("shape"),
         Tensor::from_f32(Vec::<usize>::new(), vec![2.5]).expect("scalar"),
         Tensor::from_f32([0, 7], vec![]).expect("empty"),
+        Tensor::from_u8([2, 2], vec![0, 1, 128, 255]).expect("shape"),
+        Tensor::from_i8([5], vec![i8::MIN, -1, 0, 1, i8::MAX]).expect("shape"),
+        Tensor::from_i32([3], vec![i32::MIN, -7, i32::MAX]).expect("shape"),
     ];
     for (k, t) in tensors.iter().enumerate() {
         let v = g.add_weight(format!("w{k}"), t.clone());
@@ -266,6 +269,58 @@ fn unsupported_versions_say_which_versions_this_cnnc_reads() {
         );
         assert_eq!(err, expected);
     }
+}
+
+/// A graph in format version 2's dtypes: a u8 input cast to i32 plus an i8 weight.
+fn int_dtypes() -> Graph {
+    r#"graph "ints" {
+  %x = input u8[2]
+  %w = weight i8[2] [-5, 7]
+  %c = cast{to=i32}(%x) : i32[2]
+  output "c" = %c
+  output "w" = %w
+}"#
+    .parse()
+    .expect("parses")
+}
+
+#[test]
+fn a_version_1_payload_decodes_when_it_uses_only_version_1_dtypes() {
+    let msg = to_message(&encode(&small()));
+    let (g, _) = artifact::decode(&wire::frame_message(1, &msg)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(g.to_string(), small().to_string());
+}
+
+#[test]
+fn a_version_1_payload_with_a_version_2_dtype_is_refused_by_name() {
+    let msg = to_message(&encode(&int_dtypes()));
+    let err = decode_err(&wire::frame_message(1, &msg)).to_string();
+    assert_eq!(err, "graph input #0 `x` (format version 1): field `dtype` has unknown value 4");
+    let mut only_weight = msg.clone();
+    only_weight.inputs[0].ty.as_mut().expect("typed").dtype = wire::DType::F32 as i32;
+    only_weight.nodes.retain(|n| n.name == "w");
+    only_weight.outputs.retain(|o| o.name == "w");
+    let err = decode_err(&wire::frame_message(1, &only_weight)).to_string();
+    assert!(err.contains("(format version 1): field `dtype` has unknown value 5"), "{err}");
+    // The same payload as version 2 decodes.
+    artifact::decode(&wire::frame_message(FORMAT_VERSION, &msg)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn a_version_1_payload_with_a_quantize_op_is_refused_by_name() {
+    let g: Graph = r#"graph "q" {
+  %x = input f32[2]
+  %q = quantize{to=u8, scales=[0.5], zero-points=[3]}(%x) : u8[2]
+  %d = dequantize{scales=[0.5], zero-points=[3]}(%q) : f32[2]
+  output "d" = %d
+}"#
+    .parse()
+    .expect("parses");
+    let mut msg = to_message(&encode(&g));
+    // Only the op is new: give the quantized value a version-1 dtype.
+    msg.nodes[0].outputs[0].dtype = wire::DType::F32 as i32;
+    let err = decode_err(&wire::frame_message(1, &msg)).to_string();
+    assert!(err.contains("node #1 `q`: op `quantize` does not exist in format version 1"), "{err}");
 }
 
 #[test]

@@ -486,3 +486,71 @@ fn a_fused_op_takes_its_base_type_a_same_typed_residual_and_an_inline_activation
     let ct = Op::Fused(Box::new(Fused { base: Op::ConvTranspose(t), act: None, residual: false }));
     assert!(infer_err(&ct, [x, f32s(&[2, 4, 2, 2])]).contains("must be a conv, gemm or matmul"));
 }
+
+#[test]
+fn movement_ops_keep_the_quantized_dtypes() {
+    for dtype in [DType::U8, DType::I8, DType::I32] {
+        let x = TensorType::new(dtype, [1, 2, 3]);
+        let t = infer_one(&Op::Transpose { perm: vec![0, 2, 1] }, [x.clone()]);
+        assert_eq!(t, TensorType::new(dtype, [1, 3, 2]));
+        let c = infer_one(&Op::Concat { axis: 1 }, [x.clone(), x.clone()]);
+        assert_eq!(c, TensorType::new(dtype, [1, 4, 3]));
+        assert_eq!(infer_one(&Op::Cast { to: DType::F32 }, [x.clone()]), TensorType::f32([1, 2, 3]));
+        assert_eq!(infer_one(&Op::Cast { to: dtype }, [f32s(&[4])]), TensorType::new(dtype, [4]));
+    }
+}
+
+#[test]
+fn arithmetic_and_float_ops_refuse_the_quantized_dtypes() {
+    for dtype in [DType::U8, DType::I8, DType::I32] {
+        let x = TensorType::new(dtype, [2, 2]);
+        let e = infer_err(&Op::Binary(BinaryOp::Add), [x.clone(), x.clone()]);
+        assert_eq!(e, format!("operands have dtype {dtype}, expected f32 or i64"));
+        assert!(infer_err(&Op::Unary(UnaryOp::Relu), [x.clone()]).contains("expected f32"));
+        let e = infer_err(&Op::ArgReduce { max: true, axis: 0, keepdims: false, select_last_index: false }, [x]);
+        assert_eq!(e, format!("input has dtype {dtype}, expected f32 or i64"));
+    }
+}
+
+#[test]
+fn quantize_and_dequantize_check_their_params_against_the_input() {
+    use cnnc_ir::QuantParams;
+    let x = f32s(&[1, 3, 2]);
+    let q = |axis, scales: Vec<f32>, zero_points: Vec<i32>| QuantParams { axis, scales, zero_points };
+    let per_channel = q(Some(1), vec![0.5, 1.0, 2.0], vec![0, 10, 255]);
+    let op = Op::Quantize { params: per_channel.clone(), to: DType::U8 };
+    assert_eq!(infer_one(&op, [x.clone()]), TensorType::new(DType::U8, [1, 3, 2]));
+    let u8s = TensorType::new(DType::U8, [1, 3, 2]);
+    assert_eq!(infer_one(&Op::Dequantize(per_channel), [u8s.clone()]), f32s(&[1, 3, 2]));
+    let cases = [
+        (
+            Op::Quantize { params: QuantParams::per_tensor(1.0, 0), to: DType::I32 },
+            x.clone(),
+            "quantizes to i32, expected u8 or i8",
+        ),
+        (
+            Op::Quantize { params: QuantParams::per_tensor(1.0, 0), to: DType::I8 },
+            u8s.clone(),
+            "input has dtype u8, expected f32",
+        ),
+        (Op::Dequantize(QuantParams::per_tensor(1.0, 0)), x.clone(), "input has dtype f32, expected u8, i8 or i32"),
+        (Op::Dequantize(q(Some(3), vec![1.0], vec![0])), u8s.clone(), "quantization axis 3 is out of range"),
+        (
+            Op::Dequantize(q(Some(2), vec![1.0; 3], vec![0; 3])),
+            u8s.clone(),
+            "3 scale(s) and 3 zero point(s), expected 2",
+        ),
+        (Op::Dequantize(QuantParams::per_tensor(0.0, 0)), u8s.clone(), "scale 0.0 is not finite and positive"),
+        (Op::Dequantize(QuantParams::per_tensor(f32::NAN, 0)), u8s.clone(), "scale NaN is not finite and positive"),
+        (Op::Dequantize(QuantParams::per_tensor(1.0, 256)), u8s, "zero point 256 is outside the range of u8"),
+        (
+            Op::Quantize { params: QuantParams::per_tensor(1.0, -129), to: DType::I8 },
+            x,
+            "zero point -129 is outside the range of i8",
+        ),
+    ];
+    for (op, input, message) in cases {
+        let e = infer_err(&op, [input]);
+        assert!(e.contains(message), "{op:?}: got `{e}`, expected `{message}`");
+    }
+}

@@ -64,6 +64,9 @@ fn bits(t: &Tensor) -> Vec<u64> {
         TensorData::F32(v) => v.iter().map(|x| if x.is_nan() { u64::MAX } else { u64::from(x.to_bits()) }).collect(),
         TensorData::I64(v) => v.iter().map(|&x| x as u64).collect(),
         TensorData::Bool(v) => v.iter().map(|&x| u64::from(x)).collect(),
+        TensorData::U8(v) => v.iter().map(|&x| u64::from(x)).collect(),
+        TensorData::I8(v) => v.iter().map(|&x| x as u64).collect(),
+        TensorData::I32(v) => v.iter().map(|&x| x as u64).collect(),
     }
 }
 
@@ -125,6 +128,27 @@ fn integer_bool_scalar_and_empty_weights_round_trip() {
     let text = round_trip(&g);
     assert!(text.contains("%s = weight f32[] [2.5]"), "{text}");
     assert!(text.contains("%e = weight f32[0,3] []"), "{text}");
+}
+
+#[test]
+fn quantized_dtypes_round_trip_at_their_extremes() {
+    let mut g = Graph::new("q");
+    let u = g.add_weight("u", Tensor::from_u8([3], vec![0, 128, 255]).expect("3 values"));
+    let i = g.add_weight("i", Tensor::from_i8([2], vec![i8::MIN, i8::MAX]).expect("2 values"));
+    let w = g.add_weight("w", Tensor::from_i32([2], vec![i32::MIN, i32::MAX]).expect("2 values"));
+    for (name, v) in [("u", u), ("i", i), ("w", w)] {
+        g.add_output(name, v);
+    }
+    let text = round_trip(&g);
+    assert!(text.contains("%u = weight u8[3] [0, 128, 255]"), "{text}");
+    assert!(text.contains("%i = weight i8[2] [-128, 127]"), "{text}");
+    assert!(text.contains("%w = weight i32[2] [-2147483648, 2147483647]"), "{text}");
+}
+
+#[test]
+fn an_out_of_range_u8_value_is_a_parse_error() {
+    let e = parse_err("graph \"g\" {\n  %u = weight u8[1] [256]\n  output \"u\" = %u\n}");
+    assert!(e.to_string().contains("expected a u8 value, found `256`"), "{e}");
 }
 
 #[test]
@@ -236,7 +260,7 @@ fn parse_errors_name_the_offending_line() {
         ("  %y = leaky-relu(%x) : f32[2]\n}", 3, "leaky-relu: missing attribute `alpha`"),
         ("  %y = relu{alpha=1.0}(%x) : f32[2]\n}", 3, "relu: unknown attribute `alpha`"),
         ("  %y = concat{axis=1, axis=1}(%x) : f32[2]\n}", 3, "attribute `axis` is given twice"),
-        ("  %y = cast{to=f16}(%x) : f32[2]\n}", 3, "expected one of f32, i64, bool, found `f16`"),
+        ("  %y = cast{to=f16}(%x) : f32[2]\n}", 3, "expected one of f32, i64, bool, u8, i8, i32, found `f16`"),
         ("\n  %y = relu(%z) : f32[2]\n}", 4, "undefined value `%z`"),
         ("  %y = relu(%x:1) : f32[2]\n}", 3, "slot 1 does not exist"),
         ("  %y = relu(%x) : f32[2]\n", 3, "missing `}`"),

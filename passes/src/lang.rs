@@ -92,6 +92,8 @@ define_language! {
         "reduce" = Reduce(Box<[Id]>),
         "arg-reduce" = ArgReduce(Box<[Id]>),
         "fused" = Fused(Box<[Id]>),
+        "quantize" = Quantize(Box<[Id]>),
+        "dequantize" = Dequantize(Box<[Id]>),
         // `(input %n)`: graph input n.
         "input" = Input(Id),
         // `(weight wn)`: a constant of the weight store.
@@ -138,6 +140,8 @@ impl Cnn {
             Op::Reduce { .. } => Cnn::Reduce(children),
             Op::ArgReduce { .. } => Cnn::ArgReduce(children),
             Op::Fused(_) => Cnn::Fused(children),
+            Op::Quantize { .. } => Cnn::Quantize(children),
+            Op::Dequantize(_) => Cnn::Dequantize(children),
             Op::Input { .. } | Op::Weight(_) => return None,
         })
     }
@@ -170,7 +174,9 @@ impl Cnn {
             | Cnn::Pad(c)
             | Cnn::Reduce(c)
             | Cnn::ArgReduce(c)
-            | Cnn::Fused(c) => Some(c),
+            | Cnn::Fused(c)
+            | Cnn::Quantize(c)
+            | Cnn::Dequantize(c) => Some(c),
             _ => None,
         }
     }

@@ -274,6 +274,9 @@ fn data_ptr(t: &Tensor) -> *mut u8 {
         TensorData::F32(v) => v.as_ptr() as *mut u8,
         TensorData::I64(v) => v.as_ptr() as *mut u8,
         TensorData::Bool(v) => v.as_ptr() as *mut u8,
+        TensorData::U8(v) => v.as_ptr() as *mut u8,
+        TensorData::I8(v) => v.as_ptr() as *mut u8,
+        TensorData::I32(v) => v.as_ptr() as *mut u8,
     }
 }
 
@@ -291,6 +294,11 @@ fn read_tensor(ty: &TensorType, ptr: *const u8) -> Tensor {
             }
             cnnc_ir::DType::Bool => {
                 TensorData::Bool(std::slice::from_raw_parts(ptr, n).iter().map(|&b| b != 0).collect())
+            }
+            cnnc_ir::DType::U8 => TensorData::U8(std::slice::from_raw_parts(ptr, n).to_vec()),
+            cnnc_ir::DType::I8 => TensorData::I8(std::slice::from_raw_parts(ptr as *const i8, n).to_vec()),
+            cnnc_ir::DType::I32 => {
+                TensorData::I32((0..n).map(|i| (ptr as *const i32).add(i).read_unaligned()).collect())
             }
         }
     };

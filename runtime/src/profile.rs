@@ -129,7 +129,13 @@ pub(crate) fn kernel_variant(op: &Op, inputs: &[TensorType]) -> &'static str {
             let m = if a.len() < 2 { Some(&1) } else { a.get(a.len() - 2) };
             if m == Some(&1) { "gemv" } else { "gemm" }
         }
-        Op::BatchNorm { .. } | Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } => "elementwise",
+        Op::BatchNorm { .. }
+        | Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Where
+        | Op::Cast { .. }
+        | Op::Quantize { .. }
+        | Op::Dequantize(_) => "elementwise",
         Op::MaxPool(_) | Op::AvgPool { .. } => "pool",
         Op::GlobalAvgPool | Op::GlobalMaxPool => "global-pool",
         Op::Resize(_) => "resize",

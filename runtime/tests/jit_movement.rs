@@ -26,11 +26,14 @@ fn tensor(dtype: DType, shape: &[usize], seed: u64) -> Tensor {
         DType::F32 => TensorData::F32(v),
         DType::I64 => TensorData::I64(v.iter().enumerate().map(|(i, &x)| (x * 1e6) as i64 * (i as i64 + 1)).collect()),
         DType::Bool => TensorData::Bool(v.iter().map(|&x| x > 0.0).collect()),
+        DType::U8 => TensorData::U8(v.iter().map(|&x| (x * 32.0 + 128.0) as u8).collect()),
+        DType::I8 => TensorData::I8(v.iter().map(|&x| (x * 32.0) as i8).collect()),
+        DType::I32 => TensorData::I32(v.iter().enumerate().map(|(i, &x)| (x * 1e6) as i32 ^ (i as i32) << 8).collect()),
     };
     Tensor::new(shape.to_vec(), data).expect("shape")
 }
 
-const DTYPES: [DType; 3] = [DType::F32, DType::I64, DType::Bool];
+const DTYPES: [DType; 6] = DType::ALL;
 
 /// Runs `op` on `inputs` (graph inputs, or weights where `weights[i]`) through the JIT and the
 /// reference and requires identical outputs.

@@ -134,3 +134,35 @@ fn max_pool_over_an_empty_axis_is_minus_infinity_in_both_engines() {
     assert_eq!(got, want);
     assert!(got[0].as_f32().expect("f32").iter().all(|v| *v == f32::NEG_INFINITY));
 }
+
+#[test]
+fn quantize_and_dequantize_match_the_reference_bit_for_bit() {
+    let g = graph(
+        r#"graph "g" {
+  %x = input f32[2,3,5]
+  %q = quantize{to=u8, scales=[0.5], zero-points=[3]}(%x) : u8[2,3,5]
+  %d = dequantize{scales=[0.5], zero-points=[3]}(%q) : f32[2,3,5]
+  %qc = quantize{to=i8, axis=1, scales=[0.25, 0.125, 2.0], zero-points=[-128, 0, 127]}(%x) : i8[2,3,5]
+  %dc = dequantize{axis=1, scales=[0.25, 0.125, 2.0], zero-points=[-128, 0, 127]}(%qc) : f32[2,3,5]
+  %b = weight i32[5] [-2147483648, -7, 0, 9, 2147483647]
+  %db = dequantize{axis=0, scales=[1.0, 0.5, 3.0, 1e-9, 2.0], zero-points=[0, 1, 2, 3, 4]}(%b) : f32[5]
+  output "q" = %q
+  output "d" = %d
+  output "qc" = %qc
+  output "dc" = %dc
+  output "db" = %db
+}"#,
+    );
+    let model = Model::compile(&g).expect("compiles");
+    // Ties (±0.25, ±0.75 over 0.5), saturation, NaN and ±∞ among a ramp.
+    let mut v: Vec<f32> = (0..30).map(|i| (i as f32 - 15.0) * 0.37).collect();
+    v[..8].copy_from_slice(&[0.25, -0.25, 0.75, -0.75, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e9]);
+    let x = Tensor::from_f32([2, 3, 5], v).expect("30");
+    let got = model.run(std::slice::from_ref(&x)).expect("runs");
+    let want = run_reference(&g, &[x]).expect("reference runs");
+    for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(a.data().to_le_bytes(), b.data().to_le_bytes(), "output {k}: {a:?} vs {b:?}");
+    }
+    // 0.25 / 0.5 and 0.75 / 0.5 tie: 0 and 2 (half to even), plus the zero point 3; NaN → 3.
+    assert_eq!(want[0].as_u8().expect("u8")[..8], [3, 3, 5, 1, 3, 255, 0, 255]);
+}

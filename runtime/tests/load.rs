@@ -99,6 +99,26 @@ const OPS_MIX: &str = r#"graph "ops_mix" {
   output "am" = %am
 }"#;
 
+/// Format version 2's dtypes: u8, i8 and i32 values and weights through movement ops and casts.
+const INT_DTYPES: &str = r#"graph "int_dtypes" {
+  %x = input u8[1,2,3]
+  %w = weight i8[1,3,2] [-128, -1, 0, 1, 64, 127]
+  %b = weight i32[3] [-2147483648, 0, 2147483647]
+  %t = transpose{perm=[0, 2, 1]}(%x) : u8[1,3,2]
+  %xi = cast{to=i8}(%t) : i8[1,3,2]
+  %cat = concat{axis=0}(%xi, %w) : i8[2,3,2]
+  %c32 = cast{to=i32}(%cat) : i32[2,3,2]
+  %p = pad{pads=[0, 0, 0, 0, 0, 1], mode=constant, value=-3.0}(%c32) : i32[2,3,3]
+  %f = cast{to=f32}(%b) : f32[3]
+  output "p" = %p
+  output "f" = %f
+}"#;
+
+fn int_dtypes_bytes() -> Vec<u8> {
+    let g = verify(INT_DTYPES.parse::<Graph>().expect("parses")).unwrap_or_else(|e| panic!("{e}"));
+    artifact::encode(&g, &ArtifactMeta::default()).expect("encodes")
+}
+
 fn ops_mix_bytes() -> Vec<u8> {
     let g = verify(OPS_MIX.parse::<Graph>().expect("parses")).unwrap_or_else(|e| panic!("{e}"));
     artifact::encode(&g, &ArtifactMeta::default()).expect("encodes")
@@ -134,6 +154,7 @@ fn generated() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("tiny_conv.cnnc", valid.clone()),
         ("ops_mix.cnnc", ops_mix_bytes()),
+        ("int_dtypes.cnnc", int_dtypes_bytes()),
         ("truncated_magic.cnnc", valid[..2].to_vec()),
         ("truncated_header.cnnc", valid[..12].to_vec()),
         ("truncated_payload.cnnc", valid[..valid.len() / 2].to_vec()),
@@ -190,6 +211,38 @@ fn tiny_conv_artifact_runs_like_the_reference() {
         // f32 accumulation of 9 products vs the f64 reference.
         assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
     }
+}
+
+#[test]
+fn a_format_version_1_artifact_still_loads_and_runs() {
+    // Written by the last format-1 cnnc (before u8/i8/i32) and never regenerated.
+    let bytes = read("format_v1_tiny_conv.cnnc");
+    assert_eq!(bytes[4..8], 1u32.to_le_bytes());
+    let model = load("format_v1_tiny_conv.cnnc").unwrap_or_else(|e| panic!("{e}"));
+    let x = Tensor::from_f32([1, 2, 6, 6], (0..72).map(|i| (i as f32 * 0.37).sin()).collect()).expect("72");
+    let got = model.run(std::slice::from_ref(&x)).expect("runs");
+    let want = run_reference(&verify(tiny_conv()).expect("verifies"), &[x]).expect("reference runs");
+    let (got, want) = (got[0].as_f32().expect("f32"), want[0].as_f32().expect("f32"));
+    for (a, b) in got.iter().zip(want) {
+        // f32 accumulation of 9 products vs the f64 reference.
+        assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+}
+
+#[test]
+fn int_dtypes_artifact_runs_exactly_like_the_reference() {
+    let model = load("int_dtypes.cnnc").unwrap_or_else(|e| panic!("{e}"));
+    let x = Tensor::from_u8([1, 2, 3], vec![0, 1, 127, 128, 200, 255]).expect("6");
+    let got = model.run(std::slice::from_ref(&x)).expect("runs");
+    let graph = verify(INT_DTYPES.parse::<Graph>().expect("parses")).expect("verifies");
+    let want = run_reference(&graph, &[x]).expect("reference runs");
+    assert_eq!(got, want);
+    // u8 → i8 keeps the low bits; the pad constant −3 fills the new last column.
+    assert_eq!(
+        want[0].as_i32().expect("i32")[..9],
+        [0, -128, -3, 1, -56, -3, 127, -1, -3],
+        "x transposed, cast to i8 and padded"
+    );
 }
 
 #[test]

@@ -8,8 +8,8 @@
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
 use cnnc_ir::{
-    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, DType, NearestMode, Op, PadMode, PoolAttrs, ReduceKind,
-    ResizeAttrs, ResizeMode, SliceAxis, Tensor, TensorType, UnaryOp,
+    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, DType, NearestMode, Op, PadMode, PoolAttrs, QuantParams,
+    ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, Tensor, TensorType, UnaryOp,
 };
 use cnnc_runtime::eval_op;
 
@@ -727,6 +727,79 @@ fn cast_between_i64_bool_and_f32() {
     check(Op::Cast { to: DType::Bool }, &[i64t(&[2], &[0, 5])], &[boolt(&[2], &[false, true])]);
     check(Op::Cast { to: DType::F32 }, &[boolt(&[2], &[true, false])], &[f32t(&[2], &[1., 0.])]);
     check(Op::Cast { to: DType::I64 }, &[boolt(&[2], &[true, false])], &[i64t(&[2], &[1, 0])]);
+}
+
+#[test]
+fn cast_f32_to_8_bit_truncates_and_saturates_and_nan_becomes_zero() {
+    let x = f32t(&[7], &[f32::NAN, -300.0, -128.9, -0.9, 127.9, 255.9, 1e10]);
+    let u = Tensor::from_u8([7], vec![0, 0, 0, 0, 127, 255, 255]).expect("7");
+    let i = Tensor::from_i8([7], vec![0, -128, -128, 0, 127, 127, 127]).expect("7");
+    check(Op::Cast { to: DType::U8 }, &[x.clone()], &[u]);
+    check(Op::Cast { to: DType::I8 }, &[x], &[i]);
+}
+
+#[test]
+fn cast_between_integers_keeps_the_low_bits_and_widens_by_signedness() {
+    let x = Tensor::from_i32([4], vec![-1, 255, 256, -129]).expect("4");
+    check(Op::Cast { to: DType::U8 }, &[x.clone()], &[Tensor::from_u8([4], vec![255, 255, 0, 127]).expect("4")]);
+    check(Op::Cast { to: DType::I8 }, &[x], &[Tensor::from_i8([4], vec![-1, -1, 0, 127]).expect("4")]);
+    let u = Tensor::from_u8([2], vec![200, 5]).expect("2");
+    check(Op::Cast { to: DType::I32 }, &[u.clone()], &[Tensor::from_i32([2], vec![200, 5]).expect("2")]);
+    check(Op::Cast { to: DType::I8 }, &[u], &[Tensor::from_i8([2], vec![-56, 5]).expect("2")]);
+    let i = Tensor::from_i8([2], vec![-56, 5]).expect("2");
+    check(Op::Cast { to: DType::I64 }, &[i.clone()], &[i64t(&[2], &[-56, 5])]);
+    check(Op::Cast { to: DType::F32 }, &[i], &[f32t(&[2], &[-56., 5.])]);
+}
+
+#[test]
+fn quantize_rounds_half_to_even_adds_the_zero_point_and_saturates() {
+    // x / 0.5: -3, -2.5 → -2, -1.5 → -2, -0.5 → -0, 0.5 → 0, 1.5 → 2, 2.5 → 2, 200, NaN, ∞.
+    let x = f32t(&[10], &[-1.5, -1.25, -0.75, -0.25, 0.25, 0.75, 1.25, 100.0, f32::NAN, f32::INFINITY]);
+    let p = QuantParams::per_tensor(0.5, 10);
+    let u = Tensor::from_u8([10], vec![7, 8, 8, 10, 10, 12, 12, 210, 10, 255]).expect("10");
+    check(Op::Quantize { params: p, to: DType::U8 }, &[x.clone()], &[u]);
+    let p = QuantParams::per_tensor(0.5, -100);
+    let i = Tensor::from_i8([10], vec![-103, -102, -102, -100, -100, -98, -98, 100, -100, 127]).expect("10");
+    check(Op::Quantize { params: p, to: DType::I8 }, &[x], &[i]);
+}
+
+#[test]
+fn quantize_divides_in_f32_as_onnx_specifies() {
+    // 0.35f32 / 0.1f32 rounds to exactly 3.5 in f32, so half to even gives 4; the same
+    // quotient in f64 is 3.49999988… and would give 3. 0.3f32 / 0.1f32 is exactly 3.
+    let x = f32t(&[2], &[0.35, 0.3]);
+    let p = QuantParams::per_tensor(0.1, 0);
+    check(Op::Quantize { params: p, to: DType::U8 }, &[x], &[Tensor::from_u8([2], vec![4, 3]).expect("2")]);
+}
+
+#[test]
+fn per_axis_params_follow_the_axis_index() {
+    // Axis 1 of [2, 3, 2]: channel c has scale 2^c and zero point 10·c.
+    let p = QuantParams { axis: Some(1), scales: vec![1.0, 2.0, 4.0], zero_points: vec![0, 10, 20] };
+    let x: Vec<f32> = (0..12).map(|i| i as f32 * 4.0).collect();
+    let want: Vec<u8> = (0..12)
+        .map(|i| {
+            let c = (i / 2) % 3;
+            ((i as f32 * 4.0) / [1.0, 2.0, 4.0][c]).round_ties_even() as u8 + 10 * c as u8
+        })
+        .collect();
+    let q = Tensor::from_u8([2, 3, 2], want.clone()).expect("12");
+    check(Op::Quantize { params: p.clone(), to: DType::U8 }, &[f32t(&[2, 3, 2], &x)], &[q.clone()]);
+    // Every value is representable, so dequantizing gives x back exactly.
+    check(Op::Dequantize(p), &[q], &[f32t(&[2, 3, 2], &x)]);
+}
+
+#[test]
+fn dequantize_subtracts_the_zero_point_exactly_for_every_integer_type() {
+    let p = QuantParams::per_tensor(0.25, -128);
+    let i = Tensor::from_i8([3], vec![-128, 0, 127]).expect("3");
+    check(Op::Dequantize(p), &[i], &[f32t(&[3], &[0.0, 32.0, 63.75])]);
+    let p = QuantParams::per_tensor(0.5, 255);
+    let u = Tensor::from_u8([2], vec![0, 255]).expect("2");
+    check(Op::Dequantize(p), &[u], &[f32t(&[2], &[-127.5, 0.0])]);
+    let p = QuantParams::per_tensor(2.0, 0);
+    let b = Tensor::from_i32([2], vec![i32::MIN, i32::MAX]).expect("2");
+    check(Op::Dequantize(p), &[b], &[f32t(&[2], &[-4294967296.0, 4294967296.0])]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -104,6 +104,9 @@ pub fn values_f64(t: &Tensor) -> Vec<f64> {
         TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
         TensorData::I64(v) => v.iter().map(|&x| x as f64).collect(),
         TensorData::Bool(v) => v.iter().map(|&x| f64::from(u8::from(x))).collect(),
+        TensorData::U8(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::I8(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::I32(v) => v.iter().map(|&x| f64::from(x)).collect(),
     }
 }
 

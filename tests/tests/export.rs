@@ -547,3 +547,24 @@ fn what_opset_18_cannot_express_is_an_error_naming_the_node() {
         assert!(err.contains("node `the_node`") && err.contains(says), "{name}: {err}");
     }
 }
+
+#[test]
+fn quantize_and_dequantize_export_as_qdq_and_reimport_to_the_same_ops() {
+    let per_channel = QuantParams { axis: Some(1), scales: vec![0.5, 0.02], zero_points: vec![-3, 0] };
+    let per_tensor = QuantParams::per_tensor(0.1, 128);
+    let mut g = Graph::new("qdq");
+    let x = g.add_input("x", TensorType::f32([1, 2, 6, 6]));
+    let q8 = node(&mut g, "q_i8", Op::Quantize { params: per_channel.clone(), to: DType::I8 }, &[x]);
+    let d8 = node(&mut g, "dq_i8", Op::Dequantize(per_channel), &[q8]);
+    let qu = node(&mut g, "q_u8", Op::Quantize { params: per_tensor.clone(), to: DType::U8 }, &[d8]);
+    let du = node(&mut g, "dq_u8", Op::Dequantize(per_tensor), &[qu]);
+    g.add_output("y", du);
+    g.add_output("q", qu);
+    let g = verify(g).expect("verifies");
+    let back = round_trip(&g, "qdq");
+    let ops = |g: &Graph| g.node_ids().map(|id| g.node(id).op.clone()).filter(|op| !op.is_source()).collect::<Vec<_>>();
+    assert_eq!(ops(&back), ops(&g));
+    let x = Tensor::from_f32([1, 2, 6, 6], (0..72).map(|i| ((i as f32) * 0.61).sin() * 3.0).collect()).expect("72");
+    let want = run_reference(&g, std::slice::from_ref(&x)).expect("runs");
+    assert_eq!(run_reference(&back, &[x]).expect("re-imported graph runs"), want);
+}

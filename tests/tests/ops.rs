@@ -26,6 +26,9 @@ fn compare(got: &Tensor, want: &Tensor, exact: bool) -> Result<(), String> {
         }
         (TensorData::I64(g), TensorData::I64(w)) if g == w => Ok(()),
         (TensorData::Bool(g), TensorData::Bool(w)) if g == w => Ok(()),
+        (TensorData::U8(g), TensorData::U8(w)) if g == w => Ok(()),
+        (TensorData::I8(g), TensorData::I8(w)) if g == w => Ok(()),
+        (TensorData::I32(g), TensorData::I32(w)) if g == w => Ok(()),
         (g, w) => Err(format!("got {:?} data, want {:?}", g.dtype(), w.dtype())),
     }
 }

@@ -26,7 +26,7 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::mpsc;
 
-use cnnc_ir::{DType, Tensor, TensorData, TensorType};
+use cnnc_ir::{DType, Tensor, TensorType};
 use sha2::{Digest, Sha256};
 
 pub use args::{
@@ -258,7 +258,10 @@ impl<'a> Iterator for Batches<'a> {
         match self.load_batch(batch) {
             Ok(tensors) => {
                 self.next += batch.len();
-                Some(Ok((batch.iter().collect(), concat_batch(&tensors, &self.set.sample_type))))
+                Some(Ok((
+                    batch.iter().collect(),
+                    Tensor::concat_batches(&tensors).expect("every sample has the sample type"),
+                )))
             }
             Err(e) => {
                 // The row reader has moved on; an error ends the stream.
@@ -328,23 +331,6 @@ fn spawn_row_reader(
         }
     });
     rx
-}
-
-/// Concatenates batch-1 samples of type `sample` along dim 0.
-fn concat_batch(tensors: &[Tensor], sample: &TensorType) -> Tensor {
-    let shape: Vec<usize> = [&[tensors.len()][..], &sample.shape[1..]].concat();
-    let data = match sample.dtype {
-        DType::F32 => {
-            TensorData::F32(tensors.iter().flat_map(|t| t.as_f32().expect("samples are checked")).copied().collect())
-        }
-        DType::I64 => {
-            TensorData::I64(tensors.iter().flat_map(|t| t.as_i64().expect("samples are checked")).copied().collect())
-        }
-        DType::Bool => {
-            TensorData::Bool(tensors.iter().flat_map(|t| t.as_bool().expect("samples are checked")).copied().collect())
-        }
-    };
-    Tensor::new(shape, data).expect("every sample has the sample shape")
 }
 
 /// SHA-256 over the flags, then each source file's name, length and bytes, then the labels file's.

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use cnnc_ir::{Graph, Op, Tensor, TensorType, ValueRef, infer_types};
+use cnnc_ir::{DType, Graph, Op, Tensor, TensorType, ValueRef, infer_types};
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::{AttributeProto, NodeProto, TensorProto};
 
@@ -205,6 +205,8 @@ pub(crate) struct LowerCx {
     used_names: HashSet<String>,
     /// Optional outputs nodes declare but cnnc does not compute: value → (node, op type).
     uncomputed: HashMap<String, (String, String)>,
+    /// Constants read from u8, i8 or i32 ONNX tensors (stored widened to i64): their ONNX type.
+    narrow_ints: HashMap<ValueRef, DType>,
 }
 
 impl LowerCx {
@@ -214,6 +216,7 @@ impl LowerCx {
             values: HashMap::new(),
             used_names: HashSet::new(),
             uncomputed: HashMap::new(),
+            narrow_ints: HashMap::new(),
         }
     }
 
@@ -251,6 +254,21 @@ impl LowerCx {
     pub fn add_const(&mut self, name: &str, t: Tensor) -> ValueRef {
         let n = self.unique_name(name);
         self.graph.add_weight(n, t)
+    }
+
+    /// Adds a constant read from an ONNX tensor of element type `elem_type`, remembering a u8,
+    /// i8 or i32 type that the import widened to i64.
+    pub fn add_onnx_const(&mut self, name: &str, t: Tensor, elem_type: i32) -> ValueRef {
+        let v = self.add_const(name, t);
+        if let Some(d) = super::proto::narrow_int_dtype(elem_type) {
+            self.narrow_ints.insert(v, d);
+        }
+        v
+    }
+
+    /// The ONNX integer type (u8, i8, i32) of a constant the import widened to i64.
+    pub fn narrow_int_dtype(&self, v: ValueRef) -> Option<DType> {
+        self.narrow_ints.get(&v).copied()
     }
 
     /// Input `i` of `node`, which must be present.

@@ -20,8 +20,8 @@
 use std::collections::{HashMap, HashSet};
 
 use cnnc_ir::{
-    BinaryOp, ConvTransposeAttrs, CoordTransform, DType, Fused, NearestMode, Node, NodeId, Op, PadMode, ReduceKind,
-    ResizeAttrs, ResizeMode, Tensor, TensorData, TensorType, UnaryOp, ValueRef, VerifiedGraph,
+    BinaryOp, ConvTransposeAttrs, CoordTransform, DType, Fused, NearestMode, Node, NodeId, Op, PadMode, QuantParams,
+    ReduceKind, ResizeAttrs, ResizeMode, Tensor, TensorType, UnaryOp, ValueRef, VerifiedGraph,
 };
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::DataType;
@@ -233,6 +233,23 @@ impl<'g> Exporter<'g> {
         name
     }
 
+    /// The `axis` attribute (per-axis only) and the inputs `(x, scale, zero_point)` of a
+    /// QuantizeLinear/DequantizeLinear whose zero point has dtype `q`.
+    fn quant_inputs(&mut self, name: &str, p: &QuantParams, q: DType, x: String) -> (Vec<AttributeProto>, Vec<String>) {
+        let shape: Vec<usize> = if p.axis.is_some() { vec![p.scales.len()] } else { vec![] };
+        let scale = Tensor::from_f32(shape.clone(), p.scales.clone()).expect("one scale per index");
+        let zps = &p.zero_points;
+        let zp = match q {
+            DType::U8 => Tensor::from_u8(shape, zps.iter().map(|&z| z as u8).collect()),
+            DType::I8 => Tensor::from_i8(shape, zps.iter().map(|&z| z as i8).collect()),
+            _ => Tensor::from_i32(shape, zps.clone()),
+        }
+        .expect("one zero point per index");
+        let ins =
+            vec![x, self.constant(&format!("{name}/scale"), &scale), self.constant(&format!("{name}/zero_point"), &zp)];
+        (p.axis.map(|a| int("axis", a as i64)).into_iter().collect(), ins)
+    }
+
     fn const_i64(&mut self, base: &str, v: &[i64]) -> String {
         self.constant(base, &Tensor::from_i64([v.len()], v.to_vec()).expect("length matches"))
     }
@@ -362,6 +379,18 @@ impl<'g> Exporter<'g> {
                 ("Expand", vec![], vec![first(&inputs)?, target])
             }
             Op::Cast { to } => ("Cast", vec![int("to", i64::from(data_type(*to).value()))], inputs),
+            Op::Quantize { params, to } => {
+                let (attrs, ins) = self.quant_inputs(name, params, *to, first(&inputs)?);
+                ("QuantizeLinear", attrs, ins)
+            }
+            Op::Dequantize(params) => {
+                let from = cx.in_types.first().map_or(DType::U8, |t| t.dtype);
+                if from == DType::I32 && params.zero_points.iter().any(|&z| z != 0) {
+                    return Err(cx.inexpressible("DequantizeLinear of int32 takes no zero point other than 0"));
+                }
+                let (attrs, ins) = self.quant_inputs(name, params, from, first(&inputs)?);
+                ("DequantizeLinear", attrs, ins)
+            }
             Op::Softmax { axis, flatten: false } => ("Softmax", vec![int("axis", *axis as i64)], inputs),
             Op::Softmax { axis, flatten: true } => return self.lower_flat_softmax(cx, *axis, inputs, outputs),
             Op::Pad { pads, mode, value } => {
@@ -380,6 +409,9 @@ impl<'g> Exporter<'g> {
                         DType::F32 => Tensor::from_f32(Vec::<usize>::new(), vec![*value]),
                         DType::I64 => Tensor::from_i64(Vec::<usize>::new(), vec![*value as i64]),
                         DType::Bool => Tensor::from_bool(Vec::<usize>::new(), vec![*value != 0.0]),
+                        DType::U8 => Tensor::from_u8(Vec::<usize>::new(), vec![*value as u8]),
+                        DType::I8 => Tensor::from_i8(Vec::<usize>::new(), vec![*value as i8]),
+                        DType::I32 => Tensor::from_i32(Vec::<usize>::new(), vec![*value as i32]),
                     }
                     .expect("scalar");
                     ins.push(self.constant(&format!("{name}/value"), &v));
@@ -798,6 +830,9 @@ fn data_type(d: DType) -> DataType {
         DType::F32 => DataType::FLOAT,
         DType::I64 => DataType::INT64,
         DType::Bool => DataType::BOOL,
+        DType::U8 => DataType::UINT8,
+        DType::I8 => DataType::INT8,
+        DType::I32 => DataType::INT32,
     }
 }
 
@@ -807,11 +842,7 @@ fn tensor_proto(name: &str, t: &Tensor) -> TensorProto {
     p.name = name.to_string();
     p.dims = to_i64(t.shape());
     p.data_type = data_type(t.dtype()).value();
-    p.raw_data = match t.data() {
-        TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
-    };
+    p.raw_data = t.data().to_le_bytes();
     p
 }
 

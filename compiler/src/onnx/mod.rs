@@ -15,6 +15,7 @@ mod matmul;
 mod norm;
 mod pool;
 mod proto;
+mod quantize;
 mod reduce;
 mod resize;
 mod shape;
@@ -79,7 +80,7 @@ pub fn import_bytes(bytes: &[u8], file_name: &str, opts: &ImportOptions) -> Resu
     bind_inputs(&mut cx, graph, &initializers, opts)?;
     for t in &graph.initializer {
         let tensor = proto::tensor_from_proto(t, &t.name)?;
-        let v = cx.add_const(&t.name, tensor);
+        let v = cx.add_onnx_const(&t.name, tensor, t.data_type);
         cx.bind(&t.name, v);
     }
     for i in order {
@@ -199,6 +200,8 @@ const LOWERINGS: &[(&str, LowerFn)] = &[
     ("ConstantOfShape",    shape::lower_constant_of_shape),
     ("Range",              shape::lower_range),
     ("Cast",               shape::lower_cast),
+    ("QuantizeLinear",     quantize::lower_quantize_linear),
+    ("DequantizeLinear",   quantize::lower_dequantize_linear),
     ("Identity",           shape::lower_identity),
     ("Dropout",            shape::lower_dropout),
     ("Constant",           shape::lower_constant),

@@ -45,6 +45,17 @@ pub(crate) fn dtype_of(elem_type: i32) -> Option<DType> {
     }
 }
 
+/// The IR type of an ONNX u8, i8 or i32 element type (which [`dtype_of`] widens to i64).
+pub(crate) fn narrow_int_dtype(elem_type: i32) -> Option<DType> {
+    use DataType as D;
+    match D::from_i32(elem_type)? {
+        D::UINT8 => Some(DType::U8),
+        D::INT8 => Some(DType::I8),
+        D::INT32 => Some(DType::I32),
+        _ => None,
+    }
+}
+
 /// Spelling of an ONNX element type for messages.
 pub(crate) fn elem_type_name(elem_type: i32) -> String {
     match DataType::from_i32(elem_type) {

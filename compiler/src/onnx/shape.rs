@@ -330,11 +330,8 @@ pub(super) fn lower_constant_of_shape(cx: &mut LowerCx, node: &OnnxNode) -> Resu
         return Err(node.bad_attr("value", format!("must hold one element, got {}", value.numel())));
     }
     let (shape, n) = checked_shape(&node.name, &dims, value.dtype())?;
-    let data = match value.data() {
-        TensorData::F32(v) => TensorData::F32(vec![v[0]; n]),
-        TensorData::I64(v) => TensorData::I64(vec![v[0]; n]),
-        TensorData::Bool(v) => TensorData::Bool(vec![v[0]; n]),
-    };
+    let data = TensorData::from_le_bytes(value.dtype(), &value.data().to_le_bytes().repeat(n))
+        .expect("whole elements of one dtype");
     let t = Tensor::new(shape, data).expect("element count checked");
     Ok(vec![cx.add_const(&node.name, t)])
 }
@@ -422,7 +419,8 @@ pub(super) fn lower_constant(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowere
     let name = node.proto.output.first().filter(|s| !s.is_empty()).unwrap_or(&node.name).clone();
     let scalar = Vec::<usize>::new;
     let t = if let Some(t) = node.tensor("value")? {
-        tensor_from_proto(t, &name)?
+        let tensor = tensor_from_proto(t, &name)?;
+        return Ok(vec![cx.add_onnx_const(&name, tensor, t.data_type)]);
     } else if let Some(v) = node.float("value_float")? {
         Tensor::from_f32(scalar(), vec![v]).expect("scalar")
     } else if let Some(v) = node.floats("value_floats")? {

@@ -1,7 +1,8 @@
-//! The protobuf schema of artifact format version 1 (hand-written prost messages; no protoc),
+//! The protobuf schema of artifact format version 2 (hand-written prost messages; no protoc),
 //! and the header that frames the payload. For tools and tests that build artifacts by hand.
 //!
-//! Field numbers are permanent. Enum value 0 means "unset" and is always rejected.
+//! Field numbers are permanent. Enum value 0 means "unset" and is always rejected. Version 1 is
+//! the same schema without the values and op kinds marked "format version 2 on".
 
 use super::{ArtifactError, FORMAT_VERSION, HEADER_LEN, MAGIC, MIN_READ_VERSION};
 
@@ -50,6 +51,12 @@ pub enum DType {
     F32 = 1,
     I64 = 2,
     Bool = 3,
+    /// Format version 2 on.
+    U8 = 4,
+    /// Format version 2 on.
+    I8 = 5,
+    /// Format version 2 on.
+    I32 = 6,
 }
 
 /// One output of a value: see the module docs for the numbering of values.
@@ -114,7 +121,7 @@ pub struct Empty {}
 pub struct Op {
     #[prost(
         oneof = "OpKind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29"
     )]
     pub kind: Option<OpKind>,
 }
@@ -175,6 +182,27 @@ pub enum OpKind {
     ArgReduce(ArgReduce),
     #[prost(message, tag = "27")]
     Fused(Box<Fused>),
+    /// Format version 2 on.
+    #[prost(message, tag = "28")]
+    Quantize(Quant),
+    /// Format version 2 on.
+    #[prost(message, tag = "29")]
+    Dequantize(Quant),
+}
+
+/// Quantization parameters; `to` is used by `Quantize` only. Scales are IEEE bit patterns.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Quant {
+    #[prost(enumeration = "DType", tag = "1")]
+    pub to: i32,
+    #[prost(bool, tag = "2")]
+    pub per_axis: bool,
+    #[prost(uint64, tag = "3")]
+    pub axis: u64,
+    #[prost(fixed32, repeated, tag = "4")]
+    pub scales: Vec<u32>,
+    #[prost(sint32, repeated, tag = "5")]
+    pub zero_points: Vec<i32>,
 }
 
 /// `act(base + residual)`; the base is a conv, gemm or matmul (the decoder rejects others).

@@ -159,6 +159,16 @@ pub fn every_op_graph() -> Graph {
     g.add_output("argmax", am);
     g.add_output("argmin", an);
 
+    // Quantization: x per channel to u8 and back; per tensor to i8 and back.
+    let per_channel =
+        QuantParams { axis: Some(1), scales: vec![0.5, 0.25, 1e-3, 3.0], zero_points: vec![0, 128, 255, 7] };
+    let xq = node(&mut g, "quantize", Op::Quantize { params: per_channel.clone(), to: DType::U8 }, &[x]);
+    let xd = node(&mut g, "dequantize", Op::Dequantize(per_channel), &[xq]);
+    let tq =
+        node(&mut g, "quantize_i8", Op::Quantize { params: QuantParams::per_tensor(0.1, -128), to: DType::I8 }, &[xd]);
+    let td = node(&mut g, "dequantize_i8", Op::Dequantize(QuantParams::per_tensor(0.1, -128)), &[tq]);
+    g.add_output("dequantized", td);
+
     // Fused ops: a conv with a residual and ReLU6, a gemm with HardSigmoid, a matmul with a
     // residual only.
     let [kernel, strides, dilations, pads] = window(3, 1, 1);

@@ -24,6 +24,7 @@ mod index_map;
 mod movement;
 mod norm;
 mod pool;
+mod quant;
 mod reduce;
 mod resize;
 mod unary;
@@ -208,6 +209,8 @@ pub(crate) fn emit_node(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, CompileEr
         Op::ArgReduce { max, axis, keepdims: _, select_last_index } => {
             reduce::emit_arg_reduce(jit, cx, *max, *axis, *select_last_index)
         }
+        Op::Quantize { params, to } => quant::emit_quantize(jit, cx, params, *to),
+        Op::Dequantize(params) => quant::emit_dequantize(jit, cx, params),
         Op::Input { .. } | Op::Weight(_) | Op::Reshape { .. } => {
             Err(cx.unsupported("a source or view op reached code generation (a bug in the memory plan)"))
         }

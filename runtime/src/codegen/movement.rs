@@ -1,6 +1,6 @@
 //! Data movement: transpose, slice, pad, expand, gather, concat, split, cast.
 //!
-//! Every dtype moves as raw bits (f32 4 bytes, i64 8 bytes, bool 1 byte). Most of these ops
+//! Every dtype moves as raw bits (f32 and i32 4 bytes, i64 8 bytes, bool, u8 and i8 1 byte). Most of these ops
 //! are strided copies: a baked loop nest ([`Nest`]) whose innermost row is a contiguous copy
 //! (64-byte vector loop), a splat fill (stride 0) or an element-by-element strided copy.
 //! Transposes of 4-byte elements that move the contiguous axis go through 4×4 register
@@ -20,6 +20,7 @@
 use cnnc_ir::{DType, PadMode, SliceAxis};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{ConstantData, InstBuilder, MemFlagsData, Value, types};
+use cranelift_frontend::FunctionBuilder;
 
 use super::builder::{mem, unit_span, units_of};
 use super::index_map::{
@@ -251,8 +252,9 @@ fn slab_copies(
     Ok(Emitted::parallel(func, vec![], copies.iter().map(|c| c.2.units()).sum()))
 }
 
-/// ONNX `Cast` between f32, i64 and bool: f32 → i64 truncates toward zero and saturates (NaN
-/// becomes 0), anything → bool is `x != 0`.
+/// ONNX `Cast` between any two dtypes, as the reference: f32 → integer truncates toward zero
+/// and saturates (NaN becomes 0), integer → narrower integer keeps the low bits, anything →
+/// bool is `x != 0`.
 pub(crate) fn emit_cast(jit: &mut Jit, cx: &EmitCx, to: DType) -> Result<Emitted, CompileError> {
     let (x, y) = (&cx.inputs[0], &cx.outputs[0]);
     let from = x.dtype;
@@ -281,31 +283,7 @@ pub(crate) fn emit_cast(jit: &mut Jit, cx: &EmitCx, to: DType) -> Result<Emitted
             let elem = |kb: &mut Kb, i: Value| {
                 let q = offset(kb, p[0], i, s[0]);
                 let v = kb.b.ins().load(int_type(ein as usize), mem(), q, 0);
-                let b = &mut kb.b;
-                let r = match (from, to) {
-                    (DType::F32, DType::I64) => {
-                        let f = b.ins().bitcast(types::F32, MemFlagsData::new(), v);
-                        b.ins().fcvt_to_sint_sat(types::I64, f)
-                    }
-                    (DType::F32, DType::Bool) => {
-                        let f = b.ins().bitcast(types::F32, MemFlagsData::new(), v);
-                        let z = b.ins().f32const(0.0);
-                        b.ins().fcmp(FloatCC::NotEqual, f, z)
-                    }
-                    (DType::I64, DType::F32) => b.ins().fcvt_from_sint(types::F32, v),
-                    (DType::I64, DType::Bool) => b.ins().icmp_imm_s(IntCC::NotEqual, v, 0),
-                    (DType::Bool, DType::F32) => {
-                        let t = b.ins().icmp_imm_s(IntCC::NotEqual, v, 0);
-                        let one = b.ins().f32const(1.0);
-                        let zero = b.ins().f32const(0.0);
-                        b.ins().select(t, one, zero)
-                    }
-                    (DType::Bool, DType::I64) => {
-                        let t = b.ins().icmp_imm_s(IntCC::NotEqual, v, 0);
-                        b.ins().uextend(types::I64, t)
-                    }
-                    _ => unreachable!("same-dtype casts are copies"),
-                };
+                let r = cast_value(&mut kb.b, from, to, v);
                 let q = offset(kb, p[1], i, s[1]);
                 kb.b.ins().store(mem(), r, q, 0);
             };
@@ -313,6 +291,55 @@ pub(crate) fn emit_cast(jit: &mut Jit, cx: &EmitCx, to: DType) -> Result<Emitted
         });
     })?;
     Ok(Emitted::parallel(func, vec![], nest.units(cut)))
+}
+
+/// `v`, an element of `from` loaded as the integer type of its size, converted to `to`.
+fn cast_value(b: &mut FunctionBuilder, from: DType, to: DType, v: Value) -> Value {
+    let int = |d: DType| int_type(d.size_bytes());
+    match (from, to) {
+        (DType::F32, _) => {
+            let f = b.ins().bitcast(types::F32, MemFlagsData::new(), v);
+            match to {
+                DType::Bool => {
+                    let z = b.ins().f32const(0.0);
+                    b.ins().fcmp(FloatCC::NotEqual, f, z)
+                }
+                DType::I64 | DType::I32 => b.ins().fcvt_to_sint_sat(int(to), f),
+                DType::U8 | DType::I8 => {
+                    let (lo, hi) = to.int_range().expect("an integer type");
+                    let w = b.ins().fcvt_to_sint_sat(types::I32, f);
+                    let (lo, hi) = (b.ins().iconst(types::I32, lo), b.ins().iconst(types::I32, hi));
+                    let w = b.ins().smax(w, lo);
+                    let w = b.ins().smin(w, hi);
+                    b.ins().ireduce(types::I8, w)
+                }
+                DType::F32 => v,
+            }
+        }
+        (_, DType::Bool) => b.ins().icmp_imm_s(IntCC::NotEqual, v, 0),
+        (DType::Bool, _) => {
+            let t = b.ins().icmp_imm_s(IntCC::NotEqual, v, 0);
+            cast_value(b, DType::U8, to, t)
+        }
+        (_, DType::F32) => {
+            let w = widen(b, from, v, types::I64);
+            b.ins().fcvt_from_sint(types::F32, w)
+        }
+        _ if to.size_bytes() > from.size_bytes() => widen(b, from, v, int(to)),
+        _ if to.size_bytes() < from.size_bytes() => b.ins().ireduce(int(to), v),
+        _ => v,
+    }
+}
+
+/// An integer element of `from` extended to `ty` by its signedness (u8 zero-extends).
+fn widen(b: &mut FunctionBuilder, from: DType, v: Value, ty: types::Type) -> Value {
+    if int_type(from.size_bytes()) == ty {
+        v
+    } else if from == DType::U8 {
+        b.ins().uextend(ty, v)
+    } else {
+        b.ins().sextend(ty, v)
+    }
 }
 
 /// One stretch of output positions along a pad axis.
@@ -443,6 +470,10 @@ pub(crate) fn emit_pad(
         DType::F32 => i64::from(value.to_bits()),
         DType::I64 => value as i64,
         DType::Bool => i64::from(value != 0.0),
+        // Narrow constants are their bit patterns, zero-extended (what `iconst` of that width takes).
+        DType::U8 => i64::from(value as u8),
+        DType::I8 => i64::from(value as i8 as u8),
+        DType::I32 => i64::from(value as i32 as u32),
     };
     let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
     let ity = int_type(es);

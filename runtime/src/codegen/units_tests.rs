@@ -3,16 +3,12 @@
 //! write the whole output (the two runs start from different garbage). `Model`-level runs at
 //! several thread counts are in `tests/jit_units.rs`.
 
-use cnnc_ir::{Graph, Tensor, TensorData, TensorType, verify};
+use cnnc_ir::{Graph, Tensor, TensorType, verify};
 
 use crate::codegen::{Aux, EmitCx, Jit, emit_node};
 
 fn bytes(t: &Tensor) -> Vec<u8> {
-    match t.data() {
-        TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
-    }
+    t.data().to_le_bytes()
 }
 
 fn random(shape: &[usize], seed: u64) -> Tensor {

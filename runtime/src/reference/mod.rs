@@ -10,6 +10,7 @@ mod elementwise;
 pub(crate) use elementwise::erf;
 mod matmul;
 mod pool;
+mod quant;
 mod reduce;
 mod resize;
 // The JIT's resize builds its tap tables with the very same coordinate arithmetic.
@@ -170,6 +171,8 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor], out_types: &[TensorType]) -> Result<
         Op::Gather { axis } => vec![shape_ops::gather(*axis, inputs[0], inputs[1])?],
         Op::Expand { shape } => vec![shape_ops::expand(shape, inputs[0])?],
         Op::Cast { to } => vec![shape_ops::cast(*to, inputs[0])?],
+        Op::Quantize { params, to } => vec![quant::quantize(params, *to, inputs[0])?],
+        Op::Dequantize(params) => vec![quant::dequantize(params, inputs[0])?],
         Op::Softmax { axis, flatten } => vec![reduce::softmax(*axis, *flatten, inputs[0])?],
         Op::Pad { pads, mode, value } => vec![shape_ops::pad(pads, *mode, *value, inputs[0])?],
         Op::Reduce { kind, axes, keepdims } => vec![reduce::reduce(*kind, axes, *keepdims, inputs[0])?],
@@ -234,6 +237,33 @@ impl Elem for bool {
     }
 }
 
+impl Elem for u8 {
+    fn slice(t: &Tensor) -> Option<&[u8]> {
+        t.as_u8()
+    }
+    fn into_data(v: Vec<u8>) -> TensorData {
+        TensorData::U8(v)
+    }
+}
+
+impl Elem for i8 {
+    fn slice(t: &Tensor) -> Option<&[i8]> {
+        t.as_i8()
+    }
+    fn into_data(v: Vec<i8>) -> TensorData {
+        TensorData::I8(v)
+    }
+}
+
+impl Elem for i32 {
+    fn slice(t: &Tensor) -> Option<&[i32]> {
+        t.as_i32()
+    }
+    fn into_data(v: Vec<i32>) -> TensorData {
+        TensorData::I32(v)
+    }
+}
+
 /// Runs `$body` with the type alias `$t` bound to the element type of `$dtype`.
 macro_rules! with_elem {
     ($dtype:expr, $t:ident => $body:expr) => {
@@ -248,6 +278,18 @@ macro_rules! with_elem {
             }
             cnnc_ir::DType::Bool => {
                 type $t = bool;
+                $body
+            }
+            cnnc_ir::DType::U8 => {
+                type $t = u8;
+                $body
+            }
+            cnnc_ir::DType::I8 => {
+                type $t = i8;
+                $body
+            }
+            cnnc_ir::DType::I32 => {
+                type $t = i32;
                 $body
             }
         }

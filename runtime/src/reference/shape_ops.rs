@@ -1,11 +1,9 @@
 //! Data movement: Reshape, Transpose, Slice, Gather, Expand, Concat, Split, Pad, Cast.
 //! All of them work on every dtype.
 
-use cnnc_ir::{DType, PadMode, SliceAxis, Tensor};
+use cnnc_ir::{DType, PadMode, SliceAxis, Tensor, TensorData};
 
-use super::{
-    Elem, StridedOffsets, broadcast_shape, broadcast_strides, contiguous_strides, count, elems, make, with_elem,
-};
+use super::{StridedOffsets, broadcast_shape, broadcast_strides, contiguous_strides, count, elems, make, with_elem};
 
 /// ONNX `Reshape` (and Flatten, Squeeze, Unsqueeze): same elements, new shape.
 pub(super) fn reshape(shape: &[usize], x: &Tensor) -> Result<Tensor, String> {
@@ -176,25 +174,40 @@ pub(super) fn split(axis: usize, sizes: &[usize], x: &Tensor) -> Result<Vec<Tens
     Ok(out)
 }
 
-/// ONNX `Cast` between f32, i64 and bool. f32 → i64 truncates toward zero (onnxruntime's
+/// ONNX `Cast` between any two dtypes. f32 → integer truncates toward zero (onnxruntime's
 /// `static_cast`; NaN becomes 0 and out-of-range values saturate instead of being undefined);
-/// anything → bool is `x != 0`.
+/// integer → narrower integer keeps the low bits (two's complement, as `static_cast` and numpy);
+/// integer → f32 rounds to nearest; anything → bool is `x != 0`; bool → number is 0 or 1.
 pub(super) fn cast(to: DType, x: &Tensor) -> Result<Tensor, String> {
-    let shape = x.shape().to_vec();
-    match (x.dtype(), to) {
-        (from, to) if from == to => Ok(x.clone()),
-        (DType::F32, DType::I64) => make(shape, conv_all(x, |v: f32| v as i64)?),
-        (DType::F32, DType::Bool) => make(shape, conv_all(x, |v: f32| v != 0.0)?),
-        (DType::I64, DType::F32) => make(shape, conv_all(x, |v: i64| v as f32)?),
-        (DType::I64, DType::Bool) => make(shape, conv_all(x, |v: i64| v != 0)?),
-        (DType::Bool, DType::F32) => make(shape, conv_all(x, |v: bool| if v { 1f32 } else { 0.0 })?),
-        (DType::Bool, DType::I64) => make(shape, conv_all(x, |v: bool| i64::from(v))?),
-        (from, to) => Err(format!("cast from {from} to {to} is not supported")),
+    if x.dtype() == to {
+        return Ok(x.clone());
     }
+    let shape = x.shape().to_vec();
+    let data = match x.data() {
+        TensorData::F32(v) => match to {
+            DType::F32 => TensorData::F32(v.clone()),
+            DType::I64 => TensorData::I64(v.iter().map(|&f| f as i64).collect()),
+            DType::I32 => TensorData::I32(v.iter().map(|&f| f as i32).collect()),
+            DType::U8 => TensorData::U8(v.iter().map(|&f| f as u8).collect()),
+            DType::I8 => TensorData::I8(v.iter().map(|&f| f as i8).collect()),
+            DType::Bool => TensorData::Bool(v.iter().map(|&f| f != 0.0).collect()),
+        },
+        TensorData::Bool(v) => ints_to(to, v.iter().map(|&b| i64::from(b)).collect()),
+        other => ints_to(to, other.to_i64_vec().ok_or_else(|| format!("cast from {} is not supported", x.dtype()))?),
+    };
+    Tensor::new(shape, data).map_err(|e| e.to_string())
 }
 
-fn conv_all<A: Elem, B>(x: &Tensor, f: impl Fn(A) -> B) -> Result<Vec<B>, String> {
-    Ok(elems::<A>(x, "x")?.iter().map(|&v| f(v)).collect())
+/// Integers as `to`: f32 rounds to nearest, narrower integers keep the low bits.
+fn ints_to(to: DType, v: Vec<i64>) -> TensorData {
+    match to {
+        DType::F32 => TensorData::F32(v.iter().map(|&i| i as f32).collect()),
+        DType::I64 => TensorData::I64(v),
+        DType::I32 => TensorData::I32(v.iter().map(|&i| i as i32).collect()),
+        DType::U8 => TensorData::U8(v.iter().map(|&i| i as u8).collect()),
+        DType::I8 => TensorData::I8(v.iter().map(|&i| i as i8).collect()),
+        DType::Bool => TensorData::Bool(v.iter().map(|&i| i != 0).collect()),
+    }
 }
 
 /// ONNX `Pad`: `pads` is `[begin…, end…]` over all axes, negative values crop. Out-of-range
@@ -247,7 +260,7 @@ pub(super) fn pad(pads: &[i64], mode: PadMode, value: f32, x: &Tensor) -> Result
     })
 }
 
-/// The pad constant in each element type (`as` truncation for i64, `!= 0` for bool).
+/// The pad constant in each element type (`as` truncation for integers, `!= 0` for bool).
 trait PadValue {
     fn from_f32(v: f32) -> Self;
 }
@@ -258,17 +271,23 @@ impl PadValue for f32 {
     }
 }
 
-impl PadValue for i64 {
-    fn from_f32(v: f32) -> i64 {
-        v as i64
-    }
-}
-
 impl PadValue for bool {
     fn from_f32(v: f32) -> bool {
         v != 0.0
     }
 }
+
+/// Integer pad constants truncate toward zero and saturate (`as`).
+macro_rules! int_pad_value {
+    ($($t:ty),*) => {$(
+        impl PadValue for $t {
+            fn from_f32(v: f32) -> $t {
+                v as $t
+            }
+        }
+    )*};
+}
+int_pad_value!(i64, u8, i8, i32);
 
 fn pad_value<T: PadValue>(v: f32) -> T {
     T::from_f32(v)

@@ -1,0 +1,127 @@
+//! QuantizeLinear and DequantizeLinear: one element at a time, with exactly the reference's
+//! arithmetic (`reference/quant.rs`): an f32 division rounded half to even (`nearest`),
+//! saturated, plus the zero point; dequantizing, the exact difference with the zero point
+//! converted once to f32 and multiplied by the scale. Scales and zero points are load-time
+//! tables indexed by the element's position on the quantization axis.
+
+use cnnc_ir::{DType, QuantParams};
+use cranelift_codegen::ir::{InstBuilder, Value, types};
+use cranelift_frontend::FunctionBuilder;
+
+use super::builder::{mem, unit_span, units_of};
+use super::index_map::{GRAIN, kb_loop_dyn, offset};
+use super::{Aux, CompileError, EmitCx, Emitted, Jit, Kb};
+
+/// Bounds the rounded quotient before the zero point is added (the reference's saturating
+/// add): any bound beyond every quantized range gives the same result.
+const QUOTIENT_BOUND: i64 = 1 << 40;
+
+/// `(inner, n_channels)`: the element at flat index `i` uses entry `(i / inner) % n_channels`.
+fn channel_layout(cx: &EmitCx, p: &QuantParams) -> Result<(i64, i64), CompileError> {
+    let shape = &cx.inputs[0].shape;
+    let (inner, n) = match p.axis {
+        None => (1, 1),
+        Some(a) if a < shape.len() => (shape[a + 1..].iter().product::<usize>(), shape[a]),
+        Some(a) => return Err(cx.unsupported(format!("quantization axis {a} of {shape:?}"))),
+    };
+    if p.scales.len() != n || p.zero_points.len() != n {
+        return Err(cx.unsupported(format!("{} scales for {n} channels", p.scales.len())));
+    }
+    Ok((inner.max(1) as i64, n as i64))
+}
+
+/// Loads the scale and the zero point (as i64) of flat element `i`.
+fn params_of(kb: &mut Kb, tables: (Value, Value), layout: (i64, i64), i: Value) -> (Value, Value) {
+    let (inner, n) = layout;
+    let ch = if n > 1 {
+        let q = kb.b.ins().udiv_imm_u(i, inner);
+        kb.b.ins().urem_imm_u(q, n)
+    } else {
+        kb.b.ins().iconst(types::I64, 0)
+    };
+    let ps = offset(kb, tables.0, ch, 4);
+    let pz = offset(kb, tables.1, ch, 8);
+    let s = kb.b.ins().load(types::F32, mem(), ps, 0);
+    let z = kb.b.ins().load(types::I64, mem(), pz, 0);
+    (s, z)
+}
+
+fn clamp(b: &mut FunctionBuilder, k: Value, lo: i64, hi: i64) -> Value {
+    let (lo, hi) = (b.ins().iconst(types::I64, lo), b.ins().iconst(types::I64, hi));
+    let k = b.ins().smax(k, lo);
+    b.ins().smin(k, hi)
+}
+
+fn tables(p: &QuantParams) -> Vec<Aux> {
+    vec![Aux::F32(p.scales.clone()), Aux::I64(p.zero_points.iter().map(|&z| i64::from(z)).collect())]
+}
+
+/// ONNX `QuantizeLinear` of an f32 tensor to u8 or i8.
+pub(crate) fn emit_quantize(jit: &mut Jit, cx: &EmitCx, p: &QuantParams, to: DType) -> Result<Emitted, CompileError> {
+    let (x, y) = (&cx.inputs[0], &cx.outputs[0]);
+    let range = to.int_range().filter(|_| to.is_quantized() && x.dtype == DType::F32 && y.dtype == to);
+    let Some((lo, hi)) = range else {
+        return Err(cx.unsupported(format!("quantize {x} to {to}")));
+    };
+    let layout = channel_layout(cx, p)?;
+    let n = x.numel() as i64;
+    let (x_arg, y_arg, s_arg, z_arg) = (cx.in_arg(0), cx.out_arg(0), cx.aux_arg(0), cx.aux_arg(1));
+    let func = jit.kernel(cx.name, |kb| {
+        let (px, py) = (kb.arg(x_arg), kb.arg(y_arg));
+        let tabs = (kb.arg(s_arg), kb.arg(z_arg));
+        let (l, h) = (kb.lo, kb.hi);
+        let (start, end) = unit_span(&mut kb.b, l, h, n, GRAIN);
+        kb_loop_dyn(kb, start, end, 1, |kb, i| {
+            let (s, z) = params_of(kb, tabs, layout, i);
+            let pi = offset(kb, px, i, 4);
+            let b = &mut kb.b;
+            let v = b.ins().load(types::F32, mem(), pi, 0);
+            let q = b.ins().fdiv(v, s);
+            let r = b.ins().nearest(q);
+            // NaN converts to 0 and ±∞ saturate, as `as i64` in the reference.
+            let k = b.ins().fcvt_to_sint_sat(types::I64, r);
+            let k = clamp(b, k, -QUOTIENT_BOUND, QUOTIENT_BOUND);
+            let k = b.ins().iadd(k, z);
+            let k = clamp(b, k, lo, hi);
+            let k = b.ins().ireduce(types::I8, k);
+            let po = offset(kb, py, i, 1);
+            kb.b.ins().store(mem(), k, po, 0);
+        });
+    })?;
+    Ok(Emitted::parallel(func, tables(p), units_of(n, GRAIN)))
+}
+
+/// ONNX `DequantizeLinear` of a u8, i8 or i32 tensor to f32.
+pub(crate) fn emit_dequantize(jit: &mut Jit, cx: &EmitCx, p: &QuantParams) -> Result<Emitted, CompileError> {
+    let (x, y) = (&cx.inputs[0], &cx.outputs[0]);
+    if !(matches!(x.dtype, DType::U8 | DType::I8 | DType::I32) && y.dtype == DType::F32) {
+        return Err(cx.unsupported(format!("dequantize {x}")));
+    }
+    let layout = channel_layout(cx, p)?;
+    let n = x.numel() as i64;
+    let from = x.dtype;
+    let es = from.size_bytes() as i64;
+    let (x_arg, y_arg, s_arg, z_arg) = (cx.in_arg(0), cx.out_arg(0), cx.aux_arg(0), cx.aux_arg(1));
+    let func = jit.kernel(cx.name, |kb| {
+        let (px, py) = (kb.arg(x_arg), kb.arg(y_arg));
+        let tabs = (kb.arg(s_arg), kb.arg(z_arg));
+        let (l, h) = (kb.lo, kb.hi);
+        let (start, end) = unit_span(&mut kb.b, l, h, n, GRAIN);
+        kb_loop_dyn(kb, start, end, 1, |kb, i| {
+            let (s, z) = params_of(kb, tabs, layout, i);
+            let pi = offset(kb, px, i, es);
+            let b = &mut kb.b;
+            let k = match from {
+                DType::U8 => b.ins().uload8(types::I64, mem(), pi, 0),
+                DType::I8 => b.ins().sload8(types::I64, mem(), pi, 0),
+                _ => b.ins().sload32(mem(), pi, 0),
+            };
+            let d = b.ins().isub(k, z);
+            let f = b.ins().fcvt_from_sint(types::F32, d);
+            let r = b.ins().fmul(f, s);
+            let po = offset(kb, py, i, 4);
+            kb.b.ins().store(mem(), r, po, 0);
+        });
+    })?;
+    Ok(Emitted::parallel(func, tables(p), units_of(n, GRAIN)))
+}
