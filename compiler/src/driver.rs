@@ -457,6 +457,12 @@ pub fn compile(optimized: &Optimized, o: &OptOptions, started: Instant) -> Resul
             opt_level: o.level.to_string(),
             args: o.args.clone(),
             cost_table_hash: optimized.outcome.as_ref().map(|r| r.table.hash()).unwrap_or_default(),
+            calibration_hash: optimized
+                .outcome
+                .as_ref()
+                .and_then(|r| r.speed.as_ref())
+                .map(|s| s.calibration_hash.clone())
+                .unwrap_or_default(),
         }),
     };
     let artifact =

@@ -377,6 +377,9 @@ pub struct ArtifactBlock {
     pub cnnc_version: Option<String>,
     /// `None` also at `-O0`, which uses no cost table.
     pub cost_table_hash: Option<String>,
+    /// `None` but for `-O speed`, which uses calibration data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration_hash: Option<String>,
     pub format_version: u32,
     pub opt_level: Option<String>,
 }
@@ -388,6 +391,7 @@ impl ArtifactBlock {
             args: p.map(|p| p.args.clone()),
             cnnc_version: p.map(|p| p.cnnc_version.clone()),
             cost_table_hash: p.map(|p| p.cost_table_hash.clone()).filter(|h| !h.is_empty()),
+            calibration_hash: p.map(|p| p.calibration_hash.clone()).filter(|h| !h.is_empty()),
             format_version: info.format_version,
             opt_level: p.map(|p| p.opt_level.clone()),
         }

@@ -68,6 +68,8 @@ pub struct SpeedReport {
     pub surrogate_metric: String,
     pub max_drop: f64,
     pub families: Vec<&'static str>,
+    /// SHA-256 of the calibration data and its preprocessing flags (also in the artifact).
+    pub calibration_hash: String,
     pub splits: SplitCounts,
     /// Threads the kernels were costed and the calibration runs made at.
     pub threads: usize,
@@ -391,6 +393,7 @@ pub fn optimize_speed(
         surrogate_metric: surrogate_metric.name(),
         max_drop: opts.max_drop,
         families: opts.families.iter().map(|f| f.name()).collect(),
+        calibration_hash: set.hash().to_owned(),
         splits: SplitCounts {
             fit: sizes.fit,
             validation: sizes.validation,

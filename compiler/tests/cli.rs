@@ -396,6 +396,12 @@ fn opt_speed_on_mnist_stays_within_its_budget_and_reports_the_search() {
     let out = path("out");
     let o = cnnc(&["run", &art, "--input", "input=fixtures/examples/mnist_digit7.npy", "--output-dir", &out]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // The artifact names the calibration data it was fitted on.
+    let o = cnnc(&["inspect", &art, "--json"]);
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let hash = j["artifact"]["calibration_hash"].as_str().expect("a calibration hash");
+    assert_eq!(hash, s["calibration_hash"].as_str().expect("in the report too"));
+    assert!(hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()), "{hash}");
 }
 
 #[test]

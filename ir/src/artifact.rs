@@ -113,6 +113,9 @@ pub struct Provenance {
     /// Hash of the cost table the optimizer's choices were made with (16 hex digits), empty
     /// when no cost model was used (`-O0`).
     pub cost_table_hash: String,
+    /// SHA-256 (hex) of the calibration data and the flags that made model inputs of it
+    /// (`-O speed`); empty when none was used.
+    pub calibration_hash: String,
 }
 
 /// Why bytes are not a loadable artifact. Node-level variants name the node by index and name.
@@ -334,6 +337,7 @@ fn to_wire(graph: &Graph, meta: &ArtifactMeta) -> wire::Artifact {
             opt_level: p.opt_level.clone(),
             args: p.args.clone(),
             cost_table_hash: p.cost_table_hash.clone(),
+            calibration_hash: p.calibration_hash.clone(),
         }),
     }
 }
@@ -674,11 +678,13 @@ fn from_wire(msg: wire::Artifact) -> Result<(Graph, ArtifactMeta)> {
                     check_string(|| format!("provenance: argument {i}"), a)?;
                 }
                 check_string(|| "provenance: cost_table_hash".into(), &p.cost_table_hash)?;
+                check_string(|| "provenance: calibration_hash".into(), &p.calibration_hash)?;
                 Some(Provenance {
                     cnnc_version: p.cnnc_version,
                     opt_level: p.opt_level,
                     args: p.args,
                     cost_table_hash: p.cost_table_hash,
+                    calibration_hash: p.calibration_hash,
                 })
             }
         },

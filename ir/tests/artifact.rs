@@ -190,6 +190,7 @@ fn provenance_round_trips_and_is_optional() {
             opt_level: "O1".into(),
             args: vec!["opt".into(), "m.onnx".into(), "-O1".into(), "-o".into(), "m.cnnc".into()],
             cost_table_hash: "0123456789abcdef".into(),
+            calibration_hash: "ab".repeat(32),
         }),
     };
     let (_, got) = artifact::decode(&encode_with(&small(), &meta)).expect("decodes");

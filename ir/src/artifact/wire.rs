@@ -111,6 +111,9 @@ pub struct Provenance {
     /// Empty (and so absent on the wire) when no cost model was used.
     #[prost(string, tag = "4")]
     pub cost_table_hash: String,
+    /// Empty (and so absent on the wire) when no calibration data was used.
+    #[prost(string, tag = "5")]
+    pub calibration_hash: String,
 }
 
 #[derive(Clone, Copy, PartialEq, prost::Message)]
