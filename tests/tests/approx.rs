@@ -439,3 +439,15 @@ fn budgeted_extraction_is_within_5_percent_of_the_exact_solver_on_mnist_and_svhn
         assert_lagrangian_matches_exact(&s, &MacCost::default());
     }
 }
+
+#[test]
+fn svd_and_tucker2_fire_on_a_conv_and_relu_fuses_into_the_last_factor() {
+    // conv 3×3 16 → 24 then ReLU; one proposal per family (the lowest-rank one) forced.
+    let g = conv_chain([1, 16, 8, 8], &[(16, 24, 3, 1, 1, 1)], true);
+    for (family, name) in [(Family::Svd, "svd_fires"), (Family::Tucker2, "tucker2_fires")] {
+        let s = search(&g, &config(&[family], &[0.99]));
+        let p = s.proposals.first().expect("a proposal");
+        let graph = forced(&s, p);
+        insta::assert_snapshot!(name, graph.display_without_weights().to_string());
+    }
+}
