@@ -4,7 +4,7 @@ with outputs matching cnnc's.
 
 Usage:
     bench/check_onnx.py [--cnnc PATH] [--models "a b c"] [--shared DIR] [--ops] [--every-op DIR]
-                        [--keep DIR]
+                        [--speed] [--keep DIR]
 
   --cnnc PATH     the cnnc binary (default: target/release/cnnc, else target/debug/cnnc)
   --models L      model stems with a golden in fixtures/goldens/ (default: all ten shared models);
@@ -13,6 +13,8 @@ Usage:
   --ops           also every single-op case of fixtures/ops/ (exported at -O0)
   --every-op DIR  also the every-op graph that `CNNC_EXPORT_DIR=DIR cargo test -p cnnc-tests
                   --test export every_op_export_for_onnxruntime` writes
+  --speed         also a `-O speed` model: the bundled mnist_cnn with the bundled calibration
+                  digits at --max-drop 0.05 (low-rank factors chosen), emitted and compared the same way
   --keep DIR      keep the artifacts and emitted models in DIR (default: a temporary folder)
 
 For each model: `cnnc opt MODEL -O1 --emit-onnx` at the golden's input shapes, then
@@ -127,6 +129,47 @@ def check_model(binary, stem, shared, work):
     return rows
 
 
+def check_speed(binary, work):
+    """Rows for a `-O speed` mnist_cnn: its emitted ONNX holds the low-rank factors, passes the
+    checker, and onnxruntime runs it within 1e-5 rel-L2 of `cnnc run` (same graph, float
+    reordering only)."""
+    stem = "mnist_cnn.speed"
+    inputs = dict(np.load(os.path.join(REPO, "fixtures", "goldens", "mnist_cnn", "inputs.npz")))
+    art, emitted = os.path.join(work, f"{stem}.cnnc"), os.path.join(work, f"{stem}.opt.onnx")
+    o = cnnc(binary, "opt", "fixtures/models/mnist_cnn.onnx", "-O", "speed", *shape_flags(inputs),
+             "--calib", "fixtures/calib/mnist_1000.npz:x", "--max-drop", "0.05", "-o", art,
+             "--emit-onnx", emitted, "--cost-cache", os.path.join(work, "speed-cost.json"))
+    if o.returncode != 0:
+        return [(stem, "", "", "", "", f"FAIL: cnnc opt -O speed: {o.stderr.strip()}")]
+    model = onnx.load(emitted)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:  # noqa: BLE001 - any checker complaint is the verdict
+        return [(stem, "", "", "", "", f"FAIL: onnx.checker: {e}")]
+    factors = [n.name for n in model.graph.node if ".svd_" in n.name or ".tucker2_" in n.name]
+    if not factors:
+        return [(stem, "", "", "", "", "FAIL: no low-rank factor in the emitted model (nothing approximated?)")]
+    sess = session(emitted, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, inputs)))
+    run_args = []
+    for name, t in inputs.items():
+        f = os.path.join(work, f"{stem}.in.{sanitize(name)}.npy")
+        np.save(f, t)
+        run_args += ["--input", f"{name}={f}"]
+    o = cnnc(binary, "run", art, *run_args, "--output-dir", os.path.join(work, f"{stem}.out"))
+    if o.returncode != 0:
+        return [(stem, "", "", "", "", f"FAIL: cnnc run: {o.stderr.strip()}")]
+    rows = []
+    for line in o.stdout.splitlines():
+        r = json.loads(line)
+        ours = np.load(r["file"] if os.path.isabs(r["file"]) else os.path.join(REPO, r["file"]))
+        e = rel_l2(got[r["output"]], ours)
+        verdict = "ok" if e <= 1e-5 else "FAIL"
+        rows.append((f"{stem} ({len(factors)} factor nodes)", r["output"], f"{e:.2e}", "(approximated)", "1.0e-05",
+                     verdict))
+    return rows
+
+
 def close(got, want, exact):
     """The comparison of tests/tests/ops.rs; None when equal enough, else why not."""
     if got.shape != want.shape:
@@ -203,6 +246,7 @@ def main():
     ap.add_argument("--shared", default=os.environ.get("CNNC_SHARED", os.path.join(REPO, "..", "shared")))
     ap.add_argument("--ops", action="store_true")
     ap.add_argument("--every-op", metavar="DIR")
+    ap.add_argument("--speed", action="store_true")
     ap.add_argument("--keep", metavar="DIR")
     a = ap.parse_args()
     binary = a.cnnc or next((b for b in ("target/release/cnnc", "target/debug/cnnc")
@@ -231,6 +275,12 @@ def main():
                 print("| " + " | ".join(row) + " |", flush=True)
                 failed |= row[-1].startswith("FAIL")
             print(f"{stem}: {time.time() - t0:.1f} s", file=sys.stderr)
+    if a.speed:
+        print("\n| model | output | rel-L2 vs cnnc run | vs original | bound | verdict |")
+        print("|---|---|---|---|---|---|")
+        for row in check_speed(binary, work):
+            print("| " + " | ".join(row) + " |", flush=True)
+            failed |= row[-1].startswith("FAIL")
     if a.ops:
         t0 = time.time()
         n, failures, refused = check_op_cases(binary, work)
