@@ -408,7 +408,7 @@ pub fn optimize_speed(
         validation_drop,
         test_drop,
         test_accuracy,
-        lossless_latency_us: budgeted.curve.first().map_or(f64::NAN, |c| c.latency),
+        lossless_latency_us: budgeted.curve.iter().find(|c| c.lambda == f64::INFINITY).map_or(f64::NAN, |c| c.latency),
         predicted_latency_us: budgeted.point.latency,
         predicted_error: budgeted.point.error,
         proposals: proposals.len(),

@@ -273,6 +273,9 @@ fn budgeted_extraction_honours_the_budget_and_traces_the_curve() {
     for budget in [1e-4, 1e-3, 1e-2, 1e-1, 1.0] {
         let b = extract_budgeted(eg, s.search.root(), &cost, &errors, budget, &s.search.seed).expect("extracts");
         assert!(b.point.error <= budget, "budget {budget}: {:?}", b.point);
+        // The curve starts at the lossless point, which every chosen point beats or equals.
+        assert!(b.curve[0].lambda == f64::INFINITY && b.curve[0].proposals.is_empty(), "{:?}", b.curve[0]);
+        assert!(b.point.latency <= b.curve[0].latency);
         assert!(b.point.latency <= last + 1e-9, "a larger budget gave a slower graph: {:?}", b.point);
         last = b.point.latency;
         // The chosen point is the fastest of the curve within budget.

@@ -45,7 +45,8 @@ pub struct Budgeted {
     pub extracted: super::dag::Extracted,
     /// The chosen point (a copy of one entry of `curve`).
     pub point: CurvePoint,
-    /// Every distinct point the sweep found, by λ descending.
+    /// Every distinct point the sweep found, by λ descending: the lossless point (λ = ∞)
+    /// first, the knapsack's (λ NaN) last.
     pub curve: Vec<CurvePoint>,
 }
 
@@ -189,7 +190,9 @@ pub fn extract_budgeted(
             }
         }
     }
-    curve.sort_by(|a, b| b.lambda.total_cmp(&a.lambda));
+    // By λ descending (the lossless point, λ = ∞, first); the knapsack's point (λ NaN) last.
+    let key = |c: &CurvePoint| if c.lambda.is_nan() { -1.0 } else { c.lambda };
+    curve.sort_by(|a, b| key(b).total_cmp(&key(a)));
     curve.dedup_by(|a, b| a.proposals == b.proposals && a.latency == b.latency);
     let (point, extracted) = best;
     Ok(Budgeted { extracted, point, curve })
