@@ -89,14 +89,18 @@ pub fn with_weights(
     cnnc_ir::verify(g).ok()
 }
 
-/// Predicted errors of the proposals: `(sensitivity[layer] · rel_error)²`.
+/// Predicted errors of the proposals: `(sensitivity[layer] · rel_error)²`. A proposal with any
+/// layer error is charged at least the smallest positive f64, even on a layer whose measured
+/// sensitivity is 0: budgeted extraction treats an error of exactly 0 as lossless (free at
+/// λ = ∞), which only an exact factorization is.
 pub fn predicted_errors(proposals: &[super::Proposal], sensitivity: &[f64]) -> Vec<f64> {
     proposals
         .iter()
         .map(|p| {
             let s = sensitivity.get(p.layer).copied().unwrap_or(f64::INFINITY);
             let e = s * p.rel_error;
-            e * e
+            let floor = if p.rel_error > 0.0 { f64::MIN_POSITIVE } else { 0.0 };
+            (e * e).max(floor)
         })
         .collect()
 }
