@@ -70,6 +70,16 @@ def cnnc(binary, *args):
     return subprocess.run([binary, *args], capture_output=True, text=True, cwd=REPO)
 
 
+def cnnc_run(binary, art, inputs, work, stem):
+    """`cnnc run` of artifact `art` on `inputs` (saved as .npy files in `work`)."""
+    run_args = []
+    for name, t in inputs.items():
+        f = os.path.join(work, f"{stem}.in.{sanitize(name)}.npy")
+        np.save(f, t)
+        run_args += ["--input", f"{name}={f}"]
+    return cnnc(binary, "run", art, *run_args, "--output-dir", os.path.join(work, f"{stem}.out"))
+
+
 def shape_flags(inputs):
     flags = []
     for name, t in inputs.items():
@@ -101,13 +111,7 @@ def check_model(binary, stem, shared, work):
     sess = session(emitted, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, inputs)))
 
-    run_args = []
-    for name, t in inputs.items():
-        f = os.path.join(work, f"{stem}.in.{sanitize(name)}.npy")
-        np.save(f, t)
-        run_args += ["--input", f"{name}={f}"]
-    out_dir = os.path.join(work, f"{stem}.out")
-    o = cnnc(binary, "run", art, *run_args, "--output-dir", out_dir)
+    o = cnnc_run(binary, art, inputs, work, stem)
     if o.returncode != 0:
         return [(stem, "", "", "", "", f"FAIL: cnnc run: {o.stderr.strip()}")]
     ours = {}
@@ -151,12 +155,7 @@ def check_speed(binary, work):
         return [(stem, "", "", "", "", "FAIL: no low-rank factor in the emitted model (nothing approximated?)")]
     sess = session(emitted, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, inputs)))
-    run_args = []
-    for name, t in inputs.items():
-        f = os.path.join(work, f"{stem}.in.{sanitize(name)}.npy")
-        np.save(f, t)
-        run_args += ["--input", f"{name}={f}"]
-    o = cnnc(binary, "run", art, *run_args, "--output-dir", os.path.join(work, f"{stem}.out"))
+    o = cnnc_run(binary, art, inputs, work, stem)
     if o.returncode != 0:
         return [(stem, "", "", "", "", f"FAIL: cnnc run: {o.stderr.strip()}")]
     rows = []

@@ -160,6 +160,20 @@ fn speed_config(p: &ProposalConfig) -> OptConfig {
     OptConfig { rules: RuleOptions { winograd: false }, limits: Limits::default(), proposals: Some(p.clone()) }
 }
 
+/// Each proposal's predicted layer error is the one measured by running it on the fit split:
+/// f32 factor weights and the 1e-9 ridge allow 1e-4 relative plus 1e-6.
+fn assert_predicted_layer_errors_are_measured(s: &Searched) {
+    for p in &s.proposals {
+        let measured = pooled_rel_l2(&s.lossless, &forced(s, p), &fit_inputs(&s.ev));
+        assert!(
+            (measured - p.rel_error).abs() <= 1e-4 * p.rel_error + 1e-6,
+            "ranks {:?}: measured {measured:.6e}, predicted {:.6e}",
+            p.ranks,
+            p.rel_error
+        );
+    }
+}
+
 fn config(families: &[Family], energies: &[f64]) -> ProposalConfig {
     ProposalConfig { families: families.to_vec(), energies: energies.to_vec(), rank_quantum: 1, max_mac_fraction: 10.0 }
 }
@@ -170,16 +184,7 @@ fn svd_predicted_layer_error_is_the_measured_one() {
     let g = conv_chain([1, 8, 10, 10], &[(8, 16, 3, 1, 1, 1)], false);
     let s = search(&g, &config(&[Family::Svd], &[0.9, 0.99, 0.9999, 1.0]));
     assert!(s.proposals.len() >= 3, "{:?}", s.proposals);
-    for p in &s.proposals {
-        let measured = pooled_rel_l2(&s.lossless, &forced(&s, p), &fit_inputs(&s.ev));
-        // f32 factor weights and the 1e-9 ridge: agreement to 1e-4 relative plus 1e-6.
-        assert!(
-            (measured - p.rel_error).abs() <= 1e-4 * p.rel_error + 1e-6,
-            "rank {:?}: measured {measured:.6e}, predicted {:.6e}",
-            p.ranks,
-            p.rel_error
-        );
-    }
+    assert_predicted_layer_errors_are_measured(&s);
 }
 
 #[test]
@@ -205,15 +210,7 @@ fn tucker2_predicted_layer_error_is_the_measured_one() {
     let g = conv_chain([1, 16, 8, 8], &[(16, 16, 3, 1, 1, 1)], false);
     let s = search(&g, &config(&[Family::Tucker2], &[0.9, 0.99, 1.0]));
     assert!(!s.proposals.is_empty());
-    for p in &s.proposals {
-        let measured = pooled_rel_l2(&s.lossless, &forced(&s, p), &fit_inputs(&s.ev));
-        assert!(
-            (measured - p.rel_error).abs() <= 1e-4 * p.rel_error + 1e-6,
-            "ranks {:?}: measured {measured:.6e}, predicted {:.6e}",
-            p.ranks,
-            p.rel_error
-        );
-    }
+    assert_predicted_layer_errors_are_measured(&s);
 }
 
 #[test]
@@ -320,11 +317,8 @@ fn dense_layers_get_svd_proposals_that_match_their_prediction() {
         classes_before: vec![],
         ev,
     };
-    for p in &proposals {
-        assert_eq!(p.ranks[0] % 8, 0, "ranks snap to the quantum");
-        let measured = pooled_rel_l2(&s.lossless, &forced(&s, p), &fit_inputs(&s.ev));
-        assert!((measured - p.rel_error).abs() <= 1e-4 * p.rel_error + 1e-6, "{measured} vs {p:?}");
-    }
+    assert!(proposals.iter().all(|p| p.ranks[0] % 8 == 0), "ranks snap to the quantum: {proposals:?}");
+    assert_predicted_layer_errors_are_measured(&s);
 }
 
 #[test]
