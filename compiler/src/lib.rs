@@ -5,6 +5,7 @@
 //! ([`progress`]), the calibration data behind `-O speed` ([`calib`]) and `.npy` input/output.
 //! It is the only crate that names onnx-protobuf types.
 
+pub mod audit;
 pub mod bench;
 pub mod calib;
 pub mod cost;

@@ -4,10 +4,10 @@
 //! 1. Exact saturation; price the e-graph; extract the lossless graph (the teacher every
 //!    statistic is taken on).
 //! 2. Fit split: each replaceable layer's input second moment (subsampled patches).
-//! 3. Fit split: each layer's sensitivity (a seeded weight perturbation of relative output
-//!    error [`SENSITIVITY_EPS`], run end to end on the continuous surrogate of the metric).
-//! 4. Proposals (SVD, Tucker-2, …) with exact fit-split layer errors; exact rules around them;
+//! 3. Proposals (SVD, Tucker-2, …) with exact fit-split layer errors; exact rules around them;
 //!    price the new kernels.
+//! 4. Fit split: each layer's sensitivity (the layer's proposal with the layer error closest to
+//!    [`SENSITIVITY_EPS`] in place, run end to end on the continuous surrogate of the metric).
 //! 5. Budgeted extraction on the predicted error (`Σ (s_L·e_p)²` against the surrogate budget),
 //!    then validation of the user's metric on the validation split; the surrogate budget is
 //!    searched (loosened while the result fits, tightened while it does not, then bisected; at
@@ -17,7 +17,7 @@
 
 use cnnc_ir::{Tensor, VerifiedGraph};
 use cnnc_passes::approx::stats::collect_moments;
-use cnnc_passes::approx::{Family, error};
+use cnnc_passes::approx::{Family, error, refit};
 use cnnc_passes::{
     CostOracle, EvalError, Evaluator, Flow, Metric, MetricAcc, OptConfig, SpeedSearch, Split, TableCost,
     extract_budgeted, to_graph,
@@ -27,12 +27,14 @@ use serde::Serialize;
 use crate::calib::CalibSet;
 use crate::evaluate::RuntimeEvaluator;
 
-/// Relative output error of the sensitivity perturbation: the scale of the proposals' errors.
+/// The layer error a sensitivity probe aims at: the scale of the errors budgets choose.
 pub const SENSITIVITY_EPS: f64 = 0.05;
 /// Fit samples each layer's sensitivity is measured on (one run of the network per layer each).
-pub const SENSITIVITY_SAMPLES: usize = 64;
+pub const SENSITIVITY_SAMPLES: usize = 32;
 /// Output positions sampled per image for a layer's second moment.
 pub const MAX_PIXELS: usize = 256;
+/// Fit samples and positions per image the asymmetric refit of a chosen mix reads.
+pub const REFIT_DATA: refit::RefitData = refit::RefitData { max_samples: 64, max_pixels: MAX_PIXELS };
 /// Solves (each validated on the validation split) of the search for the surrogate budget.
 pub const MAX_VALIDATIONS: usize = 10;
 
@@ -44,11 +46,23 @@ pub struct SpeedOptions {
     /// The largest drop of the metric allowed, a fraction.
     pub max_drop: f64,
     pub families: Vec<Family>,
+    /// `Some(n)`: audit the error model on `n` single proposals and `n` random mixes
+    /// ([`crate::audit`]); changes nothing the search chooses.
+    pub audit: Option<usize>,
+    /// Refit each chosen mix's last factors from the approximated network's activations
+    /// (`cnnc_passes::approx::refit`); off: the proposals' own fits.
+    pub refit: bool,
 }
 
 impl Default for SpeedOptions {
     fn default() -> SpeedOptions {
-        SpeedOptions { metric: None, max_drop: 0.01, families: vec![Family::Svd, Family::Tucker2] }
+        SpeedOptions {
+            metric: None,
+            max_drop: 0.01,
+            families: vec![Family::Svd, Family::Tucker2],
+            audit: None,
+            refit: true,
+        }
     }
 }
 
@@ -87,6 +101,9 @@ pub struct SpeedReport {
     pub predicted_error: f64,
     pub proposals: usize,
     pub time_ms: PhaseTimes,
+    /// The error model's audit (`--audit-error-model`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<crate::audit::Audit>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -152,7 +169,10 @@ pub struct PhaseTimes {
     pub propose: f64,
     pub cost: f64,
     pub search: f64,
+    /// Of which the asymmetric refits.
+    pub refit: f64,
     pub test: f64,
+    pub audit: f64,
 }
 
 /// The result: the graph to write and the report.
@@ -218,22 +238,22 @@ pub fn optimize_speed(
     let moments = collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, MAX_PIXELS)?;
     times.moments = ms(t);
     let t = std::time::Instant::now();
-    ev.set_phase(format!("-O speed: sensitivity of each of {} layers", lossless.layers.len()));
+    let (proposals, _) = search.propose(&lossless.layers, &moments);
+    times.propose = ms(t);
+    let t = std::time::Instant::now();
+    cost.add_egraph(&search.loaded.egraph, oracle);
+    times.cost += ms(t);
+    let t = std::time::Instant::now();
+    let probed = proposals.iter().map(|p| p.layer).collect::<std::collections::BTreeSet<_>>().len();
+    ev.set_phase(format!("-O speed: sensitivity of each of {probed} layers with proposals"));
     let probe = error::Probe {
         metric: surrogate_metric,
         eps: SENSITIVITY_EPS,
         split: Split::Fit,
         max_samples: SENSITIVITY_SAMPLES,
     };
-    let sens = error::sensitivities(&mut ev, &search.loaded.egraph, &lossless, &moments, probe)?;
+    let sens = error::sensitivities(&mut ev, &search.loaded.egraph, &lossless, &proposals, probe)?;
     times.sensitivity = ms(t);
-
-    let t = std::time::Instant::now();
-    let (proposals, _) = search.propose(&lossless.layers, &moments);
-    times.propose = ms(t);
-    let t = std::time::Instant::now();
-    cost.add_egraph(&search.loaded.egraph, oracle);
-    times.cost += ms(t);
     let errors = error::predicted_errors(&proposals, &sens);
 
     // The original model's outputs on validation and test, the reference of every drop.
@@ -259,12 +279,49 @@ pub fn optimize_speed(
     };
     ev.set_phase("-O speed: validating candidates");
     let val_ref = reference(&mut ev, Split::Validation)?;
+    let audit = match opts.audit {
+        Some(n) => {
+            let t = std::time::Instant::now();
+            ev.set_phase(format!("-O speed: auditing the error model ({n} single proposals, {n} mixes)"));
+            let a =
+                crate::audit::audit(&mut ev, &search, &lossless, &proposals, &errors, surrogate_metric, &val_ref, n)?;
+            times.audit = ms(t);
+            Some(a)
+        }
+        None => None,
+    };
 
     let t = std::time::Instant::now();
-    let egraph = &search.loaded.egraph;
-    let solve = |budget: f64| -> Result<(cnnc_passes::Budgeted, VerifiedGraph), SpeedError> {
+    // Each solve's chosen proposals get their last factors refit asymmetrically (from the
+    // approximated network's activations) before the graph is built; the e-graph's weights are
+    // restored before the next solve, so every refit starts from the proposals' own fits.
+    let mut saved: Vec<(cnnc_passes::WeightRef, Tensor)> = Vec::new();
+    let mut refit_ms = 0.0;
+    let mut solve = |ev: &mut RuntimeEvaluator,
+                     search: &mut SpeedSearch,
+                     budget: f64|
+     -> Result<(cnnc_passes::Budgeted, VerifiedGraph), SpeedError> {
+        let egraph = &search.loaded.egraph;
         let b = extract_budgeted(egraph, search.root(), &*cost, &errors, budget, &search.seed)
             .map_err(|e| SpeedError::Extract(e.to_string()))?;
+        let weights = &mut search.loaded.egraph.analysis.weights;
+        for (w, t) in saved.drain(..) {
+            weights[w.0 as usize] = t;
+        }
+        if opts.refit && !b.point.proposals.is_empty() {
+            let t = std::time::Instant::now();
+            let chosen: Vec<&cnnc_passes::approx::Proposal> =
+                b.point.proposals.iter().map(|id| &proposals[id.0 as usize]).collect();
+            ev.set_phase(format!("-O speed: refitting {} approximated layers", chosen.len()));
+            let new = refit::refit(ev, &search.loaded.egraph, &lossless, &chosen, REFIT_DATA)?;
+            let weights = &mut search.loaded.egraph.analysis.weights;
+            for n in new {
+                saved.push((n.weight, std::mem::replace(&mut weights[n.weight.0 as usize], n.tensor)));
+            }
+            refit_ms += ms(t);
+            ev.set_phase("-O speed: validating candidates");
+        }
+        let egraph = &search.loaded.egraph;
         let g = to_graph(&b.extracted.expr, &egraph.analysis).map_err(|e| SpeedError::Extract(e.to_string()))?;
         let g =
             cnnc_ir::verify(g).map_err(|e| SpeedError::Extract(format!("the chosen graph does not verify: {e}")))?;
@@ -279,7 +336,7 @@ pub fn optimize_speed(
     let mut chosen: Option<(cnnc_passes::Budgeted, VerifiedGraph, f64)> = None;
     let mut tried: Vec<(Vec<cnnc_passes::ProposalId>, f64)> = Vec::new();
     for _ in 0..MAX_VALIDATIONS {
-        let (b, g) = solve(budget)?;
+        let (b, g) = solve(&mut ev, &mut search, budget)?;
         let known = tried.iter().find(|(p, _)| *p == b.point.proposals).map(|(_, d)| *d);
         let drop = match known {
             Some(d) => d,
@@ -326,10 +383,11 @@ pub fn optimize_speed(
     let (budgeted, best, validation_drop) = match chosen {
         Some(c) => c,
         None => {
-            let (b, g) = solve(0.0)?;
+            let (b, g) = solve(&mut ev, &mut search, 0.0)?;
             (b, g, 0.0)
         }
     };
+    times.refit = refit_ms;
 
     let t = std::time::Instant::now();
     let (test_drop, test_accuracy) = if set.samples(Split::Test).is_empty() {
@@ -413,6 +471,7 @@ pub fn optimize_speed(
         predicted_error: budgeted.point.error,
         proposals: proposals.len(),
         time_ms: times,
+        audit,
     };
     Ok(SpeedOutcome { graph: best, report, saturation: search.saturation.clone() })
 }

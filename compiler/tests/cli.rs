@@ -334,6 +334,12 @@ fn opt_speed_without_calib_and_unknown_levels_are_usage_errors() {
     let o = cnnc(&["opt", "fixtures/models/mnist_cnn.onnx", "-O1", "--max-drop", "0.01", "-o", "/tmp/cnnc-never.cnnc"]);
     let err = assert_fails_cleanly(&o, "-O1 --max-drop");
     assert!(err.contains("--max-drop: only -O speed uses it"), "{err}");
+    for flag in [&["--audit-error-model", "4"][..], &["--no-refit"][..]] {
+        let mut a = vec!["opt", "fixtures/models/mnist_cnn.onnx", "-O1", "-o", "/tmp/cnnc-never.cnnc"];
+        a.extend_from_slice(flag);
+        let err = assert_fails_cleanly(&cnnc(&a), flag[0]);
+        assert!(err.contains(&format!("{}: only -O speed uses it", flag[0])), "{err}");
+    }
     let o = cnnc(&[
         "opt",
         "fixtures/models/mnist_cnn.onnx",
@@ -388,11 +394,29 @@ fn opt_speed_on_mnist_stays_within_its_budget_and_reports_the_search() {
     assert!(s["iterations"].as_array().expect("iterations").iter().any(|i| i["within_budget"] == true));
     assert!(s["predicted_latency_us"].as_f64() <= s["lossless_latency_us"].as_f64(), "{s}");
     assert_eq!(s["layers"].as_array().expect("layers").len(), 4, "2 convs and 2 Gemms are replaceable");
-    // The artifact runs, and the same inputs and cost cache give the same bytes.
+    assert!(s.get("audit").is_none(), "no audit unless asked for");
+    // The artifact runs, and the same inputs and cost cache give the same bytes — also with the
+    // error model audited, which changes nothing that is chosen.
     let first = std::fs::read(&art).expect("artifact");
-    let o = cnnc(&args);
+    let mut audited = args.to_vec();
+    audited.extend(["--audit-error-model", "6"]);
+    let o = cnnc(&audited);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(&art).expect("artifact"), first, "-O speed is deterministic");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    let audit = &r["speed"]["audit"];
+    assert_eq!(audit["metric"], "logit-l2", "{audit}");
+    // 6 singles spread over the layers with proposals (Conv_3 and both Gemms here), 6 mixes of
+    // at least two layers, each with a finite prediction and measurement.
+    let singles = audit["singles"].as_array().expect("singles");
+    assert_eq!(singles.len(), 6, "{audit}");
+    assert!(audit["single_layers"].as_u64().expect("layers") >= 2, "{audit}");
+    let mixes = audit["mixes"].as_array().expect("mixes");
+    assert_eq!(mixes.len(), 6, "{audit}");
+    for row in singles.iter().chain(mixes) {
+        assert!(row["predicted"].as_f64().is_some_and(|v| v > 0.0) && row["measured"].as_f64().is_some(), "{row}");
+    }
+    assert!(mixes.iter().all(|m| m["choice"].as_array().expect("choice").len() >= 2), "{audit}");
     let out = path("out");
     let o = cnnc(&["run", &art, "--input", "input=fixtures/examples/mnist_digit7.npy", "--output-dir", &out]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -12,7 +12,7 @@
 //! 5. (caller) price the new e-nodes, then [`crate::extract_budgeted`] with each proposal's
 //!    predicted error.
 
-use cnnc_ir::{ValueRef, VerifiedGraph};
+use cnnc_ir::{NodeId, ValueRef, VerifiedGraph};
 use egg::Id;
 
 use crate::approx::linalg::SecondMoment;
@@ -41,6 +41,8 @@ pub struct Lossless {
     pub taps: Vec<ValueRef>,
     /// `params[i]`: the values of `graph` holding layer `i`'s weight and bias.
     pub params: Vec<(ValueRef, Option<ValueRef>)>,
+    /// `nodes[i]`: the node of `graph` that computes layer `i` (plain or fused).
+    pub nodes: Vec<NodeId>,
 }
 
 impl SpeedSearch {
@@ -67,17 +69,24 @@ impl SpeedSearch {
         let mut layers = Vec::new();
         let mut taps = Vec::new();
         let mut params = Vec::new();
+        let mut nodes = Vec::new();
         let value = |term: usize| values.get(term).and_then(|v| v.first()).copied();
-        for layer in find_layers(egraph, &extracted) {
+        for mut layer in find_layers(egraph, &extracted) {
             let kids = extracted.expr.as_ref()[layer.term].op_children().unwrap_or(&[]).to_vec();
             let operand = |k: usize| kids.get(k).and_then(|&c| value(usize::from(c)));
-            let (Some(x), Some(w)) = (value(layer.input_term), operand(2)) else { continue };
+            let (Some(x), Some(w), Some(y)) = (value(layer.input_term), operand(2), value(layer.term)) else {
+                continue;
+            };
             let b = if layer.bias.is_some() { operand(3) } else { None };
             taps.push(x);
             params.push((w, b));
+            nodes.push(y.node);
+            // The e-graph's op entries are shared by identical ops (two convs of one shape have
+            // one entry and one name); the extracted graph's node names are unique.
+            layer.name = graph.node(y.node).name.clone();
             layers.push(layer);
         }
-        Ok(Lossless { extracted, graph, layers, taps, params })
+        Ok(Lossless { extracted, graph, layers, taps, params, nodes })
     }
 
     /// Adds every proposal the configuration's families make for `layers` (with their input

@@ -10,11 +10,13 @@ use std::collections::{HashMap, HashSet};
 
 use cnnc_ir::{ConvAlgo, ConvAttrs, Graph, Op, Tensor, TensorType, UnaryOp, VerifiedGraph, verify};
 use cnnc_passes::approx::stats::collect_moments;
-use cnnc_passes::approx::{Family, Layer, Proposal, ProposalConfig, augmented_weight, error, svd, tucker2};
+use cnnc_passes::approx::{
+    ApplyError, Family, Proposal, ProposalConfig, apply, augmented_weight, error, refit, svd, tucker2,
+};
 use cnnc_passes::extract::exact;
 use cnnc_passes::{
-    Cnn, CnnAnalysis, Limits, MacCost, Metric, NodeCost, OptConfig, RuleOptions, SpeedSearch, Split, WeightRef,
-    extract_budgeted, extract_dag_choice, to_graph, weight_of,
+    Cnn, CnnAnalysis, Limits, Lossless, MacCost, Metric, NodeCost, OptConfig, RuleOptions, SpeedSearch, Split,
+    WeightRef, extract_budgeted, extract_dag_choice, to_graph, weight_of,
 };
 use cnnc_runtime::run_reference;
 use cnnc_tests::{ReferenceEvaluator, rel_l2, uniform};
@@ -93,8 +95,7 @@ fn evaluator(graph: &VerifiedGraph, fit: usize) -> ReferenceEvaluator {
 struct Searched {
     search: SpeedSearch,
     proposals: Vec<Proposal>,
-    lossless: VerifiedGraph,
-    layers: Vec<Layer>,
+    lossless: Lossless,
     classes_before: Vec<Id>,
     ev: ReferenceEvaluator,
 }
@@ -107,7 +108,7 @@ fn search(graph: &VerifiedGraph, config: &ProposalConfig) -> Searched {
         .expect("calibration runs");
     let classes_before: Vec<Id> = search.loaded.egraph.classes().map(|c| c.id).collect();
     let (proposals, _) = search.propose(&lossless.layers, &moments);
-    Searched { search, proposals, lossless: lossless.graph, layers: lossless.layers, classes_before, ev }
+    Searched { search, proposals, lossless, classes_before, ev }
 }
 
 /// MACs, but the layer ops that read `banned` weights cannot be chosen: forces a proposal.
@@ -130,7 +131,7 @@ fn forced(s: &Searched, p: &Proposal) -> VerifiedGraph {
     let eg = &s.search.loaded.egraph;
     // The layer's original weight: the one its plain op in the lossless graph reads.
     let mut banned: HashSet<WeightRef> = s.proposals.iter().filter(|q| q.id != p.id).map(|q| q.charged).collect();
-    banned.insert(s.layers[p.layer].weight);
+    banned.insert(s.lossless.layers[p.layer].weight);
     let ext = extract_dag_choice(eg, s.search.root(), &Forcing { banned: banned.clone() }, &s.search.seed)
         .unwrap_or_else(|e| panic!("{e}: forcing {p:?} with {banned:?} banned; proposals {:?}", s.proposals));
     verify(to_graph(&ext.expr, &eg.analysis).expect("a graph")).expect("verifies")
@@ -164,7 +165,7 @@ fn speed_config(p: &ProposalConfig) -> OptConfig {
 /// f32 factor weights and the 1e-9 ridge allow 1e-4 relative plus 1e-6.
 fn assert_predicted_layer_errors_are_measured(s: &Searched) {
     for p in &s.proposals {
-        let measured = pooled_rel_l2(&s.lossless, &forced(s, p), &fit_inputs(&s.ev));
+        let measured = pooled_rel_l2(&s.lossless.graph, &forced(s, p), &fit_inputs(&s.ev));
         assert!(
             (measured - p.rel_error).abs() <= 1e-4 * p.rel_error + 1e-6,
             "ranks {:?}: measured {measured:.6e}, predicted {:.6e}",
@@ -309,14 +310,7 @@ fn dense_layers_get_svd_proposals_that_match_their_prediction() {
         collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, ALL_PIXELS).expect("runs");
     let (proposals, _) = search.propose(&lossless.layers, &moments);
     assert!(!proposals.is_empty());
-    let s = Searched {
-        search,
-        proposals: proposals.clone(),
-        lossless: lossless.graph,
-        layers: lossless.layers,
-        classes_before: vec![],
-        ev,
-    };
+    let s = Searched { search, proposals: proposals.clone(), lossless, classes_before: vec![], ev };
     assert!(proposals.iter().all(|p| p.ranks[0] % 8 == 0), "ranks snap to the quantum: {proposals:?}");
     assert_predicted_layer_errors_are_measured(&s);
 }
@@ -325,40 +319,40 @@ fn dense_layers_get_svd_proposals_that_match_their_prediction() {
 fn the_last_layers_sensitivity_to_rel_l2_is_one() {
     // Without a final activation the last layer's relative output error is the network's.
     let g = conv_chain([1, 8, 8, 8], &[(8, 16, 3, 1, 1, 1), (16, 16, 3, 1, 1, 1)], false);
-    let search = SpeedSearch::saturate(&g, &speed_config(&config(&[Family::Svd], &[0.9, 0.99])));
-    let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
-    let mut ev = evaluator(&g, 4);
-    let moments =
-        collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, ALL_PIXELS).expect("runs");
-    let sens = error::sensitivities(&mut ev, &search.loaded.egraph, &lossless, &moments, PROBE).expect("runs");
+    let mut s = search(&g, &config(&[Family::Svd], &[0.9, 0.99]));
+    let sens =
+        error::sensitivities(&mut s.ev, &s.search.loaded.egraph, &s.lossless, &s.proposals, PROBE).expect("runs");
     assert_eq!(sens.len(), 2);
-    // f32 rounding of the perturbed weights: 1e-4.
+    // The probe's rel-L2 is pooled over the same samples its layer error was fitted on, so it is
+    // that error up to f32 rounding of the factors: 1e-4.
     assert!((sens[1] - 1.0).abs() < 1e-4, "{sens:?}");
     assert!(sens[0] > 0.0 && sens[0].is_finite(), "{sens:?}");
 }
 
 #[test]
+fn a_layer_without_proposals_gets_no_sensitivity() {
+    // Only the 1×1 conv gets SVD proposals (Tucker-2 is off); the depthwise conv gets none.
+    let g = conv_chain([1, 16, 8, 8], &[(16, 16, 3, 1, 1, 16), (16, 32, 1, 1, 0, 1)], true);
+    let s = search(&g, &config(&[Family::Svd], &[0.9, 0.99]));
+    assert!(s.proposals.iter().all(|p| p.layer == s.proposals[0].layer));
+    let mut ev = evaluator(&g, 4);
+    let sens = error::sensitivities(&mut ev, &s.search.loaded.egraph, &s.lossless, &s.proposals, PROBE).expect("runs");
+    let probed = s.proposals[0].layer;
+    for (i, v) in sens.iter().enumerate() {
+        assert_eq!(v.is_nan(), i != probed, "{sens:?}");
+    }
+}
+
+#[test]
 fn predicted_network_errors_track_measured_ones() {
     let g = conv_chain([1, 8, 8, 8], &[(8, 16, 3, 1, 1, 1), (16, 16, 3, 1, 1, 1)], true);
-    let mut search = SpeedSearch::saturate(&g, &speed_config(&config(&[Family::Svd], &[0.9, 0.99])));
-    let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
+    let s = search(&g, &config(&[Family::Svd], &[0.9, 0.95, 0.99]));
     let mut ev = evaluator(&g, 4);
-    let moments =
-        collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, ALL_PIXELS).expect("runs");
-    let sens = error::sensitivities(&mut ev, &search.loaded.egraph, &lossless, &moments, PROBE).expect("runs");
-    let (proposals, _) = search.propose(&lossless.layers, &moments);
-    assert!(proposals.len() >= 2);
-    let predicted = error::predicted_errors(&proposals, &sens);
-    let s = Searched {
-        search,
-        proposals: proposals.clone(),
-        lossless: lossless.graph,
-        layers: lossless.layers,
-        classes_before: vec![],
-        ev,
-    };
-    for (p, e) in proposals.iter().zip(&predicted) {
-        let measured = pooled_rel_l2(&s.lossless, &forced(&s, p), &fit_inputs(&s.ev));
+    let sens = error::sensitivities(&mut ev, &s.search.loaded.egraph, &s.lossless, &s.proposals, PROBE).expect("runs");
+    assert!(s.proposals.len() >= 2);
+    let predicted = error::predicted_errors(&s.proposals, &sens);
+    for (p, e) in s.proposals.iter().zip(&predicted) {
+        let measured = pooled_rel_l2(&s.lossless.graph, &forced(&s, p), &fit_inputs(&s.ev));
         let ratio = measured / e.sqrt();
         // The acceptance bar for the error model on real networks: within [0.5, 2].
         assert!((0.5..=2.0).contains(&ratio), "{p:?}: measured {measured:.4e}, predicted {:.4e}", e.sqrt());
@@ -425,14 +419,7 @@ fn budgeted_extraction_is_within_5_percent_of_the_exact_solver_on_mnist_and_svhn
         let moments = collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, 64).expect("runs");
         let (proposals, _) = search.propose(&lossless.layers, &moments);
         assert!(!proposals.is_empty(), "{stem}");
-        let s = Searched {
-            search,
-            proposals,
-            lossless: lossless.graph,
-            layers: lossless.layers,
-            classes_before: vec![],
-            ev,
-        };
+        let s = Searched { search, proposals, lossless, classes_before: vec![], ev };
         assert_lagrangian_matches_exact(&s, &MacCost::default());
     }
 }
@@ -447,4 +434,91 @@ fn svd_and_tucker2_fire_on_a_conv_and_relu_fuses_into_the_last_factor() {
         let graph = forced(&s, p);
         insta::assert_snapshot!(name, graph.display_without_weights().to_string());
     }
+}
+
+#[test]
+fn apply_builds_what_extraction_of_the_same_choice_computes() {
+    // Two 3×3 convs, each fused with its ReLU in the lossless graph: `apply` must move the
+    // epilogue onto the last factor. Same weights, same ops: equal within f32 reordering (1e-5).
+    let g = conv_chain([1, 8, 8, 8], &[(8, 16, 3, 1, 1, 1), (16, 16, 3, 1, 1, 1)], true);
+    let s = search(&g, &config(&[Family::Svd, Family::Tucker2], &[0.9, 0.99]));
+    let eg = &s.search.loaded.egraph;
+    assert!(s.proposals.iter().any(|p| p.layer == 0) && s.proposals.iter().any(|p| p.layer == 1));
+    let inputs = fit_inputs(&s.ev);
+    for p in &s.proposals {
+        let built = apply(eg, &s.lossless, &[p]).expect("builds");
+        let e = pooled_rel_l2(&forced(&s, p), &built, &inputs);
+        assert!(e < 1e-5, "{p:?}: apply vs forced extraction rel-L2 {e:e}");
+        // The factors replaced the layer: its MACs are the proposal's.
+        let macs = |g: &VerifiedGraph| -> u64 {
+            g.node_ids()
+                .map(|n| {
+                    let ins = g.node_inputs(n);
+                    let types: Vec<&TensorType> = ins.iter().map(|v| g.value_type(v)).collect();
+                    cnnc_ir::node_macs(&g.node(n).op, &types, &g.node(n).outputs)
+                })
+                .sum()
+        };
+        let layer_macs = s.lossless.layers[p.layer].macs();
+        assert_eq!(macs(&built), macs(&s.lossless.graph) - layer_macs + p.macs, "{p:?}");
+    }
+    // A choice for both layers at once runs, and two proposals for one layer are refused.
+    let (a, b) =
+        (s.proposals.iter().find(|p| p.layer == 0).unwrap(), s.proposals.iter().find(|p| p.layer == 1).unwrap());
+    let both = apply(eg, &s.lossless, &[a, b]).expect("builds");
+    assert!(pooled_rel_l2(&s.lossless.graph, &both, &inputs) > 0.0);
+    let again = s.proposals.iter().find(|q| q.layer == 0 && q.id != a.id).expect("a second proposal for layer 0");
+    assert_eq!(
+        apply(eg, &s.lossless, &[a, again]).unwrap_err(),
+        ApplyError::TwoForOneLayer(s.lossless.layers[0].name.clone())
+    );
+}
+
+/// Sets `new` into the e-graph's weight store.
+fn set_weights(s: &mut Searched, new: &[refit::NewWeight]) {
+    for n in new {
+        s.search.loaded.egraph.analysis.weights[n.weight.0 as usize] = n.tensor.clone();
+    }
+}
+
+const REFIT_ALL: refit::RefitData = refit::RefitData { max_samples: usize::MAX, max_pixels: ALL_PIXELS };
+
+#[test]
+fn refit_of_a_lone_proposal_reproduces_its_own_fit() {
+    // One approximated layer, every position sampled: the asymmetric problem is the symmetric
+    // one the proposal was fitted with, so the weights come back equal up to f32 rounding and
+    // the ridge (1e-4 relative).
+    let g = conv_chain([1, 8, 8, 8], &[(8, 16, 3, 1, 1, 1), (16, 16, 3, 1, 1, 1)], true);
+    let mut s = search(&g, &config(&[Family::Svd, Family::Tucker2], &[0.9]));
+    for p in s.proposals.clone() {
+        let new = refit::refit(&mut s.ev, &s.search.loaded.egraph, &s.lossless, &[&p], REFIT_ALL).expect("runs");
+        assert_eq!(new.len(), 2, "{p:?}");
+        for n in &new {
+            let old = s.search.loaded.egraph.analysis.weights[n.weight.0 as usize].clone();
+            let e = rel_l2(&n.tensor, &old);
+            assert!(e < 1e-4, "{p:?}: refit moved weight {:?} by rel-L2 {e:e}", n.weight);
+        }
+    }
+}
+
+#[test]
+fn refit_of_a_mix_lowers_the_network_error() {
+    // Both convs approximated: the second layer's input is off, and the refit fits its last
+    // factor to the original outputs from the approximated input. The network's output is the
+    // second layer's (no activation after it), whose error on the fit split — the data the
+    // least squares solve on, every position — the refit minimises: it must fall (the ridge,
+    // 1e-9 of the Gram's diagonal, and f32 factors cost far less than the 0.1 % required).
+    let g = conv_chain([1, 8, 8, 8], &[(8, 16, 3, 1, 1, 1), (16, 16, 3, 1, 1, 1)], false);
+    let mut s = search(&g, &config(&[Family::Svd], &[0.9, 0.99]));
+    // The first layer at its lowest rank, the second at its highest (room to correct).
+    let a = s.proposals.iter().find(|p| p.layer == 0).expect("a proposal for layer 0").clone();
+    let b = s.proposals.iter().rfind(|p| p.layer == 1).expect("a proposal for layer 1").clone();
+    let inputs = fit_inputs(&s.ev);
+    let before = apply(&s.search.loaded.egraph, &s.lossless, &[&a, &b]).expect("builds");
+    let e_before = pooled_rel_l2(&s.lossless.graph, &before, &inputs);
+    let new = refit::refit(&mut s.ev, &s.search.loaded.egraph, &s.lossless, &[&a, &b], REFIT_ALL).expect("runs");
+    set_weights(&mut s, &new);
+    let after = apply(&s.search.loaded.egraph, &s.lossless, &[&a, &b]).expect("builds");
+    let e_after = pooled_rel_l2(&s.lossless.graph, &after, &inputs);
+    assert!(e_after < 0.999 * e_before, "network rel-L2 {e_before:.4e} before the refit, {e_after:.4e} after");
 }

@@ -72,6 +72,15 @@ struct SpeedArgs {
     /// The lossy families the search may use, comma-separated: svd, tucker2. Default: all.
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_family)]
     families: Vec<Family>,
+    /// Also measure how well the error model predicts on this model and data: N single
+    /// proposals and N random multi-layer mixes run on the validation split (predicted vs
+    /// measured in the report's `speed.audit`). Changes nothing the search chooses.
+    #[arg(long = "audit-error-model", value_name = "N")]
+    audit_error_model: Option<usize>,
+    /// Keep each proposal's own least-squares fit: do not refit the chosen layers' last factors
+    /// from the approximated network's activations (the asymmetric, teacher–student refit).
+    #[arg(long = "no-refit")]
+    no_refit: bool,
 }
 
 fn parse_drop(s: &str) -> Result<f64, String> {
@@ -135,6 +144,8 @@ fn speed_options(a: SpeedArgs, level: OptLevel) -> Result<SpeedOptions> {
             (a.metric.is_some(), "--metric"),
             (a.max_drop.is_some(), "--max-drop"),
             (!a.families.is_empty(), "--families"),
+            (a.audit_error_model.is_some(), "--audit-error-model"),
+            (a.no_refit, "--no-refit"),
         ];
         if let Some(flag) = given.into_iter().find_map(|(g, f)| g.then_some(f)) {
             return Err(driver::DriverError::NeedsSpeed { flag }.into());
@@ -148,6 +159,8 @@ fn speed_options(a: SpeedArgs, level: OptLevel) -> Result<SpeedOptions> {
         metric: a.metric,
         max_drop: a.max_drop.unwrap_or(defaults.max_drop),
         families: if families.is_empty() { defaults.families } else { families },
+        audit: a.audit_error_model,
+        refit: !a.no_refit,
     })
 }
 
@@ -163,8 +176,10 @@ fn result_args(args: impl Iterator<Item = String>) -> Vec<String> {
             continue;
         }
         match a.as_str() {
-            "-o" | "--output" | "--report" | "--emit-onnx" | "--cost-cache" => skip_next = true,
-            _ if ["--output=", "--report=", "--emit-onnx=", "--cost-cache="].iter().any(|p| a.starts_with(p))
+            "-o" | "--output" | "--report" | "--emit-onnx" | "--cost-cache" | "--audit-error-model" => skip_next = true,
+            _ if ["--output=", "--report=", "--emit-onnx=", "--cost-cache=", "--audit-error-model="]
+                .iter()
+                .any(|p| a.starts_with(p))
                 || (a.starts_with("-o") && a.len() > 2) => {}
             _ => out.push(a),
         }

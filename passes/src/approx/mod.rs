@@ -18,8 +18,10 @@
 //! A layer is a 2-D conv with one group, or a Gemm / 2-D MatMul, whose weights (and bias) are
 //! constants; its input second moment is gathered by [`stats`] from calibration activations.
 
+pub mod apply;
 pub mod error;
 pub mod linalg;
+pub mod refit;
 pub mod stats;
 pub mod svd;
 pub mod tucker2;
@@ -30,6 +32,7 @@ use egg::{EGraph, Id, Rewrite};
 use crate::analysis::{CnnAnalysis, add_weight, attr_of, weight_of};
 use crate::extract::Extracted;
 use crate::lang::{Cnn, ProposalId, WeightRef};
+pub use apply::{ApplyError, apply};
 use linalg::SecondMoment;
 
 /// A lossy family.
@@ -264,6 +267,18 @@ pub struct Proposal {
     pub macs: u64,
     /// The weight whose use charges this proposal's error.
     pub charged: WeightRef,
+    /// The factors, in order, as the e-graph holds them ([`apply`] builds graphs from them).
+    pub factors: Vec<FactorRef>,
+}
+
+/// One factor of a proposal: its op (unfused) and its weights in the e-graph's store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FactorRef {
+    /// The node name the factor gets (unique per proposal).
+    pub name: String,
+    pub op: Op,
+    pub weight: WeightRef,
+    pub bias: Option<WeightRef>,
 }
 
 /// The proposal step's settings.
@@ -314,7 +329,7 @@ pub fn propose(
             };
             for form in forms {
                 let id = ProposalId(u32::try_from(out.len()).expect("fewer than 2^32 proposals"));
-                let Some(charged) = add_form(egraph, layer, &form, id) else { continue };
+                let Some((charged, factors)) = add_form(egraph, layer, &form, id) else { continue };
                 out.push(Proposal {
                     id,
                     layer: li,
@@ -323,6 +338,7 @@ pub fn propose(
                     rel_error: form.rel_error,
                     macs: form.macs,
                     charged,
+                    factors,
                 });
             }
         }
@@ -350,30 +366,38 @@ pub struct Factor {
 }
 
 /// Adds `form`'s factors after `layer`'s input and unions the last into `layer.class`; returns
-/// the charged weight (the last factor's).
-fn add_form(egraph: &mut EGraph<Cnn, CnnAnalysis>, layer: &Layer, form: &Form, id: ProposalId) -> Option<WeightRef> {
+/// the charged weight (the last factor's) and the factors.
+fn add_form(
+    egraph: &mut EGraph<Cnn, CnnAnalysis>,
+    layer: &Layer,
+    form: &Form,
+    id: ProposalId,
+) -> Option<(WeightRef, Vec<FactorRef>)> {
     let mut x = layer.input;
-    let mut charged = None;
+    let mut factors = Vec::with_capacity(form.factors.len());
     let tag = format!("{}.{}", layer.name, form_tag(form));
     for (k, f) in form.factors.iter().enumerate() {
         let name = format!("{tag}.{k}");
         let w = add_weight(egraph, f.weight.clone(), format!("{name}.w"));
-        charged = weight_of(egraph, w);
         let mut kids = vec![];
         let attr = egraph.analysis.attrs.intern_proposal(&f.op, std::slice::from_ref(&f.out), &name, id);
         kids.push(egraph.add(Cnn::Attr(attr)));
         kids.push(x);
         kids.push(w);
+        let mut bias = None;
         if let Some(b) = &f.bias {
-            kids.push(add_weight(egraph, b.clone(), format!("{name}.b")));
+            let b = add_weight(egraph, b.clone(), format!("{name}.b"));
+            bias = Some(weight_of(egraph, b)?);
+            kids.push(b);
         }
+        factors.push(FactorRef { name, op: f.op.clone(), weight: weight_of(egraph, w)?, bias });
         let node = Cnn::op_node(&f.op, kids.into_boxed_slice())?;
         x = egraph.add(node);
     }
-    let charged = charged?;
+    let charged = factors.last()?.weight;
     egraph.analysis.charged.insert(charged, id);
     egraph.union(layer.class, x);
-    Some(charged)
+    Some((charged, factors))
 }
 
 fn form_tag(form: &Form) -> String {

@@ -15,20 +15,41 @@ use super::{Layer, LayerKind};
 /// calibration samples) at up to `max_pixels` output positions per image to `moments`.
 /// `seed` makes the choice of positions deterministic (the caller passes the sample index).
 pub fn accumulate(moments: &mut Moments, layer: &Layer, x: &Tensor, max_pixels: usize, seed: u64) {
-    let Some(data) = x.as_f32() else { return };
+    if let Some((rows, _)) = sample_patches(layer, x, max_pixels, seed) {
+        moments.add_rows(&rows);
+    }
+}
+
+/// Sampled patches, row-major, and each row's `(image, output position)`.
+pub type Patches = (Vec<f32>, Vec<(usize, usize)>);
+
+/// The patches of the layer input `x` at up to `max_pixels` output positions per image (all of
+/// them for a dense layer), row-major (`patch_len` per row), and for each row its image and
+/// output position (`(image, y·W' + x)`; for a dense layer `(0, row)`). `None` when `x` is not
+/// f32 or not shaped as the layer's input.
+pub fn sample_patches(
+    layer: &Layer,
+    x: &Tensor,
+    max_pixels: usize,
+    seed: u64,
+) -> Option<Patches> {
+    let data = x.as_f32()?;
     match &layer.kind {
         LayerKind::Dense { .. } => {
-            if data.len() % layer.patch_len().max(1) == 0 {
-                moments.add_rows(data);
-            }
+            let d = layer.patch_len().max(1);
+            (data.len() % d == 0).then(|| (data.to_vec(), (0..data.len() / d).map(|i| (0, i)).collect()))
         }
         LayerKind::Conv(a) => {
             let shape = x.shape();
+            if shape.len() != 4 {
+                return None;
+            }
             let (c, h, w) = (shape[1], shape[2], shape[3]);
             let (oh, ow) = (layer.out_type.shape[2], layer.out_type.shape[3]);
             let (kh, kw) = (a.kernel[0], a.kernel[1]);
             let plane = c * h * w;
             let mut rows: Vec<f32> = Vec::new();
+            let mut at = Vec::new();
             let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
             for (img, xs) in data.chunks_exact(plane).enumerate() {
                 let n_out = oh * ow;
@@ -55,9 +76,10 @@ pub fn accumulate(moments: &mut Moments, layer: &Layer, x: &Tensor, max_pixels: 
                             }
                         }
                     }
+                    at.push((img, p));
                 }
             }
-            moments.add_rows(&rows);
+            Some((rows, at))
         }
     }
 }

