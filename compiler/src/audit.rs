@@ -4,9 +4,10 @@
 //! surrogate metric's units) to order and to size candidates. The audit measures it: it builds
 //! up to `N` single-proposal graphs (spread over layers and ranks) and `N` seeded random
 //! multi-layer mixes (each filled up to a target error drawn log-uniformly, so the mixes span
-//! the errors budgets ask for) with [`cnnc_passes::approx::apply`], runs each on the validation
-//! split, and reports predicted against measured surrogate metric, Spearman's ρ and the share
-//! whose measured/predicted ratio lies in [0.5, 2]. It changes nothing the search chooses.
+//! the errors budgets ask for) with [`cnnc_passes::approx::apply`], runs each on the test split
+//! (the validation split measured the proposals' errors and the sensitivities, so it would
+//! flatter them), and reports predicted against measured surrogate metric, Spearman's ρ and the
+//! share whose measured/predicted ratio lies in [0.5, 2]. It changes nothing the search chooses.
 
 use cnnc_ir::{Tensor, VerifiedGraph};
 use cnnc_passes::approx::{Proposal, apply};
@@ -19,7 +20,7 @@ const MIX_TARGETS: (f64, f64) = (0.01, 0.3);
 /// The audit's findings.
 #[derive(Clone, Debug, Serialize)]
 pub struct Audit {
-    /// The continuous metric predicted and measured (on the validation split).
+    /// The continuous metric predicted and measured (on the test split).
     pub metric: String,
     pub singles: Vec<AuditRow>,
     pub mixes: Vec<AuditRow>,
@@ -152,8 +153,8 @@ fn label(p: &Proposal, lossless: &cnnc_passes::Lossless) -> String {
     format!("{}:{}:{}", lossless.layers[p.layer].name, p.family.name(), ranks.join("x"))
 }
 
-/// Runs the audit: `count` singles and `count` mixes, measured with `metric` on the validation
-/// split against `reference` (the original model's validation outputs).
+/// Runs the audit: `count` singles and `count` mixes, measured with `metric` on `split` against
+/// `reference` (the original model's outputs there).
 #[allow(clippy::too_many_arguments)]
 pub fn audit(
     ev: &mut dyn Evaluator,
@@ -162,6 +163,7 @@ pub fn audit(
     proposals: &[Proposal],
     energies: &[f64],
     metric: Metric,
+    split: Split,
     reference: &[Vec<Tensor>],
     count: usize,
 ) -> Result<Audit, EvalError> {
@@ -170,7 +172,7 @@ pub fn audit(
             .map_err(|e| EvalError::Failed(format!("audit: building {:?}: {e}", choice.len())))?;
         let mut acc = MetricAcc::new(metric);
         let mut i = 0;
-        ev.run(&g, Split::Validation, &[], &mut |b| {
+        ev.run(&g, split, &[], &mut |b| {
             if let Some(r) = reference.get(i) {
                 acc.add(r, b.outputs, b.labels);
             }

@@ -29,10 +29,13 @@ use crate::evaluate::RuntimeEvaluator;
 
 /// The layer error a sensitivity probe aims at: the scale of the errors budgets choose.
 pub const SENSITIVITY_EPS: f64 = 0.05;
-/// Fit samples each layer's sensitivity is measured on (one run of the network per layer each).
-pub const SENSITIVITY_SAMPLES: usize = 32;
-/// Output positions sampled per image for a layer's second moment.
+/// Validation samples each layer's sensitivity is measured on (one run of the network per
+/// layer each).
+pub const SENSITIVITY_SAMPLES: usize = 64;
+/// Output positions sampled per image for a layer's second moment on the fit split.
 pub const MAX_PIXELS: usize = 256;
+/// The same on the validation split, where the moment only measures the proposals' errors.
+pub const HELD_OUT_PIXELS: usize = 64;
 /// Fit samples and positions per image the asymmetric refit of a chosen mix reads.
 pub const REFIT_DATA: refit::RefitData = refit::RefitData { max_samples: 64, max_pixels: MAX_PIXELS };
 /// Solves (each validated on the validation split) of the search for the surrogate budget.
@@ -96,6 +99,8 @@ pub struct SpeedReport {
     pub test_drop: f64,
     /// (original, optimized) accuracy on the test split, when every sample has a label.
     pub test_accuracy: Option<(f64, f64)>,
+    /// The first output's agreement and logit fidelity on the test split.
+    pub test_fidelity: Option<Fidelity>,
     pub lossless_latency_us: f64,
     pub predicted_latency_us: f64,
     pub predicted_error: f64,
@@ -175,6 +180,14 @@ pub struct PhaseTimes {
     pub audit: f64,
 }
 
+/// [`cnnc_passes::metric::Fidelity`] for the report.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Fidelity {
+    pub agreement: f64,
+    pub logit_pearson: f64,
+    pub logit_rel_l2: f64,
+}
+
 /// The result: the graph to write and the report.
 pub struct SpeedOutcome {
     pub graph: VerifiedGraph,
@@ -235,10 +248,12 @@ pub fn optimize_speed(
 
     let t = std::time::Instant::now();
     ev.set_phase(format!("-O speed: input statistics of {} layers", lossless.layers.len()));
-    let moments = collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, MAX_PIXELS)?;
+    let (layers, taps) = (&lossless.layers, &lossless.taps);
+    let moments = collect_moments(&mut ev, &lossless.graph, layers, taps, Split::Fit, MAX_PIXELS)?;
+    let held_out = collect_moments(&mut ev, &lossless.graph, layers, taps, Split::Validation, HELD_OUT_PIXELS)?;
     times.moments = ms(t);
     let t = std::time::Instant::now();
-    let (proposals, _) = search.propose(&lossless.layers, &moments);
+    let (proposals, _) = search.propose(&lossless.layers, &moments, &held_out);
     times.propose = ms(t);
     let t = std::time::Instant::now();
     cost.add_egraph(&search.loaded.egraph, oracle);
@@ -249,7 +264,7 @@ pub fn optimize_speed(
     let probe = error::Probe {
         metric: surrogate_metric,
         eps: SENSITIVITY_EPS,
-        split: Split::Fit,
+        split: Split::Validation,
         max_samples: SENSITIVITY_SAMPLES,
     };
     let sens = error::sensitivities(&mut ev, &search.loaded.egraph, &lossless, &proposals, probe)?;
@@ -279,17 +294,6 @@ pub fn optimize_speed(
     };
     ev.set_phase("-O speed: validating candidates");
     let val_ref = reference(&mut ev, Split::Validation)?;
-    let audit = match opts.audit {
-        Some(n) => {
-            let t = std::time::Instant::now();
-            ev.set_phase(format!("-O speed: auditing the error model ({n} single proposals, {n} mixes)"));
-            let a =
-                crate::audit::audit(&mut ev, &search, &lossless, &proposals, &errors, surrogate_metric, &val_ref, n)?;
-            times.audit = ms(t);
-            Some(a)
-        }
-        None => None,
-    };
 
     let t = std::time::Instant::now();
     // Each solve's chosen proposals get their last factors refit asymmetrically (from the
@@ -390,15 +394,43 @@ pub fn optimize_speed(
     times.refit = refit_ms;
 
     let t = std::time::Instant::now();
-    let (test_drop, test_accuracy) = if set.samples(Split::Test).is_empty() {
-        (f64::NAN, None)
+    let (test_drop, test_accuracy, test_fidelity) = if set.samples(Split::Test).is_empty() {
+        (f64::NAN, None, None)
     } else {
         ev.set_phase("-O speed: the chosen model on the test split");
         let test_ref = reference(&mut ev, Split::Test)?;
         let acc = drop_on(&mut ev, &best, &test_ref, Split::Test)?;
-        (acc.value(), acc.accuracies())
+        let fidelity = acc.fidelity().map(|f| Fidelity {
+            agreement: f.agreement,
+            logit_pearson: f.logit_pearson,
+            logit_rel_l2: f.logit_rel_l2,
+        });
+        (acc.value(), acc.accuracies(), fidelity)
     };
     times.test = ms(t);
+
+    // The audit runs on the test split: the validation split measured the sensitivities.
+    let audit = match opts.audit {
+        Some(n) if !set.samples(Split::Test).is_empty() => {
+            let t = std::time::Instant::now();
+            ev.set_phase(format!("-O speed: auditing the error model ({n} single proposals, {n} mixes)"));
+            let test_ref = reference(&mut ev, Split::Test)?;
+            let a = crate::audit::audit(
+                &mut ev,
+                &search,
+                &lossless,
+                &proposals,
+                &errors,
+                surrogate_metric,
+                Split::Test,
+                &test_ref,
+                n,
+            )?;
+            times.audit = ms(t);
+            Some(a)
+        }
+        _ => None,
+    };
 
     let used: std::collections::HashMap<usize, &cnnc_passes::approx::Proposal> =
         budgeted.point.proposals.iter().map(|p| (proposals[p.0 as usize].layer, &proposals[p.0 as usize])).collect();
@@ -466,6 +498,7 @@ pub fn optimize_speed(
         validation_drop,
         test_drop,
         test_accuracy,
+        test_fidelity,
         lossless_latency_us: budgeted.curve.iter().find(|c| c.lambda == f64::INFINITY).map_or(f64::NAN, |c| c.latency),
         predicted_latency_us: budgeted.point.latency,
         predicted_error: budgeted.point.error,

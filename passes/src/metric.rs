@@ -80,6 +80,27 @@ struct OutputAcc {
     ref2: f64,
     cos_loss: f64,
     min_iou: f64,
+    /// Sums over the outputs' "logits" (log-odds of a two-class probability output, centred
+    /// log-probabilities of another probability output, the values themselves otherwise):
+    /// reference `a`, candidate `b`.
+    n: f64,
+    sa: f64,
+    sb: f64,
+    saa: f64,
+    sbb: f64,
+    sab: f64,
+}
+
+/// How closely a candidate follows the original on one output, whatever the budget's metric:
+/// what users of a classifier ask (`cnnc opt`'s report gives it for the test split).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fidelity {
+    /// Share of samples whose argmax is the original's.
+    pub agreement: f64,
+    /// Pearson correlation of the logits (log-odds for two-class probabilities) with the
+    /// original's, and their relative L2 error.
+    pub logit_pearson: f64,
+    pub logit_rel_l2: f64,
 }
 
 /// A metric accumulated over batches.
@@ -122,6 +143,23 @@ impl MetricAcc {
                 } else {
                     (rs.iter().map(|&v| f64::from(v)).collect(), cs.iter().map(|&v| f64::from(v)).collect())
                 };
+                let logits = |v: &[f32]| -> Vec<f64> {
+                    if v.len() == 2 && is_probability(v) {
+                        vec![f64::from(v[1]).max(1e-30).ln() - f64::from(v[0]).max(1e-30).ln()]
+                    } else if is_probability(v) {
+                        centred_log(v)
+                    } else {
+                        v.iter().map(|&x| f64::from(x)).collect()
+                    }
+                };
+                for (a, b) in logits(rs).into_iter().zip(logits(cs)) {
+                    acc.n += 1.0;
+                    acc.sa += a;
+                    acc.sb += b;
+                    acc.saa += a * a;
+                    acc.sbb += b * b;
+                    acc.sab += a * b;
+                }
                 acc.err2 += rl.iter().zip(&cl).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
                 acc.ref2 += rl.iter().map(|a| a * a).sum::<f64>();
                 let dot: f64 = rl.iter().zip(&cl).map(|(a, b)| a * b).sum();
@@ -166,6 +204,19 @@ impl MetricAcc {
             Metric::Cosine => a.cos_loss / a.samples as f64,
             Metric::MaskIou(_) => 1.0 - a.min_iou,
         }
+    }
+
+    /// The first output's [`Fidelity`], once a sample was added.
+    pub fn fidelity(&self) -> Option<Fidelity> {
+        let a = self.outputs.first().filter(|a| a.samples > 0 && a.n > 0.0)?;
+        let cov = a.sab - a.sa * a.sb / a.n;
+        let (va, vb) = (a.saa - a.sa * a.sa / a.n, a.sbb - a.sb * a.sb / a.n);
+        let err2 = a.saa + a.sbb - 2.0 * a.sab;
+        Some(Fidelity {
+            agreement: 1.0 - a.disagree as f64 / a.samples as f64,
+            logit_pearson: if va > 0.0 && vb > 0.0 { cov / (va * vb).sqrt() } else { f64::NAN },
+            logit_rel_l2: if a.saa > 0.0 { (err2.max(0.0) / a.saa).sqrt() } else { err2.max(0.0).sqrt() },
+        })
     }
 
     /// The candidate's and the original's accuracy when every sample had a label (`top1`).
@@ -223,6 +274,28 @@ mod tests {
         m.add(std::slice::from_ref(&r), std::slice::from_ref(&c), &[Some(2), Some(0)]);
         assert_eq!(m.value(), 0.0);
         assert_eq!(m.accuracies(), Some((0.5, 1.0)));
+    }
+
+    #[test]
+    fn fidelity_reads_log_odds_of_two_class_probabilities() {
+        // Log-odds ln(0.8/0.2) = ln 4, ln(0.5/0.5) = 0, ln(0.1/0.9) = −ln 9 against the candidate's
+        // ln 3, 0, −ln 9 (every argmax kept: 0.5/0.5 ties resolve to class 0 on both sides).
+        // Pearson of the two and rel-L2 (ln4 − ln3)/‖(ln4, 0, ln9)‖; 1e-6: f32 inputs.
+        let r = t(&[3, 2], &[0.2, 0.8, 0.5, 0.5, 0.9, 0.1]);
+        let c = t(&[3, 2], &[0.25, 0.75, 0.5, 0.5, 0.9, 0.1]);
+        let mut m = MetricAcc::new(Metric::Top1);
+        m.add(std::slice::from_ref(&r), std::slice::from_ref(&c), &[None, None, None]);
+        let f = m.fidelity().expect("samples");
+        assert_eq!(f.agreement, 1.0);
+        let (a, b) = ([4f64.ln(), 0.0, -(9f64.ln())], [3f64.ln(), 0.0, -(9f64.ln())]);
+        let mean = |v: &[f64; 3]| v.iter().sum::<f64>() / 3.0;
+        let (ma, mb) = (mean(&a), mean(&b));
+        let cov: f64 = a.iter().zip(&b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+        let var = |v: &[f64; 3], m: f64| v.iter().map(|x| (x - m) * (x - m)).sum::<f64>();
+        let pearson = cov / (var(&a, ma) * var(&b, mb)).sqrt();
+        assert!((f.logit_pearson - pearson).abs() < 1e-6, "{f:?} vs {pearson}");
+        let rel = (4f64.ln() - 3f64.ln()) / (4f64.ln().powi(2) + 9f64.ln().powi(2)).sqrt();
+        assert!((f.logit_rel_l2 - rel).abs() < 1e-6, "{f:?} vs {rel}");
     }
 
     #[test]

@@ -90,13 +90,19 @@ impl SpeedSearch {
     }
 
     /// Adds every proposal the configuration's families make for `layers` (with their input
-    /// second moments; none when the configuration is lossless) and saturates the rules that may
+    /// second moments on the fit split and, if given, on held-out data; none when the
+    /// configuration is lossless) and saturates the rules that may
     /// rewrite around them; returns the proposals, numbered from 0.
-    pub fn propose(&mut self, layers: &[Layer], moments: &[Option<SecondMoment>]) -> (Vec<Proposal>, Saturation) {
+    pub fn propose(
+        &mut self,
+        layers: &[Layer],
+        moments: &[Option<SecondMoment>],
+        held_out: &[Option<SecondMoment>],
+    ) -> (Vec<Proposal>, Saturation) {
         let Some(config) = self.config.proposals.clone() else {
             return (Vec::new(), self.saturation.clone());
         };
-        let proposals = propose(&mut self.loaded.egraph, layers, moments, &config);
+        let proposals = propose(&mut self.loaded.egraph, layers, moments, held_out, &config);
         let root = self.loaded.root;
         let loaded = std::mem::replace(&mut self.loaded, Loaded { egraph: egg::EGraph::new(Default::default()), root });
         let (loaded, sat) = saturate(loaded, &rules_after_proposals(self.config.rules.winograd), self.config.limits);

@@ -104,10 +104,10 @@ fn search(graph: &VerifiedGraph, config: &ProposalConfig) -> Searched {
     let mut search = SpeedSearch::saturate(graph, &speed_config(config));
     let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
     let mut ev = evaluator(graph, 3);
-    let moments = collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, ALL_PIXELS)
+    let moments = collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, Split::Fit, ALL_PIXELS)
         .expect("calibration runs");
     let classes_before: Vec<Id> = search.loaded.egraph.classes().map(|c| c.id).collect();
-    let (proposals, _) = search.propose(&lossless.layers, &moments);
+    let (proposals, _) = search.propose(&lossless.layers, &moments, &[]);
     Searched { search, proposals, lossless, classes_before, ev }
 }
 
@@ -189,13 +189,39 @@ fn svd_predicted_layer_error_is_the_measured_one() {
 }
 
 #[test]
+fn held_out_errors_are_the_errors_measured_on_held_out_data() {
+    // One conv, no activation: the network's output is the layer's, so the pooled rel-L2 on the
+    // validation samples is the layer's held-out error (1e-4 relative: f32 factors, ridge).
+    for family in [Family::Svd, Family::Tucker2] {
+        let g = conv_chain([1, 8, 10, 10], &[(8, 16, 3, 1, 1, 1)], false);
+        let mut search = SpeedSearch::saturate(&g, &speed_config(&config(&[family], &[0.9, 0.99])));
+        let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
+        let mut ev = evaluator(&g, 3);
+        let (l, t) = (&lossless.layers, &lossless.taps);
+        let moments = collect_moments(&mut ev, &lossless.graph, l, t, Split::Fit, ALL_PIXELS).expect("runs");
+        let held = collect_moments(&mut ev, &lossless.graph, l, t, Split::Validation, ALL_PIXELS).expect("runs");
+        let (proposals, _) = search.propose(&lossless.layers, &moments, &held);
+        assert!(!proposals.is_empty());
+        let inputs: Vec<Vec<Tensor>> = ev.splits[&Split::Validation].iter().map(|(x, _)| x.clone()).collect();
+        for p in &proposals {
+            let built = apply(&search.loaded.egraph, &lossless, &[p]).expect("builds");
+            let measured = pooled_rel_l2(&lossless.graph, &built, &inputs);
+            let e = p.held_out_error;
+            assert!((measured - e).abs() <= 1e-4 * e + 1e-6, "{p:?}: measured {measured:.6e} on held-out data");
+            // Fitted on other data, the layer does worse here than on its own fit split.
+            assert!(e > p.rel_error, "{p:?}");
+        }
+    }
+}
+
+#[test]
 fn full_rank_decompositions_reproduce_the_layer() {
     let g = conv_chain([1, 8, 8, 8], &[(8, 12, 3, 1, 1, 1)], false);
     let search = SpeedSearch::saturate(&g, &speed_config(&config(&[Family::Svd], &[0.9, 0.99])));
     let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
     let mut ev = evaluator(&g, 3);
-    let moments =
-        collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, ALL_PIXELS).expect("runs");
+    let moments = collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, Split::Fit, ALL_PIXELS)
+        .expect("runs");
     let (layer, sigma) = (&lossless.layers[0], moments[0].as_ref().expect("moments"));
     let w = augmented_weight(&search.loaded.egraph, layer).expect("weights");
     // The predicted error equals the measured one (the tests above); at full rank it is the
@@ -306,9 +332,9 @@ fn dense_layers_get_svd_proposals_that_match_their_prediction() {
     assert_eq!(lossless.layers.len(), 1);
     // 100 samples > 65 inputs: the second moment becomes a Gram matrix.
     let mut ev = evaluator(&g, 100);
-    let moments =
-        collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, ALL_PIXELS).expect("runs");
-    let (proposals, _) = search.propose(&lossless.layers, &moments);
+    let moments = collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, Split::Fit, ALL_PIXELS)
+        .expect("runs");
+    let (proposals, _) = search.propose(&lossless.layers, &moments, &[]);
     assert!(!proposals.is_empty());
     let s = Searched { search, proposals: proposals.clone(), lossless, classes_before: vec![], ev };
     assert!(proposals.iter().all(|p| p.ranks[0] % 8 == 0), "ranks snap to the quantum: {proposals:?}");
@@ -416,8 +442,9 @@ fn budgeted_extraction_is_within_5_percent_of_the_exact_solver_on_mnist_and_svhn
         let cfg = ProposalConfig::default();
         let mut search = SpeedSearch::saturate(&graph, &speed_config(&cfg));
         let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
-        let moments = collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, 64).expect("runs");
-        let (proposals, _) = search.propose(&lossless.layers, &moments);
+        let moments =
+            collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, Split::Fit, 64).expect("runs");
+        let (proposals, _) = search.propose(&lossless.layers, &moments, &[]);
         assert!(!proposals.is_empty(), "{stem}");
         let s = Searched { search, proposals, lossless, classes_before: vec![], ev };
         assert_lagrangian_matches_exact(&s, &MacCost::default());

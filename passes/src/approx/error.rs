@@ -1,11 +1,13 @@
 //! The error model: a proposal's predicted effect on the network's output metric.
 //!
-//! `predicted(p) = (s_L · e_p)²`, where `e_p` is the proposal's relative output error on the fit
-//! split (exact, from the layer's input second moment) and `s_L` the layer's *sensitivity*: how
-//! much the network's (continuous) metric moves per unit of relative error at layer `L`,
-//! measured once per layer by running the network with one of the layer's own proposals in
-//! place (the one whose layer error is closest to the probe's `ε`) and dividing the metric's
-//! change by that proposal's `e_p`. The charged quantity is the square — an energy — so that
+//! `predicted(p) = (s_L · e_p)²`, where `e_p` is the proposal's relative output error on
+//! held-out data (exact, from the layer's input second moment there: `held_out_error`; a fit
+//! looks better on the data it was fitted on, the more so the fewer distinct inputs the fit
+//! split has) and `s_L` the layer's *sensitivity*: how much the network's (continuous) metric
+//! moves per unit of relative error at layer `L`, measured once per layer by running the
+//! network with one of the layer's own proposals in place (the one whose error is closest to
+//! the probe's `ε`) on the same held-out data and dividing the metric's change by that
+//! proposal's `e_p`. The charged quantity is the square — an energy — so that
 //! the errors of independent layers add, as the squared rel-L2 of a sum of uncorrelated
 //! perturbations does; a mix's predicted metric is `sqrt(Σ predicted)`.
 //!
@@ -21,7 +23,7 @@ use cnnc_ir::Tensor;
 
 use super::Proposal;
 
-/// Predicted errors of the proposals: `(sensitivity[layer] · rel_error)²`. A proposal with any
+/// Predicted errors of the proposals: `(sensitivity[layer] · held_out_error)²`. A proposal with any
 /// layer error is charged at least the smallest positive f64, even on a layer whose measured
 /// sensitivity is 0: budgeted extraction treats an error of exactly 0 as lossless (free at
 /// λ = ∞), which only an exact factorization is.
@@ -30,8 +32,8 @@ pub fn predicted_errors(proposals: &[Proposal], sensitivity: &[f64]) -> Vec<f64>
         .iter()
         .map(|p| {
             let s = sensitivity.get(p.layer).copied().unwrap_or(f64::INFINITY);
-            let e = s * p.rel_error;
-            let floor = if p.rel_error > 0.0 { f64::MIN_POSITIVE } else { 0.0 };
+            let e = s * p.held_out_error;
+            let floor = if p.rel_error > 0.0 || p.held_out_error > 0.0 { f64::MIN_POSITIVE } else { 0.0 };
             (e * e).max(floor)
         })
         .collect()
@@ -48,8 +50,9 @@ pub struct Probe {
     pub max_samples: usize,
 }
 
-/// Each layer's sensitivity: the metric's change under `probe` when the layer's proposal with
-/// the layer error closest to `probe.eps` is in place, divided by that error. Runs the lossless
+/// Each layer's sensitivity: the metric's change on `probe.split` (the held-out data the
+/// proposals' `held_out_error` was measured on) when the layer's proposal with the error
+/// closest to `probe.eps` is in place, divided by that error. Runs the lossless
 /// graph once and one graph per layer that has a proposal with a non-zero error; other layers
 /// get NaN (nothing charges them), a layer whose probe graph cannot be built infinity.
 pub fn sensitivities(
@@ -71,10 +74,10 @@ pub fn sensitivities(
     })?;
     let mut out = Vec::with_capacity(lossless.layers.len());
     for i in 0..lossless.layers.len() {
-        let distance = |p: &&Proposal| (p.rel_error / eps).ln().abs();
+        let distance = |p: &&Proposal| (p.held_out_error / eps).ln().abs();
         let probe = proposals
             .iter()
-            .filter(|p| p.layer == i && p.rel_error > 0.0)
+            .filter(|p| p.layer == i && p.held_out_error > 0.0)
             .min_by(|a, b| distance(a).total_cmp(&distance(b)));
         let Some(p) = probe else {
             out.push(f64::NAN);
@@ -93,7 +96,7 @@ pub fn sensitivities(
             batch += 1;
             Ok(enough(&b))
         })?;
-        out.push(acc.value() / p.rel_error);
+        out.push(acc.value() / p.held_out_error);
     }
     Ok(out)
 }

@@ -263,6 +263,10 @@ pub struct Proposal {
     pub ranks: Vec<usize>,
     /// Relative output error of the layer on the fit split: `sqrt(E‖y − ŷ‖² / E‖y‖²)`.
     pub rel_error: f64,
+    /// The same on held-out data (the layer's held-out second moment given to [`propose`]);
+    /// `rel_error` when there is none. The error model charges this one: fits look better on
+    /// the data they were fitted on, the more so the fewer distinct inputs the fit split has.
+    pub held_out_error: f64,
     /// Multiply-accumulates of the factors, per batch.
     pub macs: u64,
     /// The weight whose use charges this proposal's error.
@@ -311,11 +315,13 @@ pub const RANK_QUANTUM: usize = 8;
 
 /// Adds every family's proposals for every layer into the e-graph (each layer's last factor
 /// joins `layer.class`) and returns them, numbered from 0. `moments[i]` is layer `i`'s input
-/// second moment; a layer without one gets no proposal.
+/// second moment on the fit split (a layer without one gets no proposal); `held_out[i]`, if
+/// given, the same on held-out data, where each proposal's `held_out_error` is measured.
 pub fn propose(
     egraph: &mut EGraph<Cnn, CnnAnalysis>,
     layers: &[Layer],
     moments: &[Option<SecondMoment>],
+    held_out: &[Option<SecondMoment>],
     config: &ProposalConfig,
 ) -> Vec<Proposal> {
     let mut out = Vec::new();
@@ -330,12 +336,17 @@ pub fn propose(
             for form in forms {
                 let id = ProposalId(u32::try_from(out.len()).expect("fewer than 2^32 proposals"));
                 let Some((charged, factors)) = add_form(egraph, layer, &form, id) else { continue };
+                let held_out_error = match held_out.get(li) {
+                    Some(Some(h)) if h.dim() == w.ncols() => linalg::rel_error(h, w.as_ref(), form.approx.as_ref()),
+                    _ => form.rel_error,
+                };
                 out.push(Proposal {
                     id,
                     layer: li,
                     family,
                     ranks: form.ranks.clone(),
                     rel_error: form.rel_error,
+                    held_out_error,
                     macs: form.macs,
                     charged,
                     factors,
@@ -355,6 +366,9 @@ pub struct Form {
     pub factors: Vec<Factor>,
     pub rel_error: f64,
     pub macs: u64,
+    /// The factors composed into one augmented weight (`m × (patch_len + 1)`), what the form
+    /// computes as the layer; the layer error on other data is measured with it.
+    pub approx: faer::Mat<f64>,
 }
 
 #[derive(Clone, Debug)]

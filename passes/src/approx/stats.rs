@@ -27,12 +27,7 @@ pub type Patches = (Vec<f32>, Vec<(usize, usize)>);
 /// them for a dense layer), row-major (`patch_len` per row), and for each row its image and
 /// output position (`(image, y·W' + x)`; for a dense layer `(0, row)`). `None` when `x` is not
 /// f32 or not shaped as the layer's input.
-pub fn sample_patches(
-    layer: &Layer,
-    x: &Tensor,
-    max_pixels: usize,
-    seed: u64,
-) -> Option<Patches> {
+pub fn sample_patches(layer: &Layer, x: &Tensor, max_pixels: usize, seed: u64) -> Option<Patches> {
     let data = x.as_f32()?;
     match &layer.kind {
         LayerKind::Dense { .. } => {
@@ -84,7 +79,7 @@ pub fn sample_patches(
     }
 }
 
-/// The input second moment of every layer on the fit split: runs `graph` (the lossless graph
+/// The input second moment of every layer on `split`: runs `graph` (the lossless graph
 /// the layers were found in) through `evaluator` with `taps[i]` (layer `i`'s input value in
 /// `graph`) streamed, sampling at most `max_pixels` output positions per image. A layer whose
 /// tap streamed nothing gets `None`.
@@ -93,6 +88,7 @@ pub fn collect_moments(
     graph: &cnnc_ir::VerifiedGraph,
     layers: &[Layer],
     taps: &[cnnc_ir::ValueRef],
+    split: crate::Split,
     max_pixels: usize,
 ) -> Result<Vec<Option<super::linalg::SecondMoment>>, crate::EvalError> {
     let mut unique: Vec<cnnc_ir::ValueRef> = Vec::new();
@@ -107,7 +103,7 @@ pub fn collect_moments(
         })
         .collect();
     let mut moments: Vec<Moments> = layers.iter().map(|l| Moments::new(l.patch_len())).collect();
-    evaluator.run(graph, crate::Split::Fit, &unique, &mut |batch| {
+    evaluator.run(graph, split, &unique, &mut |batch| {
         for (li, layer) in layers.iter().enumerate() {
             if let Some(x) = batch.taps.get(slot[li]) {
                 accumulate(&mut moments[li], layer, x, max_pixels, batch.first as u64);

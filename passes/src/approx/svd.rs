@@ -114,7 +114,7 @@ pub fn form_at(layer: &Layer, w: &Mat<f64>, sigma: &SecondMoment, r: usize) -> F
             ]
         }
     };
-    Form { ranks: vec![r], factors, rel_error, macs }
+    Form { ranks: vec![r], factors, rel_error, macs, approx }
 }
 
 /// A 1×1 conv, stride 1, no padding.

@@ -172,5 +172,5 @@ pub fn form_at(layer: &Layer, w: &Mat<f64>, sigma: &SecondMoment, r_in: usize, r
             out: layer.out_type.clone(),
         },
     ];
-    Form { ranks: vec![r_in, r_out], factors, rel_error, macs }
+    Form { ranks: vec![r_in, r_out], factors, rel_error, macs, approx }
 }
