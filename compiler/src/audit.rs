@@ -83,26 +83,26 @@ pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
     sab / (saa * sbb).sqrt()
 }
 
-/// `count` proposals spread over layers and ranks: round-robin over layers, each layer's
-/// candidates in the order proposed (family, then rank).
+/// `count` proposals spread over layers and ranks: every candidate (each family, each rank of
+/// the energy grid) of layers taken evenly over the network, so that the singles span each
+/// layer's whole error range and the network's depth.
 pub fn spread(proposals: &[Proposal], count: usize) -> Vec<&Proposal> {
     let mut by_layer: std::collections::BTreeMap<usize, Vec<&Proposal>> = Default::default();
     for p in proposals {
         by_layer.entry(p.layer).or_default().push(p);
     }
+    let layers: Vec<&Vec<&Proposal>> = by_layer.values().collect();
+    if layers.is_empty() {
+        return Vec::new();
+    }
+    let per_layer = proposals.len() as f64 / layers.len() as f64;
+    let wanted = ((count as f64 / per_layer).ceil() as usize).clamp(1, layers.len());
     let mut out = Vec::new();
-    for round in 0.. {
-        let before = out.len();
-        for cands in by_layer.values() {
-            if out.len() == count {
-                return out;
-            }
-            if let Some(p) = cands.get(round) {
+    for k in 0..wanted {
+        for p in layers[k * layers.len() / wanted] {
+            if out.len() < count {
                 out.push(*p);
             }
-        }
-        if out.len() == before {
-            break;
         }
     }
     out

@@ -38,7 +38,7 @@ pub const MAX_PIXELS: usize = 256;
 pub const HELD_OUT_PIXELS: usize = 64;
 /// Fit samples and positions per image the asymmetric refit of a chosen mix reads.
 pub const REFIT_DATA: refit::RefitData = refit::RefitData { max_samples: 64, max_pixels: MAX_PIXELS };
-/// Solves (each validated on the validation split) of the search for the surrogate budget.
+/// Distinct mixes validated (on the validation split) in the search for the surrogate budget.
 pub const MAX_VALIDATIONS: usize = 10;
 
 /// What `-O speed` was asked for.
@@ -301,13 +301,14 @@ pub fn optimize_speed(
     // restored before the next solve, so every refit starts from the proposals' own fits.
     let mut saved: Vec<(cnnc_passes::WeightRef, Tensor)> = Vec::new();
     let mut refit_ms = 0.0;
-    let mut solve = |ev: &mut RuntimeEvaluator,
+    let extract = |search: &SpeedSearch, budget: f64| -> Result<cnnc_passes::Budgeted, SpeedError> {
+        extract_budgeted(&search.loaded.egraph, search.root(), &*cost, &errors, budget, &search.seed)
+            .map_err(|e| SpeedError::Extract(e.to_string()))
+    };
+    let mut build = |ev: &mut RuntimeEvaluator,
                      search: &mut SpeedSearch,
-                     budget: f64|
-     -> Result<(cnnc_passes::Budgeted, VerifiedGraph), SpeedError> {
-        let egraph = &search.loaded.egraph;
-        let b = extract_budgeted(egraph, search.root(), &*cost, &errors, budget, &search.seed)
-            .map_err(|e| SpeedError::Extract(e.to_string()))?;
+                     b: &cnnc_passes::Budgeted|
+     -> Result<VerifiedGraph, SpeedError> {
         let weights = &mut search.loaded.egraph.analysis.weights;
         for (w, t) in saved.drain(..) {
             weights[w.0 as usize] = t;
@@ -327,29 +328,38 @@ pub fn optimize_speed(
         }
         let egraph = &search.loaded.egraph;
         let g = to_graph(&b.extracted.expr, &egraph.analysis).map_err(|e| SpeedError::Extract(e.to_string()))?;
-        let g =
-            cnnc_ir::verify(g).map_err(|e| SpeedError::Extract(format!("the chosen graph does not verify: {e}")))?;
-        Ok((b, g))
+        cnnc_ir::verify(g).map_err(|e| SpeedError::Extract(format!("the chosen graph does not verify: {e}")))
     };
     // The surrogate budget that meets the user's budget on validation: start from the metric's
     // own scale, loosen ×4 while it fits (top1 and mask IoU tolerate far larger logit errors
-    // than their drop), tighten ×¼ while it does not, then bisect between the two.
+    // than their drop), tighten ×¼ while it does not, then bisect between the two until they
+    // are within 2 % or MAX_VALIDATIONS mixes were validated (a mix met again is not re-run).
     let mut budget = initial_surrogate_budget(metric, opts.max_drop);
     let (mut fit_budget, mut fail_budget): (Option<f64>, Option<f64>) = (None, None);
     let mut iterations: Vec<Iteration> = Vec::new();
     let mut chosen: Option<(cnnc_passes::Budgeted, VerifiedGraph, f64)> = None;
     let mut tried: Vec<(Vec<cnnc_passes::ProposalId>, f64)> = Vec::new();
-    for _ in 0..MAX_VALIDATIONS {
-        let (b, g) = solve(&mut ev, &mut search, budget)?;
+    let total: f64 = errors.iter().filter(|e| e.is_finite()).sum();
+    for _ in 0..4 * MAX_VALIDATIONS {
+        if tried.len() >= MAX_VALIDATIONS {
+            break;
+        }
+        let b = extract(&search, budget)?;
         let known = tried.iter().find(|(p, _)| *p == b.point.proposals).map(|(_, d)| *d);
-        let drop = match known {
-            Some(d) => d,
-            None if b.point.proposals.is_empty() => 0.0,
-            None => drop_on(&mut ev, &g, &val_ref, Split::Validation)?.value(),
+        let (drop, g) = match known {
+            Some(d) => (d, None),
+            None => {
+                let g = build(&mut ev, &mut search, &b)?;
+                let d = if b.point.proposals.is_empty() {
+                    0.0
+                } else {
+                    drop_on(&mut ev, &g, &val_ref, Split::Validation)?.value()
+                };
+                tried.push((b.point.proposals.clone(), d));
+                (d, Some(g))
+            }
         };
         let fits = drop <= opts.max_drop;
-        // At a budget above every proposal's error summed, looser budgets choose the same.
-        let everything = budget >= errors.iter().filter(|e| e.is_finite()).sum::<f64>();
         iterations.push(Iteration {
             surrogate_budget: budget,
             predicted_latency_us: b.point.latency,
@@ -357,25 +367,23 @@ pub fn optimize_speed(
             validation_drop: drop,
             within_budget: fits,
         });
-        let repeated = known.is_some();
-        tried.push((b.point.proposals.clone(), drop));
         if fits {
             fit_budget = Some(budget);
-            if chosen.as_ref().is_none_or(|c| b.point.latency < c.0.point.latency) {
+            if let Some(g) = g
+                && chosen.as_ref().is_none_or(|c| b.point.latency < c.0.point.latency)
+            {
                 chosen = Some((b, g, drop));
             }
         } else {
             fail_budget = Some(budget);
         }
+        // At a budget above every proposal's error summed, looser budgets choose the same.
         budget = match (fit_budget, fail_budget) {
-            (Some(lo), Some(hi)) => (lo * hi).sqrt(),
-            (Some(lo), None) if !everything => lo * 4.0,
-            (None, Some(hi)) => hi * 0.25,
+            (Some(lo), Some(hi)) if hi > lo * 1.02 => (lo * hi).sqrt(),
+            (Some(lo), None) if lo < total => lo * 4.0,
+            (None, Some(hi)) if hi > 0.0 => hi * 0.25,
             _ => break,
         };
-        if repeated && fit_budget.is_some() && fail_budget.is_some() {
-            break;
-        }
     }
     let stop_reason = match &chosen {
         Some((b, _, _)) if !b.point.proposals.is_empty() => "fastest candidate within budget on the validation split",
@@ -387,7 +395,8 @@ pub fn optimize_speed(
     let (budgeted, best, validation_drop) = match chosen {
         Some(c) => c,
         None => {
-            let (b, g) = solve(&mut ev, &mut search, 0.0)?;
+            let b = extract(&search, 0.0)?;
+            let g = build(&mut ev, &mut search, &b)?;
             (b, g, 0.0)
         }
     };
