@@ -94,7 +94,8 @@ pub struct SpeedReport {
     pub curve: Vec<CurveRow>,
     pub iterations: Vec<Iteration>,
     pub stop_reason: String,
-    /// The chosen model's metric drop on the validation and test splits.
+    /// The chosen model's metric drop on the validation split (for `top1`, guarded against a
+    /// small split: `MetricAcc::guarded_value`) and on the test split.
     pub validation_drop: f64,
     pub test_drop: f64,
     /// (original, optimized) accuracy on the test split, when every sample has a label.
@@ -353,7 +354,7 @@ pub fn optimize_speed(
                 let d = if b.point.proposals.is_empty() {
                     0.0
                 } else {
-                    drop_on(&mut ev, &g, &val_ref, Split::Validation)?.value()
+                    drop_on(&mut ev, &g, &val_ref, Split::Validation)?.guarded_value()
                 };
                 tried.push((b.point.proposals.clone(), d));
                 (d, Some(g))
