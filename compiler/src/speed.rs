@@ -55,6 +55,9 @@ pub struct SpeedOptions {
     /// Refit each chosen mix's last factors from the approximated network's activations
     /// (`cnnc_passes::approx::refit`); off: the proposals' own fits.
     pub refit: bool,
+    /// Threads for running calibration data, statistics and decompositions; `None`: every
+    /// core. The results do not depend on it.
+    pub jobs: Option<usize>,
 }
 
 impl Default for SpeedOptions {
@@ -65,6 +68,7 @@ impl Default for SpeedOptions {
             families: vec![Family::Svd, Family::Tucker2],
             audit: None,
             refit: true,
+            jobs: None,
         }
     }
 }
@@ -88,8 +92,10 @@ pub struct SpeedReport {
     /// SHA-256 of the calibration data and its preprocessing flags (also in the artifact).
     pub calibration_hash: String,
     pub splits: SplitCounts,
-    /// Threads the kernels were costed and the calibration runs made at.
+    /// Threads the kernels were costed at.
     pub threads: usize,
+    /// Threads the calibration runs, statistics and decompositions used (`--jobs`).
+    pub jobs: usize,
     pub layers: Vec<LayerChoice>,
     pub curve: Vec<CurveRow>,
     pub iterations: Vec<Iteration>,
@@ -233,12 +239,16 @@ pub fn optimize_speed(
         graph.outputs().iter().map(|o| graph.value_type(&o.value).clone()).collect();
     let metric = opts.metric.unwrap_or_else(|| Metric::default_for(&outputs));
     let surrogate_metric = surrogate(metric);
-    let mut ev = RuntimeEvaluator::new(set, threads);
+    // Calibration runs, statistics and decompositions use every core (`--jobs`): their results
+    // do not depend on the count (the runtime's threads split output tiles, never a sum).
+    let jobs = opts.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let mut ev = RuntimeEvaluator::new(set, jobs);
 
     let t = std::time::Instant::now();
     let mut config = OptConfig::speed().with_winograd(winograd);
     if let Some(p) = &mut config.proposals {
         p.families = opts.families.clone();
+        p.threads = jobs;
     }
     let mut search = SpeedSearch::saturate(graph, &config);
     times.saturate = ms(t);
@@ -250,8 +260,8 @@ pub fn optimize_speed(
     let t = std::time::Instant::now();
     ev.set_phase(format!("-O speed: input statistics of {} layers", lossless.layers.len()));
     let (layers, taps) = (&lossless.layers, &lossless.taps);
-    let moments = collect_moments(&mut ev, &lossless.graph, layers, taps, Split::Fit, MAX_PIXELS)?;
-    let held_out = collect_moments(&mut ev, &lossless.graph, layers, taps, Split::Validation, HELD_OUT_PIXELS)?;
+    let moments = collect_moments(&mut ev, &lossless.graph, layers, taps, Split::Fit, MAX_PIXELS, jobs)?;
+    let held_out = collect_moments(&mut ev, &lossless.graph, layers, taps, Split::Validation, HELD_OUT_PIXELS, jobs)?;
     times.moments = ms(t);
     let t = std::time::Instant::now();
     let (proposals, _) = search.propose(&lossless.layers, &moments, &held_out);
@@ -501,6 +511,7 @@ pub fn optimize_speed(
             ignored_files: sizes.ignored_files,
         },
         threads,
+        jobs,
         layers,
         curve,
         iterations,

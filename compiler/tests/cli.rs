@@ -334,7 +334,7 @@ fn opt_speed_without_calib_and_unknown_levels_are_usage_errors() {
     let o = cnnc(&["opt", "fixtures/models/mnist_cnn.onnx", "-O1", "--max-drop", "0.01", "-o", "/tmp/cnnc-never.cnnc"]);
     let err = assert_fails_cleanly(&o, "-O1 --max-drop");
     assert!(err.contains("--max-drop: only -O speed uses it"), "{err}");
-    for flag in [&["--audit-error-model", "4"][..], &["--no-refit"][..]] {
+    for flag in [&["--audit-error-model", "4"][..], &["--no-refit"][..], &["--jobs", "2"][..]] {
         let mut a = vec!["opt", "fixtures/models/mnist_cnn.onnx", "-O1", "-o", "/tmp/cnnc-never.cnnc"];
         a.extend_from_slice(flag);
         let err = assert_fails_cleanly(&cnnc(&a), flag[0]);
@@ -395,11 +395,16 @@ fn opt_speed_on_mnist_stays_within_its_budget_and_reports_the_search() {
     assert!(s["predicted_latency_us"].as_f64() <= s["lossless_latency_us"].as_f64(), "{s}");
     assert_eq!(s["layers"].as_array().expect("layers").len(), 4, "2 convs and 2 Gemms are replaceable");
     assert!(s.get("audit").is_none(), "no audit unless asked for");
-    // The artifact runs, and the same inputs and cost cache give the same bytes — also with the
-    // error model audited, which changes nothing that is chosen.
+    // The artifact runs, and the same inputs and cost cache give the same bytes — also on one
+    // calibration thread and with the error model audited, which change nothing chosen.
     let first = std::fs::read(&art).expect("artifact");
+    let mut one_job = args.to_vec();
+    one_job.extend(["--jobs", "1"]);
+    let o = cnnc(&one_job);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&art).expect("artifact"), first, "--jobs changes nothing");
     let mut audited = args.to_vec();
-    audited.extend(["--audit-error-model", "12"]);
+    audited.extend(["--audit-error-model", "12", "--jobs", "2"]);
     let o = cnnc(&audited);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(&art).expect("artifact"), first, "-O speed is deterministic");

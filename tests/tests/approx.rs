@@ -104,8 +104,9 @@ fn search(graph: &VerifiedGraph, config: &ProposalConfig) -> Searched {
     let mut search = SpeedSearch::saturate(graph, &speed_config(config));
     let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
     let mut ev = evaluator(graph, 3);
-    let moments = collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, Split::Fit, ALL_PIXELS)
-        .expect("calibration runs");
+    let moments =
+        collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, Split::Fit, ALL_PIXELS, 2)
+            .expect("calibration runs");
     let classes_before: Vec<Id> = search.loaded.egraph.classes().map(|c| c.id).collect();
     let (proposals, _) = search.propose(&lossless.layers, &moments, &[]);
     Searched { search, proposals, lossless, classes_before, ev }
@@ -176,7 +177,13 @@ fn assert_predicted_layer_errors_are_measured(s: &Searched) {
 }
 
 fn config(families: &[Family], energies: &[f64]) -> ProposalConfig {
-    ProposalConfig { families: families.to_vec(), energies: energies.to_vec(), rank_quantum: 1, max_mac_fraction: 10.0 }
+    ProposalConfig {
+        families: families.to_vec(),
+        energies: energies.to_vec(),
+        rank_quantum: 1,
+        max_mac_fraction: 10.0,
+        threads: 2,
+    }
 }
 
 #[test]
@@ -198,8 +205,8 @@ fn held_out_errors_are_the_errors_measured_on_held_out_data() {
         let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
         let mut ev = evaluator(&g, 3);
         let (l, t) = (&lossless.layers, &lossless.taps);
-        let moments = collect_moments(&mut ev, &lossless.graph, l, t, Split::Fit, ALL_PIXELS).expect("runs");
-        let held = collect_moments(&mut ev, &lossless.graph, l, t, Split::Validation, ALL_PIXELS).expect("runs");
+        let moments = collect_moments(&mut ev, &lossless.graph, l, t, Split::Fit, ALL_PIXELS, 2).expect("runs");
+        let held = collect_moments(&mut ev, &lossless.graph, l, t, Split::Validation, ALL_PIXELS, 2).expect("runs");
         let (proposals, _) = search.propose(&lossless.layers, &moments, &held);
         assert!(!proposals.is_empty());
         let inputs: Vec<Vec<Tensor>> = ev.splits[&Split::Validation].iter().map(|(x, _)| x.clone()).collect();
@@ -220,8 +227,9 @@ fn full_rank_decompositions_reproduce_the_layer() {
     let search = SpeedSearch::saturate(&g, &speed_config(&config(&[Family::Svd], &[0.9, 0.99])));
     let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
     let mut ev = evaluator(&g, 3);
-    let moments = collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, Split::Fit, ALL_PIXELS)
-        .expect("runs");
+    let moments =
+        collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, Split::Fit, ALL_PIXELS, 2)
+            .expect("runs");
     let (layer, sigma) = (&lossless.layers[0], moments[0].as_ref().expect("moments"));
     let w = augmented_weight(&search.loaded.egraph, layer).expect("weights");
     // The predicted error equals the measured one (the tests above); at full rank it is the
@@ -332,8 +340,9 @@ fn dense_layers_get_svd_proposals_that_match_their_prediction() {
     assert_eq!(lossless.layers.len(), 1);
     // 100 samples > 65 inputs: the second moment becomes a Gram matrix.
     let mut ev = evaluator(&g, 100);
-    let moments = collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, Split::Fit, ALL_PIXELS)
-        .expect("runs");
+    let moments =
+        collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, Split::Fit, ALL_PIXELS, 2)
+            .expect("runs");
     let (proposals, _) = search.propose(&lossless.layers, &moments, &[]);
     assert!(!proposals.is_empty());
     let s = Searched { search, proposals: proposals.clone(), lossless, classes_before: vec![], ev };
@@ -442,8 +451,8 @@ fn budgeted_extraction_is_within_5_percent_of_the_exact_solver_on_mnist_and_svhn
         let cfg = ProposalConfig::default();
         let mut search = SpeedSearch::saturate(&graph, &speed_config(&cfg));
         let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
-        let moments =
-            collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, Split::Fit, 64).expect("runs");
+        let moments = collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, Split::Fit, 64, 2)
+            .expect("runs");
         let (proposals, _) = search.propose(&lossless.layers, &moments, &[]);
         assert!(!proposals.is_empty(), "{stem}");
         let s = Searched { search, proposals, lossless, classes_before: vec![], ev };

@@ -81,6 +81,11 @@ struct SpeedArgs {
     /// from the approximated network's activations (the asymmetric, teacher–student refit).
     #[arg(long = "no-refit")]
     no_refit: bool,
+    /// Threads that run the calibration data through the model, gather its statistics and
+    /// decompose layers (default: every core). Changes nothing the search chooses: the results
+    /// are the same at any count (kernels are costed at --threads).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    jobs: Option<u32>,
 }
 
 fn parse_drop(s: &str) -> Result<f64, String> {
@@ -146,6 +151,7 @@ fn speed_options(a: SpeedArgs, level: OptLevel) -> Result<SpeedOptions> {
             (!a.families.is_empty(), "--families"),
             (a.audit_error_model.is_some(), "--audit-error-model"),
             (a.no_refit, "--no-refit"),
+            (a.jobs.is_some(), "--jobs"),
         ];
         if let Some(flag) = given.into_iter().find_map(|(g, f)| g.then_some(f)) {
             return Err(driver::DriverError::NeedsSpeed { flag }.into());
@@ -161,11 +167,13 @@ fn speed_options(a: SpeedArgs, level: OptLevel) -> Result<SpeedOptions> {
         families: if families.is_empty() { defaults.families } else { families },
         audit: a.audit_error_model,
         refit: !a.no_refit,
+        jobs: a.jobs.map(|j| j as usize),
     })
 }
 
 /// The command-line arguments that decide an artifact's contents: all but where the artifact,
-/// the report, the exported ONNX model and the cost cache are, so the same model, level, flags
+/// the report, the exported ONNX model and the cost cache are (and the audit and --jobs, which
+/// change nothing chosen), so the same model, level, flags
 /// and cost table give the same bytes wherever they are written (the cost table itself is
 /// recorded by its hash).
 fn result_args(args: impl Iterator<Item = String>) -> Vec<String> {
@@ -176,8 +184,10 @@ fn result_args(args: impl Iterator<Item = String>) -> Vec<String> {
             continue;
         }
         match a.as_str() {
-            "-o" | "--output" | "--report" | "--emit-onnx" | "--cost-cache" | "--audit-error-model" => skip_next = true,
-            _ if ["--output=", "--report=", "--emit-onnx=", "--cost-cache=", "--audit-error-model="]
+            "-o" | "--output" | "--report" | "--emit-onnx" | "--cost-cache" | "--audit-error-model" | "--jobs" => {
+                skip_next = true
+            }
+            _ if ["--output=", "--report=", "--emit-onnx=", "--cost-cache=", "--audit-error-model=", "--jobs="]
                 .iter()
                 .any(|p| a.starts_with(p))
                 || (a.starts_with("-o") && a.len() > 2) => {}

@@ -296,6 +296,8 @@ pub struct ProposalConfig {
     pub rank_quantum: usize,
     /// A proposal must do at most this fraction of the layer's MACs.
     pub max_mac_fraction: f64,
+    /// Layers decomposed at once (each on one thread; the results do not depend on it).
+    pub threads: usize,
 }
 
 impl Default for ProposalConfig {
@@ -305,6 +307,7 @@ impl Default for ProposalConfig {
             energies: vec![0.9, 0.95, 0.98, 0.99, 0.995, 0.998],
             rank_quantum: RANK_QUANTUM,
             max_mac_fraction: 0.9,
+            threads: 1,
         }
     }
 }
@@ -324,34 +327,67 @@ pub fn propose(
     held_out: &[Option<SecondMoment>],
     config: &ProposalConfig,
 ) -> Vec<Proposal> {
-    let mut out = Vec::new();
-    for (li, layer) in layers.iter().enumerate() {
-        let Some(Some(sigma)) = moments.get(li) else { continue };
-        let Some(w) = augmented_weight(egraph, layer) else { continue };
+    // The decompositions (eigendecompositions of Gram matrices up to a few thousand wide) are
+    // the expensive part and independent per layer: computed on `config.threads` threads,
+    // then added to the e-graph in layer order, so the proposals do not depend on the count.
+    let jobs: Vec<(usize, faer::Mat<f64>)> = layers
+        .iter()
+        .enumerate()
+        .filter(|&(li, _)| matches!(moments.get(li), Some(Some(_))))
+        .filter_map(|(li, layer)| Some((li, augmented_weight(egraph, layer)?)))
+        .collect();
+    let decompose = |li: usize, w: &faer::Mat<f64>| -> Vec<(Family, Form, f64)> {
+        let (layer, Some(Some(sigma))) = (&layers[li], moments.get(li)) else { return Vec::new() };
+        let mut forms = Vec::new();
         for &family in &config.families {
-            let forms = match family {
-                Family::Svd => svd::forms(layer, &w, sigma, config),
-                Family::Tucker2 => tucker2::forms(layer, &w, sigma, config),
+            let fs = match family {
+                Family::Svd => svd::forms(layer, w, sigma, config),
+                Family::Tucker2 => tucker2::forms(layer, w, sigma, config),
             };
-            for form in forms {
-                let id = ProposalId(u32::try_from(out.len()).expect("fewer than 2^32 proposals"));
-                let Some((charged, factors)) = add_form(egraph, layer, &form, id) else { continue };
+            for form in fs {
                 let held_out_error = match held_out.get(li) {
                     Some(Some(h)) if h.dim() == w.ncols() => linalg::rel_error(h, w.as_ref(), form.approx.as_ref()),
                     _ => form.rel_error,
                 };
-                out.push(Proposal {
-                    id,
-                    layer: li,
-                    family,
-                    ranks: form.ranks.clone(),
-                    rel_error: form.rel_error,
-                    held_out_error,
-                    macs: form.macs,
-                    charged,
-                    factors,
-                });
+                forms.push((family, form, held_out_error));
             }
+        }
+        forms
+    };
+    let results: Vec<std::sync::Mutex<Vec<(Family, Form, f64)>>> =
+        jobs.iter().map(|_| std::sync::Mutex::new(Vec::new())).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        loop {
+            let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some((li, w)) = jobs.get(j) else { break };
+            let forms = decompose(*li, w);
+            *results[j].lock().expect("a decomposition worker panicked") = forms;
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..config.threads.clamp(1, jobs.len().max(1)) {
+            s.spawn(work);
+        }
+        work();
+    });
+    let mut out = Vec::new();
+    for ((li, _), forms) in jobs.iter().zip(results) {
+        let layer = &layers[*li];
+        for (family, form, held_out_error) in forms.into_inner().expect("a decomposition worker panicked") {
+            let id = ProposalId(u32::try_from(out.len()).expect("fewer than 2^32 proposals"));
+            let Some((charged, factors)) = add_form(egraph, layer, &form, id) else { continue };
+            out.push(Proposal {
+                id,
+                layer: *li,
+                family,
+                ranks: form.ranks.clone(),
+                rel_error: form.rel_error,
+                held_out_error,
+                macs: form.macs,
+                charged,
+                factors,
+            });
         }
     }
     egraph.rebuild();

@@ -82,7 +82,7 @@ pub fn sample_patches(layer: &Layer, x: &Tensor, max_pixels: usize, seed: u64) -
 /// The input second moment of every layer on `split`: runs `graph` (the lossless graph
 /// the layers were found in) through `evaluator` with `taps[i]` (layer `i`'s input value in
 /// `graph`) streamed, sampling at most `max_pixels` output positions per image. A layer whose
-/// tap streamed nothing gets `None`.
+/// tap streamed nothing gets `None`. The statistics are folded in on `threads` threads.
 pub fn collect_moments(
     evaluator: &mut dyn crate::Evaluator,
     graph: &cnnc_ir::VerifiedGraph,
@@ -90,6 +90,7 @@ pub fn collect_moments(
     taps: &[cnnc_ir::ValueRef],
     split: crate::Split,
     max_pixels: usize,
+    threads: usize,
 ) -> Result<Vec<Option<super::linalg::SecondMoment>>, crate::EvalError> {
     let mut unique: Vec<cnnc_ir::ValueRef> = Vec::new();
     let slot: Vec<usize> = taps
@@ -102,14 +103,29 @@ pub fn collect_moments(
             }
         })
         .collect();
-    let mut moments: Vec<Moments> = layers.iter().map(|l| Moments::new(l.patch_len())).collect();
+    // Each batch's layers are folded in on `threads` threads (every layer's moments on one
+    // thread, in sample order, so the sums do not depend on the count).
+    let moments: Vec<std::sync::Mutex<Moments>> =
+        layers.iter().map(|l| std::sync::Mutex::new(Moments::new(l.patch_len()))).collect();
     evaluator.run(graph, split, &unique, &mut |batch| {
-        for (li, layer) in layers.iter().enumerate() {
-            if let Some(x) = batch.taps.get(slot[li]) {
-                accumulate(&mut moments[li], layer, x, max_pixels, batch.first as u64);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let work = || {
+            loop {
+                let li = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(layer) = layers.get(li) else { break };
+                if let Some(x) = batch.taps.get(slot[li]) {
+                    let mut m = moments[li].lock().expect("a statistics worker panicked");
+                    accumulate(&mut m, layer, x, max_pixels, batch.first as u64);
+                }
             }
-        }
+        };
+        std::thread::scope(|s| {
+            for _ in 1..threads.clamp(1, layers.len().max(1)) {
+                s.spawn(work);
+            }
+            work();
+        });
         Ok(crate::Flow::Continue)
     })?;
-    Ok(moments.into_iter().map(Moments::finish).collect())
+    Ok(moments.into_iter().map(|m| m.into_inner().expect("a statistics worker panicked").finish()).collect())
 }
