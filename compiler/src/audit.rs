@@ -4,12 +4,15 @@
 //! surrogate metric's units) to order and to size candidates. The audit measures it: it builds
 //! up to `N` single-proposal graphs (spread over layers and ranks) and `N` seeded random
 //! multi-layer mixes (each filled up to a target error drawn log-uniformly, so the mixes span
-//! the errors budgets ask for) with [`cnnc_passes::approx::apply`], runs each on the test split
-//! (the validation split measured the proposals' errors and the sensitivities, so it would
-//! flatter them), and reports predicted against measured surrogate metric, Spearman's ρ and the
-//! share whose measured/predicted ratio lies in [0.5, 2]. It changes nothing the search chooses.
+//! the errors budgets ask for) with [`cnnc_passes::approx::apply`], runs each on the validation
+//! split (where the search decides) and on the test split (which nothing was fitted or probed
+//! on), and reports predicted against measured surrogate metric, Spearman's ρ and the share
+//! whose measured/predicted ratio lies in [0.5, 2], per split. Each layer's sensitivity probe
+//! is left out of the singles: on the validation split it is exact by construction. It changes
+//! nothing the search chooses.
 
 use cnnc_ir::{Tensor, VerifiedGraph};
+use cnnc_passes::ProposalId;
 use cnnc_passes::approx::{Proposal, apply};
 use cnnc_passes::{EvalError, Evaluator, Flow, Metric, MetricAcc, Split};
 use serde::Serialize;
@@ -20,17 +23,26 @@ const MIX_TARGETS: (f64, f64) = (0.01, 0.3);
 /// The audit's findings.
 #[derive(Clone, Debug, Serialize)]
 pub struct Audit {
-    /// The continuous metric predicted and measured (on the test split).
+    /// The continuous metric predicted and measured.
     pub metric: String,
     pub singles: Vec<AuditRow>,
     pub mixes: Vec<AuditRow>,
+    /// Predicted against measured on the validation split.
+    pub validation: AuditStats,
+    /// Predicted against measured on the test split (`None` when it is empty).
+    pub test: Option<AuditStats>,
+    /// Layers the singles cover.
+    pub single_layers: usize,
+}
+
+/// Rank correlation and ratio share of the singles and of the mixes on one split.
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditStats {
     pub singles_spearman: f64,
     pub mixes_spearman: f64,
     /// Share of rows whose measured/predicted ratio is in [0.5, 2].
     pub singles_within_2x: f64,
     pub mixes_within_2x: f64,
-    /// Layers the singles cover.
-    pub single_layers: usize,
 }
 
 /// One audited choice.
@@ -39,7 +51,10 @@ pub struct AuditRow {
     /// `layer:family:ranks` of each proposal chosen.
     pub choice: Vec<String>,
     pub predicted: f64,
+    /// Measured on the validation split.
     pub measured: f64,
+    /// Measured on the test split.
+    pub measured_test: Option<f64>,
 }
 
 /// A metric value predicted from an error energy (the inverse of the budget's conversion).
@@ -85,27 +100,22 @@ pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
 
 /// `count` proposals spread over layers and ranks: every candidate (each family, each rank of
 /// the energy grid) of layers taken evenly over the network, so that the singles span each
-/// layer's whole error range and the network's depth.
-pub fn spread(proposals: &[Proposal], count: usize) -> Vec<&Proposal> {
+/// layer's whole error range and the network's depth; proposals in `skip` are left out.
+pub fn spread<'p>(proposals: &'p [Proposal], count: usize, skip: &[ProposalId]) -> Vec<&'p Proposal> {
     let mut by_layer: std::collections::BTreeMap<usize, Vec<&Proposal>> = Default::default();
-    for p in proposals {
+    for p in proposals.iter().filter(|p| !skip.contains(&p.id)) {
         by_layer.entry(p.layer).or_default().push(p);
     }
     let layers: Vec<&Vec<&Proposal>> = by_layer.values().collect();
     if layers.is_empty() {
         return Vec::new();
     }
-    let per_layer = proposals.len() as f64 / layers.len() as f64;
-    let wanted = ((count as f64 / per_layer).ceil() as usize).clamp(1, layers.len());
-    let mut out = Vec::new();
-    for k in 0..wanted {
-        for p in layers[k * layers.len() / wanted] {
-            if out.len() < count {
-                out.push(*p);
-            }
-        }
-    }
-    out
+    // The fewest evenly spread layers whose candidates fill `count`.
+    let pick = |wanted: usize| -> Vec<&Proposal> {
+        (0..wanted).flat_map(|k| layers[k * layers.len() / wanted].iter().copied()).take(count).collect()
+    };
+    let wanted = (1..=layers.len()).find(|&w| pick(w).len() >= count).unwrap_or(layers.len());
+    pick(wanted)
 }
 
 /// Seeded random mixes of at least two layers, each filled up to a log-uniform target error.
@@ -153,8 +163,14 @@ fn label(p: &Proposal, lossless: &cnnc_passes::Lossless) -> String {
     format!("{}:{}:{}", lossless.layers[p.layer].name, p.family.name(), ranks.join("x"))
 }
 
-/// Runs the audit: `count` singles and `count` mixes, measured with `metric` on `split` against
-/// `reference` (the original model's outputs there).
+/// The original model's outputs on one split, the reference the audit measures against.
+pub struct SplitRef<'r> {
+    pub split: Split,
+    pub outputs: &'r [Vec<Tensor>],
+}
+
+/// Runs the audit: `count` singles (leaving out `probes`) and `count` mixes, measured with
+/// `metric` on the validation split and, when given, the test split.
 #[allow(clippy::too_many_arguments)]
 pub fn audit(
     ev: &mut dyn Evaluator,
@@ -163,30 +179,37 @@ pub fn audit(
     proposals: &[Proposal],
     energies: &[f64],
     metric: Metric,
-    split: Split,
-    reference: &[Vec<Tensor>],
+    probes: &[ProposalId],
+    validation: SplitRef<'_>,
+    test: Option<SplitRef<'_>>,
     count: usize,
 ) -> Result<Audit, EvalError> {
     let mut measure = |choice: &[&Proposal]| -> Result<AuditRow, EvalError> {
         let g: VerifiedGraph = apply(&search.loaded.egraph, lossless, choice)
             .map_err(|e| EvalError::Failed(format!("audit: building {:?}: {e}", choice.len())))?;
-        let mut acc = MetricAcc::new(metric);
-        let mut i = 0;
-        ev.run(&g, split, &[], &mut |b| {
-            if let Some(r) = reference.get(i) {
-                acc.add(r, b.outputs, b.labels);
-            }
-            i += 1;
-            Ok(Flow::Continue)
-        })?;
+        let mut on = |r: &SplitRef<'_>| -> Result<f64, EvalError> {
+            let mut acc = MetricAcc::new(metric);
+            let mut i = 0;
+            ev.run(&g, r.split, &[], &mut |b| {
+                if let Some(o) = r.outputs.get(i) {
+                    acc.add(o, b.outputs, b.labels);
+                }
+                i += 1;
+                Ok(Flow::Continue)
+            })?;
+            Ok(acc.value())
+        };
+        let measured = on(&validation)?;
+        let measured_test = test.as_ref().map(&mut on).transpose()?;
         let energy: f64 = choice.iter().map(|p| energies[p.id.0 as usize]).sum();
         Ok(AuditRow {
             choice: choice.iter().map(|p| label(p, lossless)).collect(),
             predicted: predicted_value(metric, energy),
-            measured: acc.value(),
+            measured,
+            measured_test,
         })
     };
-    let singles_chosen = spread(proposals, count);
+    let singles_chosen = spread(proposals, count, probes);
     let mut singles = Vec::new();
     for p in &singles_chosen {
         singles.push(measure(&[p])?);
@@ -195,13 +218,22 @@ pub fn audit(
     for m in mixes(proposals, energies, metric, count) {
         mix_rows.push(measure(&m)?);
     }
-    let stats = |rows: &[AuditRow]| {
-        let (p, m): (Vec<f64>, Vec<f64>) = rows.iter().map(|r| (r.predicted, r.measured)).unzip();
-        let within = rows.iter().filter(|r| (0.5..=2.0).contains(&(r.measured / r.predicted))).count();
+    let stats = |rows: &[AuditRow], on_test: bool| {
+        let pairs: Vec<(f64, f64)> = rows
+            .iter()
+            .map(|r| (r.predicted, if on_test { r.measured_test.unwrap_or(f64::NAN) } else { r.measured }))
+            .collect();
+        let (p, m): (Vec<f64>, Vec<f64>) = pairs.iter().copied().unzip();
+        let within = pairs.iter().filter(|(p, m)| (0.5..=2.0).contains(&(m / p))).count();
         (spearman(&p, &m), if rows.is_empty() { f64::NAN } else { within as f64 / rows.len() as f64 })
     };
-    let (singles_spearman, singles_within_2x) = stats(&singles);
-    let (mixes_spearman, mixes_within_2x) = stats(&mix_rows);
+    let split_stats = |on_test: bool| {
+        let (singles_spearman, singles_within_2x) = stats(&singles, on_test);
+        let (mixes_spearman, mixes_within_2x) = stats(&mix_rows, on_test);
+        AuditStats { singles_spearman, mixes_spearman, singles_within_2x, mixes_within_2x }
+    };
+    let validation_stats = split_stats(false);
+    let test_stats = test.is_some().then(|| split_stats(true));
     let mut layers: Vec<usize> = singles_chosen.iter().map(|p| p.layer).collect();
     layers.sort_unstable();
     layers.dedup();
@@ -209,10 +241,8 @@ pub fn audit(
         metric: metric.name(),
         singles,
         mixes: mix_rows,
-        singles_spearman,
-        mixes_spearman,
-        singles_within_2x,
-        mixes_within_2x,
+        validation: validation_stats,
+        test: test_stats,
         single_layers: layers.len(),
     })
 }

@@ -356,6 +356,53 @@ fn opt_speed_without_calib_and_unknown_levels_are_usage_errors() {
 }
 
 #[test]
+fn opt_speed_with_a_continuous_metric_needs_the_prediction_within_budget_too() {
+    // logit-l2 is its own surrogate: a mix the error model predicts over budget is never built
+    // or chosen, however well it might do on the (small) validation split.
+    let dir = temp_dir("speed-logit");
+    let path = |name: &str| dir.join(name).display().to_string();
+    let (art, report, cache) = (path("m.cnnc"), path("r.json"), path("cost.json"));
+    let o = cnnc(&[
+        "opt",
+        "fixtures/models/mnist_cnn.onnx",
+        "-O",
+        "speed",
+        "--input-shape",
+        "input=1x1x28x28",
+        "--calib",
+        "fixtures/calib/mnist_1000.npz:x",
+        "--metric",
+        "logit-l2",
+        "--max-drop",
+        "0.05",
+        "-o",
+        &art,
+        "--report",
+        &report,
+        "--cost-cache",
+        &cache,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    let iterations = r["speed"]["iterations"].as_array().expect("iterations");
+    let mut over = 0;
+    for it in iterations {
+        let predicted = it["predicted_drop"].as_f64().expect("logit-l2 predicts its own drop");
+        if predicted > 0.05 {
+            over += 1;
+            assert!(it["validation_drop"].is_null() && it["within_budget"] == false, "{it}");
+        } else {
+            let fits = it["validation_drop"].as_f64().expect("validated") <= 0.05;
+            assert_eq!(it["within_budget"], fits, "{it}");
+        }
+    }
+    // The search loosens the budget ×4 after a fit, which asks for mixes predicted over it.
+    assert!(over > 0, "{iterations:?}");
+    assert!(iterations.iter().any(|i| i["within_budget"] == true), "{iterations:?}");
+    assert!(r["speed"]["validation_drop"].as_f64().expect("drop") <= 0.05);
+}
+
+#[test]
 fn opt_speed_on_mnist_stays_within_its_budget_and_reports_the_search() {
     let dir = temp_dir("speed");
     let path = |name: &str| dir.join(name).display().to_string();
@@ -411,16 +458,25 @@ fn opt_speed_on_mnist_stays_within_its_budget_and_reports_the_search() {
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
     let audit = &r["speed"]["audit"];
     assert_eq!(audit["metric"], "logit-l2", "{audit}");
-    // 12 singles: every candidate of layers spread over the network (Conv_3 and both Gemms have
-    // proposals here), 12 mixes of at least two layers, each predicted and measured.
+    // 12 singles: every candidate but the sensitivity probe (one per layer with proposals) of
+    // layers spread over the network (Conv_3 and both Gemms have proposals here), 12 mixes of
+    // at least two layers, each predicted and measured on validation and test.
     let singles = audit["singles"].as_array().expect("singles");
     let proposals = r["speed"]["proposals"].as_u64().expect("proposals") as usize;
-    assert_eq!(singles.len(), proposals.min(12), "{audit}");
+    let layers = r["speed"]["layers"].as_array().expect("layers");
+    let probed = layers.iter().filter(|l| !l["candidates"].as_array().expect("candidates").is_empty()).count();
+    assert_eq!(singles.len(), (proposals - probed).min(12), "{audit}");
     assert!(audit["single_layers"].as_u64().expect("layers") >= 2, "{audit}");
     let mixes = audit["mixes"].as_array().expect("mixes");
     assert_eq!(mixes.len(), 12, "{audit}");
     for row in singles.iter().chain(mixes) {
-        assert!(row["predicted"].as_f64().is_some_and(|v| v > 0.0) && row["measured"].as_f64().is_some(), "{row}");
+        let measured = |k: &str| row[k].as_f64().is_some_and(|v| v >= 0.0);
+        assert!(row["predicted"].as_f64().is_some_and(|v| v > 0.0), "{row}");
+        assert!(measured("measured") && measured("measured_test"), "{row}");
+    }
+    for split in ["validation", "test"] {
+        let rho = audit[split]["singles_spearman"].as_f64().expect("rho");
+        assert!((-1.0..=1.0).contains(&rho), "{audit}");
     }
     assert!(mixes.iter().all(|m| m["choice"].as_array().expect("choice").len() >= 2), "{audit}");
     let out = path("out");

@@ -42,6 +42,16 @@ pub fn predicted_errors(proposals: &[Proposal], sensitivity: &[f64]) -> Vec<f64>
 /// How sensitivities are measured: the change of `metric` (a continuous one: `rel-l2`,
 /// `logit-l2`, `cosine`) on the first `max_samples` samples of `split` with a proposal of
 /// relative layer error close to `eps` in place.
+/// The proposal that probes `layer`'s sensitivity: the one whose held-out error is closest to
+/// `eps` in ratio (`None` when the layer has no proposal with an error).
+pub fn probe_of(proposals: &[Proposal], layer: usize, eps: f64) -> Option<&Proposal> {
+    let distance = |p: &&Proposal| (p.held_out_error / eps).ln().abs();
+    proposals
+        .iter()
+        .filter(|p| p.layer == layer && p.held_out_error > 0.0)
+        .min_by(|a, b| distance(a).total_cmp(&distance(b)))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Probe {
     pub metric: crate::Metric,
@@ -74,12 +84,7 @@ pub fn sensitivities(
     })?;
     let mut out = Vec::with_capacity(lossless.layers.len());
     for i in 0..lossless.layers.len() {
-        let distance = |p: &&Proposal| (p.held_out_error / eps).ln().abs();
-        let probe = proposals
-            .iter()
-            .filter(|p| p.layer == i && p.held_out_error > 0.0)
-            .min_by(|a, b| distance(a).total_cmp(&distance(b)));
-        let Some(p) = probe else {
+        let Some(p) = probe_of(proposals, i, eps) else {
             out.push(f64::NAN);
             continue;
         };
