@@ -20,7 +20,7 @@ use cnnc_passes::approx::stats::collect_moments;
 use cnnc_passes::approx::{Family, error, refit};
 use cnnc_passes::{
     CostOracle, EvalError, Evaluator, Flow, Metric, MetricAcc, OptConfig, SpeedSearch, Split, TableCost,
-    extract_budgeted, to_graph,
+    extract_budgeted_memo, to_graph,
 };
 use serde::Serialize;
 
@@ -327,8 +327,11 @@ pub fn optimize_speed(
     // restored before the next solve, so every refit starts from the proposals' own fits.
     let mut saved: Vec<(cnnc_passes::WeightRef, Tensor)> = Vec::new();
     let mut refit_ms = 0.0;
-    let extract = |search: &SpeedSearch, budget: f64| -> Result<cnnc_passes::Budgeted, SpeedError> {
-        extract_budgeted(&search.loaded.egraph, search.root(), &*cost, &errors, budget, &search.seed)
+    // The e-graph, costs and errors stay fixed through the search: each solve reuses the
+    // extractions of the ones before (the refit changes weights, not the e-graph's shape).
+    let mut memo = cnnc_passes::BudgetMemo::default();
+    let mut extract = |search: &SpeedSearch, budget: f64| -> Result<cnnc_passes::Budgeted, SpeedError> {
+        extract_budgeted_memo(&search.loaded.egraph, search.root(), &*cost, &errors, budget, &search.seed, &mut memo)
             .map_err(|e| SpeedError::Extract(e.to_string()))
     };
     let mut build = |ev: &mut RuntimeEvaluator,

@@ -21,8 +21,8 @@ pub use convert::{Loaded, ToGraphError, to_egraph, to_graph, to_graph_values};
 pub use cost::{CostError, CostOracle, KernelKey, Operand, TableCost, UNMEASURABLE_US, mac_estimate};
 pub use evaluate::{EvalBatch, EvalError, Evaluator, Flow, Split};
 pub use extract::{
-    BudgetError, Budgeted, CurvePoint, ExtractError, Extracted, MacCost, NodeCost, Seed, extract_budgeted, extract_dag,
-    extract_dag_choice, extract_dag_seeded,
+    BudgetError, BudgetMemo, Budgeted, CurvePoint, ExtractError, Extracted, MacCost, NodeCost, Seed, extract_budgeted,
+    extract_budgeted_memo, extract_dag, extract_dag_choice, extract_dag_seeded,
 };
 pub use lang::{AttrEntry, AttrRef, AttrTable, Cnn, InputRef, OutIndex, ProposalId, WeightRef};
 pub use metric::{Metric, MetricAcc};

@@ -15,8 +15,8 @@ use cnnc_passes::approx::{
 };
 use cnnc_passes::extract::exact;
 use cnnc_passes::{
-    Cnn, CnnAnalysis, Limits, Lossless, MacCost, Metric, NodeCost, OptConfig, RuleOptions, SpeedSearch, Split,
-    WeightRef, extract_budgeted, extract_dag_choice, to_graph, weight_of,
+    BudgetMemo, Cnn, CnnAnalysis, Limits, Lossless, MacCost, Metric, NodeCost, OptConfig, RuleOptions, SpeedSearch,
+    Split, WeightRef, extract_budgeted, extract_budgeted_memo, extract_dag_choice, to_graph, weight_of,
 };
 use cnnc_runtime::run_reference;
 use cnnc_tests::{ReferenceEvaluator, rel_l2, uniform};
@@ -302,8 +302,13 @@ fn budgeted_extraction_honours_the_budget_and_traces_the_curve() {
     let lossless = extract_budgeted(eg, s.search.root(), &cost, &errors, 0.0, &s.search.seed).expect("extracts");
     assert!(lossless.point.proposals.is_empty() && lossless.point.error == 0.0, "{:?}", lossless.point);
     let mut last = lossless.point.latency;
-    for budget in [1e-4, 1e-3, 1e-2, 1e-1, 1.0] {
+    // One memo across the budgets (as the -O speed search keeps): the same answers as without.
+    let mut memo = BudgetMemo::default();
+    for budget in [1e-4, 1e-3, 1e-2, 4e-2, 1e-1, 1.0] {
         let b = extract_budgeted(eg, s.search.root(), &cost, &errors, budget, &s.search.seed).expect("extracts");
+        let m = extract_budgeted_memo(eg, s.search.root(), &cost, &errors, budget, &s.search.seed, &mut memo)
+            .expect("extracts");
+        assert_eq!((&m.point, &m.curve, &m.extracted.expr), (&b.point, &b.curve, &b.extracted.expr), "budget {budget}");
         assert!(b.point.error <= budget, "budget {budget}: {:?}", b.point);
         // The curve starts at the lossless point, which every chosen point beats or equals.
         assert!(b.curve[0].lambda == f64::INFINITY && b.curve[0].proposals.is_empty(), "{:?}", b.curve[0]);

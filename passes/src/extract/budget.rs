@@ -21,7 +21,8 @@ use super::{ExtractError, NodeCost};
 use crate::analysis::CnnAnalysis;
 use crate::lang::{Cnn, ProposalId};
 
-/// Powers of two of λ (relative to `lossless latency / budget`) the sweep visits, high to low.
+/// Powers of two of λ (relative to `lossless latency / budget`, rounded down to a power of
+/// two) the sweep visits, high to low.
 const SWEEP_EXPONENTS: std::ops::RangeInclusive<i32> = -14..=4;
 /// Bisection steps between the last feasible and the first infeasible sweep point.
 const BISECTIONS: usize = 6;
@@ -89,6 +90,17 @@ fn charge_of(egraph: &EGraph<Cnn, CnnAnalysis>, node: &Cnn) -> Option<ProposalId
     })
 }
 
+/// Extractions [`extract_budgeted_memo`] made, reused by later calls with the same e-graph,
+/// costs, errors and seed (the caller keeps those fixed while it holds the memo; a change of
+/// `errors` clears it): the points at each λ, and each proposal's point alone. The `-O speed`
+/// search solves up to ten budgets on one e-graph, and most of each solve repeats the last.
+#[derive(Default)]
+pub struct BudgetMemo {
+    errors: Vec<u64>,
+    points: std::collections::HashMap<u64, (CurvePoint, super::dag::Extracted)>,
+    singles: std::collections::HashMap<ProposalId, CurvePoint>,
+}
+
 /// Extracts the fastest DAG from `root` whose chosen proposals' errors (`errors[p]` for
 /// proposal `p`) sum to at most `budget`. `cost` prices latency. Never fails where lossless
 /// extraction succeeds: the lossless DAG (error 0) is always a candidate.
@@ -100,8 +112,25 @@ pub fn extract_budgeted(
     budget: f64,
     seed: &Seed,
 ) -> Result<Budgeted, BudgetError> {
+    extract_budgeted_memo(egraph, root, cost, errors, budget, seed, &mut BudgetMemo::default())
+}
+
+/// [`extract_budgeted`], reusing and extending `memo`: the same result as without it.
+pub fn extract_budgeted_memo(
+    egraph: &EGraph<Cnn, CnnAnalysis>,
+    root: Id,
+    cost: &impl NodeCost,
+    errors: &[f64],
+    budget: f64,
+    seed: &Seed,
+    memo: &mut BudgetMemo,
+) -> Result<Budgeted, BudgetError> {
     if !(budget >= 0.0 && budget.is_finite()) {
         return Err(BudgetError::BadBudget(budget));
+    }
+    let bits: Vec<u64> = errors.iter().map(|e| e.to_bits()).collect();
+    if memo.errors != bits {
+        *memo = BudgetMemo { errors: bits, ..BudgetMemo::default() };
     }
     let point_with = |lambda: f64, errors: &[f64]| -> Result<(CurvePoint, super::dag::Extracted), ExtractError> {
         let ext = extract_dag_choice(egraph, root, &Charged { base: cost, lambda, errors }, seed)?;
@@ -111,16 +140,27 @@ pub fn extract_budgeted(
         let error = used.iter().map(|p| errors.get(p.0 as usize).copied().unwrap_or(f64::INFINITY)).sum::<f64>() + 0.0;
         Ok((CurvePoint { lambda, latency, error, proposals: used.into_iter().collect() }, ext))
     };
-    let point_at = |lambda: f64| point_with(lambda, errors);
+    let points = &mut memo.points;
+    let mut point_at = |lambda: f64| -> Result<(CurvePoint, super::dag::Extracted), ExtractError> {
+        if let Some(p) = points.get(&lambda.to_bits()) {
+            return Ok(p.clone());
+        }
+        let p = point_with(lambda, errors)?;
+        points.insert(lambda.to_bits(), p.clone());
+        Ok(p)
+    };
     // At λ = ∞ with the allowed proposals' errors 0: the fastest DAG using any of them.
     let point_at_errors = |trial: &[f64]| point_with(f64::INFINITY, trial);
+    let singles = &mut memo.singles;
 
     let (lossless, lossless_ext) = point_at(f64::INFINITY)?;
     let lossless = &lossless;
     let mut best = (lossless.clone(), lossless_ext);
     let mut curve = vec![lossless.clone()];
     if budget > 0.0 && errors.iter().any(|e| e.is_finite()) {
-        let unit = lossless.latency.max(f64::MIN_POSITIVE) / budget;
+        // `lossless latency / budget` rounded down to a power of two, so that solves at
+        // neighbouring budgets visit the same λ values (and a memo serves them).
+        let unit = lossless.latency.max(f64::MIN_POSITIVE) * 2f64.powi((1.0 / budget).log2().floor() as i32);
         let mut feasible_lambda = f64::INFINITY;
         let mut infeasible_lambda = None;
         for k in SWEEP_EXPONENTS.rev() {
@@ -165,9 +205,16 @@ pub fn extract_budgeted(
         let layer = layer_keys(egraph);
         let mut options: BTreeMap<Id, Vec<(f64, f64, ProposalId)>> = BTreeMap::new();
         for &c in &cands {
-            let mut trial = vec![f64::INFINITY; errors.len()];
-            trial[c.0 as usize] = 0.0;
-            let (p, _) = point_at_errors(&trial)?;
+            let p = match singles.get(&c) {
+                Some(p) => p.clone(),
+                None => {
+                    let mut trial = vec![f64::INFINITY; errors.len()];
+                    trial[c.0 as usize] = 0.0;
+                    let (p, _) = point_at_errors(&trial)?;
+                    singles.insert(c, p.clone());
+                    p
+                }
+            };
             if p.proposals.contains(&c)
                 && p.latency < lossless.latency
                 && let Some(&key) = layer.get(&c)

@@ -15,7 +15,7 @@
 //! [`TableCost`](crate::cost::TableCost); [`MacCost`] (MACs plus a memory-traffic term) needs no
 //! measurement and serves tests.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 
 use egg::{EGraph, Id, Language, RecExpr};
 
@@ -23,8 +23,34 @@ use super::{ExtractError, NodeCost};
 use crate::analysis::CnnAnalysis;
 use crate::lang::Cnn;
 
-/// The classes a choice needs, with each class's own node cost.
-type CostSet = BTreeMap<Id, f64>;
+/// The classes a choice needs, with each class's own node cost, sorted by class.
+type CostSet = Vec<(Id, f64)>;
+
+/// The union of two cost sets; where both hold a class, `b`'s cost.
+fn union(a: &[(Id, f64)], b: &[(Id, f64)]) -> CostSet {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].0.cmp(&b[j].0) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(b[j]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
 
 /// A known-good choice to start local search from: one e-node per e-class, recorded before
 /// saturation ([`Seed::of`]), so the unrewritten graph is always among the candidates.
@@ -103,15 +129,15 @@ pub fn extract_dag_choice(
                 let kids: Option<Vec<&CostSet>> =
                     n.children().iter().map(|&k| best.get(&egraph.find(k)).map(|b| &b.2)).collect();
                 let Some(kids) = kids else { continue };
-                if kids.iter().any(|s| s.contains_key(&id)) {
+                if kids.iter().any(|s| s.binary_search_by(|e| e.0.cmp(&id)).is_ok()) {
                     continue; // would make a cycle through this class
                 }
                 let mut set: CostSet = CostSet::new();
                 for s in kids {
-                    set.extend(s.iter().map(|(k, v)| (*k, *v)));
+                    set = union(&set, s);
                 }
-                set.insert(id, c);
-                let total: f64 = set.values().sum();
+                set = union(&set, &[(id, c)]);
+                let total: f64 = set.iter().map(|e| e.1).sum();
                 if best.get(&id).is_none_or(|b| total < b.0 - 1e-9 * b.0.abs()) {
                     best.insert(id, (total, i, set));
                     changed = true;
@@ -189,41 +215,127 @@ fn build_term(egraph: &EGraph<Cnn, CnnAnalysis>, root: Id, choice: &HashMap<Id, 
     (expr, classes)
 }
 
+/// The e-graph as dense arrays indexed by canonical class id, for the local search's many
+/// pricings (hash lookups dominated them): each node's own cost and canonical children.
+struct Dense {
+    own: Vec<Vec<f64>>,
+    kids: Vec<Vec<Vec<usize>>>,
+}
+
+/// No node chosen in a class.
+const NONE: usize = usize::MAX;
+
+impl Dense {
+    fn new(egraph: &EGraph<Cnn, CnnAnalysis>, own: &HashMap<(Id, usize), f64>) -> Dense {
+        let n = egraph.classes().map(|c| usize::from(c.id) + 1).max().unwrap_or(0);
+        let mut d = Dense { own: vec![Vec::new(); n], kids: vec![Vec::new(); n] };
+        for class in egraph.classes() {
+            let i = usize::from(class.id);
+            d.own[i] = (0..class.nodes.len()).map(|k| own[&(class.id, k)]).collect();
+            d.kids[i] = class
+                .nodes
+                .iter()
+                .map(|node| node.children().iter().map(|&k| usize::from(egraph.find(k))).collect())
+                .collect();
+        }
+        d
+    }
+
+    /// The classes the DAG `choice` reaches from `root` (stopping at classes without a choice).
+    fn reachable(&self, root: usize, choice: &[usize]) -> Vec<bool> {
+        let mut seen = vec![false; self.own.len()];
+        let mut stack = vec![root];
+        while let Some(id) = stack.pop() {
+            if std::mem::replace(&mut seen[id], true) {
+                continue;
+            }
+            if choice[id] != NONE {
+                stack.extend(self.kids[id][choice[id]].iter().copied());
+            }
+        }
+        seen
+    }
+
+    /// The cost of the DAG `choice` reaches from `root`, each class once; `None` if it has a
+    /// cycle or a class without a choice. `state` is scratch space of the class count.
+    fn dag_cost(&self, root: usize, choice: &[usize], state: &mut [u8]) -> Option<f64> {
+        // 1 = on the stack, 2 = done.
+        state.fill(0);
+        let mut total = 0.0;
+        let mut stack: Vec<(usize, bool)> = vec![(root, false)];
+        while let Some((id, children_done)) = stack.pop() {
+            if children_done {
+                state[id] = 2;
+                continue;
+            }
+            match state[id] {
+                2 => continue,
+                1 => return None, // reached again while on the stack: a cycle
+                _ => {}
+            }
+            state[id] = 1;
+            let node = choice[id];
+            if node == NONE {
+                return None;
+            }
+            total += self.own[id][node];
+            stack.push((id, true));
+            for &k in &self.kids[id][node] {
+                match state[k] {
+                    2 => {}
+                    1 => return None,
+                    _ => stack.push((k, false)),
+                }
+            }
+        }
+        Some(total)
+    }
+}
+
 /// Local search by single swaps from `choice`: the improved choice and its DAG cost.
 fn improve(
     egraph: &EGraph<Cnn, CnnAnalysis>,
     root: Id,
     multi: &[Id],
     own: &HashMap<(Id, usize), f64>,
-    mut choice: HashMap<Id, usize>,
+    choice: HashMap<Id, usize>,
 ) -> (HashMap<Id, usize>, f64) {
-    let mut total = dag_cost(egraph, root, &choice, own).unwrap_or(f64::INFINITY);
+    let d = Dense::new(egraph, own);
+    let root = usize::from(egraph.find(root));
+    let mut ch = vec![NONE; d.own.len()];
+    for (&id, &node) in &choice {
+        ch[usize::from(id)] = node;
+    }
+    let mut state = vec![0u8; d.own.len()];
+    let mut total = d.dag_cost(root, &ch, &mut state).unwrap_or(f64::INFINITY);
     for _sweep in 0..20 {
         let mut improved = false;
         // A swap in a class the current DAG does not reach cannot change its cost, so only
         // reached classes are tried (the same result, far fewer pricings).
-        let mut reached = reachable(egraph, root, &choice);
+        let mut reached = d.reachable(root, &ch);
         for &id in multi {
-            if !reached.contains(&id) {
+            let id = usize::from(id);
+            if !reached[id] {
                 continue;
             }
-            let Some(&current) = choice.get(&id) else { continue };
-            for alt in 0..egraph[id].nodes.len() {
-                let priced = egraph[id].nodes[alt].children().iter().all(|k| choice.contains_key(&egraph.find(*k)));
-                if alt == current || !own[&(id, alt)].is_finite() || !priced {
+            let current = ch[id];
+            if current == NONE {
+                continue;
+            }
+            for alt in 0..d.own[id].len() {
+                let priced = d.kids[id][alt].iter().all(|&k| ch[k] != NONE);
+                if alt == current || !d.own[id][alt].is_finite() || !priced {
                     continue;
                 }
-                choice.insert(id, alt);
-                match dag_cost(egraph, root, &choice, own) {
+                ch[id] = alt;
+                match d.dag_cost(root, &ch, &mut state) {
                     Some(t) if t < total - 1e-9 * total.abs() => {
                         total = t;
                         improved = true;
-                        reached = reachable(egraph, root, &choice);
+                        reached = d.reachable(root, &ch);
                         break;
                     }
-                    _ => {
-                        choice.insert(id, current);
-                    }
+                    _ => ch[id] = current,
                 }
             }
         }
@@ -231,58 +343,6 @@ fn improve(
             break;
         }
     }
+    let choice = ch.iter().enumerate().filter(|&(_, &n)| n != NONE).map(|(i, &n)| (Id::from(i), n)).collect();
     (choice, total)
-}
-
-/// The classes the DAG `choice` reaches from `root` (stopping at classes without a choice).
-fn reachable(egraph: &EGraph<Cnn, CnnAnalysis>, root: Id, choice: &HashMap<Id, usize>) -> HashSet<Id> {
-    let mut seen: HashSet<Id> = HashSet::new();
-    let mut stack = vec![egraph.find(root)];
-    while let Some(id) = stack.pop() {
-        if !seen.insert(id) {
-            continue;
-        }
-        if let Some(&node) = choice.get(&id) {
-            stack.extend(egraph[id].nodes[node].children().iter().map(|&k| egraph.find(k)));
-        }
-    }
-    seen
-}
-
-/// The cost of the DAG `choice` reaches from `root`, each class once; `None` if it has a cycle
-/// or a class without a choice.
-fn dag_cost(
-    egraph: &EGraph<Cnn, CnnAnalysis>,
-    root: Id,
-    choice: &HashMap<Id, usize>,
-    own: &HashMap<(Id, usize), f64>,
-) -> Option<f64> {
-    // 1 = on the stack, 2 = done.
-    let mut state: HashMap<Id, u8> = HashMap::new();
-    let mut total = 0.0;
-    let mut stack: Vec<(Id, bool)> = vec![(root, false)];
-    while let Some((id, children_done)) = stack.pop() {
-        if children_done {
-            state.insert(id, 2);
-            continue;
-        }
-        match state.get(&id) {
-            Some(2) => continue,
-            Some(_) => return None, // reached again while on the stack: a cycle
-            None => {}
-        }
-        state.insert(id, 1);
-        let node = *choice.get(&id)?;
-        total += own[&(id, node)];
-        stack.push((id, true));
-        for &k in egraph[id].nodes[node].children() {
-            let k = egraph.find(k);
-            match state.get(&k) {
-                Some(2) => {}
-                Some(_) => return None,
-                None => stack.push((k, false)),
-            }
-        }
-    }
-    Some(total)
 }

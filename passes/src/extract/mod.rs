@@ -15,7 +15,7 @@ use egg::EGraph;
 use crate::analysis::CnnAnalysis;
 use crate::lang::Cnn;
 
-pub use budget::{BudgetError, Budgeted, CurvePoint, extract_budgeted};
+pub use budget::{BudgetError, BudgetMemo, Budgeted, CurvePoint, extract_budgeted, extract_budgeted_memo};
 pub use dag::{Extracted, Seed, extract_dag, extract_dag_choice, extract_dag_seeded};
 
 /// The cost of one e-node (its own work, not its operands').
