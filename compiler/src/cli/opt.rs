@@ -73,8 +73,8 @@ struct SpeedArgs {
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_family)]
     families: Vec<Family>,
     /// Also measure how well the error model predicts on this model and data: N single
-    /// proposals and N random multi-layer mixes run on the validation split (predicted vs
-    /// measured in the report's `speed.audit`). Changes nothing the search chooses.
+    /// proposals and N random multi-layer mixes run on the validation and test splits
+    /// (predicted vs measured in the report's `speed.audit`). Changes nothing the search chooses.
     #[arg(long = "audit-error-model", value_name = "N")]
     audit_error_model: Option<usize>,
     /// Keep each proposal's own least-squares fit: do not refit the chosen layers' last factors
