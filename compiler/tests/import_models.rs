@@ -33,7 +33,9 @@ const MODELS: &[(&str, Shapes, &[&[usize]])] = &[
 fn all_shared_models_import_at_their_fixed_shapes() {
     let dir = shared_dir().join("models");
     if !dir.is_dir() {
-        eprintln!("skipping: shared models folder {} not found (set CNNC_SHARED)", dir.display());
+        let msg = format!("shared models folder {} not found (set CNNC_SHARED)", dir.display());
+        assert!(std::env::var("CNNC_REQUIRE_SHARED").map_or(true, |v| v != "1"), "{msg}; CNNC_REQUIRE_SHARED=1");
+        eprintln!("skipping: {msg}");
         return;
     }
     let mut failures = Vec::new();
