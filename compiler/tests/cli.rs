@@ -355,14 +355,13 @@ fn opt_speed_without_calib_and_unknown_levels_are_usage_errors() {
     assert!(!Path::new("/tmp/cnnc-never.cnnc").exists());
 }
 
-#[test]
-fn opt_speed_with_a_continuous_metric_needs_the_prediction_within_budget_too() {
-    // logit-l2 is its own surrogate: a mix the error model predicts over budget is never built
-    // or chosen, however well it might do on the (small) validation split.
-    let dir = temp_dir("speed-logit");
+/// `cnnc opt` of the bundled mnist_cnn at `-O speed` on the bundled calibration set, then
+/// `flags`, writing into `dir` with a cost cache of its own: the arguments, the artifact's path
+/// and the report's.
+fn mnist_speed_args(dir: &Path, flags: &[&str]) -> (Vec<String>, String, String) {
     let path = |name: &str| dir.join(name).display().to_string();
-    let (art, report, cache) = (path("m.cnnc"), path("r.json"), path("cost.json"));
-    let o = cnnc(&[
+    let (art, report) = (path("m.cnnc"), path("r.json"));
+    let mut args: Vec<String> = [
         "opt",
         "fixtures/models/mnist_cnn.onnx",
         "-O",
@@ -371,19 +370,34 @@ fn opt_speed_with_a_continuous_metric_needs_the_prediction_within_budget_too() {
         "input=1x1x28x28",
         "--calib",
         "fixtures/calib/mnist_1000.npz:x",
-        "--metric",
-        "logit-l2",
-        "--max-drop",
-        "0.05",
-        "-o",
-        &art,
-        "--report",
-        &report,
-        "--cost-cache",
-        &cache,
+    ]
+    .iter()
+    .chain(flags)
+    .map(|a| a.to_string())
+    .collect();
+    args.extend([
+        "-o".into(),
+        art.clone(),
+        "--report".into(),
+        report.clone(),
+        "--cost-cache".into(),
+        path("cost.json"),
     ]);
+    (args, art, report)
+}
+
+fn json_file(path: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("report")).expect("json")
+}
+
+#[test]
+fn opt_speed_with_a_continuous_metric_needs_the_prediction_within_budget_too() {
+    // logit-l2 is its own surrogate: a mix the error model predicts over budget is never built
+    // or chosen, however well it might do on the (small) validation split.
+    let (args, _, report) = mnist_speed_args(&temp_dir("speed-logit"), &["--metric", "logit-l2", "--max-drop", "0.05"]);
+    let o = cnnc(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    let r = json_file(&report);
     let iterations = r["speed"]["iterations"].as_array().expect("iterations");
     let mut over = 0;
     for it in iterations {
@@ -406,30 +420,12 @@ fn opt_speed_with_a_continuous_metric_needs_the_prediction_within_budget_too() {
 fn opt_speed_on_mnist_stays_within_its_budget_and_reports_the_search() {
     let dir = temp_dir("speed");
     let path = |name: &str| dir.join(name).display().to_string();
-    let (art, report, cache) = (path("m.cnnc"), path("r.json"), path("cost.json"));
-    let args = [
-        "opt",
-        "fixtures/models/mnist_cnn.onnx",
-        "-O",
-        "speed",
-        "--input-shape",
-        "input=1x1x28x28",
-        "--calib",
-        "fixtures/calib/mnist_1000.npz:x",
-        "--labels",
-        "fixtures/calib/mnist_1000.npz:labels",
-        "--max-drop",
-        "0.5%",
-        "-o",
-        &art,
-        "--report",
-        &report,
-        "--cost-cache",
-        &cache,
-    ];
+    let flags = ["--labels", "fixtures/calib/mnist_1000.npz:labels", "--max-drop", "0.5%"];
+    let (args, art, report) = mnist_speed_args(&dir, &flags);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = cnnc(&args);
     assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    let r = json_file(&report);
     let s = &r["speed"];
     assert_eq!(s["metric"], "top1");
     assert_eq!(s["max_drop"], 0.005);
@@ -455,7 +451,7 @@ fn opt_speed_on_mnist_stays_within_its_budget_and_reports_the_search() {
     let o = cnnc(&audited);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(&art).expect("artifact"), first, "-O speed is deterministic");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    let r = json_file(&report);
     let audit = &r["speed"]["audit"];
     assert_eq!(audit["metric"], "logit-l2", "{audit}");
     // 12 singles: every candidate but the sensitivity probe (one per layer with proposals) of
