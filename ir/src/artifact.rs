@@ -33,7 +33,10 @@
 //! | version | adds |
 //! |---|---|
 //! | 1 | the first format |
-//! | 2 | dtypes u8, i8, i32 (tensor types, weights, `cast`); ops `quantize`, `dequantize` |
+//! | 2 | dtypes u8, i8, i32 (tensor types, weights, `cast`); ops `quantize`, `dequantize`, `qlinear-*` |
+//!
+//! Format 2 is still open while the int8 work (issue 13) lands unreleased: ops it adds join
+//! version 2 rather than bumping again, which would drop version 1 from the read window.
 //!
 //! A version-1 payload is decoded with the version-2 schema after checking that it uses nothing
 //! version 2 added.
@@ -69,7 +72,7 @@ use petgraph::visit::EdgeRef;
 use crate::graph::{Graph, NodeId, ValueRef};
 use crate::op::{
     BinaryOp, ConvAlgo, ConvAttrs, ConvTransposeAttrs, CoordTransform, Fused, NearestMode, Op, PadMode, PoolAttrs,
-    QuantParams, ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, UnaryOp,
+    QLinear, QLinearOut, QuantParams, ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, UnaryOp,
 };
 use crate::tensor::{DType, Tensor, TensorData, TensorType, checked_numel};
 use crate::verify::VerifiedGraph;
@@ -188,7 +191,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Graph, ArtifactMeta)> {
 }
 
 /// Refuses what format version 1 could not say: the dtypes u8, i8 and i32, and the ops
-/// `quantize` and `dequantize`.
+/// `quantize`, `dequantize` and `qlinear-*`.
 fn check_v1(msg: &wire::Artifact) -> Result<()> {
     let v2_only = |at: &dyn Fn() -> String, field: &'static str, dtype: i32| match wire::DType::try_from(dtype) {
         Ok(wire::DType::U8 | wire::DType::I8 | wire::DType::I32) => {
@@ -208,7 +211,9 @@ fn check_v1(msg: &wire::Artifact) -> Result<()> {
         }
         match &node.op {
             Some(wire::Op { kind: Some(wire::OpKind::Cast(c)) }) => v2_only(&at, "to", c.to)?,
-            Some(wire::Op { kind: Some(k @ (wire::OpKind::Quantize(_) | wire::OpKind::Dequantize(_))) }) => {
+            Some(wire::Op {
+                kind: Some(k @ (wire::OpKind::Quantize(_) | wire::OpKind::Dequantize(_) | wire::OpKind::QLinear(_))),
+            }) => {
                 return Err(ArtifactError::Malformed(format!(
                     "{}: op `{}` does not exist in format version 1",
                     at(),
@@ -561,6 +566,26 @@ fn op_to_wire(graph: &Graph, op: &Op, weights: &mut Vec<wire::Weight>) -> wire::
             });
             let base = wire::Op { kind: Some(op_to_wire(graph, &f.base, weights)) };
             K::Fused(Box::new(wire::Fused { base: Some(Box::new(base)), act, residual: f.residual }))
+        }
+        Op::QLinear(q) => {
+            let base = wire::Op { kind: Some(op_to_wire(graph, &q.base, weights)) };
+            let unset = wire::DType::Unset as i32;
+            let (out, out_params) = match &q.out {
+                QLinearOut::I32 => (wire::DType::I32 as i32, None),
+                QLinearOut::F32 => (wire::DType::F32 as i32, None),
+                QLinearOut::Quantized { params, to } => (dtype_to_wire(*to), Some(quant_to_wire(params, unset))),
+            };
+            let (lo, hi) = q.clamp.unwrap_or_default();
+            K::QLinear(Box::new(wire::QLinear {
+                base: Some(Box::new(base)),
+                x: Some(quant_to_wire(&q.x, unset)),
+                w: Some(quant_to_wire(&q.w, unset)),
+                out,
+                out_params,
+                has_clamp: q.clamp.is_some(),
+                clamp_lo: lo,
+                clamp_hi: hi,
+            }))
         }
     }
 }
@@ -999,6 +1024,36 @@ fn op_from_wire(at: &dyn Fn() -> String, kind: &wire::OpKind) -> Result<Op> {
             };
             Op::Fused(Box::new(Fused { base, act, residual: f.residual }))
         }
+        K::QLinear(q) => {
+            // The base must be a conv, gemm or matmul, which also bounds the nesting to one.
+            let base = match q.base.as_ref().and_then(|b| b.kind.as_ref()) {
+                Some(k @ (K::Conv(_) | K::Gemm(_) | K::MatMul(_))) => op_from_wire(at, k)?,
+                Some(k) => {
+                    let name = wire_op_name(k);
+                    return Err(cx.bad("base", format!("is a {name}; a quantized op's base is a conv, gemm or matmul")));
+                }
+                None => return Err(ArtifactError::Missing { at: at(), field: "qlinear base" }),
+            };
+            let quant = |field: &'static str, p: &Option<wire::Quant>| match p {
+                Some(p) => cx.quant(p),
+                None => Err(ArtifactError::Missing { at: at(), field }),
+            };
+            let out = match dtype_from_wire(at, "out", q.out)? {
+                DType::I32 => QLinearOut::I32,
+                DType::F32 => QLinearOut::F32,
+                to @ (DType::U8 | DType::I8) => {
+                    QLinearOut::Quantized { params: quant("qlinear out_params", &q.out_params)?, to }
+                }
+                other => return Err(cx.bad("out", format!("is {other}; expected i32, f32, u8 or i8"))),
+            };
+            Op::QLinear(Box::new(QLinear {
+                base,
+                x: quant("qlinear x", &q.x)?,
+                w: quant("qlinear w", &q.w)?,
+                out,
+                clamp: q.has_clamp.then_some((q.clamp_lo, q.clamp_hi)),
+            }))
+        }
     })
 }
 
@@ -1035,6 +1090,7 @@ fn wire_op_name(kind: &wire::OpKind) -> &'static str {
         K::Fused(_) => "fused",
         K::Quantize(_) => "quantize",
         K::Dequantize(_) => "dequantize",
+        K::QLinear(_) => "qlinear",
     }
 }
 

@@ -90,6 +90,7 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         Op::Reduce { kind, axes, keepdims } => one(reduce(&cx, *kind, axes, *keepdims, inputs[0])?),
         Op::ArgReduce { axis, keepdims, .. } => one(arg_reduce(&cx, *axis, *keepdims, inputs[0])?),
         Op::Fused(f) => one(fused(&cx, f, inputs)?),
+        Op::QLinear(q) => one(qlinear(&cx, q, inputs)?),
     })
 }
 
@@ -107,6 +108,72 @@ fn fused(cx: &Cx, f: &crate::Fused, inputs: &[&TensorType]) -> Result<TensorType
     cx.dtype("the output", &out, DType::F32)?;
     if f.residual && inputs[n] != &out {
         return Err(cx.err(format!("the residual is {}, expected the output's type {out}", inputs[n])));
+    }
+    Ok(out)
+}
+
+/// A quantized conv, gemm or matmul: quantized x and w with their params, the base's shapes,
+/// an i32 bias per output channel, the output and clamp.
+fn qlinear(cx: &Cx, q: &crate::QLinear, inputs: &[&TensorType]) -> Result<TensorType> {
+    if !crate::QLinear::linear_base(&q.base) {
+        return Err(cx.err(format!(
+            "the base of a quantized op must be a direct conv, a gemm with alpha = beta = 1 or a matmul, not {:?}",
+            q.base
+        )));
+    }
+    let (x, w) = (inputs[0], inputs[1]);
+    for (name, t) in [("input", x), ("weight", w)] {
+        if !t.dtype.is_quantized() {
+            return Err(cx.err(format!("{name} has dtype {}, expected u8 or i8", t.dtype)));
+        }
+    }
+    if q.x.axis.is_some() {
+        return Err(cx.err("the input's quantization must be per tensor"));
+    }
+    quant_params(cx, &q.x, x.dtype, x)?;
+    if matches!(q.base, Op::MatMul) && w.rank() != 2 {
+        return Err(cx.err(format!("a quantized matmul's weight must be 2-D, got shape {:?}", w.shape)));
+    }
+    let axis = q.weight_channel_axis(w.rank());
+    if q.w.axis.is_some_and(|a| a != axis) {
+        return Err(cx.err(format!(
+            "the weight is quantized along axis {}, expected per tensor or along its output-channel axis {axis}",
+            q.w.axis.unwrap_or_default()
+        )));
+    }
+    quant_params(cx, &q.w, w.dtype, w)?;
+    let base = infer_types(&q.base, &[&TensorType::f32(x.shape.clone()), &TensorType::f32(w.shape.clone())])
+        .map_err(|e| cx.err(format!("base {}: {}", e.op, e.reason)))?
+        .remove(0);
+    let c_out = *w.shape.get(axis).ok_or_else(|| cx.err(format!("weight shape {:?} has no axis {axis}", w.shape)))?;
+    if let Some(b) = inputs.get(2) {
+        cx.dtype("bias", b, DType::I32)?;
+        if b.shape != [c_out] {
+            return Err(cx.err(format!("bias has shape {:?}, expected [{c_out}]", b.shape)));
+        }
+    }
+    let out = match &q.out {
+        crate::QLinearOut::I32 => TensorType::new(DType::I32, base.shape),
+        crate::QLinearOut::F32 => base,
+        crate::QLinearOut::Quantized { params, to } => {
+            if !to.is_quantized() {
+                return Err(cx.err(format!("the output is {to}, expected u8 or i8 when requantized")));
+            }
+            if params.axis.is_some() {
+                return Err(cx.err("the output's quantization must be per tensor"));
+            }
+            let out = TensorType::new(*to, base.shape);
+            quant_params(cx, params, *to, &out)?;
+            out
+        }
+    };
+    if let Some((lo, hi)) = q.clamp {
+        let Some((min, max)) = out.dtype.int_range().filter(|_| out.dtype.is_quantized()) else {
+            return Err(cx.err(format!("a clamp needs a u8 or i8 output, not {}", out.dtype)));
+        };
+        if lo > hi || i64::from(lo) < min || i64::from(hi) > max {
+            return Err(cx.err(format!("clamp [{lo}, {hi}] is empty or outside the range of {}", out.dtype)));
+        }
     }
     Ok(out)
 }

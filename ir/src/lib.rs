@@ -20,7 +20,7 @@ pub use infer::{InferError, broadcast_shapes, infer_types};
 pub use macs::{node_macs, node_multiplies};
 pub use op::{
     BinaryOp, ConvAlgo, ConvAttrs, ConvTransposeAttrs, CoordTransform, Fused, NearestMode, Op, PadMode, PoolAttrs,
-    QuantParams, ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, UnaryOp, WeightId,
+    QLinear, QLinearOut, QuantParams, ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, UnaryOp, WeightId,
 };
 pub use tensor::{BatchError, DType, ShapeMismatch, Tensor, TensorData, TensorType, checked_numel, numel};
 pub use text::ParseError;

@@ -4,7 +4,7 @@ use crate::{Op, TensorType, numel};
 
 /// Multiply-accumulates of one node, counted as MANIFEST.md defines: Conv
 /// `N·H_out·W_out·C_out·(C_in/group)·k…`, ConvTranspose on the input side
-/// `N·H_in·W_in·C_in·(C_out/group)·k…`, Gemm/MatMul `output elements · K`, a fused op its base's; other ops 0.
+/// `N·H_in·W_in·C_in·(C_out/group)·k…`, Gemm/MatMul `output elements · K`, a fused or quantized op its base's; other ops 0.
 pub fn node_macs(op: &Op, inputs: &[&TensorType], outputs: &[TensorType]) -> u64 {
     let out_elems = || outputs.first().map_or(0, |t| numel(&t.shape)) as u64;
     match op {
@@ -30,6 +30,8 @@ pub fn node_macs(op: &Op, inputs: &[&TensorType], outputs: &[TensorType]) -> u64
             out_elems() * a.shape.last().copied().unwrap_or(0) as u64
         }
         Op::Fused(f) => node_macs(&f.base, &inputs[..f.base_inputs(inputs.len())], outputs),
+        // The base's count over x and w; the bias joins the epilogue.
+        Op::QLinear(q) => node_macs(&q.base, &inputs[..inputs.len().min(2)], outputs),
         _ => 0,
     }
 }

@@ -365,6 +365,98 @@ impl QuantParams {
     }
 }
 
+/// What a [`QLinear`] op produces from its i32 accumulator `acc[c]` (bias included) for output
+/// channel `c`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QLinearOut {
+    /// `acc` itself, i32 (ONNX ConvInteger, MatMulInteger).
+    I32,
+    /// `acc as f32 · (sx · sw[c])`, f32: the product of the two scales rounded to f32 first.
+    F32,
+    /// u8 or i8, requantized as onnxruntime does (QLinearConv, QLinearMatMul, its QDQ fusions):
+    /// `saturate(round_half_even(acc as f32 · m[c]) + zy)` with `m[c] = (sx · sw[c]) / sy`
+    /// computed in f32 left to right; `acc as f32` rounds to nearest even (exact below 2²⁴).
+    Quantized { params: QuantParams, to: DType },
+}
+
+/// The op of [`Op::QLinear`]: a conv, gemm or matmul on quantized operands, accumulated exactly
+/// in i32, then finished by [`QLinearOut`].
+///
+/// Inputs `(x: u8|i8, w: u8|i8[, bias: i32 [C_out]])`. The accumulator of output element `y`
+/// in output channel `c` is `Σ (x − zx)·(w − zw[c]) + bias[c]` over the base op's sum, in i32
+/// with two's-complement wrapping as onnxruntime's kernels compute it (wrapping addition is
+/// associative, so every summation order gives the same bits; real models never wrap). The
+/// bias has scale `sx · sw[c]` and zero point 0, as ONNX QLinearConv defines it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QLinear {
+    /// `Conv` (output channel = axis 0 of `w`), `Gemm` with `alpha = beta = 1` (axis 0 of `w`
+    /// when `trans_b`, else axis 1) or `MatMul` (the last axis of `w`, which is 2-D).
+    pub base: Op,
+    /// Per tensor.
+    pub x: QuantParams,
+    /// Per tensor, or per output channel (its `axis` is the weight's output-channel axis).
+    pub w: QuantParams,
+    pub out: QLinearOut,
+    /// Fused ReLU / Clip as inclusive bounds on the quantized output (`Quantized` outputs only),
+    /// applied after saturation. Exact for an activation before a QuantizeLinear, which is
+    /// monotone: `Q(relu(y)) = max(Q(y), zy)`, `Q(clip(y, a, b)) = clamp(Q(y), Q(a), Q(b))`.
+    pub clamp: Option<(i32, i32)>,
+}
+
+impl QLinear {
+    /// Whether `op` can be the base of a quantized op.
+    pub fn linear_base(op: &Op) -> bool {
+        match op {
+            Op::Conv(a) => a.algo == ConvAlgo::Direct,
+            Op::Gemm { alpha, beta, .. } => *alpha == 1.0 && *beta == 1.0,
+            Op::MatMul => true,
+            _ => false,
+        }
+    }
+
+    /// The scale of the accumulator of output channel `c`: `sx · sw[c]` (f32 product), the
+    /// scale of an i32 bias and of an `F32` output.
+    pub fn acc_scale(&self, c: usize) -> f32 {
+        let sw = if self.w.axis.is_some() { self.w.scales[c] } else { self.w.scales[0] };
+        self.x.scales[0] * sw
+    }
+
+    /// The requantization multiplier of output channel `c` for a `Quantized` output,
+    /// `(sx · sw[c]) / sy` in f32 left to right, as onnxruntime computes it (1 for others).
+    pub fn requant_scale(&self, c: usize) -> f32 {
+        match &self.out {
+            QLinearOut::Quantized { params, .. } => self.acc_scale(c) / params.scales[0],
+            _ => 1.0,
+        }
+    }
+
+    /// The inclusive bounds of a `Quantized` output: the clamp, else the output type's range.
+    pub fn out_bounds(&self) -> Option<(i32, i32)> {
+        let QLinearOut::Quantized { to, .. } = &self.out else { return None };
+        let (lo, hi) = to.int_range()?;
+        Some(self.clamp.unwrap_or((lo as i32, hi as i32)))
+    }
+
+    /// The quantized output of accumulator `acc` with multiplier `m`, zero point `zy` and
+    /// inclusive bounds `[lo, hi]` (`lo ≤ hi`, both within the output type): onnxruntime's
+    /// `MlasRequantizeOutput`, `v = acc as f32 · m` clamped in f32 to `[lo − zy, hi − zy]`,
+    /// rounded half to even, plus `zy`. (Clamping before rounding equals clamping after, as the
+    /// bounds are integers, and keeps the conversion in range.)
+    pub fn requantize(acc: i32, m: f32, zy: i32, lo: i32, hi: i32) -> i32 {
+        let v = (acc as f32 * m).max((lo - zy) as f32).min((hi - zy) as f32);
+        v.round_ties_even() as i32 + zy
+    }
+
+    /// The output-channel axis of the weight, of rank `w_rank`.
+    pub fn weight_channel_axis(&self, w_rank: usize) -> usize {
+        match &self.base {
+            Op::Gemm { trans_b: true, .. } | Op::Conv(_) => 0,
+            Op::Gemm { trans_b: false, .. } => 1,
+            _ => w_rank.saturating_sub(1),
+        }
+    }
+}
+
 /// An IR operator with its attributes. Inputs are listed in each variant's doc.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -437,6 +529,8 @@ pub enum Op {
     /// value in registers before storing it, `act(base(…) + residual)`. Made by the
     /// optimizer's fusion rules, never by import; see [`Fused`].
     Fused(Box<Fused>),
+    /// `(x, w[, bias])`: a quantized conv, gemm or matmul; see [`QLinear`].
+    QLinear(Box<QLinear>),
 }
 
 /// The op of [`Op::Fused`]: `y = act(base(inputs) + residual)`, in that order (the base's own
@@ -520,6 +614,11 @@ impl Op {
                 Op::MatMul => "fused-matmul",
                 _ => "fused",
             },
+            Op::QLinear(q) => match q.base {
+                Op::Conv(_) => "qlinear-conv",
+                Op::Gemm { .. } => "qlinear-gemm",
+                _ => "qlinear-matmul",
+            },
         }
     }
 
@@ -531,7 +630,7 @@ impl Op {
             Op::BatchNorm { .. } => (5, 5),
             Op::Binary(_) | Op::Gather { .. } | Op::MatMul => (2, 2),
             Op::Where => (3, 3),
-            Op::Gemm { .. } => (2, 3),
+            Op::Gemm { .. } | Op::QLinear(_) => (2, 3),
             Op::Concat { .. } => (1, usize::MAX),
             Op::Fused(f) => {
                 let (lo, hi) = f.base.arity();
@@ -547,6 +646,35 @@ impl Op {
         match self {
             Op::Split { sizes, .. } => sizes.len(),
             _ => 1,
+        }
+    }
+
+    /// The op as far as a kernel's running time depends on it, for cost keys: quantization
+    /// scales become 1 and non-zero zero points 1 (a zero point of 0 can save the correction
+    /// term; any other value costs the same), keeping axes and counts.
+    pub fn timing_form(&self) -> Op {
+        fn params(p: &QuantParams) -> QuantParams {
+            QuantParams {
+                axis: p.axis,
+                scales: vec![1.0; p.scales.len()],
+                zero_points: p.zero_points.iter().map(|&z| i32::from(z != 0)).collect(),
+            }
+        }
+        match self {
+            Op::Quantize { params: p, to } => Op::Quantize { params: params(p), to: *to },
+            Op::Dequantize(p) => Op::Dequantize(params(p)),
+            Op::QLinear(q) => Op::QLinear(Box::new(QLinear {
+                base: q.base.clone(),
+                x: params(&q.x),
+                w: params(&q.w),
+                out: match &q.out {
+                    QLinearOut::Quantized { params: p, to } => QLinearOut::Quantized { params: params(p), to: *to },
+                    other => other.clone(),
+                },
+                // Whether a clamp is applied costs; its bounds do not.
+                clamp: q.clamp.map(|_| (0, 1)),
+            })),
+            other => other.clone(),
         }
     }
 

@@ -56,6 +56,7 @@
 //! | `pad` | `pads`, `mode` (`constant`, `reflect`, `edge`, `wrap`), `value` |
 //! | `reduce-mean`, `reduce-sum`, `reduce-max`, `reduce-min`, `reduce-prod`, `reduce-l1`, `reduce-l2`, `reduce-sum-square`, `reduce-log-sum`, `reduce-log-sum-exp` | `axes`, `keepdims` |
 //! | `arg-max`, `arg-min` | `axis`, `keepdims`, `select-last-index` |
+//! | `qlinear-conv`, `qlinear-gemm`, `qlinear-matmul` | the base op's, then `x-scales`, `x-zero-points`, `w-axis` (absent: per tensor), `w-scales`, `w-zero-points`, `out` (`i32`, `f32`, `u8`, `i8`), for `u8`/`i8` `out-scales` and `out-zero-points`, and optionally `clamp=[lo, hi]` |
 //! | `fused-conv`, `fused-gemm`, `fused-matmul` | the base op's, then optionally `act` (`relu`, `leaky-relu` with `act-alpha`, `clip` with `act-min` and `act-max`, `hard-sigmoid` with `act-alpha` and `act-beta`, `hard-swish`, `sigmoid`) and `residual=true` (the residual is the last input); absent means none |
 //!
 //! Every other op takes no attributes. Nodes are printed graph inputs first (in input order),
@@ -76,7 +77,7 @@ use petgraph::visit::EdgeRef;
 use crate::graph::{Graph, NodeId, ValueRef};
 use crate::op::{
     BinaryOp, ConvAlgo, ConvAttrs, ConvTransposeAttrs, CoordTransform, Fused, NearestMode, Op, PadMode, PoolAttrs,
-    QuantParams, ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, UnaryOp,
+    QLinear, QLinearOut, QuantParams, ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, UnaryOp,
 };
 use crate::tensor::{DType, Tensor, TensorData, TensorType};
 
@@ -313,6 +314,22 @@ fn write_attrs(a: &mut AttrWriter<'_, '_>, op: &Op) -> fmt::Result {
                 a.attr("residual", V::Bool(true))?;
             }
         }
+        Op::QLinear(q) => {
+            write_attrs(a, &q.base)?;
+            a.quant("x-", &q.x)?;
+            a.quant("w-", &q.w)?;
+            match &q.out {
+                QLinearOut::I32 => a.attr("out", V::Word(DType::I32.name()))?,
+                QLinearOut::F32 => a.attr("out", V::Word(DType::F32.name()))?,
+                QLinearOut::Quantized { params, to } => {
+                    a.attr("out", V::Word(to.name()))?;
+                    a.quant("out-", params)?;
+                }
+            }
+            if let Some((lo, hi)) = q.clamp {
+                a.attr("clamp", V::I64s(&[i64::from(lo), i64::from(hi)]))?;
+            }
+        }
         Op::Conv(c) => {
             a.window(&c.kernel, &c.strides, &c.dilations, &c.pads)?;
             a.attr("group", V::Usize(c.group))?;
@@ -372,9 +389,9 @@ fn write_attrs(a: &mut AttrWriter<'_, '_>, op: &Op) -> fmt::Result {
         Op::Cast { to } => a.attr("to", V::Word(to.name()))?,
         Op::Quantize { params, to } => {
             a.attr("to", V::Word(to.name()))?;
-            a.quant(params)?;
+            a.quant("", params)?;
         }
-        Op::Dequantize(params) => a.quant(params)?,
+        Op::Dequantize(params) => a.quant("", params)?,
         Op::Softmax { axis, flatten } => {
             a.attr("axis", V::Usize(*axis))?;
             a.attr("flatten", V::Bool(*flatten))?;
@@ -418,14 +435,14 @@ impl AttrWriter<'_, '_> {
         write!(self.f, "{key}={value}")
     }
 
-    /// `axis` (absent for per-tensor), `scales`, `zero-points`.
-    fn quant(&mut self, p: &QuantParams) -> fmt::Result {
+    /// `axis` (absent for per-tensor), `scales`, `zero-points`, each name after `prefix`.
+    fn quant(&mut self, prefix: &str, p: &QuantParams) -> fmt::Result {
         if let Some(axis) = p.axis {
-            self.attr("axis", V::Usize(axis))?;
+            self.attr(&format!("{prefix}axis"), V::Usize(axis))?;
         }
-        self.attr("scales", V::F32s(&p.scales))?;
+        self.attr(&format!("{prefix}scales"), V::F32s(&p.scales))?;
         let zps: Vec<i64> = p.zero_points.iter().map(|&z| i64::from(z)).collect();
-        self.attr("zero-points", V::I64s(&zps))
+        self.attr(&format!("{prefix}zero-points"), V::I64s(&zps))
     }
 
     fn window(&mut self, kernel: &[usize], strides: &[usize], dilations: &[usize], pads: &[usize]) -> fmt::Result {
@@ -949,11 +966,12 @@ impl Attrs<'_> {
         self.list(key, "numbers", |w| w.parse().ok())
     }
 
-    /// `[axis=…,] scales=[…], zero-points=[…]`
-    fn quant(&mut self) -> Result<QuantParams, String> {
-        let axis = if self.has("axis") { Some(self.usize("axis")?) } else { None };
-        let scales = self.f32s("scales")?;
-        let zero_points = self.list("zero-points", "32-bit integers", |w| w.parse().ok())?;
+    /// `[axis=…,] scales=[…], zero-points=[…]`, each name after `prefix`.
+    fn quant(&mut self, prefix: &str) -> Result<QuantParams, String> {
+        let axis_key = format!("{prefix}axis");
+        let axis = if self.has(&axis_key) { Some(self.usize(&axis_key)?) } else { None };
+        let scales = self.f32s(&format!("{prefix}scales"))?;
+        let zero_points = self.list(&format!("{prefix}zero-points"), "32-bit integers", |w| w.parse().ok())?;
         Ok(QuantParams { axis, scales, zero_points })
     }
 
@@ -1029,10 +1047,34 @@ fn build_op(name: &str, entries: Vec<(String, AttrValue)>) -> Result<Op, String>
             let residual = if a.has("residual") { a.bool("residual")? } else { false };
             Op::Fused(Box::new(Fused { base, act, residual }))
         }
-        _ => op_from_attrs(name, &mut a)?,
+        _ => match name.strip_prefix("qlinear-") {
+            Some(base @ ("conv" | "gemm" | "matmul")) => Op::QLinear(Box::new(qlinear_from_attrs(base, &mut a)?)),
+            _ => op_from_attrs(name, &mut a)?,
+        },
     };
     a.finish()?;
     Ok(op)
+}
+
+/// A `qlinear-*` op's attributes after its base's.
+fn qlinear_from_attrs(base: &str, a: &mut Attrs<'_>) -> Result<QLinear, String> {
+    let base = op_from_attrs(base, a)?;
+    let x = a.quant("x-")?;
+    let w = a.quant("w-")?;
+    let outs = [DType::I32, DType::F32, DType::U8, DType::I8];
+    let out = match a.choice("out", &outs, DType::name)? {
+        DType::I32 => QLinearOut::I32,
+        DType::F32 => QLinearOut::F32,
+        to => QLinearOut::Quantized { params: a.quant("out-")?, to },
+    };
+    let clamp = if a.has("clamp") {
+        let b = a.list("clamp", "32-bit integers", |w| w.parse::<i32>().ok())?;
+        let [lo, hi] = b[..] else { return Err(format!("{}: clamp needs [lo, hi], got {} values", a.op, b.len())) };
+        Some((lo, hi))
+    } else {
+        None
+    };
+    Ok(QLinear { base, x, w, out, clamp })
 }
 
 /// Every conv algorithm (`algo=`).
@@ -1105,9 +1147,9 @@ fn op_from_attrs(name: &str, a: &mut Attrs<'_>) -> Result<Op, String> {
         "cast" => Op::Cast { to: a.choice("to", &DType::ALL, DType::name)? },
         "quantize" => {
             let to = a.choice("to", &DType::ALL, DType::name)?;
-            Op::Quantize { params: a.quant()?, to }
+            Op::Quantize { params: a.quant("")?, to }
         }
-        "dequantize" => Op::Dequantize(a.quant()?),
+        "dequantize" => Op::Dequantize(a.quant("")?),
         "softmax" => Op::Softmax { axis: a.usize("axis")?, flatten: a.bool("flatten")? },
         "pad" => Op::Pad {
             pads: a.i64s("pads")?,

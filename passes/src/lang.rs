@@ -94,6 +94,7 @@ define_language! {
         "fused" = Fused(Box<[Id]>),
         "quantize" = Quantize(Box<[Id]>),
         "dequantize" = Dequantize(Box<[Id]>),
+        "qlinear" = QLinear(Box<[Id]>),
         // `(input %n)`: graph input n.
         "input" = Input(Id),
         // `(weight wn)`: a constant of the weight store.
@@ -142,6 +143,7 @@ impl Cnn {
             Op::Fused(_) => Cnn::Fused(children),
             Op::Quantize { .. } => Cnn::Quantize(children),
             Op::Dequantize(_) => Cnn::Dequantize(children),
+            Op::QLinear(_) => Cnn::QLinear(children),
             Op::Input { .. } | Op::Weight(_) => return None,
         })
     }
@@ -176,7 +178,8 @@ impl Cnn {
             | Cnn::ArgReduce(c)
             | Cnn::Fused(c)
             | Cnn::Quantize(c)
-            | Cnn::Dequantize(c) => Some(c),
+            | Cnn::Dequantize(c)
+            | Cnn::QLinear(c) => Some(c),
             _ => None,
         }
     }

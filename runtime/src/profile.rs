@@ -118,6 +118,10 @@ pub(crate) fn kernel_variant(op: &Op, inputs: &[TensorType]) -> &'static str {
                 "conv-direct"
             }
         }
+        Op::QLinear(q) => match q.base {
+            Op::Conv(_) => "qconv",
+            _ => "qgemm",
+        },
         Op::ConvTranspose(_) => "conv-transpose",
         Op::Gemm { trans_a, .. } => {
             let a = inputs.first().map(|t| &t.shape[..]).unwrap_or_default();

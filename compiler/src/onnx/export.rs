@@ -20,8 +20,8 @@
 use std::collections::{HashMap, HashSet};
 
 use cnnc_ir::{
-    BinaryOp, ConvTransposeAttrs, CoordTransform, DType, Fused, NearestMode, Node, NodeId, Op, PadMode, QuantParams,
-    ReduceKind, ResizeAttrs, ResizeMode, Tensor, TensorType, UnaryOp, ValueRef, VerifiedGraph,
+    BinaryOp, ConvTransposeAttrs, CoordTransform, DType, Fused, NearestMode, Node, NodeId, Op, PadMode, QLinear,
+    QLinearOut, QuantParams, ReduceKind, ResizeAttrs, ResizeMode, Tensor, TensorType, UnaryOp, ValueRef, VerifiedGraph,
 };
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::DataType;
@@ -295,6 +295,7 @@ impl<'g> Exporter<'g> {
                 inputs,
             ),
             Op::ConvTranspose(a) => return self.lower_conv_transpose(cx, a, inputs, outputs),
+            Op::QLinear(q) => return self.lower_qlinear(cx, q, inputs, outputs),
             Op::BatchNorm { epsilon } => ("BatchNormalization", vec![float("epsilon", *epsilon)], inputs),
             Op::Unary(u) => return self.lower_unary(name, u, inputs, outputs),
             Op::Binary(b) => (binary_op_type(*b), vec![], inputs),
@@ -679,6 +680,168 @@ impl<'g> Exporter<'g> {
         }
         if let Some(act) = &f.act {
             self.lower_unary(&format!("{name}/{}", act.name()), act, vec![value], vec![out])?;
+        }
+        Ok(())
+    }
+
+    /// A quantized conv, gemm or matmul. A requantized output becomes the QDQ form
+    /// onnxruntime's quantizer writes (and fuses back into its integer kernels):
+    /// `DequantizeLinear` of x, of w and of the i32 bias (scale `sx·sw[c]`), the f32 base op,
+    /// the clamp as `Relu`/`Clip`, then `QuantizeLinear`. An i32 output becomes `ConvInteger` /
+    /// `MatMulInteger` (+ the bias as an i32 `Add`); an f32 output that, `Cast` and a `Mul` by
+    /// `sx·sw[c]`.
+    fn lower_qlinear(
+        &mut self,
+        cx: &NodeCx,
+        q: &QLinear,
+        inputs: Vec<String>,
+        outputs: Vec<String>,
+    ) -> Result<(), ExportError> {
+        let name = cx.node.name.clone();
+        let out = first(&outputs)?;
+        let (x, w) = (first(&inputs)?, inputs.get(1).cloned().ok_or_else(|| cx.inexpressible("no weight input"))?);
+        let (xt, wt) = match &cx.in_types[..] {
+            [x, w, ..] => (x.dtype, w.dtype),
+            _ => return Err(cx.inexpressible("a quantized op has x and w")),
+        };
+        let c_out = cx.in_types[1].shape.get(q.weight_channel_axis(cx.in_types[1].rank())).copied().unwrap_or(0);
+        let QLinearOut::Quantized { params: yp, to } = &q.out else {
+            return self.lower_integer(cx, q, inputs, outputs, c_out);
+        };
+        let dq = |this: &mut Self, what: &str, v: String, p: &QuantParams, dtype: DType| {
+            let (attrs, ins) = this.quant_inputs(&format!("{name}/{what}_dq"), p, dtype, v);
+            let value = this.value_names.fresh(&format!("{name}/{what}_f32"));
+            let node_name = this.node_names.fresh(&format!("{name}/{what}_dq"));
+            this.push_node("DequantizeLinear", node_name, ins, vec![value.clone()], attrs);
+            value
+        };
+        let xf = dq(self, "x", x, &q.x, xt);
+        let wf = dq(self, "w", w, &q.w, wt);
+        let mut base_ins = vec![xf, wf];
+        let mut bias_after = None;
+        if let Some(b) = inputs.get(2).cloned() {
+            let scales: Vec<f32> = (0..c_out).map(|c| q.acc_scale(c)).collect();
+            let bp = QuantParams { axis: Some(0), scales, zero_points: vec![0; c_out] };
+            let bf = dq(self, "bias", b, &bp, DType::I32);
+            match q.base {
+                Op::MatMul => bias_after = Some(bf),
+                _ => base_ins.push(bf),
+            }
+        }
+        let mut value = self.value_names.fresh(&format!("{name}/acc"));
+        let base_cx = NodeCx { node: cx.node, in_types: vec![], in_values: vec![] };
+        self.lower_op(&base_cx, &q.base, base_ins, vec![value.clone()])?;
+        if let Some(bf) = bias_after {
+            let sum = self.value_names.fresh(&format!("{name}/biased"));
+            let node_name = self.node_names.fresh(&format!("{name}/bias"));
+            self.push_node("Add", node_name, vec![value, bf], vec![sum.clone()], vec![]);
+            value = sum;
+        }
+        if let (Some((lo, hi)), Some((tmin, tmax))) = (q.clamp, to.int_range()) {
+            let (sy, zy) = (yp.scales[0], yp.zero_points[0]);
+            let real = |v: i32| (v - zy) as f32 * sy;
+            let act = if lo == zy && i64::from(hi) == tmax {
+                UnaryOp::Relu
+            } else {
+                let min = if i64::from(lo) == tmin { f32::NEG_INFINITY } else { real(lo) };
+                let max = if i64::from(hi) == tmax { f32::INFINITY } else { real(hi) };
+                UnaryOp::Clip { min, max }
+            };
+            let clamped = self.value_names.fresh(&format!("{name}/clamped"));
+            self.lower_unary(&format!("{name}/{}", act.name()), &act, vec![value], vec![clamped.clone()])?;
+            value = clamped;
+        }
+        let (attrs, ins) = self.quant_inputs(&format!("{name}/y_q"), yp, *to, value);
+        let node_name = self.node_names.fresh(&format!("{name}/y_q"));
+        self.push_node("QuantizeLinear", node_name, ins, vec![out], attrs);
+        Ok(())
+    }
+
+    /// [`Self::lower_qlinear`] for an i32 or f32 output: `ConvInteger` / `MatMulInteger`, which
+    /// take a per-tensor weight zero point only.
+    fn lower_integer(
+        &mut self,
+        cx: &NodeCx,
+        q: &QLinear,
+        inputs: Vec<String>,
+        outputs: Vec<String>,
+        c_out: usize,
+    ) -> Result<(), ExportError> {
+        let name = cx.node.name.clone();
+        let out = first(&outputs)?;
+        if q.w.axis.is_some() && q.w.zero_points.iter().any(|&z| z != q.w.zero_points[0]) {
+            return Err(cx.inexpressible("ConvInteger and MatMulInteger take one weight zero point"));
+        }
+        let zp = |this: &mut Self, what: &str, z: i32, dtype: DType| {
+            let t = match dtype {
+                DType::U8 => Tensor::from_u8(Vec::<usize>::new(), vec![z as u8]),
+                _ => Tensor::from_i8(Vec::<usize>::new(), vec![z as i8]),
+            }
+            .expect("scalar");
+            this.constant(&format!("{name}/{what}_zero_point"), &t)
+        };
+        let (xt, wt) = (cx.in_types[0].dtype, cx.in_types[1].dtype);
+        let ins = vec![
+            first(&inputs)?,
+            inputs[1].clone(),
+            zp(self, "x", q.x.zero_points[0], xt),
+            zp(self, "w", q.w.zero_points[0], wt),
+        ];
+        let (op_type, attrs) = match &q.base {
+            Op::Conv(a) => (
+                "ConvInteger",
+                vec![
+                    ints("kernel_shape", &a.kernel),
+                    ints("strides", &a.strides),
+                    ints("dilations", &a.dilations),
+                    ints("pads", &a.pads),
+                    int("group", a.group as i64),
+                ],
+            ),
+            Op::MatMul => ("MatMulInteger", vec![]),
+            other => {
+                return Err(
+                    cx.inexpressible(format!("an integer-output quantized {} (only conv and matmul)", other.name()))
+                );
+            }
+        };
+        let has_bias = inputs.len() > 2;
+        let to_f32 = matches!(q.out, QLinearOut::F32);
+        let mut value = if has_bias || to_f32 { self.value_names.fresh(&format!("{name}/acc")) } else { out.clone() };
+        let node_name = self.node_names.fresh(&name);
+        self.push_node(op_type, node_name, ins, vec![value.clone()], attrs);
+        // Per-channel vectors broadcast along the channel axis: [C, 1, …] for a conv, [C] for a matmul.
+        let rank = cx.node.outputs.first().map_or(2, |t| t.rank());
+        let channel_shape: Vec<usize> = if matches!(q.base, Op::Conv(_)) {
+            [c_out].into_iter().chain(std::iter::repeat_n(1, rank.saturating_sub(2))).collect()
+        } else {
+            vec![c_out]
+        };
+        if has_bias {
+            let b = self.value_names.fresh(&format!("{name}/bias_b"));
+            let shape = self.const_i64(&format!("{name}/bias_shape"), &to_i64(&channel_shape));
+            let node_name = self.node_names.fresh(&format!("{name}/bias_shape"));
+            self.push_node("Reshape", node_name, vec![inputs[2].clone(), shape], vec![b.clone()], vec![]);
+            let sum = if to_f32 { self.value_names.fresh(&format!("{name}/biased")) } else { out.clone() };
+            let node_name = self.node_names.fresh(&format!("{name}/bias"));
+            self.push_node("Add", node_name, vec![value, b], vec![sum.clone()], vec![]);
+            value = sum;
+        }
+        if to_f32 {
+            let f = self.value_names.fresh(&format!("{name}/acc_f32"));
+            let node_name = self.node_names.fresh(&format!("{name}/cast"));
+            self.push_node(
+                "Cast",
+                node_name,
+                vec![value],
+                vec![f.clone()],
+                vec![int("to", i64::from(data_type(DType::F32).value()))],
+            );
+            let scales: Vec<f32> = (0..c_out).map(|c| q.acc_scale(c)).collect();
+            let s = self
+                .constant(&format!("{name}/scale"), &Tensor::from_f32(channel_shape, scales).expect("one per channel"));
+            let node_name = self.node_names.fresh(&format!("{name}/scale"));
+            self.push_node("Mul", node_name, vec![f, s], vec![out], vec![]);
         }
         Ok(())
     }

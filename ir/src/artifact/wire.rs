@@ -124,7 +124,7 @@ pub struct Empty {}
 pub struct Op {
     #[prost(
         oneof = "OpKind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30"
     )]
     pub kind: Option<OpKind>,
 }
@@ -191,6 +191,31 @@ pub enum OpKind {
     /// Format version 2 on.
     #[prost(message, tag = "29")]
     Dequantize(Quant),
+    /// Format version 2 on.
+    #[prost(message, tag = "30")]
+    QLinear(Box<QLinear>),
+}
+
+/// A quantized conv, gemm or matmul; the base is one of those (the decoder rejects others).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct QLinear {
+    #[prost(message, optional, boxed, tag = "1")]
+    pub base: Option<Box<Op>>,
+    #[prost(message, optional, tag = "2")]
+    pub x: Option<Quant>,
+    #[prost(message, optional, tag = "3")]
+    pub w: Option<Quant>,
+    /// The output: `I32`, `F32`, or `U8`/`I8` with `out_params` (whose `to` is unused).
+    #[prost(enumeration = "DType", tag = "4")]
+    pub out: i32,
+    #[prost(message, optional, tag = "5")]
+    pub out_params: Option<Quant>,
+    #[prost(bool, tag = "6")]
+    pub has_clamp: bool,
+    #[prost(sint32, tag = "7")]
+    pub clamp_lo: i32,
+    #[prost(sint32, tag = "8")]
+    pub clamp_hi: i32,
 }
 
 /// Quantization parameters; `to` is used by `Quantize` only. Scales are IEEE bit patterns.

@@ -169,6 +169,46 @@ pub fn every_op_graph() -> Graph {
     let td = node(&mut g, "dequantize_i8", Op::Dequantize(QuantParams::per_tensor(0.1, -128)), &[tq]);
     g.add_output("dequantized", td);
 
+    // Quantized linear ops: an i8 conv with per-channel weights, an i32 bias, a u8 output and
+    // a clamp; a u8 matmul with f32 output; a transposed-B gemm with i32 output.
+    let int = |g: &mut Graph, name: &str, shape: &[usize], data: TensorData| {
+        g.add_weight(name, Tensor::new(shape.to_vec(), data).expect("shape matches data"))
+    };
+    let qw =
+        int(&mut g, "qconv.w", &[4, 2, 3, 3], TensorData::I8((0..72).map(|i| (i * 7 % 255 - 127) as i8).collect()));
+    let qb = int(&mut g, "qconv.b", &[4], TensorData::I32(vec![-1000, 0, 7, i32::MAX]));
+    let [kernel, strides, dilations, pads] = window(3, 1, 1);
+    let qconv = QLinear {
+        base: Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group: 2, algo: Default::default() }),
+        x: QuantParams::per_tensor(0.1, -128),
+        w: QuantParams { axis: Some(0), scales: vec![0.01, 0.02, 0.5, 1e-4], zero_points: vec![0, 3, -5, 0] },
+        out: QLinearOut::Quantized { params: QuantParams::per_tensor(0.3, 17), to: DType::U8 },
+        clamp: Some((17, 255)),
+    };
+    let qc = node(&mut g, "qconv", Op::QLinear(Box::new(qconv)), &[tq, qw, qb]);
+    g.add_output("qconv", qc);
+    let rows = node(&mut g, "qrows", Op::Reshape { shape: vec![4, 64] }, &[xq]);
+    let mw = int(&mut g, "qmm.w", &[64, 3], TensorData::U8((0..192).map(|i| (i * 5 % 256) as u8).collect()));
+    let qmm = QLinear {
+        base: Op::MatMul,
+        x: QuantParams::per_tensor(0.5, 128),
+        w: QuantParams { axis: Some(1), scales: vec![0.25, 0.5, 2.0], zero_points: vec![0, 128, 255] },
+        out: QLinearOut::F32,
+        clamp: None,
+    };
+    let qm = node(&mut g, "qmatmul", Op::QLinear(Box::new(qmm)), &[rows, mw]);
+    g.add_output("qmatmul", qm);
+    let gw = int(&mut g, "qgemm.w", &[3, 64], TensorData::I8((0..192).map(|i| (i % 256 - 128) as i8).collect()));
+    let qgemm = QLinear {
+        base: Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: true },
+        x: QuantParams::per_tensor(1.0, 0),
+        w: QuantParams::per_tensor(1.0, -1),
+        out: QLinearOut::I32,
+        clamp: None,
+    };
+    let qg = node(&mut g, "qgemm", Op::QLinear(Box::new(qgemm)), &[rows, gw]);
+    g.add_output("qgemm", qg);
+
     // Fused ops: a conv with a residual and ReLU6, a gemm with HardSigmoid, a matmul with a
     // residual only.
     let [kernel, strides, dilations, pads] = window(3, 1, 1);

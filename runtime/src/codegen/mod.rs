@@ -24,6 +24,7 @@ mod index_map;
 mod movement;
 mod norm;
 mod pool;
+mod qlinear;
 mod quant;
 mod reduce;
 mod resize;
@@ -184,6 +185,7 @@ pub(crate) fn emit_node(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, CompileEr
                 other => Err(cx.unsupported(format!("a fused {}", other.name()))),
             }
         }
+        Op::QLinear(q) => qlinear::emit(jit, cx, q),
         Op::ConvTranspose(a) => conv::emit_conv_transpose(jit, cx, a),
         Op::BatchNorm { epsilon } => norm::emit_batchnorm(jit, cx, *epsilon),
         Op::Unary(u) => unary::emit_unary(jit, cx, *u),

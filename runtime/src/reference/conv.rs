@@ -3,7 +3,7 @@
 use cnnc_ir::{ConvAttrs, ConvTransposeAttrs, Tensor};
 
 use super::window::{Window3, check_attrs, conv_out_len, valid_range};
-use super::{f32s, make};
+use super::{Sum, f32s, make};
 
 /// Operand shapes shared by conv and conv-transpose.
 struct ConvOperands<'a> {
@@ -28,6 +28,12 @@ impl ConvOperands<'_> {
 /// ONNX `Conv`: `y[n,m,o] = b[m] + Σ_{c∈group(m), k} x[n,c,o·s + k·d − p_begin] · w[m,c,k]`,
 /// positions outside the input reading zero.
 pub(super) fn conv(a: &ConvAttrs, inputs: &[&Tensor]) -> Result<Tensor, String> {
+    let (shape, y) = conv_sums::<f32>(a, inputs)?;
+    make(shape, y)
+}
+
+/// [`conv`]'s output shape and elements, each element the f64 sum converted by [`Sum`].
+pub(super) fn conv_sums<T: Sum>(a: &ConvAttrs, inputs: &[&Tensor]) -> Result<(Vec<usize>, Vec<T>), String> {
     let (xt, wt) = (inputs[0], inputs[1]);
     let xs = xt.shape();
     let n_spatial = a.kernel.len();
@@ -66,15 +72,15 @@ pub(super) fn conv(a: &ConvAttrs, inputs: &[&Tensor]) -> Result<Tensor, String> 
     let ops = ConvOperands { x: f32s(xt, "x")?, w: f32s(wt, "w")?, bias, in_channels, out_channels, group };
     let mut out_shape = vec![batch, out_channels];
     out_shape.extend_from_slice(&spatial_out);
-    let mut y = vec![0f32; super::count(&out_shape)?];
+    let mut y = vec![T::default(); super::count(&out_shape)?];
     let macs = y.len().saturating_mul(ops.in_per_group()).saturating_mul(geo.kernel_len());
     for_each_plane(&mut y, geo.output_len(), out_channels, macs, |n, m, plane| conv_plane(&ops, &geo, n, m, plane));
-    make(out_shape, y)
+    Ok((out_shape, y))
 }
 
 /// One output plane `y[n, m]` of a conv, row by row into an f64 row buffer. Each element sums
 /// its terms in the order (input channel, kernel depth, row, column).
-fn conv_plane(ops: &ConvOperands<'_>, geo: &Window3, n: usize, m: usize, y: &mut [f32]) {
+fn conv_plane<T: Sum>(ops: &ConvOperands<'_>, geo: &Window3, n: usize, m: usize, y: &mut [T]) {
     let [_, ih, iw] = geo.input;
     let [od, oh, ow] = geo.output;
     let [kd, kh, kw] = geo.kernel;
@@ -120,7 +126,7 @@ fn conv_plane(ops: &ConvOperands<'_>, geo: &Window3, n: usize, m: usize, y: &mut
             }
             let y_row = &mut y[(z * oh + r) * ow..][..ow];
             for (v, &s) in y_row.iter_mut().zip(&acc) {
-                *v = (s + bias) as f32;
+                *v = T::from_sum(s + bias);
             }
         }
     }
@@ -238,12 +244,12 @@ fn bias_operand<'a>(inputs: &[&'a Tensor], out_channels: usize) -> Result<Option
 /// Calls `plane_fn(n, m, plane)` for every output plane `y[n, m]` of `plane_len` elements.
 /// Large problems split the planes over threads; each plane is computed by exactly one thread
 /// with the same code, so results do not depend on the thread count.
-fn for_each_plane(
-    y: &mut [f32],
+fn for_each_plane<T: Send>(
+    y: &mut [T],
     plane_len: usize,
     channels: usize,
     macs: usize,
-    plane_fn: impl Fn(usize, usize, &mut [f32]) + Sync,
+    plane_fn: impl Fn(usize, usize, &mut [T]) + Sync,
 ) {
     if y.is_empty() || plane_len == 0 || channels == 0 {
         return;
@@ -254,7 +260,7 @@ fn for_each_plane(
     } else {
         std::thread::available_parallelism().map_or(1, |n| n.get()).min(8).min(n_planes)
     };
-    let run = |first: usize, chunk: &mut [f32]| {
+    let run = |first: usize, chunk: &mut [T]| {
         for (i, plane) in chunk.chunks_mut(plane_len).enumerate() {
             let p = first + i;
             plane_fn(p / channels, p % channels, plane);

@@ -2,7 +2,7 @@
 
 use cnnc_ir::Tensor;
 
-use super::{StridedOffsets, broadcast_shape, broadcast_strides, f32s, make};
+use super::{StridedOffsets, Sum, broadcast_shape, broadcast_strides, f32s, make};
 
 /// A row-major matrix view, possibly transposed.
 #[derive(Clone, Copy)]
@@ -71,6 +71,12 @@ pub(super) fn gemm(alpha: f32, beta: f32, trans_a: bool, trans_b: bool, inputs: 
 /// ONNX `MatMul` (numpy `matmul`): batched over broadcast leading axes; a 1-D `a` is a row
 /// vector and a 1-D `b` a column vector, their unit axis removed from the result.
 pub(super) fn matmul(at: &Tensor, bt: &Tensor) -> Result<Tensor, String> {
+    let (shape, y) = matmul_sums::<f32>(at, bt)?;
+    make(shape, y)
+}
+
+/// [`matmul`]'s output shape and elements, each the f64 sum converted by [`Sum`].
+pub(super) fn matmul_sums<T: Sum>(at: &Tensor, bt: &Tensor) -> Result<(Vec<usize>, Vec<T>), String> {
     let (a_shape, b_shape) = (at.shape(), bt.shape());
     if a_shape.is_empty() || b_shape.is_empty() {
         return Err("matmul operands must have rank ≥ 1".into());
@@ -98,16 +104,16 @@ pub(super) fn matmul(at: &Tensor, bt: &Tensor) -> Result<Tensor, String> {
     if b_shape.len() > 1 {
         out_shape.push(n);
     }
-    let mut y = vec![0f32; super::count(&out_shape)?];
+    let mut y = vec![T::default(); super::count(&out_shape)?];
     for (bi, (ai, bj)) in a_offsets.zip(b_offsets).enumerate() {
         let a = Mat { data: &av[ai * m * k..][..m * k], rows: m, cols: k, transposed: false };
         let b = Mat { data: &bv[bj * k * n..][..k * n], rows: k, cols: n, transposed: false };
         let y_mat = &mut y[bi * m * n..][..m * n];
         matmul_rows(a, b, |i, row| {
             for (v, &s) in y_mat[i * n..][..n].iter_mut().zip(row) {
-                *v = s as f32;
+                *v = T::from_sum(s);
             }
         });
     }
-    make(out_shape, y)
+    Ok((out_shape, y))
 }

@@ -10,6 +10,7 @@ mod elementwise;
 pub(crate) use elementwise::erf;
 mod matmul;
 mod pool;
+mod qlinear;
 mod quant;
 mod reduce;
 mod resize;
@@ -173,6 +174,7 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor], out_types: &[TensorType]) -> Result<
         Op::Cast { to } => vec![shape_ops::cast(*to, inputs[0])?],
         Op::Quantize { params, to } => vec![quant::quantize(params, *to, inputs[0])?],
         Op::Dequantize(params) => vec![quant::dequantize(params, inputs[0])?],
+        Op::QLinear(q) => vec![qlinear::qlinear(q, inputs)?],
         Op::Softmax { axis, flatten } => vec![reduce::softmax(*axis, *flatten, inputs[0])?],
         Op::Pad { pads, mode, value } => vec![shape_ops::pad(pads, *mode, *value, inputs[0])?],
         Op::Reduce { kind, axes, keepdims } => vec![reduce::reduce(*kind, axes, *keepdims, inputs[0])?],
@@ -202,6 +204,24 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor], out_types: &[TensorType]) -> Result<
         }
     }
     Ok(outputs)
+}
+
+/// A conv or matmul result element: the f64 sum rounded once to f32, or kept as the f64 sum (exact for
+/// the integer-valued operands of the quantized reference, whose sums stay far below 2⁵³).
+pub(crate) trait Sum: Copy + Default + Send + Sync {
+    fn from_sum(s: f64) -> Self;
+}
+
+impl Sum for f32 {
+    fn from_sum(s: f64) -> f32 {
+        s as f32
+    }
+}
+
+impl Sum for f64 {
+    fn from_sum(s: f64) -> f64 {
+        s
+    }
 }
 
 /// An element type a tensor can hold, for ops that only move data around.
