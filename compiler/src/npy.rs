@@ -24,8 +24,8 @@ fn format_err(path: &Path, reason: impl Into<String>) -> NpyError {
     NpyError::Format { path: path.to_owned(), reason: reason.into() }
 }
 
-/// Reads one `.npy` file. f32 stays f32; f64 and f16 become f32; signed and unsigned
-/// integers become i64; bool stays bool.
+/// Reads one `.npy` file. f32 stays f32; f64 becomes f32; u8, i8, i32 and i64 keep their type
+/// and the other integer widths become i64; bool stays bool.
 pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
     let mut bytes = Vec::new();
     File::open(path)
@@ -70,18 +70,12 @@ fn tensor_from_npy<R: Read>(path: &Path, npy: npyz::NpyFile<R>) -> Result<Tensor
             TensorData::F32(npy.into_vec::<f64>().map_err(bad)?.into_iter().map(|x| x as f32).collect())
         }
         (npyz::TypeChar::Int, 8) => TensorData::I64(npy.into_vec::<i64>().map_err(bad)?),
-        (npyz::TypeChar::Int, 4) => {
-            TensorData::I64(npy.into_vec::<i32>().map_err(bad)?.into_iter().map(i64::from).collect())
-        }
+        (npyz::TypeChar::Int, 4) => TensorData::I32(npy.into_vec::<i32>().map_err(bad)?),
         (npyz::TypeChar::Int, 2) => {
             TensorData::I64(npy.into_vec::<i16>().map_err(bad)?.into_iter().map(i64::from).collect())
         }
-        (npyz::TypeChar::Int, 1) => {
-            TensorData::I64(npy.into_vec::<i8>().map_err(bad)?.into_iter().map(i64::from).collect())
-        }
-        (npyz::TypeChar::Uint, 1) => {
-            TensorData::I64(npy.into_vec::<u8>().map_err(bad)?.into_iter().map(i64::from).collect())
-        }
+        (npyz::TypeChar::Int, 1) => TensorData::I8(npy.into_vec::<i8>().map_err(bad)?),
+        (npyz::TypeChar::Uint, 1) => TensorData::U8(npy.into_vec::<u8>().map_err(bad)?),
         (npyz::TypeChar::Uint, 2) => {
             TensorData::I64(npy.into_vec::<u16>().map_err(bad)?.into_iter().map(i64::from).collect())
         }

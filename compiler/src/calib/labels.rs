@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use cnnc_ir::TensorData;
 
 use super::CalibError;
 use super::args::LabelsSpec;
@@ -40,7 +39,8 @@ pub(super) fn read_labels(spec: &LabelsSpec, kind: &SourceKind, entries: &[Entry
             }
             let t = crate::npy::read_npz_array(path, key)?;
             let bad = |reason: String| CalibError::Labels { path: path.clone(), reason };
-            let TensorData::I64(values) = t.data() else {
+            let values = t.data().to_i64_vec().filter(|_| t.dtype() != cnnc_ir::DType::Bool);
+            let Some(values) = values else {
                 return Err(bad(format!("array `{key}` holds {} values, labels must be integers", t.dtype())));
             };
             if t.shape().iter().filter(|&&d| d != 1).count() > 1 {
@@ -52,7 +52,7 @@ pub(super) fn read_labels(spec: &LabelsSpec, kind: &SourceKind, entries: &[Entry
             if values.len() != entries.len() {
                 return Err(bad(format!("array `{key}` holds {} labels for {} samples", values.len(), entries.len())));
             }
-            Ok(values.clone())
+            Ok(values)
         }
     }
 }

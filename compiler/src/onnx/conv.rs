@@ -9,16 +9,21 @@ pub(super) fn lower_conv(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, I
     let x = cx.input(node, 0)?;
     let w = cx.input(node, 1)?;
     let b = cx.opt_input(node, 2)?;
-    let (xs, ws) = (cx.shape(x), cx.shape(w));
-    let n = spatial_rank(node, &xs, &ws)?;
+    let op = Op::Conv(conv_attrs(node, &cx.shape(x), &cx.shape(w))?);
+    let inputs: Vec<_> = [Some(x), Some(w), b].into_iter().flatten().collect();
+    Ok(vec![cx.add1(node, op, &inputs)?])
+}
+
+/// The attributes of a Conv-like node (Conv, QLinearConv, ConvInteger) with input shape `xs`
+/// and weight shape `ws`.
+pub(super) fn conv_attrs(node: &OnnxNode, xs: &[usize], ws: &[usize]) -> Result<ConvAttrs, ImportError> {
+    let n = spatial_rank(node, xs, ws)?;
     let kernel = kernel_shape(node, &ws[2..])?;
     let strides = per_axis(node, "strides", n)?;
     let dilations = per_axis(node, "dilations", n)?;
     let group = group(node)?;
     let pads = resolve_pads(node, &xs[2..], &kernel, &strides, &dilations)?;
-    let inputs: Vec<_> = [Some(x), Some(w), b].into_iter().flatten().collect();
-    let op = Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group, algo: Default::default() });
-    Ok(vec![cx.add1(node, op, &inputs)?])
+    Ok(ConvAttrs { kernel, strides, dilations, pads, group, algo: Default::default() })
 }
 
 pub(super) fn lower_conv_transpose(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, ImportError> {

@@ -15,6 +15,7 @@ mod matmul;
 mod norm;
 mod pool;
 mod proto;
+mod qoperator;
 mod quantize;
 mod reduce;
 mod resize;
@@ -86,7 +87,7 @@ pub fn import_bytes(bytes: &[u8], file_name: &str, opts: &ImportOptions) -> Resu
     for i in order {
         let node_proto = &graph.node[i];
         let node = OnnxNode { proto: node_proto, name: names[i].clone(), opset };
-        let lower = lowering(&node_proto.op_type).ok_or_else(|| ImportError::UnsupportedOps {
+        let lower = lowering(&node_proto.domain, &node_proto.op_type).ok_or_else(|| ImportError::UnsupportedOps {
             file: file_name.to_string(),
             ops: vec![unsupported(&model, &node)],
         })?;
@@ -202,6 +203,10 @@ const LOWERINGS: &[(&str, LowerFn)] = &[
     ("Cast",               shape::lower_cast),
     ("QuantizeLinear",     quantize::lower_quantize_linear),
     ("DequantizeLinear",   quantize::lower_dequantize_linear),
+    ("QLinearConv",        qoperator::lower_qlinear_conv),
+    ("QLinearMatMul",      qoperator::lower_qlinear_matmul),
+    ("ConvInteger",        qoperator::lower_conv_integer),
+    ("MatMulInteger",      qoperator::lower_matmul_integer),
     ("Identity",           shape::lower_identity),
     ("Dropout",            shape::lower_dropout),
     ("Constant",           shape::lower_constant),
@@ -220,8 +225,24 @@ const LOWERINGS: &[(&str, LowerFn)] = &[
     ("ArgMin",             |cx, n| reduce::lower_arg_reduce(cx, n, false)),
 ];
 
-fn lowering(op_type: &str) -> Option<LowerFn> {
-    LOWERINGS.iter().find(|(name, _)| *name == op_type).map(|&(_, f)| f)
+/// The ops of the `com.microsoft` domain that onnxruntime's quantizer writes (QOperator format).
+#[rustfmt::skip]
+const MS_LOWERINGS: &[(&str, LowerFn)] = &[
+    ("QGemm",                     qoperator::lower_qgemm),
+    ("QLinearAdd",                qoperator::lower_qlinear_add),
+    ("QLinearGlobalAveragePool",  qoperator::lower_qlinear_global_avg_pool),
+];
+
+/// The lowering of `op_type` in `domain`.
+fn lowering(domain: &str, op_type: &str) -> Option<LowerFn> {
+    let table = if is_default_domain(domain) {
+        LOWERINGS
+    } else if domain == "com.microsoft" {
+        MS_LOWERINGS
+    } else {
+        return None;
+    };
+    table.iter().find(|(name, _)| *name == op_type).map(|&(_, f)| f)
 }
 
 fn is_default_domain(domain: &str) -> bool {
@@ -261,7 +282,7 @@ fn check_supported(model: &ModelProto, graph: &GraphProto, opset: i64, file: &st
         .node
         .iter()
         .zip(names)
-        .filter(|(n, _)| !is_default_domain(&n.domain) || lowering(&n.op_type).is_none())
+        .filter(|(n, _)| lowering(&n.domain, &n.op_type).is_none())
         .map(|(proto, name)| unsupported(model, &OnnxNode { proto, name, opset }))
         .collect();
     if ops.is_empty() { Ok(()) } else { Err(ImportError::UnsupportedOps { file: file.to_string(), ops }) }
@@ -344,9 +365,12 @@ fn declared_dims(vi: &ValueInfoProto) -> Result<(DType, Option<Vec<Dim>>), Impor
         Some(D::FLOAT) => DType::F32,
         Some(D::INT64) => DType::I64,
         Some(D::BOOL) => DType::Bool,
+        Some(D::UINT8) => DType::U8,
+        Some(D::INT8) => DType::I8,
+        Some(D::INT32) => DType::I32,
         _ => {
             return Err(input_err(format!(
-                "element type {} is not supported (float, int64 and bool are)",
+                "element type {} is not supported (float, int64, bool, uint8, int8 and int32 are)",
                 proto::elem_type_name(tt.elem_type)
             )));
         }

@@ -14,6 +14,14 @@ pub(super) fn lower_max_pool(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowere
         return Err(node.bad_input("the Indices output of MaxPool is not supported"));
     }
     let (x, pool) = pool_attrs(cx, node)?;
+    let dtype = cx.ty(x).dtype;
+    if dtype.is_quantized() {
+        // u8/i8 (QOperator models): every value is exact in f32 and the maximum commutes with
+        // the monotone conversion, so the f32 max-pool between two casts gives the same bits.
+        let xf = cx.add1(node, Op::Cast { to: cnnc_ir::DType::F32 }, &[x])?;
+        let y = cx.add1(node, Op::MaxPool(pool), &[xf])?;
+        return Ok(vec![cx.add1(node, Op::Cast { to: dtype }, &[y])?]);
+    }
     Ok(vec![cx.add1(node, Op::MaxPool(pool), &[x])?])
 }
 

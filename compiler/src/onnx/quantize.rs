@@ -35,13 +35,21 @@ pub(super) fn lower_quantize_linear(cx: &mut LowerCx, node: &OnnxNode) -> Result
     Ok(vec![cx.add1(node, Op::Quantize { params, to }, &[x])?])
 }
 
-pub(super) fn lower_dequantize_linear(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, ImportError> {
-    let mut x = cx.input(node, 0)?;
-    // Quantized weights arrive widened to i64: give them back their ONNX type.
-    if let (Some(d), Some(t)) = (cx.narrow_int_dtype(x), cx.constant(x)) {
-        let narrowed = narrow(t, d).ok_or_else(|| node.bad_input(format!("input 0 holds values outside {d}")))?;
-        x = cx.add_const(&format!("{}.x", node.name), narrowed);
+/// Input `i` with its ONNX element type: quantized constants arrive widened to i64 (as shape
+/// tensors need them) and get their u8, i8 or i32 type back here.
+pub(super) fn quantized_input(cx: &mut LowerCx, node: &OnnxNode, i: usize) -> Result<ValueRef, ImportError> {
+    let x = cx.input(node, i)?;
+    match (cx.narrow_int_dtype(x), cx.constant(x)) {
+        (Some(d), Some(t)) => {
+            let narrowed = narrow(t, d).ok_or_else(|| node.bad_input(format!("input {i} holds values outside {d}")))?;
+            Ok(cx.add_const(&format!("{}.in{i}", node.name), narrowed))
+        }
+        _ => Ok(x),
     }
+}
+
+pub(super) fn lower_dequantize_linear(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, ImportError> {
+    let x = quantized_input(cx, node, 0)?;
     let from = cx.ty(x).dtype;
     if !(from.is_quantized() || from == DType::I32) {
         return Err(node.bad_input(format!("dequantizing {from} is not supported (uint8, int8 and int32 are)")));
