@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-
 use super::CalibError;
 use super::args::LabelsSpec;
 use super::source::{Entry, SourceKind};
