@@ -50,10 +50,13 @@ pub struct KernelKey {
 
 /// A deterministic stand-in for a measured oracle (tests, and comparisons with measurement):
 /// [`crate::MacCost`]'s estimate, multiplies ([`cnnc_ir::node_multiplies`]: fewer for a
-/// Winograd conv) plus 0.25 per output byte, in its own unit.
+/// Winograd conv; a quantized op's count a quarter, as one 32-bit lane of an int8 dot-product
+/// instruction does four u8×i8 products where an f32 lane does one) plus 0.25 per output
+/// byte, in its own unit.
 pub fn mac_estimate(key: &KernelKey) -> Result<f64, CostError> {
     let inputs: Vec<&TensorType> = key.inputs.iter().map(|o| &o.ty).collect();
-    let macs = cnnc_ir::node_multiplies(&key.op, &inputs, &key.outputs) as f64;
+    let per_mac = if matches!(key.op, Op::QLinear(_)) { 0.25 } else { 1.0 };
+    let macs = per_mac * cnnc_ir::node_multiplies(&key.op, &inputs, &key.outputs) as f64;
     let bytes: f64 = key.outputs.iter().map(|t| (t.numel() * t.dtype.size_bytes()) as f64).sum();
     Ok(macs + 0.25 * bytes)
 }
@@ -81,7 +84,8 @@ impl KernelKey {
                 Some(Operand { ty, constant: weight_of(egraph, c).is_some() })
             })
             .collect::<Option<Vec<_>>>()?;
-        Some(KernelKey { op: attr.op.clone(), inputs, outputs: attr.outputs.clone(), threads })
+        // Scales and zero points do not change a kernel's time: one key for every layer of a shape.
+        Some(KernelKey { op: attr.op.timing_form(), inputs, outputs: attr.outputs.clone(), threads })
     }
 
     /// The key of IR node `id`; `None` for sources (inputs, weights).
@@ -95,7 +99,7 @@ impl KernelKey {
             .iter()
             .map(|v| Operand { ty: graph.value_type(v).clone(), constant: graph.weight_of(v).is_some() })
             .collect();
-        Some(KernelKey { op: node.op.clone(), inputs, outputs: node.outputs.clone(), threads })
+        Some(KernelKey { op: node.op.timing_form(), inputs, outputs: node.outputs.clone(), threads })
     }
 }
 

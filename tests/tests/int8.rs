@@ -5,7 +5,7 @@
 //! the JIT (before and after `-O1`), and compared with onnxruntime on the integers that feed
 //! the final DequantizeLinear.
 
-use cnnc_ir::{Tensor, VerifiedGraph, verify};
+use cnnc_ir::{Op, Tensor, VerifiedGraph, verify};
 use cnnc_passes::{OptConfig, TableCost, mac_estimate, optimize_exact};
 use cnnc_runtime::{Model, run_reference};
 use cnnc_tests::{fixtures_dir, import_with_inputs, ordered_inputs, values_f64};
@@ -88,4 +88,21 @@ fn qdq_mnist_is_within_one_step_of_onnxruntime() {
     let jit = run_jit(&c.graph, &c.inputs);
     let [_, over1, over2] = deviations(&integers(&jit), &c.want);
     assert_eq!((over1, over2), (0, 0), "JIT: integers more than 1 / 2 steps from onnxruntime");
+}
+
+/// At `-O1` the QDQ rules (`passes/src/rules/qdq.rs`) turn each DequantizeLinear → conv/gemm →
+/// QuantizeLinear chain into one integer op, as onnxruntime's graph optimizer does: all four
+/// layers become `qlinear-…` ops, no f32 conv or gemm is left, and every integer equals
+/// onnxruntime's (tolerance 0).
+#[test]
+fn qdq_mnist_at_o1_runs_integer_ops_and_matches_onnxruntime_exactly() {
+    let c = case("qdq");
+    let o1 = optimized(&c.graph);
+    let count = |f: fn(&Op) -> bool| o1.node_ids().filter(|&id| f(&o1.node(id).op)).count();
+    assert_eq!(count(|op| matches!(op, Op::QLinear(_))), 4, "quantized layers:\n{}", *o1);
+    assert_eq!(count(|op| matches!(op, Op::Conv(_) | Op::Gemm { .. } | Op::MatMul | Op::Fused(_))), 0);
+    let jit = run_jit(&o1, &c.inputs);
+    assert_eq!(deviations(&integers(&jit), &c.want), [0, 0, 0], "-O1 JIT vs onnxruntime");
+    let reference = run_reference(&o1, &c.inputs).expect("reference runs").remove(0);
+    assert_eq!(jit, reference, "JIT vs reference (bit for bit)");
 }

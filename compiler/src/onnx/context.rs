@@ -373,7 +373,8 @@ impl LowerCx {
     }
 
     /// Adds an IR node for `node`, inferring its output types. When every input is a constant,
-    /// the node is evaluated and replaced by weights (up to [`MAX_FOLD_BYTES`]).
+    /// the node is evaluated and replaced by weights (up to [`MAX_FOLD_BYTES`]), except a
+    /// DequantizeLinear.
     pub fn add(&mut self, node: &OnnxNode, op: Op, inputs: &[ValueRef]) -> Result<Lowered, ImportError> {
         let types: Vec<&TensorType> = inputs.iter().map(|v| self.graph.value_type(v)).collect();
         let out_types = infer_types(&op, &types).map_err(|e| node.shape_err(e.reason))?;
@@ -383,8 +384,12 @@ impl LowerCx {
                 .and_then(|b| acc.checked_add(b))
         });
         let consts: Option<Vec<&Tensor>> = inputs.iter().map(|v| self.graph.weight_of(v)).collect();
+        // A DequantizeLinear stays, even of a constant: `-O1`'s QDQ rules turn the
+        // DequantizeLinear → conv → QuantizeLinear chains it starts into integer ops, and fold
+        // the rest (`qdq-fold-weight`).
         if let (Some(consts), Some(bytes)) = (consts, out_bytes)
             && !inputs.is_empty()
+            && !matches!(op, Op::Dequantize(_))
             && bytes <= MAX_FOLD_BYTES
             && fold_work(&op, &types, &out_types) <= MAX_FOLD_WORK
         {

@@ -13,6 +13,7 @@ pub mod hardswish;
 pub mod matmul_bias;
 pub mod movement;
 pub mod pad_fold;
+pub mod qdq;
 pub mod winograd;
 
 use egg::{Rewrite, Runner, StopReason, Var};
@@ -51,6 +52,7 @@ pub fn exact_rules_with(options: RuleOptions) -> Vec<Rewrite<Cnn, CnnAnalysis>> 
     rules.extend(fuse::rules());
     rules.extend(movement::rules());
     rules.extend(pad_fold::rules());
+    rules.extend(qdq::rules());
     if options.winograd {
         rules.extend(winograd::rules());
     }

@@ -1,0 +1,266 @@
+//! QDQ → quantized ops: the DequantizeLinear → conv/gemm/matmul → QuantizeLinear chains that
+//! onnxruntime's quantizer writes become one `qlinear-…` op computed in integers, and a
+//! DequantizeLinear of a constant becomes the f32 constant.
+//!
+//! What, three kinds of rule:
+//! - `qdq-linear`: `quantize{y}(base(dequantize{x}(%x), dequantize{w}(%w)[, dequantize{b}(%b)]))`,
+//!   optionally with `relu` or `clip` between the base and the quantize, ⇒
+//!   `qlinear-base{x, w, out=y, clamp}(%x, %w[, %b])`. The activation becomes a clamp of the
+//!   quantized output (exact: quantization is monotone, so `Q(relu(v)) = max(Q(v), zy)` and
+//!   `Q(clip(v, a, b)) = clamp(Q(v), Q(a), Q(b))`).
+//! - `qdq-fold-weight`: `dequantize{p}(%w)` of a constant ⇒ the f32 constant
+//!   `(w − zero_point) · scale` (the same arithmetic as the op, done once at compile time).
+//! - `qdq-identity`, `qdq-reshape`, `qdq-transpose`: `quantize{p}(dequantize{p}(%x))` ⇒ `%x`,
+//!   and a reshape or transpose between them ⇒ the reshape or transpose of `%x` (the same
+//!   per-tensor parameters on both sides, `%x` of the quantized type; exact, see
+//!   [`Requantize`]).
+//!
+//! When: the base is a direct conv, a gemm with `alpha = beta = 1` or a matmul with a 2-D
+//! weight; `%x` is u8/i8 quantized per tensor; `%w` is a u8/i8 constant quantized per tensor or
+//! along its output-channel axis; `%b` (if any) is an i32 constant with zero points 0 and the
+//! scales `sx·sw[c]` (within 1e-6 relative: the quantizer stores the f32 product), one per
+//! output channel, added by the base (a conv's or gemm's bias; not a matmul's); the output is
+//! quantized per tensor to u8/i8. It does not fire on a runtime weight, a bias whose scale is
+//! not the accumulator's, Winograd conv forms, or another activation (e.g. LeakyReLU, which is
+//! not a clamp).
+//!
+//! Numerical effect: the quantized op computes the sum exactly in i32 and requantizes once
+//! (onnxruntime's integer kernels do the same); the chain it replaces sums
+//! `DQ(x)·DQ(w) + DQ(b)` in f32 before quantizing, so the two can differ by one step where the
+//! f32 sum rounds across a rounding boundary of the output. Exact up to float reordering, as
+//! every `-O1` rule.
+//!
+//! ```text
+//! before: %xf = dequantize{scales=[0.02], zero-points=[128]}(%x) : f32[1,8,16,16]
+//!         %wf = dequantize{axis=0, scales=[…], zero-points=[0, …]}(%w) : f32[16,8,3,3]
+//!         %bf = dequantize{axis=0, scales=[…], zero-points=[0, …]}(%b) : f32[16]
+//!         %c = conv{…}(%xf, %wf, %bf) : f32[1,16,16,16]
+//!         %r = relu(%c) : f32[1,16,16,16]
+//!         %y = quantize{to=u8, scales=[0.05], zero-points=[0]}(%r) : u8[1,16,16,16]
+//! after:  %y = qlinear-conv{…, x-scales=[0.02], …, out=u8, out-scales=[0.05],
+//!                           out-zero-points=[0], clamp=[0, 255]}(%x, %w, %b) : u8[1,16,16,16]
+//! ```
+
+use cnnc_ir::{DType, Op, QLinear, QLinearOut, QuantParams, Tensor, TensorData, UnaryOp};
+use egg::{Applier, EGraph, Id, Pattern, PatternAst, Rewrite, Subst, Symbol};
+
+use super::var;
+use crate::analysis::{CnnAnalysis, add_weight, attr_of, weight_of};
+use crate::lang::Cnn;
+
+/// The rules of this family.
+pub fn rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
+    let mut rules = Vec::new();
+    let x = "(dequantize ?dx ?x)";
+    let w = "(dequantize ?dw ?w)";
+    let b = "(dequantize ?db ?b)";
+    for (base, operands) in [
+        ("conv", format!("{x} {w}")),
+        ("conv", format!("{x} {w} {b}")),
+        ("gemm", format!("{x} {w}")),
+        ("gemm", format!("{x} {w} {b}")),
+        ("matmul", format!("{x} {w}")),
+    ] {
+        let core = format!("({base} ?base {operands})");
+        let bias = if operands.contains("?db") { "-bias" } else { "" };
+        for (act, inner) in [("", core.clone()), ("-act", format!("(unary ?act {core})"))] {
+            let pattern: Pattern<Cnn> = format!("(quantize ?q {inner})").parse().expect("a valid pattern");
+            let name = format!("qdq-linear-{base}{bias}{act}");
+            rules.push(Rewrite::new(name, pattern, QdqLinear).expect("a valid rule"));
+        }
+    }
+    let dq: Pattern<Cnn> = "(dequantize ?d ?w)".parse().expect("a valid pattern");
+    rules.push(Rewrite::new("qdq-fold-weight", dq, FoldWeight).expect("a valid rule"));
+    for (name, pattern) in [
+        ("qdq-identity", "(quantize ?q (dequantize ?d ?x))"),
+        ("qdq-reshape", "(quantize ?q (reshape ?m (dequantize ?d ?x)))"),
+        ("qdq-transpose", "(quantize ?q (transpose ?m (dequantize ?d ?x)))"),
+    ] {
+        let p: Pattern<Cnn> = pattern.parse().expect("a valid pattern");
+        rules.push(Rewrite::new(name, p, Requantize).expect("a valid rule"));
+    }
+    rules
+}
+
+/// `quantize{p}(dequantize{p}(x))` ⇒ `x`, and the same around a reshape or transpose ⇒ the
+/// movement of `x` itself, when both use the same per-tensor parameters and `x` has the
+/// quantized type: `Q(DQ(q)) = q` exactly for every `q` of the type (DQ is exact in f32 and
+/// `round((q − z)·s / s) = q − z`, as `(q − z)·s` is the f32 product and dividing it by `s`
+/// gives back the integer `q − z` for |q − z| ≤ 255).
+struct Requantize;
+
+impl Applier<Cnn, CnnAnalysis> for Requantize {
+    fn apply_one(
+        &self,
+        egraph: &mut EGraph<Cnn, CnnAnalysis>,
+        eclass: Id,
+        subst: &Subst,
+        _searcher_ast: Option<&PatternAst<Cnn>>,
+        _rule_name: Symbol,
+    ) -> Vec<Id> {
+        let attr = |v: &str| attr_of(egraph, subst[var(v)]).map(|e| &e.op);
+        let (Some(Op::Quantize { params: qp, to }), Some(Op::Dequantize(dp))) = (attr("?q"), attr("?d")) else {
+            return Vec::new();
+        };
+        let x = subst[var("?x")];
+        if qp != dp || qp.axis.is_some() || dtype(egraph, x) != Some(*to) {
+            return Vec::new();
+        }
+        let Some(&m) = subst.get(var("?m")) else {
+            return if egraph.union(eclass, x) { vec![eclass] } else { Vec::new() };
+        };
+        let (Some(entry), Some(out)) = (attr_of(egraph, m).cloned(), egraph[eclass].data.types.first().cloned()) else {
+            return Vec::new();
+        };
+        let attr = egraph.analysis.attrs.intern(&entry.op, &[out], &entry.name);
+        let leaf = egraph.add(Cnn::Attr(attr));
+        let node = match entry.op {
+            Op::Reshape { .. } => Cnn::Reshape(vec![leaf, x].into_boxed_slice()),
+            Op::Transpose { .. } => Cnn::Transpose(vec![leaf, x].into_boxed_slice()),
+            _ => return Vec::new(),
+        };
+        let node = egraph.add(node);
+        if egraph.union(eclass, node) { vec![eclass] } else { Vec::new() }
+    }
+}
+
+/// The dtype of a class's (first) value.
+fn dtype(egraph: &EGraph<Cnn, CnnAnalysis>, class: Id) -> Option<DType> {
+    egraph[class].data.types.first().map(|t| t.dtype)
+}
+
+/// `Q(v)` of the output quantization `p` to `to`, for a clip bound `v` (±∞: the type's bound).
+fn quantized_bound(v: f32, p: &QuantParams, to: DType) -> Option<i32> {
+    let (lo, hi) = to.int_range()?;
+    let q = if v.is_infinite() {
+        if v > 0.0 { hi } else { lo }
+    } else {
+        let r = (v / p.scales[0]).round_ties_even();
+        ((r as i64).saturating_add(i64::from(p.zero_points[0]))).clamp(lo, hi)
+    };
+    i32::try_from(q).ok()
+}
+
+struct QdqLinear;
+
+impl QdqLinear {
+    /// The quantized op, or `None` when a condition of the module docs fails.
+    fn build(egraph: &EGraph<Cnn, CnnAnalysis>, subst: &Subst) -> Option<(QLinear, Vec<Id>)> {
+        let attr = |v: &str| attr_of(egraph, subst[var(v)]).map(|e| &e.op);
+        let Some(Op::Quantize { params: yp, to }) = attr("?q") else { return None };
+        let Some(Op::Dequantize(xp)) = attr("?dx") else { return None };
+        let Some(Op::Dequantize(wp)) = attr("?dw") else { return None };
+        let base = attr("?base")?.clone();
+        if yp.axis.is_some() || !to.is_quantized() || xp.axis.is_some() || !QLinear::linear_base(&base) {
+            return None;
+        }
+        let (x, w) = (subst[var("?x")], subst[var("?w")]);
+        let w_ty = egraph[w].data.types.first()?;
+        if !dtype(egraph, x)?.is_quantized() || !w_ty.dtype.is_quantized() || weight_of(egraph, w).is_none() {
+            return None;
+        }
+        if matches!(base, Op::MatMul) && w_ty.rank() != 2 {
+            return None;
+        }
+        let mut q = QLinear {
+            base,
+            x: xp.clone(),
+            w: wp.clone(),
+            out: QLinearOut::Quantized { params: yp.clone(), to: *to },
+            clamp: None,
+        };
+        let axis = q.weight_channel_axis(w_ty.rank());
+        if wp.axis.is_some_and(|a| a != axis) {
+            return None;
+        }
+        let c_out = *w_ty.shape.get(axis)?;
+        let mut operands = vec![x, w];
+        if let Some(&db) = subst.get(var("?db")) {
+            let Some(Op::Dequantize(bp)) = attr_of(egraph, db).map(|e| &e.op) else { return None };
+            let b = subst[var("?b")];
+            let b_ty = egraph[b].data.types.first()?;
+            if b_ty.dtype != DType::I32 || b_ty.shape != [c_out] || weight_of(egraph, b).is_none() {
+                return None;
+            }
+            let scale_ok = (0..c_out).all(|c| {
+                let k = if bp.axis.is_some() { c } else { 0 };
+                let (got, want) = (bp.scales.get(k).copied(), q.acc_scale(c));
+                bp.zero_points.get(k) == Some(&0) && got.is_some_and(|s| (s - want).abs() <= 1e-6 * want)
+            });
+            if !scale_ok {
+                return None;
+            }
+            operands.push(b);
+        }
+        if let Some(&act) = subst.get(var("?act")) {
+            let (lo, hi) = to.int_range()?;
+            q.clamp = Some(match attr_of(egraph, act).map(|e| &e.op) {
+                Some(Op::Unary(UnaryOp::Relu)) => (yp.zero_points[0].max(lo as i32), hi as i32),
+                Some(Op::Unary(UnaryOp::Clip { min, max })) if min <= max => {
+                    (quantized_bound(*min, yp, *to)?, quantized_bound(*max, yp, *to)?)
+                }
+                _ => return None,
+            });
+        }
+        Some((q, operands))
+    }
+}
+
+impl Applier<Cnn, CnnAnalysis> for QdqLinear {
+    fn apply_one(
+        &self,
+        egraph: &mut EGraph<Cnn, CnnAnalysis>,
+        eclass: Id,
+        subst: &Subst,
+        _searcher_ast: Option<&PatternAst<Cnn>>,
+        _rule_name: Symbol,
+    ) -> Vec<Id> {
+        let Some((q, operands)) = Self::build(egraph, subst) else { return Vec::new() };
+        let Some(out) = egraph[eclass].data.types.first().cloned() else { return Vec::new() };
+        let name = attr_of(egraph, subst[var("?base")]).map(|e| e.name.clone()).unwrap_or_default();
+        let attr = egraph.analysis.attrs.intern(&Op::QLinear(Box::new(q)), &[out], &name);
+        let mut children = vec![egraph.add(Cnn::Attr(attr))];
+        children.extend(operands);
+        let node = egraph.add(Cnn::QLinear(children.into_boxed_slice()));
+        if egraph.union(eclass, node) { vec![eclass] } else { Vec::new() }
+    }
+}
+
+struct FoldWeight;
+
+impl Applier<Cnn, CnnAnalysis> for FoldWeight {
+    fn apply_one(
+        &self,
+        egraph: &mut EGraph<Cnn, CnnAnalysis>,
+        eclass: Id,
+        subst: &Subst,
+        _searcher_ast: Option<&PatternAst<Cnn>>,
+        _rule_name: Symbol,
+    ) -> Vec<Id> {
+        // Once folded, the class holds a weight: nothing more to do.
+        if weight_of(egraph, eclass).is_some() {
+            return Vec::new();
+        }
+        let Some(entry) = attr_of(egraph, subst[var("?d")]) else { return Vec::new() };
+        let Op::Dequantize(p) = &entry.op else { return Vec::new() };
+        let (p, name) = (p.clone(), entry.name.clone());
+        let Some(wr) = weight_of(egraph, subst[var("?w")]) else { return Vec::new() };
+        let t = &egraph.analysis.weights[wr.0 as usize];
+        let Some(v) = t.data().to_i64_vec().filter(|_| !matches!(t.data(), TensorData::I64(_))) else {
+            return Vec::new();
+        };
+        let shape = t.shape().to_vec();
+        // DequantizeLinear exactly: the difference in i64, rounded once to f32, times the scale.
+        let f = v
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| {
+                let k = p.index(&shape, i);
+                (q - i64::from(p.zero_points[k])) as f32 * p.scales[k]
+            })
+            .collect();
+        let Ok(tensor) = Tensor::from_f32(shape, f) else { return Vec::new() };
+        let folded = add_weight(egraph, tensor, name);
+        if egraph.union(eclass, folded) { vec![eclass] } else { Vec::new() }
+    }
+}
