@@ -708,7 +708,7 @@ fn quantize_linear_output_dtype_chooses_the_type_without_a_zero_point() {
 }
 
 #[test]
-fn dequantize_linear_of_quantized_weights_folds_to_f32() {
+fn dequantize_linear_of_quantized_weights_stays_at_import_and_folds_at_o1() {
     // w = (q − zp) · scale per output channel: [(−128 − 0)·0.5, (5 − 0)·0.5, (0 − 1)·2, (9 − 1)·2].
     let m = model(13)
         .init(ints("w", &[2, 2], DataType::INT8, &[-128, 5, 0, 9]))
@@ -717,9 +717,23 @@ fn dequantize_linear_of_quantized_weights_folds_to_f32() {
         .node("DequantizeLinear", &["w", "s", "zp"], &["y"], vec![a_int("axis", 0)])
         .output("y");
     let g = import(&m).expect("imports");
-    assert!(ops(&g).is_empty(), "folded at import");
-    let y = g.weight_of(&g.outputs()[0].value).expect("a constant");
-    assert_eq!(y.as_f32().expect("f32"), [-64.0, 2.5, -2.0, 16.0]);
+    // Kept (with its i8 weight) so that -O1's QDQ rules can see the chains it starts.
+    let params = QuantParams { axis: Some(0), scales: vec![0.5, 2.0], zero_points: vec![0, 1] };
+    assert_eq!(only_op(&g), Op::Dequantize(params));
+    let want = [-64.0, 2.5, -2.0, 16.0];
+    let got = cnnc_runtime::run_reference(&g, &[]).expect("runs").remove(0);
+    assert_eq!(got.as_f32().expect("f32"), want);
+    let mut table = cnnc_passes::TableCost::new(1);
+    let (o1, _) = cnnc_passes::optimize_exact(
+        &g,
+        &cnnc_passes::OptConfig::lossless(),
+        &mut table,
+        &mut cnnc_passes::mac_estimate,
+    )
+    .expect("optimizes");
+    assert!(ops(&cnnc_ir::verify(o1.clone()).expect("verifies")).is_empty(), "folded at -O1:\n{o1}");
+    let y = o1.weight_of(&o1.outputs()[0].value).expect("a constant");
+    assert_eq!(y.as_f32().expect("f32"), want);
 }
 
 #[test]

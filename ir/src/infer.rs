@@ -474,9 +474,15 @@ fn binary(cx: &Cx, op: BinaryOp, a: &TensorType, b: &TensorType) -> Result<Tenso
     if a.dtype != b.dtype {
         return Err(cx.err(format!("operands have different dtypes {} and {}", a.dtype, b.dtype)));
     }
-    let allowed = matches!(a.dtype, DType::F32 | DType::I64) || a.dtype == DType::Bool && op == BinaryOp::Equal;
+    // i32: the wrapping add, sub and mul of quantized accumulators and biases.
+    let i32_op = matches!(op, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul);
+    let allowed = matches!(a.dtype, DType::F32 | DType::I64)
+        || a.dtype == DType::Bool && op == BinaryOp::Equal
+        || a.dtype == DType::I32 && i32_op;
     if !allowed {
-        return Err(cx.err(format!("operands have dtype {}, expected f32 or i64", a.dtype)));
+        return Err(
+            cx.err(format!("operands have dtype {}, expected f32 or i64 (or i32 for add, sub and mul)", a.dtype))
+        );
     }
     let shape = broadcast(cx, &a.shape, &b.shape)?;
     let dtype = if op.is_comparison() { DType::Bool } else { a.dtype };

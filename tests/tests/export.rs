@@ -171,7 +171,19 @@ fn every_op_case_exports_and_reimports_to_the_same_function() {
             continue;
         }
         let back = round_trip(&g, name);
-        assert_eq!(op_counts(&back, false), op_counts(&g, true), "{name}: op counts");
+        // Requantizing ops export as their QDQ spelling, which -O1's QDQ rules fuse back; an
+        // integer-output one (ConvInteger, MatMulInteger, a float QGemm) as the integer op with
+        // its bias, cast and scale spelled out, checked by its outputs alone.
+        let qlinear = |g: &Graph, requantized: bool| {
+            g.node_ids().any(|id| match &g.node(id).op {
+                Op::QLinear(q) => matches!(q.out, QLinearOut::Quantized { .. }) == requantized,
+                _ => false,
+            })
+        };
+        let (g, back) = if qlinear(&g, true) { (optimized(&g), optimized(&back)) } else { (g, back) };
+        if !qlinear(&g, false) {
+            assert_eq!(op_counts(&back, false), op_counts(&g, true), "{name}: op counts");
+        }
         let want = run_reference(&g, &ordered_inputs(&g, &inputs)).expect("runs");
         let got = run_reference(&back, &ordered_inputs(&back, &inputs)).expect("re-imported graph runs");
         assert_same_outputs(&g, &want, &got, name, &[]);

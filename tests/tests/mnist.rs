@@ -13,8 +13,8 @@ fn reference_predictions_equal_onnxruntime_on_mnist() {
     let n: usize = std::env::var("CNNC_MNIST_N").ok().and_then(|v| v.parse().ok()).unwrap_or(1000).clamp(1, 10_000);
     let data = cnnc::npy::read_npz(&shared.join("data/mnist_test.npz")).expect("mnist_test.npz");
     let images = &data.iter().find(|(k, _)| k == "images").expect("images").1;
-    let labels = data.iter().find(|(k, _)| k == "labels").expect("labels").1.as_i64().expect("u8 labels").to_vec();
-    let pixels = images.as_i64().expect("u8 images");
+    let labels = data.iter().find(|(k, _)| k == "labels").expect("labels").1.data().to_i64_vec().expect("int labels");
+    let pixels = images.data().to_i64_vec().expect("u8 images");
     let x: Vec<f32> = pixels[..n * 784].iter().map(|&p| ((p as f32) / 255.0 - 0.1307) / 0.3081).collect();
     let x = Tensor::from_f32(vec![n, 1, 28, 28], x).expect("shape");
 

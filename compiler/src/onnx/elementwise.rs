@@ -1,14 +1,26 @@
 //! Element-wise ops of several inputs: arithmetic, comparisons, logic, `Where`, and the
 //! variadic `Sum`/`Max`/`Min`/`Mean` (lowered to chains of binary ops).
 
-use cnnc_ir::{BinaryOp, Op};
+use cnnc_ir::{BinaryOp, Op, ValueRef};
 
 use super::context::{LowerCx, Lowered, OnnxNode};
 use super::error::ImportError;
+use super::quantize::quantized_input;
 
 pub(super) fn lower_binary(cx: &mut LowerCx, node: &OnnxNode, op: BinaryOp) -> Result<Lowered, ImportError> {
-    let a = cx.input(node, 0)?;
-    let b = cx.input(node, 1)?;
+    let mut a = cx.input(node, 0)?;
+    let mut b = cx.input(node, 1)?;
+    // A u8/i8/i32 constant arrives widened to i64 (shape tensors need that); beside a run-time
+    // operand of its own ONNX type it gets that type back.
+    let narrow_to = |cx: &LowerCx, c: ValueRef, other: ValueRef| {
+        let d = cx.narrow_int_dtype(c)?;
+        (cx.constant(c).is_some() && cx.constant(other).is_none() && cx.ty(other).dtype == d).then_some(d)
+    };
+    if narrow_to(cx, a, b).is_some() {
+        a = quantized_input(cx, node, 0)?;
+    } else if narrow_to(cx, b, a).is_some() {
+        b = quantized_input(cx, node, 1)?;
+    }
     Ok(vec![cx.add1(node, Op::Binary(op), &[a, b])?])
 }
 

@@ -21,7 +21,8 @@ use std::collections::{HashMap, HashSet};
 
 use cnnc_ir::{
     BinaryOp, ConvTransposeAttrs, CoordTransform, DType, Fused, NearestMode, Node, NodeId, Op, PadMode, QLinear,
-    QLinearOut, QuantParams, ReduceKind, ResizeAttrs, ResizeMode, Tensor, TensorType, UnaryOp, ValueRef, VerifiedGraph,
+    QLinearOut, QuantParams, ReduceKind, ResizeAttrs, ResizeMode, Tensor, TensorData, TensorType, UnaryOp, ValueRef,
+    VerifiedGraph,
 };
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::DataType;
@@ -757,8 +758,9 @@ impl<'g> Exporter<'g> {
         Ok(())
     }
 
-    /// [`Self::lower_qlinear`] for an i32 or f32 output: `ConvInteger` / `MatMulInteger`, which
-    /// take a per-tensor weight zero point only.
+    /// [`Self::lower_qlinear`] for an i32 or f32 output: `ConvInteger` / `MatMulInteger` (a
+    /// gemm's transposed operands through `Transpose` nodes), which take a per-tensor weight
+    /// zero point only.
     fn lower_integer(
         &mut self,
         cx: &NodeCx,
@@ -769,24 +771,45 @@ impl<'g> Exporter<'g> {
     ) -> Result<(), ExportError> {
         let name = cx.node.name.clone();
         let out = first(&outputs)?;
-        if q.w.axis.is_some() && q.w.zero_points.iter().any(|&z| z != q.w.zero_points[0]) {
-            return Err(cx.inexpressible("ConvInteger and MatMulInteger take one weight zero point"));
+        let per_channel = q.w.axis.is_some() && q.w.zero_points.iter().any(|&z| z != q.w.zero_points[0]);
+        if per_channel && matches!(q.base, Op::Conv(_)) {
+            return Err(cx.inexpressible("ConvInteger takes one weight zero point"));
         }
-        let zp = |this: &mut Self, what: &str, z: i32, dtype: DType| {
+        // A scalar zero point, or (MatMulInteger) one per output column.
+        let zp = |this: &mut Self, what: &str, z: &[i32], dtype: DType| {
+            let shape: Vec<usize> = if z.len() == 1 { vec![] } else { vec![z.len()] };
             let t = match dtype {
-                DType::U8 => Tensor::from_u8(Vec::<usize>::new(), vec![z as u8]),
-                _ => Tensor::from_i8(Vec::<usize>::new(), vec![z as i8]),
+                DType::U8 => Tensor::from_u8(shape, z.iter().map(|&v| v as u8).collect()),
+                _ => Tensor::from_i8(shape, z.iter().map(|&v| v as i8).collect()),
             }
-            .expect("scalar");
+            .expect("one zero point per element");
             this.constant(&format!("{name}/{what}_zero_point"), &t)
         };
+        let w_zps = if per_channel { &q.w.zero_points[..] } else { &q.w.zero_points[..1] };
         let (xt, wt) = (cx.in_types[0].dtype, cx.in_types[1].dtype);
-        let ins = vec![
-            first(&inputs)?,
-            inputs[1].clone(),
-            zp(self, "x", q.x.zero_points[0], xt),
-            zp(self, "w", q.w.zero_points[0], wt),
-        ];
+        // A gemm's transposed operands become Transpose nodes in front of MatMulInteger.
+        let mut operand = |this: &mut Self, what: &str, v: String, transposed: bool| {
+            if !transposed {
+                return v;
+            }
+            let t = this.value_names.fresh(&format!("{name}/{what}_t"));
+            let node_name = this.node_names.fresh(&format!("{name}/{what}_t"));
+            this.push_node("Transpose", node_name, vec![v], vec![t.clone()], vec![ints("perm", &[1, 0])]);
+            t
+        };
+        let (ta, tb) = match q.base {
+            Op::Gemm { trans_a, trans_b, .. } => (trans_a, trans_b),
+            _ => (false, false),
+        };
+        let x = operand(self, "x", first(&inputs)?, ta);
+        // A constant weight is transposed here: a Transpose node would be folded at import into
+        // a widened constant that loses its 8-bit type.
+        let w_const = cx.in_values.get(1).and_then(|v| self.graph.weight_of(v)).filter(|_| tb);
+        let w = match w_const.map(transpose_2d) {
+            Some(Some(t)) => self.constant(&format!("{name}/w_t"), &t),
+            _ => operand(self, "w", inputs[1].clone(), tb),
+        };
+        let ins = vec![x, w, zp(self, "x", &q.x.zero_points[..1], xt), zp(self, "w", w_zps, wt)];
         let (op_type, attrs) = match &q.base {
             Op::Conv(a) => (
                 "ConvInteger",
@@ -798,7 +821,7 @@ impl<'g> Exporter<'g> {
                     int("group", a.group as i64),
                 ],
             ),
-            Op::MatMul => ("MatMulInteger", vec![]),
+            Op::MatMul | Op::Gemm { .. } => ("MatMulInteger", vec![]),
             other => {
                 return Err(
                     cx.inexpressible(format!("an integer-output quantized {} (only conv and matmul)", other.name()))
@@ -818,10 +841,19 @@ impl<'g> Exporter<'g> {
             vec![c_out]
         };
         if has_bias {
-            let b = self.value_names.fresh(&format!("{name}/bias_b"));
-            let shape = self.const_i64(&format!("{name}/bias_shape"), &to_i64(&channel_shape));
-            let node_name = self.node_names.fresh(&format!("{name}/bias_shape"));
-            self.push_node("Reshape", node_name, vec![inputs[2].clone(), shape], vec![b.clone()], vec![]);
+            // A constant bias is reshaped here (a Reshape node of it would be folded at import
+            // into a widened i64 constant).
+            let b_const = cx.in_values.get(2).and_then(|v| self.graph.weight_of(v));
+            let b = match b_const.and_then(|t| Tensor::new(channel_shape.clone(), t.data().clone()).ok()) {
+                Some(t) => self.constant(&format!("{name}/bias"), &t),
+                None => {
+                    let b = self.value_names.fresh(&format!("{name}/bias_b"));
+                    let shape = self.const_i64(&format!("{name}/bias_shape"), &to_i64(&channel_shape));
+                    let node_name = self.node_names.fresh(&format!("{name}/bias_shape"));
+                    self.push_node("Reshape", node_name, vec![inputs[2].clone(), shape], vec![b.clone()], vec![]);
+                    b
+                }
+            };
             let sum = if to_f32 { self.value_names.fresh(&format!("{name}/biased")) } else { out.clone() };
             let node_name = self.node_names.fresh(&format!("{name}/bias"));
             self.push_node("Add", node_name, vec![value, b], vec![sum.clone()], vec![]);
@@ -947,6 +979,18 @@ fn input_name_clash(output: &str) -> ExportError {
         output: output.to_string(),
         reason: "the name is also a graph input's, and ONNX names each value once".into(),
     }
+}
+
+/// A matrix transposed (any element type); `None` for other ranks.
+fn transpose_2d(t: &Tensor) -> Option<Tensor> {
+    let &[r, c] = t.shape() else { return None };
+    let idx = |i: usize| (i % r) * c + i / r;
+    let data = match t.data() {
+        TensorData::U8(v) => TensorData::U8((0..r * c).map(|i| v[idx(i)]).collect()),
+        TensorData::I8(v) => TensorData::I8((0..r * c).map(|i| v[idx(i)]).collect()),
+        _ => return None,
+    };
+    Tensor::new(vec![c, r], data).ok()
 }
 
 fn first(names: &[String]) -> Result<String, ExportError> {

@@ -381,7 +381,10 @@ pub(super) fn lower_cast(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, I
     let x = cx.input(node, 0)?;
     let to = node.int("to")?.ok_or_else(|| node.bad_attr("to", "is required"))?;
     let to32 = i32::try_from(to).unwrap_or(i32::MAX);
-    let to = dtype_of(to32).ok_or_else(|| {
+    // A run-time value cast to uint8 or int8 keeps that type (quantized data); other integer
+    // casts widen to i64, as constants and shape arithmetic do.
+    let narrow = super::proto::narrow_int_dtype(to32).filter(|d| d.is_quantized() && cx.constant(x).is_none());
+    let to = narrow.or_else(|| dtype_of(to32)).ok_or_else(|| {
         let name = DataType::from_i32(to32).map_or(format!("{to}"), |d| format!("{d:?}").to_lowercase());
         node.bad_attr("to", format!("casting to {name} is not supported"))
     })?;

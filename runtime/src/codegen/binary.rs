@@ -27,6 +27,8 @@ use super::{CompileError, EmitCx, Emitted, Jit, Kb};
 enum Kind {
     F32,
     I64,
+    /// Add, sub and mul, wrapping.
+    I32,
     Bool,
 }
 
@@ -36,6 +38,7 @@ pub(crate) fn emit_binary(jit: &mut Jit, cx: &EmitCx, op: BinaryOp) -> Result<Em
     let kind = match (ta.dtype, tb.dtype) {
         (DType::F32, DType::F32) => Kind::F32,
         (DType::I64, DType::I64) => Kind::I64,
+        (DType::I32, DType::I32) if matches!(op, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul) => Kind::I32,
         (DType::Bool, DType::Bool) if op == BinaryOp::Equal => Kind::Bool,
         (da, db) => return Err(cx.unsupported(format!("{} on ({da}, {db})", op.name()))),
     };
@@ -64,6 +67,11 @@ pub(crate) fn emit_binary(jit: &mut Jit, cx: &EmitCx, op: BinaryOp) -> Result<Em
                 scalar_row(kb, p, &s, n, cols, types::I64, |kb, x, y| kb.b.ins().icmp(int_cc(op), x, y))
             }
             Kind::I64 => scalar_row(kb, p, &s, n, cols, types::I64, |kb, x, y| i64_op(kb, op, x, y)),
+            Kind::I32 => scalar_row(kb, p, &s, n, cols, types::I32, |kb, x, y| match op {
+                BinaryOp::Add => kb.b.ins().iadd(x, y),
+                BinaryOp::Sub => kb.b.ins().isub(x, y),
+                _ => kb.b.ins().imul(x, y),
+            }),
             Kind::Bool => scalar_row(kb, p, &s, n, cols, types::I8, |kb, x, y| {
                 // Bools are stored as 0/1 bytes; compare their truth values.
                 let x = kb.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0);

@@ -119,6 +119,16 @@ pub(super) fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, Str
             let (av, bv) = (elems::<f32>(a, "a")?, elems::<i64>(b, "b")?);
             zip_broadcast(av, a.shape(), bv, b.shape(), shape, |x, y| f64::from(x).powf(y as f64) as f32)
         }
+        (DType::I32, DType::I32) if matches!(op, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul) => {
+            let (av, bv) = (elems::<i32>(a, "a")?, elems::<i32>(b, "b")?);
+            let f: fn(i32, i32) -> i32 = match op {
+                // Wrapping, as onnxruntime's integer kernels.
+                BinaryOp::Add => i32::wrapping_add,
+                BinaryOp::Sub => i32::wrapping_sub,
+                _ => i32::wrapping_mul,
+            };
+            zip_broadcast(av, a.shape(), bv, b.shape(), shape, f)
+        }
         (DType::I64, DType::I64) => {
             let (av, bv) = (elems::<i64>(a, "a")?, elems::<i64>(b, "b")?);
             if op.is_comparison() {
