@@ -24,7 +24,7 @@ the emitted model with the golden's real-data input, compared per output by rel-
   * onnxruntime on the original model (the golden's outputs),
 each within the golden's bound max(1e-5, 4 x onnxruntime's own optimizations on-vs-off rel-L2 on
 the same input) (ARCHITECTURE.md, "Correctness"). Op cases compare with their expected outputs as
-tests/tests/ops.rs does (|got - want| <= 1e-5 + 1e-5|want|, or exactly); a case that opset 18 cannot
+tests/tests/ops.rs does (|got - want| <= 1e-5 + 1e-5|want|, exactly, or within one quantization step); a case that opset 18 cannot
 express must be refused with cnnc's "cannot be expressed" error. Prints a Markdown table and exits
 non-zero on any failure. A model absent from --shared is skipped (a failure when
 CNNC_REQUIRE_SHARED=1).
@@ -169,10 +169,15 @@ def check_speed(binary, work):
     return rows
 
 
-def close(got, want, exact):
-    """The comparison of tests/tests/ops.rs; None when equal enough, else why not."""
+def close(got, want, exact, step=None):
+    """The comparison of tests/tests/ops.rs; None when equal enough, else why not. `step`: a
+    "quantized" case's quantization step (within one step)."""
     if got.shape != want.shape:
         return f"shape {got.shape}, want {want.shape}"
+    if step is not None:
+        g, w = got.astype(np.float64), want.astype(np.float64)
+        over = np.abs(g - w) > step * (1 + 1e-6) + 1e-6 * np.abs(w)
+        return None if not over.any() else f"{int(over.sum())} element(s) more than one step ({step}) apart"
     if want.dtype.kind != "f" or exact:
         same = np.array_equal(got, want, equal_nan=want.dtype.kind == "f")
         return None if same else "values differ"
@@ -208,7 +213,8 @@ def check_op_cases(binary, work):
             continue
         for k in data.files:
             if k.startswith("out."):
-                why = close(got[k[4:]], data[k], case["compare"] == "exact")
+                step = case.get("quant_step", {}).get(k[4:]) if case["compare"] == "quantized" else None
+                why = close(got[k[4:]], data[k], case["compare"] == "exact", step)
                 if why:
                     failures.append(f"{name}: output `{k[4:]}`: {why}")
     return len(cases), failures, refused

@@ -504,8 +504,13 @@ fn movement_ops_keep_the_quantized_dtypes() {
 fn arithmetic_and_float_ops_refuse_the_quantized_dtypes() {
     for dtype in [DType::U8, DType::I8, DType::I32] {
         let x = TensorType::new(dtype, [2, 2]);
-        let e = infer_err(&Op::Binary(BinaryOp::Add), [x.clone(), x.clone()]);
-        assert_eq!(e, format!("operands have dtype {dtype}, expected f32 or i64"));
+        let e = infer_err(&Op::Binary(BinaryOp::Div), [x.clone(), x.clone()]);
+        assert_eq!(e, format!("operands have dtype {dtype}, expected f32 or i64 (or i32 for add, sub and mul)"));
+        // i32 adds, subtracts and multiplies (biases and accumulators); the 8-bit types do not.
+        for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul] {
+            let r = infer_types(&Op::Binary(op), &[&x, &x]);
+            assert_eq!(r.is_ok(), dtype == DType::I32, "{op:?} on {dtype}");
+        }
         assert!(infer_err(&Op::Unary(UnaryOp::Relu), [x.clone()]).contains("expected f32"));
         let e = infer_err(&Op::ArgReduce { max: true, axis: 0, keepdims: false, select_last_index: false }, [x]);
         assert_eq!(e, format!("input has dtype {dtype}, expected f32 or i64"));

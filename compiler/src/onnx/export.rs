@@ -788,7 +788,7 @@ impl<'g> Exporter<'g> {
         let w_zps = if per_channel { &q.w.zero_points[..] } else { &q.w.zero_points[..1] };
         let (xt, wt) = (cx.in_types[0].dtype, cx.in_types[1].dtype);
         // A gemm's transposed operands become Transpose nodes in front of MatMulInteger.
-        let mut operand = |this: &mut Self, what: &str, v: String, transposed: bool| {
+        let operand = |this: &mut Self, what: &str, v: String, transposed: bool| {
             if !transposed {
                 return v;
             }

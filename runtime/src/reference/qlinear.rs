@@ -39,9 +39,11 @@ fn transposed(m: &Tensor) -> Result<Tensor, String> {
     Tensor::from_f32(vec![c, r], t).map_err(|e| e.to_string())
 }
 
-/// The i32 accumulators `Σ (x − zx)·(w − zw[c]) + bias[c]` (wrapping) with the output shape and
+/// The output shape, the i32 accumulators `Σ (x − zx)·(w − zw[c]) + bias[c]` (wrapping) and
 /// the output channel of each element.
-pub(super) fn accumulate(q: &QLinear, inputs: &[&Tensor]) -> Result<(Vec<usize>, Vec<i32>, Vec<usize>), String> {
+type Accumulated = (Vec<usize>, Vec<i32>, Vec<usize>);
+
+pub(super) fn accumulate(q: &QLinear, inputs: &[&Tensor]) -> Result<Accumulated, String> {
     let (xt, wt) = (inputs[0], inputs[1]);
     let x = centred(xt, &q.x, "x")?;
     if q.w.axis.is_some_and(|a| a != q.weight_channel_axis(wt.shape().len())) {
