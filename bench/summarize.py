@@ -10,7 +10,9 @@ and round, `<model>.<engine>.t<T>.r<k>.{out,err,rc}`:
   min_ms, total_macs, gflops, ...); `<model>.O1.opt.seconds` holds the wall time of `cnnc opt -O1`;
 - ort:   `ort_bench.py` prints one JSON line with median_ms;
 - tract: `tract --machine-friendly ... bench` prints `real: <seconds>`, the mean of its timed runs;
-- base1 (only with compare.sh --baseline): the baseline cnnc binary's `bench --json` on its own -O1 artifact.
+- base1 (only with compare.sh --baseline): the baseline cnnc binary's `bench --json` on its own -O1 artifact;
+- ort8 (only with compare.sh --int8 DIR): `ort_bench.py` on DIR/<model>.qdq.onnx, the int8 QDQ model of
+  `bench/ort_int8.py make`.
 An engine's latency is the median over rounds of each round's per-run figure. A missing or failed engine is n/a,
 with its error in the notes.
 """
@@ -22,6 +24,10 @@ import re
 import statistics
 
 ENGINES = ("cnnc", "cnnc1", "ort", "tract", "base1")
+# Engines on the int8 QDQ models (compare.sh --int8): engine, column label. Each adds an "<label> ms" column and a
+# "-O1/<label>" ratio; one that prints `bench --json` or ort_bench.py's JSON needs nothing else here.
+INT8_ENGINES = (("ort8", "ORT int8"),)
+JSON_ENGINES = ("cnnc", "cnnc1", "base1", "ort") + tuple(e for e, _ in INT8_ENGINES)
 PEAK_GFLOPS_PER_CORE = 117.0  # 256-bit FMA peak of one Zen 4 core at 3.67 GHz (../shared/DESIGN.md)
 
 
@@ -79,7 +85,7 @@ def parse_round(raw, model, engine, t, r):
     out, err = read(base + ".out"), read(base + ".err")
     if rc.strip() != "0":
         return None, last_error_line(err) or f"exit {rc.strip()}"
-    if engine in ("cnnc", "cnnc1", "base1", "ort"):
+    if engine in JSON_ENGINES:
         obj = json_object(out)
         if obj is None or not isinstance(obj.get("median_ms"), (int, float)):
             return None, "no median_ms in its output"
@@ -121,7 +127,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=0)
     ap.add_argument("--runs", type=int, default=0)
     ap.add_argument("--warmup", type=int, default=0)
-    for k in ("machine", "load", "pin", "baseline", "kernels", "date", "commit", "command", "rustc", "tract-version"):
+    for k in ("machine", "load", "pin", "baseline", "int8", "kernels", "date", "commit", "command", "rustc",
+              "tract-version"):
         ap.add_argument("--" + k, default="")
     a = ap.parse_args()
     models, threads = a.models.split(), [int(t) for t in a.threads.split()]
@@ -146,6 +153,10 @@ def main():
         out.append(f"- 1-thread runs pinned to CPU: {a.pin} (every engine; `taskset`)")
     if a.kernels:
         out.append(f"- cnnc kernels: {a.kernels}")
+    int8 = INT8_ENGINES if a.int8 else ()
+    if int8:
+        out.append(f"- int8: ORT int8 = onnxruntime, as the ORT column, on `{a.int8}/<model>.qdq.onnx` (per-channel QDQ "
+                   "int8 models of `bench/ort_int8.py make`); n/a where a model has none")
     out.append(f"- toolchain: {a.rustc}; tract: {a.tract_version}; onnxruntime: ORT_VERSION")
     out.append("")
 
@@ -155,15 +166,17 @@ def main():
         out.append(f"### {t} thread{'s' if t > 1 else ''}")
         out.append("")
         out.append(f"| model | MACs | -O0 ms | -O1 ms | ORT ms | tract ms | -O0/-O1 | -O0/ORT | -O1/ORT | -O1/tract "
-                   f"| -O1 GFLOP/s | % of {peak:.0f} GFLOP/s peak | opt -O1 s |")
-        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                   f"| -O1 GFLOP/s | % of {peak:.0f} GFLOP/s peak | opt -O1 s |"
+                   + "".join(f" {label} ms | -O1/{label} |" for _, label in int8))
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|---:|" * len(int8))
         notes = {}  # (engine, reason) -> [models]
         partial = []
         r_ort, r_tract, r_ort0, r_speed = [], [], [], []
+        r_int8 = {e: [] for e, _ in int8}
         base_rows = []
         for m in models:
             lat = {"base1": None}
-            for e in ENGINES if a.baseline else ENGINES[:-1]:
+            for e in (ENGINES if a.baseline else ENGINES[:-1]) + tuple(e for e, _ in int8):
                 ok, reasons = [], []
                 for r in range(1, max(a.rounds, 1) + 1):
                     res = parse_round(a.raw, m, e, t, r)
@@ -194,14 +207,24 @@ def main():
                 if x is not None:
                     xs.append(x)
             opt_s = (read(os.path.join(a.raw, f"{m}.O1.opt.seconds")) or "").strip()
+            int8_cells = ""
+            for e, _ in int8:
+                r8 = ratio(c, lat[e])
+                if r8 is not None:
+                    r_int8[e].append(r8)
+                int8_cells += f" {fmt_ms(lat[e])} | {fmt_ratio(r8)} |"
             out.append(f"| {m} | {fmt_macs(macs[m])} | {fmt_ms(c0)} | {fmt_ms(c)} | {fmt_ms(lat['ort'])} "
                        f"| {fmt_ms(lat['tract'])} | {fmt_ratio(sp)} | {fmt_ratio(ro0)} | {fmt_ratio(ro)} | {fmt_ratio(rt)} "
                        f"| {'n/a' if gflops is None else f'{gflops:.1f}'} "
-                       f"| {'n/a' if gflops is None else f'{100 * gflops / peak:.1f} %'} | {opt_s or 'n/a'} |")
+                       f"| {'n/a' if gflops is None else f'{100 * gflops / peak:.1f} %'} | {opt_s or 'n/a'} |"
+                       + int8_cells)
         gm = lambda xs: math.exp(sum(map(math.log, xs)) / len(xs)) if xs else None
-        out.append(f"| geometric mean of the ratios (-O1/ORT over {len(r_ort)}, -O1/tract over {len(r_tract)} models) "
+        counts = "".join(f", -O1/{label} over {len(r_int8[e])}" for e, label in int8)
+        out.append(f"| geometric mean of the ratios (-O1/ORT over {len(r_ort)}, "
+                   f"-O1/tract over {len(r_tract)}{counts} models) "
                    f"| | | | | | {fmt_ratio(gm(r_speed))} | {fmt_ratio(gm(r_ort0))} | {fmt_ratio(gm(r_ort))} "
-                   f"| {fmt_ratio(gm(r_tract))} | | | |")
+                   f"| {fmt_ratio(gm(r_tract))} | | | |"
+                   + "".join(f" | {fmt_ratio(gm(r_int8[e]))} |" for e, _ in int8))
         out.append("")
         if base_rows:
             out.append(f"Baseline: -O1 of `{a.baseline}` (its own artifact, run by it) against this -O1, same rounds:")
