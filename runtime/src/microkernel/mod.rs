@@ -21,6 +21,11 @@ mod avx2_small;
 mod avx2_winograd;
 #[cfg(target_arch = "x86_64")]
 mod depthwise;
+mod int8;
+
+// The int8 GEMM driver (not yet written) is their user.
+#[allow(unused_imports)]
+pub(crate) use int8::{KBlock, PackedA, QKernels, QOut, QTier, pack_a, qkernels, qtile_flags};
 
 use cnnc_ir::UnaryOp;
 

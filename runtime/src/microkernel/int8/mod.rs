@@ -1,0 +1,325 @@
+//! int8 register-tile microkernels (u8 activations × i8 weights, exact i32 sums) and the
+//! im2col packing routine that feeds them, for the Cranelift int8 GEMM driver to call through
+//! `call_indirect`. Two tiers, chosen at load from the host's CPU features ([`QTier`]): an
+//! AVX-512 VNNI tile (`vpdpbusd`) and an AVX2 tile (`vpmaddubsw` + `vpmaddwd`).
+//!
+//! # The contract: exact integer GEMM with a requantizing epilogue
+//! `Y[r][c]` is a reduction of length K over A = weights (i8, `M × K`) and B = activations
+//! (u8, `K × N`). K is grouped in quads of 4 (`k4 = ⌈K/4⌉`), zero-padded.
+//!
+//! - **Packed A** ([`pack_a`], at load): per tier, tiles of `mr` rows; the K block starting at
+//!   quad `q` of tile `t` is at byte `t·panel_stride + q·k4_stride` ([`PackedA`]). Rows past
+//!   M and `k` past K are 0. VNNI: `[k4][8][4]` per tile. AVX2: `[k4][mr][4]`, or, when
+//!   [`PackedA::split`], `[k4][2][mr][4]` (the two halves of each weight, see [`pack_a`]).
+//! - **Packed B** (`pack_b_im2col_u8`, per K block): strips of `nr` columns, each `[k4][nr][4]`
+//!   u8: element `(kk, col)` of a strip at byte `(kk/4)·nr·4 + col·4 + kk%4`.
+//! - **Tile kernel** (one per tier, C ABI, [`QKernels::gemm`]):
+//!   `(k4: usize, a: *const i8, b: *const u8, part: *mut i32, ldp: usize, out: *mut u8,
+//!   ldo: usize, flags: u32, bias: *const i32, scale: *const f32, zw: *const i32,
+//!   colsum: *const i32, qp: *const i32)`. It computes, for the valid rows `r < rows` and
+//!   columns `c < cols` (`flags` bits 8..16 and 16..24),
+//!   `acc[r][c] = Σ_{q<k4} Σ_{j<4} a(r, 4q+j)·b(4q+j, c)` exactly in i32 (wrapping, as
+//!   `vpdpbusd` does; `a` is the weight, `wa + wb` in a split panel). Then: with [`ACCUMULATE`], `acc += part[r·ldp + c]`. Without [`FINAL`]
+//!   it stores `acc` to `part[r·ldp + c]` and returns. With [`FINAL`]: `acc += bias[r]` (a null
+//!   `bias` is 0); if `zw` is non-null, `acc -= zw[r]·colsum[c]` (wrapping); then by the
+//!   output kind ([`QOut`], `flags` bits 24..26), element `r·ldo + c` of `out` gets:
+//!   `I32`: `acc`; `F32`: `acc as f32 · scale[r]` (one f32 multiply; `acc as f32` rounds to
+//!   nearest even); `U8`/`I8`: with `qp = [zy, lo, hi]`, `v = acc as f32 · scale[r]`, clamped
+//!   to `[(lo − zy) as f32, (hi − zy) as f32]` (a NaN, only possible from a non-finite scale,
+//!   becomes the lower bound), `y = round_half_to_even(v) as i32 + zy`, one byte. That is
+//!   onnxruntime/MLAS's requantization (`cvtps2dq` under the default MXCSR, which Rust code
+//!   assumes throughout). `bias`, `scale` and `zw` point at the tile's first row, `colsum` at
+//!   its first column. Nothing outside the `rows × cols` tile of `part`/`out` is read or
+//!   written.
+//!
+//! `flags` ([`qtile_flags`]): bit 0 [`ACCUMULATE`], bit 1 [`FINAL`], bit 4 [`SPLIT`] (AVX2),
+//! bits 8..16 the valid rows (`1..=mr`), bits 16..24 the valid columns (`1..=nr`), bits 24..26
+//! the output kind (0 `I32`, 1 `F32`, 2 `U8`, 3 `I8`).
+//!
+//! The scalar reference of the whole contract is in `tests.rs` (`reference_tile`,
+//! `reference_im2col`); every kernel is checked bit for bit against it.
+//!
+//! The one `unsafe` boundary: [`qkernels`] is the only place that takes the kernels'
+//! addresses, and it does so only after checking the CPU features their `#[target_feature]`
+//! needs. The contract a caller (generated code) must keep is documented on each kernel.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod pack;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
+
+/// Rows (output channels) of the VNNI register tile.
+pub(crate) const VNNI_MR: usize = 8;
+/// Columns (output pixels) of the VNNI register tile.
+pub(crate) const VNNI_NR: usize = 32;
+/// Rows of the AVX2 register tile.
+pub(crate) const AVX2_MR: usize = 4;
+/// Columns of the AVX2 register tile.
+pub(crate) const AVX2_NR: usize = 16;
+
+/// `flags` bit: add the partial sums in `part` to the product.
+pub(crate) const ACCUMULATE: u32 = 1;
+/// `flags` bit: this is the last K block: apply the epilogue and store to `out` (else store
+/// the sums to `part`).
+pub(crate) const FINAL: u32 = 2;
+/// `flags` bit (AVX2 tier): the A panel is split ([`PackedA::split`]); the VNNI tier ignores
+/// it (its panels are never split).
+pub(crate) const SPLIT: u32 = 1 << 4;
+/// First bit of the output kind ([`QOut`]) in `flags` (bits 24..26).
+pub(crate) const OUT_SHIFT: u32 = 24;
+/// The output kinds in `flags` (bits 24..26): [`QOut::I32`], [`QOut::F32`], [`QOut::U8`],
+/// [`QOut::I8`].
+const OUT_I32: u32 = 0;
+const OUT_F32: u32 = 1;
+const OUT_U8: u32 = 2;
+const OUT_I8: u32 = 3;
+
+/// What a [`FINAL`] tile stores to `out` (see the module doc for the exact arithmetic).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// Used by the int8 GEMM driver (not yet written) and the tests.
+#[allow(dead_code)]
+pub(crate) enum QOut {
+    /// The i32 sums (`out` is an `*mut i32`).
+    I32,
+    /// The sums times `scale[r]` (`out` is an `*mut f32`).
+    F32,
+    /// Requantized to u8 with `qp = [zy, lo, hi]`, `0 ≤ lo ≤ hi ≤ 255`, `zy` in `0..=255`.
+    U8,
+    /// Requantized to i8 with `qp = [zy, lo, hi]`, `−128 ≤ lo ≤ hi ≤ 127`, `zy` in `−128..=127`.
+    I8,
+}
+
+/// Which part of the reduction a tile call covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// Used by the int8 GEMM driver (not yet written) and the tests.
+#[allow(dead_code)]
+pub(crate) enum KBlock {
+    /// The whole reduction: product, epilogue, store to `out`.
+    Only,
+    /// The first of several K blocks: store the product to `part`.
+    First,
+    /// A middle block: add `part`, store to `part`.
+    Middle,
+    /// The last block: add `part`, epilogue, store to `out`.
+    Last,
+}
+
+/// The `flags` of a tile call: `rows × cols` valid (`1..=mr`, `1..=nr` of the tier), the K
+/// block, the output kind (ignored unless the block is the last), and whether the A panel is
+/// split ([`PackedA::split`]).
+// Used by the int8 GEMM driver (not yet written) and the tests.
+#[allow(dead_code)]
+pub(crate) fn qtile_flags(rows: usize, cols: usize, block: KBlock, out: QOut, split: bool) -> u32 {
+    debug_assert!((1..=255).contains(&rows) && (1..=255).contains(&cols));
+    let block = match block {
+        KBlock::Only => FINAL,
+        KBlock::First => 0,
+        KBlock::Middle => ACCUMULATE,
+        KBlock::Last => ACCUMULATE | FINAL,
+    };
+    let out = match out {
+        QOut::I32 => OUT_I32,
+        QOut::F32 => OUT_F32,
+        QOut::U8 => OUT_U8,
+        QOut::I8 => OUT_I8,
+    };
+    let split = if split { SPLIT } else { 0 };
+    ((rows as u32) << 8) | ((cols as u32) << 16) | block | (out << OUT_SHIFT) | split
+}
+
+/// The int8 kernel tiers, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum QTier {
+    /// AVX-512 F/BW/VNNI: an 8 × 32 tile of `vpdpbusd` on zmm registers.
+    Vnni,
+    /// AVX2: a 4 × 16 tile of `vpmaddubsw` + `vpmaddwd` on ymm registers, exact through
+    /// split weight panels where a weight pair could saturate ([`pack_a`]).
+    Avx2,
+}
+
+impl QTier {
+    /// Whether this host has the CPU features the tier's kernels (and the packer, AVX2) need.
+    pub(crate) fn supported(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            match self {
+                QTier::Vnni => has!("avx2") && has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
+                QTier::Avx2 => has!("avx2"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// The best tier this host supports, if any.
+    // Used by the int8 GEMM driver (not yet written) and the tests.
+    #[allow(dead_code)]
+    pub(crate) fn best() -> Option<QTier> {
+        [QTier::Vnni, QTier::Avx2].into_iter().find(|t| t.supported())
+    }
+
+    /// Rows of the tier's register tile (and of a packed A tile).
+    pub(crate) fn mr(self) -> usize {
+        match self {
+            QTier::Vnni => VNNI_MR,
+            QTier::Avx2 => AVX2_MR,
+        }
+    }
+
+    /// Columns of the tier's register tile (and of a packed B strip).
+    pub(crate) fn nr(self) -> usize {
+        match self {
+            QTier::Vnni => VNNI_NR,
+            QTier::Avx2 => AVX2_NR,
+        }
+    }
+}
+
+/// Addresses of one tier's int8 kernels, for `iconst` + `call_indirect` in generated code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// Used by the int8 GEMM driver (not yet written) and the tests.
+#[allow(dead_code)]
+pub(crate) struct QKernels {
+    pub tier: QTier,
+    /// Rows of the register tile.
+    pub mr: usize,
+    /// Columns of the register tile; pass it as the packer's `nr`.
+    pub nr: usize,
+    /// The tile kernel (`vnni::qgemm_8x32` or `avx2::qgemm_4x16`), with the C signature
+    /// `(k4: usize, a: *const i8, b: *const u8, part: *mut i32, ldp: usize, out: *mut u8,
+    /// ldo: usize, flags: u32, bias: *const i32, scale: *const f32, zw: *const i32,
+    /// colsum: *const i32, qp: *const i32)`; `flags` from [`qtile_flags`].
+    pub gemm: u64,
+    /// `pack::pack_b_im2col_u8` (AVX2, the same for both tiers), with the C signature
+    /// `(geo: *const i64, x: *const u8, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize,
+    /// xor: u8, pad: u8, dst: *mut u8, colsum: *mut i32)` (`geo` a
+    /// [`PackGeo::table`](super::PackGeo::table); Cranelift callers declare `xor` and `pad` as
+    /// `I8` parameters with `uext`, as the C ABI wants).
+    pub pack_b: u64,
+}
+
+/// The kernels of `tier`, or `None` when this host lacks its CPU features.
+// Used by the int8 GEMM driver (not yet written) and the tests.
+#[allow(dead_code)]
+pub(crate) fn qkernels(tier: QTier) -> Option<QKernels> {
+    if !tier.supported() {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        // The addresses are of functions whose target features `supported` just checked;
+        // calling them is sound under the contracts on `vnni::qgemm_8x32`, `avx2::qgemm_4x16`
+        // and `pack::pack_b_im2col_u8`, which the generated drivers keep.
+        let gemm: QGemmFn = match tier {
+            QTier::Vnni => vnni::qgemm_8x32,
+            QTier::Avx2 => avx2::qgemm_4x16,
+        };
+        let pack_b: pack::PackU8Fn = pack::pack_b_im2col_u8;
+        Some(QKernels {
+            tier,
+            mr: tier.mr(),
+            nr: tier.nr(),
+            gemm: gemm as usize as u64,
+            pack_b: pack_b as usize as u64,
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+/// The C signature of a tile kernel (see the module doc).
+#[cfg(target_arch = "x86_64")]
+pub(super) type QGemmFn = unsafe extern "C" fn(
+    usize,
+    *const i8,
+    *const u8,
+    *mut i32,
+    usize,
+    *mut u8,
+    usize,
+    u32,
+    *const i32,
+    *const f32,
+    *const i32,
+    *const i32,
+    *const i32,
+);
+
+/// Weights packed for one tier's tile kernel (see the module doc for the layouts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+// Used by the int8 GEMM driver (not yet written) and the tests.
+#[allow(dead_code)]
+pub(crate) struct PackedA {
+    pub data: Vec<i8>,
+    /// Bytes between tiles of `mr` rows.
+    pub panel_stride: usize,
+    /// Bytes per quad of K inside a tile: the K block starting at quad `q` of tile `t` starts
+    /// at byte `t·panel_stride + q·k4_stride`.
+    pub k4_stride: usize,
+    /// (AVX2 only) every weight is stored as two halves; pass [`SPLIT`] in `flags`.
+    pub split: bool,
+}
+
+/// Packs the `m × k` row-major weights `w` for `tier`'s tile kernel, zero-padding rows to a
+/// multiple of `mr` and K to a multiple of 4.
+///
+/// AVX2: `vpmaddubsw` sums adjacent weight pairs (`k = 4q, 4q+1` and `4q+2, 4q+3`) times u8
+/// inputs into a *saturating* i16. When some pair could leave the i16 range for inputs in
+/// `0..=255` (`255·(max(w₀,0) + max(w₁,0)) > 32767` or `255·(min(w₀,0) + min(w₁,0)) < −32768`),
+/// the whole layer is packed split: each quad holds two `mr × 4` halves, first `wa = w / 2`
+/// (rounded toward zero), then `wb = w − wa`, so `|wa|, |wb| ≤ 64`, no pair sum can saturate,
+/// and the kernel (given [`SPLIT`]) sums both products exactly. VNNI (`vpdpbusd` sums in i32)
+/// is never split.
+///
+/// # Panics
+/// If `w.len() != m·k` (a bug in the caller).
+// Used by the int8 GEMM driver (not yet written) and the tests.
+#[allow(dead_code)]
+pub(crate) fn pack_a(tier: QTier, w: &[i8], m: usize, k: usize) -> PackedA {
+    assert_eq!(w.len(), m * k, "pack_a: {m}×{k} weights");
+    let mr = tier.mr();
+    let k4 = k.div_ceil(4);
+    let at = |r: usize, kk: usize| if r < m && kk < k { w[r * k + kk] } else { 0 };
+    let split = tier == QTier::Avx2 && pairs_may_saturate(w, m, k);
+    let halves = if split { 2 } else { 1 };
+    let k4_stride = halves * mr * 4;
+    let panel_stride = k4 * k4_stride;
+    let tiles = m.div_ceil(mr);
+    let mut data = vec![0i8; tiles * panel_stride];
+    for t in 0..tiles {
+        for q in 0..k4 {
+            for r in 0..mr {
+                for j in 0..4 {
+                    let v = at(t * mr + r, 4 * q + j);
+                    let base = t * panel_stride + q * k4_stride + r * 4 + j;
+                    if split {
+                        let wa = v / 2;
+                        data[base] = wa;
+                        data[base + mr * 4] = v - wa;
+                    } else {
+                        data[base] = v;
+                    }
+                }
+            }
+        }
+    }
+    PackedA { data, panel_stride, k4_stride, split }
+}
+
+/// Whether some pair `(w[r][2p], w[r][2p+1])` times inputs in `0..=255` could saturate the i16
+/// of `vpmaddubsw` (pairs never straddle a quad: K is padded with zeros to a multiple of 4).
+fn pairs_may_saturate(w: &[i8], m: usize, k: usize) -> bool {
+    (0..m).any(|r| {
+        let row = &w[r * k..(r + 1) * k];
+        row.chunks(2).any(|p| {
+            let pos: i32 = p.iter().map(|&v| i32::from(v).max(0)).sum();
+            let neg: i32 = p.iter().map(|&v| i32::from(v).min(0)).sum();
+            255 * pos > i32::from(i16::MAX) || 255 * neg < i32::from(i16::MIN)
+        })
+    })
+}
