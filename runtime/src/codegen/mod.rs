@@ -24,6 +24,7 @@ mod index_map;
 mod movement;
 mod norm;
 mod pool;
+mod qconv;
 mod qlinear;
 mod quant;
 mod reduce;
@@ -32,6 +33,8 @@ mod unary;
 
 #[cfg(test)]
 mod epilogue_tests;
+#[cfg(test)]
+mod qlinear_tests;
 
 use cnnc_ir::{Op, Tensor, TensorType, UnaryOp};
 use cranelift_module::FuncId;
@@ -130,6 +133,8 @@ pub(crate) enum Aux {
     F32(Vec<f32>),
     I64(Vec<i64>),
     U32(Vec<u32>),
+    /// Raw bytes (packed int8 weights).
+    Bytes(Vec<u8>),
     /// Per-run scratch memory of this many bytes (64-byte aligned), e.g. packed input panels.
     /// Its contents are undefined on entry; concurrent runs get distinct scratch.
     Scratch(usize),
@@ -143,6 +148,7 @@ impl Aux {
             Aux::F32(v) => Some(v.as_ptr() as *mut u8),
             Aux::I64(v) => Some(v.as_ptr() as *mut u8),
             Aux::U32(v) => Some(v.as_ptr() as *mut u8),
+            Aux::Bytes(v) => Some(v.as_ptr() as *mut u8),
             Aux::Scratch(_) => None,
         }
     }

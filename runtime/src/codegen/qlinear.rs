@@ -1,4 +1,6 @@
-//! Quantized conv, gemm and matmul ([`QLinear`]): the portable Cranelift kernel, a plain
+//! Quantized conv, gemm and matmul ([`QLinear`]). Dense convs go to the int8 microkernel driver
+//! (`qconv.rs`) when the host has a tier ([`int8_kernels`]); the rest (gemm, matmul, depthwise,
+//! and everything under `CNNC_KERNELS=cranelift`) to the portable Cranelift kernel here, a plain
 //! widening loop that computes exactly the reference's integers (`reference/qlinear.rs`).
 //!
 //! Each output element sums `(x − zx) · (w − zw[c])` in i32 (wrapping, as every tier does; an
@@ -20,6 +22,7 @@ use cranelift_frontend::FunctionBuilder;
 use super::builder::{for_range, mem};
 use super::gemm::kit::{for_dyn, offset};
 use super::{Aux, CompileError, EmitCx, Emitted, Jit};
+use crate::microkernel::int8::{QKernels, QTier, qkernels};
 
 /// The reduction geometry of one output element.
 enum Shape {
@@ -99,7 +102,44 @@ fn layout(cx: &EmitCx, q: &QLinear) -> Result<(Shape, Vec<i32>, usize), CompileE
     }
 }
 
+/// The int8 microkernels of the tier `CNNC_KERNELS` forces (`vnni`, `avx2`; `cranelift`: none,
+/// the portable kernel), else of the host's best tier (read at each compile). Forcing a tier the
+/// host lacks is an error, never a silent fallback.
+pub(crate) fn int8_kernels() -> Result<Option<QKernels>, CompileError> {
+    let forced = std::env::var("CNNC_KERNELS").map(|v| v.to_ascii_lowercase()).unwrap_or_default();
+    let tier = match forced.as_str() {
+        "cranelift" => return Ok(None),
+        "vnni" => QTier::Vnni,
+        "avx2" => QTier::Avx2,
+        _ => return Ok(QTier::best().and_then(qkernels)),
+    };
+    qkernels(tier).map(Some).ok_or_else(|| {
+        CompileError::Backend(format!(
+            "CNNC_KERNELS={forced}: this CPU lacks the {tier:?} tier's features ({})",
+            match tier {
+                QTier::Vnni => "avx2, avx512f, avx512bw, avx512vnni",
+                QTier::Avx2 => "avx2",
+            }
+        ))
+    })
+}
+
 pub(crate) fn emit(jit: &mut Jit, cx: &EmitCx, q: &QLinear) -> Result<Emitted, CompileError> {
+    emit_with(jit, cx, q, int8_kernels()?)
+}
+
+/// [`emit`] with the int8 microkernels `mk` (`None`: the portable kernel only).
+pub(crate) fn emit_with(
+    jit: &mut Jit,
+    cx: &EmitCx,
+    q: &QLinear,
+    mk: Option<QKernels>,
+) -> Result<Emitted, CompileError> {
+    if let (Op::Conv(a), Some(mk)) = (&q.base, mk)
+        && super::qconv::supports(cx, q)
+    {
+        return super::qconv::emit(jit, cx, q, a, mk);
+    }
     let x_ty = cx.inputs[0].dtype;
     if !x_ty.is_quantized() {
         return Err(cx.unsupported(format!("a quantized op on {x_ty} input")));

@@ -21,7 +21,7 @@ mod avx2_small;
 mod avx2_winograd;
 #[cfg(target_arch = "x86_64")]
 mod depthwise;
-mod int8;
+pub(crate) mod int8;
 
 // The int8 GEMM driver (not yet written) is their user.
 #[allow(unused_imports)]

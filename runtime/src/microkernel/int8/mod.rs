@@ -281,11 +281,22 @@ pub(crate) struct PackedA {
 // Used by the int8 GEMM driver (not yet written) and the tests.
 #[allow(dead_code)]
 pub(crate) fn pack_a(tier: QTier, w: &[i8], m: usize, k: usize) -> PackedA {
+    pack_a_as(tier, w, m, k, needs_split(tier, w, m, k))
+}
+
+/// Whether [`pack_a`] packs these weights split (AVX2 only).
+pub(crate) fn needs_split(tier: QTier, w: &[i8], m: usize, k: usize) -> bool {
+    tier == QTier::Avx2 && pairs_may_saturate(w, m, k)
+}
+
+/// [`pack_a`] with the split decided by the caller (`split` is ignored by VNNI): the groups of
+/// a grouped conv share one kernel flag, so one group that needs the split splits them all.
+pub(crate) fn pack_a_as(tier: QTier, w: &[i8], m: usize, k: usize, split: bool) -> PackedA {
     assert_eq!(w.len(), m * k, "pack_a: {m}×{k} weights");
     let mr = tier.mr();
     let k4 = k.div_ceil(4);
     let at = |r: usize, kk: usize| if r < m && kk < k { w[r * k + kk] } else { 0 };
-    let split = tier == QTier::Avx2 && pairs_may_saturate(w, m, k);
+    let split = split && tier == QTier::Avx2;
     let halves = if split { 2 } else { 1 };
     let k4_stride = halves * mr * 4;
     let panel_stride = k4 * k4_stride;

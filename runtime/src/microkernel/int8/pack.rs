@@ -289,7 +289,10 @@ impl Plane<'_> {
             // `hp·wp ≤ PLANE_MAX`.
             unsafe {
                 let dst = self.bytes.as_mut_ptr().add(py * self.wp + lo);
-                if iy < 0 || iy >= g.ih as isize {
+                if hi <= lo {
+                    // The image lies wholly in this plane's padding columns (a narrow input
+                    // with wide padding): nothing of it to copy or fill on this row.
+                } else if iy < 0 || iy >= g.ih as isize {
                     fill_exact(dst, pad, b.pad, hi - lo);
                 } else {
                     copy_run(dst, xc.add(iy as usize * g.iw + lo - g.pw), hi - lo, b);

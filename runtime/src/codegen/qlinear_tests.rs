@@ -1,0 +1,297 @@
+//! Every int8 kernel tier against the integer reference (`reference/qlinear.rs`), bit for bit,
+//! on random quantized convs and products: the VNNI and AVX2 microkernel drivers (`qconv.rs`,
+//! each run only where the host has the tier) and the portable Cranelift kernel. 1,000 cases
+//! per tier: odd channel counts, padding, strides, dilation, groups and depthwise, u8 and i8
+//! activations, i8 and u8 weights with non-zero (per-channel) zero points, every output kind,
+//! scales that saturate the output, and values at the extremes (weight pairs of ±127/−128 times
+//! inputs of 255 would overflow a 16-bit pair sum in the AVX2 tile without its split panels).
+//! Work units run in reverse order, one per call, as threads may run them.
+
+use cnnc_ir::{ConvAttrs, DType, Op, QLinear, QLinearOut, QuantParams, Tensor, TensorData, TensorType, infer_types};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use proptest::prelude::*;
+
+use super::qlinear::emit_with;
+use crate::codegen::{Aux, EmitCx, Jit};
+use crate::microkernel::int8::{QTier, qkernels};
+
+/// Deterministic bytes with a share of extreme values.
+fn bytes(n: usize, seed: u64, extremes: bool) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let v = (s >> 33) as u32;
+            match (extremes, v % 8) {
+                (true, 0) => 0,
+                (true, 1 | 2) => 255,
+                (true, 3) => 128,
+                (true, 4) => 127,
+                _ => (v >> 8) as u8,
+            }
+        })
+        .collect()
+}
+
+fn tensor(dtype: DType, shape: Vec<usize>, b: Vec<u8>) -> Tensor {
+    let data = match dtype {
+        DType::U8 => TensorData::U8(b),
+        _ => TensorData::I8(b.into_iter().map(|v| v as i8).collect()),
+    };
+    Tensor::new(shape, data).expect("shape")
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    op: Op,
+    inputs: Vec<Tensor>,
+}
+
+/// Runs `case` through the kernel `emit_with` makes for `tier` (`None`: portable), every work
+/// unit in its own call, last first; also whether the microkernel driver compiled it.
+fn run_jit(case: &Case, tier: Option<QTier>) -> (Tensor, bool) {
+    let Op::QLinear(q) = &case.op else { unreachable!("a quantized op") };
+    let types: Vec<TensorType> = case.inputs.iter().map(Tensor::ty).collect();
+    let refs: Vec<&TensorType> = types.iter().collect();
+    let outputs = infer_types(&case.op, &refs).expect("infers");
+    let consts: Vec<Option<&Tensor>> = case.inputs.iter().enumerate().map(|(i, t)| (i > 0).then_some(t)).collect();
+    let cx = EmitCx { name: "q", op: &case.op, inputs: &types, outputs: &outputs, consts: &consts };
+    let mut jit = Jit::new().expect("jit");
+    let mk = tier.map(|t| qkernels(t).expect("the tier is supported"));
+    let emitted = emit_with(&mut jit, &cx, q, mk).expect("emits");
+    let on_driver = jit.take_variant().is_some_and(|v| v.starts_with("qconv-"));
+    let (_code, kernels) = jit.finish(&[emitted.func]).expect("finishes");
+    let scratch_bytes = emitted.aux.iter().map(|a| if let Aux::Scratch(n) = a { *n } else { 0 }).max().unwrap_or(0);
+    let mut scratch = vec![0u64; scratch_bytes.div_ceil(8) + 1];
+    let out_ty = &outputs[0];
+    let mut y = vec![0u8; out_ty.numel() * out_ty.dtype.size_bytes()];
+    let raw = |t: &Tensor| -> *mut u8 {
+        match t.data() {
+            TensorData::U8(v) => v.as_ptr() as *mut u8,
+            TensorData::I8(v) => v.as_ptr() as *mut u8,
+            TensorData::I32(v) => v.as_ptr() as *mut u8,
+            other => panic!("unexpected operand {:?}", other.dtype()),
+        }
+    };
+    let mut table: Vec<*mut u8> = case.inputs.iter().map(raw).collect();
+    table.push(y.as_mut_ptr());
+    let sp = scratch.as_mut_ptr().cast();
+    table.extend(emitted.aux.iter().map(|a| a.ptr().unwrap_or(sp)));
+    for u in (0..emitted.units).rev() {
+        // SAFETY: one buffer per kernel argument, each of the size the kernel was compiled for
+        // (scratch sized to its request); the code is alive; only `y` and scratch are written.
+        unsafe { (kernels[0])(table.as_ptr(), u as i64, u as i64 + 1) };
+    }
+    let data = match out_ty.dtype {
+        DType::U8 => TensorData::U8(y),
+        DType::I8 => TensorData::I8(y.into_iter().map(|v| v as i8).collect()),
+        DType::I32 => TensorData::I32(y.chunks(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+        _ => TensorData::F32(y.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+    };
+    (Tensor::new(out_ty.shape.clone(), data).expect("shape"), on_driver)
+}
+
+/// A random quantized conv (1-D or 2-D) or product.
+fn case() -> impl Strategy<Value = Case> {
+    let geo = (
+        1usize..=2,                                                               // batch
+        prop_oneof![2 => Just(1usize), 1 => Just(2), 1 => Just(3), 1 => Just(0)], // group (0: depthwise)
+        1usize..=9,                                                               // input channels per group
+        1usize..=11,                                                              // output channels per group
+        (1usize..=4, 1usize..=5),                                                 // kernel
+        (1usize..=3, 1usize..=3),                                                 // strides
+        (1usize..=2, 1usize..=2),                                                 // dilations
+        (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2),                         // pads
+        (1usize..=9, 1usize..=12), // input size beyond the kernel's extent
+    );
+    let quant = (
+        any::<bool>(),                                                         // i8 activations
+        any::<bool>(),                                                         // u8 weights
+        any::<bool>(),                                                         // per-channel weights
+        any::<bool>(),                                                         // bias
+        0u8..4,                                                                // output kind: u8, i8, i32, f32
+        0u8..3,                                                                // output scale: normal, saturating, tiny
+        any::<bool>(),                                                         // extreme values
+        any::<u64>(),                                                          // seed
+        prop_oneof![5 => Just(0u8), 2 => Just(1), 1 => Just(2), 1 => Just(3)], // conv-2d, conv-1d, gemm, matmul
+        any::<bool>(),                                                         // clamp
+    );
+    (geo, quant).prop_map(|(geo, quant)| build(geo, quant))
+}
+
+type Geo = (
+    usize,
+    usize,
+    usize,
+    usize,
+    (usize, usize),
+    (usize, usize),
+    (usize, usize),
+    (usize, usize, usize, usize),
+    (usize, usize),
+);
+type Quant = (bool, bool, bool, bool, u8, u8, bool, u64, u8, bool);
+
+fn build(geo: Geo, quant: Quant) -> Case {
+    let (batch, group, cg, mg, k, s, d, p, extra) = geo;
+    let (x_i8, w_u8, per_channel, bias, out_kind, scale_kind, extremes, seed, shape_kind, clamp) = quant;
+    let x_ty = if x_i8 { DType::I8 } else { DType::U8 };
+    let w_ty = if w_u8 { DType::U8 } else { DType::I8 };
+    let (base, x_shape, w_shape, c_out, k_len) = match shape_kind {
+        0 | 1 => {
+            let two = shape_kind == 0;
+            let (group, cg, mg) = if group == 0 { (cg, 1, 1) } else { (group, cg, mg) };
+            let (kh, sh, dh, ph0, ph1) = if two { (k.0, s.0, d.0, p.0, p.1) } else { (1, 1, 1, 0, 0) };
+            let (kw, sw, dw, pw0, pw1) = (k.1, s.1, d.1, p.2, p.3);
+            let ih = if two { (kh - 1) * dh + extra.0 } else { 1 };
+            let iw = (kw - 1) * dw + extra.1;
+            let a = ConvAttrs {
+                kernel: if two { vec![kh, kw] } else { vec![kw] },
+                strides: if two { vec![sh, sw] } else { vec![sw] },
+                dilations: if two { vec![dh, dw] } else { vec![dw] },
+                pads: if two { vec![ph0, pw0, ph1, pw1] } else { vec![pw0, pw1] },
+                group,
+                algo: Default::default(),
+            };
+            let x = if two { vec![batch, group * cg, ih, iw] } else { vec![batch, group * cg, iw] };
+            let w = if two { vec![group * mg, cg, kh, kw] } else { vec![group * mg, cg, kw] };
+            (Op::Conv(a), x, w, group * mg, cg * kh * kw)
+        }
+        kind => {
+            let (rows, kk, n) = (batch * extra.0, cg * k.0 * k.1, mg * 3);
+            if kind == 2 {
+                let trans_b = per_channel;
+                let w = if trans_b { vec![n, kk] } else { vec![kk, n] };
+                (Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b }, vec![rows, kk], w, n, kk)
+            } else {
+                (Op::MatMul, vec![batch, extra.0, kk], vec![kk, n], n, kk)
+            }
+        }
+    };
+    let x = tensor(x_ty, x_shape.clone(), bytes(x_shape.iter().product(), seed, extremes));
+    let w = tensor(w_ty, w_shape.clone(), bytes(w_shape.iter().product(), seed ^ 0x55, extremes));
+    let zp = |ty: DType, v: u8| if ty == DType::U8 { i32::from(v) } else { i32::from(v as i8) };
+    let zb = bytes(c_out + 2, seed ^ 0xabc, false);
+    let xq = QuantParams::per_tensor(0.02, zp(x_ty, zb[0]));
+    let mut q = QLinear { base, x: xq, w: QuantParams::per_tensor(0.01, 0), out: QLinearOut::I32, clamp: None };
+    let axis = q.weight_channel_axis(w_shape.len());
+    q.w = if per_channel {
+        QuantParams {
+            axis: Some(axis),
+            scales: (0..c_out).map(|c| 0.002 + 0.001 * (c % 7) as f32).collect(),
+            // i8 weights from onnxruntime are symmetric, but any zero point is legal.
+            zero_points: (0..c_out).map(|c| zp(w_ty, zb[2 + c])).collect(),
+        }
+    } else {
+        QuantParams::per_tensor(0.003, zp(w_ty, zb[1]))
+    };
+    // Typical |acc| is about 127·128·K/4; scale the output so that it spans the type (normal),
+    // mostly saturates, or rounds small values (ties happen with the tiny scale).
+    let typical = (128.0 * 127.0 * (k_len as f32).sqrt()).max(1.0);
+    let acc_scale = q.acc_scale(0);
+    let sy = match scale_kind {
+        0 => acc_scale * typical / 100.0,
+        1 => acc_scale * typical / 10_000.0,
+        _ => acc_scale * 0.5,
+    };
+    q.out = match out_kind {
+        0 => QLinearOut::Quantized { params: QuantParams::per_tensor(sy, zp(DType::U8, zb[1])), to: DType::U8 },
+        1 => QLinearOut::Quantized { params: QuantParams::per_tensor(sy, zp(DType::I8, zb[1])), to: DType::I8 },
+        2 => QLinearOut::I32,
+        _ => QLinearOut::F32,
+    };
+    if clamp && let QLinearOut::Quantized { params, to } = &q.out {
+        let (lo, hi) = to.int_range().expect("quantized");
+        let z = params.zero_points[0] as i64;
+        q.clamp = Some((z.clamp(lo, hi) as i32, ((z + hi) / 2).clamp(z.clamp(lo, hi), hi) as i32));
+    }
+    let mut inputs = vec![x, w];
+    if bias {
+        let b = bytes(4 * c_out, seed ^ 0xb1a5, false);
+        let v = b.chunks(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) >> 12).collect();
+        inputs.push(Tensor::new(vec![c_out], TensorData::I32(v)).expect("bias"));
+    }
+    Case { op: Op::QLinear(Box::new(q)), inputs }
+}
+
+fn check(case: &Case, tier: Option<QTier>, driver: &AtomicUsize) -> Result<(), TestCaseError> {
+    let refs: Vec<&Tensor> = case.inputs.iter().collect();
+    let types: Vec<TensorType> = case.inputs.iter().map(Tensor::ty).collect();
+    let trefs: Vec<&TensorType> = types.iter().collect();
+    let out = infer_types(&case.op, &trefs).map_err(|e| TestCaseError::reject(e.reason))?;
+    let want = crate::reference::eval_op(&case.op, &refs, &out).expect("reference").remove(0);
+    let (got, on_driver) = run_jit(case, tier);
+    driver.fetch_add(usize::from(on_driver), Ordering::Relaxed);
+    let same = match (got.data(), want.data()) {
+        (TensorData::F32(a), TensorData::F32(b)) => a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+        (a, b) => a == b,
+    };
+    prop_assert!(same, "{tier:?}: {:?}\ngot  {:?}\nwant {:?}", case.op, got.data(), want.data());
+    Ok(())
+}
+
+fn run_tier(tier: Option<QTier>) {
+    if let Some(t) = tier
+        && !t.supported()
+    {
+        eprintln!("skipped: this host lacks the {t:?} tier's CPU features");
+        return;
+    }
+    let config = ProptestConfig { cases: 1000, ..ProptestConfig::default() };
+    let driver = AtomicUsize::new(0);
+    proptest!(config, |(c in case())| {
+        check(&c, tier, &driver)?;
+    });
+    // The microkernel tiers must have run on their driver (dense convs), not only on the
+    // portable kernel (products, depthwise, tiny reductions).
+    let on_driver = driver.load(Ordering::Relaxed);
+    eprintln!("{tier:?}: {on_driver} of 1000 cases on the microkernel driver");
+    assert!(tier.is_none() || on_driver >= 400, "{tier:?}: only {on_driver} cases took the driver");
+}
+
+#[test]
+fn vnni_tier_equals_the_integer_reference() {
+    run_tier(Some(QTier::Vnni));
+}
+
+#[test]
+fn avx2_tier_equals_the_integer_reference() {
+    run_tier(Some(QTier::Avx2));
+}
+
+#[test]
+fn portable_cranelift_kernel_equals_the_integer_reference() {
+    run_tier(None);
+}
+
+/// Layers past one K block (512 rows) and one pixel block (256 columns): partial sums between K
+/// blocks, column sums over several blocks (u8 weights with zero points), channel tiles split
+/// into chunks for work units; every tier, bit for bit.
+#[test]
+fn layers_spanning_several_k_and_pixel_blocks_equal_the_reference() {
+    // (batch, channels, size, out channels, kernel, stride, u8 weights): K = 64·9 = 576 (two
+    // blocks), 150·9 = 1350 (three), 600·1 (two, 1×1).
+    let layers = [
+        (1, 64, 20, 24, 3, 1, false),
+        (1, 150, 9, 40, 3, 2, true),
+        (2, 600, 6, 13, 1, 1, true),
+        (1, 17, 40, 70, 3, 1, false),
+    ];
+    for (i, &(batch, c, size, m, k, s, w_u8)) in layers.iter().enumerate() {
+        for out_kind in 0..4u8 {
+            let geo =
+                (batch, 1, c, m, (k, k), (s, s), (1, 1), (k / 2, k / 2, k / 2, k / 2), (size - k + 1, size - k + 1));
+            let quant = (i % 2 == 1, w_u8, true, true, out_kind, 0, true, 7 + i as u64, 0, out_kind == 0);
+            let case = build(geo, quant);
+            for tier in [Some(QTier::Vnni), Some(QTier::Avx2), None] {
+                if tier.is_some_and(|t| !t.supported()) {
+                    continue;
+                }
+                let driver = AtomicUsize::new(0);
+                check(&case, tier, &driver).unwrap_or_else(|e| panic!("layer {i}, out {out_kind}, {tier:?}: {e}"));
+                assert_eq!(driver.load(Ordering::Relaxed), usize::from(tier.is_some()), "layer {i}: driver");
+            }
+        }
+    }
+}
