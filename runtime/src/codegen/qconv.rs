@@ -34,6 +34,8 @@ const KC: usize = 512;
 const NC: usize = 256;
 /// Layers with fewer (image, group, pixel block) units than this also split their channel tiles.
 const MIN_UNITS: usize = 8;
+/// Fewest channel tiles in a chunk: each chunk packs its B blocks again.
+const MIN_CHUNK_TILES: usize = 4;
 
 /// Whether the driver handles this quantized op: a 1-D or 2-D conv with constant weights that
 /// is not depthwise (one input channel per group: no reduction worth a GEMM tile).
@@ -138,7 +140,8 @@ pub(crate) fn emit(
     let nc = n_len.div_ceil(n_blocks).next_multiple_of(nr).min(nc);
     let n_blocks = n_len.div_ceil(nc);
     let outer = batch * group * n_blocks;
-    let chunks = if outer >= MIN_UNITS { 1 } else { MIN_UNITS.div_ceil(outer).min(tiles).max(1) };
+    let chunks =
+        if outer >= MIN_UNITS { 1 } else { MIN_UNITS.div_ceil(outer).min(tiles.div_ceil(MIN_CHUNK_TILES)).max(1) };
     let chunk_tiles = tiles.div_ceil(chunks);
     let chunks = tiles.div_ceil(chunk_tiles);
     let units = (outer * chunks) as u64;
