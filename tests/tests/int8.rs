@@ -5,7 +5,7 @@
 //! the JIT (before and after `-O1`), and compared with onnxruntime on the integers that feed
 //! the final DequantizeLinear.
 
-use cnnc_ir::{Op, Tensor, VerifiedGraph, verify};
+use cnnc_ir::{DType, Graph, Op, QuantParams, Tensor, TensorType, VerifiedGraph, verify};
 use cnnc_passes::{OptConfig, TableCost, mac_estimate, optimize_exact};
 use cnnc_runtime::{Model, run_reference};
 use cnnc_tests::{fixtures_dir, import_with_inputs, ordered_inputs, values_f64};
@@ -105,4 +105,46 @@ fn qdq_mnist_at_o1_runs_integer_ops_and_matches_onnxruntime_exactly() {
     assert_eq!(deviations(&integers(&jit), &c.want), [0, 0, 0], "-O1 JIT vs onnxruntime");
     let reference = run_reference(&o1, &c.inputs).expect("reference runs").remove(0);
     assert_eq!(jit, reference, "JIT vs reference (bit for bit)");
+}
+
+/// The vectorized per-tensor QuantizeLinear / DequantizeLinear kernels (16 elements per step,
+/// the scalar loop for the tail) against the reference, bit for bit, on values that exercise
+/// every rule: ties (x/s on .5), saturation at both ends, ±∞ and NaN (→ the zero point), huge
+/// finite values, for u8 and i8 with several zero points, 1,003 elements (a tail of 11).
+#[test]
+fn vector_quantize_and_dequantize_equal_the_reference() {
+    let n = 1003;
+    let x: Vec<f32> = (0..n)
+        .map(|i| match i % 13 {
+            0 => f32::NAN,
+            1 => f32::INFINITY,
+            2 => f32::NEG_INFINITY,
+            3 => 1e30,
+            4 => -1e30,
+            5 => (i as f32 - 500.0) * 0.25, // ties at scale 0.5
+            _ => ((i * 7919) % 1000) as f32 * 0.37 - 185.0,
+        })
+        .collect();
+    for (to, zp) in [(DType::U8, 0), (DType::U8, 131), (DType::I8, -7), (DType::I8, 0)] {
+        let p = QuantParams::per_tensor(0.5, zp);
+        let mut g = Graph::new("qdq");
+        let xin = g.add_input("x", TensorType::f32([n]));
+        let q = g.add_node("q", Op::Quantize { params: p.clone(), to }, &[xin]).expect("q")[0];
+        let d = g.add_node("d", Op::Dequantize(p), &[q]).expect("d")[0];
+        g.add_output("q", q);
+        g.add_output("d", d);
+        let g = verify(g).expect("verifies");
+        let inputs = [Tensor::from_f32(vec![n], x.clone()).expect("x")];
+        let want = run_reference(&g, &inputs).expect("reference");
+        let got = run_jit_all(&g, &inputs);
+        assert_eq!(got[0], want[0], "{to} zero point {zp}: quantize");
+        let bits = |t: &Tensor| t.as_f32().expect("f32").iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got[1]), bits(&want[1]), "{to} zero point {zp}: dequantize");
+    }
+}
+
+fn run_jit_all(graph: &VerifiedGraph, inputs: &[Tensor]) -> Vec<Tensor> {
+    let mut model = Model::compile(graph).expect("compiles");
+    model.set_threads(1);
+    model.run(inputs).expect("runs")
 }

@@ -5,7 +5,8 @@
 //! tables indexed by the element's position on the quantization axis.
 
 use cnnc_ir::{DType, QuantParams};
-use cranelift_codegen::ir::{InstBuilder, Value, types};
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
 use super::builder::{mem, unit_span, units_of};
@@ -71,6 +72,13 @@ pub(crate) fn emit_quantize(jit: &mut Jit, cx: &EmitCx, p: &QuantParams, to: DTy
         let tabs = (kb.arg(s_arg), kb.arg(z_arg));
         let (l, h) = (kb.lo, kb.hi);
         let (start, end) = unit_span(&mut kb.b, l, h, n, GRAIN);
+        // Per tensor: 16 elements per step in f32x4 (the scalar loop finishes the tail).
+        let start = if layout.1 == 1 {
+            let (s, z) = (p.scales[0], p.zero_points[0]);
+            vector_steps(kb, start, end, |kb, i| quantize16(kb, px, py, i, (s, z), (lo, hi), to))
+        } else {
+            start
+        };
         kb_loop_dyn(kb, start, end, 1, |kb, i| {
             let (s, z) = params_of(kb, tabs, layout, i);
             let pi = offset(kb, px, i, 4);
@@ -107,6 +115,13 @@ pub(crate) fn emit_dequantize(jit: &mut Jit, cx: &EmitCx, p: &QuantParams) -> Re
         let tabs = (kb.arg(s_arg), kb.arg(z_arg));
         let (l, h) = (kb.lo, kb.hi);
         let (start, end) = unit_span(&mut kb.b, l, h, n, GRAIN);
+        // 8-bit per tensor: 16 elements per step in f32x4 (the scalar loop finishes the tail).
+        let start = if layout.1 == 1 && from != DType::I32 {
+            let (s, z) = (p.scales[0], p.zero_points[0]);
+            vector_steps(kb, start, end, |kb, i| dequantize16(kb, px, py, i, (s, z), from))
+        } else {
+            start
+        };
         kb_loop_dyn(kb, start, end, 1, |kb, i| {
             let (s, z) = params_of(kb, tabs, layout, i);
             let pi = offset(kb, px, i, es);
@@ -124,4 +139,74 @@ pub(crate) fn emit_dequantize(jit: &mut Jit, cx: &EmitCx, p: &QuantParams) -> Re
         });
     })?;
     Ok(Emitted::parallel(func, tables(p), units_of(n, GRAIN)))
+}
+
+/// Runs `step(i)` for `i = start, start + 16, …` while `i + 16 ≤ end`; returns where it stopped.
+fn vector_steps(kb: &mut Kb, start: Value, end: Value, mut step: impl FnMut(&mut Kb, Value)) -> Value {
+    // The last full step: start + ⌊(end − start) / 16⌋·16.
+    let len = kb.b.ins().isub(end, start);
+    let full = kb.b.ins().band_imm_s(len, !15);
+    let stop = kb.b.ins().iadd(start, full);
+    kb_loop_dyn(kb, start, stop, 16, |kb, i| step(kb, i));
+    stop
+}
+
+/// Quantizes `x[i..i + 16]` (per tensor) into `y[i..i + 16]` exactly as the scalar loop: the
+/// f32 quotient rounded half to even, NaN → 0, plus the zero point and clamped to `[lo, hi]`
+/// in f32 (exact: the rounded quotient is an integer, and any value beyond `2²⁴` clamps anyway),
+/// converted and narrowed with saturation.
+fn quantize16(kb: &mut Kb, px: Value, py: Value, i: Value, (s, z): (f32, i32), (lo, hi): (i64, i64), to: DType) {
+    let base = offset(kb, px, i, 4);
+    let b = &mut kb.b;
+    let sv = b.ins().f32const(s);
+    let sv = b.ins().splat(types::F32X4, sv);
+    let splat = |b: &mut FunctionBuilder, v: f32| {
+        let c = b.ins().f32const(v);
+        b.ins().splat(types::F32X4, c)
+    };
+    let (zv, lov, hiv) = (splat(b, z as f32), splat(b, lo as f32), splat(b, hi as f32));
+    let mut ints = Vec::with_capacity(4);
+    for j in 0..4 {
+        let v = b.ins().load(types::F32X4, mem(), base, 16 * j);
+        let q = b.ins().fdiv(v, sv);
+        let r = b.ins().nearest(q);
+        // NaN → +0: the lane mask of `r == r` (all ones, or zero for NaN) as f32 bits, and `r`.
+        let ordered = b.ins().fcmp(FloatCC::Equal, r, r);
+        let ordered = b.ins().bitcast(types::F32X4, MemFlagsData::new(), ordered);
+        let r = b.ins().band(ordered, r);
+        let t = b.ins().fadd(r, zv);
+        let t = b.ins().fmax(t, lov);
+        let t = b.ins().fmin(t, hiv);
+        ints.push(b.ins().fcvt_to_sint_sat(types::I32X4, t));
+    }
+    let lo16 = b.ins().snarrow(ints[0], ints[1]);
+    let hi16 = b.ins().snarrow(ints[2], ints[3]);
+    let bytes = if to == DType::U8 { b.ins().unarrow(lo16, hi16) } else { b.ins().snarrow(lo16, hi16) };
+    let at = offset(kb, py, i, 1);
+    kb.b.ins().store(mem(), bytes, at, 0);
+}
+
+/// Dequantizes the 8-bit `x[i..i + 16]` (per tensor) into `y[i..i + 16]` exactly as the scalar
+/// loop: `(q − z)` is an integer exact in f32 either way, then one f32 multiply.
+fn dequantize16(kb: &mut Kb, px: Value, py: Value, i: Value, (s, z): (f32, i32), from: DType) {
+    let at = offset(kb, px, i, 1);
+    let out = offset(kb, py, i, 4);
+    let b = &mut kb.b;
+    let q = b.ins().load(types::I8X16, mem(), at, 0);
+    let (sv, zv) = (b.ins().f32const(s), b.ins().f32const(z as f32));
+    let (sv, zv) = (b.ins().splat(types::F32X4, sv), b.ins().splat(types::F32X4, zv));
+    let unsigned = from == DType::U8;
+    let widen_lo =
+        |b: &mut FunctionBuilder, v: Value| if unsigned { b.ins().uwiden_low(v) } else { b.ins().swiden_low(v) };
+    let widen_hi =
+        |b: &mut FunctionBuilder, v: Value| if unsigned { b.ins().uwiden_high(v) } else { b.ins().swiden_high(v) };
+    let halves = [widen_lo(b, q), widen_hi(b, q)];
+    for (h, half) in halves.into_iter().enumerate() {
+        for (k, quarter) in [widen_lo(b, half), widen_hi(b, half)].into_iter().enumerate() {
+            let f = b.ins().fcvt_from_sint(types::F32X4, quarter);
+            let d = b.ins().fsub(f, zv);
+            let y = b.ins().fmul(d, sv);
+            b.ins().store(mem(), y, out, (16 * (2 * h + k)) as i32);
+        }
+    }
 }

@@ -23,10 +23,6 @@ mod avx2_winograd;
 mod depthwise;
 pub(crate) mod int8;
 
-// The int8 GEMM driver (not yet written) is their user.
-#[allow(unused_imports)]
-pub(crate) use int8::{KBlock, PackedA, QKernels, QOut, QTier, pack_a, qkernels, qtile_flags};
-
 use cnnc_ir::UnaryOp;
 
 /// Rows (output channels) of the f32 register tile.

@@ -80,7 +80,7 @@ const OUT_I8: u32 = 3;
 
 /// What a [`FINAL`] tile stores to `out` (see the module doc for the exact arithmetic).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-// Used by the int8 GEMM driver (not yet written) and the tests.
+// The kernels' tests build their flags with these; the driver (`codegen/qconv.rs`) emits them.
 #[allow(dead_code)]
 pub(crate) enum QOut {
     /// The i32 sums (`out` is an `*mut i32`).
@@ -95,7 +95,7 @@ pub(crate) enum QOut {
 
 /// Which part of the reduction a tile call covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-// Used by the int8 GEMM driver (not yet written) and the tests.
+// The kernels' tests build their flags with these; the driver (`codegen/qconv.rs`) emits them.
 #[allow(dead_code)]
 pub(crate) enum KBlock {
     /// The whole reduction: product, epilogue, store to `out`.
@@ -111,7 +111,7 @@ pub(crate) enum KBlock {
 /// The `flags` of a tile call: `rows × cols` valid (`1..=mr`, `1..=nr` of the tier), the K
 /// block, the output kind (ignored unless the block is the last), and whether the A panel is
 /// split ([`PackedA::split`]).
-// Used by the int8 GEMM driver (not yet written) and the tests.
+// The kernels' tests build their flags with these; the driver (`codegen/qconv.rs`) emits them.
 #[allow(dead_code)]
 pub(crate) fn qtile_flags(rows: usize, cols: usize, block: KBlock, out: QOut, split: bool) -> u32 {
     debug_assert!((1..=255).contains(&rows) && (1..=255).contains(&cols));
@@ -157,8 +157,6 @@ impl QTier {
     }
 
     /// The best tier this host supports, if any.
-    // Used by the int8 GEMM driver (not yet written) and the tests.
-    #[allow(dead_code)]
     pub(crate) fn best() -> Option<QTier> {
         [QTier::Vnni, QTier::Avx2].into_iter().find(|t| t.supported())
     }
@@ -182,8 +180,6 @@ impl QTier {
 
 /// Addresses of one tier's int8 kernels, for `iconst` + `call_indirect` in generated code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-// Used by the int8 GEMM driver (not yet written) and the tests.
-#[allow(dead_code)]
 pub(crate) struct QKernels {
     pub tier: QTier,
     /// Rows of the register tile.
@@ -204,8 +200,6 @@ pub(crate) struct QKernels {
 }
 
 /// The kernels of `tier`, or `None` when this host lacks its CPU features.
-// Used by the int8 GEMM driver (not yet written) and the tests.
-#[allow(dead_code)]
 pub(crate) fn qkernels(tier: QTier) -> Option<QKernels> {
     if !tier.supported() {
         return None;
@@ -252,8 +246,6 @@ pub(super) type QGemmFn = unsafe extern "C" fn(
 
 /// Weights packed for one tier's tile kernel (see the module doc for the layouts).
 #[derive(Clone, Debug, PartialEq, Eq)]
-// Used by the int8 GEMM driver (not yet written) and the tests.
-#[allow(dead_code)]
 pub(crate) struct PackedA {
     pub data: Vec<i8>,
     /// Bytes between tiles of `mr` rows.
@@ -278,7 +270,7 @@ pub(crate) struct PackedA {
 ///
 /// # Panics
 /// If `w.len() != m·k` (a bug in the caller).
-// Used by the int8 GEMM driver (not yet written) and the tests.
+// The kernels' tests build their flags with these; the driver (`codegen/qconv.rs`) emits them.
 #[allow(dead_code)]
 pub(crate) fn pack_a(tier: QTier, w: &[i8], m: usize, k: usize) -> PackedA {
     pack_a_as(tier, w, m, k, needs_split(tier, w, m, k))
