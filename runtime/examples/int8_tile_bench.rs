@@ -21,7 +21,8 @@ mod microkernel;
 
 use std::time::Instant;
 
-use microkernel::{KBlock, PackGeo, QOut, QTier, pack_a, qkernels, qtile_flags};
+use microkernel::PackGeo;
+use microkernel::int8::{KBlock, QOut, QTier, pack_a, qkernels, qtile_flags};
 
 type Gemm = unsafe extern "C" fn(
     usize,
