@@ -18,8 +18,8 @@
 #                 The two vCPUs of this VM differ by up to 1.4x for minutes at a time (mtcnn_pnet: 5.8 ms on
 #                 one, 7.9 ms on the other, same binary), so unpinned 1-thread ratios depend on where each process
 #                 happened to land.
-#   --int8 DIR    also time onnxruntime on DIR/<model>.qdq.onnx (written by `bench/ort_int8.py make`) in the same
-#                 rounds: one more column, "ORT int8"; n/a for a model without that file
+#   --int8 DIR    also time onnxruntime and cnnc -O1 on DIR/<model>.qdq.onnx (written by `bench/ort_int8.py make`) in
+#                 the same rounds: columns "ORT int8" and "cnnc int8"; n/a for a model without that file
 #
 # Environment:
 #   CNNC_BENCH_PYTHON  python with onnxruntime + numpy (default: bench/.venv, created on first use)
@@ -153,6 +153,14 @@ run_engine() {
             cmd=("$bin" bench "$tmp/$model.$level.cnnc" --runs "$runs" --warmup "$warmup" --threads "$t" --json) ;;
         ort)
             cmd=("$py" "$shared/tools/ort_bench.py" "$shared/models/$model.onnx" --threads "$t" --runs "$runs" --warmup "$warmup") ;;
+        cnnc8)
+            # cnnc -O1 on the int8 QDQ model (compiled next to the -O0/-O1 artifacts below).
+            if ((!have_bench)); then echo "cnnc has no 'bench' subcommand" >"$base.err"; echo 2 >"$base.rc"; touch "$raw/$model.$engine.t$t.failed"; return 0; fi
+            if [[ ! -f $tmp/$model.q8.O1.cnnc ]]; then
+                cp "$raw/$model.q8.O1.opt.err" "$base.err" 2>/dev/null || echo "no $int8/$model.qdq.onnx (bench/ort_int8.py make)" >"$base.err"
+                echo 2 >"$base.rc"; touch "$raw/$model.$engine.t$t.failed"; return 0
+            fi
+            cmd=("$cnnc" bench "$tmp/$model.q8.O1.cnnc" --runs "$runs" --warmup "$warmup" --threads "$t" --json) ;;
         ort8)
             if [[ ! -f $int8/$model.qdq.onnx ]]; then echo "no $int8/$model.qdq.onnx (bench/ort_int8.py make)" >"$base.err"; echo 2 >"$base.rc"; touch "$raw/$model.$engine.t$t.failed"; return 0; fi
             cmd=("$py" "$shared/tools/ort_bench.py" "$int8/$model.qdq.onnx" --shape "${input_name[$model]}=${input_dims[$model]}"
@@ -182,9 +190,8 @@ run_engine() {
 # --- measure -------------------------------------------------------------------------------------------------
 engines=(cnnc cnnc1 ort tract)
 [[ -n $baseline ]] && engines+=(base1)
-# Engines on the int8 QDQ models of --int8 DIR, one column each (summarize.py INT8_ENGINES). cnnc -O1 on the QDQ model
-# would be one more: `cnnc opt -O1` of DIR/<model>.qdq.onnx next to the -O0/-O1 ones below, and a case in run_engine.
-int8_engines=(ort8)
+# Engines on the int8 QDQ models of --int8 DIR, one column each (summarize.py INT8_ENGINES): onnxruntime and cnnc -O1.
+int8_engines=(ort8 cnnc8)
 [[ -n $int8 ]] && engines+=("${int8_engines[@]}")
 load_start=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 start_s=$SECONDS
@@ -205,6 +212,10 @@ for m in $models; do
         fi
         echo "$t0 $(date +%s.%N)" | awk '{printf "%.3f\n", $2 - $1}' >"$raw/$m.$level.opt.seconds"
     done
+    if [[ -n $int8 && -f $int8/$m.qdq.onnx ]] && ! "${pin_opt[@]}" "$cnnc" opt "$int8/$m.qdq.onnx" -O1 --input-shape "$shape" \
+        -o "$tmp/$m.q8.O1.cnnc" >"$raw/$m.q8.O1.opt.out" 2>"$raw/$m.q8.O1.opt.err"; then
+        log "  cnnc opt -O1 of the int8 model failed: $(tail -n 1 "$raw/$m.q8.O1.opt.err")"
+    fi
     if [[ -n $baseline ]] && ! "${pin_opt[@]}" "$baseline" opt "$shared/models/$m.onnx" -O1 --input-shape "$shape" \
         -o "$tmp/$m.base.O1.cnnc" >"$raw/$m.base.O1.opt.out" 2>"$raw/$m.base.O1.opt.err"; then
         log "  baseline cnnc opt -O1 failed: $(tail -n 1 "$raw/$m.base.O1.opt.err")"

@@ -11,8 +11,8 @@ and round, `<model>.<engine>.t<T>.r<k>.{out,err,rc}`:
 - ort:   `ort_bench.py` prints one JSON line with median_ms;
 - tract: `tract --machine-friendly ... bench` prints `real: <seconds>`, the mean of its timed runs;
 - base1 (only with compare.sh --baseline): the baseline cnnc binary's `bench --json` on its own -O1 artifact;
-- ort8 (only with compare.sh --int8 DIR): `ort_bench.py` on DIR/<model>.qdq.onnx, the int8 QDQ model of
-  `bench/ort_int8.py make`.
+- ort8, cnnc8 (only with compare.sh --int8 DIR): `ort_bench.py` and `cnnc bench --json` (of its `-O1` artifact) on
+  DIR/<model>.qdq.onnx, the int8 QDQ model of `bench/ort_int8.py make`.
 An engine's latency is the median over rounds of each round's per-run figure. A missing or failed engine is n/a,
 with its error in the notes.
 """
@@ -26,7 +26,7 @@ import statistics
 ENGINES = ("cnnc", "cnnc1", "ort", "tract", "base1")
 # Engines on the int8 QDQ models (compare.sh --int8): engine, column label. Each adds an "<label> ms" column and a
 # "-O1/<label>" ratio; one that prints `bench --json` or ort_bench.py's JSON needs nothing else here.
-INT8_ENGINES = (("ort8", "ORT int8"),)
+INT8_ENGINES = (("ort8", "ORT int8"), ("cnnc8", "cnnc int8"))
 JSON_ENGINES = ("cnnc", "cnnc1", "base1", "ort") + tuple(e for e, _ in INT8_ENGINES)
 PEAK_GFLOPS_PER_CORE = 117.0  # 256-bit FMA peak of one Zen 4 core at 3.67 GHz (../shared/DESIGN.md)
 
@@ -155,8 +155,9 @@ def main():
         out.append(f"- cnnc kernels: {a.kernels}")
     int8 = INT8_ENGINES if a.int8 else ()
     if int8:
-        out.append(f"- int8: ORT int8 = onnxruntime, as the ORT column, on `{a.int8}/<model>.qdq.onnx` (per-channel QDQ "
-                   "int8 models of `bench/ort_int8.py make`); n/a where a model has none")
+        out.append(f"- int8: ORT int8 = onnxruntime, as the ORT column, and cnnc int8 = cnnc -O1, on "
+                   f"`{a.int8}/<model>.qdq.onnx` (per-channel QDQ int8 models of `bench/ort_int8.py make`); n/a where "
+                   "a model has none")
     out.append(f"- toolchain: {a.rustc}; tract: {a.tract_version}; onnxruntime: ORT_VERSION")
     out.append("")
 
