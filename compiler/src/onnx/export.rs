@@ -20,9 +20,9 @@
 use std::collections::{HashMap, HashSet};
 
 use cnnc_ir::{
-    BinaryOp, ConvTransposeAttrs, CoordTransform, DType, Fused, NearestMode, Node, NodeId, Op, PadMode, QLinear,
-    QLinearOut, QuantParams, ReduceKind, ResizeAttrs, ResizeMode, Tensor, TensorData, TensorType, UnaryOp, ValueRef,
-    VerifiedGraph,
+    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordTransform, DType, Fused, NearestMode, Node, NodeId, Op, PadMode,
+    QLinear, QLinearOut, QuantParams, ReduceKind, ResizeAttrs, ResizeMode, Tensor, TensorData, TensorType, UnaryOp,
+    ValueRef, VerifiedGraph,
 };
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::DataType;
@@ -284,17 +284,7 @@ impl<'g> Exporter<'g> {
         let name = cx.node.name.as_str();
         let (op_type, attrs, inputs): (&str, Vec<AttributeProto>, Vec<String>) = match op {
             Op::Input { .. } | Op::Weight(_) => return Err(ExportError::Malformed(format!("`{name}` is a source"))),
-            Op::Conv(a) => (
-                "Conv",
-                vec![
-                    ints("kernel_shape", &a.kernel),
-                    ints("strides", &a.strides),
-                    ints("dilations", &a.dilations),
-                    ints("pads", &a.pads),
-                    int("group", a.group as i64),
-                ],
-                inputs,
-            ),
+            Op::Conv(a) => ("Conv", conv_attrs(a), inputs),
             Op::ConvTranspose(a) => return self.lower_conv_transpose(cx, a, inputs, outputs),
             Op::QLinear(q) => return self.lower_qlinear(cx, q, inputs, outputs),
             Op::BatchNorm { epsilon } => ("BatchNormalization", vec![float("epsilon", *epsilon)], inputs),
@@ -811,16 +801,7 @@ impl<'g> Exporter<'g> {
         };
         let ins = vec![x, w, zp(self, "x", &q.x.zero_points[..1], xt), zp(self, "w", w_zps, wt)];
         let (op_type, attrs) = match &q.base {
-            Op::Conv(a) => (
-                "ConvInteger",
-                vec![
-                    ints("kernel_shape", &a.kernel),
-                    ints("strides", &a.strides),
-                    ints("dilations", &a.dilations),
-                    ints("pads", &a.pads),
-                    int("group", a.group as i64),
-                ],
-            ),
+            Op::Conv(a) => ("ConvInteger", conv_attrs(a)),
             Op::MatMul | Op::Gemm { .. } => ("MatMulInteger", vec![]),
             other => {
                 return Err(
@@ -979,6 +960,17 @@ fn input_name_clash(output: &str) -> ExportError {
         output: output.to_string(),
         reason: "the name is also a graph input's, and ONNX names each value once".into(),
     }
+}
+
+/// The attributes of Conv and ConvInteger.
+fn conv_attrs(a: &ConvAttrs) -> Vec<AttributeProto> {
+    vec![
+        ints("kernel_shape", &a.kernel),
+        ints("strides", &a.strides),
+        ints("dilations", &a.dilations),
+        ints("pads", &a.pads),
+        int("group", a.group as i64),
+    ]
 }
 
 /// A matrix transposed (any element type); `None` for other ranks.
