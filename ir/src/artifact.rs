@@ -212,7 +212,10 @@ fn check_v1(msg: &wire::Artifact) -> Result<()> {
         match &node.op {
             Some(wire::Op { kind: Some(wire::OpKind::Cast(c)) }) => v2_only(&at, "to", c.to)?,
             Some(wire::Op {
-                kind: Some(k @ (wire::OpKind::Quantize(_) | wire::OpKind::Dequantize(_) | wire::OpKind::QLinear(_))),
+                kind: Some(k @ (wire::OpKind::Quantize(_)
+                    | wire::OpKind::Dequantize(_)
+                    | wire::OpKind::QLinear(_)
+                    | wire::OpKind::Lookup(_))),
             }) => {
                 return Err(ArtifactError::Malformed(format!(
                     "{}: op `{}` does not exist in format version 1",
@@ -511,6 +514,7 @@ fn op_to_wire(graph: &Graph, op: &Op, weights: &mut Vec<wire::Weight>) -> wire::
             K::Gemm(wire::Gemm { alpha: alpha.to_bits(), beta: beta.to_bits(), trans_a: *trans_a, trans_b: *trans_b })
         }
         Op::MatMul => K::MatMul(e),
+        Op::Lookup => K::Lookup(e),
         Op::Resize(a) => K::Resize(resize_to_wire(a)),
         Op::Concat { axis } => K::Concat(wire::Axis { axis: *axis as u64 }),
         Op::Split { axis, sizes } => K::Split(wire::Split { axis: *axis as u64, sizes: u64s(sizes) }),
@@ -918,6 +922,7 @@ fn op_from_wire(at: &dyn Fn() -> String, kind: &wire::OpKind) -> Result<Op> {
             trans_b: g.trans_b,
         },
         K::MatMul(_) => Op::MatMul,
+        K::Lookup(_) => Op::Lookup,
         K::Resize(r) => Op::Resize(cx.resize(r)?),
         K::Concat(a) => Op::Concat { axis: cx.axis("axis", a.axis)? },
         K::Split(s) => {
@@ -1091,6 +1096,7 @@ fn wire_op_name(kind: &wire::OpKind) -> &'static str {
         K::Quantize(_) => "quantize",
         K::Dequantize(_) => "dequantize",
         K::QLinear(_) => "qlinear",
+        K::Lookup(_) => "lookup",
     }
 }
 

@@ -91,7 +91,29 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         Op::ArgReduce { axis, keepdims, .. } => one(arg_reduce(&cx, *axis, *keepdims, inputs[0])?),
         Op::Fused(f) => one(fused(&cx, f, inputs)?),
         Op::QLinear(q) => one(qlinear(&cx, q, inputs)?),
+        Op::Lookup => one(lookup(&cx, inputs)?),
     })
+}
+
+/// A table lookup: a 1-D f32/u8/i8 table of `256^k` entries for `k` 8-bit operands of one shape.
+fn lookup(cx: &Cx, inputs: &[&TensorType]) -> Result<TensorType> {
+    let (table, operands) = (inputs[0], &inputs[1..]);
+    if !(table.dtype == DType::F32 || table.dtype.is_quantized()) {
+        return Err(cx.err(format!("table has dtype {}, expected f32, u8 or i8", table.dtype)));
+    }
+    let want = 256usize.pow(operands.len() as u32);
+    if table.shape != [want] {
+        return Err(cx.err(format!("table has shape {:?}, expected [{want}] for {} operand(s)", table.shape, operands.len())));
+    }
+    for (i, t) in operands.iter().enumerate() {
+        if !t.dtype.is_quantized() {
+            return Err(cx.err(format!("operand {} has dtype {}, expected u8 or i8", i + 1, t.dtype)));
+        }
+        if t.shape != operands[0].shape {
+            return Err(cx.err(format!("operands have shapes {:?} and {:?}, expected one shape", operands[0].shape, t.shape)));
+        }
+    }
+    Ok(TensorType::new(table.dtype, operands[0].shape.clone()))
 }
 
 /// A fused op: its base's type, a residual of exactly that type, an inline activation.

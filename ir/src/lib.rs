@@ -8,6 +8,7 @@ mod graph;
 mod infer;
 mod macs;
 mod op;
+mod scalar;
 mod tensor;
 mod text;
 mod verify;
@@ -22,6 +23,7 @@ pub use op::{
     BinaryOp, ConvAlgo, ConvAttrs, ConvTransposeAttrs, CoordTransform, Fused, NearestMode, Op, PadMode, PoolAttrs,
     QLinear, QLinearOut, QuantParams, ReduceKind, ResizeAttrs, ResizeMode, SliceAxis, UnaryOp, WeightId,
 };
+pub use scalar::erf;
 pub use tensor::{BatchError, DType, ShapeMismatch, Tensor, TensorData, TensorType, checked_numel, numel};
 pub use text::ParseError;
 pub use verify::{VerifiedGraph, VerifyError, VerifyErrors, check, verify};

@@ -531,6 +531,13 @@ pub enum Op {
     Fused(Box<Fused>),
     /// `(x, w[, bias])`: a quantized conv, gemm or matmul; see [`QLinear`].
     QLinear(Box<QLinear>),
+    /// `(table, a[, b])`: a table lookup on 8-bit values, `y[i] = table[byte(a[i])]`, or with
+    /// two operands of one shape `table[256·byte(a[i]) + byte(b[i])]`, where `byte(v)` is the
+    /// value's bit pattern as an unsigned byte (u8 as is, i8 −1 → 255: ONNX Gather's negative
+    /// indices on the same table). `table` is 1-D with 256 or 65,536 entries of f32, u8 or i8,
+    /// the output's dtype. Made by the optimizer from element-wise chains between quantized
+    /// tensors (`qdq-lookup`), never by import.
+    Lookup,
 }
 
 /// The op of [`Op::Fused`]: `y = act(base(inputs) + residual)`, in that order (the base's own
@@ -601,6 +608,7 @@ impl Op {
             Op::Gather { .. } => "gather",
             Op::Expand { .. } => "expand",
             Op::Cast { .. } => "cast",
+            Op::Lookup => "lookup",
             Op::Quantize { .. } => "quantize",
             Op::Dequantize(_) => "dequantize",
             Op::Softmax { .. } => "softmax",
@@ -630,7 +638,7 @@ impl Op {
             Op::BatchNorm { .. } => (5, 5),
             Op::Binary(_) | Op::Gather { .. } | Op::MatMul => (2, 2),
             Op::Where => (3, 3),
-            Op::Gemm { .. } | Op::QLinear(_) => (2, 3),
+            Op::Gemm { .. } | Op::QLinear(_) | Op::Lookup => (2, 3),
             Op::Concat { .. } => (1, usize::MAX),
             Op::Fused(f) => {
                 let (lo, hi) = f.base.arity();

@@ -417,7 +417,8 @@ fn write_attrs(a: &mut AttrWriter<'_, '_>, op: &Op) -> fmt::Result {
         | Op::Where
         | Op::GlobalAvgPool
         | Op::GlobalMaxPool
-        | Op::MatMul => {}
+        | Op::MatMul
+        | Op::Lookup => {}
     }
     Ok(())
 }
@@ -1119,6 +1120,7 @@ fn op_from_attrs(name: &str, a: &mut Attrs<'_>) -> Result<Op, String> {
             trans_b: a.bool("trans-b")?,
         },
         "matmul" => Op::MatMul,
+        "lookup" => Op::Lookup,
         "resize" => Op::Resize(ResizeAttrs {
             mode: match a.choice("mode", &RESIZE_MODE_NAMES, |w| w)? {
                 "nearest" => ResizeMode::Nearest,

@@ -95,6 +95,7 @@ define_language! {
         "quantize" = Quantize(Box<[Id]>),
         "dequantize" = Dequantize(Box<[Id]>),
         "qlinear" = QLinear(Box<[Id]>),
+        "lookup" = Lookup(Box<[Id]>),
         // `(input %n)`: graph input n.
         "input" = Input(Id),
         // `(weight wn)`: a constant of the weight store.
@@ -144,6 +145,7 @@ impl Cnn {
             Op::Quantize { .. } => Cnn::Quantize(children),
             Op::Dequantize(_) => Cnn::Dequantize(children),
             Op::QLinear(_) => Cnn::QLinear(children),
+            Op::Lookup => Cnn::Lookup(children),
             Op::Input { .. } | Op::Weight(_) => return None,
         })
     }
@@ -179,7 +181,8 @@ impl Cnn {
             | Cnn::Fused(c)
             | Cnn::Quantize(c)
             | Cnn::Dequantize(c)
-            | Cnn::QLinear(c) => Some(c),
+            | Cnn::QLinear(c)
+            | Cnn::Lookup(c) => Some(c),
             _ => None,
         }
     }

@@ -139,7 +139,8 @@ pub(crate) fn kernel_variant(op: &Op, inputs: &[TensorType]) -> &'static str {
         | Op::Where
         | Op::Cast { .. }
         | Op::Quantize { .. }
-        | Op::Dequantize(_) => "elementwise",
+        | Op::Dequantize(_)
+        | Op::Lookup => "elementwise",
         Op::MaxPool(_) | Op::AvgPool { .. } => "pool",
         Op::GlobalAvgPool | Op::GlobalMaxPool => "global-pool",
         Op::Resize(_) => "resize",

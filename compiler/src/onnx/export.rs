@@ -287,6 +287,7 @@ impl<'g> Exporter<'g> {
             Op::Conv(a) => ("Conv", conv_attrs(a), inputs),
             Op::ConvTranspose(a) => return self.lower_conv_transpose(cx, a, inputs, outputs),
             Op::QLinear(q) => return self.lower_qlinear(cx, q, inputs, outputs),
+            Op::Lookup => return self.lower_lookup(cx, inputs, outputs),
             Op::BatchNorm { epsilon } => ("BatchNormalization", vec![float("epsilon", *epsilon)], inputs),
             Op::Unary(u) => return self.lower_unary(name, u, inputs, outputs),
             Op::Binary(b) => (binary_op_type(*b), vec![], inputs),
@@ -745,6 +746,50 @@ impl<'g> Exporter<'g> {
         let (attrs, ins) = self.quant_inputs(&format!("{name}/y_q"), yp, *to, value);
         let node_name = self.node_names.fresh(&format!("{name}/y_q"));
         self.push_node("QuantizeLinear", node_name, ins, vec![out], attrs);
+        Ok(())
+    }
+
+    /// `Op::Lookup` as `Gather(table, index)`: one operand's index is the operand cast to int64
+    /// (an i8 value v < 0 is Gather's negative index, `table[256 + v]`, which is `table[byte(v)]`);
+    /// two operands' is `256·byte(a) + byte(b)`, with `byte(v) = Mod(v, 256)` (fmod 0: the
+    /// divisor's sign) for i8 operands.
+    fn lower_lookup(&mut self, cx: &NodeCx, inputs: Vec<String>, outputs: Vec<String>) -> Result<(), ExportError> {
+        let name = cx.node.name.clone();
+        let out = first(&outputs)?;
+        let (table, operands) = inputs.split_first().ok_or_else(|| cx.inexpressible("a lookup has a table"))?;
+        let int64 = i64::from(data_type(DType::I64).value());
+        let mut bytes = Vec::new();
+        for (i, v) in operands.iter().enumerate() {
+            let wide = self.value_names.fresh(&format!("{name}/index{i}"));
+            let node_name = self.node_names.fresh(&format!("{name}/index{i}"));
+            self.push_node("Cast", node_name, vec![v.clone()], vec![wide.clone()], vec![int("to", int64)]);
+            let signed = cx.in_types.get(i + 1).is_some_and(|t| t.dtype == DType::I8);
+            if operands.len() == 1 || !signed {
+                bytes.push(wide);
+                continue;
+            }
+            let m = self.constant(&format!("{name}/256"), &Tensor::from_i64(vec![], vec![256]).expect("a scalar"));
+            let byte = self.value_names.fresh(&format!("{name}/byte{i}"));
+            let node_name = self.node_names.fresh(&format!("{name}/byte{i}"));
+            self.push_node("Mod", node_name, vec![wide, m], vec![byte.clone()], vec![int("fmod", 0)]);
+            bytes.push(byte);
+        }
+        let index = match &bytes[..] {
+            [a] => a.clone(),
+            [a, b] => {
+                let m = self.constant(&format!("{name}/256"), &Tensor::from_i64(vec![], vec![256]).expect("a scalar"));
+                let hi = self.value_names.fresh(&format!("{name}/row"));
+                let node_name = self.node_names.fresh(&format!("{name}/row"));
+                self.push_node("Mul", node_name, vec![a.clone(), m], vec![hi.clone()], vec![]);
+                let idx = self.value_names.fresh(&format!("{name}/index"));
+                let node_name = self.node_names.fresh(&format!("{name}/index"));
+                self.push_node("Add", node_name, vec![hi, b.clone()], vec![idx.clone()], vec![]);
+                idx
+            }
+            _ => return Err(cx.inexpressible(format!("a lookup of {} operands", bytes.len()))),
+        };
+        let node_name = self.node_names.fresh(&name);
+        self.push_node("Gather", node_name, vec![table.clone(), index], vec![out], vec![int("axis", 0)]);
         Ok(())
     }
 

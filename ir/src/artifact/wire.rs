@@ -124,7 +124,7 @@ pub struct Empty {}
 pub struct Op {
     #[prost(
         oneof = "OpKind",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31"
     )]
     pub kind: Option<OpKind>,
 }
@@ -194,6 +194,9 @@ pub enum OpKind {
     /// Format version 2 on.
     #[prost(message, tag = "30")]
     QLinear(Box<QLinear>),
+    /// Format version 2 on.
+    #[prost(message, tag = "31")]
+    Lookup(Empty),
 }
 
 /// A quantized conv, gemm or matmul; the base is one of those (the decoder rejects others).

@@ -10,6 +10,7 @@ pub mod bn_fold;
 pub mod channel_affine;
 pub mod fuse;
 pub mod hardswish;
+pub mod lookup;
 pub mod matmul_bias;
 pub mod movement;
 pub mod pad_fold;
@@ -53,6 +54,7 @@ pub fn exact_rules_with(options: RuleOptions) -> Vec<Rewrite<Cnn, CnnAnalysis>> 
     rules.extend(movement::rules());
     rules.extend(pad_fold::rules());
     rules.extend(qdq::rules());
+    rules.extend(lookup::rules());
     if options.winograd {
         rules.extend(winograd::rules());
     }

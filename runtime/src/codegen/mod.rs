@@ -219,6 +219,7 @@ pub(crate) fn emit_node(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, CompileEr
         }
         Op::Quantize { params, to } => quant::emit_quantize(jit, cx, params, *to),
         Op::Dequantize(params) => quant::emit_dequantize(jit, cx, params),
+        Op::Lookup => quant::emit_lookup(jit, cx),
         Op::Input { .. } | Op::Weight(_) | Op::Reshape { .. } => {
             Err(cx.unsupported("a source or view op reached code generation (a bug in the memory plan)"))
         }

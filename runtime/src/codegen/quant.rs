@@ -142,13 +142,79 @@ pub(crate) fn emit_dequantize(jit: &mut Jit, cx: &EmitCx, p: &QuantParams) -> Re
 }
 
 /// Runs `step(i)` for `i = start, start + 16, …` while `i + 16 ≤ end`; returns where it stopped.
-fn vector_steps(kb: &mut Kb, start: Value, end: Value, mut step: impl FnMut(&mut Kb, Value)) -> Value {
-    // The last full step: start + ⌊(end − start) / 16⌋·16.
+fn vector_steps(kb: &mut Kb, start: Value, end: Value, step: impl FnMut(&mut Kb, Value)) -> Value {
+    steps_of(kb, start, end, 16, step)
+}
+
+/// Runs `step(i)` for `i = start, start + n, …` while `i + n ≤ end` (`n` a power of two);
+/// returns where it stopped.
+fn steps_of(kb: &mut Kb, start: Value, end: Value, n: i64, mut step: impl FnMut(&mut Kb, Value)) -> Value {
+    // The last full step: start + ⌊(end − start) / n⌋·n.
     let len = kb.b.ins().isub(end, start);
-    let full = kb.b.ins().band_imm_s(len, !15);
+    let full = kb.b.ins().band_imm_s(len, !(n - 1));
     let stop = kb.b.ins().iadd(start, full);
-    kb_loop_dyn(kb, start, stop, 16, |kb, i| step(kb, i));
+    kb_loop_dyn(kb, start, stop, n, |kb, i| step(kb, i));
     stop
+}
+
+/// `Op::Lookup`: `y[i] = table[byte(a[i])]` or `table[256·byte(a[i]) + byte(b[i])]` (the table
+/// is input 0, a weight or any tensor), eight elements per step then one at a time. A 256-entry
+/// table is 256 bytes or 1 KiB and stays in L1; the 64 KiB two-operand table mostly in L2.
+pub(crate) fn emit_lookup(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, CompileError> {
+    let (table, y) = (&cx.inputs[0], &cx.outputs[0]);
+    let operands = &cx.inputs[1..];
+    let ok = matches!(table.dtype, DType::F32 | DType::U8 | DType::I8)
+        && y.dtype == table.dtype
+        && (1..=2).contains(&operands.len())
+        && operands.iter().all(|t| t.dtype.is_quantized() && t.shape == y.shape);
+    if !ok {
+        return Err(cx.unsupported(format!("lookup in {table} of {} operand(s)", operands.len())));
+    }
+    let n = y.numel() as i64;
+    let es = y.dtype.size_bytes() as i64;
+    let ty = if es == 4 { types::I32 } else { types::I8 };
+    let (t_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
+    let op_args: Vec<usize> = (1..=operands.len()).map(|i| cx.in_arg(i)).collect();
+    let func = jit.kernel(cx.name, |kb| {
+        let (pt, py) = (kb.arg(t_arg), kb.arg(y_arg));
+        let ops: Vec<Value> = op_args.iter().map(|&a| kb.arg(a)).collect();
+        let (l, h) = (kb.lo, kb.hi);
+        let (start, end) = unit_span(&mut kb.b, l, h, n, GRAIN);
+        // Pointers advance with `i`: operand bytes at `a + i`, outputs at `y + i·es`.
+        let advance = |kb: &mut Kb, i: Value| -> Vec<Value> {
+            let mut v: Vec<Value> = ops.iter().map(|&p| offset(kb, p, i, 1)).collect();
+            v.push(offset(kb, py, i, es));
+            v
+        };
+        let stop = steps_of(kb, start, end, 8, |kb, i| {
+            let p = advance(kb, i);
+            for k in 0..8 {
+                lookup_one(kb, pt, &p, k, es, ty);
+            }
+        });
+        kb_loop_dyn(kb, stop, end, 1, |kb, i| {
+            let p = advance(kb, i);
+            lookup_one(kb, pt, &p, 0, es, ty);
+        });
+    })?;
+    Ok(Emitted::parallel(func, Vec::new(), units_of(n, GRAIN)))
+}
+
+/// One element of [`emit_lookup`]: `p` holds the operands' pointers then the output's, all at
+/// the current step; `k` is the element within the step.
+fn lookup_one(kb: &mut Kb, table: Value, p: &[Value], k: i32, es: i64, ty: types::Type) {
+    let b = &mut kb.b;
+    let (operands, out) = p.split_at(p.len() - 1);
+    let mut idx = b.ins().uload8(types::I64, mem(), operands[0], k);
+    if let Some(&p2) = operands.get(1) {
+        let lo = b.ins().uload8(types::I64, mem(), p2, k);
+        let hi = b.ins().ishl_imm_u(idx, 8);
+        idx = b.ins().bor(hi, lo);
+    }
+    let at = if es == 4 { b.ins().ishl_imm_u(idx, 2) } else { idx };
+    let at = b.ins().iadd(table, at);
+    let v = b.ins().load(ty, mem(), at, 0);
+    b.ins().store(mem(), v, out[0], k * es as i32);
 }
 
 /// Quantizes `x[i..i + 16]` (per tensor) into `y[i..i + 16]` exactly as the scalar loop: the

@@ -17,72 +17,7 @@ pub(super) fn unary(u: UnaryOp, x: &Tensor) -> Result<Tensor, String> {
         return make(x.shape().to_vec(), y);
     }
     let v = super::f32s(x, "x")?;
-    let f: fn(f32) -> f32 = match u {
-        // Written so that NaN passes through, as in PyTorch and onnxruntime's Eigen kernels.
-        UnaryOp::Relu => |a| if a < 0.0 { 0.0 } else { a },
-        UnaryOp::LeakyRelu { alpha } => return map_f32(x, v, |a| if a < 0.0 { alpha * a } else { a }),
-        UnaryOp::Clip { min, max } => {
-            return map_f32(x, v, |a| {
-                if a < min {
-                    min
-                } else if a > max {
-                    max
-                } else {
-                    a
-                }
-            });
-        }
-        UnaryOp::Sigmoid => |a| (1.0 / (1.0 + (-f64::from(a)).exp())) as f32,
-        UnaryOp::HardSigmoid { alpha, beta } => {
-            let (alpha, beta) = (f64::from(alpha), f64::from(beta));
-            return map_f32(x, v, |a| (alpha * f64::from(a) + beta).clamp(0.0, 1.0) as f32);
-        }
-        UnaryOp::HardSwish => |a| {
-            let a = f64::from(a);
-            (a * (a / 6.0 + 0.5).clamp(0.0, 1.0)) as f32
-        },
-        UnaryOp::Tanh => |a| f64::from(a).tanh() as f32,
-        UnaryOp::Exp => |a| f64::from(a).exp() as f32,
-        UnaryOp::Log => |a| f64::from(a).ln() as f32,
-        UnaryOp::Erf => |a| erf(f64::from(a)) as f32,
-        UnaryOp::Sqrt => |a| f64::from(a).sqrt() as f32,
-        UnaryOp::Reciprocal => |a| 1.0 / a,
-        UnaryOp::Neg => |a| -a,
-        UnaryOp::Abs => f32::abs,
-        UnaryOp::Floor => f32::floor,
-        UnaryOp::Ceil => f32::ceil,
-    };
-    map_f32(x, v, f)
-}
-
-fn map_f32(x: &Tensor, v: &[f32], f: impl Fn(f32) -> f32) -> Result<Tensor, String> {
-    make(x.shape().to_vec(), v.iter().map(|&a| f(a)).collect())
-}
-
-/// The error function, accurate to a few ulp on all of f64.
-///
-/// For `|x| < 6` it sums the everywhere-convergent series
-/// `erf(x) = 2/√π · e^{−x²} · Σ_{n≥0} 2ⁿ x^{2n+1} / (1·3·…·(2n+1))`, whose terms are all of the
-/// sign of `x`, so there is no cancellation; the relative rounding error grows like
-/// (number of terms)·ε ≤ 2e-14. For `|x| ≥ 6`, `1 − erf(x) < 3e-17` rounds to 1.
-pub(crate) fn erf(x: f64) -> f64 {
-    if x.is_nan() {
-        return x;
-    }
-    if x.abs() >= 6.0 {
-        return x.signum();
-    }
-    let x2 = x * x;
-    let mut term = x;
-    let mut sum = x;
-    for n in 0..200 {
-        term *= 2.0 * x2 / f64::from(2 * n + 3);
-        sum += term;
-        if term.abs() <= sum.abs() * 1e-17 {
-            break;
-        }
-    }
-    (std::f64::consts::FRAC_2_SQRT_PI * (-x2).exp() * sum).clamp(-1.0, 1.0)
+    make(x.shape().to_vec(), v.iter().map(|&a| u.eval_f32(a)).collect::<Vec<f32>>())
 }
 
 /// ONNX binary arithmetic and comparisons with multidirectional broadcasting.
@@ -102,17 +37,7 @@ pub(super) fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, Str
                 };
                 return zip_broadcast(av, a.shape(), bv, b.shape(), shape, f);
             }
-            let f: fn(f32, f32) -> f32 = match op {
-                BinaryOp::Add => |x, y| x + y,
-                BinaryOp::Sub => |x, y| x - y,
-                BinaryOp::Mul => |x, y| x * y,
-                BinaryOp::Div => |x, y| x / y,
-                BinaryOp::Max => |x, y| if x.is_nan() || x > y { x } else { y },
-                BinaryOp::Min => |x, y| if x.is_nan() || x < y { x } else { y },
-                BinaryOp::Pow => |x, y| f64::from(x).powf(f64::from(y)) as f32,
-                BinaryOp::PRelu => |x, s| if x < 0.0 { s * x } else { x },
-                _ => unreachable!("comparisons handled above"),
-            };
+            let f = |x: f32, y: f32| op.eval_f32(x, y).unwrap_or(f32::NAN);
             zip_broadcast(av, a.shape(), bv, b.shape(), shape, f)
         }
         (DType::F32, DType::I64) if op == BinaryOp::Pow => {
@@ -203,7 +128,7 @@ pub(super) fn where_(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor, St
 
 #[cfg(test)]
 mod tests {
-    use super::erf;
+    use cnnc_ir::erf;
 
     // Reference values from CPython's `math.erf` (correctly rounded to within 1 ulp); the
     // series is accurate to ~2e-14 absolute, so 1e-13 leaves headroom and is far below 1e-12.

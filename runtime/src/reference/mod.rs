@@ -7,7 +7,7 @@
 
 mod conv;
 mod elementwise;
-pub(crate) use elementwise::erf;
+pub(crate) use cnnc_ir::erf;
 mod matmul;
 mod pool;
 mod qlinear;
@@ -175,6 +175,7 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor], out_types: &[TensorType]) -> Result<
         Op::Quantize { params, to } => vec![quant::quantize(params, *to, inputs[0])?],
         Op::Dequantize(params) => vec![quant::dequantize(params, inputs[0])?],
         Op::QLinear(q) => vec![qlinear::qlinear(q, inputs)?],
+        Op::Lookup => vec![quant::lookup(inputs)?],
         Op::Softmax { axis, flatten } => vec![reduce::softmax(*axis, *flatten, inputs[0])?],
         Op::Pad { pads, mode, value } => vec![shape_ops::pad(pads, *mode, *value, inputs[0])?],
         Op::Reduce { kind, axes, keepdims } => vec![reduce::reduce(*kind, axes, *keepdims, inputs[0])?],

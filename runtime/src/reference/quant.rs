@@ -22,13 +22,9 @@ fn check(p: &QuantParams, shape: &[usize]) -> Result<(), String> {
 pub(super) fn quantize(p: &QuantParams, to: DType, x: &Tensor) -> Result<Tensor, String> {
     let v = f32s(x, "x")?;
     check(p, x.shape())?;
-    let (lo, hi) = to.int_range().filter(|_| to.is_quantized()).ok_or_else(|| format!("cannot quantize to {to}"))?;
-    let q = v.iter().enumerate().map(|(i, &f)| {
-        let k = p.index(x.shape(), i);
-        let r = (f / p.scales[k]).round_ties_even();
-        // `as` maps NaN to 0 and saturates ±∞; the sum then saturates to the type's range.
-        ((r as i64).saturating_add(i64::from(p.zero_points[k]))).clamp(lo, hi)
-    });
+    let (lo, _) = to.int_range().filter(|_| to.is_quantized()).ok_or_else(|| format!("cannot quantize to {to}"))?;
+    // `to` is u8 or i8, so `quantize_one` is always `Some`.
+    let q = v.iter().enumerate().map(|(i, &f)| p.quantize_one(p.index(x.shape(), i), f, to).unwrap_or(lo));
     let data = match to {
         DType::U8 => TensorData::U8(q.map(|v| v as u8).collect()),
         _ => TensorData::I8(q.map(|v| v as i8).collect()),
@@ -48,10 +44,41 @@ pub(super) fn dequantize(p: &QuantParams, x: &Tensor) -> Result<Tensor, String> 
     let out = v
         .iter()
         .enumerate()
-        .map(|(i, &q)| {
-            let k = p.index(x.shape(), i);
-            (q - i64::from(p.zero_points[k])) as f32 * p.scales[k]
-        })
+        .map(|(i, &q)| p.dequantize_one(p.index(x.shape(), i), q))
         .collect();
     Tensor::from_f32(x.shape().to_vec(), out).map_err(|e| e.to_string())
+}
+
+/// The bytes of an 8-bit tensor as table indices (`byte(v)`: u8 as is, i8 by its bit pattern).
+fn index_bytes<'a>(t: &'a Tensor, what: &str) -> Result<Box<dyn Iterator<Item = usize> + 'a>, String> {
+    match t.data() {
+        TensorData::U8(v) => Ok(Box::new(v.iter().map(|&b| usize::from(b)))),
+        TensorData::I8(v) => Ok(Box::new(v.iter().map(|&b| usize::from(b as u8)))),
+        _ => Err(format!("{what} has dtype {}, expected u8 or i8", t.dtype())),
+    }
+}
+
+/// `Op::Lookup`: `table[byte(a)]`, or `table[256·byte(a) + byte(b)]` with two operands.
+pub(super) fn lookup(inputs: &[&Tensor]) -> Result<Tensor, String> {
+    let (table, a) = (inputs[0], inputs[1]);
+    let want = 256usize.pow(inputs.len() as u32 - 1);
+    if table.shape() != [want] {
+        return Err(format!("table has shape {:?}, expected [{want}]", table.shape()));
+    }
+    let idx: Vec<usize> = match inputs.get(2) {
+        None => index_bytes(a, "a")?.collect(),
+        Some(b) => {
+            if b.shape() != a.shape() {
+                return Err(format!("operands have shapes {:?} and {:?}", a.shape(), b.shape()));
+            }
+            index_bytes(a, "a")?.zip(index_bytes(b, "b")?).map(|(i, j)| 256 * i + j).collect()
+        }
+    };
+    let data = match table.data() {
+        TensorData::F32(t) => TensorData::F32(idx.iter().map(|&i| t[i]).collect()),
+        TensorData::U8(t) => TensorData::U8(idx.iter().map(|&i| t[i]).collect()),
+        TensorData::I8(t) => TensorData::I8(idx.iter().map(|&i| t[i]).collect()),
+        _ => return Err(format!("table has dtype {}, expected f32, u8 or i8", table.dtype())),
+    };
+    Tensor::new(a.shape().to_vec(), data).map_err(|e| e.to_string())
 }

@@ -1,0 +1,275 @@
+//! Element-wise chains between quantized tensors as table lookups: whatever a QDQ model
+//! computes in f32 between a DequantizeLinear and the next QuantizeLinear, element by element,
+//! is a function of the 8-bit values it started from, so it is a table of 256 entries (one
+//! 8-bit operand) or 65,536 (two), computed once at compile time.
+//!
+//! What: `quantize{y}(e)` where `e` is built from `dequantize` (per tensor) of u8/i8 values,
+//! unary ops, arithmetic binary ops (add, sub, mul, div, max, min, pow, prelu) whose other
+//! operand is a constant with one value, and inner `quantize`/`dequantize` pairs, all of one
+//! shape, with at most two distinct 8-bit operands ⇒ `lookup(table, a[, b])`. An onnxruntime
+//! QDQ model spells HardSwish `q(dq(c) · dq(q(hard-sigmoid(dq(c)))))` (one operand, `c`) and a
+//! ResNet residual `q(relu(dq(a) + dq(b)))` (two).
+//!
+//! When: the chain reaches its operands within [`MAX_DEPTH`] ops. Inner `quantize` ops are
+//! looked through where that keeps the operands at two or fewer (`dq(q(f(dq(c))))` is a
+//! function of `c`); otherwise the quantized value is itself an operand. It does not fire on
+//! per-channel quantization, broadcasting operands, constants with more than one value, a
+//! chain that is only `q(dq(x))` with the same parameters (`qdq-identity`'s case), or more than
+//! two operands.
+//!
+//! Numerical effect: none. Each entry is the chain evaluated on that operand value with the
+//! reference interpreter's own scalar arithmetic (`UnaryOp::eval_f32`, `BinaryOp::eval_f32`,
+//! `QuantParams::quantize_one`/`dequantize_one`), so the lookup equals the reference's result
+//! of the chain bit for bit.
+//!
+//! ```text
+//! before: %d = dequantize{scales=[0.1], zero-points=[0]}(%c) : f32[1,16,56,56]
+//!         %h = hard-sigmoid{alpha=0.1667, beta=0.5}(%d)
+//!         %hq = quantize{to=u8, scales=[0.0039], zero-points=[0]}(%h)
+//!         %m = mul(%d, dequantize{scales=[0.0039], zero-points=[0]}(%hq))
+//!         %y = quantize{to=u8, scales=[0.05], zero-points=[0]}(%m) : u8[1,16,56,56]
+//! after:  %y = lookup(%table, %c) : u8[1,16,56,56]       (%table: u8[256], a weight)
+//! ```
+
+use cnnc_ir::{BinaryOp, DType, Op, QuantParams, Tensor, TensorData, UnaryOp};
+use egg::{Applier, EGraph, Id, Pattern, PatternAst, Rewrite, Subst, Symbol};
+
+use super::var;
+use crate::analysis::{CnnAnalysis, add_weight, attr_of, weight_of};
+use crate::lang::Cnn;
+
+/// The longest chain of ops (quantize and dequantize included) followed from the root.
+pub const MAX_DEPTH: usize = 16;
+
+/// The rules of this family.
+pub fn rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
+    let pattern: Pattern<Cnn> = "(quantize ?q ?e)".parse().expect("a valid pattern");
+    vec![Rewrite::new("qdq-lookup", pattern, Lookup).expect("a valid rule")]
+}
+
+/// An f32 value of the chain.
+#[derive(Clone, Debug)]
+enum Float {
+    Dequantize(QuantParams, Box<Int>),
+    Const(f32),
+    Unary(UnaryOp, Box<Float>),
+    Binary(BinaryOp, Box<Float>, Box<Float>),
+}
+
+/// An 8-bit value of the chain.
+#[derive(Clone, Debug)]
+enum Int {
+    /// Operand `n` of the lookup.
+    Operand(usize),
+    Quantize(QuantParams, DType, Box<Float>),
+}
+
+impl Float {
+    fn eval(&self, operands: &[i64; 2]) -> f32 {
+        match self {
+            Float::Dequantize(p, q) => p.dequantize_one(0, q.eval(operands)),
+            Float::Const(v) => *v,
+            Float::Unary(u, x) => u.eval_f32(x.eval(operands)),
+            // Only arithmetic ops are built, so `eval_f32` is `Some`.
+            Float::Binary(op, x, y) => op.eval_f32(x.eval(operands), y.eval(operands)).unwrap_or(f32::NAN),
+        }
+    }
+}
+
+impl Int {
+    fn eval(&self, operands: &[i64; 2]) -> i64 {
+        match self {
+            Int::Operand(n) => operands[*n],
+            // Only u8/i8 targets are built, so `quantize_one` is `Some`.
+            Int::Quantize(p, to, x) => p.quantize_one(0, x.eval(operands), *to).unwrap_or(0),
+        }
+    }
+}
+
+/// Follows a chain down from its root.
+struct Walk<'a> {
+    egraph: &'a EGraph<Cnn, CnnAnalysis>,
+    shape: Vec<usize>,
+    /// The 8-bit operands found so far: class and dtype.
+    operands: Vec<(Id, DType)>,
+}
+
+impl Walk<'_> {
+    /// The class's value when it is an f32 tensor of the chain's shape.
+    fn float(&mut self, class: Id, depth: usize) -> Option<Float> {
+        let egraph = self.egraph;
+        if depth == 0 || !self.has_type(class, DType::F32) {
+            return None;
+        }
+        if let Some(v) = scalar(egraph, class) {
+            return Some(Float::Const(v));
+        }
+        for node in &egraph[class].nodes {
+            let mark = self.operands.len();
+            let found = match node {
+                Cnn::Dequantize(c) => self.dequantize(c, depth),
+                Cnn::Unary(c) => match (attr_of(egraph, c[0]).map(|e| &e.op), c.get(1)) {
+                    (Some(Op::Unary(u)), Some(&x)) => {
+                        let u = *u;
+                        self.float(x, depth - 1).map(|x| Float::Unary(u, Box::new(x)))
+                    }
+                    _ => None,
+                },
+                Cnn::Binary(c) => self.binary(c, depth),
+                _ => None,
+            };
+            if found.is_some() {
+                return found;
+            }
+            self.operands.truncate(mark);
+        }
+        None
+    }
+
+    fn dequantize(&mut self, c: &[Id], depth: usize) -> Option<Float> {
+        let Some(Op::Dequantize(p)) = attr_of(self.egraph, c[0]).map(|e| &e.op) else { return None };
+        let (p, &x) = (p.clone(), c.get(1)?);
+        if p.axis.is_some() {
+            return None;
+        }
+        let q = self.int(x, depth - 1)?;
+        Some(Float::Dequantize(p, Box::new(q)))
+    }
+
+    fn binary(&mut self, c: &[Id], depth: usize) -> Option<Float> {
+        let Some(Op::Binary(op)) = attr_of(self.egraph, c[0]).map(|e| &e.op) else { return None };
+        let op = *op;
+        if op.is_comparison() || c.len() != 3 {
+            return None;
+        }
+        // A constant operand broadcasts; an operand of the chain has its full shape (checked by
+        // `float`), so the op's output does too.
+        let x = self.float(c[1], depth - 1)?;
+        let y = self.float(c[2], depth - 1)?;
+        Some(Float::Binary(op, Box::new(x), Box::new(y)))
+    }
+
+    /// The class's value when it is an 8-bit tensor of the chain's shape: the quantization of a
+    /// chain where that keeps the operands at two, else an operand itself.
+    fn int(&mut self, class: Id, depth: usize) -> Option<Int> {
+        let egraph = self.egraph;
+        let dtype = egraph[class].data.types.first().map(|t| t.dtype)?;
+        if !dtype.is_quantized() || !self.has_type(class, dtype) {
+            return None;
+        }
+        let class = egraph.find(class);
+        if depth > 0 {
+            for node in &egraph[class].nodes {
+                let Cnn::Quantize(c) = node else { continue };
+                let Some(Op::Quantize { params, to }) = attr_of(egraph, c[0]).map(|e| &e.op) else { continue };
+                if params.axis.is_some() {
+                    continue;
+                }
+                let (params, to, mark) = (params.clone(), *to, self.operands.len());
+                if let Some(x) = c.get(1).and_then(|&x| self.float(x, depth - 1)) {
+                    return Some(Int::Quantize(params, to, Box::new(x)));
+                }
+                self.operands.truncate(mark);
+            }
+        }
+        if let Some(n) = self.operands.iter().position(|&(c, _)| c == class) {
+            return Some(Int::Operand(n));
+        }
+        if self.operands.len() == 2 {
+            return None;
+        }
+        self.operands.push((class, dtype));
+        Some(Int::Operand(self.operands.len() - 1))
+    }
+
+    /// Whether the class holds one value of `dtype` and the chain's shape.
+    fn has_type(&self, class: Id, dtype: DType) -> bool {
+        match &self.egraph[class].data.types[..] {
+            [t] => t.dtype == dtype && t.shape == self.shape,
+            _ => false,
+        }
+    }
+}
+
+/// The single value of an f32 weight class whose values are all equal.
+fn scalar(egraph: &EGraph<Cnn, CnnAnalysis>, class: Id) -> Option<f32> {
+    let w = weight_of(egraph, class)?;
+    let v = egraph.analysis.weights.get(w.0 as usize)?.as_f32()?;
+    let first = *v.first()?;
+    v.iter().all(|x| x.to_bits() == first.to_bits()).then_some(first)
+}
+
+/// The value of the 8-bit pattern `byte` as an operand of `dtype`.
+fn operand_value(dtype: DType, byte: usize) -> i64 {
+    match dtype {
+        DType::I8 => i64::from(byte as u8 as i8),
+        _ => byte as i64,
+    }
+}
+
+/// The table of `root` quantized to `to` over every value of `operands`.
+fn table(root: &Int, operands: &[(Id, DType)]) -> Vec<i64> {
+    let n = 256usize.pow(operands.len() as u32);
+    (0..n)
+        .map(|i| {
+            let mut v = [0i64; 2];
+            for (k, &(_, dtype)) in operands.iter().enumerate() {
+                let shift = 8 * (operands.len() - 1 - k);
+                v[k] = operand_value(dtype, (i >> shift) & 0xff);
+            }
+            root.eval(&v)
+        })
+        .collect()
+}
+
+struct Lookup;
+
+impl Applier<Cnn, CnnAnalysis> for Lookup {
+    fn apply_one(
+        &self,
+        egraph: &mut EGraph<Cnn, CnnAnalysis>,
+        eclass: Id,
+        subst: &Subst,
+        _searcher_ast: Option<&PatternAst<Cnn>>,
+        _rule_name: Symbol,
+    ) -> Vec<Id> {
+        let key = format!("qdq-lookup {}", egraph.find(eclass));
+        if let Some(&(node, _)) = egraph.analysis.derived.get(&key) {
+            return if egraph.union(eclass, node) { vec![eclass] } else { Vec::new() };
+        }
+        let Some(Op::Quantize { params, to }) = attr_of(egraph, subst[var("?q")]).map(|e| &e.op) else {
+            return Vec::new();
+        };
+        let Some(out) = egraph[eclass].data.types.first().cloned() else { return Vec::new() };
+        if params.axis.is_some() || !to.is_quantized() {
+            return Vec::new();
+        }
+        let (params, to) = (params.clone(), *to);
+        let mut walk = Walk { egraph, shape: out.shape.clone(), operands: Vec::new() };
+        let Some(inner) = walk.float(subst[var("?e")], MAX_DEPTH) else { return Vec::new() };
+        // `q(dq(x))` with the same parameters is `x` (qdq-identity); nothing to tabulate.
+        if let Float::Dequantize(p, x) = &inner
+            && matches!(**x, Int::Operand(_))
+            && *p == params
+            && walk.operands.first().map(|o| o.1) == Some(to)
+        {
+            return Vec::new();
+        }
+        let operands = walk.operands;
+        let root = Int::Quantize(params, to, Box::new(inner));
+        let values = table(&root, &operands);
+        let data = match to {
+            DType::U8 => TensorData::U8(values.iter().map(|&v| v as u8).collect()),
+            _ => TensorData::I8(values.iter().map(|&v| v as i8).collect()),
+        };
+        let Ok(tensor) = Tensor::new(vec![values.len()], data) else { return Vec::new() };
+        let name = attr_of(egraph, subst[var("?q")]).map(|e| e.name.clone()).unwrap_or_default();
+        let table_class = add_weight(egraph, tensor, format!("{name}/table"));
+        let attr = egraph.analysis.attrs.intern(&Op::Lookup, &[out], &name);
+        let mut children = vec![egraph.add(Cnn::Attr(attr)), table_class];
+        children.extend(operands.iter().map(|&(c, _)| c));
+        let node = egraph.add(Cnn::Lookup(children.into_boxed_slice()));
+        egraph.analysis.derived.insert(key, (node, table_class));
+        if egraph.union(eclass, node) { vec![eclass] } else { Vec::new() }
+    }
+}
