@@ -212,10 +212,13 @@ fn check_v1(msg: &wire::Artifact) -> Result<()> {
         match &node.op {
             Some(wire::Op { kind: Some(wire::OpKind::Cast(c)) }) => v2_only(&at, "to", c.to)?,
             Some(wire::Op {
-                kind: Some(k @ (wire::OpKind::Quantize(_)
-                    | wire::OpKind::Dequantize(_)
-                    | wire::OpKind::QLinear(_)
-                    | wire::OpKind::Lookup(_))),
+                kind:
+                    Some(
+                        k @ (wire::OpKind::Quantize(_)
+                        | wire::OpKind::Dequantize(_)
+                        | wire::OpKind::QLinear(_)
+                        | wire::OpKind::Lookup(_)),
+                    ),
             }) => {
                 return Err(ArtifactError::Malformed(format!(
                     "{}: op `{}` does not exist in format version 1",

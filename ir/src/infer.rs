@@ -103,14 +103,20 @@ fn lookup(cx: &Cx, inputs: &[&TensorType]) -> Result<TensorType> {
     }
     let want = 256usize.pow(operands.len() as u32);
     if table.shape != [want] {
-        return Err(cx.err(format!("table has shape {:?}, expected [{want}] for {} operand(s)", table.shape, operands.len())));
+        return Err(cx.err(format!(
+            "table has shape {:?}, expected [{want}] for {} operand(s)",
+            table.shape,
+            operands.len()
+        )));
     }
     for (i, t) in operands.iter().enumerate() {
         if !t.dtype.is_quantized() {
             return Err(cx.err(format!("operand {} has dtype {}, expected u8 or i8", i + 1, t.dtype)));
         }
         if t.shape != operands[0].shape {
-            return Err(cx.err(format!("operands have shapes {:?} and {:?}, expected one shape", operands[0].shape, t.shape)));
+            return Err(
+                cx.err(format!("operands have shapes {:?} and {:?}, expected one shape", operands[0].shape, t.shape))
+            );
         }
     }
     Ok(TensorType::new(table.dtype, operands[0].shape.clone()))

@@ -98,11 +98,13 @@ impl Walk<'_> {
     /// The class's value when it is an f32 tensor of the chain's shape.
     fn float(&mut self, class: Id, depth: usize) -> Option<Float> {
         let egraph = self.egraph;
-        if depth == 0 || !self.has_type(class, DType::F32) {
-            return None;
-        }
+        // A constant broadcasts (any shape whose values are all equal); every other value of
+        // the chain has its full shape, so each op's output does too.
         if let Some(v) = scalar(egraph, class) {
             return Some(Float::Const(v));
+        }
+        if depth == 0 || !self.has_type(class, DType::F32) {
+            return None;
         }
         for node in &egraph[class].nodes {
             let mark = self.operands.len();
@@ -142,8 +144,6 @@ impl Walk<'_> {
         if op.is_comparison() || c.len() != 3 {
             return None;
         }
-        // A constant operand broadcasts; an operand of the chain has its full shape (checked by
-        // `float`), so the op's output does too.
         let x = self.float(c[1], depth - 1)?;
         let y = self.float(c[2], depth - 1)?;
         Some(Float::Binary(op, Box::new(x), Box::new(y)))

@@ -6,7 +6,8 @@
 
 use cnnc_ir::{DType, QuantParams};
 use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, Value, types};
+use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::FunctionBuilder;
 
 use super::builder::{mem, unit_span, units_of};
@@ -175,11 +176,29 @@ pub(crate) fn emit_lookup(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, Compile
     let ty = if es == 4 { types::I32 } else { types::I8 };
     let (t_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
     let op_args: Vec<usize> = (1..=operands.len()).map(|i| cx.in_arg(i)).collect();
+    // One byte operand into a byte table: the precompiled VBMI loop where the int8 tier has it.
+    let vbmi = match super::qlinear::int8_kernels()? {
+        Some(k) if es == 1 && operands.len() == 1 => k.lookup_u8,
+        _ => None,
+    };
     let func = jit.kernel(cx.name, |kb| {
         let (pt, py) = (kb.arg(t_arg), kb.arg(y_arg));
         let ops: Vec<Value> = op_args.iter().map(|&a| kb.arg(a)).collect();
         let (l, h) = (kb.lo, kb.hi);
         let (start, end) = unit_span(&mut kb.b, l, h, n, GRAIN);
+        if let Some(f) = vbmi {
+            // `lookup_u8_vbmi(table, a + start, y + start, end − start)`: in bounds, as the
+            // unit's span is within the n elements of `a` and `y`.
+            let ptr = types::I64;
+            let mut sig = Signature::new(CallConv::SystemV);
+            sig.params.extend([AbiParam::new(ptr); 4]);
+            let sig = kb.b.import_signature(sig);
+            let (src, dst) = (offset(kb, ops[0], start, 1), offset(kb, py, start, 1));
+            let len = kb.b.ins().isub(end, start);
+            let callee = kb.b.ins().iconst(ptr, f as i64);
+            kb.b.ins().call_indirect(sig, callee, &[pt, src, dst, len]);
+            return;
+        }
         // Pointers advance with `i`: operand bytes at `a + i`, outputs at `y + i·es`.
         let advance = |kb: &mut Kb, i: Value| -> Vec<Value> {
             let mut v: Vec<Value> = ops.iter().map(|&p| offset(kb, p, i, 1)).collect();

@@ -41,11 +41,7 @@ pub(super) fn dequantize(p: &QuantParams, x: &Tensor) -> Result<Tensor, String> 
         .filter(|_| x.dtype() != DType::I64)
         .ok_or_else(|| format!("cannot dequantize {}, expected u8, i8 or i32", x.dtype()))?;
     check(p, x.shape())?;
-    let out = v
-        .iter()
-        .enumerate()
-        .map(|(i, &q)| p.dequantize_one(p.index(x.shape(), i), q))
-        .collect();
+    let out = v.iter().enumerate().map(|(i, &q)| p.dequantize_one(p.index(x.shape(), i), q)).collect();
     Tensor::from_f32(x.shape().to_vec(), out).map_err(|e| e.to_string())
 }
 

@@ -46,6 +46,8 @@
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
+mod lookup;
+#[cfg(target_arch = "x86_64")]
 mod pack;
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests;
@@ -197,6 +199,10 @@ pub(crate) struct QKernels {
     /// [`PackGeo::table`](super::PackGeo::table); Cranelift callers declare `xor` and `pad` as
     /// `I8` parameters with `uext`, as the C ABI wants).
     pub pack_b: u64,
+    /// On the VNNI tier of a host with AVX-512 VBMI, `lookup::lookup_u8_vbmi`, the C signature
+    /// `(table: *const u8, src: *const u8, dst: *mut u8, n: usize)`: `dst[i] = table[src[i]]`
+    /// for a 256-byte table (`Op::Lookup` of one 8-bit operand).
+    pub lookup_u8: Option<u64>,
 }
 
 /// The kernels of `tier`, or `None` when this host lacks its CPU features.
@@ -207,19 +213,25 @@ pub(crate) fn qkernels(tier: QTier) -> Option<QKernels> {
     #[cfg(target_arch = "x86_64")]
     {
         // The addresses are of functions whose target features `supported` just checked;
-        // calling them is sound under the contracts on `vnni::qgemm_8x32`, `avx2::qgemm_4x16`
-        // and `pack::pack_b_im2col_u8`, which the generated drivers keep.
+        // calling them is sound under the contracts on `vnni::qgemm_8x32`, `avx2::qgemm_4x16`,
+        // `pack::pack_b_im2col_u8` and `lookup::lookup_u8_vbmi`, which the generated code keeps.
         let gemm: QGemmFn = match tier {
             QTier::Vnni => vnni::qgemm_8x32,
             QTier::Avx2 => avx2::qgemm_4x16,
         };
         let pack_b: pack::PackU8Fn = pack::pack_b_im2col_u8;
+        // The VNNI tier's features (AVX-512 F, BW) plus VBMI, checked here.
+        let lookup_u8 = (tier == QTier::Vnni && std::arch::is_x86_feature_detected!("avx512vbmi")).then(|| {
+            let f: unsafe extern "C" fn(*const u8, *const u8, *mut u8, usize) = lookup::lookup_u8_vbmi;
+            f as usize as u64
+        });
         Some(QKernels {
             tier,
             mr: tier.mr(),
             nr: tier.nr(),
             gemm: gemm as usize as u64,
             pack_b: pack_b as usize as u64,
+            lookup_u8,
         })
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -716,3 +716,40 @@ fn vpdpbusd_matcher_recognizes_the_encodings_objdump_shows() {
     assert!(!is_vpdpbusd_zmm(&[0x62, 0xf2, 0x6d, 0x48, 0x51, 0xcb]));
     assert!(!is_vpdpbusd_zmm(&[0x62, 0xf2, 0x6d, 0x48, 0x52, 0xcb]));
 }
+
+/// The VBMI table lookup against `table[src[i]]` on random tables and bytes, for every length
+/// 0..=200 (every tail of the 64-byte loop, and no full block at all) and 4,099; the bytes past
+/// `n` in the destination must stay untouched (the masked tail store).
+#[test]
+fn vbmi_lookup_equals_indexing() {
+    let Some(f) = qkernels(QTier::Vnni).and_then(|k| k.lookup_u8) else {
+        eprintln!("vbmi_lookup_equals_indexing: skipped, this host lacks AVX-512 VNNI or VBMI");
+        return;
+    };
+    // SAFETY: `lookup_u8` is `lookup_u8_vbmi`, whose features `qkernels` checked.
+    let f: unsafe extern "C" fn(*const u8, *const u8, *mut u8, usize) = unsafe { std::mem::transmute(f as usize) };
+    let mut runner = TestRunner::new(config(64));
+    let lens: Vec<usize> = (0..=200).chain([4099]).collect();
+    runner
+        .run(&(proptest::collection::vec(any::<u8>(), 256), any::<u64>()), |(table, seed)| {
+            let mut state = seed | 1;
+            for &n in &lens {
+                let src: Vec<u8> = (0..n)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        state as u8
+                    })
+                    .collect();
+                let mut dst = vec![0xA5u8; n + 64];
+                // SAFETY: 256 table bytes, `n` source bytes, `n + 64` destination bytes.
+                unsafe { f(table.as_ptr(), src.as_ptr(), dst.as_mut_ptr(), n) };
+                let want: Vec<u8> = src.iter().map(|&b| table[usize::from(b)]).collect();
+                prop_assert_eq!(&dst[..n], &want[..], "n = {}", n);
+                prop_assert!(dst[n..].iter().all(|&b| b == 0xA5), "n = {}: wrote past the end", n);
+            }
+            Ok(())
+        })
+        .expect("the VBMI lookup equals indexing");
+}
