@@ -10,7 +10,7 @@
 //! QDQ model spells HardSwish `q(dq(c) · dq(q(hard-sigmoid(dq(c)))))` (one operand, `c`) and a
 //! ResNet residual `q(relu(dq(a) + dq(b)))` (two).
 //!
-//! When: the chain reaches its operands within [`MAX_DEPTH`] ops. Inner `quantize` ops are
+//! When: the chain reaches its operands within [`MAX_DEPTH`] ops (and [`MAX_VISITS`] visits). Inner `quantize` ops are
 //! looked through where that keeps the operands at two or fewer (`dq(q(f(dq(c))))` is a
 //! function of `c`); otherwise the quantized value is itself an operand. It does not fire on
 //! per-channel quantization, broadcasting operands, constants with more than one value, a
@@ -38,8 +38,14 @@ use super::var;
 use crate::analysis::{CnnAnalysis, add_weight, attr_of, weight_of};
 use crate::lang::Cnn;
 
-/// The longest chain of ops (quantize and dequantize included) followed from the root.
-pub const MAX_DEPTH: usize = 16;
+/// The longest chain of ops (quantize and dequantize included) followed from the root: deep
+/// enough for PP-LCNet's blocks (conv → scale → shift → HardSwish as add/clip/mul/div → scale →
+/// shift, a Q/DQ pair after each op, about 30 deep).
+pub const MAX_DEPTH: usize = 48;
+
+/// The most e-class visits one walk makes: a value used twice in a chain (HardSwish's `x`) is
+/// walked twice, so a walk is a tree over the chain's DAG; this bounds it.
+pub const MAX_VISITS: usize = 4096;
 
 /// The rules of this family.
 pub fn rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
@@ -92,6 +98,8 @@ struct Walk<'a> {
     shape: Vec<usize>,
     /// The 8-bit operands found so far: class and dtype.
     operands: Vec<(Id, DType)>,
+    /// Class visits left ([`MAX_VISITS`]).
+    visits: usize,
 }
 
 impl Walk<'_> {
@@ -103,9 +111,10 @@ impl Walk<'_> {
         if let Some(v) = scalar(egraph, class) {
             return Some(Float::Const(v));
         }
-        if depth == 0 || !self.has_type(class, DType::F32) {
+        if depth == 0 || self.visits == 0 || !self.has_type(class, DType::F32) {
             return None;
         }
+        self.visits -= 1;
         for node in &egraph[class].nodes {
             let mark = self.operands.len();
             let found = match node {
@@ -154,9 +163,10 @@ impl Walk<'_> {
     fn int(&mut self, class: Id, depth: usize) -> Option<Int> {
         let egraph = self.egraph;
         let dtype = egraph[class].data.types.first().map(|t| t.dtype)?;
-        if !dtype.is_quantized() || !self.has_type(class, dtype) {
+        if !dtype.is_quantized() || self.visits == 0 || !self.has_type(class, dtype) {
             return None;
         }
+        self.visits -= 1;
         let class = egraph.find(class);
         if depth > 0 {
             for node in &egraph[class].nodes {
@@ -245,7 +255,7 @@ impl Applier<Cnn, CnnAnalysis> for Lookup {
             return Vec::new();
         }
         let (params, to) = (params.clone(), *to);
-        let mut walk = Walk { egraph, shape: out.shape.clone(), operands: Vec::new() };
+        let mut walk = Walk { egraph, shape: out.shape.clone(), operands: Vec::new(), visits: MAX_VISITS };
         let Some(inner) = walk.float(subst[var("?e")], MAX_DEPTH) else { return Vec::new() };
         // `q(dq(x))` with the same parameters is `x` (qdq-identity); nothing to tabulate.
         if let Float::Dequantize(p, x) = &inner
