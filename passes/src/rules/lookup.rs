@@ -10,9 +10,9 @@
 //! QDQ model spells HardSwish `q(dq(c) · dq(q(hard-sigmoid(dq(c)))))` (one operand, `c`) and a
 //! ResNet residual `q(relu(dq(a) + dq(b)))` (two).
 //!
-//! When: the chain reaches its operands within [`MAX_DEPTH`] ops (and [`MAX_VISITS`] visits). Inner `quantize` ops are
-//! looked through where that keeps the operands at two or fewer (`dq(q(f(dq(c))))` is a
-//! function of `c`); otherwise the quantized value is itself an operand. It does not fire on
+//! When: the chain reaches its operands within [`MAX_DEPTH`] ops (and [`MAX_VISITS`] visits).
+//! Inner `quantize` ops are looked through where that keeps the operands at two or fewer
+//! (`dq(q(f(dq(c))))` is a function of `c`); otherwise the quantized value is itself an operand. It does not fire on
 //! per-channel quantization, broadcasting operands, constants with more than one value, a
 //! chain that is only `q(dq(x))` with the same parameters (`qdq-identity`'s case), or more than
 //! two operands.
