@@ -25,6 +25,7 @@ mod movement;
 mod norm;
 mod pool;
 mod qconv;
+mod qdepthwise;
 mod qlinear;
 mod quant;
 mod reduce;

@@ -1,7 +1,9 @@
-//! Quantized conv, gemm and matmul ([`QLinear`]). Dense convs go to the int8 microkernel driver
-//! (`qconv.rs`) when the host has a tier ([`int8_kernels`]); the rest (gemm, matmul, depthwise,
-//! and everything under `CNNC_KERNELS=cranelift`) to the portable Cranelift kernel here, a plain
-//! widening loop that computes exactly the reference's integers (`reference/qlinear.rs`).
+//! Quantized conv, gemm and matmul ([`QLinear`]). When the host has an int8 tier
+//! ([`int8_kernels`]), depthwise convs with a quantized output go to the depthwise kernel's
+//! driver (`qdepthwise.rs`) and other convs to the int8 microkernel driver (`qconv.rs`); the rest
+//! (gemm, matmul, depthwise convs with an i32 or f32 output, and everything under
+//! `CNNC_KERNELS=cranelift`) to the portable Cranelift kernel here, a plain widening loop that
+//! computes exactly the reference's integers (`reference/qlinear.rs`).
 //!
 //! Each output element sums `(x − zx) · (w − zw[c])` in i32 (wrapping, as every tier does; an
 //! i32 sum is the same in any order) over its reduction, one tap at a time: the weights are
@@ -135,10 +137,13 @@ pub(crate) fn emit_with(
     q: &QLinear,
     mk: Option<QKernels>,
 ) -> Result<Emitted, CompileError> {
-    if let (Op::Conv(a), Some(mk)) = (&q.base, mk)
-        && super::qconv::supports(cx, q)
-    {
-        return super::qconv::emit(jit, cx, q, a, mk);
+    if let (Op::Conv(a), Some(mk)) = (&q.base, mk) {
+        if super::qdepthwise::supports(cx, q) {
+            return super::qdepthwise::emit(jit, cx, q, a, mk);
+        }
+        if super::qconv::supports(cx, q) {
+            return super::qconv::emit(jit, cx, q, a, mk);
+        }
     }
     let x_ty = cx.inputs[0].dtype;
     if !x_ty.is_quantized() {

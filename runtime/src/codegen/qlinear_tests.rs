@@ -1,6 +1,6 @@
 //! Every int8 kernel tier against the integer reference (`reference/qlinear.rs`), bit for bit,
 //! on random quantized convs and products: the VNNI and AVX2 microkernel drivers (`qconv.rs`,
-//! each run only where the host has the tier) and the portable Cranelift kernel. 1,000 cases
+//! `qdepthwise.rs`; each run only where the host has the tier) and the portable Cranelift kernel. 1,000 cases
 //! per tier: odd channel counts, padding, strides, dilation, groups and depthwise, u8 and i8
 //! activations, i8 and u8 weights with non-zero (per-channel) zero points, every output kind,
 //! scales that saturate the output, and values at the extremes (weight pairs of ±127/−128 times
@@ -49,8 +49,9 @@ struct Case {
 }
 
 /// Runs `case` through the kernel `emit_with` makes for `tier` (`None`: portable), every work
-/// unit in its own call, last first; also whether the microkernel driver compiled it.
-fn run_jit(case: &Case, tier: Option<QTier>) -> (Tensor, bool) {
+/// unit in its own call, last first; also the kernel variant the emitter noted (a microkernel
+/// driver's, e.g. `qconv-vnni`, `qconv-depthwise-avx2`; none for the portable kernel).
+fn run_jit(case: &Case, tier: Option<QTier>) -> (Tensor, Option<&'static str>) {
     let Op::QLinear(q) = &case.op else { unreachable!("a quantized op") };
     let types: Vec<TensorType> = case.inputs.iter().map(Tensor::ty).collect();
     let refs: Vec<&TensorType> = types.iter().collect();
@@ -60,10 +61,11 @@ fn run_jit(case: &Case, tier: Option<QTier>) -> (Tensor, bool) {
     let mut jit = Jit::new().expect("jit");
     let mk = tier.map(|t| qkernels(t).expect("the tier is supported"));
     let emitted = emit_with(&mut jit, &cx, q, mk).expect("emits");
-    let on_driver = jit.take_variant().is_some_and(|v| v.starts_with("qconv-"));
+    let variant = jit.take_variant();
     let (_code, kernels) = jit.finish(&[emitted.func]).expect("finishes");
     let scratch_bytes = emitted.aux.iter().map(|a| if let Aux::Scratch(n) = a { *n } else { 0 }).max().unwrap_or(0);
-    let mut scratch = vec![0u64; scratch_bytes.div_ceil(8) + 1];
+    // Scratch is undefined on entry: start from garbage, not zeros.
+    let mut scratch = vec![0xa5a5_a5a5_a5a5_a5a5u64; scratch_bytes.div_ceil(8) + 1];
     let out_ty = &outputs[0];
     let mut y = vec![0u8; out_ty.numel() * out_ty.dtype.size_bytes()];
     let raw = |t: &Tensor| -> *mut u8 {
@@ -89,7 +91,7 @@ fn run_jit(case: &Case, tier: Option<QTier>) -> (Tensor, bool) {
         DType::I32 => TensorData::I32(y.chunks(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
         _ => TensorData::F32(y.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
     };
-    (Tensor::new(out_ty.shape.clone(), data).expect("shape"), on_driver)
+    (Tensor::new(out_ty.shape.clone(), data).expect("shape"), variant)
 }
 
 /// A random quantized conv (1-D or 2-D) or product.
@@ -116,6 +118,7 @@ fn case() -> impl Strategy<Value = Case> {
         any::<u64>(),                                                          // seed
         prop_oneof![5 => Just(0u8), 2 => Just(1), 1 => Just(2), 1 => Just(3)], // conv-2d, conv-1d, gemm, matmul
         any::<bool>(),                                                         // clamp
+        Just(false),                                                           // huge bias
     );
     (geo, quant).prop_map(|(geo, quant)| build(geo, quant))
 }
@@ -131,11 +134,11 @@ type Geo = (
     (usize, usize, usize, usize),
     (usize, usize),
 );
-type Quant = (bool, bool, bool, bool, u8, u8, bool, u64, u8, bool);
+type Quant = (bool, bool, bool, bool, u8, u8, bool, u64, u8, bool, bool);
 
 fn build(geo: Geo, quant: Quant) -> Case {
     let (batch, group, cg, mg, k, s, d, p, extra) = geo;
-    let (x_i8, w_u8, per_channel, bias, out_kind, scale_kind, extremes, seed, shape_kind, clamp) = quant;
+    let (x_i8, w_u8, per_channel, bias, out_kind, scale_kind, extremes, seed, shape_kind, clamp, huge_bias) = quant;
     let x_ty = if x_i8 { DType::I8 } else { DType::U8 };
     let w_ty = if w_u8 { DType::U8 } else { DType::I8 };
     let (base, x_shape, w_shape, c_out, k_len) = match shape_kind {
@@ -209,20 +212,34 @@ fn build(geo: Geo, quant: Quant) -> Case {
     let mut inputs = vec![x, w];
     if bias {
         let b = bytes(4 * c_out, seed ^ 0xb1a5, false);
-        let v = b.chunks(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) >> 12).collect();
+        // A huge bias (up to ±2²⁷) saturates the output whatever the sum.
+        let shift = if huge_bias { 4 } else { 12 };
+        let v = b.chunks(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) >> shift).collect();
         inputs.push(Tensor::new(vec![c_out], TensorData::I32(v)).expect("bias"));
     }
     Case { op: Op::QLinear(Box::new(q)), inputs }
 }
 
-fn check(case: &Case, tier: Option<QTier>, driver: &AtomicUsize) -> Result<(), TestCaseError> {
+/// How many checked cases each microkernel driver compiled.
+#[derive(Default)]
+struct Reached {
+    /// Any microkernel driver (`qconv-…`).
+    driver: AtomicUsize,
+    /// The depthwise kernel (`qconv-depthwise-…`).
+    depthwise: AtomicUsize,
+}
+
+fn check(case: &Case, tier: Option<QTier>, reached: &Reached) -> Result<(), TestCaseError> {
     let refs: Vec<&Tensor> = case.inputs.iter().collect();
     let types: Vec<TensorType> = case.inputs.iter().map(Tensor::ty).collect();
     let trefs: Vec<&TensorType> = types.iter().collect();
     let out = infer_types(&case.op, &trefs).map_err(|e| TestCaseError::reject(e.reason))?;
     let want = crate::reference::eval_op(&case.op, &refs, &out).expect("reference").remove(0);
-    let (got, on_driver) = run_jit(case, tier);
-    driver.fetch_add(usize::from(on_driver), Ordering::Relaxed);
+    let (got, variant) = run_jit(case, tier);
+    reached.driver.fetch_add(usize::from(variant.is_some_and(|v| v.starts_with("qconv-"))), Ordering::Relaxed);
+    reached
+        .depthwise
+        .fetch_add(usize::from(variant.is_some_and(|v| v.starts_with("qconv-depthwise"))), Ordering::Relaxed);
     let same = match (got.data(), want.data()) {
         (TensorData::F32(a), TensorData::F32(b)) => a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
         (a, b) => a == b,
@@ -239,13 +256,13 @@ fn run_tier(tier: Option<QTier>) {
         return;
     }
     let config = ProptestConfig { cases: 1000, ..ProptestConfig::default() };
-    let driver = AtomicUsize::new(0);
+    let reached = Reached::default();
     proptest!(config, |(c in case())| {
-        check(&c, tier, &driver)?;
+        check(&c, tier, &reached)?;
     });
-    // The microkernel tiers must have run on their driver (dense convs), not only on the
-    // portable kernel (products, depthwise, tiny reductions).
-    let on_driver = driver.load(Ordering::Relaxed);
+    // The microkernel tiers must have run on their drivers (convs), not only on the portable
+    // kernel (products, tiny reductions).
+    let on_driver = reached.driver.load(Ordering::Relaxed);
     eprintln!("{tier:?}: {on_driver} of 1000 cases on the microkernel driver");
     assert!(tier.is_none() || on_driver >= 400, "{tier:?}: only {on_driver} cases took the driver");
 }
@@ -282,15 +299,133 @@ fn layers_spanning_several_k_and_pixel_blocks_equal_the_reference() {
         for out_kind in 0..4u8 {
             let geo =
                 (batch, 1, c, m, (k, k), (s, s), (1, 1), (k / 2, k / 2, k / 2, k / 2), (size - k + 1, size - k + 1));
-            let quant = (i % 2 == 1, w_u8, true, true, out_kind, 0, true, 7 + i as u64, 0, out_kind == 0);
+            let quant = (i % 2 == 1, w_u8, true, true, out_kind, 0, true, 7 + i as u64, 0, out_kind == 0, false);
             let case = build(geo, quant);
             for tier in [Some(QTier::Vnni), Some(QTier::Avx2), None] {
                 if tier.is_some_and(|t| !t.supported()) {
                     continue;
                 }
-                let driver = AtomicUsize::new(0);
-                check(&case, tier, &driver).unwrap_or_else(|e| panic!("layer {i}, out {out_kind}, {tier:?}: {e}"));
-                assert_eq!(driver.load(Ordering::Relaxed), usize::from(tier.is_some()), "layer {i}: driver");
+                let reached = Reached::default();
+                check(&case, tier, &reached).unwrap_or_else(|e| panic!("layer {i}, out {out_kind}, {tier:?}: {e}"));
+                assert_eq!(reached.driver.load(Ordering::Relaxed), usize::from(tier.is_some()), "layer {i}: driver");
+            }
+        }
+    }
+}
+
+/// A random depthwise conv (2-D, or 1-D), mostly with a quantized output: the cases of the
+/// depthwise kernel (`qdepthwise.rs`).
+fn depthwise_case() -> impl Strategy<Value = Case> {
+    let geo = (
+        1usize..=2,                                       // batch
+        Just(0usize),                                     // group: depthwise
+        1usize..=13,                                      // channels
+        Just(1usize),                                     // output channels per group
+        (1usize..=5, 1usize..=5),                         // kernel (1×k and k×1 among them)
+        (1usize..=3, 1usize..=3),                         // strides
+        (1usize..=2, 1usize..=2),                         // dilations
+        (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2), // pads
+        (1usize..=9, 1usize..=40),                        // input size beyond the kernel's extent
+    );
+    let quant = (
+        any::<bool>(),                                  // i8 activations
+        any::<bool>(),                                  // u8 weights
+        any::<bool>(),                                  // per-channel weights
+        any::<bool>(),                                  // bias
+        prop_oneof![9 => 0u8..2, 1 => 2u8..4],          // output kind: u8, i8 (i32, f32)
+        0u8..3,                                         // output scale
+        any::<bool>(),                                  // extreme values
+        any::<u64>(),                                   // seed
+        prop_oneof![4 => Just(0u8), 1 => Just(1)],      // conv-2d, conv-1d
+        any::<bool>(),                                  // clamp
+        prop_oneof![3 => Just(false), 1 => Just(true)], // huge bias
+    );
+    (geo, quant).prop_map(|(geo, quant)| build(geo, quant))
+}
+
+fn run_depthwise(tier: QTier) {
+    if !tier.supported() {
+        eprintln!("skipped: this host lacks the {tier:?} tier's CPU features");
+        return;
+    }
+    let config = ProptestConfig { cases: 1000, ..ProptestConfig::default() };
+    let reached = Reached::default();
+    proptest!(config, |(c in depthwise_case())| {
+        check(&c, Some(tier), &reached)?;
+    });
+    // Every case with a quantized output (about 90%) must have run on the depthwise kernel.
+    let on_kernel = reached.depthwise.load(Ordering::Relaxed);
+    eprintln!("{tier:?}: {on_kernel} of 1000 depthwise cases on the depthwise kernel");
+    assert!(on_kernel >= 800, "{tier:?}: only {on_kernel} depthwise cases took the depthwise kernel");
+}
+
+#[test]
+fn vnni_tier_depthwise_convs_equal_the_integer_reference() {
+    run_depthwise(QTier::Vnni);
+}
+
+#[test]
+fn avx2_tier_depthwise_convs_equal_the_integer_reference() {
+    run_depthwise(QTier::Avx2);
+}
+
+/// Depthwise layers larger than one staged band (several bands, a partial last one), split
+/// into row blocks (one plane) or plane blocks, with strides past 2 and dilations: every tier
+/// with the kernel, bit for bit, on the kernel.
+#[test]
+fn depthwise_layers_spanning_several_bands_and_units_equal_the_reference() {
+    // (batch, channels, (ih, iw) beyond the kernel's extent, kernel, stride, dilation, pads)
+    let layers = [
+        (1, 1, (118, 331), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+        (2, 3, (89, 142), (5, 5), (2, 2), (2, 2), (3, 1, 2, 4)),
+        (1, 5, (58, 400), (3, 1), (3, 3), (1, 1), (1, 0, 2, 2)),
+        (1, 16, (38, 38), (3, 3), (2, 2), (1, 1), (1, 1, 1, 1)),
+        (1, 7, (200, 20), (1, 5), (1, 2), (2, 1), (0, 2, 2, 0)),
+    ];
+    for (i, &(batch, c, extra, k, s, d, p)) in layers.iter().enumerate() {
+        for out_kind in 0..2u8 {
+            let geo = (batch, 0, c, 1, k, s, d, p, extra);
+            let quant =
+                (i % 2 == 1, i % 3 == 0, true, true, out_kind, 0, true, 11 + i as u64, 0, out_kind == 0, i == 2);
+            let case = build(geo, quant);
+            for tier in [QTier::Vnni, QTier::Avx2] {
+                if !tier.supported() {
+                    continue;
+                }
+                let reached = Reached::default();
+                check(&case, Some(tier), &reached)
+                    .unwrap_or_else(|e| panic!("layer {i}, out {out_kind}, {tier:?}: {e}"));
+                assert_eq!(reached.depthwise.load(Ordering::Relaxed), 1, "layer {i}: the depthwise kernel");
+            }
+        }
+    }
+}
+
+/// Sums at the ends of the i32 range (biases near `i32::MIN`/`MAX`) requantized with
+/// multipliers of exactly 1/2 (the largest for which the depthwise kernel rounds to i32 before
+/// clamping) and just above it (the f32 clamp), u8 and i8 outputs with clamps: bit for bit.
+#[test]
+fn depthwise_requantization_at_the_i32_extremes_equals_the_reference() {
+    for (i, out_kind) in [0u8, 1].into_iter().enumerate() {
+        for per_sy in [2.0f32, 1.999, 1e-6] {
+            let geo = (1, 0, 7, 1, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), (9, 21));
+            let quant = (i == 1, false, false, true, out_kind, 0, true, 5, 0, true, false);
+            let mut case = build(geo, quant);
+            let Op::QLinear(q) = &mut case.op else { unreachable!("a quantized op") };
+            let sy = q.acc_scale(0) * per_sy;
+            if let QLinearOut::Quantized { params, .. } = &mut q.out {
+                params.scales = vec![sy];
+            }
+            let b = [i32::MAX, i32::MIN, i32::MAX - 70_000, i32::MIN + 70_000, 0, 1 << 30, -(1 << 30)];
+            case.inputs[2] = Tensor::new(vec![7], TensorData::I32(b.to_vec())).expect("bias");
+            for tier in [QTier::Vnni, QTier::Avx2] {
+                if !tier.supported() {
+                    continue;
+                }
+                let reached = Reached::default();
+                check(&case, Some(tier), &reached)
+                    .unwrap_or_else(|e| panic!("out {out_kind}, {per_sy}, {tier:?}: {e}"));
+                assert_eq!(reached.depthwise.load(Ordering::Relaxed), 1, "the depthwise kernel");
             }
         }
     }

@@ -176,27 +176,56 @@ pub(crate) fn emit_lookup(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, Compile
     let ty = if es == 4 { types::I32 } else { types::I8 };
     let (t_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
     let op_args: Vec<usize> = (1..=operands.len()).map(|i| cx.in_arg(i)).collect();
-    // One byte operand into a byte table: the precompiled VBMI loop where the int8 tier has it.
-    let vbmi = match super::qlinear::int8_kernels()? {
-        Some(k) if es == 1 && operands.len() == 1 => k.lookup_u8,
+    // Byte tables on an int8 tier call a precompiled loop: one operand the VBMI register table
+    // where the host has it, else (and for two operands) a gather from a copy of the constant
+    // table with the 3 bytes of padding the gathers' dword loads need (an aux buffer); a run-time
+    // table or an f32 table stays on the loop below.
+    let table32 = cx.consts.first().copied().flatten().and_then(|t| match t.data() {
+        cnnc_ir::TensorData::U8(v) => Some(v.iter().copied().chain([0; 3]).collect::<Vec<u8>>()),
+        cnnc_ir::TensorData::I8(v) => Some(v.iter().map(|&b| b as u8).chain([0; 3]).collect()),
+        _ => None,
+    });
+    let call = match (super::qlinear::int8_kernels()?, es) {
+        (Some(k), 1) => match (k.lookup_u8, operands.len(), &table32) {
+            (Some(f), 1, _) => Some((f, false)),
+            (_, 1, Some(_)) => Some((k.lookup_avx2, true)),
+            (_, 2, Some(_)) => Some((k.lookup2_avx512.unwrap_or(k.lookup_avx2), true)),
+            _ => None,
+        },
         _ => None,
     };
+    let aux: Vec<Aux> = match (&call, table32) {
+        (Some((_, true)), Some(t)) => vec![Aux::Bytes(t)],
+        _ => Vec::new(),
+    };
+    let aux_arg = cx.aux_arg(0);
     let func = jit.kernel(cx.name, |kb| {
         let (pt, py) = (kb.arg(t_arg), kb.arg(y_arg));
         let ops: Vec<Value> = op_args.iter().map(|&a| kb.arg(a)).collect();
         let (l, h) = (kb.lo, kb.hi);
         let (start, end) = unit_span(&mut kb.b, l, h, n, GRAIN);
-        if let Some(f) = vbmi {
-            // `lookup_u8_vbmi(table, a + start, y + start, end − start)`: in bounds, as the
-            // unit's span is within the n elements of `a` and `y`.
+        if let Some((f, gather)) = call {
+            // `lookup_u8_vbmi(table, a + start, y + start, len)` or
+            // `lookup…(table32, a + start, b + start or null, y + start, len)`: in bounds, as the
+            // unit's span is within the n elements of the operands and `y`.
             let ptr = types::I64;
+            let mut args = Vec::with_capacity(5);
+            args.push(if gather { kb.arg(aux_arg) } else { pt });
+            args.push(offset(kb, ops[0], start, 1));
+            if gather {
+                let b = match ops.get(1) {
+                    Some(&p) => offset(kb, p, start, 1),
+                    None => kb.b.ins().iconst(ptr, 0),
+                };
+                args.push(b);
+            }
+            args.push(offset(kb, py, start, 1));
+            args.push(kb.b.ins().isub(end, start));
             let mut sig = Signature::new(CallConv::SystemV);
-            sig.params.extend([AbiParam::new(ptr); 4]);
+            sig.params.extend(args.iter().map(|_| AbiParam::new(ptr)));
             let sig = kb.b.import_signature(sig);
-            let (src, dst) = (offset(kb, ops[0], start, 1), offset(kb, py, start, 1));
-            let len = kb.b.ins().isub(end, start);
             let callee = kb.b.ins().iconst(ptr, f as i64);
-            kb.b.ins().call_indirect(sig, callee, &[pt, src, dst, len]);
+            kb.b.ins().call_indirect(sig, callee, &args);
             return;
         }
         // Pointers advance with `i`: operand bytes at `a + i`, outputs at `y + i·es`.
@@ -216,7 +245,7 @@ pub(crate) fn emit_lookup(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, Compile
             lookup_one(kb, pt, &p, 0, es, ty);
         });
     })?;
-    Ok(Emitted::parallel(func, Vec::new(), units_of(n, GRAIN)))
+    Ok(Emitted::parallel(func, aux, units_of(n, GRAIN)))
 }
 
 /// One element of [`emit_lookup`]: `p` holds the operands' pointers then the output's, all at

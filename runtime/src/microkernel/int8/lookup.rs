@@ -38,3 +38,86 @@ pub(super) unsafe extern "C" fn lookup_u8_vbmi(table: *const u8, src: *const u8,
         }
     }
 }
+
+/// `dst[i] = table[256·a[i] + b[i]]` for `i < n`: 16 indices per `vpgatherdd` (each lane
+/// loads the 4 bytes at its entry; the low one is the entry), packed with `vpmovdb`.
+///
+/// # Safety
+/// The host supports AVX-512 F (checked by `qkernels`). `table` points at 65,536 + 3 readable
+/// bytes (the entries and 3 bytes of padding for the last entry's dword); `a`, `b` at `n`
+/// readable bytes; `dst` at `n` writable bytes, overlapping neither `a` nor `b` except by being
+/// equal to one of them.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe extern "C" fn lookup2_u8_avx512(
+    table: *const u8,
+    a: *const u8,
+    b: *const u8,
+    dst: *mut u8,
+    n: usize,
+) {
+    // SAFETY: the caller's contract: each index is 256·a + b < 65,536, within the table; the
+    // loop reads and writes 16 bytes at `i + 16 ≤ n`, the tail one byte at a time below `n`.
+    unsafe {
+        let mut i = 0;
+        while i + 16 <= n {
+            let va = _mm512_cvtepu8_epi32(_mm_loadu_si128(a.add(i) as *const __m128i));
+            let vb = _mm512_cvtepu8_epi32(_mm_loadu_si128(b.add(i) as *const __m128i));
+            let idx = _mm512_or_si512(_mm512_slli_epi32::<8>(va), vb);
+            let v = _mm512_i32gather_epi32::<1>(idx, table as *const i32);
+            _mm_storeu_si128(dst.add(i) as *mut __m128i, _mm512_cvtepi32_epi8(v));
+            i += 16;
+        }
+        while i < n {
+            let k = 256 * usize::from(*a.add(i)) + usize::from(*b.add(i));
+            *dst.add(i) = *table.add(k);
+            i += 1;
+        }
+    }
+}
+
+/// The AVX2 form of the lookups, for hosts without AVX-512: `dst[i] = table[idx(i)]` with
+/// `idx(i) = a[i]`, or `256·a[i] + b[i]` when `b` is non-null; 8 indices per `vpgatherdd` (the
+/// low byte of each lane's dword), four gathers packed into 32 bytes.
+///
+/// # Safety
+/// The host supports AVX2 (checked by `qkernels`). `table` points at 256 (`b` null) or 65,536
+/// entries plus 3 bytes of padding, all readable; `a` (and `b` unless null) at `n` readable
+/// bytes; `dst` at `n` writable bytes, overlapping no operand except by being equal to it.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe extern "C" fn lookup_u8_avx2(table: *const u8, a: *const u8, b: *const u8, dst: *mut u8, n: usize) {
+    // SAFETY: the caller's contract: every index is below the table's length; the loop reads and
+    // writes 32 bytes at `i + 32 ≤ n`, the tail one byte at a time below `n`.
+    unsafe {
+        let index = |i: usize| {
+            let va = _mm256_cvtepu8_epi32(_mm_loadl_epi64(a.add(i) as *const __m128i));
+            if b.is_null() {
+                va
+            } else {
+                let vb = _mm256_cvtepu8_epi32(_mm_loadl_epi64(b.add(i) as *const __m128i));
+                _mm256_or_si256(_mm256_slli_epi32::<8>(va), vb)
+            }
+        };
+        let t = table as *const i32;
+        let low = _mm256_set1_epi32(0xff);
+        // packus interleaves the 128-bit halves; this restores element order.
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let mut i = 0;
+        while i + 32 <= n {
+            let g: [__m256i; 4] =
+                std::array::from_fn(|k| _mm256_and_si256(_mm256_i32gather_epi32::<1>(t, index(i + 8 * k)), low));
+            let w01 = _mm256_packus_epi32(g[0], g[1]);
+            let w23 = _mm256_packus_epi32(g[2], g[3]);
+            let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(w01, w23), order);
+            _mm256_storeu_si256(dst.add(i) as *mut __m256i, bytes);
+            i += 32;
+        }
+        while i < n {
+            let mut k = usize::from(*a.add(i));
+            if !b.is_null() {
+                k = 256 * k + usize::from(*b.add(i));
+            }
+            *dst.add(i) = *table.add(k);
+            i += 1;
+        }
+    }
+}

@@ -1,7 +1,9 @@
 //! int8 register-tile microkernels (u8 activations × i8 weights, exact i32 sums) and the
 //! im2col packing routine that feeds them, for the Cranelift int8 GEMM driver to call through
-//! `call_indirect`. Two tiers, chosen at load from the host's CPU features ([`QTier`]): an
-//! AVX-512 VNNI tile (`vpdpbusd`) and an AVX2 tile (`vpmaddubsw` + `vpmaddwd`).
+//! `call_indirect`; also a depthwise conv kernel (AVX2, both tiers; `depthwise.rs`, its
+//! contract on `qdw_conv_2d`) that computes whole planes, staging and requantization included.
+//! Two tiers, chosen at load from the host's CPU features ([`QTier`]): an AVX-512 VNNI tile
+//! (`vpdpbusd`) and an AVX2 tile (`vpmaddubsw` + `vpmaddwd`).
 //!
 //! # The contract: exact integer GEMM with a requantizing epilogue
 //! `Y[r][c]` is a reduction of length K over A = weights (i8, `M × K`) and B = activations
@@ -45,6 +47,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+mod depthwise;
 #[cfg(target_arch = "x86_64")]
 mod lookup;
 #[cfg(target_arch = "x86_64")]
@@ -53,6 +56,8 @@ mod pack;
 mod tests;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
+
+pub(crate) use depthwise::QdwGeo;
 
 /// Rows (output channels) of the VNNI register tile.
 pub(crate) const VNNI_MR: usize = 8;
@@ -203,6 +208,23 @@ pub(crate) struct QKernels {
     /// `(table: *const u8, src: *const u8, dst: *mut u8, n: usize)`: `dst[i] = table[src[i]]`
     /// for a 256-byte table (`Op::Lookup` of one 8-bit operand).
     pub lookup_u8: Option<u64>,
+    /// `lookup::lookup_u8_avx2` (both tiers have AVX2), a gather lookup of one or two byte
+    /// operands in a byte table followed by 3 bytes of padding (a copy made at load), C
+    /// signature `(table: *const u8, a: *const u8, b: *const u8, dst: *mut u8, n: usize)`, one
+    /// operand when `b` is null.
+    pub lookup_avx2: u64,
+    /// On the VNNI tier, `lookup::lookup2_u8_avx512`: the two-operand gather lookup on zmm
+    /// registers, the same signature with a non-null `b`.
+    pub lookup2_avx512: Option<u64>,
+    /// `depthwise::qdw_conv_2d` (AVX2), or on the VNNI tier of a host with AVX-512 VL
+    /// `depthwise::qdw_conv_2d_vnni` (the same results): planes of a depthwise conv with a
+    /// quantized output, the C signature `(geo: *const i64, x: *const u8, w: *const i32,
+    /// bias: *const i32, scale: *const f32, y: *mut u8, p0: usize, p1: usize, r0: usize,
+    /// r1: usize, scratch: *mut u8)` (`geo` a [`QdwGeo::table`]).
+    pub depthwise: u64,
+    /// The profile's name of [`QKernels::depthwise`]: `qconv-depthwise-avx2` or
+    /// `qconv-depthwise-vnni`.
+    pub depthwise_variant: &'static str,
 }
 
 /// The kernels of `tier`, or `None` when this host lacks its CPU features.
@@ -214,17 +236,27 @@ pub(crate) fn qkernels(tier: QTier) -> Option<QKernels> {
     {
         // The addresses are of functions whose target features `supported` just checked;
         // calling them is sound under the contracts on `vnni::qgemm_8x32`, `avx2::qgemm_4x16`,
-        // `pack::pack_b_im2col_u8` and `lookup::lookup_u8_vbmi`, which the generated code keeps.
+        // `pack::pack_b_im2col_u8`, `depthwise::qdw_conv_2d{,_vnni}` and the `lookup` kernels,
+        // which the generated code keeps.
         let gemm: QGemmFn = match tier {
             QTier::Vnni => vnni::qgemm_8x32,
             QTier::Avx2 => avx2::qgemm_4x16,
         };
         let pack_b: pack::PackU8Fn = pack::pack_b_im2col_u8;
+        // The VNNI tier's features plus VL (for `vpdpwssd` on ymm), checked here.
+        let dw_vnni = tier == QTier::Vnni && std::arch::is_x86_feature_detected!("avx512vl");
+        let (depthwise, depthwise_variant): (depthwise::QdwFn, _) = if dw_vnni {
+            (depthwise::qdw_conv_2d_vnni, "qconv-depthwise-vnni")
+        } else {
+            (depthwise::qdw_conv_2d, "qconv-depthwise-avx2")
+        };
         // The VNNI tier's features (AVX-512 F, BW) plus VBMI, checked here.
         let lookup_u8 = (tier == QTier::Vnni && std::arch::is_x86_feature_detected!("avx512vbmi")).then(|| {
             let f: unsafe extern "C" fn(*const u8, *const u8, *mut u8, usize) = lookup::lookup_u8_vbmi;
             f as usize as u64
         });
+        type GatherFn = unsafe extern "C" fn(*const u8, *const u8, *const u8, *mut u8, usize);
+        let (avx2, avx512): (GatherFn, GatherFn) = (lookup::lookup_u8_avx2, lookup::lookup2_u8_avx512);
         Some(QKernels {
             tier,
             mr: tier.mr(),
@@ -232,6 +264,10 @@ pub(crate) fn qkernels(tier: QTier) -> Option<QKernels> {
             gemm: gemm as usize as u64,
             pack_b: pack_b as usize as u64,
             lookup_u8,
+            lookup_avx2: avx2 as usize as u64,
+            lookup2_avx512: (tier == QTier::Vnni).then_some(avx512 as usize as u64),
+            depthwise: depthwise as usize as u64,
+            depthwise_variant,
         })
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -753,3 +753,59 @@ fn vbmi_lookup_equals_indexing() {
         })
         .expect("the VBMI lookup equals indexing");
 }
+
+/// The gather lookups (`lookup_avx2` with one and two operands, `lookup2_avx512`) against
+/// indexing the table, on every length 0..=100 (each tail of the 16- and 32-element
+/// loops) and 4,099, for random tables and bytes; bytes past `n` must stay untouched.
+#[test]
+fn gather_lookups_equal_indexing() {
+    type GatherFn = unsafe extern "C" fn(*const u8, *const u8, *const u8, *mut u8, usize);
+    let mut kernels: Vec<(String, GatherFn, bool)> = Vec::new();
+    for tier in [QTier::Vnni, QTier::Avx2] {
+        let Some(k) = qkernels(tier) else {
+            eprintln!("gather_lookups_equal_indexing: {tier:?} skipped, CPU features missing");
+            continue;
+        };
+        // SAFETY: addresses of `GatherFn` kernels whose features `qkernels` checked.
+        let f = |a: u64| unsafe { std::mem::transmute::<usize, GatherFn>(a as usize) };
+        kernels.push((format!("{tier:?} avx2, one operand"), f(k.lookup_avx2), false));
+        kernels.push((format!("{tier:?} avx2, two operands"), f(k.lookup_avx2), true));
+        if let Some(a) = k.lookup2_avx512 {
+            kernels.push((format!("{tier:?} avx512, two operands"), f(a), true));
+        }
+    }
+    let mut runner = TestRunner::new(config(16));
+    let lens: Vec<usize> = (0..=100).chain([4099]).collect();
+    runner
+        .run(&any::<u64>(), |seed| {
+            let mut state = seed | 1;
+            let mut next = || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state
+            };
+            // 65,536 entries and the 3 bytes of padding the kernels may read.
+            let table: Vec<u8> = (0..65536 + 3).map(|_| next() as u8).collect();
+            for (name, f, two) in &kernels {
+                for &n in &lens {
+                    let a: Vec<u8> = (0..n).map(|_| next() as u8).collect();
+                    let b: Vec<u8> = (0..n).map(|_| next() as u8).collect();
+                    let mut dst = vec![0xA5u8; n + 64];
+                    let bp = if *two { b.as_ptr() } else { std::ptr::null() };
+                    // SAFETY: 65,536 + 3 table bytes, `n` operand bytes, `n + 64` output bytes.
+                    unsafe { f(table.as_ptr(), a.as_ptr(), bp, dst.as_mut_ptr(), n) };
+                    let want: Vec<u8> = (0..n)
+                        .map(|i| {
+                            let k = if *two { 256 * usize::from(a[i]) + usize::from(b[i]) } else { usize::from(a[i]) };
+                            table[k]
+                        })
+                        .collect();
+                    prop_assert_eq!(&dst[..n], &want[..], "{}, n = {}", name, n);
+                    prop_assert!(dst[n..].iter().all(|&v| v == 0xA5), "{}, n = {}: wrote past the end", name, n);
+                }
+            }
+            Ok(())
+        })
+        .expect("the gather lookups equal indexing");
+}
