@@ -325,6 +325,37 @@ fn a_version_1_payload_with_a_quantize_op_is_refused_by_name() {
 }
 
 #[test]
+fn lookups_round_trip_with_their_tables_bit_exact() {
+    let g = lookup_graph();
+    let decoded = round_trip(&g);
+    let ops = |g: &Graph| -> Vec<(String, Op)> {
+        g.node_ids()
+            .map(|id| (g.node(id).name.clone(), g.node(id).op.clone()))
+            .filter(|(_, op)| *op == Op::Lookup)
+            .collect()
+    };
+    assert_eq!(ops(&decoded).len(), 3, "{decoded}");
+    assert_eq!(ops(&decoded), ops(&g));
+    // The text comparison of `round_trip` prints every NaN alike: compare the tables by bits.
+    let tables = |g: &Graph| -> Vec<Vec<u8>> { g.weights().iter().map(|(_, t)| t.data().to_le_bytes()).collect() };
+    assert_eq!(tables(&decoded), tables(&g));
+}
+
+#[test]
+fn a_version_1_payload_with_a_lookup_is_refused_by_name() {
+    let mut msg = to_message(&encode(&lookup_graph()));
+    // Only the op is new: give every value a version-1 dtype.
+    for input in &mut msg.inputs {
+        input.ty.as_mut().expect("typed").dtype = wire::DType::F32 as i32;
+    }
+    for t in msg.nodes.iter_mut().flat_map(|n| &mut n.outputs) {
+        t.dtype = wire::DType::F32 as i32;
+    }
+    let err = decode_err(&wire::frame_message(1, &msg)).to_string();
+    assert!(err.contains("`y1`: op `lookup` does not exist in format version 1"), "{err}");
+}
+
+#[test]
 fn trailing_bytes_are_reported() {
     let mut bytes = encode(&small());
     bytes.extend_from_slice(b"junk");

@@ -559,3 +559,37 @@ fn quantize_and_dequantize_check_their_params_against_the_input() {
         assert!(e.contains(message), "{op:?}: got `{e}`, expected `{message}`");
     }
 }
+
+#[test]
+fn lookup_gives_the_table_dtype_in_the_operands_shape() {
+    let t = |dtype, shape: &[usize]| TensorType::new(dtype, shape);
+    assert_eq!(infer_one(&Op::Lookup, [f32s(&[256]), t(DType::U8, &[2, 3])]), f32s(&[2, 3]));
+    assert_eq!(infer_one(&Op::Lookup, [t(DType::U8, &[256]), t(DType::I8, &[])]), t(DType::U8, &[]));
+    let two = infer_one(&Op::Lookup, [t(DType::I8, &[65536]), t(DType::U8, &[4, 1]), t(DType::I8, &[4, 1])]);
+    assert_eq!(two, t(DType::I8, &[4, 1]));
+}
+
+#[test]
+fn lookup_rejects_a_table_or_operands_that_do_not_fit() {
+    let t = |dtype, shape: &[usize]| TensorType::new(dtype, shape);
+    let (u8s, i8s) = (|s: &[usize]| t(DType::U8, s), |s: &[usize]| t(DType::I8, s));
+    let cases = [
+        (vec![u8s(&[255]), u8s(&[4])], "table has shape [255], expected [256] for 1 operand(s)"),
+        (vec![u8s(&[256]), u8s(&[4]), u8s(&[4])], "table has shape [256], expected [65536] for 2 operand(s)"),
+        (vec![u8s(&[65536]), u8s(&[4])], "table has shape [65536], expected [256] for 1 operand(s)"),
+        (vec![u8s(&[16, 16]), u8s(&[4])], "table has shape [16, 16], expected [256]"),
+        (vec![t(DType::I64, &[256]), u8s(&[4])], "table has dtype i64, expected f32, u8 or i8"),
+        (vec![t(DType::I32, &[256]), u8s(&[4])], "table has dtype i32, expected f32, u8 or i8"),
+        (vec![u8s(&[256]), f32s(&[4])], "operand 1 has dtype f32, expected u8 or i8"),
+        (vec![u8s(&[65536]), u8s(&[4]), t(DType::I32, &[4])], "operand 2 has dtype i32, expected u8 or i8"),
+        (vec![u8s(&[65536]), u8s(&[2, 3]), i8s(&[3, 2])], "operands have shapes [2, 3] and [3, 2], expected one shape"),
+        // Shapes that would broadcast are still two shapes: a lookup does not broadcast.
+        (vec![u8s(&[65536]), u8s(&[1, 4]), u8s(&[4])], "operands have shapes [1, 4] and [4], expected one shape"),
+        (vec![u8s(&[256])], "expects 2 to 3 input(s), got 1"),
+        (vec![u8s(&[256]), u8s(&[4]), u8s(&[4]), u8s(&[4])], "expects 2 to 3 input(s), got 4"),
+    ];
+    for (inputs, message) in cases {
+        let e = infer_err(&Op::Lookup, inputs.clone());
+        assert!(e.contains(message), "{inputs:?}: got `{e}`, expected `{message}`");
+    }
+}

@@ -379,3 +379,20 @@ proptest! {
         let _ = parse(&text[..at]);
     }
 }
+
+#[test]
+fn lookups_of_one_and_two_operands_round_trip() {
+    let g = lookup_graph();
+    verify(g.clone()).unwrap_or_else(|e| panic!("{e}"));
+    let text = round_trip(&g);
+    for line in [
+        "%y1 = lookup(%t1, %a) : f32[2,3]",
+        "%y2 = lookup(%t2, %b) : u8[2,3]",
+        "%y3 = lookup(%t3, %a, %b) : i8[2,3]",
+        "%t3 = weight i8[65536] [-125, -118,",
+    ] {
+        assert!(text.contains(line), "`{line}` missing from the text");
+    }
+    let every = every_op_graph().to_string();
+    assert!(every.contains("%lookup = lookup(%lookup.table, %quantize_i8) : u8[1,4,8,8]"), "{every}");
+}

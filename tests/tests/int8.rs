@@ -211,10 +211,22 @@ fn lookup_cases() -> Vec<LookupCase> {
     ]
 }
 
-/// `y = lookup(table, x0[, x1])` over `[n]` elements, the operands graph inputs.
-fn lookup_graph(case: &LookupCase, n: usize) -> VerifiedGraph {
+/// Where a lookup's table comes from: a weight (the optimizer's tables; kernels may prepare
+/// it at compile time) or a graph input (read at run time).
+#[derive(Clone, Copy, Debug)]
+enum Table {
+    Weight,
+    Input,
+}
+
+/// `y = lookup(table, x0[, x1])` over `[n]` elements, the operands graph inputs and the table
+/// a weight or the first graph input.
+fn lookup_graph(case: &LookupCase, n: usize, table: Table) -> VerifiedGraph {
     let mut g = Graph::new("lookup");
-    let mut inputs = vec![g.add_weight("table", case.table.clone())];
+    let mut inputs = vec![match table {
+        Table::Weight => g.add_weight("table", case.table.clone()),
+        Table::Input => g.add_input("table", case.table.ty()),
+    }];
     for (k, &dtype) in case.operands.iter().enumerate() {
         inputs.push(g.add_input(format!("x{k}"), TensorType::new(dtype, [n])));
     }
@@ -273,27 +285,33 @@ fn assert_same_bits(got: &Tensor, want_ty: &TensorType, want: &[u8], what: &str)
     }
 }
 
-/// `Op::Lookup` in the JIT (the default kernels: on a host with AVX-512 VBMI the one-operand
-/// byte tables take the precompiled `vpermi2b` loop, else the Cranelift loop) and in the
-/// reference interpreter, against the op's definition, bit for bit (tolerance 0: a lookup
-/// copies table entries). Sizes cover a lone element, a tail shorter than a step (7), whole
-/// steps and blocks (64), a ragged tail (1,003) and three 32,768-element work units (70,000),
-/// on one and two threads. tests/tests/lookup_tiers.rs forces each kernel tier.
+/// `Op::Lookup` in the JIT (the host's default kernels: precompiled loops for byte tables on
+/// an int8 tier, the Cranelift loop otherwise) and in the reference interpreter, against the
+/// op's definition, bit for bit (tolerance 0: a lookup copies table entries). Sizes cover a
+/// lone element, a tail shorter than any step (7), whole steps (64), a ragged tail (1,003) and
+/// three 32,768-element work units (70,000), on one and two threads; the table is a weight or
+/// a run-time input. tests/tests/lookup_tiers.rs forces each kernel tier.
 #[test]
 fn lookup_kernels_equal_the_reference() {
     for case in lookup_cases() {
-        for n in [1, 7, 64, 1003, 70_000] {
-            let g = lookup_graph(&case, n);
-            let inputs = lookup_inputs(&case, n);
-            let want = lookup_expected(&case, n);
-            let ty = TensorType::new(case.table.dtype(), [n]);
-            let reference = run_reference(&g, &inputs).expect("reference runs").remove(0);
-            assert_same_bits(&reference, &ty, &want, &format!("{} n={n}: reference", case.name));
-            let mut model = Model::compile(&g).expect("compiles");
-            for threads in [1, 2] {
-                model.set_threads(threads);
-                let got = model.run(&inputs).expect("runs").remove(0);
-                assert_same_bits(&got, &ty, &want, &format!("{} n={n}: JIT on {threads} thread(s)", case.name));
+        for table in [Table::Weight, Table::Input] {
+            for n in [1, 7, 64, 1003, 70_000] {
+                let g = lookup_graph(&case, n, table);
+                let mut inputs = lookup_inputs(&case, n);
+                if let Table::Input = table {
+                    inputs.insert(0, case.table.clone());
+                }
+                let want = lookup_expected(&case, n);
+                let ty = TensorType::new(case.table.dtype(), [n]);
+                let what = format!("{} ({table:?} table) n={n}", case.name);
+                let reference = run_reference(&g, &inputs).expect("reference runs").remove(0);
+                assert_same_bits(&reference, &ty, &want, &format!("{what}: reference"));
+                let mut model = Model::compile(&g).expect("compiles");
+                for threads in [1, 2] {
+                    model.set_threads(threads);
+                    let got = model.run(&inputs).expect("runs").remove(0);
+                    assert_same_bits(&got, &ty, &want, &format!("{what}: JIT on {threads} thread(s)"));
+                }
             }
         }
     }

@@ -5,10 +5,14 @@
 //! Tolerance: rel-L2 ≤ 1e-5 per output. An exact rule only reorders f32 arithmetic (BN folding
 //! computes the folded weights in f64 and rounds once), which moves results by a few ulps; the
 //! real models use their goldens' bound (the larger of 1e-5 and 4 × onnxruntime's own
-//! optimizations-on-vs-off difference).
+//! optimizations-on-vs-off difference). `qdq-lookup` is checked at tolerance 0 through the
+//! `-O1` optimizer itself, on inputs that take every value of the tabulated operands.
 
-use cnnc_ir::{Graph, Tensor, VerifiedGraph, verify};
-use cnnc_passes::{Limits, Loaded, RuleOptions, Saturation, exact_rules_with, saturate, to_egraph, to_graph};
+use cnnc_ir::{DType, Graph, Op, Tensor, VerifiedGraph, verify};
+use cnnc_passes::{
+    Limits, Loaded, OptConfig, RuleOptions, Saturation, TableCost, exact_rules_with, mac_estimate, optimize_exact,
+    saturate, to_egraph, to_graph,
+};
 use cnnc_runtime::{Model, run_reference};
 use cnnc_tests::{import_with_inputs, load_golden, model_path, ordered_inputs, rel_l2};
 use egg::{AstSize, Extractor};
@@ -729,4 +733,266 @@ fn a_dense_layer_spelled_as_matmul_and_add_becomes_one_fused_gemm() {
         );
         assert!(opt.display_without_weights().to_string().contains("add("));
     }
+}
+
+/// `-O1` as the compiler runs it: every exact rule, then extraction priced by the cost table
+/// (here filled from the MAC estimate, the oracle the int8 tests use).
+fn optimize_o1(g: &VerifiedGraph) -> (VerifiedGraph, Saturation) {
+    let mut table = TableCost::new(1);
+    let (out, report) = optimize_exact(g, &OptConfig::lossless(), &mut table, &mut mac_estimate).expect("optimizes");
+    (verify(out).expect("the optimized graph verifies"), report.saturation)
+}
+
+/// The `lookup` nodes of `g`: each table's shape and its operands' producers, sorted.
+fn lookups(g: &VerifiedGraph) -> Vec<(Vec<usize>, Vec<String>)> {
+    let mut found: Vec<_> = g
+        .node_ids()
+        .filter(|&id| g.node(id).op == Op::Lookup)
+        .map(|id| {
+            let inputs = g.node_inputs(id);
+            let table = g.weight_of(&inputs[0]).expect("a lookup's table is a weight");
+            let mut operands: Vec<String> = inputs[1..].iter().map(|v| g.node(v.node).name.clone()).collect();
+            operands.sort();
+            (table.shape().to_vec(), operands)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Inputs for a QDQ graph: of `n` 8-bit inputs, input `k` takes byte `k` (from the top) of
+/// `40503·i mod 256ⁿ` at element `i`, a bijection, so `256ⁿ` elements take every combination
+/// of values; f32 inputs are seeded in [−4, 4].
+fn qdq_inputs(g: &VerifiedGraph) -> Vec<Tensor> {
+    let types: Vec<_> = g.inputs().iter().map(|&id| g.node(id).outputs[0].clone()).collect();
+    let n = types.iter().filter(|t| t.dtype.is_quantized()).count() as u32;
+    let mut k = 0;
+    (types.iter().enumerate())
+        .map(|(i, t)| {
+            if !t.dtype.is_quantized() {
+                return seeded(&t.shape, 11 + i as u32, -4.0, 4.0);
+            }
+            k += 1;
+            let shift = 8 * (n - k);
+            let modulus = 1u64 << (8 * n);
+            let v: Vec<u8> = (0..t.numel() as u64).map(|e| ((e * 40_503 % modulus) >> shift) as u8).collect();
+            match t.dtype {
+                DType::U8 => Tensor::from_u8(t.shape.clone(), v),
+                _ => Tensor::from_i8(t.shape.clone(), v.into_iter().map(|b| b as i8).collect()),
+            }
+            .expect("shape")
+        })
+        .collect()
+}
+
+/// `opt` computes what `g` does bit for bit on `inputs`, in the reference interpreter and in
+/// the JIT (tolerance 0: qdq-lookup tabulates the reference's own scalar arithmetic, and the
+/// other rules leave these element-wise chains alone).
+fn assert_same_bits(g: &VerifiedGraph, opt: &VerifiedGraph, inputs: &[Tensor]) {
+    let bits = |ts: Vec<Tensor>| -> Vec<_> { ts.iter().map(|t| (t.ty(), t.data().to_le_bytes())).collect() };
+    let want = bits(run_reference(g, inputs).expect("reference before"));
+    assert!(want == bits(run_reference(opt, inputs).expect("reference after")), "reference: before vs after -O1");
+    let jit = Model::compile(opt).expect("compiles").run(inputs).expect("runs");
+    assert!(want == bits(jit), "JIT after -O1 vs reference before");
+}
+
+/// onnxruntime's QDQ HardSwish: `q(dq(c) · dq(q(hard-sigmoid(dq(c)))))`.
+const QDQ_HARDSWISH: &str = r#"graph "qdq_hardswish" {
+  %x = input f32[2,4,8,8]
+  %c = quantize{to=u8, scales=[0.05], zero-points=[128]}(%x) : u8[2,4,8,8]
+  %d = dequantize{scales=[0.05], zero-points=[128]}(%c) : f32[2,4,8,8]
+  %h = hard-sigmoid{alpha=0.16666667, beta=0.5}(%d) : f32[2,4,8,8]
+  %hq = quantize{to=u8, scales=[0.003921569], zero-points=[0]}(%h) : u8[2,4,8,8]
+  %hd = dequantize{scales=[0.003921569], zero-points=[0]}(%hq) : f32[2,4,8,8]
+  %m = mul(%d, %hd) : f32[2,4,8,8]
+  %y = quantize{to=u8, scales=[0.025], zero-points=[10]}(%m) : u8[2,4,8,8]
+  output "y" = %y
+}"#;
+
+#[test]
+fn qdq_lookup_turns_a_quantized_hardswish_into_one_256_entry_table() {
+    let g = parse(QDQ_HARDSWISH);
+    let (opt, sat) = optimize_o1(&g);
+    assert!(applied(&sat, "qdq-lookup") >= 1, "{sat:?}");
+    // The inner quantize is looked through: one operand, `%c`; nothing else is left.
+    assert_eq!(lookups(&opt), [(vec![256], vec!["c".to_owned()])], "{}", opt.display_without_weights());
+    let ops: Vec<&str> =
+        opt.node_ids().map(|id| opt.node(id).op.name()).filter(|n| !matches!(*n, "input" | "weight")).collect();
+    assert_eq!(ops.len(), 2, "{ops:?}");
+    assert!(ops.contains(&"quantize") && ops.contains(&"lookup"), "{ops:?}");
+    // `%c` takes each of its 256 values once ((k − 128)·0.05 quantizes to k), then values that
+    // saturate or are NaN.
+    let mut x: Vec<f32> = (0..256).map(|k| (k as f32 - 128.0) * 0.05).collect();
+    let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e30, -1e30, 0.025, -0.075, -0.0];
+    x.extend((0..256).map(|i| specials.get(i).copied().unwrap_or((i as f32 - 128.0) * 0.0371)));
+    assert_same_bits(&g, &opt, &[Tensor::from_f32(vec![2, 4, 8, 8], x).expect("512 values")]);
+}
+
+/// A ResNet residual between two quantized tensors: `q(relu(dq(a) + dq(b)))`.
+const QDQ_RESIDUAL: &str = r#"graph "qdq_residual" {
+  %a = input u8[256,256]
+  %b = input i8[256,256]
+  %da = dequantize{scales=[0.02], zero-points=[100]}(%a) : f32[256,256]
+  %db = dequantize{scales=[0.03], zero-points=[-5]}(%b) : f32[256,256]
+  %s = add(%da, %db) : f32[256,256]
+  %r = relu(%s) : f32[256,256]
+  %y = quantize{to=u8, scales=[0.04], zero-points=[0]}(%r) : u8[256,256]
+  output "y" = %y
+}"#;
+
+#[test]
+fn qdq_lookup_turns_a_quantized_residual_add_into_one_65536_entry_table() {
+    let g = parse(QDQ_RESIDUAL);
+    let (opt, sat) = optimize_o1(&g);
+    assert!(applied(&sat, "qdq-lookup") >= 1, "{sat:?}");
+    assert_eq!(lookups(&opt), [(vec![65536], vec!["a".to_owned(), "b".to_owned()])]);
+    assert_eq!(opt.node_ids().filter(|&id| !opt.node(id).op.is_source()).count(), 1, "{}", *opt);
+    // 65,536 elements: every (a, b) pair once.
+    assert_same_bits(&g, &opt, &qdq_inputs(&g));
+}
+
+/// `q(dq(x)·k + b)` with single-valued constants `k` and `b` (the shapes are filled in).
+const QDQ_AFFINE: &str = r#"graph "qdq_affine" {
+  %x = input i8[2,128]
+  %k = weight f32K [0.75]
+  %b = weight f32B [-1.5]
+  %d = dequantize{scales=[0.1], zero-points=[3]}(%x) : f32[2,128]
+  %m = mul(%d, %k) : f32[2,128]
+  %s = add(%b, %m) : f32[2,128]
+  %y = quantize{to=i8, scales=[0.07], zero-points=[-2]}(%s) : i8[2,128]
+  output "y" = %y
+}"#;
+
+#[test]
+fn qdq_lookup_folds_constants_of_shape_1_and_scalar_into_the_table() {
+    for (k, b) in [("[1]", "[]"), ("[]", "[1]"), ("[]", "[]"), ("[1]", "[1]")] {
+        let g = parse(&QDQ_AFFINE.replace("f32K", &format!("f32{k}")).replace("f32B", &format!("f32{b}")));
+        let (opt, sat) = optimize_o1(&g);
+        assert!(applied(&sat, "qdq-lookup") >= 1, "k {k}, b {b}: {sat:?}");
+        assert_eq!(lookups(&opt), [(vec![256], vec!["x".to_owned()])], "k {k}, b {b}");
+        assert_same_bits(&g, &opt, &qdq_inputs(&g));
+    }
+}
+
+/// Every unary op and every arithmetic binary op with a constant (on either side where the op
+/// allows): the table holds exactly what the chain computes, NaN, ±∞ and saturation included.
+#[test]
+fn qdq_lookup_tabulates_every_unary_op_and_binary_op_with_a_constant() {
+    let unary = [
+        "relu",
+        "leaky-relu{alpha=0.1}",
+        "clip{min=-1.0, max=2.5}",
+        "sigmoid",
+        "hard-sigmoid{alpha=0.2, beta=0.5}",
+        "hard-swish",
+        "tanh",
+        "exp",
+        "log",
+        "erf",
+        "sqrt",
+        "reciprocal",
+        "neg",
+        "abs",
+        "floor",
+        "ceil",
+    ];
+    let mut chains: Vec<String> = unary.iter().map(|u| format!("{u}(%d)")).collect();
+    for op in ["add", "sub", "mul", "div", "max", "min", "pow"] {
+        chains.push(format!("{op}(%d, %k)"));
+        chains.push(format!("{op}(%k, %d)"));
+    }
+    chains.push("prelu(%d, %k)".to_owned());
+    for chain in chains {
+        let text = format!(
+            r#"graph "chain" {{
+  %x = input i8[256]
+  %k = weight f32[] [0.7]
+  %d = dequantize{{scales=[0.05], zero-points=[0]}}(%x) : f32[256]
+  %e = {chain} : f32[256]
+  %y = quantize{{to=u8, scales=[0.02], zero-points=[60]}}(%e) : u8[256]
+  output "y" = %y
+}}"#
+        );
+        let g = parse(&text);
+        let (opt, _) = optimize_o1(&g);
+        assert_eq!(lookups(&opt), [(vec![256], vec!["x".to_owned()])], "{chain}");
+        assert_same_bits(&g, &opt, &qdq_inputs(&g));
+    }
+}
+
+/// Two quantized operands added, then quantized; the edits below break one precondition each.
+const QDQ_ADD: &str = r#"graph "qdq_add" {
+  %a = input u8[1,4,8,8]
+  %b = input u8[1,4,8,8]
+  %c = input u8[1,4,8,8]
+  %f = input f32[1,4,1,1]
+  %da = dequantize{scales=[0.1], zero-points=[3]}(%a) : f32[1,4,8,8]
+  %db = dequantize{scales=[0.2], zero-points=[7]}(%b) : f32[1,4,8,8]
+  %dc = dequantize{scales=[0.05], zero-points=[128]}(%c) : f32[1,4,8,8]
+  %s = add(%da, %db) : f32[1,4,8,8]
+  %t = add(%s, %da) : f32[1,4,8,8]
+  %y = quantize{to=u8, scales=[0.1], zero-points=[5]}(%t) : u8[1,4,8,8]
+  output "y" = %y
+  output "c" = %dc
+  output "f" = %f
+}"#;
+
+#[test]
+fn qdq_lookup_does_not_fire_on_per_channel_params_broadcast_operands_or_three_operands() {
+    let per_channel = "dequantize{axis=1, scales=[0.1, 0.2, 0.05, 0.4], zero-points=[0, 10, 128, 255]}(%a)";
+    let cases = [
+        // The unedited graph (two distinct operands, `%a` twice) fires: each edit is the cause.
+        ("two operands", QDQ_ADD.to_owned(), 1),
+        ("per-channel dequantize", QDQ_ADD.replace("dequantize{scales=[0.1], zero-points=[3]}(%a)", per_channel), 0),
+        (
+            "a broadcasting quantized operand",
+            QDQ_ADD
+                .replace("%b = input u8[1,4,8,8]", "%b = input u8[1,4,1,1]")
+                .replace("(%b) : f32[1,4,8,8]", "(%b) : f32[1,4,1,1]"),
+            0,
+        ),
+        ("a broadcasting f32 operand", QDQ_ADD.replace("add(%s, %da)", "add(%s, %f)"), 0),
+        ("three operands", QDQ_ADD.replace("add(%s, %da)", "add(%s, %dc)"), 0),
+    ];
+    for (what, text, want) in cases {
+        let g = parse(&text);
+        let (opt, sat) = optimize_o1(&g);
+        assert_eq!(lookups(&opt).len(), want, "{what}: {}", opt.display_without_weights());
+        if want == 0 {
+            assert_eq!(applied(&sat, "qdq-lookup"), 0, "{what}");
+        }
+        assert_same_bits(&g, &opt, &qdq_inputs(&g));
+    }
+}
+
+/// `q(dq(q(dq(a) + dq(b))) + dq(c))`: looking through the inner quantize would need three
+/// operands, so the walk retries with the inner quantized value `%q` as an operand: two lookups,
+/// `(a, b)` for `%q` and `(q, c)` for `%y`, nothing else.
+#[test]
+fn qdq_lookup_takes_an_inner_quantized_value_as_operand_when_looking_through_needs_three() {
+    let g = parse(
+        r#"graph "qdq_nested" {
+  %a = input u8[1,4,8,8]
+  %b = input u8[1,4,8,8]
+  %c = input u8[1,4,8,8]
+  %da = dequantize{scales=[0.1], zero-points=[3]}(%a) : f32[1,4,8,8]
+  %db = dequantize{scales=[0.2], zero-points=[7]}(%b) : f32[1,4,8,8]
+  %s = add(%da, %db) : f32[1,4,8,8]
+  %q = quantize{to=u8, scales=[0.3], zero-points=[9]}(%s) : u8[1,4,8,8]
+  %dq = dequantize{scales=[0.3], zero-points=[9]}(%q) : f32[1,4,8,8]
+  %dc = dequantize{scales=[0.05], zero-points=[128]}(%c) : f32[1,4,8,8]
+  %t = add(%dq, %dc) : f32[1,4,8,8]
+  %y = quantize{to=u8, scales=[0.1], zero-points=[5]}(%t) : u8[1,4,8,8]
+  output "y" = %y
+}"#,
+    );
+    let (opt, _) = optimize_o1(&g);
+    assert_eq!(
+        lookups(&opt),
+        [(vec![65536], vec!["a".to_owned(), "b".to_owned()]), (vec![65536], vec!["c".to_owned(), "q".to_owned()])],
+        "{}",
+        opt.display_without_weights()
+    );
+    assert_eq!(opt.node_ids().filter(|&id| !opt.node(id).op.is_source()).count(), 2, "{}", *opt);
+    assert_same_bits(&g, &opt, &qdq_inputs(&g));
 }

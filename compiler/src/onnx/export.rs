@@ -284,7 +284,7 @@ impl<'g> Exporter<'g> {
         let name = cx.node.name.as_str();
         let (op_type, attrs, inputs): (&str, Vec<AttributeProto>, Vec<String>) = match op {
             Op::Input { .. } | Op::Weight(_) => return Err(ExportError::Malformed(format!("`{name}` is a source"))),
-            Op::Conv(a) => ("Conv", conv_attrs(a), inputs),
+            Op::Conv(a) => ("Conv", conv_attrs(a), self.requantized_weight(cx, 0, inputs)),
             Op::ConvTranspose(a) => return self.lower_conv_transpose(cx, a, inputs, outputs),
             Op::QLinear(q) => return self.lower_qlinear(cx, q, inputs, outputs),
             Op::Lookup => return self.lower_lookup(cx, inputs, outputs),
@@ -335,7 +335,7 @@ impl<'g> Exporter<'g> {
                     int("transA", i64::from(*trans_a)),
                     int("transB", i64::from(*trans_b)),
                 ],
-                inputs,
+                self.requantized_weight(cx, if *trans_b { 0 } else { 1 }, inputs),
             ),
             Op::MatMul => ("MatMul", vec![], inputs),
             Op::Resize(a) => return self.lower_resize(cx, a, inputs, outputs),
@@ -747,6 +747,59 @@ impl<'g> Exporter<'g> {
         let node_name = self.node_names.fresh(&format!("{name}/y_q"));
         self.push_node("QuantizeLinear", node_name, ins, vec![out], attrs);
         Ok(())
+    }
+
+    /// `inputs` with the weight (input 1) written as `DequantizeLinear(q, scales, 0, axis)` when
+    /// the op reads a DequantizeLinear (a QDQ graph) and its constant f32 weight is exactly
+    /// `q · s[c]` for int8 `q` in [−127, 127] along the output-channel `axis`, which is what
+    /// `-O1` leaves of a per-channel symmetric DequantizeLinear it folded (`qdq-fold-weight`)
+    /// where it chose the f32 kernel. onnxruntime then fuses the op into its integer kernel with
+    /// those int8 weights instead of quantizing the f32 weights again itself (its
+    /// weight-and-bias quantization), which would change the results. Exact: the scale is the
+    /// one that reproduces every f32 weight bit for bit, or the weight stays f32.
+    fn requantized_weight(&mut self, cx: &NodeCx, axis: usize, mut inputs: Vec<String>) -> Vec<String> {
+        let reads_dq = cx.in_values.first().is_some_and(|x| matches!(self.graph.node(x.node).op, Op::Dequantize(_)));
+        let Some(w) = cx.in_values.get(1).and_then(|v| self.graph.weight_of(v)).filter(|_| reads_dq) else {
+            return inputs;
+        };
+        let (Some(v), Some(&c_n)) = (w.as_f32(), w.shape().get(axis)) else { return inputs };
+        let inner: usize = w.shape()[axis + 1..].iter().product();
+        let channel = |i: usize| (i / inner.max(1)) % c_n.max(1);
+        let mut max = vec![0f32; c_n];
+        for (i, x) in v.iter().enumerate() {
+            max[channel(i)] = max[channel(i)].max(x.abs());
+        }
+        // Per channel, the scale among the few f32 values next to max/127 that gives back every
+        // weight of the channel exactly as `q · s`.
+        let exact = |c: usize, s: f32| {
+            v.iter().enumerate().filter(|&(i, _)| channel(i) == c).all(|(_, &x)| {
+                let q = (x / s).round_ties_even();
+                q.abs() <= 127.0 && q * s == x
+            })
+        };
+        let mut scales = Vec::with_capacity(c_n);
+        for (c, &m) in max.iter().enumerate() {
+            if !m.is_finite() {
+                return inputs;
+            }
+            let s0 = if m == 0.0 { 1.0 } else { m / 127.0 };
+            let candidates = [s0, s0.next_up(), s0.next_down(), s0.next_up().next_up(), s0.next_down().next_down()];
+            match candidates.into_iter().find(|&s| s > 0.0 && exact(c, s)) {
+                Some(s) => scales.push(s),
+                None => return inputs,
+            }
+        }
+        let q: Vec<i8> = v.iter().enumerate().map(|(i, &x)| (x / scales[channel(i)]).round_ties_even() as i8).collect();
+        let name = self.graph.node(cx.in_values[1].node).name.clone();
+        let Ok(qt) = Tensor::from_i8(w.shape().to_vec(), q) else { return inputs };
+        let q_name = self.constant(&format!("{name}/int8"), &qt);
+        let p = QuantParams { axis: Some(axis), scales, zero_points: vec![0; c_n] };
+        let (attrs, ins) = self.quant_inputs(&format!("{name}/dq"), &p, DType::I8, q_name);
+        let value = self.value_names.fresh(&format!("{name}/dq"));
+        let node_name = self.node_names.fresh(&format!("{name}/dq"));
+        self.push_node("DequantizeLinear", node_name, ins, vec![value.clone()], attrs);
+        inputs[1] = value;
+        inputs
     }
 
     /// `Op::Lookup` as `Gather(table, index)`: an operand's byte is the operand cast to int64,

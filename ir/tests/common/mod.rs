@@ -225,5 +225,38 @@ pub fn every_op_graph() -> Graph {
     let fm = node(&mut g, "fused_mm", Op::Fused(Box::new(fmm)), &[fg, proj, mm_res]);
     g.add_output("fused_conv", fc2);
     g.add_output("fused_mm", fm);
+
+    // A table lookup on the i8 quantized values (the two-operand form is in `lookup_graph`).
+    let table = int(&mut g, "lookup.table", &[256], TensorData::U8((0..256).map(|i| (255 - i) as u8).collect()));
+    let lookup = node(&mut g, "lookup", Op::Lookup, &[table, tq]);
+    g.add_output("lookup", lookup);
+    g
+}
+
+/// Lookups of one operand (u8 into an f32 table with −0.0, NaNs with payloads and −∞; i8 into
+/// a u8 table) and of two (u8 and i8 into a 65,536-entry i8 table).
+pub fn lookup_graph() -> Graph {
+    let mut g = Graph::new("lookups");
+    let a = g.add_input("a", TensorType::new(DType::U8, [2, 3]));
+    let b = g.add_input("b", TensorType::new(DType::I8, [2, 3]));
+    let floats = (0..256u32)
+        .map(|i| match i {
+            0 => -0.0,
+            1 => f32::from_bits(0x7fc0_1234),
+            2 => f32::from_bits(0xff80_0001),
+            3 => f32::NEG_INFINITY,
+            _ => (i as f32 - 100.0) * 0.125,
+        })
+        .collect();
+    let t1 = g.add_weight("t1", Tensor::from_f32([256], floats).expect("256 values"));
+    let t2 = g.add_weight("t2", Tensor::from_u8([256], (0..=255).rev().collect()).expect("256 values"));
+    let pairs = (0..65536).map(|i: i32| (i * 7 % 251 - 125) as i8).collect();
+    let t3 = g.add_weight("t3", Tensor::from_i8([65536], pairs).expect("65536 values"));
+    let y1 = node(&mut g, "y1", Op::Lookup, &[t1, a]);
+    let y2 = node(&mut g, "y2", Op::Lookup, &[t2, b]);
+    let y3 = node(&mut g, "y3", Op::Lookup, &[t3, a, b]);
+    g.add_output("y1", y1);
+    g.add_output("y2", y2);
+    g.add_output("y3", y3);
     g
 }

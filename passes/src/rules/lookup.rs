@@ -12,7 +12,8 @@
 //!
 //! When: the chain reaches its operands within [`MAX_DEPTH`] ops (and [`MAX_VISITS`] visits).
 //! Inner `quantize` ops are looked through where that keeps the operands at two or fewer
-//! (`dq(q(f(dq(c))))` is a function of `c`); otherwise the quantized value is itself an operand. It does not fire on
+//! (`dq(q(f(dq(c))))` is a function of `c`); otherwise the quantized value is itself an operand,
+//! and if the greedy look-through fails, the walk is retried taking every 8-bit value as one. It does not fire on
 //! per-channel quantization, broadcasting operands, constants with more than one value, a
 //! chain that is only `q(dq(x))` with the same parameters (`qdq-identity`'s case), or more than
 //! two operands.
@@ -100,6 +101,8 @@ struct Walk<'a> {
     operands: Vec<(Id, DType)>,
     /// Class visits left ([`MAX_VISITS`]).
     visits: usize,
+    /// Look through inner quantize ops (the first try); without, every 8-bit value is an operand.
+    expand: bool,
 }
 
 impl Walk<'_> {
@@ -168,7 +171,7 @@ impl Walk<'_> {
         }
         self.visits -= 1;
         let class = egraph.find(class);
-        if depth > 0 {
+        if self.expand && depth > 0 {
             for node in &egraph[class].nodes {
                 let Cnn::Quantize(c) = node else { continue };
                 let Some(Op::Quantize { params, to }) = attr_of(egraph, c[0]).map(|e| &e.op) else { continue };
@@ -255,17 +258,21 @@ impl Applier<Cnn, CnnAnalysis> for Lookup {
             return Vec::new();
         }
         let (params, to) = (params.clone(), *to);
-        let mut walk = Walk { egraph, shape: out.shape.clone(), operands: Vec::new(), visits: MAX_VISITS };
-        let Some(inner) = walk.float(subst[var("?e")], MAX_DEPTH) else { return Vec::new() };
+        // Looking through inner quantizes greedily can spend both operands on one branch (e.g.
+        // `q(dq(q(dq a + dq b)) + dq c)`); then every 8-bit value is taken as an operand instead.
+        let found = [true, false].into_iter().find_map(|expand| {
+            let mut walk = Walk { egraph, shape: out.shape.clone(), operands: Vec::new(), visits: MAX_VISITS, expand };
+            walk.float(subst[var("?e")], MAX_DEPTH).map(|inner| (inner, walk.operands))
+        });
+        let Some((inner, operands)) = found else { return Vec::new() };
         // `q(dq(x))` with the same parameters is `x` (qdq-identity); nothing to tabulate.
         if let Float::Dequantize(p, x) = &inner
             && matches!(**x, Int::Operand(_))
             && *p == params
-            && walk.operands.first().map(|o| o.1) == Some(to)
+            && operands.first().map(|o| o.1) == Some(to)
         {
             return Vec::new();
         }
-        let operands = walk.operands;
         let root = Int::Quantize(params, to, Box::new(inner));
         let values = table(&root, &operands);
         let data = match to {
