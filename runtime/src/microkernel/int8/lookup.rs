@@ -76,8 +76,12 @@ pub(super) unsafe extern "C" fn lookup2_u8_avx512(
 }
 
 /// The AVX2 form of the lookups, for hosts without AVX-512: `dst[i] = table[idx(i)]` with
-/// `idx(i) = a[i]`, or `256·a[i] + b[i]` when `b` is non-null; 8 indices per `vpgatherdd` (the
-/// low byte of each lane's dword), four gathers packed into 32 bytes.
+/// `idx(i) = a[i]`, or `256·a[i] + b[i]` when `b` is non-null. One operand: the 256-entry table
+/// as sixteen 16-byte rows, each applied with `vpshufb` to the lanes whose high nibble selects
+/// it (`idx ⊕ 16k` is below 16 exactly there; adding 112 with unsigned saturation sets bit 7,
+/// which `vpshufb` zeroes, everywhere else), 32 bytes per 64 instructions. Two operands: 8
+/// indices per `vpgatherdd` (the low byte of each lane's dword), four gathers packed into 32
+/// bytes.
 ///
 /// # Safety
 /// The host supports AVX2 (checked by `qkernels`). `table` points at 256 (`b` null) or 65,536
@@ -85,8 +89,11 @@ pub(super) unsafe extern "C" fn lookup2_u8_avx512(
 /// bytes; `dst` at `n` writable bytes, overlapping no operand except by being equal to it.
 #[target_feature(enable = "avx2")]
 pub(super) unsafe extern "C" fn lookup_u8_avx2(table: *const u8, a: *const u8, b: *const u8, dst: *mut u8, n: usize) {
-    // SAFETY: the caller's contract: every index is below the table's length; the loop reads and
-    // writes 32 bytes at `i + 32 ≤ n`, the tail one byte at a time below `n`.
+    if b.is_null() {
+        // SAFETY: the caller's contract, with 256 table bytes.
+        unsafe { lookup_u8_pshufb(table, a, dst, n) };
+        return;
+    }
     unsafe {
         let index = |i: usize| {
             let va = _mm256_cvtepu8_epi32(_mm_loadl_epi64(a.add(i) as *const __m128i));
@@ -117,6 +124,38 @@ pub(super) unsafe extern "C" fn lookup_u8_avx2(table: *const u8, a: *const u8, b
                 k = 256 * k + usize::from(*b.add(i));
             }
             *dst.add(i) = *table.add(k);
+            i += 1;
+        }
+    }
+}
+
+/// [`lookup_u8_avx2`] with one operand (its doc): the table's sixteen rows through `vpshufb`.
+///
+/// # Safety
+/// As [`lookup_u8_avx2`] with a null `b`: AVX2, 256 readable table bytes, `n` bytes at `src`
+/// and `dst`.
+#[target_feature(enable = "avx2")]
+unsafe fn lookup_u8_pshufb(table: *const u8, src: *const u8, dst: *mut u8, n: usize) {
+    // SAFETY: the caller's contract: the rows are the table's 256 bytes; the loop reads and
+    // writes 32 bytes at `i + 32 ≤ n`, the tail one byte at a time below `n`.
+    unsafe {
+        let rows: [__m256i; 16] =
+            std::array::from_fn(|k| _mm256_broadcastsi128_si256(_mm_loadu_si128(table.add(16 * k) as *const __m128i)));
+        let bias = _mm256_set1_epi8(112);
+        let mut i = 0;
+        while i + 32 <= n {
+            let idx = _mm256_loadu_si256(src.add(i) as *const __m256i);
+            let mut out = _mm256_setzero_si256();
+            for (k, row) in rows.iter().enumerate() {
+                let sel = _mm256_xor_si256(idx, _mm256_set1_epi8((16 * k) as u8 as i8));
+                let sel = _mm256_adds_epu8(sel, bias);
+                out = _mm256_or_si256(out, _mm256_shuffle_epi8(*row, sel));
+            }
+            _mm256_storeu_si256(dst.add(i) as *mut __m256i, out);
+            i += 32;
+        }
+        while i < n {
+            *dst.add(i) = *table.add(usize::from(*src.add(i)));
             i += 1;
         }
     }

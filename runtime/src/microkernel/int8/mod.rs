@@ -208,8 +208,9 @@ pub(crate) struct QKernels {
     /// `(table: *const u8, src: *const u8, dst: *mut u8, n: usize)`: `dst[i] = table[src[i]]`
     /// for a 256-byte table (`Op::Lookup` of one 8-bit operand).
     pub lookup_u8: Option<u64>,
-    /// `lookup::lookup_u8_avx2` (both tiers have AVX2), a gather lookup of one or two byte
-    /// operands in a byte table followed by 3 bytes of padding (a copy made at load), C
+    /// `lookup::lookup_u8_avx2` (both tiers have AVX2): a lookup of one byte operand (`vpshufb`
+    /// over the table's sixteen rows) or two (`vpgatherdd`) in a byte table followed by 3 bytes
+    /// of padding (a copy made at load), C
     /// signature `(table: *const u8, a: *const u8, b: *const u8, dst: *mut u8, n: usize)`, one
     /// operand when `b` is null.
     pub lookup_avx2: u64,

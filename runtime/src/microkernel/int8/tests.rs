@@ -754,8 +754,8 @@ fn vbmi_lookup_equals_indexing() {
         .expect("the VBMI lookup equals indexing");
 }
 
-/// The gather lookups (`lookup_avx2` with one and two operands, `lookup2_avx512`) against
-/// indexing the table, on every length 0..=100 (each tail of the 16- and 32-element
+/// The AVX2 lookups (`lookup_avx2`: one operand by `vpshufb` rows, two by gathers) and the
+/// AVX-512 gather (`lookup2_avx512`) against indexing the table, on every length 0..=100 (each tail of the 16- and 32-element
 /// loops) and 4,099, for random tables and bytes; bytes past `n` must stay untouched.
 #[test]
 fn gather_lookups_equal_indexing() {
