@@ -129,16 +129,10 @@ fn dtype(egraph: &EGraph<Cnn, CnnAnalysis>, class: Id) -> Option<DType> {
     egraph[class].data.types.first().map(|t| t.dtype)
 }
 
-/// `Q(v)` of the output quantization `p` to `to`, for a clip bound `v` (±∞: the type's bound).
+/// `Q(v)` of the output quantization `p` to `to`, for a clip bound `v` (±∞ saturate to the
+/// type's bounds, as QuantizeLinear does).
 fn quantized_bound(v: f32, p: &QuantParams, to: DType) -> Option<i32> {
-    let (lo, hi) = to.int_range()?;
-    let q = if v.is_infinite() {
-        if v > 0.0 { hi } else { lo }
-    } else {
-        let r = (v / p.scales[0]).round_ties_even();
-        ((r as i64).saturating_add(i64::from(p.zero_points[0]))).clamp(lo, hi)
-    };
-    i32::try_from(q).ok()
+    i32::try_from(p.quantize_one(0, v, to)?).ok()
 }
 
 struct QdqLinear;
@@ -250,15 +244,8 @@ impl Applier<Cnn, CnnAnalysis> for FoldWeight {
             return Vec::new();
         };
         let shape = t.shape().to_vec();
-        // DequantizeLinear exactly: the difference in i64, rounded once to f32, times the scale.
-        let f = v
-            .iter()
-            .enumerate()
-            .map(|(i, &q)| {
-                let k = p.index(&shape, i);
-                (q - i64::from(p.zero_points[k])) as f32 * p.scales[k]
-            })
-            .collect();
+        // DequantizeLinear exactly, with the op's own scalar arithmetic.
+        let f = v.iter().enumerate().map(|(i, &q)| p.dequantize_one(p.index(&shape, i), q)).collect();
         let Ok(tensor) = Tensor::from_f32(shape, f) else { return Vec::new() };
         let folded = add_weight(egraph, tensor, name);
         if egraph.union(eclass, folded) { vec![eclass] } else { Vec::new() }
