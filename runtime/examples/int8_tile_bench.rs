@@ -82,17 +82,17 @@ fn main() {
         let (gemm, pack) =
             unsafe { (std::mem::transmute::<u64, Gemm>(k.gemm), std::mem::transmute::<u64, Pack>(k.pack_b)) };
         println!("{tier:?} ({}×{} tile)", k.mr, k.nr);
-        for split in [false, true] {
-            if split && tier == QTier::Vnni {
+        for wide in [false, true] {
+            if wide && tier == QTier::Vnni {
                 continue;
             }
             let w: Vec<i8> =
-                lcg(k.mr * 256, 1).into_iter().map(|v| if split { v as i8 } else { (v as i8) / 2 }).collect();
+                lcg(k.mr * 256, 1).into_iter().map(|v| if wide { v as i8 } else { (v as i8) / 2 }).collect();
             let a = pack_a(tier, &w, k.mr, 256);
-            assert_eq!(a.split, split);
+            assert_eq!(a.wide, wide);
             let b = lcg(256 * k.nr, 2);
             let mut part = vec![0i32; k.mr * k.nr];
-            let flags = qtile_flags(k.mr, k.nr, KBlock::First, QOut::I32, split);
+            let flags = qtile_flags(k.mr, k.nr, KBlock::First, QOut::I32, wide);
             let s = median_secs(20_000, || {
                 // SAFETY: a full panel and strip of 64 quads, a full `part` tile.
                 unsafe {
@@ -114,16 +114,16 @@ fn main() {
                 }
             });
             let ops = 2.0 * (k.mr * k.nr * 256) as f64;
-            println!("  tile in L1, k4 = 64{}: {:.0} GOP/s", if split { ", split" } else { "" }, ops / s / 1e9);
+            println!("  tile in L1, k4 = 64{}: {:.0} GOP/s", if wide { ", wide" } else { "" }, ops / s / 1e9);
         }
         for (m, c, hw) in [(64, 64, 56), (128, 128, 28), (256, 256, 14), (512, 512, 7)] {
             let (kk, n) = (c * 9, hw * hw);
-            for split in [false, true] {
-                if split && tier == QTier::Vnni {
+            for wide in [false, true] {
+                if wide && tier == QTier::Vnni {
                     continue;
                 }
                 let w: Vec<i8> =
-                    lcg(m * kk, 3).into_iter().map(|v| if split { v as i8 } else { (v as i8) / 2 }).collect();
+                    lcg(m * kk, 3).into_iter().map(|v| if wide { v as i8 } else { (v as i8) / 2 }).collect();
                 let a = pack_a(tier, &w, m, kk);
                 let x = lcg(c * hw * hw, 4);
                 let geo = PackGeo { ih: hw, iw: hw, ow: hw, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, ph: 1, pw: 1 };
@@ -173,7 +173,7 @@ fn main() {
                             let cols = (n - s * k.nr).min(k.nr);
                             for t in 0..tiles {
                                 let rows = (m - t * k.mr).min(k.mr);
-                                let flags = qtile_flags(rows, cols, block, QOut::U8, a.split);
+                                let flags = qtile_flags(rows, cols, block, QOut::U8, a.wide);
                                 // SAFETY: the driver's indexing keeps every pointer inside
                                 // its buffer, as the kernel's contract asks.
                                 unsafe {
@@ -200,7 +200,7 @@ fn main() {
                 let ops = 2.0 * (m * kk * n) as f64;
                 println!(
                     "  M={m} K={kk} N={n}{}: tiles {:.0} GOP/s ({:.3} ms), im2col pack {:.3} ms ({:.1} GB/s), both {:.0} GOP/s",
-                    if split { " split" } else { "" },
+                    if wide { " wide" } else { "" },
                     ops / t_gemm / 1e9,
                     t_gemm * 1e3,
                     t_pack * 1e3,

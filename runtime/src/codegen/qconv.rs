@@ -26,7 +26,7 @@ use super::builder::{for_range, mem};
 use super::gemm::kit::{for_dyn, offset};
 use super::{Aux, CompileError, EmitCx, Emitted, Jit};
 use crate::microkernel::PackGeo;
-use crate::microkernel::int8::{ACCUMULATE, FINAL, OUT_SHIFT, QKernels, QTier, SPLIT, needs_split, pack_a_as};
+use crate::microkernel::int8::{ACCUMULATE, FINAL, OUT_SHIFT, QKernels, QTier, WIDE, needs_wide, pack_a_as};
 
 /// Largest K block (rows of B per packed strip), a multiple of 4.
 const KC: usize = 512;
@@ -126,12 +126,12 @@ pub(crate) fn emit(
         }
     };
     let es = cx.outputs[0].dtype.size_bytes() as i64;
-    // A panels per group, all split alike (one kernel flag for the layer).
-    let split = (0..group).any(|g| needs_split(mk.tier, &wv[g * mg * k_len..][..mg * k_len], mg, k_len));
+    // A panels per group, all wide alike (one kernel flag for the layer).
+    let wide = (0..group).any(|g| needs_wide(mk.tier, &wv[g * mg * k_len..][..mg * k_len], mg, k_len));
     let mut a_bytes = Vec::new();
     let (mut group_stride, mut panel_stride, mut k4_stride) = (0, 0, 0);
     for g in 0..group {
-        let p = pack_a_as(mk.tier, &wv[g * mg * k_len..][..mg * k_len], mg, k_len, split);
+        let p = pack_a_as(mk.tier, &wv[g * mg * k_len..][..mg * k_len], mg, k_len, wide);
         (group_stride, panel_stride, k4_stride) = (p.data.len(), p.panel_stride, p.k4_stride);
         a_bytes.extend(p.data.iter().map(|&b| b as u8));
     }
@@ -170,7 +170,7 @@ pub(crate) fn emit(
     let args: Vec<usize> = (0..aux.len()).map(|i| cx.aux_arg(i)).collect();
     let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
     let in_plane = (inp[0] * inp[1]) as i64;
-    let base_flags = (out_kind << OUT_SHIFT) | if split { SPLIT } else { 0 };
+    let base_flags = (out_kind << OUT_SHIFT) | if wide { WIDE } else { 0 };
     if n_len == 0 || batch == 0 || mg == 0 {
         let func = jit.kernel(cx.name, |_| {})?;
         return Ok(Emitted::serial(func, aux));

@@ -1,33 +1,37 @@
 //! The AVX2 int8 tile: 4 rows × 16 columns, 8 ymm i32 accumulators. Per K quad and row, the
 //! weight quad broadcast to 8 lanes, `vpmaddubsw` (u8 × i8 pair sums in a saturating i16) and
 //! `vpmaddwd` by ones (the two pair sums of each column in an i32); exact because [`pack_a`]
-//! splits the weights of layers where a pair could saturate ([`SPLIT`]).
+//! packs the weights of layers where a pair could saturate as i16 ([`WIDE`]), which this tile
+//! multiplies by inputs widened to i16 (`vpmovzxbw` + `vpmaddwd`, [`product_wide`]).
 //!
 //! The loop is bound by the two vector multiply pipes (two multiplies per 8 columns × 4 K),
 //! so a taller tile is not faster: 4 × 16 uses 14 of the 16 ymm registers with no spills
 //! (`objdump -d`); 6 × 16 spills an accumulator (a store and a load per quad) and measured the
 //! same to 3% slower. Measured on the Zen 4 host (`examples/int8_tile_bench.rs`, one core):
-//! about 220 GOP/s in L1, 170–220 GOP/s over conv-sized GEMMs; split panels (twice the
-//! multiplies) about half of that.
+//! about 220 GOP/s in L1, 170–220 GOP/s over conv-sized GEMMs. Wide panels take the same
+//! multiplies per MAC but more vector ALU work (the widening, an add per 16 MACs instead of
+//! per 32): 0.75–0.8 of that on an AVX2-only Zen 4 VM (140 against 180 GOP/s in L1); the
+//! split panels they replaced (two i8 halves per weight, twice the multiplies) ran at half.
 //!
 //! [`pack_a`]: super::pack_a
 
 use std::arch::x86_64::*;
 
-use super::{ACCUMULATE, AVX2_MR as MR, AVX2_NR as NR, FINAL, OUT_F32, OUT_I8, OUT_I32, OUT_SHIFT, OUT_U8, SPLIT};
+use super::{ACCUMULATE, AVX2_MR as MR, AVX2_NR as NR, FINAL, OUT_F32, OUT_I8, OUT_I32, OUT_SHIFT, OUT_U8, WIDE};
 
 /// The tile of the module doc of [`int8`](super) with `mr = 4`, `nr = 16`: the B strip is
 /// `[k4][16][4]` u8 (64 bytes per quad); the A panel `[k4][4][4]` i8 (16 bytes per quad), or
-/// with [`SPLIT`] `[k4][2][4][4]` (32 bytes per quad: the halves `wa`, then `wb`, of each
-/// weight, as [`pack_a`](super::pack_a) writes them), the product being `Σ (wa + wb)·b`.
+/// with [`WIDE`] `[k4][4][4]` little-endian i16 (32 bytes per quad, as
+/// [`pack_a`](super::pack_a) writes them).
 ///
-/// Exact only when no pair of adjacent weights (`k = 4q, 4q+1` or `4q+2, 4q+3`) read in one
-/// `vpmaddubsw` can leave the i16 range times inputs in `0..=255`: panels from `pack_a`.
+/// Without [`WIDE`], exact only when no pair of adjacent weights (`k = 4q, 4q+1` or
+/// `4q+2, 4q+3`) read in one `vpmaddubsw` can leave the i16 range times inputs in `0..=255`:
+/// panels from `pack_a`. Wide panels are exact for any i8 weights.
 ///
 /// # Safety
 /// The host supports AVX2 (checked by `qkernels`, the only place this address is taken).
 /// `flags` holds `1 ≤ rows ≤ 4` and `1 ≤ cols ≤ 16`. `a` points at `16·k4` readable bytes
-/// (`32·k4` with [`SPLIT`]) and `b` at `64·k4` (rows and columns past the valid ones may hold
+/// (`32·k4` with [`WIDE`]) and `b` at `64·k4` (rows and columns past the valid ones may hold
 /// anything: they are computed, never stored). With [`ACCUMULATE`], `part` points at a
 /// readable `rows × cols` i32 tile of row stride `ldp` elements; without [`FINAL`], at a
 /// writable one. With [`FINAL`]: `out` points at a writable `rows × cols` tile of row stride
@@ -53,7 +57,7 @@ pub(super) unsafe extern "C" fn qgemm_4x16(
 ) {
     // SAFETY: the caller's contract above.
     unsafe {
-        let acc = if flags & SPLIT != 0 { product_split(k4, a, b) } else { product(k4, a, b) };
+        let acc = if flags & WIDE != 0 { product_wide(k4, a, b) } else { product(k4, a, b) };
         let t = Tile { part, ldp, out, ldo, flags, bias, scale, zw, colsum, qp };
         if flags & FINAL == 0 {
             store_part(acc, &t);
@@ -136,32 +140,46 @@ unsafe fn product(k4: usize, a: *const i8, b: *const u8) -> [__m256i; 2 * MR] {
     acc
 }
 
-/// [`product`] over a split panel: each quad holds the halves `wa` then `wb`.
+/// [`product`] over a wide panel: each quad holds the 4 × 4 weights as i16 (row `r` at byte
+/// `8·r`), multiplied by the inputs widened to i16 with `vpmaddwd` (exact: no i16 sum). Two
+/// passes over the strip, 8 columns each: per quad 2 `vpmovzxbw` (4 columns × 4 K each), 4
+/// weight broadcasts and 8 `vpmaddwd` into 8 accumulators whose lanes hold the two pair sums
+/// of a column (`[c0 k01, c0 k23, c1 k01, …]`), folded by `vphaddd` at the end. The same
+/// multiplies per MAC as the unsplit `vpmaddubsw` + `vpmaddwd` loop, half those of summing two
+/// halves of each weight.
 ///
 /// # Safety
 /// AVX2; `a` and `b` hold `32·k4` and `64·k4` bytes.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn product_split(k4: usize, a: *const i8, b: *const u8) -> [__m256i; 2 * MR] {
-    let mut acc = [_mm256_setzero_si256(); 2 * MR];
-    let (mut a, mut b) = (a, b);
-    // SAFETY: each quad reads `8·MR` bytes of `a` and 64 of `b`, inside the caller's buffers.
-    unsafe {
-        for _ in 0..k4 {
-            let b0 = _mm256_loadu_si256(b.cast());
-            let b1 = _mm256_loadu_si256(b.add(32).cast());
-            for r in 0..MR {
-                let (wa, wb) = (weights(a.add(4 * r)), weights(a.add(4 * (MR + r))));
-                let lo = _mm256_add_epi32(quad_dot(b0, wa), quad_dot(b0, wb));
-                let hi = _mm256_add_epi32(quad_dot(b1, wa), quad_dot(b1, wb));
-                acc[2 * r] = _mm256_add_epi32(acc[2 * r], lo);
-                acc[2 * r + 1] = _mm256_add_epi32(acc[2 * r + 1], hi);
+unsafe fn product_wide(k4: usize, a: *const i8, b: *const u8) -> [__m256i; 2 * MR] {
+    let mut out = [_mm256_setzero_si256(); 2 * MR];
+    for h in 0..2 {
+        // acc[2r + g]: row r, columns 8h + 4g .. 8h + 4g + 4, two lanes per column.
+        let mut acc = [_mm256_setzero_si256(); 2 * MR];
+        let (mut a, mut b) = (a, b.wrapping_add(32 * h));
+        // SAFETY: each quad reads `8·MR` bytes of `a` and bytes `32h..32h + 32` of the 64 of
+        // `b`'s quad, inside the caller's buffers.
+        unsafe {
+            for _ in 0..k4 {
+                let b0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(b.cast()));
+                let b1 = _mm256_cvtepu8_epi16(_mm_loadu_si128(b.add(16).cast()));
+                for r in 0..MR {
+                    let w = _mm256_set1_epi64x(a.add(8 * r).cast::<i64>().read_unaligned());
+                    acc[2 * r] = _mm256_add_epi32(acc[2 * r], _mm256_madd_epi16(b0, w));
+                    acc[2 * r + 1] = _mm256_add_epi32(acc[2 * r + 1], _mm256_madd_epi16(b1, w));
+                }
+                a = a.add(8 * MR);
+                b = b.add(4 * NR);
             }
-            a = a.add(8 * MR);
-            b = b.add(4 * NR);
+        }
+        for r in 0..MR {
+            // [c0 c1 c4 c5 | c2 c3 c6 c7] → columns in order.
+            let s = _mm256_hadd_epi32(acc[2 * r], acc[2 * r + 1]);
+            out[2 * r + h] = _mm256_permute4x64_epi64::<0b11_01_10_00>(s);
         }
     }
-    acc
+    out
 }
 
 /// Lanes `< n` of an 8-lane vector, as a mask.

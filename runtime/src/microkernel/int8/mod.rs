@@ -12,7 +12,7 @@
 //! - **Packed A** ([`pack_a`], at load): per tier, tiles of `mr` rows; the K block starting at
 //!   quad `q` of tile `t` is at byte `t·panel_stride + q·k4_stride` ([`PackedA`]). Rows past
 //!   M and `k` past K are 0. VNNI: `[k4][8][4]` per tile. AVX2: `[k4][mr][4]`, or, when
-//!   [`PackedA::split`], `[k4][2][mr][4]` (the two halves of each weight, see [`pack_a`]).
+//!   [`PackedA::wide`], `[k4][mr][4]` i16 (little-endian; see [`pack_a`]).
 //! - **Packed B** (`pack_b_im2col_u8`, per K block): strips of `nr` columns, each `[k4][nr][4]`
 //!   u8: element `(kk, col)` of a strip at byte `(kk/4)·nr·4 + col·4 + kk%4`.
 //! - **Tile kernel** (one per tier, C ABI, [`QKernels::gemm`]):
@@ -21,7 +21,7 @@
 //!   colsum: *const i32, qp: *const i32)`. It computes, for the valid rows `r < rows` and
 //!   columns `c < cols` (`flags` bits 8..16 and 16..24),
 //!   `acc[r][c] = Σ_{q<k4} Σ_{j<4} a(r, 4q+j)·b(4q+j, c)` exactly in i32 (wrapping, as
-//!   `vpdpbusd` does; `a` is the weight, `wa + wb` in a split panel). Then: with [`ACCUMULATE`], `acc += part[r·ldp + c]`. Without [`FINAL`]
+//!   `vpdpbusd` does; `a` is the weight, an i16 in a wide panel). Then: with [`ACCUMULATE`], `acc += part[r·ldp + c]`. Without [`FINAL`]
 //!   it stores `acc` to `part[r·ldp + c]` and returns. With [`FINAL`]: `acc += bias[r]` (a null
 //!   `bias` is 0); if `zw` is non-null, `acc -= zw[r]·colsum[c]` (wrapping); then by the
 //!   output kind ([`QOut`], `flags` bits 24..26), element `r·ldo + c` of `out` gets:
@@ -34,7 +34,7 @@
 //!   its first column. Nothing outside the `rows × cols` tile of `part`/`out` is read or
 //!   written.
 //!
-//! `flags` ([`qtile_flags`]): bit 0 [`ACCUMULATE`], bit 1 [`FINAL`], bit 4 [`SPLIT`] (AVX2),
+//! `flags` ([`qtile_flags`]): bit 0 [`ACCUMULATE`], bit 1 [`FINAL`], bit 4 [`WIDE`] (AVX2),
 //! bits 8..16 the valid rows (`1..=mr`), bits 16..24 the valid columns (`1..=nr`), bits 24..26
 //! the output kind (0 `I32`, 1 `F32`, 2 `U8`, 3 `I8`).
 //!
@@ -73,9 +73,9 @@ pub(crate) const ACCUMULATE: u32 = 1;
 /// `flags` bit: this is the last K block: apply the epilogue and store to `out` (else store
 /// the sums to `part`).
 pub(crate) const FINAL: u32 = 2;
-/// `flags` bit (AVX2 tier): the A panel is split ([`PackedA::split`]); the VNNI tier ignores
-/// it (its panels are never split).
-pub(crate) const SPLIT: u32 = 1 << 4;
+/// `flags` bit (AVX2 tier): the A panel is wide, i16 weights ([`PackedA::wide`]); the VNNI
+/// tier ignores it (its panels are never wide).
+pub(crate) const WIDE: u32 = 1 << 4;
 /// First bit of the output kind ([`QOut`]) in `flags` (bits 24..26).
 pub(crate) const OUT_SHIFT: u32 = 24;
 /// The output kinds in `flags` (bits 24..26): [`QOut::I32`], [`QOut::F32`], [`QOut::U8`],
@@ -117,10 +117,10 @@ pub(crate) enum KBlock {
 
 /// The `flags` of a tile call: `rows × cols` valid (`1..=mr`, `1..=nr` of the tier), the K
 /// block, the output kind (ignored unless the block is the last), and whether the A panel is
-/// split ([`PackedA::split`]).
+/// wide ([`PackedA::wide`]).
 // The kernels' tests build their flags with these; the driver (`codegen/qconv.rs`) emits them.
 #[allow(dead_code)]
-pub(crate) fn qtile_flags(rows: usize, cols: usize, block: KBlock, out: QOut, split: bool) -> u32 {
+pub(crate) fn qtile_flags(rows: usize, cols: usize, block: KBlock, out: QOut, wide: bool) -> u32 {
     debug_assert!((1..=255).contains(&rows) && (1..=255).contains(&cols));
     let block = match block {
         KBlock::Only => FINAL,
@@ -134,8 +134,8 @@ pub(crate) fn qtile_flags(rows: usize, cols: usize, block: KBlock, out: QOut, sp
         QOut::U8 => OUT_U8,
         QOut::I8 => OUT_I8,
     };
-    let split = if split { SPLIT } else { 0 };
-    ((rows as u32) << 8) | ((cols as u32) << 16) | block | (out << OUT_SHIFT) | split
+    let wide = if wide { WIDE } else { 0 };
+    ((rows as u32) << 8) | ((cols as u32) << 16) | block | (out << OUT_SHIFT) | wide
 }
 
 /// The int8 kernel tiers, best first.
@@ -144,7 +144,7 @@ pub(crate) enum QTier {
     /// AVX-512 F/BW/VNNI: an 8 × 32 tile of `vpdpbusd` on zmm registers.
     Vnni,
     /// AVX2: a 4 × 16 tile of `vpmaddubsw` + `vpmaddwd` on ymm registers, exact through
-    /// split weight panels where a weight pair could saturate ([`pack_a`]).
+    /// wide weight panels where a weight pair could saturate ([`pack_a`]).
     Avx2,
 }
 
@@ -302,8 +302,8 @@ pub(crate) struct PackedA {
     /// Bytes per quad of K inside a tile: the K block starting at quad `q` of tile `t` starts
     /// at byte `t·panel_stride + q·k4_stride`.
     pub k4_stride: usize,
-    /// (AVX2 only) every weight is stored as two halves; pass [`SPLIT`] in `flags`.
-    pub split: bool,
+    /// (AVX2 only) every weight is stored as a little-endian i16; pass [`WIDE`] in `flags`.
+    pub wide: bool,
 }
 
 /// Packs the `m × k` row-major weights `w` for `tier`'s tile kernel, zero-padding rows to a
@@ -312,34 +312,34 @@ pub(crate) struct PackedA {
 /// AVX2: `vpmaddubsw` sums adjacent weight pairs (`k = 4q, 4q+1` and `4q+2, 4q+3`) times u8
 /// inputs into a *saturating* i16. When some pair could leave the i16 range for inputs in
 /// `0..=255` (`255·(max(w₀,0) + max(w₁,0)) > 32767` or `255·(min(w₀,0) + min(w₁,0)) < −32768`),
-/// the whole layer is packed split: each quad holds two `mr × 4` halves, first `wa = w / 2`
-/// (rounded toward zero), then `wb = w − wa`, so `|wa|, |wb| ≤ 64`, no pair sum can saturate,
-/// and the kernel (given [`SPLIT`]) sums both products exactly. VNNI (`vpdpbusd` sums in i32)
-/// is never split.
+/// the whole layer is packed wide: each quad holds the `mr × 4` weights as little-endian i16
+/// (row `r` at byte `8·r`), which the kernel (given [`WIDE`]) multiplies by the inputs widened
+/// to i16 with `vpmaddwd`, exactly and at the unsplit loop's multiplies per MAC. VNNI
+/// (`vpdpbusd` sums in i32) is never wide.
 ///
 /// # Panics
 /// If `w.len() != m·k` (a bug in the caller).
 // The kernels' tests build their flags with these; the driver (`codegen/qconv.rs`) emits them.
 #[allow(dead_code)]
 pub(crate) fn pack_a(tier: QTier, w: &[i8], m: usize, k: usize) -> PackedA {
-    pack_a_as(tier, w, m, k, needs_split(tier, w, m, k))
+    pack_a_as(tier, w, m, k, needs_wide(tier, w, m, k))
 }
 
-/// Whether [`pack_a`] packs these weights split (AVX2 only).
-pub(crate) fn needs_split(tier: QTier, w: &[i8], m: usize, k: usize) -> bool {
+/// Whether [`pack_a`] packs these weights wide (AVX2 only).
+pub(crate) fn needs_wide(tier: QTier, w: &[i8], m: usize, k: usize) -> bool {
     tier == QTier::Avx2 && pairs_may_saturate(w, m, k)
 }
 
-/// [`pack_a`] with the split decided by the caller (`split` is ignored by VNNI): the groups of
-/// a grouped conv share one kernel flag, so one group that needs the split splits them all.
-pub(crate) fn pack_a_as(tier: QTier, w: &[i8], m: usize, k: usize, split: bool) -> PackedA {
+/// [`pack_a`] with the layout decided by the caller (`wide` is ignored by VNNI): the groups
+/// of a grouped conv share one kernel flag, so one group that needs wide panels widens them all.
+pub(crate) fn pack_a_as(tier: QTier, w: &[i8], m: usize, k: usize, wide: bool) -> PackedA {
     assert_eq!(w.len(), m * k, "pack_a: {m}×{k} weights");
     let mr = tier.mr();
     let k4 = k.div_ceil(4);
     let at = |r: usize, kk: usize| if r < m && kk < k { w[r * k + kk] } else { 0 };
-    let split = split && tier == QTier::Avx2;
-    let halves = if split { 2 } else { 1 };
-    let k4_stride = halves * mr * 4;
+    let wide = wide && tier == QTier::Avx2;
+    // A wide quad holds i16 weights: twice the bytes.
+    let k4_stride = if wide { 2 * mr * 4 } else { mr * 4 };
     let panel_stride = k4 * k4_stride;
     let tiles = m.div_ceil(mr);
     let mut data = vec![0i8; tiles * panel_stride];
@@ -348,19 +348,20 @@ pub(crate) fn pack_a_as(tier: QTier, w: &[i8], m: usize, k: usize, split: bool) 
             for r in 0..mr {
                 for j in 0..4 {
                     let v = at(t * mr + r, 4 * q + j);
-                    let base = t * panel_stride + q * k4_stride + r * 4 + j;
-                    if split {
-                        let wa = v / 2;
-                        data[base] = wa;
-                        data[base + mr * 4] = v - wa;
+                    let quad = t * panel_stride + q * k4_stride;
+                    if wide {
+                        // Row r's 4 weights as little-endian i16 at byte 8·r of the quad.
+                        let [lo, hi] = i16::from(v).to_le_bytes();
+                        data[quad + r * 8 + 2 * j] = lo as i8;
+                        data[quad + r * 8 + 2 * j + 1] = hi as i8;
                     } else {
-                        data[base] = v;
+                        data[quad + r * 4 + j] = v;
                     }
                 }
             }
         }
     }
-    PackedA { data, panel_stride, k4_stride, split }
+    PackedA { data, panel_stride, k4_stride, wide }
 }
 
 /// Whether some pair `(w[r][2p], w[r][2p+1])` times inputs in `0..=255` could saturate the i16

@@ -7,7 +7,7 @@ use proptest::test_runner::{Config, TestRunner};
 
 use super::super::PackGeo;
 use super::{
-    ACCUMULATE, FINAL, KBlock, OUT_F32, OUT_I8, OUT_I32, OUT_SHIFT, OUT_U8, PackedA, QGemmFn, QOut, QTier, SPLIT, avx2,
+    ACCUMULATE, FINAL, KBlock, OUT_F32, OUT_I8, OUT_I32, OUT_SHIFT, OUT_U8, PackedA, QGemmFn, QOut, QTier, WIDE, avx2,
     pack, pack_a, qkernels, qtile_flags, vnni,
 };
 
@@ -76,7 +76,7 @@ impl Rng {
 enum Values {
     /// Uniform over i8 and u8.
     Random,
-    /// Mostly −128/127 weights and 255 inputs: adjacent pairs overflow i16 (split on AVX2).
+    /// Mostly −128/127 weights and 255 inputs: adjacent pairs overflow i16 (wide on AVX2).
     Extreme,
     /// Weight pairs whose positive and negative parts each sum to at most 128 in magnitude,
     /// with extreme members, and 255 inputs: `vpmaddubsw` at the edge of i16, unsplit.
@@ -273,7 +273,7 @@ fn reference_tile(c: &TileCase, nr: usize) -> (Vec<i32>, Vec<u8>) {
 /// The case through `tier`'s kernel, A packed by [`pack_a`]: `part` and `out` afterwards.
 fn run_tile(tier: QTier, kernel: QGemmFn, c: &TileCase) -> (Vec<i32>, Vec<u8>) {
     let packed = pack_a(tier, &c.w, tier.mr(), c.k);
-    let flags = c.flags | ((c.rows as u32) << 8) | ((c.cols as u32) << 16) | if packed.split { SPLIT } else { 0 };
+    let flags = c.flags | ((c.rows as u32) << 8) | ((c.cols as u32) << 16) | if packed.wide { WIDE } else { 0 };
     let (mut part, mut out) = (c.part.clone(), c.out.clone());
     let opt = |v: &Option<Vec<i32>>| v.as_ref().map_or(std::ptr::null(), |v| v.as_ptr());
     // SAFETY: `kernel_or_skip` found the tier's features; the panel holds `k4` quads of `mr`
@@ -353,28 +353,28 @@ fn requantization_rounds_ties_to_even_and_clamps_to_lo_hi() {
 }
 
 #[test]
-fn avx2_pack_a_splits_exactly_the_layers_where_a_pair_could_saturate() {
-    let split = |w: &[i8]| pack_a(QTier::Avx2, w, 1, w.len()).split;
+fn avx2_pack_a_widens_exactly_the_layers_where_a_pair_could_saturate() {
+    let wide = |w: &[i8]| pack_a(QTier::Avx2, w, 1, w.len()).wide;
     // 255·128 = 32640 fits an i16; 255·129 does not.
-    assert!(!split(&[127, 1, -128, 0]));
-    assert!(!split(&[100, 28, -64, -64]));
-    assert!(!split(&[127, -128, -128, 127]));
-    assert!(split(&[100, 29, 0, 0]));
-    assert!(split(&[0, 0, -64, -65]));
-    assert!(split(&[0, 0, 0, 0, 127, 127]));
+    assert!(!wide(&[127, 1, -128, 0]));
+    assert!(!wide(&[100, 28, -64, -64]));
+    assert!(!wide(&[127, -128, -128, 127]));
+    assert!(wide(&[100, 29, 0, 0]));
+    assert!(wide(&[0, 0, -64, -65]));
+    assert!(wide(&[0, 0, 0, 0, 127, 127]));
     // Pairs are (4q, 4q+1) and (4q+2, 4q+3): 127 and 127 in different pairs are fine.
-    assert!(!split(&[0, 127, 127, 0]));
+    assert!(!wide(&[0, 127, 127, 0]));
     // The last pair of an odd K is paired with padding.
-    assert!(!split(&[0, 0, 0, 0, -128]));
-    assert!(!pack_a(QTier::Vnni, &[127, 127, -128, -128], 1, 4).split);
+    assert!(!wide(&[0, 0, 0, 0, -128]));
+    assert!(!pack_a(QTier::Vnni, &[127, 127, -128, -128], 1, 4).wide);
     let p = pack_a(QTier::Avx2, &[127, 2, -128, -3, 1], 1, 5);
-    assert!(p.split);
+    assert!(p.wide);
     assert_eq!((p.k4_stride, p.panel_stride), (2 * 4 * 4, 2 * 2 * 4 * 4));
-    // Row 0 of each quad: the halves w/2 (toward zero), then (16 bytes on) w − w/2.
-    assert_eq!(&p.data[..4], &[63, 1, -64, -1]);
-    assert_eq!(&p.data[16..20], &[64, 1, -64, -2]);
-    assert_eq!(&p.data[32..36], &[0, 0, 0, 0]);
-    assert_eq!(&p.data[48..52], &[1, 0, 0, 0]);
+    // Row 0 of each quad: its 4 weights as little-endian i16; rows 1..4 (padding) are 0.
+    let i16s = |b: &[i8]| b.chunks(2).map(|p| i16::from_le_bytes([p[0] as u8, p[1] as u8])).collect::<Vec<_>>();
+    assert_eq!(i16s(&p.data[..8]), [127, 2, -128, -3]);
+    assert!(p.data[8..32].iter().all(|&b| b == 0));
+    assert_eq!(i16s(&p.data[32..40]), [1, 0, 0, 0]);
 }
 
 /// A whole `m × n` GEMM through [`pack_a`], the packer (1×1 geometry: B is `x`, `k × n`, with
@@ -428,7 +428,7 @@ fn check_gemm(tier: QTier, kernel: QGemmFn, (m, k, n, kc): (usize, usize, usize,
         for s in 0..strips {
             for t in 0..tiles {
                 let (rows, cols) = ((m - t * mr).min(mr), (n - s * nr).min(nr));
-                let flags = qtile_flags(rows, cols, block, QOut::U8, packed.split);
+                let flags = qtile_flags(rows, cols, block, QOut::U8, packed.wide);
                 // SAFETY: the tier's features are present; the panel's K block at quad
                 // `k0/4` and the strip hold `⌈kb/4⌉` quads; `part` has `tiles·mr` rows of
                 // `n`, `y` `m` rows of `n`; per-row arrays from row `t·mr`, `colsum` from
@@ -460,16 +460,15 @@ fn check_gemm(tier: QTier, kernel: QGemmFn, (m, k, n, kc): (usize, usize, usize,
             let acc = acc + bias[r] - zw[r] * cs;
             let v = clamp_like_sse(acc as f32 * scale[r], -128.0, 127.0);
             let want = (v.round_ties_even() as i32 + 128) as u8;
-            assert_eq!(y[r * n + c], want, "{tier:?} {m}×{k}×{n} kc {kc} split {}: ({r}, {c})", packed.split);
+            assert_eq!(y[r * n + c], want, "{tier:?} {m}×{k}×{n} kc {kc} wide {}: ({r}, {c})", packed.wide);
         }
     }
 }
 
 #[test]
-fn pack_a_panels_through_the_kernel_give_the_reference_gemm_split_or_not() {
+fn pack_a_panels_through_the_kernel_give_the_reference_gemm_wide_or_not() {
     for tier in [QTier::Vnni, QTier::Avx2] {
-        let Some(kernel) =
-            kernel_or_skip(tier, "pack_a_panels_through_the_kernel_give_the_reference_gemm_split_or_not")
+        let Some(kernel) = kernel_or_skip(tier, "pack_a_panels_through_the_kernel_give_the_reference_gemm_wide_or_not")
         else {
             continue;
         };
@@ -477,12 +476,12 @@ fn pack_a_panels_through_the_kernel_give_the_reference_gemm_split_or_not() {
         for (m, k, n, kc) in [(13, 37, 45, 16), (8, 4, 32, 4), (1, 1, 1, 4), (21, 150, 70, 64), (4, 9, 17, 8)] {
             let mut random: Vec<i8> = (0..m * k).map(|_| g.next() as i8).collect();
             if k >= 2 {
-                // A pair that saturates an i16 (255·254), so the AVX2 panel must be split.
+                // A pair that saturates an i16 (255·254), so the AVX2 panel must be wide.
                 random[..2].copy_from_slice(&[127, 127]);
             }
             let small: Vec<i8> = (0..m * k).map(|_| g.range(-64, 64) as i8).collect();
-            for (w, split) in [(random, tier == QTier::Avx2 && k >= 2), (small, false)] {
-                assert_eq!(pack_a(tier, &w, m, k).split, split, "{tier:?} {m}×{k}");
+            for (w, wide) in [(random, tier == QTier::Avx2 && k >= 2), (small, false)] {
+                assert_eq!(pack_a(tier, &w, m, k).wide, wide, "{tier:?} {m}×{k}");
                 check_gemm(tier, kernel, (m, k, n, kc), &w, 7);
             }
         }

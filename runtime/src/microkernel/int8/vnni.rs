@@ -14,7 +14,7 @@ use super::{ACCUMULATE, FINAL, OUT_F32, OUT_I8, OUT_I32, OUT_SHIFT, OUT_U8, VNNI
 
 /// The tile of the module doc of [`int8`](super) with `mr = 8`, `nr = 32`: the A panel is
 /// `[k4][8][4]` i8 (32 bytes per quad), the B strip `[k4][32][4]` u8 (128 bytes per quad).
-/// [`SPLIT`](super::SPLIT) is ignored.
+/// [`WIDE`](super::WIDE) is ignored.
 ///
 /// # Safety
 /// The host supports AVX-512 F, BW and VNNI (checked by `qkernels`, the only place this
