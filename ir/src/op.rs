@@ -404,10 +404,12 @@ pub struct QLinear {
 }
 
 impl QLinear {
-    /// Whether `op` can be the base of a quantized op.
+    /// Whether `op` can be the base of a quantized op: a direct conv, or a Winograd-eligible
+    /// one marked `Winograd2` (computed in integers, F(2×2, 3×3) gives the direct sum exactly:
+    /// a way to run it, like a conv's `algo`, which the reference ignores).
     pub fn linear_base(op: &Op) -> bool {
         match op {
-            Op::Conv(a) => a.algo == ConvAlgo::Direct,
+            Op::Conv(a) => a.algo == ConvAlgo::Direct || (a.algo == ConvAlgo::Winograd2 && a.winograd_eligible()),
             Op::Gemm { alpha, beta, .. } => *alpha == 1.0 && *beta == 1.0,
             Op::MatMul => true,
             _ => false,

@@ -996,3 +996,80 @@ fn qdq_lookup_takes_an_inner_quantized_value_as_operand_when_looking_through_nee
     assert_eq!(opt.node_ids().filter(|&id| !opt.node(id).op.is_source()).count(), 2, "{}", *opt);
     assert_same_bits(&g, &opt, &qdq_inputs(&g));
 }
+
+/// A QDQ 3×3 conv (padding 1, a u8 input with a zero point, per-channel i8 weights, an i32
+/// bias, ReLU, a u8 output), in text IR with seeded weights.
+fn qdq_conv3x3(c_in: usize, c_out: usize, h: usize, w: usize) -> String {
+    let mut s = 7u32;
+    let mut next = move || {
+        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        s >> 8
+    };
+    let weights: Vec<String> = (0..c_out * c_in * 9).map(|_| ((next() % 255) as i32 - 127).to_string()).collect();
+    let bias: Vec<String> = (0..c_out).map(|_| ((next() % 4001) as i32 - 2000).to_string()).collect();
+    let wscales: Vec<String> = (0..c_out).map(|c| format!("{}", 0.002 + 0.0005 * c as f32)).collect();
+    let bscales: Vec<String> = (0..c_out).map(|c| format!("{}", 0.03f32 * (0.002 + 0.0005 * c as f32))).collect();
+    let zeros = vec!["0"; c_out].join(", ");
+    format!(
+        r#"graph "qdq_conv3x3" {{
+  %x = input u8[1,{c_in},{h},{w}]
+  %w = weight i8[{c_out},{c_in},3,3] [{weights}]
+  %b = weight i32[{c_out}] [{bias}]
+  %xd = dequantize{{scales=[0.03], zero-points=[117]}}(%x) : f32[1,{c_in},{h},{w}]
+  %wd = dequantize{{axis=0, scales=[{ws}], zero-points=[{zeros}]}}(%w) : f32[{c_out},{c_in},3,3]
+  %bd = dequantize{{axis=0, scales=[{bs}], zero-points=[{zeros}]}}(%b) : f32[{c_out}]
+  %c = conv{{kernel=[3, 3], strides=[1, 1], dilations=[1, 1], pads=[1, 1, 1, 1], group=1}}(%xd, %wd, %bd) : f32[1,{c_out},{h},{w}]
+  %r = relu(%c) : f32[1,{c_out},{h},{w}]
+  %y = quantize{{to=u8, scales=[0.05], zero-points=[3]}}(%r) : u8[1,{c_out},{h},{w}]
+  output "y" = %y
+}}"#,
+        weights = weights.join(", "),
+        bias = bias.join(", "),
+        ws = wscales.join(", "),
+        bs = bscales.join(", "),
+    )
+}
+
+/// `g` with every quantized conv's base set to `algo`.
+fn force_qconv_algo(g: &VerifiedGraph, algo: cnnc_ir::ConvAlgo) -> VerifiedGraph {
+    let mut out: Graph = (**g).clone();
+    let ids: Vec<_> = out.node_ids().collect();
+    for id in ids {
+        if let Op::QLinear(q) = &mut out.node_mut(id).op
+            && let Op::Conv(a) = &mut q.base
+        {
+            a.algo = algo;
+        }
+    }
+    verify(out).expect("the forced graph verifies")
+}
+
+/// `qlinear-winograd-f2` offers integer Winograd for a quantized 3×3 conv, and that form is the
+/// direct sum exactly: forced on the layer, the JIT (the AVX2 Winograd kernel where the host has
+/// an int8 tier) gives the reference's bytes (tolerance 0), on odd sizes that leave partial
+/// tiles and strips, over inputs that take every byte value.
+#[test]
+fn qlinear_winograd_is_offered_for_quantized_3x3_convs_and_equals_the_direct_sum() {
+    for (c_in, c_out, h, w) in [(5, 6, 9, 13), (16, 8, 14, 14), (3, 17, 7, 30)] {
+        let g = parse(&qdq_conv3x3(c_in, c_out, h, w));
+        let (opt, sat) = optimize_o1(&g);
+        assert!(applied(&sat, "qdq-linear-conv-bias-act") >= 1, "{sat:?}");
+        assert!(applied(&sat, "qlinear-winograd-f2") >= 1, "{sat:?}");
+        let inputs = qdq_inputs(&g);
+        let direct = force_qconv_algo(&opt, cnnc_ir::ConvAlgo::Direct);
+        let want = run_reference(&direct, &inputs).expect("reference");
+        let wino = force_qconv_algo(&opt, cnnc_ir::ConvAlgo::Winograd2);
+        assert_eq!(run_reference(&wino, &inputs).expect("reference"), want, "the reference ignores the algorithm");
+        for forced in [&direct, &wino] {
+            let model = Model::compile(forced).expect("compiles");
+            let (got, profile) = model.run_profiled(&inputs).expect("runs");
+            assert_eq!(got, want, "{c_in}×{c_out}×{h}×{w}: JIT vs reference");
+            let kernels: Vec<&str> = profile.layers.iter().map(|l| l.kernel).collect();
+            // The kernel runs wherever an int8 tier does (AVX2, not forced off by CNNC_KERNELS).
+            let portable = std::env::var("CNNC_KERNELS").is_ok_and(|k| k == "cranelift");
+            if std::ptr::eq(forced, &wino) && std::arch::is_x86_feature_detected!("avx2") && !portable {
+                assert!(kernels.contains(&"qconv-winograd-f2-avx2"), "{kernels:?}");
+            }
+        }
+    }
+}

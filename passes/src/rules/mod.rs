@@ -15,6 +15,7 @@ pub mod matmul_bias;
 pub mod movement;
 pub mod pad_fold;
 pub mod qdq;
+pub mod qwinograd;
 pub mod winograd;
 
 use egg::{Rewrite, Runner, StopReason, Var};
@@ -54,6 +55,7 @@ pub fn exact_rules_with(options: RuleOptions) -> Vec<Rewrite<Cnn, CnnAnalysis>> 
     rules.extend(movement::rules());
     rules.extend(pad_fold::rules());
     rules.extend(qdq::rules());
+    rules.extend(qwinograd::rules());
     rules.extend(lookup::rules());
     if options.winograd {
         rules.extend(winograd::rules());

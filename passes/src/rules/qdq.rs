@@ -145,7 +145,9 @@ impl QdqLinear {
         let Some(Op::Dequantize(xp)) = attr("?dx") else { return None };
         let Some(Op::Dequantize(wp)) = attr("?dw") else { return None };
         let base = attr("?base")?.clone();
-        if yp.axis.is_some() || !to.is_quantized() || xp.axis.is_some() || !QLinear::linear_base(&base) {
+        // A direct conv only: `qlinear-winograd-f2` offers the integer Winograd form of the result.
+        let winograd = matches!(&base, Op::Conv(a) if a.algo != cnnc_ir::ConvAlgo::Direct);
+        if yp.axis.is_some() || !to.is_quantized() || xp.axis.is_some() || !QLinear::linear_base(&base) || winograd {
             return None;
         }
         let (x, w) = (subst[var("?x")], subst[var("?w")]);

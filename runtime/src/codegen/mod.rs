@@ -28,6 +28,7 @@ mod qconv;
 mod qdepthwise;
 mod qlinear;
 mod quant;
+mod qwinograd;
 mod reduce;
 mod resize;
 mod unary;

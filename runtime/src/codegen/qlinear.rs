@@ -141,6 +141,9 @@ pub(crate) fn emit_with(
         if super::qdepthwise::supports(cx, q) {
             return super::qdepthwise::emit(jit, cx, q, a, mk);
         }
+        if super::qwinograd::supports(cx, q) {
+            return super::qwinograd::emit(jit, cx, q, a, mk);
+        }
         if super::qconv::supports(cx, q) {
             return super::qconv::emit(jit, cx, q, a, mk);
         }

@@ -56,8 +56,10 @@ mod pack;
 mod tests;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
+mod winograd;
 
 pub(crate) use depthwise::QdwGeo;
+pub(crate) use winograd::{QwGeo, transform_weights as winograd_weights};
 
 /// Rows (output channels) of the VNNI register tile.
 pub(crate) const VNNI_MR: usize = 8;
@@ -226,6 +228,11 @@ pub(crate) struct QKernels {
     /// The profile's name of [`QKernels::depthwise`]: `qconv-depthwise-avx2` or
     /// `qconv-depthwise-vnni`.
     pub depthwise_variant: &'static str,
+    /// `winograd::qwino_f2` (AVX2, both tiers): a work unit of a quantized 3×3 stride-1 conv
+    /// by exact Winograd F(2×2, 3×3), the C signature `(geo: *const i64, x: *const u8,
+    /// a: *const i16, bias: *const i32, scale: *const f32, y: *mut u8, ty0: usize, ty1: usize,
+    /// scratch: *mut u8)` (`geo` a [`QwGeo::table`], `a` [`winograd_weights`]' panels).
+    pub winograd: u64,
 }
 
 /// The kernels of `tier`, or `None` when this host lacks its CPU features.
@@ -237,7 +244,7 @@ pub(crate) fn qkernels(tier: QTier) -> Option<QKernels> {
     {
         // The addresses are of functions whose target features `supported` just checked;
         // calling them is sound under the contracts on `vnni::qgemm_8x32`, `avx2::qgemm_4x16`,
-        // `pack::pack_b_im2col_u8`, `depthwise::qdw_conv_2d{,_vnni}` and the `lookup` kernels,
+        // `pack::pack_b_im2col_u8`, `depthwise::qdw_conv_2d{,_vnni}`, `winograd::qwino_f2` and the `lookup` kernels,
         // which the generated code keeps.
         let gemm: QGemmFn = match tier {
             QTier::Vnni => vnni::qgemm_8x32,
@@ -256,6 +263,7 @@ pub(crate) fn qkernels(tier: QTier) -> Option<QKernels> {
             let f: unsafe extern "C" fn(*const u8, *const u8, *mut u8, usize) = lookup::lookup_u8_vbmi;
             f as usize as u64
         });
+        let winograd: winograd::QwFn = winograd::qwino_f2;
         type GatherFn = unsafe extern "C" fn(*const u8, *const u8, *const u8, *mut u8, usize);
         let (avx2, avx512): (GatherFn, GatherFn) = (lookup::lookup_u8_avx2, lookup::lookup2_u8_avx512);
         Some(QKernels {
@@ -269,6 +277,7 @@ pub(crate) fn qkernels(tier: QTier) -> Option<QKernels> {
             lookup2_avx512: (tier == QTier::Vnni).then_some(avx512 as usize as u64),
             depthwise: depthwise as usize as u64,
             depthwise_variant,
+            winograd: winograd as usize as u64,
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
