@@ -999,7 +999,7 @@ fn qdq_lookup_takes_an_inner_quantized_value_as_operand_when_looking_through_nee
 
 /// A QDQ 3×3 conv (padding 1, a u8 input with a zero point, per-channel i8 weights, an i32
 /// bias, ReLU, a u8 output), in text IR with seeded weights.
-fn qdq_conv3x3(c_in: usize, c_out: usize, h: usize, w: usize) -> String {
+fn qdq_conv3x3(n: usize, c_in: usize, c_out: usize, h: usize, w: usize) -> String {
     let mut s = 7u32;
     let mut next = move || {
         s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
@@ -1012,15 +1012,15 @@ fn qdq_conv3x3(c_in: usize, c_out: usize, h: usize, w: usize) -> String {
     let zeros = vec!["0"; c_out].join(", ");
     format!(
         r#"graph "qdq_conv3x3" {{
-  %x = input u8[1,{c_in},{h},{w}]
+  %x = input u8[{n},{c_in},{h},{w}]
   %w = weight i8[{c_out},{c_in},3,3] [{weights}]
   %b = weight i32[{c_out}] [{bias}]
-  %xd = dequantize{{scales=[0.03], zero-points=[117]}}(%x) : f32[1,{c_in},{h},{w}]
+  %xd = dequantize{{scales=[0.03], zero-points=[117]}}(%x) : f32[{n},{c_in},{h},{w}]
   %wd = dequantize{{axis=0, scales=[{ws}], zero-points=[{zeros}]}}(%w) : f32[{c_out},{c_in},3,3]
   %bd = dequantize{{axis=0, scales=[{bs}], zero-points=[{zeros}]}}(%b) : f32[{c_out}]
-  %c = conv{{kernel=[3, 3], strides=[1, 1], dilations=[1, 1], pads=[1, 1, 1, 1], group=1}}(%xd, %wd, %bd) : f32[1,{c_out},{h},{w}]
-  %r = relu(%c) : f32[1,{c_out},{h},{w}]
-  %y = quantize{{to=u8, scales=[0.05], zero-points=[3]}}(%r) : u8[1,{c_out},{h},{w}]
+  %c = conv{{kernel=[3, 3], strides=[1, 1], dilations=[1, 1], pads=[1, 1, 1, 1], group=1}}(%xd, %wd, %bd) : f32[{n},{c_out},{h},{w}]
+  %r = relu(%c) : f32[{n},{c_out},{h},{w}]
+  %y = quantize{{to=u8, scales=[0.05], zero-points=[3]}}(%r) : u8[{n},{c_out},{h},{w}]
   output "y" = %y
 }}"#,
         weights = weights.join(", "),
@@ -1046,12 +1046,12 @@ fn force_qconv_algo(g: &VerifiedGraph, algo: cnnc_ir::ConvAlgo) -> VerifiedGraph
 
 /// `qlinear-winograd-f2` offers integer Winograd for a quantized 3×3 conv, and that form is the
 /// direct sum exactly: forced on the layer, the JIT (the AVX2 Winograd kernel where the host has
-/// an int8 tier) gives the reference's bytes (tolerance 0), on odd sizes that leave partial
-/// tiles and strips, over inputs that take every byte value.
+/// an int8 tier) gives the reference's bytes (tolerance 0) on 1 and 2 threads, on odd sizes that
+/// leave partial tiles and strips and on batches, over inputs that take every byte value.
 #[test]
 fn qlinear_winograd_is_offered_for_quantized_3x3_convs_and_equals_the_direct_sum() {
-    for (c_in, c_out, h, w) in [(5, 6, 9, 13), (16, 8, 14, 14), (3, 17, 7, 30)] {
-        let g = parse(&qdq_conv3x3(c_in, c_out, h, w));
+    for (n, c_in, c_out, h, w) in [(1, 5, 6, 9, 13), (2, 16, 8, 14, 14), (1, 3, 17, 7, 30), (3, 8, 4, 33, 5)] {
+        let g = parse(&qdq_conv3x3(n, c_in, c_out, h, w));
         let (opt, sat) = optimize_o1(&g);
         assert!(applied(&sat, "qdq-linear-conv-bias-act") >= 1, "{sat:?}");
         assert!(applied(&sat, "qlinear-winograd-f2") >= 1, "{sat:?}");
@@ -1060,10 +1060,11 @@ fn qlinear_winograd_is_offered_for_quantized_3x3_convs_and_equals_the_direct_sum
         let want = run_reference(&direct, &inputs).expect("reference");
         let wino = force_qconv_algo(&opt, cnnc_ir::ConvAlgo::Winograd2);
         assert_eq!(run_reference(&wino, &inputs).expect("reference"), want, "the reference ignores the algorithm");
-        for forced in [&direct, &wino] {
-            let model = Model::compile(forced).expect("compiles");
+        for (forced, threads) in [(&direct, 1), (&wino, 1), (&wino, 2)] {
+            let mut model = Model::compile(forced).expect("compiles");
+            model.set_threads(threads);
             let (got, profile) = model.run_profiled(&inputs).expect("runs");
-            assert_eq!(got, want, "{c_in}×{c_out}×{h}×{w}: JIT vs reference");
+            assert_eq!(got, want, "{n}×{c_in}×{c_out}×{h}×{w}, {threads} thread(s): JIT vs reference");
             let kernels: Vec<&str> = profile.layers.iter().map(|l| l.kernel).collect();
             // The kernel runs wherever an int8 tier does (AVX2, not forced off by CNNC_KERNELS).
             let portable = std::env::var("CNNC_KERNELS").is_ok_and(|k| k == "cranelift");
