@@ -47,7 +47,9 @@ fn profiled_run_matches_run_bit_for_bit() {
 #[test]
 fn profile_has_one_row_per_kernel_launch_and_no_view_rows() {
     let m = net();
+    let start = std::time::Instant::now();
     let (_, profile) = m.run_profiled(&[ramp(&[1, 2, 5, 5])]).expect("runs");
+    let wall = start.elapsed();
     let rows: Vec<(&str, &str, u64)> = profile.layers.iter().map(|l| (l.op, l.kernel, l.macs)).collect();
     // conv: 1·4·5·5 outputs · 2·3·3; matmul: 3 outputs · K = 100. The conv takes the AVX2
     // microkernel path where the host has it (and it is not forced off), the Cranelift direct
@@ -58,7 +60,10 @@ fn profile_has_one_row_per_kernel_launch_and_no_view_rows() {
         && std::env::var("CNNC_KERNELS").map_or(true, |v| v != "cranelift");
     let conv = if fast { "conv-packed-avx2" } else { "conv-direct" };
     assert_eq!(rows, vec![("conv", conv, 1800), ("matmul", "gemv", 300), ("relu", "elementwise", 0)]);
-    assert_eq!(profile.total(), profile.layers.iter().map(|l| l.time).sum());
+    // Every launch is timed (a kernel takes some nanoseconds), and the launches are parts of the
+    // run: their total is within its wall time.
+    assert!(profile.layers.iter().all(|l| l.time > std::time::Duration::ZERO), "{profile:?}");
+    assert!(profile.total() <= wall, "kernels {:?} > run {wall:?}", profile.total());
 }
 
 #[test]

@@ -106,6 +106,8 @@ fn check_model(stem: &str) {
     let jit = cnnc_runtime::Model::compile(&dag).unwrap_or_else(|e| panic!("{stem}: {e}"));
     let native = jit.run(&inputs).unwrap_or_else(|e| panic!("{stem}: {e}"));
     let winograd = winograd_layers(&dag);
+    let count = graph.outputs().len();
+    assert_eq!((got.len(), want.len(), native.len()), (count, count, count), "{stem}: output counts");
     for (((o, g), w), n) in graph.outputs().iter().zip(&got).zip(&want).zip(&native) {
         let tol = golden.tolerance[&o.name].max(1e-5);
         let jit_tol = if winograd > 0 { tol.max(1e-4) } else { tol };

@@ -41,6 +41,10 @@ fn run_case(case: &serde_json::Value) -> Result<(), String> {
     let jit = Model::compile(&graph).map_err(|e| format!("compile: {e}"))?;
     let got = jit.run(&ordered).map_err(|e| format!("run: {e}"))?;
     let exact = case["compare"] == "exact";
+    let n = graph.outputs().len();
+    if (got.len(), want.len()) != (n, n) {
+        return Err(format!("{} JIT and {} reference outputs for {n} graph outputs", got.len(), want.len()));
+    }
     for ((o, g), w) in graph.outputs().iter().zip(&got).zip(&want) {
         check(g, w, exact, 1e-5).map_err(|e| format!("output `{}`: {e}", o.name))?;
     }
@@ -69,10 +73,13 @@ fn check_model(stem: &str) {
     let mut model = Model::compile(&graph).unwrap_or_else(|e| panic!("{stem}: {e}"));
     model.set_threads(1);
     let got = model.run(&inputs).unwrap_or_else(|e| panic!("{stem}: {e}"));
+    let n = graph.outputs().len();
+    assert_eq!((got.len(), want.len()), (n, n), "{stem}: JIT and reference output counts");
     // Threads share kernels' work units, never a reduction: the same bits for any count.
     for threads in [2, 3] {
         model.set_threads(threads);
         let again = model.run(&inputs).unwrap_or_else(|e| panic!("{stem}: {e}"));
+        assert_eq!(again.len(), n, "{stem}: {threads} threads: output count");
         for ((o, a), b) in graph.outputs().iter().zip(&again).zip(&got) {
             check(a, b, true, 0.0).unwrap_or_else(|e| panic!("{stem} `{}`, {threads} threads vs 1: {e}", o.name));
         }

@@ -230,11 +230,25 @@ fn check_model(stem: &str) {
     let graph = import_with_inputs(&path, &golden.inputs);
     let inputs = ordered_inputs(&graph, &golden.inputs);
     let want = run_reference(&graph, &inputs).expect("-O0 reference runs");
+    // The eligible convs, counted apart from `force_conv_algo` and `winograd_layers`.
+    let eligible = graph
+        .node_ids()
+        .filter(|&id| match &graph.node(id).op {
+            Op::Conv(a) => a.winograd_eligible(),
+            Op::Fused(f) => matches!(&f.base, Op::Conv(a) if a.winograd_eligible()),
+            _ => false,
+        })
+        .count();
+    if eligible == 0 {
+        eprintln!("{stem}: no 3×3 stride-1 single-group conv, nothing to force");
+    }
     for algo in [ConvAlgo::Winograd2, ConvAlgo::Winograd4] {
         let forced = verify(force_conv_algo(&graph, algo)).expect("a forced graph verifies");
         let layers = winograd_layers(&forced);
+        assert_eq!(layers, eligible, "{stem}: {} forced on {layers} of {eligible} eligible convs", algo.name());
         let model = Model::compile(&forced).unwrap_or_else(|e| panic!("{stem}: {e}"));
         let got = model.run(&inputs).unwrap_or_else(|e| panic!("{stem}: {e}"));
+        assert_eq!((got.len(), want.len()), (graph.outputs().len(), graph.outputs().len()), "{stem}: output count");
         for ((o, g), w) in graph.outputs().iter().zip(&got).zip(&want) {
             let e = rel_l2(g, w);
             eprintln!("{stem} `{}`: {} on {layers} layers: rel-L2 {e:.3e} vs -O0 reference", o.name, algo.name());

@@ -22,6 +22,7 @@ pub fn random(shape: &[usize], seed: u64) -> Tensor {
 pub fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
     assert_eq!(got.shape(), want.shape(), "{what}");
     let (g, w) = (got.as_f32().expect("f32"), want.as_f32().expect("f32"));
+    assert_eq!(g.len(), w.len(), "{what}: element count");
     let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
     let (mut diff, mut norm) = (0f64, 0f64);
     for (i, (&a, &b)) in g.iter().zip(w).enumerate() {
@@ -39,6 +40,8 @@ pub fn check_close(g: Graph, inputs: &[Tensor]) {
     let model = Model::compile(&g).unwrap_or_else(|e| panic!("{e}"));
     let got = model.run(inputs).expect("runs");
     let want = run_reference(&g, inputs).expect("reference runs");
+    let n = g.outputs().len();
+    assert_eq!((got.len(), want.len()), (n, n), "JIT and reference output counts");
     for (i, (got, want)) in got.iter().zip(&want).enumerate() {
         assert_close(&format!("output {i}"), got, want);
     }
