@@ -2,6 +2,22 @@
 //! ([`Model`]), plus the reference interpreter ([`run_reference`]), the oracle every kernel and
 //! rewrite is checked against. `runtime` never depends on `passes` or `compiler`.
 
+/// In a test: the host's f32 microkernels, or (on a host without AVX2 and FMA) a skip that says
+/// so, which [`testing::cpu_skip`] turns into a failure where the environment says the host has
+/// them.
+#[cfg(test)]
+macro_rules! microkernels_or_skip {
+    () => {
+        match crate::microkernel::select(crate::microkernel::Choice::Auto) {
+            Some(mk) => mk,
+            None => {
+                crate::testing::cpu_skip(concat!(module_path!(), ":", line!()), "avx2");
+                return;
+            }
+        }
+    };
+}
+
 mod codegen;
 mod load;
 mod microkernel;
@@ -10,6 +26,24 @@ mod plan;
 mod profile;
 mod reference;
 mod threads;
+
+/// Test support shared by the runtime's tests and the workspace's test crates.
+#[doc(hidden)]
+pub mod testing {
+    /// Skips a test whose CPU features the host lacks, loudly: prints
+    /// `SKIPPED: {test}: this host lacks the {tier} tier's CPU features`, and panics instead when
+    /// `CNNC_REQUIRE_CPU` (space-separated tiers: `avx2` = AVX2 + FMA, `vnni` = AVX-512 F/BW/VNNI,
+    /// `vbmi` = VNNI + AVX-512 VBMI) names `tier`: `.ci/run` sets it from `/proc/cpuinfo`, so a
+    /// test that should run there cannot pass by skipping.
+    pub fn cpu_skip(test: &str, tier: &str) {
+        let required = std::env::var("CNNC_REQUIRE_CPU").unwrap_or_default();
+        assert!(
+            !required.split_whitespace().any(|t| t == tier),
+            "{test}: CNNC_REQUIRE_CPU={required:?} says this host has the {tier} tier, but its kernels are unavailable"
+        );
+        eprintln!("SKIPPED: {test}: this host lacks the {tier} tier's CPU features");
+    }
+}
 
 pub use codegen::CompileError;
 pub use load::LoadError;

@@ -151,9 +151,19 @@ fn tiers() -> Vec<&'static str> {
         use std::arch::is_x86_feature_detected as has;
         if has!("avx2") {
             tiers.push("avx2");
+        } else {
+            cnnc_runtime::testing::cpu_skip(
+                "lookup_equals_the_reference_under_every_forced_kernel_tier (avx2)",
+                "avx2",
+            );
         }
         if has!("avx2") && has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
             tiers.push("vnni");
+        } else {
+            cnnc_runtime::testing::cpu_skip(
+                "lookup_equals_the_reference_under_every_forced_kernel_tier (vnni)",
+                "vnni",
+            );
         }
     }
     tiers

@@ -17,7 +17,6 @@
 use cnnc_ir::{BinaryOp, ConvAttrs, Graph, Op, Tensor, TensorType, UnaryOp, ValueRef, verify};
 
 use super::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit, conv, gemm};
-use crate::microkernel::{Choice, select};
 use crate::run_reference;
 
 /// Deterministic values in [-1, 1).
@@ -229,7 +228,7 @@ impl ConvCase {
             operands.push(weight(random(&[self.m], 3)));
         }
         if self.packed {
-            let Some(mk) = select(Choice::Auto) else { return };
+            let mk = microkernels_or_skip!();
             let emit = |jit: &mut Jit, cx: &EmitCx, ep: &Epilogue| {
                 let e = conv::emit_conv_with(jit, cx, &a, ep, Some(mk))?;
                 assert!(e.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "{} with {ep:?}: not packed", self.what);

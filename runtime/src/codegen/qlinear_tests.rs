@@ -252,7 +252,7 @@ fn run_tier(tier: Option<QTier>) {
     if let Some(t) = tier
         && !t.supported()
     {
-        eprintln!("skipped: this host lacks the {t:?} tier's CPU features");
+        crate::testing::cpu_skip("run_tier", t.env_name());
         return;
     }
     let config = ProptestConfig { cases: 1000, ..ProptestConfig::default() };
@@ -345,7 +345,7 @@ fn depthwise_case() -> impl Strategy<Value = Case> {
 
 fn run_depthwise(tier: QTier) {
     if !tier.supported() {
-        eprintln!("skipped: this host lacks the {tier:?} tier's CPU features");
+        crate::testing::cpu_skip("run_depthwise", tier.env_name());
         return;
     }
     let config = ProptestConfig { cases: 1000, ..ProptestConfig::default() };

@@ -553,7 +553,7 @@ mod tests {
     /// the activations' own rounding (the inline sigmoid is within 1.7e-7 relative).
     #[test]
     fn sgemm_6x16_matches_plain_loops_on_partial_tiles_and_every_flag() {
-        let Some(_) = super::super::select(super::super::Choice::Auto) else { return };
+        let _ = microkernels_or_skip!();
         let k = 7;
         let ldc = 21;
         let (a, b) = (lcg(k * MR, 1), lcg(k * NR, 2));
@@ -624,7 +624,7 @@ mod tests {
     /// `sgemm_6x16` on the packed copy of the same rows, for every flag and tile shape.
     #[test]
     fn sgemm_6x16_rows_matches_sgemm_6x16_on_the_packed_rows() {
-        let Some(_) = super::super::select(super::super::Choice::Auto) else { return };
+        let _ = microkernels_or_skip!();
         let k = 9;
         let ldc = 21;
         let x = lcg(1000, 6);
@@ -653,7 +653,7 @@ mod tests {
     /// lengths that strips straddle, partial last strips, K blocks starting mid-channel).
     #[test]
     fn pack_b_im2col_matches_a_plain_im2col() {
-        let Some(_) = super::super::select(super::super::Choice::Auto) else { return };
+        let _ = microkernels_or_skip!();
         let mut seed = 7u32;
         let mut next = |m: usize| {
             seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);

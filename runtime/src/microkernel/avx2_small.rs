@@ -375,7 +375,7 @@ fn evens(a: __m256, b: __m256) -> __m256 {
 #[cfg(test)]
 mod tests {
     use super::super::avx2::sgemm_6x16;
-    use super::super::{Act, Choice, lcg, select, tile_flags};
+    use super::super::{Act, lcg, tile_flags};
     use super::*;
 
     /// The epilogue in scalar f32, operation for operation (exact except Sigmoid's `exp`).
@@ -403,7 +403,7 @@ mod tests {
     /// which sum in another order: 1e-5 absolute (values below 6, f32 rounding 2^-24).
     #[test]
     fn sgemm_6x16_t_is_the_transposed_sgemm_6x16_with_its_epilogue() {
-        let Some(_) = select(Choice::Auto) else { return };
+        let _ = microkernels_or_skip!();
         let (k, lda, ldy) = (11, 37, 23);
         let x = lcg(lda * k + 40, 1);
         let offs: [i64; 6] = [0, 1, 5, 9, 30, 31];
@@ -475,7 +475,7 @@ mod tests {
     /// starting mid-channel, inputs narrower than a strip's 31 columns).
     #[test]
     fn pack_b_im2col_s2_matches_the_generic_packer() {
-        let Some(_) = select(Choice::Auto) else { return };
+        let _ = microkernels_or_skip!();
         let mut seed = 11u32;
         let mut next = |m: usize| {
             seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);

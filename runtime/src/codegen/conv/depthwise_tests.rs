@@ -11,7 +11,6 @@
 use cnnc_ir::{ConvAttrs, UnaryOp};
 
 use super::packed_tests::Bench;
-use crate::microkernel::{Choice, select};
 
 fn attrs(k: [usize; 2], s: [usize; 2], d: [usize; 2], pads: [usize; 4], group: usize) -> ConvAttrs {
     ConvAttrs {
@@ -45,7 +44,7 @@ type DwCase = ([usize; 4], usize, [usize; 2], [usize; 2], [usize; 2], [usize; 4]
 
 #[test]
 fn avx2_depthwise_gives_the_cranelift_kernels_bits_for_any_unit_split() {
-    let Some(mk) = select(Choice::Auto) else { return };
+    let mk = microkernels_or_skip!();
     // (input NCHW, multiplier, kernel, stride, dilation, pads): narrow and wide rows, column
     // tails, strides 1–3 (3 goes through the scalar staging), asymmetric pads, a multiplier of
     // 2, a width that needs two column tiles, and rows split into several staging bands.
@@ -81,7 +80,7 @@ fn avx2_depthwise_gives_the_cranelift_kernels_bits_for_any_unit_split() {
 
 #[test]
 fn single_pixel_pointwise_conv_is_a_gemv_matching_the_direct_conv() {
-    let Some(mk) = select(Choice::Auto) else { return };
+    let mk = microkernels_or_skip!();
     // (input, output channels, kernel): a 1×1 conv on a 1×1 map with a partial last panel,
     // several images, K not a multiple of 4, and a kernel covering a 3×2 input.
     let cases: [([usize; 4], usize, [usize; 2]); 4] = [

@@ -10,7 +10,6 @@ use cnnc_ir::{ConvAttrs, Op, Tensor, TensorType, UnaryOp};
 
 use super::{Microkernels, emit_conv_with};
 use crate::codegen::{Aux, EmitCx, Epilogue, Jit};
-use crate::microkernel::{Choice, select};
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
     let n: usize = shape.iter().product();
@@ -122,7 +121,7 @@ fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
 
 #[test]
 fn packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv() {
-    let Some(mk) = select(Choice::Auto) else { return };
+    let mk = microkernels_or_skip!();
     let a = ConvAttrs {
         kernel: vec![3, 3],
         strides: vec![1, 1],
@@ -201,7 +200,7 @@ fn wide_residual(shape: &[usize]) -> Tensor {
 /// activation with the same operations in the same order (see `microkernel::Act`).
 #[test]
 fn packed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit() {
-    let Some(mk) = select(Choice::Auto) else { return };
+    let mk = microkernels_or_skip!();
     let a = ConvAttrs {
         kernel: vec![3, 3],
         strides: vec![1, 1],
@@ -253,7 +252,7 @@ fn packed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit()
 /// by unit in reverse gives the same bits.
 #[test]
 fn in_place_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
-    let Some(mk) = select(Choice::Auto) else { return };
+    let mk = microkernels_or_skip!();
     let pointwise = |group| ConvAttrs {
         kernel: vec![1, 1],
         strides: vec![1, 1],
@@ -301,7 +300,7 @@ fn in_place_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
 /// The reduction lengths and strides that choose between the microkernel and Cranelift.
 #[test]
 fn small_reductions_and_strided_few_channel_convs_route_by_measurement() {
-    let Some(mk) = select(Choice::Auto) else { return };
+    let mk = microkernels_or_skip!();
     let conv = |k: usize, s: usize| ConvAttrs {
         kernel: vec![k, k],
         strides: vec![s, s],
@@ -328,7 +327,7 @@ fn small_reductions_and_strided_few_channel_convs_route_by_measurement() {
 /// channel chunks; unit by unit in reverse gives the same bits. Tolerance as above (K ≤ 300).
 #[test]
 fn transposed_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
-    let Some(mk) = select(Choice::Auto) else { return };
+    let mk = microkernels_or_skip!();
     let pointwise = |s: usize, group: usize, pads: Vec<usize>| ConvAttrs {
         kernel: vec![1, 1],
         strides: vec![s, s],
@@ -383,7 +382,7 @@ fn transposed_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
 /// the Cranelift activation kernel, as on the channel-major path.
 #[test]
 fn transposed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit() {
-    let Some(mk) = select(Choice::Auto) else { return };
+    let mk = microkernels_or_skip!();
     let a = ConvAttrs {
         kernel: vec![1, 1],
         strides: vec![1, 1],
@@ -427,7 +426,7 @@ fn transposed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_b
 /// straddle) and a 3×3 stride-2 conv, against the direct conv and any unit split.
 #[test]
 fn stride_2_packed_convs_match_the_direct_conv_and_any_unit_split() {
-    let Some(mk) = select(Choice::Auto) else { return };
+    let mk = microkernels_or_skip!();
     let conv = |k: usize, p: usize| ConvAttrs {
         kernel: vec![k, k],
         strides: vec![2, 2],

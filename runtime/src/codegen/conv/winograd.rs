@@ -346,7 +346,7 @@ mod tests {
 
     #[test]
     fn winograd_units_in_reverse_give_the_bits_of_one_call() {
-        let Some(mk) = select(Choice::Auto) else { return };
+        let mk = microkernels_or_skip!();
         for algo in [ConvAlgo::Winograd2, ConvAlgo::Winograd4] {
             // Many tile blocks; few blocks with channel chunks and a partial channel tile;
             // two images.

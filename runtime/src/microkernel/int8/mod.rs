@@ -171,6 +171,15 @@ impl QTier {
     }
 
     /// Rows of the tier's register tile (and of a packed A tile).
+    /// The tier's name in `CNNC_KERNELS` and `CNNC_REQUIRE_CPU`.
+    #[cfg(test)]
+    pub(crate) fn env_name(self) -> &'static str {
+        match self {
+            QTier::Vnni => "vnni",
+            QTier::Avx2 => "avx2",
+        }
+    }
+
     pub(crate) fn mr(self) -> usize {
         match self {
             QTier::Vnni => VNNI_MR,

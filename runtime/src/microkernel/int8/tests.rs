@@ -14,7 +14,7 @@ use super::{
 /// The tier's tile kernel, or `None` (and a note on stderr) when the host lacks its features.
 fn kernel_or_skip(tier: QTier, test: &str) -> Option<QGemmFn> {
     if qkernels(tier).is_none() {
-        eprintln!("{test}: skipped, this host lacks the CPU features of the {tier:?} tier");
+        crate::testing::cpu_skip(test, tier.env_name());
         return None;
     }
     Some(match tier {
@@ -32,9 +32,7 @@ fn qkernels_give_each_supported_tier_its_tile_shape_and_kernels() {
     assert_eq!(QTier::best().is_some(), QTier::Avx2.supported());
     for tier in [QTier::Vnni, QTier::Avx2] {
         let Some(k) = qkernels(tier) else {
-            eprintln!(
-                "qkernels_give_each_supported_tier_its_tile_shape_and_kernels: {tier:?} skipped, CPU features missing"
-            );
+            crate::testing::cpu_skip("qkernels_give_each_supported_tier_its_tile_shape_and_kernels", tier.env_name());
             continue;
         };
         let gemm: QGemmFn = if tier == QTier::Vnni { vnni::qgemm_8x32 } else { avx2::qgemm_4x16 };
@@ -608,7 +606,7 @@ fn run_pack(c: &PackCase) -> (Vec<u8>, Option<Vec<i32>>) {
 #[test]
 fn pack_b_im2col_u8_matches_a_plain_im2col() {
     if !QTier::Avx2.supported() {
-        eprintln!("pack_b_im2col_u8_matches_a_plain_im2col: skipped, this host lacks AVX2");
+        crate::testing::cpu_skip("pack_b_im2col_u8_matches_a_plain_im2col", "avx2");
         return;
     }
     let mut runner = TestRunner::new(config(1000));
@@ -630,7 +628,7 @@ fn pack_b_im2col_u8_matches_a_plain_im2col() {
 #[test]
 fn pack_b_im2col_u8_handles_large_blocks_across_chunks_and_wide_images() {
     if !QTier::Avx2.supported() {
-        eprintln!("pack_b_im2col_u8_handles_large_blocks_across_chunks_and_wide_images: skipped, this host lacks AVX2");
+        crate::testing::cpu_skip("pack_b_im2col_u8_handles_large_blocks_across_chunks_and_wide_images", "avx2");
         return;
     }
     let mut g = Rng(11);
@@ -722,7 +720,7 @@ fn vpdpbusd_matcher_recognizes_the_encodings_objdump_shows() {
 #[test]
 fn vbmi_lookup_equals_indexing() {
     let Some(f) = qkernels(QTier::Vnni).and_then(|k| k.lookup_u8) else {
-        eprintln!("vbmi_lookup_equals_indexing: skipped, this host lacks AVX-512 VNNI or VBMI");
+        crate::testing::cpu_skip("vbmi_lookup_equals_indexing", "vbmi");
         return;
     };
     // SAFETY: `lookup_u8` is `lookup_u8_vbmi`, whose features `qkernels` checked.
@@ -762,7 +760,7 @@ fn gather_lookups_equal_indexing() {
     let mut kernels: Vec<(String, GatherFn, bool)> = Vec::new();
     for tier in [QTier::Vnni, QTier::Avx2] {
         let Some(k) = qkernels(tier) else {
-            eprintln!("gather_lookups_equal_indexing: {tier:?} skipped, CPU features missing");
+            crate::testing::cpu_skip("gather_lookups_equal_indexing", tier.env_name());
             continue;
         };
         // SAFETY: addresses of `GatherFn` kernels whose features `qkernels` checked.

@@ -599,7 +599,7 @@ mod tests {
     #[test]
     fn winograd_f2_equals_the_direct_conv_bit_for_bit() {
         if !is_x86_feature_detected!("avx2") {
-            eprintln!("winograd_f2_equals_the_direct_conv_bit_for_bit: skipped, this host lacks AVX2");
+            crate::testing::cpu_skip("winograd_f2_equals_the_direct_conv_bit_for_bit", "avx2");
             return;
         }
         let pads = (0usize..3, 0usize..3, 0usize..3, 0usize..3);
