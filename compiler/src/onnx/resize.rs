@@ -29,9 +29,8 @@ pub(super) fn lower_resize(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered,
             roi: crop_box(cx, node, &axes, rank)?,
             extrapolation: node.float_or("extrapolation_value", 0.0)?,
         },
-        m @ "tf_half_pixel_for_nn" => {
-            return Err(node.bad_attr("coordinate_transformation_mode", format!("`{m}` is not supported")));
-        }
+        // Resize-11 only, but onnxruntime accepts it at every opset, and so does cnnc.
+        "tf_half_pixel_for_nn" => CoordTransform::TfHalfPixelForNn,
         m => return Err(node.bad_attr("coordinate_transformation_mode", format!("unknown value `{m}`"))),
     };
     let nearest = match node.string_or("nearest_mode", "round_prefer_floor")?.as_str() {
