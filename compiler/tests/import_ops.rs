@@ -30,7 +30,11 @@ impl Model {
     }
 
     /// `dims` entries are numbers (static) or names (dynamic).
-    fn input(mut self, name: &str, dims: &[&str]) -> Self {
+    fn input(self, name: &str, dims: &[&str]) -> Self {
+        self.input_of(name, dims, DataType::FLOAT)
+    }
+
+    fn input_of(mut self, name: &str, dims: &[&str], elem_type: DataType) -> Self {
         let dim = dims
             .iter()
             .map(|d| Dimension {
@@ -42,7 +46,7 @@ impl Model {
             })
             .collect();
         let tt = type_proto::Tensor {
-            elem_type: DataType::FLOAT.value(),
+            elem_type: elem_type.value(),
             shape: Some(TensorShapeProto { dim, ..Default::default() }).into(),
             ..Default::default()
         };
@@ -283,6 +287,47 @@ fn opsets_outside_7_to_21_are_rejected() {
         let err = import(&m).unwrap_err();
         assert!(matches!(err, ImportError::UnsupportedOpset { version, .. } if version == v), "{err}");
     }
+}
+
+/// The reference outputs of `m` on `inputs` (one per graph input, in order).
+fn run(m: &Model, inputs: &[cnnc_ir::Tensor]) -> Vec<cnnc_ir::Tensor> {
+    cnnc_runtime::run_reference(&import(m).unwrap(), inputs).unwrap()
+}
+
+#[test]
+fn pow_takes_an_integer_exponent_of_any_width() {
+    let exponent = |data_type: DataType, data: TensorProto| {
+        let t = TensorProto { data_type: data_type.value(), ..data };
+        model(15).input("x", &["3"]).init(t).node("Pow", &["x", "e"], &["y"], vec![]).output("y")
+    };
+    let x = cnnc_ir::Tensor::from_f32([3], vec![2.0, -3.0, 0.5]).unwrap();
+    let want = cnnc_ir::Tensor::from_f32([3], vec![8.0, -27.0, 0.125]).unwrap();
+    let uint = |v: u64| TensorProto { name: "e".into(), dims: vec![1], uint64_data: vec![v], ..Default::default() };
+    let int = |v: i64| TensorProto { name: "e".into(), dims: vec![1], int64_data: vec![v], ..Default::default() };
+    let int32 = |v: i32| TensorProto { name: "e".into(), dims: vec![1], int32_data: vec![v], ..Default::default() };
+    for m in [
+        exponent(DataType::INT64, int(3)),
+        exponent(DataType::INT32, int32(3)),
+        exponent(DataType::UINT32, uint(3)),
+        exponent(DataType::UINT64, uint(3)),
+    ] {
+        assert_eq!(run(&m, std::slice::from_ref(&x)), std::slice::from_ref(&want));
+    }
+    // An exponent computed at run time is cast in the graph.
+    let m = model(15)
+        .input("x", &["3"])
+        .input_of("e", &["3"], DataType::INT32)
+        .node("Pow", &["x", "e"], &["y"], vec![])
+        .output("y");
+    let e = cnnc_ir::Tensor::from_i32([3], vec![3, 3, 3]).unwrap();
+    assert_eq!(run(&m, &[x, e]), [want]);
+    let m = model(15)
+        .input_of("x", &["3"], DataType::INT64)
+        .input("e", &["3"])
+        .node("Pow", &["x", "e"], &["y"], vec![])
+        .output("y");
+    let err = import(&m).unwrap_err().to_string();
+    assert!(err.contains("Pow") && err.contains("base type i64") && err.contains("exponent type f32"), "{err}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Element-wise ops of several inputs: arithmetic, comparisons, logic, `Where`, and the
 //! variadic `Sum`/`Max`/`Min`/`Mean` (lowered to chains of binary ops).
 
-use cnnc_ir::{BinaryOp, Op, ValueRef};
+use cnnc_ir::{BinaryOp, DType, Op, ValueRef};
 
 use super::context::{LowerCx, Lowered, OnnxNode};
 use super::error::ImportError;
@@ -21,7 +21,29 @@ pub(super) fn lower_binary(cx: &mut LowerCx, node: &OnnxNode, op: BinaryOp) -> R
     } else if narrow_to(cx, b, a).is_some() {
         b = quantized_input(cx, node, 1)?;
     }
+    if op == BinaryOp::Pow {
+        b = pow_exponent(cx, node, a, b)?;
+    }
     Ok(vec![cx.add1(node, Op::Binary(op), &[a, b])?])
+}
+
+/// `Pow`'s exponent in its base's type. ONNX (opset 12 on) lets an integer exponent raise an
+/// f32 base, as onnxruntime does through `std::pow` on doubles: the exponent is cast to f32,
+/// exact for every |y| < 2^24 (larger integer powers of any |x| ≠ 1 overflow or vanish in
+/// f32 anyway), and a constant exponent folds at import. An integer exponent of another
+/// integer type than an i64 base is widened to i64.
+fn pow_exponent(cx: &mut LowerCx, node: &OnnxNode, base: ValueRef, exp: ValueRef) -> Result<ValueRef, ImportError> {
+    let (tb, te) = (cx.ty(base).dtype, cx.ty(exp).dtype);
+    let integer = |d: DType| d.int_range().is_some();
+    match (tb, te) {
+        _ if tb == te => Ok(exp),
+        (DType::F32, e) if integer(e) => cx.add1(node, Op::Cast { to: DType::F32 }, &[exp]),
+        (DType::I64, e) if integer(e) => cx.add1(node, Op::Cast { to: DType::I64 }, &[exp]),
+        _ => Err(node.bad_input(format!(
+            "Pow with base type {tb} and exponent type {te} is not supported (an f32 base takes f32 or integer \
+             exponents, an i64 base integer exponents)"
+        ))),
+    }
 }
 
 /// `LessOrEqual` as `not (a > b)`, `GreaterOrEqual` as `not (a < b)`.
