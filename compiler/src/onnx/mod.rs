@@ -127,8 +127,7 @@ pub fn parse_input_shape(arg: &str) -> Result<(String, Vec<usize>), String> {
             d.trim()
                 .parse::<usize>()
                 .ok()
-                .filter(|&v| v > 0)
-                .ok_or_else(|| format!("`{arg}`: dimension `{d}` is not a positive integer"))
+                .ok_or_else(|| format!("`{arg}`: dimension `{d}` is not a non-negative integer"))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((name.to_string(), dims))
@@ -379,7 +378,8 @@ fn declared_dims(vi: &ValueInfoProto) -> Result<(DType, Option<Vec<Dim>>), Impor
         s.dim
             .iter()
             .map(|d| match &d.value {
-                Some(dimension::Value::DimValue(v)) if *v > 0 => Dim::Static(*v as usize),
+                // 0 is a size (an empty tensor), not an unknown dimension.
+                Some(dimension::Value::DimValue(v)) if *v >= 0 => Dim::Static(*v as usize),
                 Some(dimension::Value::DimValue(v)) => Dim::Dynamic(v.to_string()),
                 Some(dimension::Value::DimParam(p)) if !p.is_empty() => Dim::Dynamic(p.clone()),
                 _ => Dim::Dynamic("?".into()),
@@ -412,8 +412,8 @@ fn bind_inputs(
             let names: Vec<String> = inputs.iter().map(|i| format!("`{}`", i.name)).collect();
             return Err(flag_err(format!("the model has no input `{name}` (its inputs: {})", names.join(", "))));
         }
-        if dims.is_empty() || dims.contains(&0) {
-            return Err(flag_err("dimensions must be positive".into()));
+        if dims.is_empty() {
+            return Err(flag_err("no dimensions given".into()));
         }
     }
     for vi in inputs {
@@ -433,7 +433,7 @@ fn bind_inputs(
                 for (i, d) in decl.iter().enumerate() {
                     match d {
                         Dim::Static(v) => shape.push(*v),
-                        Dim::Dynamic(_) if hint.is_some_and(|h| h.len() == decl.len() && h[i] > 0) => {
+                        Dim::Dynamic(_) if hint.is_some_and(|h| h.len() == decl.len()) => {
                             shape.push(hint.expect("checked by the guard")[i]);
                         }
                         Dim::Dynamic(name) => {

@@ -67,12 +67,14 @@ pub(super) fn lower_resize(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered,
             }
             let mut out = in_shape.clone();
             for (&a, &v) in axes.iter().zip(&sz) {
+                // An empty axis stays empty; any other gets a positive size.
                 out[a] = usize::try_from(v)
                     .ok()
-                    .filter(|&v| v > 0)
+                    .filter(|&v| v > 0 || in_shape[a] == 0)
                     .ok_or_else(|| node.bad_input(format!("sizes must be positive, got {sz:?}")))?;
             }
-            let full = in_shape.iter().zip(&out).map(|(&i, &o)| o as f32 / i.max(1) as f32).collect();
+            let full =
+                in_shape.iter().zip(&out).map(|(&i, &o)| if i == 0 { 1.0 } else { o as f32 / i as f32 }).collect();
             (full, out)
         }
         _ => return Err(node.bad_input("exactly one of the inputs scales and sizes must be given")),
@@ -157,14 +159,15 @@ fn lower_legacy(
     Ok(vec![cx.add1(node, Op::Resize(attrs), &[x])?])
 }
 
-/// `floor(in · scale)` per axis, computed in f32 as onnxruntime does.
+/// `floor(in · scale)` per axis, computed in f32 as onnxruntime does (an empty axis stays empty).
 fn shape_from_scales(node: &OnnxNode, in_shape: &[usize], scales: &[f32]) -> Result<Vec<usize>, ImportError> {
     in_shape
         .iter()
         .zip(scales)
         .map(|(&d, &s)| {
             let out = (d as f32 * s).floor();
-            if !(s.is_finite() && s > 0.0 && (1.0..=(1u64 << 31) as f32).contains(&out)) {
+            let lowest = if d == 0 { 0.0 } else { 1.0 };
+            if !(s.is_finite() && s > 0.0 && (lowest..=(1u64 << 31) as f32).contains(&out)) {
                 return Err(node.bad_input(format!(
                     "scales {scales:?} must be positive and give output sizes from 1 to 2^31 for input {in_shape:?}"
                 )));
