@@ -1,4 +1,4 @@
-//! `Resize` (opsets 10–19) and `Upsample` (opsets 7–9).
+//! `Resize` (opset 10 on) and `Upsample` (opsets 1–9).
 
 use cnnc_ir::{CoordTransform, NearestMode, Op, ResizeAttrs, ResizeMode, ValueRef};
 
@@ -101,11 +101,19 @@ fn crop_box(cx: &LowerCx, node: &OnnxNode, axes: &[usize], rank: usize) -> Resul
     Ok(full)
 }
 
-/// `Upsample`: scales are an attribute before opset 9 and a constant input from 9 on.
+/// `Upsample`: scales are `height_scale` and `width_scale` of an NCHW input in opset 1, an
+/// attribute from 7 and a constant input from 9 on (Resize replaces it from opset 10).
 pub(super) fn lower_upsample(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, ImportError> {
     let x = cx.input(node, 0)?;
     let mode = resize_mode(node)?;
-    let scales = if node.opset < 9 {
+    let scales = if node.opset < 7 {
+        let scale = |a: &str| node.float(a)?.ok_or_else(|| node.bad_attr(a, "is required"));
+        let (h, w) = (scale("height_scale")?, scale("width_scale")?);
+        if cx.ty(x).rank() != 4 {
+            return Err(node.shape_err(format!("Upsample-1 needs an NCHW input, got shape {:?}", cx.shape(x))));
+        }
+        vec![1.0, 1.0, h, w]
+    } else if node.opset < 9 {
         node.floats("scales")?.ok_or_else(|| node.bad_attr("scales", "is required"))?.to_vec()
     } else {
         cx.const_floats(node, 1, "scales")?.ok_or_else(|| node.bad_input("input 1 (scales) is required"))?
