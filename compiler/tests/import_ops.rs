@@ -30,7 +30,11 @@ impl Model {
     }
 
     /// `dims` entries are numbers (static) or names (dynamic).
-    fn input(mut self, name: &str, dims: &[&str]) -> Self {
+    fn input(self, name: &str, dims: &[&str]) -> Self {
+        self.input_of(name, dims, DataType::FLOAT)
+    }
+
+    fn input_of(mut self, name: &str, dims: &[&str], elem_type: DataType) -> Self {
         let dim = dims
             .iter()
             .map(|d| Dimension {
@@ -42,7 +46,7 @@ impl Model {
             })
             .collect();
         let tt = type_proto::Tensor {
-            elem_type: DataType::FLOAT.value(),
+            elem_type: elem_type.value(),
             shape: Some(TensorShapeProto { dim, ..Default::default() }).into(),
             ..Default::default()
         };
@@ -209,7 +213,7 @@ fn parse_input_shape_splits_at_the_last_equals_sign() {
     assert_eq!(parse_input_shape("x=1x3x640x640").unwrap(), ("x".to_string(), vec![1, 3, 640, 640]));
     assert_eq!(parse_input_shape("input:0=1x224x224x3").unwrap().0, "input:0");
     assert_eq!(parse_input_shape("a=b=2x2").unwrap(), ("a=b".to_string(), vec![2, 2]));
-    for bad in ["x", "=1x2", "x=", "x=1x0", "x=1xq", "x=-1x3"] {
+    for bad in ["x", "=1x2", "x=", "x=1xq", "x=-1x3"] {
         assert!(parse_input_shape(bad).is_err(), "{bad}");
     }
 }
@@ -277,12 +281,162 @@ fn bytes_that_are_not_a_model_never_panic() {
 }
 
 #[test]
-fn opsets_outside_7_to_21_are_rejected() {
-    for v in [6, 22, 99] {
+fn opsets_outside_1_to_28_are_rejected() {
+    for v in [0, 29, 99] {
         let m = model(v).input("x", &["1"]).node("Relu", &["x"], &["y"], vec![]).output("y");
         let err = import(&m).unwrap_err();
         assert!(matches!(err, ImportError::UnsupportedOpset { version, .. } if version == v), "{err}");
     }
+    for v in [1, 6, 22, 28] {
+        let m = model(v).input("x", &["1", "2", "3"]).node("GlobalAveragePool", &["x"], &["y"], vec![]).output("y");
+        assert_eq!(only_op(&import(&m).unwrap()), Op::GlobalAvgPool, "opset {v}");
+    }
+}
+
+#[test]
+fn an_op_is_refused_by_name_at_opsets_whose_meaning_cnnc_does_not_implement() {
+    // PRelu-6 leaves slopes of more than one element undefined; Upsample is gone from opset 10;
+    // HardSwish does not exist before opset 14.
+    let prelu = model(6)
+        .input("x", &["1", "2"])
+        .init(f32s("s", &[2], &[0.1, 0.2]))
+        .node("PRelu", &["x", "s"], &["a"], vec![])
+        .node("HardSwish", &["a"], &["y"], vec![])
+        .output("y");
+    let err = import(&prelu).unwrap_err();
+    let ImportError::UnsupportedOps { ops, .. } = &err else { panic!("{err}") };
+    let found: Vec<_> = ops.iter().map(|o| (o.op_type.as_str(), o.opset, o.implemented)).collect();
+    assert_eq!(found, [("PRelu", 6, Some((7, 28))), ("HardSwish", 6, Some((14, 28)))]);
+    let msg = err.to_string();
+    assert!(msg.contains("ai.onnx:PRelu, opset 6): cnnc implements PRelu at opsets 7 to 28"), "{msg}");
+    let upsample = model(10)
+        .input("x", &["1", "1", "2", "2"])
+        .init(f32s("scales", &[4], &[1.0, 1.0, 2.0, 2.0]))
+        .node("Upsample", &["x", "scales"], &["y"], vec![])
+        .output("y");
+    let err = import(&upsample).unwrap_err().to_string();
+    assert!(err.contains("Upsample") && err.contains("opsets 1 to 9"), "{err}");
+}
+
+/// The reference outputs of `m` on `inputs` (one per graph input, in order).
+fn run(m: &Model, inputs: &[cnnc_ir::Tensor]) -> Vec<cnnc_ir::Tensor> {
+    cnnc_runtime::run_reference(&import(m).unwrap(), inputs).unwrap()
+}
+
+#[test]
+fn binary_ops_before_opset_7_broadcast_b_from_axis() {
+    let x = cnnc_ir::Tensor::from_f32([1, 2, 2, 3], (0..12).map(|v| v as f32).collect()).unwrap();
+    let add = |opset: i64, b: TensorProto, attrs: Vec<AttributeProto>| {
+        model(opset).input("x", &["1", "2", "2", "3"]).init(b).node("Add", &["x", "b"], &["y"], attrs).output("y")
+    };
+    // Per-channel B [2] at axis 1, as Caffe2-converted models add biases, is B [2, 1, 1] today.
+    let legacy = add(6, f32s("b", &[2], &[10.0, 20.0]), vec![a_int("broadcast", 1), a_int("axis", 1)]);
+    let today = add(7, f32s("b", &[2, 1, 1], &[10.0, 20.0]), vec![]);
+    assert_eq!(run(&legacy, std::slice::from_ref(&x)), run(&today, std::slice::from_ref(&x)));
+    // Without `axis`, B's shape matches A's last axes.
+    let suffix = add(1, f32s("b", &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), vec![a_int("broadcast", 1)]);
+    let today = add(13, f32s("b", &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), vec![]);
+    assert_eq!(run(&suffix, std::slice::from_ref(&x)), run(&today, std::slice::from_ref(&x)));
+    // A B that is not a run of A's axes, or a broadcast without the flag, is an error.
+    let err = import(&add(6, f32s("b", &[3], &[1.0; 3]), vec![a_int("broadcast", 1), a_int("axis", 1)]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("axis") && err.contains("[3]"), "{err}");
+    let err = import(&add(6, f32s("b", &[3], &[1.0; 3]), vec![])).unwrap_err().to_string();
+    assert!(err.contains("broadcast = 1"), "{err}");
+}
+
+#[test]
+fn batch_norm_and_dropout_before_opset_7_need_test_mode() {
+    let bn = |is_test: i64| {
+        let p = |n: &str| f32s(n, &[2], &[1.0, 2.0]);
+        model(6)
+            .input("x", &["1", "2", "3"])
+            .init(p("s"))
+            .init(p("b"))
+            .init(p("m"))
+            .init(p("v"))
+            .node("BatchNormalization", &["x", "s", "b", "m", "v"], &["y"], vec![a_int("is_test", is_test)])
+            .output("y")
+    };
+    assert!(matches!(only_op(&import(&bn(1)).unwrap()), Op::BatchNorm { .. }));
+    let err = import(&bn(0)).unwrap_err().to_string();
+    assert!(err.contains("is_test") && err.contains("training"), "{err}");
+    let dropout = |attrs| model(6).input("x", &["2"]).node("Dropout", &["x"], &["y"], attrs).output("y");
+    assert!(ops(&import(&dropout(vec![a_int("is_test", 1)])).unwrap()).is_empty());
+    assert!(import(&dropout(vec![])).unwrap_err().to_string().contains("is_test"));
+}
+
+#[test]
+fn opset_1_attribute_forms_of_reshape_concat_split_cast_and_upsample() {
+    let m = model(1).input("x", &["2", "3"]).node("Reshape", &["x"], &["y"], vec![a_ints("shape", &[3, -1])]);
+    assert_eq!(only_op(&import(&m.output("y")).unwrap()), Op::Reshape { shape: vec![3, 2] });
+    // Concat-1's axis defaults to 1.
+    let m = model(3).input("a", &["2", "1"]).input("b", &["2", "2"]).node("Concat", &["a", "b"], &["y"], vec![]);
+    assert_eq!(output_shape(&import(&m.output("y")).unwrap(), 0), [2, 3]);
+    // Split-1 may take its sizes from a second input.
+    let m = model(1)
+        .input("x", &["5"])
+        .init(i64s("sizes", &[2, 3]))
+        .node("Split", &["x", "sizes"], &["a", "b"], vec![])
+        .output("a")
+        .output("b");
+    assert_eq!(only_op(&import(&m).unwrap()), Op::Split { axis: 0, sizes: vec![2, 3] });
+    // Cast-1 names the type.
+    let m = model(5).input("x", &["2"]).node("Cast", &["x"], &["y"], vec![a_str("to", "INT64")]).output("y");
+    assert_eq!(only_op(&import(&m).unwrap()), Op::Cast { to: DType::I64 });
+    let m = model(5).input("x", &["2"]).node("Cast", &["x"], &["y"], vec![a_str("to", "COMPLEX9")]).output("y");
+    assert!(import(&m).unwrap_err().to_string().contains("COMPLEX9"));
+    // Upsample-1 scales H and W of an NCHW input.
+    let attrs = vec![a_float("height_scale", 2.0), a_float("width_scale", 3.0)];
+    let m = model(1).input("x", &["1", "1", "2", "2"]).node("Upsample", &["x"], &["y"], attrs).output("y");
+    assert_eq!(output_shape(&import(&m).unwrap(), 0), [1, 1, 4, 6]);
+}
+
+#[test]
+fn pow_takes_an_integer_exponent_of_any_width() {
+    let exponent = |data_type: DataType, data: TensorProto| {
+        let t = TensorProto { data_type: data_type.value(), ..data };
+        model(15).input("x", &["3"]).init(t).node("Pow", &["x", "e"], &["y"], vec![]).output("y")
+    };
+    let x = cnnc_ir::Tensor::from_f32([3], vec![2.0, -3.0, 0.5]).unwrap();
+    let want = cnnc_ir::Tensor::from_f32([3], vec![8.0, -27.0, 0.125]).unwrap();
+    let uint = |v: u64| TensorProto { name: "e".into(), dims: vec![1], uint64_data: vec![v], ..Default::default() };
+    let int = |v: i64| TensorProto { name: "e".into(), dims: vec![1], int64_data: vec![v], ..Default::default() };
+    let int32 = |v: i32| TensorProto { name: "e".into(), dims: vec![1], int32_data: vec![v], ..Default::default() };
+    for m in [
+        exponent(DataType::INT64, int(3)),
+        exponent(DataType::INT32, int32(3)),
+        exponent(DataType::UINT32, uint(3)),
+        exponent(DataType::UINT64, uint(3)),
+    ] {
+        assert_eq!(run(&m, std::slice::from_ref(&x)), std::slice::from_ref(&want));
+    }
+    // An exponent computed at run time is cast in the graph.
+    let m = model(15)
+        .input("x", &["3"])
+        .input_of("e", &["3"], DataType::INT32)
+        .node("Pow", &["x", "e"], &["y"], vec![])
+        .output("y");
+    let e = cnnc_ir::Tensor::from_i32([3], vec![3, 3, 3]).unwrap();
+    assert_eq!(run(&m, &[x, e]), [want]);
+    let m = model(15)
+        .input_of("x", &["3"], DataType::INT64)
+        .input("e", &["3"])
+        .node("Pow", &["x", "e"], &["y"], vec![])
+        .output("y");
+    let err = import(&m).unwrap_err().to_string();
+    assert!(err.contains("Pow") && err.contains("base type i64") && err.contains("exponent type f32"), "{err}");
+}
+
+#[test]
+fn a_declared_dimension_of_0_is_a_size() {
+    let m = model(13).input("x", &["2", "0", "3"]).node("Relu", &["x"], &["y"], vec![]).output("y");
+    assert_eq!(output_shape(&import(&m).unwrap(), 0), [2, 0, 3]);
+    let m = model(13).input("x", &["N", "3"]).node("Relu", &["x"], &["y"], vec![]).output("y");
+    assert_eq!(output_shape(&import_with(&m, &[("x", &[0, 3])]).unwrap(), 0), [0, 3]);
+    assert_eq!(parse_input_shape("x=0x3").unwrap(), ("x".to_string(), vec![0, 3]));
+    assert!(parse_input_shape("x=-1x3").is_err());
 }
 
 #[test]

@@ -612,6 +612,7 @@ fn resize_to_wire(a: &ResizeAttrs) -> wire::Resize {
         CoordTransform::PytorchHalfPixel => wire::Coord::PytorchHalfPixel(e),
         CoordTransform::AlignCorners => wire::Coord::AlignCorners(e),
         CoordTransform::Asymmetric => wire::Coord::Asymmetric(e),
+        CoordTransform::TfHalfPixelForNn => wire::Coord::TfHalfPixelForNn(e),
         CoordTransform::TfCropAndResize { roi, extrapolation } => wire::Coord::TfCropAndResize(wire::TfCropAndResize {
             roi: bits(roi),
             extrapolation: extrapolation.to_bits(),
@@ -1215,6 +1216,7 @@ impl AttrCx<'_> {
             Some(wire::Coord::PytorchHalfPixel(_)) => CoordTransform::PytorchHalfPixel,
             Some(wire::Coord::AlignCorners(_)) => CoordTransform::AlignCorners,
             Some(wire::Coord::Asymmetric(_)) => CoordTransform::Asymmetric,
+            Some(wire::Coord::TfHalfPixelForNn(_)) => CoordTransform::TfHalfPixelForNn,
             Some(wire::Coord::TfCropAndResize(t)) => {
                 if t.roi.len() > 2 * MAX_RANK {
                     return Err(self.bad("roi", format!("{} entries exceed twice the maximum rank", t.roi.len())));

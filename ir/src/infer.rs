@@ -624,6 +624,9 @@ fn resize(cx: &Cx, a: &ResizeAttrs, x: &TensorType) -> Result<TensorType> {
     if let Some((i, s)) = a.scales.iter().enumerate().find(|(_, s)| !(s.is_finite() && **s > 0.0)) {
         return Err(cx.err(format!("scales[{i}] is {s}, must be finite and > 0")));
     }
+    if let Some(i) = (0..x.rank()).find(|&i| x.shape[i] == 0 && a.out_shape[i] > 0) {
+        return Err(cx.err(format!("axis {i} is empty and cannot be resized to {}", a.out_shape[i])));
+    }
     if let ResizeMode::Cubic { a, .. } = a.mode
         && !a.is_finite()
     {

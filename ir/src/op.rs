@@ -220,6 +220,9 @@ pub enum CoordTransform {
     PytorchHalfPixel,
     AlignCorners,
     Asymmetric,
+    /// `(x + 0.5) / scale`: TensorFlow's half-pixel centres for nearest resizing (ONNX
+    /// `tf_half_pixel_for_nn`, Resize opsets 11 and 12).
+    TfHalfPixelForNn,
     /// Samples the box `roi` (`[start…, end…]` per axis, in units of the input extent, so
     /// `[0…, 1…]` is the whole input) with output samples on its corners; an output whose
     /// input coordinate on some resized axis falls outside `[0, len − 1]` is `extrapolation`.

@@ -43,7 +43,7 @@
 //! | `max-pool` | `kernel`, `strides`, `dilations`, `pads`, `ceil-mode` |
 //! | `avg-pool` | as `max-pool`, plus `count-include-pad` |
 //! | `gemm` | `alpha`, `beta`, `trans-a`, `trans-b` |
-//! | `resize` | `mode` (`nearest`, `linear`, `cubic`), then for `cubic` `cubic-a` and `exclude-outside`; `coord` (`half-pixel`, `half-pixel-symmetric`, `pytorch-half-pixel`, `align-corners`, `asymmetric`, `tf-crop-and-resize`), then for `tf-crop-and-resize` `roi` and `extrapolation`; `nearest` (`round-prefer-floor`, `round-prefer-ceil`, `floor`, `ceil`), `scales`, `out-shape` |
+//! | `resize` | `mode` (`nearest`, `linear`, `cubic`), then for `cubic` `cubic-a` and `exclude-outside`; `coord` (`half-pixel`, `half-pixel-symmetric`, `pytorch-half-pixel`, `align-corners`, `asymmetric`, `tf-half-pixel-for-nn`, `tf-crop-and-resize`), then for `tf-crop-and-resize` `roi` and `extrapolation`; `nearest` (`round-prefer-floor`, `round-prefer-ceil`, `floor`, `ceil`), `scales`, `out-shape` |
 //! | `concat`, `gather` | `axis` |
 //! | `split` | `axis`, `sizes` |
 //! | `reshape`, `expand` | `shape` |
@@ -132,8 +132,15 @@ fn resize_mode_name(m: ResizeMode) -> &'static str {
 }
 
 /// Spellings of [`CoordTransform`]; tf-crop-and-resize's box is separate attributes.
-const COORD_NAMES: [&str; 6] =
-    ["half-pixel", "half-pixel-symmetric", "pytorch-half-pixel", "align-corners", "asymmetric", "tf-crop-and-resize"];
+const COORD_NAMES: [&str; 7] = [
+    "half-pixel",
+    "half-pixel-symmetric",
+    "pytorch-half-pixel",
+    "align-corners",
+    "asymmetric",
+    "tf-half-pixel-for-nn",
+    "tf-crop-and-resize",
+];
 
 fn coord_name(c: &CoordTransform) -> &'static str {
     match c {
@@ -142,6 +149,7 @@ fn coord_name(c: &CoordTransform) -> &'static str {
         CoordTransform::PytorchHalfPixel => "pytorch-half-pixel",
         CoordTransform::AlignCorners => "align-corners",
         CoordTransform::Asymmetric => "asymmetric",
+        CoordTransform::TfHalfPixelForNn => "tf-half-pixel-for-nn",
         CoordTransform::TfCropAndResize { .. } => "tf-crop-and-resize",
     }
 }
@@ -1133,6 +1141,7 @@ fn op_from_attrs(name: &str, a: &mut Attrs<'_>) -> Result<Op, String> {
                 "pytorch-half-pixel" => CoordTransform::PytorchHalfPixel,
                 "align-corners" => CoordTransform::AlignCorners,
                 "asymmetric" => CoordTransform::Asymmetric,
+                "tf-half-pixel-for-nn" => CoordTransform::TfHalfPixelForNn,
                 _ => CoordTransform::TfCropAndResize { roi: a.f32s("roi")?, extrapolation: a.f32("extrapolation")? },
             },
             nearest: a.choice("nearest", &NEAREST_MODES, nearest_name)?,

@@ -88,6 +88,40 @@ fn a_graph_with_every_op_round_trips() {
 }
 
 #[test]
+fn every_resize_coordinate_transform_and_rounding_round_trips() {
+    let coords = [
+        CoordTransform::HalfPixel,
+        CoordTransform::HalfPixelSymmetric,
+        CoordTransform::PytorchHalfPixel,
+        CoordTransform::AlignCorners,
+        CoordTransform::Asymmetric,
+        CoordTransform::TfHalfPixelForNn,
+        CoordTransform::TfCropAndResize { roi: vec![0.0, 0.1, 1.0, 0.9], extrapolation: 2.0 },
+    ];
+    let nearest = [NearestMode::RoundPreferFloor, NearestMode::RoundPreferCeil, NearestMode::Floor, NearestMode::Ceil];
+    for coord in coords {
+        for nearest in nearest {
+            let mut g = Graph::new("resize");
+            let x = g.add_input("x", TensorType::f32([2, 3]));
+            let attrs = ResizeAttrs {
+                mode: ResizeMode::Nearest,
+                coord: coord.clone(),
+                nearest,
+                scales: vec![1.0, 2.0],
+                out_shape: vec![2, 6],
+            };
+            let y = node(&mut g, "up", Op::Resize(attrs.clone()), &[x]);
+            g.add_output("y", y);
+            let decoded = round_trip(&g);
+            let op = decoded.node_ids().map(|id| decoded.node(id).op.clone()).find(|op| !op.is_source());
+            assert_eq!(op, Some(Op::Resize(attrs)));
+            let text = g.to_string();
+            assert_eq!(text.parse::<Graph>().unwrap_or_else(|e| panic!("{e}")).to_string(), text, "text form");
+        }
+    }
+}
+
+#[test]
 fn f32_attributes_round_trip_bit_exactly() {
     let quiet_nan_payload = f32::from_bits(0x7fc0_1234);
     let signaling_nan = f32::from_bits(0x7f80_0001);

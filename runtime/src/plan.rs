@@ -6,7 +6,8 @@
 //! `split` outputs that are contiguous slabs of their input — take their source's storage and
 //! extend its lifetime instead of being copied. A `concat` whose inputs are contiguous slabs of
 //! its output, each produced by a kernel for this concat alone, costs nothing: its producers
-//! write straight into their slab of the concat's buffer.
+//! write straight into their slab of the concat's buffer. A node all of whose outputs are
+//! empty (a dimension of size 0) has nothing to write and gets no step.
 
 use std::collections::HashMap;
 
@@ -126,6 +127,11 @@ fn in_place_concats(graph: &Graph) -> HashMap<NodeId, Vec<usize>> {
     result
 }
 
+/// True if every output of `node` has no elements: no kernel needs to run for it.
+fn writes_nothing(graph: &Graph, node: NodeId) -> bool {
+    graph.node(node).outputs.iter().all(|t| t.numel() == 0)
+}
+
 fn size_of(graph: &Graph, v: &ValueRef) -> usize {
     let ty = graph.value_type(v);
     numel(&ty.shape) * ty.dtype.size_bytes()
@@ -233,7 +239,10 @@ pub(crate) fn plan(graph: &VerifiedGraph) -> Plan {
     let steps = order
         .iter()
         .filter(|&&id| {
-            !graph.node(id).op.is_source() && view_offsets(graph, id).is_none() && !concats.contains_key(&id)
+            !graph.node(id).op.is_source()
+                && view_offsets(graph, id).is_none()
+                && !concats.contains_key(&id)
+                && !writes_nothing(graph, id)
         })
         .map(|&id| Step {
             node: id,

@@ -53,6 +53,7 @@ fn coords() -> Vec<CoordTransform> {
         CoordTransform::PytorchHalfPixel,
         CoordTransform::AlignCorners,
         CoordTransform::Asymmetric,
+        CoordTransform::TfHalfPixelForNn,
     ]
 }
 

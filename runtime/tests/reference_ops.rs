@@ -275,11 +275,11 @@ const ALL_COORDS: [CoordTransform; 5] = [
 fn resize_nearest_2x2_to_4x4_for_every_transform_and_rounding() {
     // Source coordinates of outputs 0..4 (in 2, out 4, scale 2):
     //   half_pixel, half_pixel_symmetric (adjustment 1), pytorch_half_pixel: −0.25 0.25 0.75 1.25
-    //   align_corners: 0 1/3 2/3 1;  asymmetric: 0 0.5 1 1.5
+    //   align_corners: 0 1/3 2/3 1;  asymmetric: 0 0.5 1 1.5;  tf_half_pixel_for_nn: 0.25 0.75 1.25 1.75
     // Rounded and clamped to [0, 1], per axis:
     use CoordTransform::*;
     use NearestMode::*;
-    let table: [(CoordTransform, NearestMode, [usize; 4]); 20] = [
+    let table: [(CoordTransform, NearestMode, [usize; 4]); 24] = [
         (HalfPixel, RoundPreferFloor, [0, 0, 1, 1]),
         (HalfPixel, RoundPreferCeil, [0, 0, 1, 1]),
         (HalfPixel, Floor, [0, 0, 0, 1]),
@@ -300,6 +300,10 @@ fn resize_nearest_2x2_to_4x4_for_every_transform_and_rounding() {
         (Asymmetric, RoundPreferCeil, [0, 1, 1, 1]),
         (Asymmetric, Floor, [0, 0, 1, 1]),
         (Asymmetric, Ceil, [0, 1, 1, 1]),
+        (TfHalfPixelForNn, RoundPreferFloor, [0, 1, 1, 1]),
+        (TfHalfPixelForNn, RoundPreferCeil, [0, 1, 1, 1]),
+        (TfHalfPixelForNn, Floor, [0, 0, 1, 1]),
+        (TfHalfPixelForNn, Ceil, [1, 1, 1, 1]),
     ];
     let src = [1f32, 2., 3., 4.];
     let x = f32t(&[1, 1, 2, 2], &src);

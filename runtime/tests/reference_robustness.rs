@@ -82,13 +82,13 @@ proptest! {
     #[test]
     fn resize_with_arbitrary_attributes_does_not_panic(
         x in small_shape(), out in small_shape(), scales in prop::collection::vec(-1.0f32..4.0, 0..5),
-        mode in 0usize..4, coord in 0usize..6, nearest in 0usize..4,
+        mode in 0usize..4, coord in 0usize..7, nearest in 0usize..4,
         roi in prop::collection::vec(-2.0f32..3.0, 0..11), a in -1.0f32..0.0,
     ) {
         let crop = CoordTransform::TfCropAndResize { roi, extrapolation: 0.5 };
         let coord = [
             CoordTransform::HalfPixel, CoordTransform::HalfPixelSymmetric, CoordTransform::PytorchHalfPixel,
-            CoordTransform::AlignCorners, CoordTransform::Asymmetric, crop,
+            CoordTransform::AlignCorners, CoordTransform::Asymmetric, CoordTransform::TfHalfPixelForNn, crop,
         ][coord].clone();
         let nearest = [NearestMode::RoundPreferFloor, NearestMode::RoundPreferCeil, NearestMode::Floor, NearestMode::Ceil][nearest];
         let mode = [

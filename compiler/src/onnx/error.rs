@@ -14,11 +14,18 @@ pub struct UnsupportedOp {
     pub domain: String,
     /// The opset the model imports for `domain` (0 when it imports none).
     pub opset: i64,
+    /// The first and last opsets at which cnnc implements the op, when it implements the op at
+    /// other opsets than the model's.
+    pub implemented: Option<(i64, i64)>,
 }
 
 impl fmt::Display for UnsupportedOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}` ({}:{}, opset {})", self.node, self.domain, self.op_type, self.opset)
+        write!(f, "`{}` ({}:{}, opset {})", self.node, self.domain, self.op_type, self.opset)?;
+        if let Some((first, last)) = self.implemented {
+            write!(f, ": cnnc implements {} at opsets {first} to {last}", self.op_type)?;
+        }
+        Ok(())
     }
 }
 
@@ -41,7 +48,10 @@ pub enum ImportError {
     EmptyGraph { file: String },
     #[error("`{file}`: {} unsupported op(s):{}", ops.len(), list_ops(ops))]
     UnsupportedOps { file: String, ops: Vec<UnsupportedOp> },
-    #[error("`{file}`: unsupported opset {version} of domain `{domain}` (cnnc supports ai.onnx opsets 7 to 21)")]
+    #[error(
+        "`{file}`: unsupported opset {version} of domain `{domain}` (cnnc supports ai.onnx opsets 1 to {})",
+        super::MAX_OPSET
+    )]
     UnsupportedOpset { file: String, domain: String, version: i64 },
     #[error("node `{node}` ({op}): attribute `{attr}`: {reason}")]
     BadAttribute { node: String, op: String, attr: String, reason: String },

@@ -985,6 +985,9 @@ impl<'g> Exporter<'g> {
             CoordTransform::PytorchHalfPixel => "pytorch_half_pixel",
             CoordTransform::AlignCorners => "align_corners",
             CoordTransform::Asymmetric => "asymmetric",
+            CoordTransform::TfHalfPixelForNn => {
+                return Err(cx.inexpressible("Resize's `tf_half_pixel_for_nn` exists only in opsets 11 and 12"));
+            }
             CoordTransform::TfCropAndResize { roi: r, extrapolation } => {
                 attrs.push(float("extrapolation_value", *extrapolation));
                 let t = Tensor::from_f32([r.len()], r.clone()).expect("length matches");

@@ -33,8 +33,33 @@ use context::{LowerCx, Lowered, OnnxNode};
 pub use error::{ImportError, UnsupportedOp};
 pub use export::{EXPORT_OPSET, ExportError, export_bytes, export_model};
 
-/// ai.onnx opsets the importer accepts.
-const OPSETS: std::ops::RangeInclusive<i64> = 7..=21;
+/// The newest ai.onnx opset the importer knows (onnx 1.23's). Every op in [`LOWERINGS`] was
+/// checked against each of its versions up to this one; a newer opset may change any op's
+/// meaning, so a model importing it is refused.
+pub(crate) const MAX_OPSET: i64 = 28;
+
+/// The model opsets at which an op's lowering implements the op's meaning: from the op's first
+/// version whose semantics the lowering follows to the last before a version it does not
+/// (or before the op was removed). Opsets between two versions of an op mean its earlier one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Opsets {
+    first: i64,
+    last: i64,
+}
+
+impl Opsets {
+    const fn from(first: i64) -> Opsets {
+        Opsets { first, last: MAX_OPSET }
+    }
+
+    const fn range(first: i64, last: i64) -> Opsets {
+        Opsets { first, last }
+    }
+
+    fn contains(self, opset: i64) -> bool {
+        (self.first..=self.last).contains(&opset)
+    }
+}
 
 /// Options of an import.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -87,9 +112,8 @@ pub fn import_bytes(bytes: &[u8], file_name: &str, opts: &ImportOptions) -> Resu
     for i in order {
         let node_proto = &graph.node[i];
         let node = OnnxNode { proto: node_proto, name: names[i].clone(), opset };
-        let lower = lowering(&node_proto.domain, &node_proto.op_type).ok_or_else(|| ImportError::UnsupportedOps {
-            file: file_name.to_string(),
-            ops: vec![unsupported(&model, &node)],
+        let lower = lowering(&node_proto.domain, &node_proto.op_type, opset).map_err(|missing| {
+            ImportError::UnsupportedOps { file: file_name.to_string(), ops: vec![unsupported(&model, &node, missing)] }
         })?;
         let outputs = lower(&mut cx, &node)?;
         for (slot, out) in node_proto.output.iter().enumerate() {
@@ -127,8 +151,7 @@ pub fn parse_input_shape(arg: &str) -> Result<(String, Vec<usize>), String> {
             d.trim()
                 .parse::<usize>()
                 .ok()
-                .filter(|&v| v > 0)
-                .ok_or_else(|| format!("`{arg}`: dimension `{d}` is not a positive integer"))
+                .ok_or_else(|| format!("`{arg}`: dimension `{d}` is not a non-negative integer"))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((name.to_string(), dims))
@@ -136,96 +159,103 @@ pub fn parse_input_shape(arg: &str) -> Result<(String, Vec<usize>), String> {
 
 type LowerFn = fn(&mut LowerCx, &OnnxNode) -> Result<Lowered, ImportError>;
 
-/// The op table: ONNX op type (default domain) to its lowering.
+/// The op table: ONNX op type (default domain), the model opsets whose meaning of the op its
+/// lowering implements (a node outside them is refused by name), and the lowering. The
+/// versions below an op's first opset differ in meaning from the one implemented: PRelu
+/// before 7 leaves a slope that is not of size 1 undefined; the others are versions before the
+/// op existed. Upsample was deprecated in favour of Resize at opset 10. Changes of meaning
+/// inside a range (attributes that became inputs, legacy broadcasting, test-mode flags) are
+/// handled by the lowerings, which read `OnnxNode::opset`.
 #[rustfmt::skip]
-const LOWERINGS: &[(&str, LowerFn)] = &[
-    ("Conv",               conv::lower_conv),
-    ("ConvTranspose",      conv::lower_conv_transpose),
-    ("MaxPool",            pool::lower_max_pool),
-    ("AveragePool",        pool::lower_avg_pool),
-    ("GlobalAveragePool",  pool::lower_global_avg_pool),
-    ("GlobalMaxPool",      pool::lower_global_max_pool),
-    ("BatchNormalization", norm::lower_batch_norm),
-    ("Relu",               |cx, n| activation::lower_unary(cx, n, UnaryOp::Relu)),
-    ("Sigmoid",            |cx, n| activation::lower_unary(cx, n, UnaryOp::Sigmoid)),
-    ("Tanh",               |cx, n| activation::lower_unary(cx, n, UnaryOp::Tanh)),
-    ("HardSwish",          |cx, n| activation::lower_unary(cx, n, UnaryOp::HardSwish)),
-    ("LeakyRelu",          activation::lower_leaky_relu),
-    ("HardSigmoid",        activation::lower_hard_sigmoid),
-    ("Clip",               activation::lower_clip),
-    ("PRelu",              activation::lower_prelu),
-    ("Exp",                |cx, n| activation::lower_unary(cx, n, UnaryOp::Exp)),
-    ("Log",                |cx, n| activation::lower_unary(cx, n, UnaryOp::Log)),
-    ("Erf",                |cx, n| activation::lower_unary(cx, n, UnaryOp::Erf)),
-    ("Sqrt",               |cx, n| activation::lower_unary(cx, n, UnaryOp::Sqrt)),
-    ("Reciprocal",         |cx, n| activation::lower_unary(cx, n, UnaryOp::Reciprocal)),
-    ("Neg",                |cx, n| activation::lower_unary(cx, n, UnaryOp::Neg)),
-    ("Abs",                |cx, n| activation::lower_unary(cx, n, UnaryOp::Abs)),
-    ("Floor",              |cx, n| activation::lower_unary(cx, n, UnaryOp::Floor)),
-    ("Ceil",               |cx, n| activation::lower_unary(cx, n, UnaryOp::Ceil)),
-    ("Add",                |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Add)),
-    ("Sub",                |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Sub)),
-    ("Mul",                |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Mul)),
-    ("Div",                |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Div)),
-    ("Pow",                |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Pow)),
-    ("Equal",              |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Equal)),
-    ("Less",               |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Less)),
-    ("Greater",            |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Greater)),
-    ("LessOrEqual",        |cx, n| elementwise::lower_negated_comparison(cx, n, BinaryOp::Greater)),
-    ("GreaterOrEqual",     |cx, n| elementwise::lower_negated_comparison(cx, n, BinaryOp::Less)),
-    ("Not",                elementwise::lower_not),
-    ("And",                elementwise::lower_and),
-    ("Or",                 elementwise::lower_or),
-    ("Where",              elementwise::lower_where),
-    ("Sum",                |cx, n| elementwise::lower_variadic(cx, n, BinaryOp::Add)),
-    ("Max",                |cx, n| elementwise::lower_variadic(cx, n, BinaryOp::Max)),
-    ("Min",                |cx, n| elementwise::lower_variadic(cx, n, BinaryOp::Min)),
-    ("Mean",               elementwise::lower_mean),
-    ("MatMul",             matmul::lower_matmul),
-    ("Gemm",               matmul::lower_gemm),
-    ("Resize",             resize::lower_resize),
-    ("Upsample",           resize::lower_upsample),
-    ("Reshape",            shape::lower_reshape),
-    ("Flatten",            shape::lower_flatten),
-    ("Squeeze",            shape::lower_squeeze),
-    ("Unsqueeze",          shape::lower_unsqueeze),
-    ("Transpose",          shape::lower_transpose),
-    ("Slice",              shape::lower_slice),
-    ("Gather",             shape::lower_gather),
-    ("Expand",             shape::lower_expand),
-    ("Concat",             shape::lower_concat),
-    ("Split",              shape::lower_split),
-    ("Pad",                shape::lower_pad),
-    ("Shape",              shape::lower_shape),
-    ("Size",               shape::lower_size),
-    ("ConstantOfShape",    shape::lower_constant_of_shape),
-    ("Range",              shape::lower_range),
-    ("Cast",               shape::lower_cast),
-    ("QuantizeLinear",     quantize::lower_quantize_linear),
-    ("DequantizeLinear",   quantize::lower_dequantize_linear),
-    ("QLinearConv",        qoperator::lower_qlinear_conv),
-    ("QLinearMatMul",      qoperator::lower_qlinear_matmul),
-    ("ConvInteger",        qoperator::lower_conv_integer),
-    ("MatMulInteger",      qoperator::lower_matmul_integer),
-    ("Identity",           shape::lower_identity),
-    ("Dropout",            shape::lower_dropout),
-    ("Constant",           shape::lower_constant),
-    ("Softmax",            reduce::lower_softmax),
-    ("ReduceMean",         |cx, n| reduce::lower_reduce(cx, n, ReduceKind::Mean)),
-    ("ReduceSum",          |cx, n| reduce::lower_reduce(cx, n, ReduceKind::Sum)),
-    ("ReduceMax",          |cx, n| reduce::lower_reduce(cx, n, ReduceKind::Max)),
-    ("ReduceMin",          |cx, n| reduce::lower_reduce(cx, n, ReduceKind::Min)),
-    ("ReduceProd",         |cx, n| reduce::lower_reduce(cx, n, ReduceKind::Prod)),
-    ("ReduceL1",           |cx, n| reduce::lower_reduce(cx, n, ReduceKind::L1)),
-    ("ReduceL2",           |cx, n| reduce::lower_reduce(cx, n, ReduceKind::L2)),
-    ("ReduceSumSquare",    |cx, n| reduce::lower_reduce(cx, n, ReduceKind::SumSquare)),
-    ("ReduceLogSum",       |cx, n| reduce::lower_reduce(cx, n, ReduceKind::LogSum)),
-    ("ReduceLogSumExp",    |cx, n| reduce::lower_reduce(cx, n, ReduceKind::LogSumExp)),
-    ("ArgMax",             |cx, n| reduce::lower_arg_reduce(cx, n, true)),
-    ("ArgMin",             |cx, n| reduce::lower_arg_reduce(cx, n, false)),
+const LOWERINGS: &[(&str, Opsets, LowerFn)] = &[
+    ("Conv",               Opsets::from(1),        conv::lower_conv),
+    ("ConvTranspose",      Opsets::from(1),        conv::lower_conv_transpose),
+    ("MaxPool",            Opsets::from(1),        pool::lower_max_pool),
+    ("AveragePool",        Opsets::from(1),        pool::lower_avg_pool),
+    ("GlobalAveragePool",  Opsets::from(1),        pool::lower_global_avg_pool),
+    ("GlobalMaxPool",      Opsets::from(1),        pool::lower_global_max_pool),
+    ("BatchNormalization", Opsets::from(1),        norm::lower_batch_norm),
+    ("Relu",               Opsets::from(1),        |cx, n| activation::lower_unary(cx, n, UnaryOp::Relu)),
+    ("Sigmoid",            Opsets::from(1),        |cx, n| activation::lower_unary(cx, n, UnaryOp::Sigmoid)),
+    ("Tanh",               Opsets::from(1),        |cx, n| activation::lower_unary(cx, n, UnaryOp::Tanh)),
+    ("HardSwish",          Opsets::from(14),       |cx, n| activation::lower_unary(cx, n, UnaryOp::HardSwish)),
+    ("LeakyRelu",          Opsets::from(1),        activation::lower_leaky_relu),
+    ("HardSigmoid",        Opsets::from(1),        activation::lower_hard_sigmoid),
+    ("Clip",               Opsets::from(1),        activation::lower_clip),
+    ("PRelu",              Opsets::from(7),        activation::lower_prelu),
+    ("Exp",                Opsets::from(1),        |cx, n| activation::lower_unary(cx, n, UnaryOp::Exp)),
+    ("Log",                Opsets::from(1),        |cx, n| activation::lower_unary(cx, n, UnaryOp::Log)),
+    ("Erf",                Opsets::from(9),        |cx, n| activation::lower_unary(cx, n, UnaryOp::Erf)),
+    ("Sqrt",               Opsets::from(1),        |cx, n| activation::lower_unary(cx, n, UnaryOp::Sqrt)),
+    ("Reciprocal",         Opsets::from(1),        |cx, n| activation::lower_unary(cx, n, UnaryOp::Reciprocal)),
+    ("Neg",                Opsets::from(1),        |cx, n| activation::lower_unary(cx, n, UnaryOp::Neg)),
+    ("Abs",                Opsets::from(1),        |cx, n| activation::lower_unary(cx, n, UnaryOp::Abs)),
+    ("Floor",              Opsets::from(1),        |cx, n| activation::lower_unary(cx, n, UnaryOp::Floor)),
+    ("Ceil",               Opsets::from(1),        |cx, n| activation::lower_unary(cx, n, UnaryOp::Ceil)),
+    ("Add",                Opsets::from(1),        |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Add)),
+    ("Sub",                Opsets::from(1),        |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Sub)),
+    ("Mul",                Opsets::from(1),        |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Mul)),
+    ("Div",                Opsets::from(1),        |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Div)),
+    ("Pow",                Opsets::from(1),        |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Pow)),
+    ("Equal",              Opsets::from(1),        |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Equal)),
+    ("Less",               Opsets::from(1),        |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Less)),
+    ("Greater",            Opsets::from(1),        |cx, n| elementwise::lower_binary(cx, n, BinaryOp::Greater)),
+    ("LessOrEqual",        Opsets::from(12),       |cx, n| elementwise::lower_negated_comparison(cx, n, BinaryOp::Greater)),
+    ("GreaterOrEqual",     Opsets::from(12),       |cx, n| elementwise::lower_negated_comparison(cx, n, BinaryOp::Less)),
+    ("Not",                Opsets::from(1),        elementwise::lower_not),
+    ("And",                Opsets::from(1),        elementwise::lower_and),
+    ("Or",                 Opsets::from(1),        elementwise::lower_or),
+    ("Where",              Opsets::from(9),        elementwise::lower_where),
+    ("Sum",                Opsets::from(1),        |cx, n| elementwise::lower_variadic(cx, n, BinaryOp::Add)),
+    ("Max",                Opsets::from(1),        |cx, n| elementwise::lower_variadic(cx, n, BinaryOp::Max)),
+    ("Min",                Opsets::from(1),        |cx, n| elementwise::lower_variadic(cx, n, BinaryOp::Min)),
+    ("Mean",               Opsets::from(1),        elementwise::lower_mean),
+    ("MatMul",             Opsets::from(1),        matmul::lower_matmul),
+    ("Gemm",               Opsets::from(1),        matmul::lower_gemm),
+    ("Resize",             Opsets::from(10),       resize::lower_resize),
+    ("Upsample",           Opsets::range(1, 9),    resize::lower_upsample),
+    ("Reshape",            Opsets::from(1),        shape::lower_reshape),
+    ("Flatten",            Opsets::from(1),        shape::lower_flatten),
+    ("Squeeze",            Opsets::from(1),        shape::lower_squeeze),
+    ("Unsqueeze",          Opsets::from(1),        shape::lower_unsqueeze),
+    ("Transpose",          Opsets::from(1),        shape::lower_transpose),
+    ("Slice",              Opsets::from(1),        shape::lower_slice),
+    ("Gather",             Opsets::from(1),        shape::lower_gather),
+    ("Expand",             Opsets::from(8),        shape::lower_expand),
+    ("Concat",             Opsets::from(1),        shape::lower_concat),
+    ("Split",              Opsets::from(1),        shape::lower_split),
+    ("Pad",                Opsets::from(1),        shape::lower_pad),
+    ("Shape",              Opsets::from(1),        shape::lower_shape),
+    ("Size",               Opsets::from(1),        shape::lower_size),
+    ("ConstantOfShape",    Opsets::from(9),        shape::lower_constant_of_shape),
+    ("Range",              Opsets::from(11),       shape::lower_range),
+    ("Cast",               Opsets::from(1),        shape::lower_cast),
+    ("QuantizeLinear",     Opsets::from(10),       quantize::lower_quantize_linear),
+    ("DequantizeLinear",   Opsets::from(10),       quantize::lower_dequantize_linear),
+    ("QLinearConv",        Opsets::from(10),       qoperator::lower_qlinear_conv),
+    ("QLinearMatMul",      Opsets::from(10),       qoperator::lower_qlinear_matmul),
+    ("ConvInteger",        Opsets::from(10),       qoperator::lower_conv_integer),
+    ("MatMulInteger",      Opsets::from(10),       qoperator::lower_matmul_integer),
+    ("Identity",           Opsets::from(1),        shape::lower_identity),
+    ("Dropout",            Opsets::from(1),        shape::lower_dropout),
+    ("Constant",           Opsets::from(1),        shape::lower_constant),
+    ("Softmax",            Opsets::from(1),        reduce::lower_softmax),
+    ("ReduceMean",         Opsets::from(1),        |cx, n| reduce::lower_reduce(cx, n, ReduceKind::Mean)),
+    ("ReduceSum",          Opsets::from(1),        |cx, n| reduce::lower_reduce(cx, n, ReduceKind::Sum)),
+    ("ReduceMax",          Opsets::from(1),        |cx, n| reduce::lower_reduce(cx, n, ReduceKind::Max)),
+    ("ReduceMin",          Opsets::from(1),        |cx, n| reduce::lower_reduce(cx, n, ReduceKind::Min)),
+    ("ReduceProd",         Opsets::from(1),        |cx, n| reduce::lower_reduce(cx, n, ReduceKind::Prod)),
+    ("ReduceL1",           Opsets::from(1),        |cx, n| reduce::lower_reduce(cx, n, ReduceKind::L1)),
+    ("ReduceL2",           Opsets::from(1),        |cx, n| reduce::lower_reduce(cx, n, ReduceKind::L2)),
+    ("ReduceSumSquare",    Opsets::from(1),        |cx, n| reduce::lower_reduce(cx, n, ReduceKind::SumSquare)),
+    ("ReduceLogSum",       Opsets::from(1),        |cx, n| reduce::lower_reduce(cx, n, ReduceKind::LogSum)),
+    ("ReduceLogSumExp",    Opsets::from(1),        |cx, n| reduce::lower_reduce(cx, n, ReduceKind::LogSumExp)),
+    ("ArgMax",             Opsets::from(1),        |cx, n| reduce::lower_arg_reduce(cx, n, true)),
+    ("ArgMin",             Opsets::from(1),        |cx, n| reduce::lower_arg_reduce(cx, n, false)),
 ];
 
-/// The ops of the `com.microsoft` domain that onnxruntime's quantizer writes (QOperator format).
+/// The ops of the `com.microsoft` domain that onnxruntime's quantizer writes (QOperator format),
+/// each with a single version.
 #[rustfmt::skip]
 const MS_LOWERINGS: &[(&str, LowerFn)] = &[
     ("QGemm",                     qoperator::lower_qgemm),
@@ -233,16 +263,17 @@ const MS_LOWERINGS: &[(&str, LowerFn)] = &[
     ("QLinearGlobalAveragePool",  qoperator::lower_qlinear_global_avg_pool),
 ];
 
-/// The lowering of `op_type` in `domain`.
-fn lowering(domain: &str, op_type: &str) -> Option<LowerFn> {
-    let table = if is_default_domain(domain) {
-        LOWERINGS
-    } else if domain == "com.microsoft" {
-        MS_LOWERINGS
-    } else {
-        return None;
-    };
-    table.iter().find(|(name, _)| *name == op_type).map(|&(_, f)| f)
+/// The lowering of `op_type` in `domain` for a model of ai.onnx opset `opset`; the error holds
+/// the opsets a default-domain op is implemented at, `None` for an op cnnc does not know.
+fn lowering(domain: &str, op_type: &str, opset: i64) -> Result<LowerFn, Option<Opsets>> {
+    if domain == "com.microsoft" {
+        return MS_LOWERINGS.iter().find(|(name, _)| *name == op_type).map(|&(_, f)| f).ok_or(None);
+    }
+    if !is_default_domain(domain) {
+        return Err(None);
+    }
+    let &(_, opsets, f) = LOWERINGS.iter().find(|(name, ..)| *name == op_type).ok_or(None)?;
+    if opsets.contains(opset) { Ok(f) } else { Err(Some(opsets)) }
 }
 
 fn is_default_domain(domain: &str) -> bool {
@@ -254,13 +285,13 @@ fn default_opset(model: &ModelProto, file: &str) -> Result<i64, ImportError> {
         model.opset_import.iter().filter(|o| is_default_domain(&o.domain)).map(|o| o.version).max().ok_or_else(
             || ImportError::Decode { file: file.to_string(), reason: "the model imports no ai.onnx opset".into() },
         )?;
-    if !OPSETS.contains(&version) {
+    if !(1..=MAX_OPSET).contains(&version) {
         return Err(ImportError::UnsupportedOpset { file: file.to_string(), domain: "ai.onnx".into(), version });
     }
     Ok(version)
 }
 
-fn unsupported(model: &ModelProto, node: &OnnxNode) -> UnsupportedOp {
+fn unsupported(model: &ModelProto, node: &OnnxNode, implemented: Option<Opsets>) -> UnsupportedOp {
     let domain = &node.proto.domain;
     let opset = model
         .opset_import
@@ -272,6 +303,7 @@ fn unsupported(model: &ModelProto, node: &OnnxNode) -> UnsupportedOp {
         op_type: node.proto.op_type.clone(),
         domain: if is_default_domain(domain) { "ai.onnx".into() } else { domain.clone() },
         opset,
+        implemented: implemented.map(|o| (o.first, o.last)),
     }
 }
 
@@ -282,8 +314,10 @@ fn check_supported(model: &ModelProto, graph: &GraphProto, opset: i64, file: &st
         .node
         .iter()
         .zip(names)
-        .filter(|(n, _)| lowering(&n.domain, &n.op_type).is_none())
-        .map(|(proto, name)| unsupported(model, &OnnxNode { proto, name, opset }))
+        .filter_map(|(proto, name)| {
+            let missing = lowering(&proto.domain, &proto.op_type, opset).err()?;
+            Some(unsupported(model, &OnnxNode { proto, name, opset }, missing))
+        })
         .collect();
     if ops.is_empty() { Ok(()) } else { Err(ImportError::UnsupportedOps { file: file.to_string(), ops }) }
 }
@@ -379,7 +413,8 @@ fn declared_dims(vi: &ValueInfoProto) -> Result<(DType, Option<Vec<Dim>>), Impor
         s.dim
             .iter()
             .map(|d| match &d.value {
-                Some(dimension::Value::DimValue(v)) if *v > 0 => Dim::Static(*v as usize),
+                // 0 is a size (an empty tensor), not an unknown dimension.
+                Some(dimension::Value::DimValue(v)) if *v >= 0 => Dim::Static(*v as usize),
                 Some(dimension::Value::DimValue(v)) => Dim::Dynamic(v.to_string()),
                 Some(dimension::Value::DimParam(p)) if !p.is_empty() => Dim::Dynamic(p.clone()),
                 _ => Dim::Dynamic("?".into()),
@@ -412,8 +447,8 @@ fn bind_inputs(
             let names: Vec<String> = inputs.iter().map(|i| format!("`{}`", i.name)).collect();
             return Err(flag_err(format!("the model has no input `{name}` (its inputs: {})", names.join(", "))));
         }
-        if dims.is_empty() || dims.contains(&0) {
-            return Err(flag_err("dimensions must be positive".into()));
+        if dims.is_empty() {
+            return Err(flag_err("no dimensions given".into()));
         }
     }
     for vi in inputs {
@@ -433,7 +468,7 @@ fn bind_inputs(
                 for (i, d) in decl.iter().enumerate() {
                     match d {
                         Dim::Static(v) => shape.push(*v),
-                        Dim::Dynamic(_) if hint.is_some_and(|h| h.len() == decl.len() && h[i] > 0) => {
+                        Dim::Dynamic(_) if hint.is_some_and(|h| h.len() == decl.len()) => {
                             shape.push(hint.expect("checked by the guard")[i]);
                         }
                         Dim::Dynamic(name) => {

@@ -1,4 +1,4 @@
-//! `BatchNormalization` (inference mode).
+//! `BatchNormalization` (inference mode; `consumed_inputs` of opset 1 is a memory hint, ignored).
 
 use cnnc_ir::Op;
 
@@ -8,6 +8,12 @@ use super::error::ImportError;
 pub(super) fn lower_batch_norm(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, ImportError> {
     if node.flag("training_mode", false)? {
         return Err(node.bad_attr("training_mode", "training mode is not supported; export the model for inference"));
+    }
+    // Before opset 7 the mode is `is_test`, training (batch statistics) by default.
+    if node.opset < 7 && !node.flag("is_test", false)? {
+        return Err(
+            node.bad_attr("is_test", "training mode (is_test = 0) is not supported; export the model for inference")
+        );
     }
     if node.opset < 9 && !node.flag("spatial", true)? {
         return Err(node.bad_attr("spatial", "only spatial = 1 (per-channel statistics) is supported"));

@@ -1,9 +1,11 @@
-//! QuantizeLinear and DequantizeLinear (opsets 10, 13, 19, 21).
+//! QuantizeLinear and DequantizeLinear (opsets 10, 13, 19, 21, 23–28).
 //!
 //! Opset 10 quantizes per tensor; 13 adds `axis` (default 1) with 1-D scales for per-axis
 //! quantization; 19 adds float8 types and `saturate` (which only concerns float8); 21 adds
 //! blocked quantization (`block_size`), 4-bit and 16-bit types and QuantizeLinear's
-//! `output_dtype`. cnnc takes u8 and i8 (and i32 for DequantizeLinear), per tensor or per
+//! `output_dtype`; 23 adds QuantizeLinear's `precision` (of the division) and DequantizeLinear's
+//! `output_dtype`, both the scale's type (f32) by default; 24, 25 and 28 add only types. cnnc
+//! takes u8 and i8 (and i32 for DequantizeLinear), per tensor or per
 //! axis; scales and zero points must be constants, and become the op's attributes.
 
 use cnnc_ir::{DType, Op, QuantParams, Tensor, ValueRef};
@@ -31,6 +33,7 @@ pub(super) fn lower_quantize_linear(cx: &mut LowerCx, node: &OnnxNode) -> Result
     if !to.is_quantized() {
         return Err(node.bad_input(format!("quantizing to {to} is not supported (uint8 and int8 are)")));
     }
+    require_f32_attr(node, "precision")?;
     let params = quant_params(cx, node, x)?;
     Ok(vec![cx.add1(node, Op::Quantize { params, to }, &[x])?])
 }
@@ -59,8 +62,19 @@ pub(super) fn lower_dequantize_linear(cx: &mut LowerCx, node: &OnnxNode) -> Resu
     {
         return Err(node.bad_input(format!("the zero point's type differs from the input's ({from})")));
     }
+    require_f32_attr(node, "output_dtype")?;
     let params = quant_params(cx, node, x)?;
     Ok(vec![cx.add1(node, Op::Dequantize(params), &[x])?])
+}
+
+/// An element-type attribute (`precision`, DequantizeLinear's `output_dtype`) that must be
+/// absent, 0 (unset) or float.
+fn require_f32_attr(node: &OnnxNode, attr: &str) -> Result<(), ImportError> {
+    match node.int(attr)? {
+        None | Some(0) => Ok(()),
+        Some(t) if t == i64::from(DataType::FLOAT.value()) => Ok(()),
+        Some(t) => Err(node.bad_attr(attr, format!("element type {t} is not supported (only float is)"))),
+    }
 }
 
 /// The ONNX element type of a zero-point input.

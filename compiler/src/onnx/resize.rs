@@ -1,4 +1,4 @@
-//! `Resize` (opsets 10–19) and `Upsample` (opsets 7–9).
+//! `Resize` (opset 10 on) and `Upsample` (opsets 1–9).
 
 use cnnc_ir::{CoordTransform, NearestMode, Op, ResizeAttrs, ResizeMode, ValueRef};
 
@@ -29,9 +29,8 @@ pub(super) fn lower_resize(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered,
             roi: crop_box(cx, node, &axes, rank)?,
             extrapolation: node.float_or("extrapolation_value", 0.0)?,
         },
-        m @ "tf_half_pixel_for_nn" => {
-            return Err(node.bad_attr("coordinate_transformation_mode", format!("`{m}` is not supported")));
-        }
+        // Resize-11 only, but onnxruntime accepts it at every opset, and so does cnnc.
+        "tf_half_pixel_for_nn" => CoordTransform::TfHalfPixelForNn,
         m => return Err(node.bad_attr("coordinate_transformation_mode", format!("unknown value `{m}`"))),
     };
     let nearest = match node.string_or("nearest_mode", "round_prefer_floor")?.as_str() {
@@ -68,12 +67,14 @@ pub(super) fn lower_resize(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered,
             }
             let mut out = in_shape.clone();
             for (&a, &v) in axes.iter().zip(&sz) {
+                // An empty axis stays empty; any other gets a positive size.
                 out[a] = usize::try_from(v)
                     .ok()
-                    .filter(|&v| v > 0)
+                    .filter(|&v| v > 0 || in_shape[a] == 0)
                     .ok_or_else(|| node.bad_input(format!("sizes must be positive, got {sz:?}")))?;
             }
-            let full = in_shape.iter().zip(&out).map(|(&i, &o)| o as f32 / i.max(1) as f32).collect();
+            let full =
+                in_shape.iter().zip(&out).map(|(&i, &o)| if i == 0 { 1.0 } else { o as f32 / i as f32 }).collect();
             (full, out)
         }
         _ => return Err(node.bad_input("exactly one of the inputs scales and sizes must be given")),
@@ -100,11 +101,19 @@ fn crop_box(cx: &LowerCx, node: &OnnxNode, axes: &[usize], rank: usize) -> Resul
     Ok(full)
 }
 
-/// `Upsample`: scales are an attribute before opset 9 and a constant input from 9 on.
+/// `Upsample`: scales are `height_scale` and `width_scale` of an NCHW input in opset 1, an
+/// attribute from 7 and a constant input from 9 on (Resize replaces it from opset 10).
 pub(super) fn lower_upsample(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, ImportError> {
     let x = cx.input(node, 0)?;
     let mode = resize_mode(node)?;
-    let scales = if node.opset < 9 {
+    let scales = if node.opset < 7 {
+        let scale = |a: &str| node.float(a)?.ok_or_else(|| node.bad_attr(a, "is required"));
+        let (h, w) = (scale("height_scale")?, scale("width_scale")?);
+        if cx.ty(x).rank() != 4 {
+            return Err(node.shape_err(format!("Upsample-1 needs an NCHW input, got shape {:?}", cx.shape(x))));
+        }
+        vec![1.0, 1.0, h, w]
+    } else if node.opset < 9 {
         node.floats("scales")?.ok_or_else(|| node.bad_attr("scales", "is required"))?.to_vec()
     } else {
         cx.const_floats(node, 1, "scales")?.ok_or_else(|| node.bad_input("input 1 (scales) is required"))?
@@ -158,14 +167,15 @@ fn lower_legacy(
     Ok(vec![cx.add1(node, Op::Resize(attrs), &[x])?])
 }
 
-/// `floor(in · scale)` per axis, computed in f32 as onnxruntime does.
+/// `floor(in · scale)` per axis, computed in f32 as onnxruntime does (an empty axis stays empty).
 fn shape_from_scales(node: &OnnxNode, in_shape: &[usize], scales: &[f32]) -> Result<Vec<usize>, ImportError> {
     in_shape
         .iter()
         .zip(scales)
         .map(|(&d, &s)| {
             let out = (d as f32 * s).floor();
-            if !(s.is_finite() && s > 0.0 && (1.0..=(1u64 << 31) as f32).contains(&out)) {
+            let lowest = if d == 0 { 0.0 } else { 1.0 };
+            if !(s.is_finite() && s > 0.0 && (lowest..=(1u64 << 31) as f32).contains(&out)) {
                 return Err(node.bad_input(format!(
                     "scales {scales:?} must be positive and give output sizes from 1 to 2^31 for input {in_shape:?}"
                 )));

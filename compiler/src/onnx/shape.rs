@@ -11,9 +11,15 @@ use super::context::{LowerCx, Lowered, OnnxNode};
 use super::error::ImportError;
 use super::proto::{checked_shape, dtype_of, tensor_from_proto};
 
+/// `Reshape`: the target shape is an attribute before opset 5 and a constant input from 5 on;
+/// a 0 copies the input's dimension unless `allowzero` (opset 14 on) makes it a size.
 pub(super) fn lower_reshape(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, ImportError> {
     let x = cx.input(node, 0)?;
-    let target = cx.const_ints(node, 1, "shape")?.ok_or_else(|| node.bad_input("input 1 (shape) is required"))?;
+    let target = if node.opset < 5 {
+        node.ints("shape")?.map(<[i64]>::to_vec).ok_or_else(|| node.bad_attr("shape", "is required"))?
+    } else {
+        cx.const_ints(node, 1, "shape")?.ok_or_else(|| node.bad_input("input 1 (shape) is required"))?
+    };
     let allowzero = node.opset >= 14 && node.flag("allowzero", false)?;
     let in_shape = cx.shape(x);
     let total = checked_numel(&in_shape).unwrap_or(usize::MAX);
@@ -204,7 +210,11 @@ pub(super) fn lower_concat(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered,
     let inputs = cx.inputs(node)?;
     let first = *inputs.first().ok_or_else(|| node.bad_input("needs at least one input"))?;
     let rank = cx.ty(first).rank();
-    let axis = node.int("axis")?.ok_or_else(|| node.bad_attr("axis", "is required"))?;
+    // Concat-1 makes `axis` optional, default 1; it is required from opset 4.
+    let axis = match node.int("axis")? {
+        None if node.opset < 4 => 1,
+        a => a.ok_or_else(|| node.bad_attr("axis", "is required"))?,
+    };
     let axis = node.axis("axis", axis, rank)?;
     // Inputs empty along the axis contribute nothing (exporters emit them for empty padding).
     let kept: Vec<_> = inputs.iter().copied().filter(|&v| cx.ty(v).shape.get(axis) != Some(&0)).collect();
@@ -220,8 +230,12 @@ pub(super) fn lower_split(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, 
     let shape = cx.shape(x);
     let axis = node.axis("axis", node.int_or("axis", 0)?, shape.len())?;
     let dim = shape[axis];
-    let split =
-        if node.opset < 13 { node.ints("split")?.map(<[i64]>::to_vec) } else { cx.const_ints(node, 1, "split")? };
+    // Split-1 takes the sizes from the attribute or from a constant second input.
+    let split = match node.opset {
+        ..2 => node.ints("split")?.map(<[i64]>::to_vec).or(cx.const_ints(node, 1, "split")?),
+        2..13 => node.ints("split")?.map(<[i64]>::to_vec),
+        _ => cx.const_ints(node, 1, "split")?,
+    };
     let sizes: Vec<usize> = match split.filter(|s| !s.is_empty()) {
         Some(s) => {
             let sizes = s
@@ -377,9 +391,19 @@ pub(super) fn lower_range(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, 
     Ok(vec![cx.add_const(&node.name, t)])
 }
 
+/// `Cast`: `to` is a data type name (`"FLOAT"`) before opset 6 and its number from 6 on.
 pub(super) fn lower_cast(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, ImportError> {
     let x = cx.input(node, 0)?;
-    let to = node.int("to")?.ok_or_else(|| node.bad_attr("to", "is required"))?;
+    let to = if node.opset < 6 {
+        let name = node.string("to")?.ok_or_else(|| node.bad_attr("to", "is required"))?;
+        DataType::VALUES
+            .iter()
+            .find(|d| format!("{d:?}").eq_ignore_ascii_case(&name))
+            .map(|d| i64::from(d.value()))
+            .ok_or_else(|| node.bad_attr("to", format!("`{name}` is not an ONNX data type name")))?
+    } else {
+        node.int("to")?.ok_or_else(|| node.bad_attr("to", "is required"))?
+    };
     let to32 = i32::try_from(to).unwrap_or(i32::MAX);
     // A run-time value cast to uint8 or int8 keeps that type (quantized data); other integer
     // casts widen to i64, as constants and shape arithmetic do.
@@ -398,9 +422,15 @@ pub(super) fn lower_identity(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowere
     Ok(vec![cx.input(node, 0)?])
 }
 
-/// `Dropout` at inference is the identity; its mask, when asked for, is all true.
+/// `Dropout` at inference is the identity; its mask, when asked for, is all true. Before
+/// opset 7 the mode is `is_test`, training (random dropping) by default.
 pub(super) fn lower_dropout(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, ImportError> {
     let x = cx.input(node, 0)?;
+    if node.opset < 7 && !node.flag("is_test", false)? {
+        return Err(
+            node.bad_attr("is_test", "training mode (is_test = 0) is not supported; export the model for inference")
+        );
+    }
     if node.opset >= 12
         && let Some(t) = cx.const_input(node, 2, "training_mode")?
         && t.as_bool().is_some_and(|b| b.iter().any(|&b| b))

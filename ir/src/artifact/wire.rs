@@ -419,7 +419,7 @@ pub struct Gemm {
 pub struct Resize {
     #[prost(oneof = "ResizeMode", tags = "1, 2, 3")]
     pub mode: Option<ResizeMode>,
-    #[prost(oneof = "Coord", tags = "4, 5, 6, 7, 8, 9")]
+    #[prost(oneof = "Coord", tags = "4, 5, 6, 7, 8, 9, 13")]
     pub coord: Option<Coord>,
     #[prost(enumeration = "NearestMode", tag = "10")]
     pub nearest: i32,
@@ -461,6 +461,9 @@ pub enum Coord {
     Asymmetric(Empty),
     #[prost(message, tag = "9")]
     TfCropAndResize(TfCropAndResize),
+    // Tags 10 to 12 are `Resize`'s own fields.
+    #[prost(message, tag = "13")]
+    TfHalfPixelForNn(Empty),
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

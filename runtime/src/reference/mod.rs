@@ -1,6 +1,6 @@
 //! Reference interpreter: plain, obviously-correct loops accumulating in f64.
 //!
-//! Every op follows the ONNX specification (opsets 9–21) and, where the specification leaves
+//! Every op follows the ONNX specification (opsets 1–28) and, where the specification leaves
 //! room, onnxruntime's CPU kernels. Reductions (conv, gemm, matmul, pooling averages, softmax
 //! sums, means, batchnorm) accumulate in f64 and round once. Nothing here panics on a graph
 //! that passed `ir::verify`: every precondition an op relies on is checked and reported.

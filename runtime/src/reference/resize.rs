@@ -39,6 +39,7 @@ pub(crate) fn source_coord(
             }
         }
         CoordTransform::Asymmetric => x / scale,
+        CoordTransform::TfHalfPixelForNn => (x + 0.5) / scale,
         CoordTransform::TfCropAndResize { roi, .. } => {
             let (start, end) = (roi[axis], roi[roi.len() / 2 + axis]);
             let (len_in, len_out) = (len_in as f32, len_out as f32);
