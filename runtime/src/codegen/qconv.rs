@@ -26,7 +26,9 @@ use super::builder::{for_range, mem};
 use super::gemm::kit::{for_dyn, offset};
 use super::{Aux, CompileError, EmitCx, Emitted, Jit};
 use crate::microkernel::PackGeo;
-use crate::microkernel::int8::{ACCUMULATE, FINAL, OUT_SHIFT, QKernels, QTier, WIDE, needs_wide, pack_a_as};
+use crate::microkernel::int8::{
+    ACCUMULATE, AMX_B_SLACK, FINAL, OUT_SHIFT, QKernels, QTier, WIDE, needs_wide, pack_a_as,
+};
 
 /// Largest K block (rows of B per packed strip), a multiple of 4.
 const KC: usize = 512;
@@ -108,13 +110,27 @@ pub(crate) fn emit(
     if cx.inputs.len() > 2 && bias_in.is_none() {
         return Err(cx.unsupported("a quantized conv with a run-time bias"));
     }
+    let amx = mk.tier == QTier::Amx;
     let bias: Vec<i32> = (0..c_out)
         .map(|c| {
             let wsum = wv[c * k_len..][..k_len].iter().fold(0i32, |s, &w| s.wrapping_add(i32::from(w)));
             let b = bias_in.map_or(0, |b| b[c]);
-            b.wrapping_sub(zx.wrapping_mul(wsum)).wrapping_add((k_len as i32).wrapping_mul(zx).wrapping_mul(zw[c]))
+            let b =
+                b.wrapping_sub(zx.wrapping_mul(wsum)).wrapping_add((k_len as i32).wrapping_mul(zx).wrapping_mul(zw[c]));
+            if amx {
+                // The AMX tile's sum is `T = Σ w·x' − 128·Σ w + 128·S` with `S = Σ (x' − 128)`
+                // (`microkernel/int8/amx.rs`), and `Σ x' = S + 128·K`: the contract's
+                // `Σ w·x' + b − zw·Σ x'` is `T + (b + 128·Σ w − 128·K·zw) − (zw + 128)·S`.
+                b.wrapping_add(wsum.wrapping_mul(128))
+                    .wrapping_sub((k_len as i32).wrapping_mul(128).wrapping_mul(zw[c]))
+            } else {
+                b
+            }
         })
         .collect();
+    // The AMX tile's activations are signed (`x' ^ 0x80`), its zero-point term `zw + 128`.
+    let zw: Vec<i32> = if amx { zw.iter().map(|&z| z.wrapping_add(128)).collect() } else { zw };
+    let (xor, pad) = if amx { (xor ^ 0x80, zx as u8 ^ 0x80) } else { (xor, zx as u8) };
     let with_colsum = zw.iter().any(|&z| z != 0);
     let (out_kind, scale, qp) = match &q.out {
         QLinearOut::I32 => (0u32, vec![1.0; c_out], [0, 0, 0]),
@@ -138,7 +154,8 @@ pub(crate) fn emit(
     let (mr, nr) = (mk.mr, mk.nr);
     let tiles = mg.div_ceil(mr);
     let n_kb = k_len.div_ceil(KC);
-    let kc = k_len.div_ceil(n_kb).next_multiple_of(4);
+    // AMX K blocks start on whole 64-byte K steps of its panels.
+    let kc = k_len.div_ceil(n_kb).next_multiple_of(if amx { 64 } else { 4 });
     let n_kb = k_len.div_ceil(kc);
     let kc_last = k_len - (n_kb - 1) * kc;
     let nc = NC.min(n_len.next_multiple_of(nr));
@@ -153,7 +170,8 @@ pub(crate) fn emit(
     let chunks = tiles.div_ceil(chunk_tiles);
     let units = (outer * chunks) as u64;
     let strips = nc.div_ceil(nr);
-    let b_bytes = strips * kc.div_ceil(4) * nr * 4;
+    // The AMX tile reads its last strip's final K step whole (`AMX_B_SLACK`).
+    let b_bytes = strips * kc.div_ceil(4) * nr * 4 + if amx { AMX_B_SLACK } else { 0 };
     let part_bytes = if n_kb > 1 { tiles * mr * nc * 4 } else { 0 };
     let colsum_bytes = nc * 4;
     let scratch = b_bytes + part_bytes + colsum_bytes;
@@ -176,6 +194,7 @@ pub(crate) fn emit(
         return Ok(Emitted::serial(func, aux));
     }
     jit.note_variant(match mk.tier {
+        QTier::Amx => "qconv-amx",
         QTier::Vnni => "qconv-vnni",
         QTier::Avx2 => "qconv-avx2",
     });
@@ -262,7 +281,7 @@ pub(crate) fn emit(
                     cols,
                     b.ins().iconst(ptr, nr as i64),
                     b.ins().iconst(types::I8, i64::from(xor)),
-                    b.ins().iconst(types::I8, i64::from(zx as u8)),
+                    b.ins().iconst(types::I8, i64::from(pad)),
                     bbuf,
                     cs,
                 ];

@@ -104,13 +104,14 @@ fn layout(cx: &EmitCx, q: &QLinear) -> Result<(Shape, Vec<i32>, usize), CompileE
     }
 }
 
-/// The int8 microkernels of the tier `CNNC_KERNELS` forces (`vnni`, `avx2`; `cranelift`: none,
+/// The int8 microkernels of the tier `CNNC_KERNELS` forces (`amx`, `vnni`, `avx2`; `cranelift`: none,
 /// the portable kernel), else of the host's best tier (read at each compile). Forcing a tier the
 /// host lacks is an error, never a silent fallback.
 pub(crate) fn int8_kernels() -> Result<Option<QKernels>, CompileError> {
     let forced = std::env::var("CNNC_KERNELS").map(|v| v.to_ascii_lowercase()).unwrap_or_default();
     let tier = match forced.as_str() {
         "cranelift" => return Ok(None),
+        "amx" => QTier::Amx,
         "vnni" => QTier::Vnni,
         "avx2" => QTier::Avx2,
         _ => return Ok(QTier::best().and_then(qkernels)),
@@ -119,6 +120,7 @@ pub(crate) fn int8_kernels() -> Result<Option<QKernels>, CompileError> {
         CompileError::Backend(format!(
             "CNNC_KERNELS={forced}: this CPU lacks the {tier:?} tier's features ({})",
             match tier {
+                QTier::Amx => "avx2, avx512f, avx512bw, avx512vnni, amx-tile, amx-int8 and Linux's AMX permission",
                 QTier::Vnni => "avx2, avx512f, avx512bw, avx512vnni",
                 QTier::Avx2 => "avx2",
             }

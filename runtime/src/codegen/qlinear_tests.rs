@@ -268,6 +268,11 @@ fn run_tier(tier: Option<QTier>) {
 }
 
 #[test]
+fn amx_tier_equals_the_integer_reference() {
+    run_tier(Some(QTier::Amx));
+}
+
+#[test]
 fn vnni_tier_equals_the_integer_reference() {
     run_tier(Some(QTier::Vnni));
 }
@@ -301,7 +306,7 @@ fn layers_spanning_several_k_and_pixel_blocks_equal_the_reference() {
                 (batch, 1, c, m, (k, k), (s, s), (1, 1), (k / 2, k / 2, k / 2, k / 2), (size - k + 1, size - k + 1));
             let quant = (i % 2 == 1, w_u8, true, true, out_kind, 0, true, 7 + i as u64, 0, out_kind == 0, false);
             let case = build(geo, quant);
-            for tier in [Some(QTier::Vnni), Some(QTier::Avx2), None] {
+            for tier in [Some(QTier::Amx), Some(QTier::Vnni), Some(QTier::Avx2), None] {
                 if tier.is_some_and(|t| !t.supported()) {
                     continue;
                 }

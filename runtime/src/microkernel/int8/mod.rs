@@ -2,8 +2,9 @@
 //! im2col packing routine that feeds them, for the Cranelift int8 GEMM driver to call through
 //! `call_indirect`; also a depthwise conv kernel (AVX2, both tiers; `depthwise.rs`, its
 //! contract on `qdw_conv_2d`) that computes whole planes, staging and requantization included.
-//! Two tiers, chosen at load from the host's CPU features ([`QTier`]): an AVX-512 VNNI tile
-//! (`vpdpbusd`) and an AVX2 tile (`vpmaddubsw` + `vpmaddwd`).
+//! Three tiers, chosen at load from the host's CPU features ([`QTier`]): an AMX tile
+//! (`tdpbusd`, `amx.rs`: the same contract with the operands' signs swapped, see there), an
+//! AVX-512 VNNI tile (`vpdpbusd`) and an AVX2 tile (`vpmaddubsw` + `vpmaddwd`).
 //!
 //! # The contract: exact integer GEMM with a requantizing epilogue
 //! `Y[r][c]` is a reduction of length K over A = weights (i8, `M × K`) and B = activations
@@ -46,6 +47,8 @@
 //! needs. The contract a caller (generated code) must keep is documented on each kernel.
 
 #[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
 mod avx2;
 mod depthwise;
 #[cfg(target_arch = "x86_64")]
@@ -65,6 +68,15 @@ pub(crate) use winograd::{QwGeo, transform_weights as winograd_weights};
 pub(crate) const VNNI_MR: usize = 8;
 /// Columns (output pixels) of the VNNI register tile.
 pub(crate) const VNNI_NR: usize = 32;
+/// Rows (output channels) of the AMX tile: two 16-row A tiles.
+pub(crate) const AMX_MR: usize = 32;
+/// Columns (output pixels) of the AMX tile: two 16-column B tiles.
+pub(crate) const AMX_NR: usize = 32;
+/// Bytes an AMX tile call may read past its B strip (see `amx::qgemm_32x32`).
+#[cfg(target_arch = "x86_64")]
+pub(crate) use amx::B_SLACK as AMX_B_SLACK;
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) const AMX_B_SLACK: usize = 0;
 /// Rows of the AVX2 register tile.
 pub(crate) const AVX2_MR: usize = 4;
 /// Columns of the AVX2 register tile.
@@ -143,6 +155,9 @@ pub(crate) fn qtile_flags(rows: usize, cols: usize, block: KBlock, out: QOut, wi
 /// The int8 kernel tiers, best first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum QTier {
+    /// AMX-TILE + AMX-INT8 (with the VNNI tier's features for the epilogue): a 32 × 32 tile of
+    /// `tdpbusd` on four accumulator tiles.
+    Amx,
     /// AVX-512 F/BW/VNNI: an 8 × 32 tile of `vpdpbusd` on zmm registers.
     Vnni,
     /// AVX2: a 4 × 16 tile of `vpmaddubsw` + `vpmaddwd` on ymm registers, exact through
@@ -157,6 +172,7 @@ impl QTier {
         {
             use std::arch::is_x86_feature_detected as has;
             match self {
+                QTier::Amx => QTier::Vnni.supported() && amx_enabled(),
                 QTier::Vnni => has!("avx2") && has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
                 QTier::Avx2 => has!("avx2"),
             }
@@ -167,7 +183,7 @@ impl QTier {
 
     /// The best tier this host supports, if any.
     pub(crate) fn best() -> Option<QTier> {
-        [QTier::Vnni, QTier::Avx2].into_iter().find(|t| t.supported())
+        [QTier::Amx, QTier::Vnni, QTier::Avx2].into_iter().find(|t| t.supported())
     }
 
     /// Rows of the tier's register tile (and of a packed A tile).
@@ -175,6 +191,7 @@ impl QTier {
     #[cfg(test)]
     pub(crate) fn env_name(self) -> &'static str {
         match self {
+            QTier::Amx => "amx",
             QTier::Vnni => "vnni",
             QTier::Avx2 => "avx2",
         }
@@ -182,6 +199,7 @@ impl QTier {
 
     pub(crate) fn mr(self) -> usize {
         match self {
+            QTier::Amx => AMX_MR,
             QTier::Vnni => VNNI_MR,
             QTier::Avx2 => AVX2_MR,
         }
@@ -190,10 +208,18 @@ impl QTier {
     /// Columns of the tier's register tile (and of a packed B strip).
     pub(crate) fn nr(self) -> usize {
         match self {
+            QTier::Amx => AMX_NR,
             QTier::Vnni => VNNI_NR,
             QTier::Avx2 => AVX2_NR,
         }
     }
+}
+
+/// Whether AMX is usable by this process (`amx::enable`, asked once).
+#[cfg(target_arch = "x86_64")]
+fn amx_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(amx::enable)
 }
 
 /// Addresses of one tier's int8 kernels, for `iconst` + `call_indirect` in generated code.
@@ -204,12 +230,14 @@ pub(crate) struct QKernels {
     pub mr: usize,
     /// Columns of the register tile; pass it as the packer's `nr`.
     pub nr: usize,
-    /// The tile kernel (`vnni::qgemm_8x32` or `avx2::qgemm_4x16`), with the C signature
+    /// The tile kernel (`amx::qgemm_32x32`, `vnni::qgemm_8x32` or `avx2::qgemm_4x16`), with
+    /// the C signature
     /// `(k4: usize, a: *const i8, b: *const u8, part: *mut i32, ldp: usize, out: *mut u8,
     /// ldo: usize, flags: u32, bias: *const i32, scale: *const f32, zw: *const i32,
     /// colsum: *const i32, qp: *const i32)`; `flags` from [`qtile_flags`].
     pub gemm: u64,
-    /// `pack::pack_b_im2col_u8` (AVX2, the same for both tiers), with the C signature
+    /// `pack::pack_b_im2col_u8` (AVX2; on the AMX tier `pack_b_im2col_s8`, whose column sums
+    /// read the packed bytes as i8), with the C signature
     /// `(geo: *const i64, x: *const u8, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize,
     /// xor: u8, pad: u8, dst: *mut u8, colsum: *mut i32)` (`geo` a
     /// [`PackGeo::table`](super::PackGeo::table); Cranelift callers declare `xor` and `pad` as
@@ -256,19 +284,22 @@ pub(crate) fn qkernels(tier: QTier) -> Option<QKernels> {
         // `pack::pack_b_im2col_u8`, `depthwise::qdw_conv_2d{,_vnni}`, `winograd::qwino_f2` and the `lookup` kernels,
         // which the generated code keeps.
         let gemm: QGemmFn = match tier {
+            QTier::Amx => amx::qgemm_32x32,
             QTier::Vnni => vnni::qgemm_8x32,
             QTier::Avx2 => avx2::qgemm_4x16,
         };
-        let pack_b: pack::PackU8Fn = pack::pack_b_im2col_u8;
+        let pack_b: pack::PackU8Fn = if tier == QTier::Amx { pack::pack_b_im2col_s8 } else { pack::pack_b_im2col_u8 };
+        // The AMX tier has every VNNI feature: it shares the VNNI tier's other kernels.
+        let wide_regs = tier != QTier::Avx2;
         // The VNNI tier's features plus VL (for `vpdpwssd` on ymm), checked here.
-        let dw_vnni = tier == QTier::Vnni && std::arch::is_x86_feature_detected!("avx512vl");
+        let dw_vnni = wide_regs && std::arch::is_x86_feature_detected!("avx512vl");
         let (depthwise, depthwise_variant): (depthwise::QdwFn, _) = if dw_vnni {
             (depthwise::qdw_conv_2d_vnni, "qconv-depthwise-vnni")
         } else {
             (depthwise::qdw_conv_2d, "qconv-depthwise-avx2")
         };
         // The VNNI tier's features (AVX-512 F, BW) plus VBMI, checked here.
-        let lookup_u8 = (tier == QTier::Vnni && std::arch::is_x86_feature_detected!("avx512vbmi")).then(|| {
+        let lookup_u8 = (wide_regs && std::arch::is_x86_feature_detected!("avx512vbmi")).then(|| {
             let f: unsafe extern "C" fn(*const u8, *const u8, *mut u8, usize) = lookup::lookup_u8_vbmi;
             f as usize as u64
         });
@@ -283,7 +314,7 @@ pub(crate) fn qkernels(tier: QTier) -> Option<QKernels> {
             pack_b: pack_b as usize as u64,
             lookup_u8,
             lookup_avx2: avx2 as usize as u64,
-            lookup2_avx512: (tier == QTier::Vnni).then_some(avx512 as usize as u64),
+            lookup2_avx512: wide_regs.then_some(avx512 as usize as u64),
             depthwise: depthwise as usize as u64,
             depthwise_variant,
             winograd: winograd as usize as u64,
@@ -352,6 +383,9 @@ pub(crate) fn needs_wide(tier: QTier, w: &[i8], m: usize, k: usize) -> bool {
 /// of a grouped conv share one kernel flag, so one group that needs wide panels widens them all.
 pub(crate) fn pack_a_as(tier: QTier, w: &[i8], m: usize, k: usize, wide: bool) -> PackedA {
     assert_eq!(w.len(), m * k, "pack_a: {m}×{k} weights");
+    if tier == QTier::Amx {
+        return pack_a_amx(w, m, k);
+    }
     let mr = tier.mr();
     let k4 = k.div_ceil(4);
     let at = |r: usize, kk: usize| if r < m && kk < k { w[r * k + kk] } else { 0 };
@@ -380,6 +414,22 @@ pub(crate) fn pack_a_as(tier: QTier, w: &[i8], m: usize, k: usize, wide: bool) -
         }
     }
     PackedA { data, panel_stride, k4_stride, wide }
+}
+
+/// The AMX panels: per tile of 32 rows, `⌈k/64⌉` K steps of `[32 rows][64 bytes]` holding
+/// `w + 128` as a u8 (`w ^ 0x80`), and 0 for rows past `m` and `k` past `k` (so whatever the
+/// B tile holds there contributes 0). A K block at quad `q` (a multiple of 16) starts at
+/// `q·128` bytes into its tile: `k4_stride = 128`.
+fn pack_a_amx(w: &[i8], m: usize, k: usize) -> PackedA {
+    const STEP: usize = amx::A_STEP;
+    let panel_stride = k.div_ceil(64) * STEP;
+    let mut data = vec![0i8; m.div_ceil(AMX_MR) * panel_stride];
+    for r in 0..m {
+        for (kk, &v) in w[r * k..(r + 1) * k].iter().enumerate() {
+            data[(r / AMX_MR) * panel_stride + (kk / 64) * STEP + (r % AMX_MR) * 64 + kk % 64] = v ^ i8::MIN;
+        }
+    }
+    PackedA { data, panel_stride, k4_stride: AMX_MR * 4, wide: false }
 }
 
 /// Whether some pair `(w[r][2p], w[r][2p+1])` times inputs in `0..=255` could saturate the i16

@@ -69,6 +69,54 @@ pub(super) unsafe extern "C" fn pack_b_im2col_u8(
     dst: *mut u8,
     colsum: *mut i32,
 ) {
+    // SAFETY: the same contract.
+    unsafe { pack::<false>(geo, x, k0, kc, n0, nc, nr, xor, pad, dst, colsum) }
+}
+
+/// [`pack_b_im2col_u8`] for the AMX tile, whose B operand is signed: the column sums add the
+/// packed bytes read as **i8** (`colsum[n − n0] += Σ (v as i8)`); everything else is the same.
+///
+/// # Safety
+/// As [`pack_b_im2col_u8`].
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe extern "C" fn pack_b_im2col_s8(
+    geo: *const i64,
+    x: *const u8,
+    k0: usize,
+    kc: usize,
+    n0: usize,
+    nc: usize,
+    nr: usize,
+    xor: u8,
+    pad: u8,
+    dst: *mut u8,
+    colsum: *mut i32,
+) {
+    // SAFETY: the same contract.
+    unsafe { pack::<true>(geo, x, k0, kc, n0, nc, nr, xor, pad, dst, colsum) }
+}
+
+/// The packer of [`pack_b_im2col_u8`]; `SIGNED` sums the column sums' bytes as i8.
+///
+/// # Safety
+/// As [`pack_b_im2col_u8`].
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn pack<const SIGNED: bool>(
+    geo: *const i64,
+    x: *const u8,
+    k0: usize,
+    kc: usize,
+    n0: usize,
+    nc: usize,
+    nr: usize,
+    xor: u8,
+    pad: u8,
+    dst: *mut u8,
+    colsum: *mut i32,
+) {
     let g = PackGeo::read(geo);
     let q4 = kc.div_ceil(4);
     let padded = nc.div_ceil(nr) * nr;
@@ -86,7 +134,7 @@ pub(super) unsafe extern "C" fn pack_b_im2col_u8(
     let mut segs = [(0u32, 0u16, 0u16); CHUNK];
     let mut plane =
         Plane { bytes: &mut plane_bytes, seg: &mut segs, segs: 0, channel: usize::MAX, oy0: 0, hp: 0, wp: 0 };
-    let out = Strips { dst, strip_bytes: q4 * nr * 4, nr, colsum };
+    let out = Strips { dst, strip_bytes: q4 * nr * 4, nr, colsum, signed: SIGNED };
     for c0 in (0..padded).step_by(CHUNK) {
         let width = (padded - c0).min(CHUNK);
         // Every chunk starts a strip, and every strip has a valid column: `valid ≥ 1`.
@@ -308,6 +356,8 @@ struct Strips {
     strip_bytes: usize,
     nr: usize,
     colsum: *mut i32,
+    /// The column sums read the packed bytes as i8 (the AMX tile's signed operand).
+    signed: bool,
 }
 
 impl Strips {
@@ -362,7 +412,10 @@ impl Strips {
                     }
                     let n = valid.saturating_sub(g + 8 * i).min(8);
                     if !self.colsum.is_null() && n > 0 {
-                        let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(v, ones8), ones16);
+                        // `vpmaddubsw` takes its first operand as u8 and its second as i8.
+                        let pairs =
+                            if self.signed { _mm256_maddubs_epi16(ones8, v) } else { _mm256_maddubs_epi16(v, ones8) };
+                        let sums = _mm256_madd_epi16(pairs, ones16);
                         let cs = self.colsum.add(col);
                         if n == 8 {
                             _mm256_storeu_si256(cs.cast(), _mm256_add_epi32(_mm256_loadu_si256(cs.cast()), sums));

@@ -7,8 +7,8 @@ use proptest::test_runner::{Config, TestRunner};
 
 use super::super::PackGeo;
 use super::{
-    ACCUMULATE, FINAL, KBlock, OUT_F32, OUT_I8, OUT_I32, OUT_SHIFT, OUT_U8, PackedA, QGemmFn, QOut, QTier, WIDE, avx2,
-    pack, pack_a, qkernels, qtile_flags, vnni,
+    ACCUMULATE, AMX_B_SLACK, FINAL, KBlock, OUT_F32, OUT_I8, OUT_I32, OUT_SHIFT, OUT_U8, PackedA, QGemmFn, QOut, QTier,
+    WIDE, amx, avx2, pack, pack_a, qkernels, qtile_flags, vnni,
 };
 
 /// The tier's tile kernel, or `None` (and a note on stderr) when the host lacks its features.
@@ -18,6 +18,7 @@ fn kernel_or_skip(tier: QTier, test: &str) -> Option<QGemmFn> {
         return None;
     }
     Some(match tier {
+        QTier::Amx => amx::qgemm_32x32,
         QTier::Vnni => vnni::qgemm_8x32,
         QTier::Avx2 => avx2::qgemm_4x16,
     })
@@ -30,17 +31,22 @@ fn config(cases: u32) -> Config {
 #[test]
 fn qkernels_give_each_supported_tier_its_tile_shape_and_kernels() {
     assert_eq!(QTier::best().is_some(), QTier::Avx2.supported());
-    for tier in [QTier::Vnni, QTier::Avx2] {
+    // The best tier is the first supported one, AMX before VNNI before AVX2.
+    let best = [QTier::Amx, QTier::Vnni, QTier::Avx2].into_iter().find(|t| t.supported());
+    assert_eq!(QTier::best(), best);
+    for tier in [QTier::Amx, QTier::Vnni, QTier::Avx2] {
         let Some(k) = qkernels(tier) else {
             crate::testing::cpu_skip("qkernels_give_each_supported_tier_its_tile_shape_and_kernels", tier.env_name());
             continue;
         };
-        let gemm: QGemmFn = if tier == QTier::Vnni { vnni::qgemm_8x32 } else { avx2::qgemm_4x16 };
-        let pack_b: pack::PackU8Fn = pack::pack_b_im2col_u8;
+        let gemm: QGemmFn =
+            kernel_or_skip(tier, "qkernels_give_each_supported_tier_its_tile_shape_and_kernels").unwrap();
+        let pack_b: pack::PackU8Fn = if tier == QTier::Amx { pack::pack_b_im2col_s8 } else { pack::pack_b_im2col_u8 };
         assert_eq!((k.tier, k.mr, k.nr), (tier, tier.mr(), tier.nr()));
         assert_eq!((k.gemm, k.pack_b), (gemm as usize as u64, pack_b as usize as u64));
     }
     assert_eq!((QTier::Vnni.mr(), QTier::Vnni.nr(), QTier::Avx2.mr(), QTier::Avx2.nr()), (8, 32, 4, 16));
+    assert_eq!((QTier::Amx.mr(), QTier::Amx.nr()), (32, 32));
 }
 
 /// SplitMix64: the cases' data from a seed proptest draws.
@@ -233,14 +239,24 @@ fn clamp_like_sse(v: f32, lo: f32, hi: f32) -> f32 {
 }
 
 /// The contract's epilogue on one element: what `part` or `out` receives.
-fn reference_tile(c: &TileCase, nr: usize) -> (Vec<i32>, Vec<u8>) {
+///
+/// The product is the contract's `Σ w·b` (w i8, b u8), except on the AMX tier, whose tile
+/// computes `Σ (w + 128)·(b as i8)` (`amx.rs`).
+fn reference_tile(c: &TileCase, tier: QTier) -> (Vec<i32>, Vec<u8>) {
+    let nr = tier.nr();
     let (mut part, mut out) = (c.part.clone(), c.out.clone());
     for r in 0..c.rows {
         for col in 0..c.cols {
             let mut acc = 0i32;
             for kk in 0..c.k {
                 let b = c.b[(kk / 4) * nr * 4 + col * 4 + kk % 4];
-                acc = acc.wrapping_add(i32::from(c.w[r * c.k + kk]) * i32::from(b));
+                let w = c.w[r * c.k + kk];
+                let p = if tier == QTier::Amx {
+                    (i32::from(w) + 128) * i32::from(b as i8)
+                } else {
+                    i32::from(w) * i32::from(b)
+                };
+                acc = acc.wrapping_add(p);
             }
             if c.flags & ACCUMULATE != 0 {
                 acc = acc.wrapping_add(c.part[r * c.ldp + col]);
@@ -274,6 +290,11 @@ fn run_tile(tier: QTier, kernel: QGemmFn, c: &TileCase) -> (Vec<i32>, Vec<u8>) {
     let flags = c.flags | ((c.rows as u32) << 8) | ((c.cols as u32) << 16) | if packed.wide { WIDE } else { 0 };
     let (mut part, mut out) = (c.part.clone(), c.out.clone());
     let opt = |v: &Option<Vec<i32>>| v.as_ref().map_or(std::ptr::null(), |v| v.as_ptr());
+    // The AMX tile reads its last K step whole: the quads past `k4` hold arbitrary bytes.
+    let mut b = c.b.clone();
+    if tier == QTier::Amx {
+        b.extend((0..AMX_B_SLACK).map(|i| (i * 37 + 11) as u8));
+    }
     // SAFETY: `kernel_or_skip` found the tier's features; the panel holds `k4` quads of `mr`
     // rows, the strip `k4` quads of `nr` columns; `part` and `out` hold `mr` rows of their
     // strides (≥ cols), `bias`/`zw`/`scale` `mr` values, `colsum` `nr`, `qp` 3.
@@ -281,7 +302,7 @@ fn run_tile(tier: QTier, kernel: QGemmFn, c: &TileCase) -> (Vec<i32>, Vec<u8>) {
         kernel(
             c.k.div_ceil(4),
             packed.data.as_ptr(),
-            c.b.as_ptr(),
+            b.as_ptr(),
             part.as_mut_ptr(),
             c.ldp,
             out.as_mut_ptr(),
@@ -304,7 +325,7 @@ fn check_tiles(tier: QTier, test: &str) {
     runner
         .run(&tile_case(tier), |c| {
             let (part, out) = run_tile(tier, kernel, &c);
-            let (want_part, want_out) = reference_tile(&c, tier.nr());
+            let (want_part, want_out) = reference_tile(&c, tier);
             prop_assert_eq!(part, want_part, "part");
             prop_assert_eq!(out, want_out, "out");
             Ok(())
@@ -315,6 +336,11 @@ fn check_tiles(tier: QTier, test: &str) {
 #[test]
 fn vnni_tile_matches_the_reference_bit_for_bit() {
     check_tiles(QTier::Vnni, "vnni_tile_matches_the_reference_bit_for_bit");
+}
+
+#[test]
+fn amx_tile_matches_the_reference_bit_for_bit() {
+    check_tiles(QTier::Amx, "amx_tile_matches_the_reference_bit_for_bit");
 }
 
 #[test]
@@ -576,6 +602,11 @@ fn pack_case() -> impl Strategy<Value = PackCase> {
 
 /// The packer on `c`, with guard bytes after `dst` and `colsum`: the strips and column sums.
 fn run_pack(c: &PackCase) -> (Vec<u8>, Option<Vec<i32>>) {
+    run_packer(c, pack::pack_b_im2col_u8)
+}
+
+/// [`run_pack`] with the packer `f` (`pack_b_im2col_u8` or `pack_b_im2col_s8`).
+fn run_packer(c: &PackCase, f: pack::PackU8Fn) -> (Vec<u8>, Option<Vec<i32>>) {
     const GUARD: usize = 64;
     let (k0, kc, n0, nc) = c.block;
     let size = nc.div_ceil(c.nr) * kc.div_ceil(4) * c.nr * 4;
@@ -590,9 +621,7 @@ fn run_pack(c: &PackCase) -> (Vec<u8>, Option<Vec<i32>>) {
     // SAFETY: the caller checked AVX2; `x` holds every channel of the geometry; `k0` is a
     // multiple of 4, `nr` of 16; the pixels exist; `dst` and `colsum` are sized per the
     // contract (plus guards).
-    unsafe {
-        pack::pack_b_im2col_u8(table.as_ptr(), c.x.as_ptr(), k0, kc, n0, nc, c.nr, c.xor, c.pad, dst.as_mut_ptr(), cs)
-    };
+    unsafe { f(table.as_ptr(), c.x.as_ptr(), k0, kc, n0, nc, c.nr, c.xor, c.pad, dst.as_mut_ptr(), cs) };
     assert!(dst[size..].iter().all(|&v| v == 0xa5), "wrote past dst");
     dst.truncate(size);
     let colsum = colsum.map(|mut v| {
@@ -614,9 +643,19 @@ fn pack_b_im2col_u8_matches_a_plain_im2col() {
         .run(&pack_case(), |c| {
             let (dst, colsum) = run_pack(&c);
             let (want, sums) = reference_im2col(&c.geo, &c.x, c.block, c.nr, c.xor, c.pad);
-            prop_assert_eq!(dst, want);
-            let want_sums = c.colsum.map(|v| v.iter().zip(&sums).map(|(a, b)| a + b).collect::<Vec<_>>());
+            prop_assert_eq!(&dst, &want);
+            let want_sums = c.colsum.as_ref().map(|v| v.iter().zip(&sums).map(|(a, b)| a + b).collect::<Vec<_>>());
             prop_assert_eq!(colsum, want_sums);
+            // The AMX tier's packer: the same bytes, column sums of the bytes read as i8.
+            let (dst_s8, colsum_s8) = run_packer(&c, pack::pack_b_im2col_s8);
+            prop_assert_eq!(&dst_s8, &want);
+            let (kc, nr) = (c.block.1, c.nr);
+            let signed = |col: usize| -> i32 {
+                let at = (col / nr) * kc.div_ceil(4) * nr * 4 + (col % nr) * 4;
+                (0..kc).map(|kk| i32::from(want[at + (kk / 4) * nr * 4 + kk % 4] as i8)).sum()
+            };
+            let want_s8 = c.colsum.map(|v| v.iter().enumerate().map(|(col, a)| a + signed(col)).collect::<Vec<_>>());
+            prop_assert_eq!(colsum_s8, want_s8);
             Ok(())
         })
         .unwrap();
@@ -698,6 +737,38 @@ fn vnni_tile_machine_code_is_zmm_vpdpbusd() {
     let code = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
     let found = (0..code.len()).filter(|&i| is_vpdpbusd_zmm(&code[i..])).count();
     assert!(found >= 16, "{found} zmm vpdpbusd in the first {len} bytes of qgemm_8x32");
+}
+
+/// Whether `code[i..]` starts with `tdpbusd tmm, tmm, tmm` (`VEX.128.66.0F38.W0 5E 11:rrr:bbb`):
+/// the 3-byte VEX prefix 0xC4, P0 with map `0F38` (`mmmmm` = 00010), P1 with W = 0, L = 0 and
+/// `pp` = 01 (the 66 prefix; `tdpbssd`/`tdpbsud`/`tdpbuud` have F2/F3/none), opcode 0x5E, and
+/// a register-form ModRM.
+fn is_tdpbusd(code: &[u8]) -> bool {
+    matches!(code, [0xc4, p0, p1, 0x5e, modrm, ..] if p0 & 0x1f == 0x02 && p1 & 0x87 == 0x01 && modrm & 0xc0 == 0xc0)
+}
+
+/// The AMX kernel really is `tdpbusd` code: four (one per accumulator tile) in its first 4 KiB.
+/// The matcher checked against `objdump -d` of the test binary (`c4 e2 49 5e c4  tdpbusd
+/// tmm0,tmm4,tmm6`, `c4 e2 41 5e cc  tdpbusd tmm1,tmm4,tmm7`).
+#[test]
+fn amx_tile_machine_code_is_tdpbusd() {
+    if kernel_or_skip(QTier::Amx, "amx_tile_machine_code_is_tdpbusd").is_none() {
+        return;
+    }
+    assert!(is_tdpbusd(&[0xc4, 0xe2, 0x49, 0x5e, 0xc4]) && is_tdpbusd(&[0xc4, 0xe2, 0x41, 0x5e, 0xcc]));
+    // `ldtilecfg [rcx]` and `tileloadd tmm4, [r13 + rdx]` are not.
+    assert!(!is_tdpbusd(&[0xc4, 0xe2, 0x78, 0x49, 0x01]) && !is_tdpbusd(&[0xc4, 0xc2, 0x7b, 0x4b, 0x64, 0x15, 0x00]));
+    let f: QGemmFn = amx::qgemm_32x32;
+    let addr = f as usize;
+    let Some(end) = code_mapping_end(addr) else {
+        eprintln!("amx_tile_machine_code_is_tdpbusd: skipped, no /proc/self/maps");
+        return;
+    };
+    let len = (end - addr).min(4096);
+    // SAFETY: as in `vnni_tile_machine_code_is_zmm_vpdpbusd`.
+    let code = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
+    let found = (0..code.len()).filter(|&i| is_tdpbusd(&code[i..])).count();
+    assert!(found >= 4, "{found} tdpbusd in the first {len} bytes of qgemm_32x32");
 }
 
 #[test]

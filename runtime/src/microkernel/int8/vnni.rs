@@ -46,32 +46,47 @@ pub(super) unsafe extern "C" fn qgemm_8x32(
     // SAFETY: the caller's contract above.
     unsafe {
         let acc = product(k4, a, b);
-        let t = Tile { part, ldp, out, ldo, flags, bias, scale, zw, colsum, qp };
-        if flags & FINAL == 0 {
-            store_part(acc, &t);
+        epilogue(acc, &Tile { part, ldp, out, ldo, flags, bias, scale, zw, colsum, qp });
+    }
+}
+
+/// The tile's epilogue on 8 rows × 32 columns of sums (`[r·2 + half]`): a non-final tile's
+/// store to `part`, or a final tile's bias, zero-point correction and conversion (the module
+/// doc of [`int8`](super)). The AMX tile (`amx.rs`) runs its 32 × 32 sums through it 8 rows
+/// at a time.
+///
+/// # Safety
+/// AVX-512 F/BW; the kernel contract of [`qgemm_8x32`] on `t`'s pointers, for `t.rows() ≤ 8`.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni")]
+#[inline]
+pub(super) unsafe fn epilogue(acc: [__m512i; 2 * MR], t: &Tile) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if t.flags & FINAL == 0 {
+            store_part(acc, t);
             return;
         }
-        match (flags >> OUT_SHIFT) & 3 {
-            OUT_I32 => finish::<OUT_I32>(acc, &t),
-            OUT_F32 => finish::<OUT_F32>(acc, &t),
-            OUT_U8 => finish::<OUT_U8>(acc, &t),
-            _ => finish::<OUT_I8>(acc, &t),
+        match (t.flags >> OUT_SHIFT) & 3 {
+            OUT_I32 => finish::<OUT_I32>(acc, t),
+            OUT_F32 => finish::<OUT_F32>(acc, t),
+            OUT_U8 => finish::<OUT_U8>(acc, t),
+            _ => finish::<OUT_I8>(acc, t),
         }
     }
 }
 
 /// The epilogue's arguments (as passed to the kernel).
-struct Tile {
-    part: *mut i32,
-    ldp: usize,
-    out: *mut u8,
-    ldo: usize,
-    flags: u32,
-    bias: *const i32,
-    scale: *const f32,
-    zw: *const i32,
-    colsum: *const i32,
-    qp: *const i32,
+pub(super) struct Tile {
+    pub part: *mut i32,
+    pub ldp: usize,
+    pub out: *mut u8,
+    pub ldo: usize,
+    pub flags: u32,
+    pub bias: *const i32,
+    pub scale: *const f32,
+    pub zw: *const i32,
+    pub colsum: *const i32,
+    pub qp: *const i32,
 }
 
 impl Tile {
