@@ -237,7 +237,7 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 commit=$(git -C "$repo" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null) ]]; then commit="$commit (+ uncommitted changes)"; fi
 cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
-flags=$(grep -m1 -o -w -E 'avx2|fma|avx512f|avx512_vnni' /proc/cpuinfo 2>/dev/null | sort -u | tr '\n' ' ' || true)
+flags=$(grep -m1 -o -w -E 'avx2|fma|avx512f|avx512_vnni|amx_int8' /proc/cpuinfo 2>/dev/null | sort -u | tr '\n' ' ' || true)
 tract_version=""
 [[ -n $tract ]] && tract_version=$("$tract" --version 2>/dev/null | head -n 1 || true)
 "$py" "$here/summarize.py" "$raw" \

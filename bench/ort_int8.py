@@ -36,7 +36,7 @@ bench      latency of onnxruntime fp32 (the shared model as is) against int8 (DI
            ../shared/tools/ort_bench.py (CPUExecutionProvider, ORT_ENABLE_ALL, intra_op_num_threads=T, inter_op 1,
            sequential; W warm-up then R timed runs on a uniform [0,1) random input, seed 0; its median); 1-thread runs
            pinned with taskset to CPU --pin (default 0). Latency = median over rounds; ratio = int8 ms / fp32 ms.
-           The host's CPU flags (avx2 fma avx512f avx512bw avx512_vnni avx_vnni, whichever it has) come first.
+           The host's CPU flags (avx2 fma avx512f avx512bw avx512_vnni avx_vnni amx_int8, whichever it has) come first.
 
 Data splits (all from ../shared/data, preprocessing of MANIFEST.md, reused from ../shared/tools/make_inputs.py and
 ../shared/data/tools/eval_orientation.py):
@@ -582,8 +582,8 @@ def cpu_flags():
                     break
     except OSError:
         return "unknown (no /proc/cpuinfo)"
-    keep = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni"]
-    return " ".join(k for k in keep if k in flags) or "none of avx2 fma avx512f avx512bw avx512_vnni avx_vnni"
+    keep = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8"]
+    return " ".join(k for k in keep if k in flags) or "none of avx2 fma avx512f avx512bw avx512_vnni avx_vnni amx_int8"
 
 
 def cpu_model():

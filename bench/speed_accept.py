@@ -38,7 +38,7 @@ def cpu_flags():
             if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
                 break
-    keep = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni"]
+    keep = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8"]
     return " ".join(k for k in keep if k in flags)
 
 

@@ -12,7 +12,8 @@
 //!
 //! - **Packed A** ([`pack_a`], at load): per tier, tiles of `mr` rows; the K block starting at
 //!   quad `q` of tile `t` is at byte `t·panel_stride + q·k4_stride` ([`PackedA`]). Rows past
-//!   M and `k` past K are 0. VNNI: `[k4][8][4]` per tile. AVX2: `[k4][mr][4]`, or, when
+//!   M and `k` past K are 0. AMX: `[k64][32][64]` per tile, each byte `w + 128` (see `amx.rs`).
+//!   VNNI: `[k4][8][4]` per tile. AVX2: `[k4][mr][4]`, or, when
 //!   [`PackedA::wide`], `[k4][mr][4]` i16 (little-endian; see [`pack_a`]).
 //! - **Packed B** (`pack_b_im2col_u8`, per K block): strips of `nr` columns, each `[k4][nr][4]`
 //!   u8: element `(kk, col)` of a strip at byte `(kk/4)·nr·4 + col·4 + kk%4`.
