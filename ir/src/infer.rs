@@ -56,7 +56,8 @@ pub fn infer_types(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         }
         Op::Binary(b) => one(binary(&cx, *b, inputs[0], inputs[1])?),
         Op::Where => one(where_(&cx, inputs)?),
-        Op::MaxPool(p) | Op::AvgPool { pool: p, .. } => one(pool(&cx, p, inputs[0])?),
+        Op::MaxPool(p) => one(max_pool(&cx, p, inputs[0])?),
+        Op::AvgPool { pool: p, .. } => one(pool(&cx, p, inputs[0])?),
         Op::GlobalAvgPool | Op::GlobalMaxPool => one(global_pool(&cx, inputs[0])?),
         Op::Gemm { trans_a, trans_b, .. } => one(gemm(&cx, *trans_a, *trans_b, inputs)?),
         Op::MatMul => one(matmul(&cx, inputs[0], inputs[1])?),
@@ -535,6 +536,18 @@ fn pool(cx: &Cx, p: &PoolAttrs, x: &TensorType) -> Result<TensorType> {
     let mut shape = x.shape[..2].to_vec();
     shape.extend(window.out_dims(cx, x, p.ceil_mode)?);
     Ok(TensorType::f32(shape))
+}
+
+/// MaxPool: f32 as [`pool`], or u8/i8 (a quantized max-pool, output of the input's type).
+fn max_pool(cx: &Cx, p: &PoolAttrs, x: &TensorType) -> Result<TensorType> {
+    if !matches!(x.dtype, DType::U8 | DType::I8) {
+        return pool(cx, p, x);
+    }
+    let window = Window { kernel: &p.kernel, strides: &p.strides, dilations: &p.dilations, pads: &p.pads };
+    window.check(cx, x)?;
+    let mut shape = x.shape[..2].to_vec();
+    shape.extend(window.out_dims(cx, x, p.ceil_mode)?);
+    Ok(TensorType { dtype: x.dtype, shape })
 }
 
 fn global_pool(cx: &Cx, x: &TensorType) -> Result<TensorType> {

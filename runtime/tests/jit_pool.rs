@@ -163,3 +163,74 @@ fn batchnorm_with_runtime_params_matches_reference() {
         assert!((a - b).abs() <= 2e-6 * (1.0 + b.abs()), "{a} vs {b}");
     }
 }
+
+/// Byte max-pool (u8 and i8, `codegen/qpool.rs`) against the reference, bit for bit, and the
+/// reference's byte max-pool against its f32 max-pool of the same values (the quantized
+/// max-pool is the f32 one on the integers; an all-padding window gives the type's minimum):
+/// every 2-D case above plus 1-D windows, on rows from 4 to 70 bytes wide (the 16-output
+/// vector groups at strides 1 and 2, the scalar tail and the scalar stride 3), bytes with
+/// both extremes.
+#[test]
+fn byte_max_pool_matches_reference_and_the_float_max_pool() {
+    let mut cases: Vec<(PoolAttrs, Vec<usize>)> = Vec::new();
+    for a in cases_2d() {
+        for shape in [vec![1, 2, 13, 17], vec![2, 3, 9, 40], vec![1, 1, 5, 4], vec![1, 2, 7, 70]] {
+            cases.push((a.clone(), shape));
+        }
+    }
+    cases.push((pool(&[3], &[2], &[1], &[1, 2], true), vec![2, 3, 67]));
+    cases.push((pool(&[4], &[1], &[2], &[0, 3], false), vec![1, 2, 35]));
+    cases.push((pool(&[2], &[3], &[1], &[1, 1], true), vec![1, 2, 50]));
+    let mut s = 12345u64;
+    let mut byte = move || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        match (s >> 33) % 8 {
+            0 => 0u8,
+            1 => 255,
+            2 => 127,
+            3 => 128,
+            _ => (s >> 41) as u8,
+        }
+    };
+    for (a, shape) in cases {
+        let n: usize = shape.iter().product();
+        let bytes: Vec<u8> = (0..n).map(|_| byte()).collect();
+        for signed in [false, true] {
+            let x = if signed {
+                Tensor::from_i8(shape.clone(), bytes.iter().map(|&b| b as i8).collect()).expect("shape")
+            } else {
+                Tensor::from_u8(shape.clone(), bytes.clone()).expect("shape")
+            };
+            let mut g = Graph::new("g");
+            let xin = g.add_input("x", x.ty());
+            let y = g.add_node("pool", Op::MaxPool(a.clone()), &[xin]).expect("infers")[0];
+            g.add_output("y", y);
+            let g = verify(g).expect("verifies");
+            let mut model = Model::compile(&g).expect("compiles");
+            let want = run_reference(&g, std::slice::from_ref(&x)).expect("reference runs").remove(0);
+            for threads in [1, 2] {
+                model.set_threads(threads);
+                let got = model.run(std::slice::from_ref(&x)).expect("runs").remove(0);
+                assert_eq!(got, want, "{a:?} {shape:?} signed {signed}, {threads} thread(s)");
+            }
+            // The same pool in f32 on the integer values: equal where a window has an input tap,
+            // −∞ (the type's minimum on bytes) where it has none.
+            let xf: Vec<f32> = bytes.iter().map(|&b| if signed { f32::from(b as i8) } else { f32::from(b) }).collect();
+            let xf = Tensor::from_f32(shape.clone(), xf).expect("shape");
+            let mut gf = Graph::new("g");
+            let xin = gf.add_input("x", xf.ty());
+            let y = gf.add_node("pool", Op::MaxPool(a.clone()), &[xin]).expect("infers")[0];
+            gf.add_output("y", y);
+            let gf = verify(gf).expect("verifies");
+            let wf = run_reference(&gf, &[xf]).expect("reference runs").remove(0);
+            let min = if signed { -128.0 } else { 0.0 };
+            let from_float: Vec<f32> = wf.as_f32().expect("f32").iter().map(|&v| v.max(min)).collect();
+            let from_bytes: Vec<f32> = match want.data() {
+                cnnc_ir::TensorData::U8(v) => v.iter().map(|&b| f32::from(b)).collect(),
+                cnnc_ir::TensorData::I8(v) => v.iter().map(|&b| f32::from(b)).collect(),
+                other => panic!("a byte max-pool gave {other:?}"),
+            };
+            assert_eq!(from_bytes, from_float, "{a:?} {shape:?} signed {signed}: bytes vs f32");
+        }
+    }
+}

@@ -316,3 +316,60 @@ fn lookup_kernels_equal_the_reference() {
         }
     }
 }
+
+/// `qdq-max-pool` (`passes/src/rules/qdq.rs`): `Q(max-pool(DQ(x)))` with one set of per-tensor
+/// parameters, as onnxruntime's quantizer writes around a MaxPool, is a max-pool of the bytes at
+/// `-O1`: no quantize or dequantize is left, the JIT runs the byte kernel (`codegen/qpool.rs`)
+/// and the result equals the unoptimized chain's reference output bit for bit (tolerance 0:
+/// the rewrite is exact), for u8 and i8, padded, strided and ceil-mode windows.
+#[test]
+fn quantized_max_pool_at_o1_is_a_byte_max_pool_equal_to_the_qdq_chain() {
+    use cnnc_ir::PoolAttrs;
+    let pools = [
+        PoolAttrs {
+            kernel: vec![3, 3],
+            strides: vec![2, 2],
+            dilations: vec![1, 1],
+            pads: vec![1, 1, 1, 1],
+            ceil_mode: false,
+        },
+        PoolAttrs {
+            kernel: vec![2, 2],
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            pads: vec![0, 0, 1, 1],
+            ceil_mode: true,
+        },
+        PoolAttrs { kernel: vec![3], strides: vec![3], dilations: vec![1], pads: vec![0, 2], ceil_mode: true },
+    ];
+    for (to, zp) in [(DType::U8, 131), (DType::I8, -7)] {
+        for a in &pools {
+            let shape: Vec<usize> = if a.kernel.len() == 2 { vec![1, 3, 11, 37] } else { vec![2, 3, 41] };
+            let n: usize = shape.iter().product();
+            let p = QuantParams::per_tensor(0.037, zp);
+            let mut g = Graph::new("qpool");
+            let xin = g.add_input("x", TensorType { dtype: to, shape: shape.clone() });
+            let d = g.add_node("dq", Op::Dequantize(p.clone()), &[xin]).expect("dq")[0];
+            let m = g.add_node("pool", Op::MaxPool(a.clone()), &[d]).expect("pool")[0];
+            let q = g.add_node("q", Op::Quantize { params: p, to }, &[m]).expect("q")[0];
+            g.add_output("y", q);
+            let g = verify(g).expect("verifies");
+            let bytes: Vec<u8> = (0..n).map(|i| ((i * 7919 + i / 5) % 256) as u8).collect();
+            let x = if to == DType::U8 {
+                Tensor::from_u8(shape.clone(), bytes).expect("x")
+            } else {
+                Tensor::from_i8(shape.clone(), bytes.iter().map(|&b| b as i8).collect()).expect("x")
+            };
+            let want = run_reference(&g, std::slice::from_ref(&x)).expect("reference").remove(0);
+            let o = optimized(&g);
+            let ops: Vec<&Op> = o.node_ids().map(|id| &o.node(id).op).collect();
+            assert!(
+                ops.iter().all(|op| !matches!(op, Op::Quantize { .. } | Op::Dequantize(_))),
+                "{to} {a:?}: Q/DQ left: {ops:?}"
+            );
+            assert!(ops.iter().any(|op| matches!(op, Op::MaxPool(_))), "{to} {a:?}: no max-pool: {ops:?}");
+            assert_eq!(run_jit(&o, std::slice::from_ref(&x)), want, "{to} {a:?}: -O1 JIT");
+            assert_eq!(run_reference(&o, &[x]).expect("reference").remove(0), want, "{to} {a:?}: -O1 reference");
+        }
+    }
+}

@@ -10,10 +10,10 @@
 //!   `Q(clip(v, a, b)) = clamp(Q(v), Q(a), Q(b))`).
 //! - `qdq-fold-weight`: `dequantize{p}(%w)` of a constant ⇒ the f32 constant
 //!   `(w − zero_point) · scale` (the same arithmetic as the op, done once at compile time).
-//! - `qdq-identity`, `qdq-reshape`, `qdq-transpose`: `quantize{p}(dequantize{p}(%x))` ⇒ `%x`,
-//!   and a reshape or transpose between them ⇒ the reshape or transpose of `%x` (the same
-//!   per-tensor parameters on both sides, `%x` of the quantized type; exact, see
-//!   [`Requantize`]).
+//! - `qdq-identity`, `qdq-reshape`, `qdq-transpose`, `qdq-max-pool`:
+//!   `quantize{p}(dequantize{p}(%x))` ⇒ `%x`, and a reshape, transpose or (1-D/2-D) max-pool
+//!   between them ⇒ that op on `%x`'s bytes (the same per-tensor parameters on both sides, `%x`
+//!   of the quantized type; exact, see [`Requantize`]).
 //!
 //! When: the base is a direct conv, a gemm with `alpha = beta = 1` or a matmul with a 2-D
 //! weight; `%x` is u8/i8 quantized per tensor; `%w` is a u8/i8 constant quantized per tensor or
@@ -75,6 +75,7 @@ pub fn rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
         ("qdq-identity", "(quantize ?q (dequantize ?d ?x))"),
         ("qdq-reshape", "(quantize ?q (reshape ?m (dequantize ?d ?x)))"),
         ("qdq-transpose", "(quantize ?q (transpose ?m (dequantize ?d ?x)))"),
+        ("qdq-max-pool", "(quantize ?q (max-pool ?m (dequantize ?d ?x)))"),
     ] {
         let p: Pattern<Cnn> = pattern.parse().expect("a valid pattern");
         rules.push(Rewrite::new(name, p, Requantize).expect("a valid rule"));
@@ -82,11 +83,13 @@ pub fn rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
     rules
 }
 
-/// `quantize{p}(dequantize{p}(x))` ⇒ `x`, and the same around a reshape or transpose ⇒ the
-/// movement of `x` itself, when both use the same per-tensor parameters and `x` has the
-/// quantized type: `Q(DQ(q)) = q` exactly for every `q` of the type (DQ is exact in f32 and
+/// `quantize{p}(dequantize{p}(x))` ⇒ `x`, and the same around a reshape, a transpose or a
+/// max-pool ⇒ that op on `x` itself, when both use the same per-tensor parameters and `x` has
+/// the quantized type: `Q(DQ(q)) = q` exactly for every `q` of the type (DQ is exact in f32 and
 /// `round((q − z)·s / s) = q − z`, as `(q − z)·s` is the f32 product and dividing it by `s`
-/// gives back the integer `q − z` for |q − z| ≤ 255).
+/// gives back the integer `q − z` for |q − z| ≤ 255). A max-pool commutes with DQ because DQ
+/// is non-decreasing (`s > 0`), and a window without input taps gives −∞, which quantizes to
+/// the type's minimum, what the byte max-pool gives it.
 struct Requantize;
 
 impl Applier<Cnn, CnnAnalysis> for Requantize {
@@ -117,6 +120,8 @@ impl Applier<Cnn, CnnAnalysis> for Requantize {
         let node = match entry.op {
             Op::Reshape { .. } => Cnn::Reshape(vec![leaf, x].into_boxed_slice()),
             Op::Transpose { .. } => Cnn::Transpose(vec![leaf, x].into_boxed_slice()),
+            // 1-D and 2-D windows: what the byte max-pool kernel (`codegen/qpool.rs`) runs.
+            Op::MaxPool(p) if p.kernel.len() <= 2 => Cnn::MaxPool(vec![leaf, x].into_boxed_slice()),
             _ => return Vec::new(),
         };
         let node = egraph.add(node);

@@ -27,6 +27,7 @@ mod pool;
 mod qconv;
 mod qdepthwise;
 mod qlinear;
+mod qpool;
 mod quant;
 mod qwinograd;
 mod reduce;
@@ -38,7 +39,7 @@ mod epilogue_tests;
 #[cfg(test)]
 mod qlinear_tests;
 
-use cnnc_ir::{Op, Tensor, TensorType, UnaryOp};
+use cnnc_ir::{DType, Op, Tensor, TensorType, UnaryOp};
 use cranelift_module::FuncId;
 
 pub(crate) use jit::{Code, Jit, Kb, KernelFn};
@@ -199,6 +200,7 @@ pub(crate) fn emit_node(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, CompileEr
         Op::Unary(u) => unary::emit_unary(jit, cx, *u),
         Op::Binary(b) => binary::emit_binary(jit, cx, *b),
         Op::Where => binary::emit_where(jit, cx),
+        Op::MaxPool(a) if matches!(cx.inputs[0].dtype, DType::U8 | DType::I8) => qpool::emit_max_pool(jit, cx, a),
         Op::MaxPool(a) => pool::emit_max_pool(jit, cx, a),
         Op::AvgPool { pool, count_include_pad } => pool::emit_avg_pool(jit, cx, pool, *count_include_pad),
         Op::GlobalAvgPool => pool::emit_global_pool(jit, cx, false),

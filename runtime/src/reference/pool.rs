@@ -1,6 +1,6 @@
 //! MaxPool, AveragePool, GlobalAveragePool and GlobalMaxPool.
 
-use cnnc_ir::{PoolAttrs, Tensor};
+use cnnc_ir::{PoolAttrs, Tensor, TensorData};
 
 use super::window::{Window3, check_attrs, pool_out_len};
 use super::{f32s, make};
@@ -58,7 +58,16 @@ fn for_each_window(geo: &Window3, mut f: impl FnMut(usize, &[usize])) {
 
 /// ONNX `MaxPool`: maximum over the window, padding acting as −∞. NaN inputs are skipped like
 /// onnxruntime's `if (x > y) y = x`.
+///
+/// On u8/i8 tensors (a quantized max-pool: the maximum of the bytes, which is the bytes' max-pool
+/// of the dequantized values whenever the scale is positive), a window with no input taps gives
+/// the type's minimum, as quantizing −∞ does.
 pub(super) fn max_pool(p: &PoolAttrs, x: &Tensor) -> Result<Tensor, String> {
+    match x.data() {
+        TensorData::U8(v) => return max_pool_int(p, x, v, u8::MIN),
+        TensorData::I8(v) => return max_pool_int(p, x, v, i8::MIN),
+        _ => {}
+    }
     let (out_shape, geo) = pool_geometry(p, x)?;
     let xv = f32s(x, "x")?;
     // A window with no input taps (all padding, or an empty input axis) has maximum −∞.
@@ -74,6 +83,21 @@ pub(super) fn max_pool(p: &PoolAttrs, x: &Tensor) -> Result<Tensor, String> {
                     }
                 }
                 y_plane[o] = best;
+            });
+        }
+    }
+    make(out_shape, y)
+}
+
+/// [`max_pool`] over integers: the maximum of each window's taps, `min` for a window without any.
+fn max_pool_int<T: super::Elem + Ord>(p: &PoolAttrs, x: &Tensor, xv: &[T], min: T) -> Result<Tensor, String> {
+    let (out_shape, geo) = pool_geometry(p, x)?;
+    let mut y = vec![min; super::count(&out_shape)?];
+    let (in_plane, out_plane) = (geo.input_len(), geo.output_len());
+    if out_plane > 0 && in_plane > 0 {
+        for (x_plane, y_plane) in xv.chunks(in_plane).zip(y.chunks_mut(out_plane)) {
+            for_each_window(&geo, |o, offsets| {
+                y_plane[o] = offsets.iter().map(|&i| x_plane[i]).max().unwrap_or(min);
             });
         }
     }
