@@ -17,6 +17,7 @@
 //! between blocks), pixels in blocks of at most [`NC`] columns. Work units: (image, group, pixel
 //! block, chunk of channel tiles); each unit runs every K block of its outputs with the same
 //! code, so results do not depend on the thread count (and i32 sums not even on the blocking).
+//! A call covering several chunks of one pixel block packs its B blocks once for all of them.
 
 use cnnc_ir::{ConvAttrs, DType, QLinear, QLinearOut, TensorData};
 use cranelift_codegen::ir::{AbiParam, InstBuilder, Signature, types};
@@ -222,10 +223,20 @@ pub(crate) fn emit(
         let bbuf = pscr;
         let part = b.ins().iadd_imm_s(pscr, b_bytes as i64);
         let colsum = b.ins().iadd_imm_s(pscr, (b_bytes + part_bytes) as i64);
-        for_dyn(b, lo, hi, 1, |b, u| {
-            // u = ((n · group + g) · n_blocks + blk) · chunks + chunk
-            let chunk = b.ins().urem_imm_u(u, chunks as i64);
-            let rest = b.ins().udiv_imm_u(u, chunks as i64);
+        // u = ((n · group + g) · n_blocks + blk) · chunks + chunk. The units `lo..hi` are walked by
+        // (image, group, pixel block) with the range of their chunks this call covers, so a thread
+        // that runs several chunks of one block (every chunk, on 1 thread) packs B once for them.
+        let o_lo = b.ins().udiv_imm_u(lo, chunks as i64);
+        let hi_up = b.ins().iadd_imm_s(hi, chunks as i64 - 1);
+        let o_hi = b.ins().udiv_imm_u(hi_up, chunks as i64);
+        for_dyn(b, o_lo, o_hi, 1, |b, rest| {
+            let first = b.ins().imul_imm_s(rest, chunks as i64);
+            let c0 = b.ins().isub(lo, first);
+            let zero = b.ins().iconst(ptr, 0);
+            let c0 = b.ins().smax(c0, zero);
+            let c1 = b.ins().isub(hi, first);
+            let all_chunks = b.ins().iconst(ptr, chunks as i64);
+            let c1 = b.ins().smin(c1, all_chunks);
             let blk = b.ins().urem_imm_u(rest, n_blocks as i64);
             let rest = b.ins().udiv_imm_u(rest, n_blocks as i64);
             let g = b.ins().urem_imm_u(rest, group as i64);
@@ -246,8 +257,8 @@ pub(crate) fn emit(
             let left = b.ins().isub(total, n0);
             let nc_v = b.ins().iconst(ptr, nc as i64);
             let cols = b.ins().smin(left, nc_v);
-            let t0 = b.ins().imul_imm_s(chunk, chunk_tiles as i64);
-            let t_end = b.ins().iadd_imm_s(t0, chunk_tiles as i64);
+            let t0 = b.ins().imul_imm_s(c0, chunk_tiles as i64);
+            let t_end = b.ins().imul_imm_s(c1, chunk_tiles as i64);
             let all = b.ins().iconst(ptr, tiles as i64);
             let t1 = b.ins().smin(t_end, all);
             let null = b.ins().iconst(ptr, 0);
