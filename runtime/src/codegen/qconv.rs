@@ -119,9 +119,9 @@ pub(crate) fn emit(
             let b =
                 b.wrapping_sub(zx.wrapping_mul(wsum)).wrapping_add((k_len as i32).wrapping_mul(zx).wrapping_mul(zw[c]));
             if amx {
-                // The AMX tile's sum is `T = Σ w·x' − 128·Σ w + 128·S` with `S = Σ (x' − 128)`
-                // (`microkernel/int8/amx.rs`), and `Σ x' = S + 128·K`: the contract's
-                // `Σ w·x' + b − zw·Σ x'` is `T + (b + 128·Σ w − 128·K·zw) − (zw + 128)·S`.
+                // The AMX tile's sum is `T = Σ w·(x' − 128) = Σ w·x' − 128·Σ w`
+                // (`microkernel/int8/amx.rs`), and `Σ x' = S + 128·K` with `S = Σ (x' − 128)`:
+                // the contract's `Σ w·x' + b − zw·Σ x'` is `T + (b + 128·Σ w − 128·K·zw) − zw·S`.
                 b.wrapping_add(wsum.wrapping_mul(128))
                     .wrapping_sub((k_len as i32).wrapping_mul(128).wrapping_mul(zw[c]))
             } else {
@@ -129,8 +129,7 @@ pub(crate) fn emit(
             }
         })
         .collect();
-    // The AMX tile's activations are signed (`x' ^ 0x80`), its zero-point term `zw + 128`.
-    let zw: Vec<i32> = if amx { zw.iter().map(|&z| z.wrapping_add(128)).collect() } else { zw };
+    // The AMX tile's activations are signed (`x' ^ 0x80`), their column sums too.
     let (xor, pad) = if amx { (xor ^ 0x80, zx as u8 ^ 0x80) } else { (xor, zx as u8) };
     let with_colsum = zw.iter().any(|&z| z != 0);
     let (out_kind, scale, qp) = match &q.out {

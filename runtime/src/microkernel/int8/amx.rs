@@ -1,17 +1,18 @@
 //! The AMX int8 tile (Intel AMX-TILE + AMX-INT8, Sapphire Rapids and later): 32 rows × 32
-//! columns per call in four 16 × 16 i32 accumulator tiles (`tmm0..3`), one `tdpbusd` per
+//! columns per call in four 16 × 16 i32 accumulator tiles (`tmm0..3`), one `tdpbssd` per
 //! accumulator and K step of 64, the sums stored to the stack and run through the VNNI tile's
 //! epilogue ([`vnni::epilogue`](super::vnni::epilogue)) 8 rows at a time.
 //!
-//! `tdpbusd` multiplies *unsigned* bytes of its first source by *signed* bytes of its second,
-//! the other tiers' roles swapped. So here the weights are the unsigned operand, stored
-//! `w + 128` (an A tile is 16 output channels × 64 K bytes), and the activations the signed
-//! one: the packer stores `x' ^ 0x80 = x' − 128` in the usual `[k4][32][4]` strips, whose 16
-//! quads × 64 bytes are exactly a B tile. The tile computes `T[r][c] = Σ_k (w + 128)(x' − 128)`
-//! and the driver (`codegen/qconv.rs`) recovers the contract's `Σ_k w·x'` exactly (wrapping
-//! i32, like every tier): `Σ w·x' = T + 128·Σ_k w − 128·S[c]` with `S[c] = Σ_k (x' − 128)` the
-//! packer's signed column sums (`pack::pack_b_im2col_s8`), so the per-channel term folds into
-//! the bias and the per-column one into the zero-point correction (`zw + 128` times `S`).
+//! AMX's unsigned × signed product (`tdpbusd`) takes the *rows* operand unsigned, the other
+//! tiers' roles swapped; so this tile multiplies signed by signed (`tdpbssd`): the weights as
+//! they are (an A tile is 16 output channels × 64 K bytes of i8) and the activations shifted
+//! to i8, the packer storing `x' ^ 0x80 = x' − 128` in the usual `[k4][32][4]` strips, whose
+//! 16 quads × 64 bytes are exactly a B tile. The tile computes `T[r][c] = Σ_k w·(x' − 128)`
+//! and the driver (`codegen/qconv.rs`) recovers the contract's `Σ_k w·x' = T + 128·Σ_k w`
+//! exactly (wrapping i32, like every tier) by folding `128·Σ_k w` into the bias; the
+//! zero-point correction `zw·Σ_k x'` becomes `zw·S[c]` plus a per-channel term, with
+//! `S[c] = Σ_k (x' − 128)` the packer's signed column sums (`pack::pack_b_im2col_s8`), needed
+//! only when some `zw ≠ 0` (never for onnxruntime's symmetric s8 weights).
 //!
 //! The tile configuration (palette 1, eight 16-row × 64-byte tiles) is loaded once per thread;
 //! nothing else in the process uses AMX. Linux gives a process the AMX tile data only on
@@ -115,8 +116,8 @@ fn request_tile_data() -> bool {
 
 /// The tile of the module doc: the contract of the VNNI tile ([`qgemm_8x32`](super::vnni::qgemm_8x32))
 /// with `mr = nr = 32` and this product instead of `Σ a·b`: with `s = ⌈k4/16⌉` K steps,
-/// `acc[r][c] = Σ_{q < 16·s} Σ_{j<4} a(r, 4q+j)·b(4q+j, c)` where `a` is the panel's byte as
-/// **u8** and `b` the strip's byte as **i8** (wrapping i32).
+/// `acc[r][c] = Σ_{q < 16·s} Σ_{j<4} a(r, 4q+j)·b(4q+j, c)` where `a` is the panel's byte and
+/// `b` the strip's byte, both as **i8** (wrapping i32).
 ///
 /// # Safety
 /// [`enable`] returned true in this process, and the host has AVX-512 F/BW/VNNI (checked by
@@ -165,10 +166,10 @@ pub(super) unsafe extern "C" fn qgemm_32x32(
             "tileloadd tmm5, [{a} + {s64}*1 + 1024]",
             "tileloadd tmm6, [{b} + {s128}*1]",
             "tileloadd tmm7, [{b} + {s128}*1 + 64]",
-            "tdpbusd tmm0, tmm4, tmm6",
-            "tdpbusd tmm1, tmm4, tmm7",
-            "tdpbusd tmm2, tmm5, tmm6",
-            "tdpbusd tmm3, tmm5, tmm7",
+            "tdpbssd tmm0, tmm4, tmm6",
+            "tdpbssd tmm1, tmm4, tmm7",
+            "tdpbssd tmm2, tmm5, tmm6",
+            "tdpbssd tmm3, tmm5, tmm7",
             "add {a}, 2048",
             "add {b}, 2048",
             "dec {n}",

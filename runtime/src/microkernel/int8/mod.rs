@@ -3,7 +3,7 @@
 //! `call_indirect`; also a depthwise conv kernel (AVX2, both tiers; `depthwise.rs`, its
 //! contract on `qdw_conv_2d`) that computes whole planes, staging and requantization included.
 //! Three tiers, chosen at load from the host's CPU features ([`QTier`]): an AMX tile
-//! (`tdpbusd`, `amx.rs`: the same contract with the operands' signs swapped, see there), an
+//! (`tdpbssd`, `amx.rs`: the same contract on activations shifted to i8, see there), an
 //! AVX-512 VNNI tile (`vpdpbusd`) and an AVX2 tile (`vpmaddubsw` + `vpmaddwd`).
 //!
 //! # The contract: exact integer GEMM with a requantizing epilogue
@@ -12,7 +12,7 @@
 //!
 //! - **Packed A** ([`pack_a`], at load): per tier, tiles of `mr` rows; the K block starting at
 //!   quad `q` of tile `t` is at byte `t·panel_stride + q·k4_stride` ([`PackedA`]). Rows past
-//!   M and `k` past K are 0. AMX: `[k64][32][64]` per tile, each byte `w + 128` (see `amx.rs`).
+//!   M and `k` past K are 0. AMX: `[k64][32][64]` per tile (see `amx.rs`).
 //!   VNNI: `[k4][8][4]` per tile. AVX2: `[k4][mr][4]`, or, when
 //!   [`PackedA::wide`], `[k4][mr][4]` i16 (little-endian; see [`pack_a`]).
 //! - **Packed B** (`pack_b_im2col_u8`, per K block): strips of `nr` columns, each `[k4][nr][4]`
@@ -157,7 +157,7 @@ pub(crate) fn qtile_flags(rows: usize, cols: usize, block: KBlock, out: QOut, wi
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum QTier {
     /// AMX-TILE + AMX-INT8 (with the VNNI tier's features for the epilogue): a 32 × 32 tile of
-    /// `tdpbusd` on four accumulator tiles.
+    /// `tdpbssd` on four accumulator tiles.
     Amx,
     /// AVX-512 F/BW/VNNI: an 8 × 32 tile of `vpdpbusd` on zmm registers.
     Vnni,
@@ -417,9 +417,9 @@ pub(crate) fn pack_a_as(tier: QTier, w: &[i8], m: usize, k: usize, wide: bool) -
     PackedA { data, panel_stride, k4_stride, wide }
 }
 
-/// The AMX panels: per tile of 32 rows, `⌈k/64⌉` K steps of `[32 rows][64 bytes]` holding
-/// `w + 128` as a u8 (`w ^ 0x80`), and 0 for rows past `m` and `k` past `k` (so whatever the
-/// B tile holds there contributes 0). A K block at quad `q` (a multiple of 16) starts at
+/// The AMX panels: per tile of 32 rows, `⌈k/64⌉` K steps of `[32 rows][64 bytes]` of the i8
+/// weights, and 0 for rows past `m` and `k` past `k` (so whatever the B tile holds there
+/// contributes 0). A K block at quad `q` (a multiple of 16) starts at
 /// `q·128` bytes into its tile: `k4_stride = 128`.
 fn pack_a_amx(w: &[i8], m: usize, k: usize) -> PackedA {
     const STEP: usize = amx::A_STEP;
@@ -427,7 +427,7 @@ fn pack_a_amx(w: &[i8], m: usize, k: usize) -> PackedA {
     let mut data = vec![0i8; m.div_ceil(AMX_MR) * panel_stride];
     for r in 0..m {
         for (kk, &v) in w[r * k..(r + 1) * k].iter().enumerate() {
-            data[(r / AMX_MR) * panel_stride + (kk / 64) * STEP + (r % AMX_MR) * 64 + kk % 64] = v ^ i8::MIN;
+            data[(r / AMX_MR) * panel_stride + (kk / 64) * STEP + (r % AMX_MR) * 64 + kk % 64] = v;
         }
     }
     PackedA { data, panel_stride, k4_stride: AMX_MR * 4, wide: false }

@@ -241,7 +241,7 @@ fn clamp_like_sse(v: f32, lo: f32, hi: f32) -> f32 {
 /// The contract's epilogue on one element: what `part` or `out` receives.
 ///
 /// The product is the contract's `Σ w·b` (w i8, b u8), except on the AMX tier, whose tile
-/// computes `Σ (w + 128)·(b as i8)` (`amx.rs`).
+/// computes `Σ w·(b as i8)` (`amx.rs`).
 fn reference_tile(c: &TileCase, tier: QTier) -> (Vec<i32>, Vec<u8>) {
     let nr = tier.nr();
     let (mut part, mut out) = (c.part.clone(), c.out.clone());
@@ -251,11 +251,8 @@ fn reference_tile(c: &TileCase, tier: QTier) -> (Vec<i32>, Vec<u8>) {
             for kk in 0..c.k {
                 let b = c.b[(kk / 4) * nr * 4 + col * 4 + kk % 4];
                 let w = c.w[r * c.k + kk];
-                let p = if tier == QTier::Amx {
-                    (i32::from(w) + 128) * i32::from(b as i8)
-                } else {
-                    i32::from(w) * i32::from(b)
-                };
+                let p =
+                    if tier == QTier::Amx { i32::from(w) * i32::from(b as i8) } else { i32::from(w) * i32::from(b) };
                 acc = acc.wrapping_add(p);
             }
             if c.flags & ACCUMULATE != 0 {
@@ -739,36 +736,36 @@ fn vnni_tile_machine_code_is_zmm_vpdpbusd() {
     assert!(found >= 16, "{found} zmm vpdpbusd in the first {len} bytes of qgemm_8x32");
 }
 
-/// Whether `code[i..]` starts with `tdpbusd tmm, tmm, tmm` (`VEX.128.66.0F38.W0 5E 11:rrr:bbb`):
+/// Whether `code[i..]` starts with `tdpbssd tmm, tmm, tmm` (`VEX.128.F2.0F38.W0 5E 11:rrr:bbb`):
 /// the 3-byte VEX prefix 0xC4, P0 with map `0F38` (`mmmmm` = 00010), P1 with W = 0, L = 0 and
-/// `pp` = 01 (the 66 prefix; `tdpbssd`/`tdpbsud`/`tdpbuud` have F2/F3/none), opcode 0x5E, and
+/// `pp` = 11 (the F2 prefix; `tdpbusd`/`tdpbsud`/`tdpbuud` have 66/F3/none), opcode 0x5E, and
 /// a register-form ModRM.
-fn is_tdpbusd(code: &[u8]) -> bool {
-    matches!(code, [0xc4, p0, p1, 0x5e, modrm, ..] if p0 & 0x1f == 0x02 && p1 & 0x87 == 0x01 && modrm & 0xc0 == 0xc0)
+fn is_tdpbssd(code: &[u8]) -> bool {
+    matches!(code, [0xc4, p0, p1, 0x5e, modrm, ..] if p0 & 0x1f == 0x02 && p1 & 0x87 == 0x03 && modrm & 0xc0 == 0xc0)
 }
 
-/// The AMX kernel really is `tdpbusd` code: four (one per accumulator tile) in its first 4 KiB.
-/// The matcher checked against `objdump -d` of the test binary (`c4 e2 49 5e c4  tdpbusd
-/// tmm0,tmm4,tmm6`, `c4 e2 41 5e cc  tdpbusd tmm1,tmm4,tmm7`).
+/// The AMX kernel really is `tdpbssd` code: four (one per accumulator tile) in its first 4 KiB.
+/// The matcher checked against `objdump -d` of the test binary (`c4 e2 4b 5e c4  tdpbssd
+/// tmm0,tmm4,tmm6`, `c4 e2 43 5e cc  tdpbssd tmm1,tmm4,tmm7`).
 #[test]
-fn amx_tile_machine_code_is_tdpbusd() {
-    if kernel_or_skip(QTier::Amx, "amx_tile_machine_code_is_tdpbusd").is_none() {
+fn amx_tile_machine_code_is_tdpbssd() {
+    if kernel_or_skip(QTier::Amx, "amx_tile_machine_code_is_tdpbssd").is_none() {
         return;
     }
-    assert!(is_tdpbusd(&[0xc4, 0xe2, 0x49, 0x5e, 0xc4]) && is_tdpbusd(&[0xc4, 0xe2, 0x41, 0x5e, 0xcc]));
+    assert!(is_tdpbssd(&[0xc4, 0xe2, 0x4b, 0x5e, 0xc4]) && is_tdpbssd(&[0xc4, 0xe2, 0x43, 0x5e, 0xcc]));
     // `ldtilecfg [rcx]` and `tileloadd tmm4, [r13 + rdx]` are not.
-    assert!(!is_tdpbusd(&[0xc4, 0xe2, 0x78, 0x49, 0x01]) && !is_tdpbusd(&[0xc4, 0xc2, 0x7b, 0x4b, 0x64, 0x15, 0x00]));
+    assert!(!is_tdpbssd(&[0xc4, 0xe2, 0x78, 0x49, 0x01]) && !is_tdpbssd(&[0xc4, 0xc2, 0x7b, 0x4b, 0x64, 0x15, 0x00]));
     let f: QGemmFn = amx::qgemm_32x32;
     let addr = f as usize;
     let Some(end) = code_mapping_end(addr) else {
-        eprintln!("amx_tile_machine_code_is_tdpbusd: skipped, no /proc/self/maps");
+        eprintln!("amx_tile_machine_code_is_tdpbssd: skipped, no /proc/self/maps");
         return;
     };
     let len = (end - addr).min(4096);
     // SAFETY: as in `vnni_tile_machine_code_is_zmm_vpdpbusd`.
     let code = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
-    let found = (0..code.len()).filter(|&i| is_tdpbusd(&code[i..])).count();
-    assert!(found >= 4, "{found} tdpbusd in the first {len} bytes of qgemm_32x32");
+    let found = (0..code.len()).filter(|&i| is_tdpbssd(&code[i..])).count();
+    assert!(found >= 4, "{found} tdpbssd in the first {len} bytes of qgemm_32x32");
 }
 
 #[test]
