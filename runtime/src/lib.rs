@@ -18,6 +18,7 @@ macro_rules! microkernels_or_skip {
     };
 }
 
+pub mod budget;
 mod codegen;
 mod load;
 mod microkernel;

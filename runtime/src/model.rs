@@ -60,7 +60,12 @@ pub struct Model {
 impl Model {
     /// Compiles a verified graph: plans memory, packs weights and JIT-compiles one kernel per
     /// node for the host CPU.
+    ///
+    /// A graph whose node outputs sum to more than the activation budget
+    /// ([`budget`](crate::budget): 16 GiB unless `CNNC_MAX_ACTIVATION_BYTES` says otherwise) is
+    /// refused before planning ([`CompileError::Budget`]).
     pub fn compile(graph: &VerifiedGraph) -> Result<Model, CompileError> {
+        crate::budget::check(graph)?;
         let plan = plan::plan(graph);
         let mut jit = Jit::new()?;
         let mut funcs = Vec::with_capacity(plan.steps.len());

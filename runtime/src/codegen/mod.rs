@@ -51,6 +51,9 @@ pub enum CompileError {
     Unsupported { node: String, op: String, what: String },
     #[error("code generation: {0}")]
     Backend(String),
+    /// The graph asks for more activation memory than the budget allows (`crate::budget`).
+    #[error(transparent)]
+    Budget(#[from] crate::budget::BudgetError),
 }
 
 /// What an emitter knows about the node it compiles.

@@ -33,13 +33,19 @@ pub enum RunError {
     InputType { index: usize, name: String, expected: TensorType, got: TensorType },
     #[error("node `{node}` ({op}): {reason}")]
     Node { node: String, op: String, reason: String },
+    /// The graph asks for more activation memory than the budget allows (`crate::budget`).
+    #[error(transparent)]
+    Budget(#[from] crate::budget::BudgetError),
 }
 
 /// Runs `graph` on `inputs` (one per graph input, in order) and returns its outputs in order.
 ///
 /// Nodes run in topological order; an intermediate value is dropped right after its last
 /// consumer ran, so peak memory is the widest live set rather than the sum of all values.
+///
+/// A graph over the activation budget ([`budget`](crate::budget)) is refused before any node runs.
 pub fn run_reference(graph: &VerifiedGraph, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+    crate::budget::check(graph)?;
     let input_ids = graph.inputs();
     if inputs.len() != input_ids.len() {
         return Err(RunError::InputCount { expected: input_ids.len(), got: inputs.len() });
