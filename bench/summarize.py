@@ -159,6 +159,8 @@ def main():
                    f"`{a.int8}/<model>.qdq.onnx` (per-channel QDQ int8 models of `bench/ort_int8.py make`); n/a where "
                    "a model has none")
     out.append(f"- toolchain: {a.rustc}; tract: {a.tract_version}; onnxruntime: ORT_VERSION")
+    out.append("- -O1 GFLOP/s: 2 × the direct convolutions' MACs ÷ latency; Winograd layers do fewer multiplies, so "
+               "'% of peak' (one Zen 4 core's 256-bit FMA peak per thread) can pass 100 %")
     out.append("")
 
     latency = {}  # (model, engine, threads) -> median ms or None

@@ -1,5 +1,8 @@
-//! The reference interpreter against onnxruntime on every shared model, on the real-data
-//! inputs of `../shared/tools/make_inputs.py` (goldens in `fixtures/goldens/`).
+//! The reference interpreter against onnxruntime on every shared model, on the inputs of
+//! `../shared/tools/make_inputs.py` (goldens in `fixtures/goldens/`): real data (a shared photo,
+//! text page, orientation image or MNIST digit, preprocessed as the model expects) for every model
+//! except svhn_cnn, whose input is seeded noise in its normalized range — no SVHN data is
+//! available (`../shared/models/MANIFEST.md`).
 //!
 //! Tolerance per output: rel-L2 ≤ max(1e-5, 4 × onnxruntime's own all-optimizations-on-vs-off
 //! rel-L2 on the same input). Float reordering alone moves outputs that far (DESIGN.md
