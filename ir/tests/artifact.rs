@@ -132,6 +132,7 @@ fn f32_attributes_round_trip_bit_exactly() {
         Op::Unary(UnaryOp::LeakyRelu { alpha: quiet_nan_payload }),
         Op::Unary(UnaryOp::Clip { min: -0.0, max: f32::INFINITY }),
         Op::Unary(UnaryOp::HardSigmoid { alpha: f32::NEG_INFINITY, beta: signaling_nan }),
+        Op::Unary(UnaryOp::Swish { beta: -0.0 }),
         Op::Pad { pads: vec![0, 0, 1, 1, 0, 0, 1, 1], mode: PadMode::Constant, value: negative_nan },
         Op::Resize(ResizeAttrs {
             mode: ResizeMode::Cubic { a: -0.0, exclude_outside: false },
@@ -161,6 +162,7 @@ fn f32_attributes_round_trip_bit_exactly() {
                 Op::Unary(UnaryOp::LeakyRelu { alpha }) => bits.push(alpha.to_bits()),
                 Op::Unary(UnaryOp::Clip { min, max }) => bits.extend([min.to_bits(), max.to_bits()]),
                 Op::Unary(UnaryOp::HardSigmoid { alpha, beta }) => bits.extend([alpha.to_bits(), beta.to_bits()]),
+                Op::Unary(UnaryOp::Swish { beta }) => bits.push(beta.to_bits()),
                 Op::Pad { value, .. } => bits.push(value.to_bits()),
                 Op::BatchNorm { epsilon } => bits.push(epsilon.to_bits()),
                 Op::Resize(r) => {

@@ -19,6 +19,7 @@ macro_rules! microkernels_or_skip {
 }
 
 mod codegen;
+mod expf;
 mod load;
 mod microkernel;
 mod model;
