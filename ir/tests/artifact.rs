@@ -361,6 +361,32 @@ fn a_version_1_payload_with_a_quantize_op_is_refused_by_name() {
 }
 
 #[test]
+fn a_version_1_payload_with_a_swish_is_refused_by_name_and_a_version_2_one_reads() {
+    let g: Graph = r#"graph "s" {
+  %x = input f32[1,2,3,3]
+  %w = weight f32[2,2,1,1] [0.5, -1.0, 2.0, 0.25]
+  %s = swish{beta=1.702}(%x) : f32[1,2,3,3]
+  %c = fused-conv{kernel=[1, 1], strides=[1, 1], dilations=[1, 1], pads=[0, 0, 0, 0], group=1, act=swish, act-beta=1.0}(%s, %w) : f32[1,2,3,3]
+  output "y" = %c
+}"#
+    .parse()
+    .expect("parses");
+    assert_eq!(round_trip(&g).to_string(), g.to_string());
+    let msg = to_message(&encode(&g));
+    let err = decode_err(&wire::frame_message(1, &msg)).to_string();
+    assert!(err.contains("`s`: activation `swish` does not exist in format version 1"), "{err}");
+    // The fused activation alone is refused too.
+    let fused_only: Graph = g
+        .to_string()
+        .replace("  %s = swish{beta=1.702}(%x) : f32[1,2,3,3]\n", "")
+        .replace("(%s, %w)", "(%x, %w)")
+        .parse()
+        .expect("parses");
+    let err = decode_err(&wire::frame_message(1, &to_message(&encode(&fused_only)))).to_string();
+    assert!(err.contains("`c`: activation `swish` does not exist in format version 1"), "{err}");
+}
+
+#[test]
 fn lookups_round_trip_with_their_tables_bit_exact() {
     let g = lookup_graph();
     let decoded = round_trip(&g);
