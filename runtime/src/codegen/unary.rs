@@ -246,9 +246,14 @@ impl VecCx<'_, '_> {
             UnaryOp::Exp => self.exp(v),
             UnaryOp::Sigmoid => self.sigmoid(v),
             UnaryOp::Swish { beta } => {
-                // `x · sigmoid(β·x)`: the product `β·x` rounds first, as the Mul it stands for.
-                let b = self.splat(beta);
-                let t = self.b.ins().fmul(v, b);
+                // `x · sigmoid(β·x)`: the product `β·x` rounds first, as the Mul it stands for
+                // (for β = 1 it is `x` exactly and left out).
+                let t = if beta == 1.0 {
+                    v
+                } else {
+                    let b = self.splat(beta);
+                    self.b.ins().fmul(v, b)
+                };
                 let s = self.sigmoid(t);
                 self.b.ins().fmul(v, s)
             }

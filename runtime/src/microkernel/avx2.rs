@@ -5,8 +5,8 @@
 use std::arch::x86_64::*;
 
 use super::{
-    ACCUMULATE, ACT_CLAMP, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_LEAKY_RELU, ACT_SIGMOID, ACT_SWISH, BIAS, MR, NR,
-    PackGeo, RESIDUAL, with_act,
+    ACCUMULATE, ACT_CLAMP, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_LEAKY_RELU, ACT_SIGMOID, ACT_SILU, ACT_SWISH, BIAS,
+    MR, NR, PackGeo, RESIDUAL, with_act,
 };
 
 pub(super) type SgemmFn =
@@ -259,6 +259,7 @@ pub(super) fn activate<const ACT: u32>(v: __m256, p0: __m256, p1: __m256) -> __m
         }
         ACT_SIGMOID => sigmoid(v),
         ACT_SWISH => _mm256_mul_ps(v, sigmoid(_mm256_mul_ps(v, p0))),
+        ACT_SILU => _mm256_mul_ps(v, sigmoid(v)),
         _ => v,
     }
 }

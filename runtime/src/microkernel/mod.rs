@@ -52,12 +52,14 @@ pub(super) const ACT_HARD_SIGMOID: u32 = 3;
 pub(super) const ACT_HARD_SWISH: u32 = 4;
 pub(super) const ACT_SIGMOID: u32 = 5;
 pub(super) const ACT_SWISH: u32 = 6;
+/// Swish with β = 1 (SiLU): the product `1·x` is `x` exactly, so it is left out.
+pub(super) const ACT_SILU: u32 = 7;
 
 /// `$call` with `$act` a `const u32` holding the activation kind that `flags` selects: the one
 /// dispatch from run-time flags to the routines monomorphized per activation.
 macro_rules! with_act {
     ($flags:expr, $act:ident => $call:expr) => {
-        $crate::microkernel::with_act!(@ $flags, $act, $call, [ACT_CLAMP, ACT_LEAKY_RELU, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_SIGMOID, ACT_SWISH])
+        $crate::microkernel::with_act!(@ $flags, $act, $call, [ACT_CLAMP, ACT_LEAKY_RELU, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_SIGMOID, ACT_SWISH, ACT_SILU])
     };
     (@ $flags:expr, $act:ident, $call:expr, [$($kind:ident),*]) => {{
         use $crate::microkernel::{ACT_SHIFT, $($kind),*};
@@ -98,7 +100,8 @@ pub(crate) enum Act {
     HardSwish,
     /// `1 / (1 + e⁻ˣ)` through the kernels' `eˣ` (within 1.7e-7 relative).
     Sigmoid,
-    /// `x · sigmoid(β·x)` (two multiplies around [`Act::Sigmoid`]).
+    /// `x · sigmoid(β·x)` (two multiplies around [`Act::Sigmoid`]; for β = 1 the first is
+    /// left out, which changes no bits).
     Swish { beta: f32 },
 }
 
@@ -126,6 +129,7 @@ impl Act {
             Act::HardSigmoid { .. } => ACT_HARD_SIGMOID,
             Act::HardSwish => ACT_HARD_SWISH,
             Act::Sigmoid => ACT_SIGMOID,
+            Act::Swish { beta: 1.0 } => ACT_SILU,
             Act::Swish { .. } => ACT_SWISH,
         };
         kind << ACT_SHIFT
