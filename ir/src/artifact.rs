@@ -33,7 +33,7 @@
 //! | version | adds |
 //! |---|---|
 //! | 1 | the first format |
-//! | 2 | dtypes u8, i8, i32 (tensor types, weights, `cast`); ops `quantize`, `dequantize`, `qlinear-*` |
+//! | 2 | dtypes u8, i8, i32 (tensor types, weights, `cast`); ops `quantize`, `dequantize`, `qlinear-*`, `lookup`; the unary (and fused activation) `swish` |
 //!
 //! Format 2 is still open while the int8 work (issue 13) lands unreleased: ops it adds join
 //! version 2 rather than bumping again, which would drop version 1 from the read window.
@@ -190,8 +190,8 @@ pub fn decode(bytes: &[u8]) -> Result<(Graph, ArtifactMeta)> {
     from_wire(msg)
 }
 
-/// Refuses what format version 1 could not say: the dtypes u8, i8 and i32, and the ops
-/// `quantize`, `dequantize` and `qlinear-*`.
+/// Refuses what format version 1 could not say: the dtypes u8, i8 and i32, the ops
+/// `quantize`, `dequantize`, `qlinear-*` and `lookup`, and the activation `swish`.
 fn check_v1(msg: &wire::Artifact) -> Result<()> {
     let v2_only = |at: &dyn Fn() -> String, field: &'static str, dtype: i32| match wire::DType::try_from(dtype) {
         Ok(wire::DType::U8 | wire::DType::I8 | wire::DType::I32) => {
@@ -225,6 +225,19 @@ fn check_v1(msg: &wire::Artifact) -> Result<()> {
                     at(),
                     wire_op_name(k)
                 )));
+            }
+            Some(wire::Op { kind: Some(k) }) => {
+                let unary = match k {
+                    wire::OpKind::Unary(u) => Some(u),
+                    wire::OpKind::Fused(f) => f.act.as_ref(),
+                    _ => None,
+                };
+                if let Some(wire::Unary { kind: Some(wire::UnaryKind::Swish(_)) }) = unary {
+                    return Err(ArtifactError::Malformed(format!(
+                        "{}: activation `swish` does not exist in format version 1",
+                        at()
+                    )));
+                }
             }
             _ => {}
         }
@@ -476,6 +489,7 @@ fn op_to_wire(graph: &Graph, op: &Op, weights: &mut Vec<wire::Weight>) -> wire::
                         U::HardSigmoid(wire::HardSigmoid { alpha: alpha.to_bits(), beta: beta.to_bits() })
                     }
                     UnaryOp::HardSwish => U::HardSwish(e),
+                    UnaryOp::Swish { beta } => U::Swish(wire::Swish { beta: beta.to_bits() }),
                     UnaryOp::Tanh => U::Tanh(e),
                     UnaryOp::Exp => U::Exp(e),
                     UnaryOp::Log => U::Log(e),
@@ -882,6 +896,7 @@ fn op_from_wire(at: &dyn Fn() -> String, kind: &wire::OpKind) -> Result<Op> {
                     UnaryOp::HardSigmoid { alpha: f32::from_bits(h.alpha), beta: f32::from_bits(h.beta) }
                 }
                 U::HardSwish(_) => UnaryOp::HardSwish,
+                U::Swish(w) => UnaryOp::Swish { beta: f32::from_bits(w.beta) },
                 U::Tanh(_) => UnaryOp::Tanh,
                 U::Exp(_) => UnaryOp::Exp,
                 U::Log(_) => UnaryOp::Log,

@@ -129,7 +129,11 @@ fn fused(cx: &Cx, f: &crate::Fused, inputs: &[&TensorType]) -> Result<TensorType
         return Err(cx.err(format!("the base of a fused op must be a conv, gemm or matmul, not {}", f.base.name())));
     }
     if let Some(act) = f.act.filter(|a| !crate::Fused::fusible_act(a)) {
-        return Err(cx.err(format!("{} is not a fusible activation ({})", act.name(), crate::Fused::ACTIVATIONS)));
+        return Err(cx.err(format!(
+            "{} is not a fusible activation ({})",
+            act.name(),
+            crate::Fused::ACTIVATIONS.join(", ")
+        )));
     }
     let n = f.base_inputs(inputs.len());
     let mut out = infer_types(&f.base, &inputs[..n]).map_err(|e| cx.err(format!("base {}: {}", e.op, e.reason)))?;

@@ -118,6 +118,12 @@ pub enum UnaryOp {
     },
     /// `x · max(0, min(1, x/6 + 1/2))`
     HardSwish,
+    /// `x · σ(β·x)` with `β·x` rounded to f32 first, as the `Mul` it stands for (Swish; SiLU is
+    /// β = 1). Made by the optimizer from `Mul(x, Sigmoid(x))` and `Mul(x, Sigmoid(Mul(x, β)))`
+    /// (`silu`), never by import.
+    Swish {
+        beta: f32,
+    },
     Tanh,
     Exp,
     Log,
@@ -139,6 +145,7 @@ impl UnaryOp {
             UnaryOp::Sigmoid => "sigmoid",
             UnaryOp::HardSigmoid { .. } => "hard-sigmoid",
             UnaryOp::HardSwish => "hard-swish",
+            UnaryOp::Swish { .. } => "swish",
             UnaryOp::Tanh => "tanh",
             UnaryOp::Exp => "exp",
             UnaryOp::Log => "log",
@@ -558,21 +565,14 @@ pub struct Fused {
 }
 
 impl Fused {
-    /// The activations a fused kernel applies: ReLU, LeakyReLU, Clip (ReLU6), HardSigmoid,
-    /// HardSwish, Sigmoid.
-    pub const ACTIVATIONS: &'static str = "relu, leaky-relu, clip, hard-sigmoid, hard-swish, sigmoid";
+    /// The activations a fused kernel applies, by name ([`UnaryOp::name`]): the one list the
+    /// verifier, the fusion rule, the text form and the kernels' epilogues all consult.
+    pub const ACTIVATIONS: [&'static str; 7] =
+        ["relu", "leaky-relu", "clip", "hard-sigmoid", "hard-swish", "sigmoid", "swish"];
 
-    /// Whether a fused kernel applies `act` inline.
+    /// Whether a fused kernel applies `act` inline (it is one of [`Fused::ACTIVATIONS`]).
     pub fn fusible_act(act: &UnaryOp) -> bool {
-        matches!(
-            act,
-            UnaryOp::Relu
-                | UnaryOp::LeakyRelu { .. }
-                | UnaryOp::Clip { .. }
-                | UnaryOp::HardSigmoid { .. }
-                | UnaryOp::HardSwish
-                | UnaryOp::Sigmoid
-        )
+        Self::ACTIVATIONS.contains(&act.name())
     }
 
     /// Whether `op` can be the base of a fused op.

@@ -41,6 +41,10 @@ impl UnaryOp {
                 let a = f64::from(a);
                 (a * (a / 6.0 + 0.5).clamp(0.0, 1.0)) as f32
             }
+            UnaryOp::Swish { beta } => {
+                let t = f64::from(beta * a);
+                (f64::from(a) / (1.0 + (-t).exp())) as f32
+            }
             UnaryOp::Tanh => f64::from(a).tanh() as f32,
             UnaryOp::Exp => f64::from(a).exp() as f32,
             UnaryOp::Log => f64::from(a).ln() as f32,

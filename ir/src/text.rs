@@ -40,6 +40,7 @@
 //! | `leaky-relu` | `alpha` |
 //! | `clip` | `min`, `max` |
 //! | `hard-sigmoid` | `alpha`, `beta` |
+//! | `swish` | `beta` |
 //! | `max-pool` | `kernel`, `strides`, `dilations`, `pads`, `ceil-mode` |
 //! | `avg-pool` | as `max-pool`, plus `count-include-pad` |
 //! | `gemm` | `alpha`, `beta`, `trans-a`, `trans-b` |
@@ -57,7 +58,7 @@
 //! | `reduce-mean`, `reduce-sum`, `reduce-max`, `reduce-min`, `reduce-prod`, `reduce-l1`, `reduce-l2`, `reduce-sum-square`, `reduce-log-sum`, `reduce-log-sum-exp` | `axes`, `keepdims` |
 //! | `arg-max`, `arg-min` | `axis`, `keepdims`, `select-last-index` |
 //! | `qlinear-conv`, `qlinear-gemm`, `qlinear-matmul` | the base op's, then `x-scales`, `x-zero-points`, `w-axis` (absent: per tensor), `w-scales`, `w-zero-points`, `out` (`i32`, `f32`, `u8`, `i8`), for `u8`/`i8` `out-scales` and `out-zero-points`, and optionally `clamp=[lo, hi]` |
-//! | `fused-conv`, `fused-gemm`, `fused-matmul` | the base op's, then optionally `act` (`relu`, `leaky-relu` with `act-alpha`, `clip` with `act-min` and `act-max`, `hard-sigmoid` with `act-alpha` and `act-beta`, `hard-swish`, `sigmoid`) and `residual=true` (the residual is the last input); absent means none |
+//! | `fused-conv`, `fused-gemm`, `fused-matmul` | the base op's, then optionally `act` (`relu`, `leaky-relu` with `act-alpha`, `clip` with `act-min` and `act-max`, `hard-sigmoid` with `act-alpha` and `act-beta`, `hard-swish`, `sigmoid`, `swish` with `act-beta`: [`Fused::ACTIVATIONS`]) and `residual=true` (the residual is the last input); absent means none |
 //!
 //! Every other op takes no attributes. Nodes are printed graph inputs first (in input order),
 //! then in the topological order that prefers the lowest node id, so printing is deterministic
@@ -297,6 +298,24 @@ fn write_op(f: &mut Formatter<'_>, op: &Op) -> fmt::Result {
     a.finish()
 }
 
+/// A unary op's own attributes, each key prefixed with `prefix` (`act-` inside a fused op).
+fn write_unary_attrs(a: &mut AttrWriter<'_, '_>, prefix: &str, op: &UnaryOp) -> fmt::Result {
+    let mut f = |key: &str, v: f32| a.attr(&format!("{prefix}{key}"), V::F32(v));
+    match *op {
+        UnaryOp::LeakyRelu { alpha } => f("alpha", alpha),
+        UnaryOp::Clip { min, max } => {
+            f("min", min)?;
+            f("max", max)
+        }
+        UnaryOp::HardSigmoid { alpha, beta } => {
+            f("alpha", alpha)?;
+            f("beta", beta)
+        }
+        UnaryOp::Swish { beta } => f("beta", beta),
+        _ => Ok(()),
+    }
+}
+
 /// The attributes of `op`. A fused op writes its base's, then `act` (with the activation's
 /// own attributes prefixed `act-`) and `residual=true` when present.
 fn write_attrs(a: &mut AttrWriter<'_, '_>, op: &Op) -> fmt::Result {
@@ -305,18 +324,7 @@ fn write_attrs(a: &mut AttrWriter<'_, '_>, op: &Op) -> fmt::Result {
             write_attrs(a, &fused.base)?;
             if let Some(act) = fused.act {
                 a.attr("act", V::Word(act.name()))?;
-                match act {
-                    UnaryOp::LeakyRelu { alpha } => a.attr("act-alpha", V::F32(alpha))?,
-                    UnaryOp::Clip { min, max } => {
-                        a.attr("act-min", V::F32(min))?;
-                        a.attr("act-max", V::F32(max))?;
-                    }
-                    UnaryOp::HardSigmoid { alpha, beta } => {
-                        a.attr("act-alpha", V::F32(alpha))?;
-                        a.attr("act-beta", V::F32(beta))?;
-                    }
-                    _ => {}
-                }
+                write_unary_attrs(a, "act-", &act)?;
             }
             if fused.residual {
                 a.attr("residual", V::Bool(true))?;
@@ -351,15 +359,7 @@ fn write_attrs(a: &mut AttrWriter<'_, '_>, op: &Op) -> fmt::Result {
             a.attr("group", V::Usize(c.group))?;
         }
         Op::BatchNorm { epsilon } => a.attr("epsilon", V::F32(*epsilon))?,
-        Op::Unary(UnaryOp::LeakyRelu { alpha }) => a.attr("alpha", V::F32(*alpha))?,
-        Op::Unary(UnaryOp::Clip { min, max }) => {
-            a.attr("min", V::F32(*min))?;
-            a.attr("max", V::F32(*max))?;
-        }
-        Op::Unary(UnaryOp::HardSigmoid { alpha, beta }) => {
-            a.attr("alpha", V::F32(*alpha))?;
-            a.attr("beta", V::F32(*beta))?;
-        }
+        Op::Unary(u) => write_unary_attrs(a, "", u)?,
         Op::MaxPool(p) => a.pool(p)?,
         Op::AvgPool { pool, count_include_pad } => {
             a.pool(pool)?;
@@ -420,7 +420,6 @@ fn write_attrs(a: &mut AttrWriter<'_, '_>, op: &Op) -> fmt::Result {
         }
         Op::Input { .. }
         | Op::Weight(_)
-        | Op::Unary(_)
         | Op::Binary(_)
         | Op::Where
         | Op::GlobalAvgPool
@@ -1041,15 +1040,8 @@ fn build_op(name: &str, entries: Vec<(String, AttrValue)>) -> Result<Op, String>
         Some(base @ ("conv" | "gemm" | "matmul")) => {
             let base = op_from_attrs(base, &mut a)?;
             let act = if a.has("act") {
-                let act = a.choice("act", &FUSED_ACTS, |w| w)?;
-                Some(match act {
-                    "relu" => UnaryOp::Relu,
-                    "leaky-relu" => UnaryOp::LeakyRelu { alpha: a.f32("act-alpha")? },
-                    "clip" => UnaryOp::Clip { min: a.f32("act-min")?, max: a.f32("act-max")? },
-                    "hard-sigmoid" => UnaryOp::HardSigmoid { alpha: a.f32("act-alpha")?, beta: a.f32("act-beta")? },
-                    "hard-swish" => UnaryOp::HardSwish,
-                    _ => UnaryOp::Sigmoid,
-                })
+                let act = a.choice("act", &Fused::ACTIVATIONS, |w| w)?;
+                Some(unary_from_attrs(act, "act-", &mut a)?.expect("every fusible activation is a unary op"))
             } else {
                 None
             };
@@ -1089,11 +1081,27 @@ fn qlinear_from_attrs(base: &str, a: &mut Attrs<'_>) -> Result<QLinear, String> 
 /// Every conv algorithm (`algo=`).
 const CONV_ALGOS: [ConvAlgo; 3] = [ConvAlgo::Direct, ConvAlgo::Winograd2, ConvAlgo::Winograd4];
 
-/// Spellings of the activations a fused op takes (`act=`).
-const FUSED_ACTS: [&str; 6] = ["relu", "leaky-relu", "clip", "hard-sigmoid", "hard-swish", "sigmoid"];
+/// The unary op called `name` (`None` if no unary op is), its attributes read from `a` with
+/// keys prefixed by `prefix`.
+fn unary_from_attrs(name: &str, prefix: &str, a: &mut Attrs<'_>) -> Result<Option<UnaryOp>, String> {
+    let mut f = |key: &str| a.f32(&format!("{prefix}{key}"));
+    Ok(Some(match name {
+        "leaky-relu" => UnaryOp::LeakyRelu { alpha: f("alpha")? },
+        "clip" => UnaryOp::Clip { min: f("min")?, max: f("max")? },
+        "hard-sigmoid" => UnaryOp::HardSigmoid { alpha: f("alpha")?, beta: f("beta")? },
+        "swish" => UnaryOp::Swish { beta: f("beta")? },
+        _ => match PLAIN_UNARY.iter().find(|u| u.name() == name) {
+            Some(u) => *u,
+            None => return Ok(None),
+        },
+    }))
+}
 
 /// The op called `name`, taking its attributes from `a` (which the caller finishes).
 fn op_from_attrs(name: &str, a: &mut Attrs<'_>) -> Result<Op, String> {
+    if let Some(u) = unary_from_attrs(name, "", a)? {
+        return Ok(Op::Unary(u));
+    }
     let op = match name {
         "conv" => {
             let [kernel, strides, dilations, pads] = a.window()?;
@@ -1113,9 +1121,6 @@ fn op_from_attrs(name: &str, a: &mut Attrs<'_>) -> Result<Op, String> {
             })
         }
         "batchnorm" => Op::BatchNorm { epsilon: a.f32("epsilon")? },
-        "leaky-relu" => Op::Unary(UnaryOp::LeakyRelu { alpha: a.f32("alpha")? }),
-        "clip" => Op::Unary(UnaryOp::Clip { min: a.f32("min")?, max: a.f32("max")? }),
-        "hard-sigmoid" => Op::Unary(UnaryOp::HardSigmoid { alpha: a.f32("alpha")?, beta: a.f32("beta")? }),
         "where" => Op::Where,
         "max-pool" => Op::MaxPool(a.pool()?),
         "avg-pool" => Op::AvgPool { pool: a.pool()?, count_include_pad: a.bool("count-include-pad")? },
@@ -1176,8 +1181,6 @@ fn op_from_attrs(name: &str, a: &mut Attrs<'_>) -> Result<Op, String> {
         _ => {
             if let Some(&kind) = ReduceKind::ALL.iter().find(|k| k.name() == name) {
                 Op::Reduce { kind, axes: a.usizes("axes")?, keepdims: a.bool("keepdims")? }
-            } else if let Some(&u) = PLAIN_UNARY.iter().find(|u| u.name() == name) {
-                Op::Unary(u)
             } else if let Some(&b) = BINARY.iter().find(|b| b.name() == name) {
                 Op::Binary(b)
             } else {

@@ -132,6 +132,7 @@ fn f32_attributes_round_trip_bit_exactly() {
         Op::Unary(UnaryOp::LeakyRelu { alpha: quiet_nan_payload }),
         Op::Unary(UnaryOp::Clip { min: -0.0, max: f32::INFINITY }),
         Op::Unary(UnaryOp::HardSigmoid { alpha: f32::NEG_INFINITY, beta: signaling_nan }),
+        Op::Unary(UnaryOp::Swish { beta: -0.0 }),
         Op::Pad { pads: vec![0, 0, 1, 1, 0, 0, 1, 1], mode: PadMode::Constant, value: negative_nan },
         Op::Resize(ResizeAttrs {
             mode: ResizeMode::Cubic { a: -0.0, exclude_outside: false },
@@ -161,6 +162,7 @@ fn f32_attributes_round_trip_bit_exactly() {
                 Op::Unary(UnaryOp::LeakyRelu { alpha }) => bits.push(alpha.to_bits()),
                 Op::Unary(UnaryOp::Clip { min, max }) => bits.extend([min.to_bits(), max.to_bits()]),
                 Op::Unary(UnaryOp::HardSigmoid { alpha, beta }) => bits.extend([alpha.to_bits(), beta.to_bits()]),
+                Op::Unary(UnaryOp::Swish { beta }) => bits.push(beta.to_bits()),
                 Op::Pad { value, .. } => bits.push(value.to_bits()),
                 Op::BatchNorm { epsilon } => bits.push(epsilon.to_bits()),
                 Op::Resize(r) => {
@@ -356,6 +358,32 @@ fn a_version_1_payload_with_a_quantize_op_is_refused_by_name() {
     msg.nodes[0].outputs[0].dtype = wire::DType::F32 as i32;
     let err = decode_err(&wire::frame_message(1, &msg)).to_string();
     assert!(err.contains("node #1 `q`: op `quantize` does not exist in format version 1"), "{err}");
+}
+
+#[test]
+fn a_version_1_payload_with_a_swish_is_refused_by_name_and_a_version_2_one_reads() {
+    let g: Graph = r#"graph "s" {
+  %x = input f32[1,2,3,3]
+  %w = weight f32[2,2,1,1] [0.5, -1.0, 2.0, 0.25]
+  %s = swish{beta=1.702}(%x) : f32[1,2,3,3]
+  %c = fused-conv{kernel=[1, 1], strides=[1, 1], dilations=[1, 1], pads=[0, 0, 0, 0], group=1, act=swish, act-beta=1.0}(%s, %w) : f32[1,2,3,3]
+  output "y" = %c
+}"#
+    .parse()
+    .expect("parses");
+    assert_eq!(round_trip(&g).to_string(), g.to_string());
+    let msg = to_message(&encode(&g));
+    let err = decode_err(&wire::frame_message(1, &msg)).to_string();
+    assert!(err.contains("`s`: activation `swish` does not exist in format version 1"), "{err}");
+    // The fused activation alone is refused too.
+    let fused_only: Graph = g
+        .to_string()
+        .replace("  %s = swish{beta=1.702}(%x) : f32[1,2,3,3]\n", "")
+        .replace("(%s, %w)", "(%x, %w)")
+        .parse()
+        .expect("parses");
+    let err = decode_err(&wire::frame_message(1, &to_message(&encode(&fused_only)))).to_string();
+    assert!(err.contains("`c`: activation `swish` does not exist in format version 1"), "{err}");
 }
 
 #[test]

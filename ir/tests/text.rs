@@ -306,6 +306,7 @@ fn arb_unary() -> impl Strategy<Value = UnaryOp> {
         arb_f32().prop_map(|alpha| UnaryOp::LeakyRelu { alpha }),
         (arb_f32(), arb_f32()).prop_map(|(min, max)| UnaryOp::Clip { min, max }),
         (arb_f32(), arb_f32()).prop_map(|(alpha, beta)| UnaryOp::HardSigmoid { alpha, beta }),
+        arb_f32().prop_map(|beta| UnaryOp::Swish { beta }),
         Just(UnaryOp::Tanh),
         Just(UnaryOp::Erf),
     ]

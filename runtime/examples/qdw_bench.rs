@@ -16,6 +16,9 @@
 //! The kernel is crate-private (the Cranelift driver calls it by address), so this binary
 //! compiles the `microkernel` module's source itself.
 
+#[allow(dead_code)]
+#[path = "../src/expf.rs"]
+mod expf;
 #[allow(dead_code, unused_imports)]
 #[path = "../src/microkernel/mod.rs"]
 mod microkernel;

@@ -20,6 +20,7 @@ macro_rules! microkernels_or_skip {
 
 pub mod budget;
 mod codegen;
+mod expf;
 mod load;
 mod microkernel;
 mod model;

@@ -1,10 +1,11 @@
-//! The inline 4-lane `exp`, `sigmoid` and `tanh` against f64 over a dense sweep of the f32
-//! range plus the special values (±0, ±∞, NaN, overflow and underflow thresholds).
+//! The inline `exp`, `sigmoid`, `swish` and `tanh` (the host's AVX2 routine where it has one,
+//! else the 4-lane Cranelift loop: the same bits) against f64 over a dense sweep of the f32 range
+//! plus the special values (±0, ±∞, NaN, overflow and underflow thresholds).
 //!
 //! Tolerances: `exp` within 2e-7 relative wherever the result is a normal f32 (the reference
 //! rounds f64 `exp` once; the polynomial and the range reduction add about one ulp), subnormal
 //! results within 2 units of the smallest subnormal. `sigmoid` and `tanh` add one division
-//! and one addition: 4e-7 relative.
+//! and one addition: 4e-7 relative; `swish` one product more: 5e-7 relative.
 
 use cnnc_ir::{Graph, Op, Tensor, TensorType, UnaryOp, verify};
 use cnnc_runtime::Model;
@@ -63,6 +64,23 @@ fn inline_sigmoid_is_within_4e_7_relative() {
     let got = run(UnaryOp::Sigmoid, &xs);
     let e = max_rel_err(&xs, &got, |x| 1.0 / (1.0 + (-x).exp()));
     assert!(e < 4e-7, "sigmoid: max relative error {e:.3e}");
+}
+
+#[test]
+fn inline_swish_is_within_5e_7_relative() {
+    for beta in [1.0f32, 1.702, -0.5] {
+        // Where σ(β·x) is subnormal (β·x < −85), its absolute rounding is multiplied by |x|.
+        let xs: Vec<f32> = sweep(-110.0, 40.0, 300_001)
+            .into_iter()
+            .filter(|&x| x.is_infinite() || x.is_nan() || beta * x >= -85.0)
+            .collect();
+        let got = run(UnaryOp::Swish { beta }, &xs);
+        let e = max_rel_err(&xs, &got, |x| {
+            let t = f64::from(beta * x as f32);
+            x / (1.0 + (-t).exp())
+        });
+        assert!(e < 5e-7, "swish β = {beta}: max relative error {e:.3e}");
+    }
 }
 
 #[test]

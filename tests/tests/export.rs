@@ -34,6 +34,17 @@ fn round_trip(g: &VerifiedGraph, what: &str) -> VerifiedGraph {
 fn op_counts(g: &Graph, expand: bool) -> BTreeMap<&'static str, usize> {
     let mut counts = BTreeMap::new();
     let mut add = |name: &'static str| *counts.entry(name).or_insert(0) += 1;
+    // Swish is exported as `x · Sigmoid(x)`, or `x · Sigmoid(x · β)`.
+    let add_act = |add: &mut dyn FnMut(&'static str), act: UnaryOp| match act {
+        UnaryOp::Swish { beta } if expand => {
+            add("sigmoid");
+            add("mul");
+            if beta != 1.0 {
+                add("mul");
+            }
+        }
+        act => add(act.name()),
+    };
     for id in g.node_ids() {
         let node = g.node(id);
         match &node.op {
@@ -44,9 +55,10 @@ fn op_counts(g: &Graph, expand: bool) -> BTreeMap<&'static str, usize> {
                     add("add");
                 }
                 if let Some(act) = f.act {
-                    add(act.name());
+                    add_act(&mut add, act);
                 }
             }
+            Op::Unary(u @ UnaryOp::Swish { .. }) => add_act(&mut add, *u),
             Op::Where if expand && node.outputs[0].dtype == DType::Bool => {
                 let ins = g.node_inputs(id);
                 let scalar = |v: &ValueRef| {
@@ -296,6 +308,11 @@ fn every_op_graph() -> Graph {
         UnaryOp::Reciprocal,
         UnaryOp::Log,
     ];
+    // Swish on a side branch: exported as Sigmoid and Mul, it rounds twice where the reference
+    // rounds once.
+    let sw = node(&mut g, "swish", Op::Unary(UnaryOp::Swish { beta: 1.0 }), &[h]);
+    let sw = node(&mut g, "swish_beta", Op::Unary(UnaryOp::Swish { beta: 1.702 }), &[sw]);
+    g.add_output("swish", sw);
     for (i, u) in unary.into_iter().enumerate() {
         h = node(&mut g, &format!("u{i}"), Op::Unary(u), &[h]);
     }
@@ -452,8 +469,8 @@ fn every_op_graph() -> Graph {
     g.add_output("cast_bool", cast_b);
     g.add_output("cast_f32", cast_f);
 
-    // Fused ops: conv + residual + ReLU6, conv + LeakyReLU, conv + residual, gemm + HardSigmoid,
-    // matmul + residual, gemm + residual + HardSwish.
+    // Fused ops: conv + residual + ReLU6, conv + LeakyReLU, conv + residual, conv + Sigmoid,
+    // conv + residual + Swish, gemm + HardSigmoid, matmul + residual, gemm + residual + HardSwish.
     let fused = |base: Op, act: Option<UnaryOp>, residual: bool| Op::Fused(Box::new(Fused { base, act, residual }));
     let f1 = node(
         &mut g,
@@ -469,7 +486,13 @@ fn every_op_graph() -> Graph {
     );
     let f3 = node(&mut g, "fused_conv_res", fused(Op::Conv(conv_attrs(2)), None, true), &[f2, w, b, x]);
     let f4 = node(&mut g, "fused_conv_sig", fused(Op::Conv(conv_attrs(2)), Some(UnaryOp::Sigmoid), false), &[f3, w, b]);
-    g.add_output("fused_conv", f4);
+    let f5 = node(
+        &mut g,
+        "fused_conv_swish",
+        fused(Op::Conv(conv_attrs(2)), Some(UnaryOp::Swish { beta: 0.5 }), true),
+        &[f4, w, b, f4],
+    );
+    g.add_output("fused_conv", f5);
     let fg = node(
         &mut g,
         "fused_gemm",
@@ -504,7 +527,7 @@ fn every_op_exports_and_reimports_to_the_same_function() {
         }
     }
     let got = run_reference(&back, &[x, idx]).expect("re-imported graph runs");
-    assert_same_outputs(&g, &want, &got, "every-op", &["convt_wide"]);
+    assert_same_outputs(&g, &want, &got, "every-op", &["convt_wide", "swish", "fused_conv"]);
 }
 
 /// Writes the every-op graph's export, input and reference outputs to `$CNNC_EXPORT_DIR` for

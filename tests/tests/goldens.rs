@@ -49,4 +49,5 @@ golden_tests!(
     mtcnn_pnet,
     mtcnn_rnet,
     mtcnn_onet,
+    yolo_like,
 );

@@ -283,6 +283,82 @@ fn hardswish_is_not_recognized_with_other_constants_or_another_factor() {
     }
 }
 
+/// A conv whose output goes through SiLU spelled as YOLO exports write it.
+const SILU: &str = r#"graph "silu" {
+  %x = input f32[1,3,4,5]
+  %w = weight f32[4,3,1,1] [0.9, -1.2, 1.3, 0.5, -1.5, 2.5, 1.2, -0.8, 0.2, 1.1, -2.1, 3.1]
+  %b = weight f32[4] [0.5, -0.5, 0.25, 0.0]
+  %c = conv{kernel=[1, 1], strides=[1, 1], dilations=[1, 1], pads=[0, 0, 0, 0], group=1}(%x, %w, %b) : f32[1,4,4,5]
+  %s = sigmoid(%c) : f32[1,4,4,5]
+  %y = mul(%c, %s) : f32[1,4,4,5]
+  output "y" = %y
+}"#;
+
+/// `SILU` with the sigmoid's argument scaled by a constant `%k` first (Swish), in every operand
+/// order of the two products.
+fn swish_orders() -> Vec<String> {
+    let scaled = SILU
+        .replace("%b = weight f32[4]", "%k = weight f32[] [1.702]\n  %b = weight f32[4]")
+        .replace("%s = sigmoid(%c)", "%t = mul(%c, %k) : f32[1,4,4,5]\n  %s = sigmoid(%t)");
+    let beta_first = scaled.replace("mul(%c, %k)", "mul(%k, %c)");
+    let mut all = Vec::new();
+    for t in [scaled, beta_first] {
+        all.push(t.replace("mul(%c, %s)", "mul(%s, %c)"));
+        all.push(t);
+    }
+    all
+}
+
+#[test]
+fn silu_spelled_out_is_recognized_in_either_operand_order_and_fuses_into_the_conv() {
+    for (text, rule) in [(SILU.to_owned(), "silu"), (SILU.replace("mul(%c, %s)", "mul(%s, %c)"), "silu-sx")] {
+        let g = parse(&text);
+        let (opt, sat) = optimize(&g);
+        assert_eq!(applied(&sat, rule), 1, "{sat:?}");
+        let out = opt.display_without_weights().to_string();
+        assert!(out.contains("act=swish, act-beta=1.0}") && !out.contains("sigmoid") && !out.contains("mul("), "{out}");
+        // The reference rounds `x·σ(x)` once where the chain rounds twice: within an ulp.
+        assert_same_function(&g, &opt, 1e-6);
+        assert_jit_matches_reference(&opt);
+    }
+    insta::assert_snapshot!("silu_fires", optimize(&parse(SILU)).0.display_without_weights().to_string());
+}
+
+#[test]
+fn swish_with_a_constant_beta_is_recognized_in_every_operand_order() {
+    for text in swish_orders() {
+        let g = parse(&text);
+        let (opt, sat) = optimize(&g);
+        let fired: usize = sat.applied.iter().filter(|(n, _)| n.starts_with("swish")).map(|(_, c)| c).sum();
+        assert_eq!(fired, 1, "{text}\n{sat:?}");
+        let out = opt.display_without_weights().to_string();
+        assert!(out.contains("act=swish, act-beta=1.702}") && !out.contains("mul("), "{out}");
+        assert_same_function(&g, &opt, 1e-6);
+        assert_jit_matches_reference(&opt);
+    }
+}
+
+#[test]
+fn silu_is_not_recognized_for_a_gate_a_sum_a_per_channel_or_runtime_beta() {
+    let gate = SILU
+        .replace("%x = input f32[1,3,4,5]", "%x = input f32[1,3,4,5]\n  %z = input f32[1,4,4,5]")
+        .replace("mul(%c, %s)", "mul(%z, %s)");
+    let sum = SILU.replace("mul(%c, %s)", "add(%c, %s)");
+    let scaled = &swish_orders()[1];
+    let per_channel = scaled.replace("%k = weight f32[] [1.702]", "%k = weight f32[1,4,1,1] [1.0, 2.0, 1.0, 1.702]");
+    let runtime = scaled.replace("%k = weight f32[] [1.702]", "%k = input f32[]");
+    for text in [gate, sum, per_channel, runtime] {
+        let g = parse(&text);
+        let (opt, sat) = optimize(&g);
+        let fired: usize =
+            sat.applied.iter().filter(|(n, _)| n.starts_with("silu") || n.starts_with("swish")).map(|(_, c)| c).sum();
+        assert_eq!(fired, 0, "{text}\n{sat:?}");
+        assert!(opt.display_without_weights().to_string().contains("sigmoid"), "{text}");
+        // The per-channel scale folds into the conv's weights instead (another rule).
+        assert_same_function(&g, &opt, 1e-6);
+    }
+}
+
 /// A conv with bias, a residual add and an activation: the ResNet block tail.
 const CONV_ADD_ACT: &str = r#"graph "conv_add_act" {
   %x = input f32[1,3,6,6]
@@ -340,6 +416,7 @@ fn fusion_takes_every_inline_activation_and_gemm_and_matmul_bases() {
         "leaky-relu{alpha=0.1}",
         "clip{min=0.0, max=6.0}",
         "hard-sigmoid{alpha=0.2, beta=0.5}",
+        "swish{beta=1.702}",
     ] {
         let g = parse(&CONV_ADD_ACT.replace("relu(%s)", &format!("{act}(%s)")));
         let (opt, sat) = optimize(&g);

@@ -472,6 +472,25 @@ impl<'g> Exporter<'g> {
                 ("HardSigmoid", vec![float("alpha", alpha), float("beta", beta)], vec![x])
             }
             UnaryOp::HardSwish => ("HardSwish", vec![], vec![x]),
+            UnaryOp::Swish { beta } => {
+                // Opset 18 has no Swish: `x · Sigmoid(x)`, or `x · Sigmoid(x · β)`, the spelled-out
+                // form onnxruntime runs and cnnc's `silu` rules recognize again.
+                let mut arg = x.clone();
+                if beta != 1.0 {
+                    let b = self.constant(
+                        &format!("{name}/beta"),
+                        &Tensor::from_f32(Vec::<usize>::new(), vec![beta]).expect("scalar"),
+                    );
+                    let scaled = self.value_names.fresh(&format!("{name}/scaled"));
+                    let node_name = self.node_names.fresh(&format!("{name}/scale"));
+                    self.push_node("Mul", node_name, vec![x.clone(), b], vec![scaled.clone()], vec![]);
+                    arg = scaled;
+                }
+                let s = self.value_names.fresh(&format!("{name}/sigmoid"));
+                let node_name = self.node_names.fresh(&format!("{name}/sigmoid"));
+                self.push_node("Sigmoid", node_name, vec![arg], vec![s.clone()], vec![]);
+                ("Mul", vec![], vec![x, s])
+            }
             UnaryOp::Tanh => ("Tanh", vec![], vec![x]),
             UnaryOp::Exp => ("Exp", vec![], vec![x]),
             UnaryOp::Log => ("Log", vec![], vec![x]),

@@ -296,7 +296,7 @@ pub struct BatchNorm {
 
 #[derive(Clone, Copy, PartialEq, prost::Message)]
 pub struct Unary {
-    #[prost(oneof = "UnaryKind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16")]
+    #[prost(oneof = "UnaryKind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17")]
     pub kind: Option<UnaryKind>,
 }
 
@@ -334,6 +334,16 @@ pub enum UnaryKind {
     Floor(Empty),
     #[prost(message, tag = "16")]
     Ceil(Empty),
+    /// Format version 2 on (added while version 2 was open).
+    #[prost(message, tag = "17")]
+    Swish(Swish),
+}
+
+/// `x · σ(β·x)`.
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+pub struct Swish {
+    #[prost(fixed32, tag = "1")]
+    pub beta: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, prost::Message)]

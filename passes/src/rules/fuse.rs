@@ -4,7 +4,8 @@
 //! What, two rules:
 //! - `fuse-activation`: `act(base(…))` ⇒ `fused-base{act}(…)` for `base` a conv, gemm or
 //!   matmul, and `act(fused-base{residual}(…, r))` ⇒ `fused-base{act, residual}(…, r)`; `act`
-//!   is ReLU, LeakyReLU, Clip (ReLU6), HardSigmoid, HardSwish or Sigmoid.
+//!   is one of [`Fused::ACTIVATIONS`]: ReLU, LeakyReLU, Clip (ReLU6), HardSigmoid, HardSwish,
+//!   Sigmoid or Swish (SiLU, which the `silu` rules recognize in Sigmoid·Mul).
 //! - `fuse-residual`: `base(…) + r` (either operand order) ⇒ `fused-base{residual}(…, r)`.
 //!
 //! When: the activation is one a kernel applies inline ([`Fused::fusible_act`]); the residual

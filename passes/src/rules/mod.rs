@@ -16,6 +16,7 @@ pub mod movement;
 pub mod pad_fold;
 pub mod qdq;
 pub mod qwinograd;
+pub mod silu;
 pub mod winograd;
 
 use egg::{Rewrite, Runner, StopReason, Var};
@@ -50,6 +51,7 @@ pub fn exact_rules_with(options: RuleOptions) -> Vec<Rewrite<Cnn, CnnAnalysis>> 
     rules.extend(affine_input::rules());
     rules.extend(affine_reorder::rules());
     rules.extend(hardswish::rules());
+    rules.extend(silu::rules());
     rules.extend(matmul_bias::rules());
     rules.extend(fuse::rules());
     rules.extend(movement::rules());
@@ -126,4 +128,28 @@ pub fn saturate(loaded: Loaded, rules: &[Rewrite<Cnn, CnnAnalysis>], limits: Lim
 /// The pattern variable `name` (e.g. `?x`) of a rule's pattern.
 pub(crate) fn var(name: &str) -> Var {
     name.parse().expect("a valid pattern variable")
+}
+
+/// An applier that may decline: [`Decline::apply`] returns the e-class it changed, or `None`
+/// (not applicable here, or nothing new), so its body can use `?`. Wrap it in [`Declining`] to
+/// get an egg [`egg::Applier`].
+pub(crate) trait Decline {
+    fn apply(&self, egraph: &mut egg::EGraph<Cnn, CnnAnalysis>, eclass: egg::Id, subst: &egg::Subst)
+    -> Option<egg::Id>;
+}
+
+/// The egg applier of a [`Decline`].
+pub(crate) struct Declining<T>(pub T);
+
+impl<T: Decline> egg::Applier<Cnn, CnnAnalysis> for Declining<T> {
+    fn apply_one(
+        &self,
+        egraph: &mut egg::EGraph<Cnn, CnnAnalysis>,
+        eclass: egg::Id,
+        subst: &egg::Subst,
+        _searcher_ast: Option<&egg::PatternAst<Cnn>>,
+        _rule_name: egg::Symbol,
+    ) -> Vec<egg::Id> {
+        self.0.apply(egraph, eclass, subst).into_iter().collect()
+    }
 }

@@ -9,7 +9,8 @@
 //! in the pre-activation value (measured: at most 4.8e-7, in the channel-blocked cases, and
 //! there with no epilogue at all). The residual add is one more f32 rounding on both sides;
 //! the activations are exact selections (ReLU, Clip), one or two roundings (LeakyReLU,
-//! HardSigmoid, HardSwish) or within 1.7e-7 relative (the inline sigmoid, see
+//! HardSigmoid, HardSwish) or within 1.7e-7 relative (the inline sigmoid, and swish one more
+//! product around it, see
 //! `tests/jit_unary_inline.rs`), and none amplifies relative error by more than ~|x| ≤ a few.
 //! A missed bias, residual or activation, a wrong lane, an epilogue applied to partial sums or
 //! an unwritten element (outputs start as NaN) fails by orders of magnitude.
@@ -158,6 +159,8 @@ fn activations() -> Vec<Option<UnaryOp>> {
         Some(UnaryOp::HardSigmoid { alpha: 0.2, beta: 0.5 }),
         Some(UnaryOp::HardSwish),
         Some(UnaryOp::Sigmoid),
+        Some(UnaryOp::Swish { beta: 1.0 }),
+        Some(UnaryOp::Swish { beta: 1.702 }),
     ]
 }
 

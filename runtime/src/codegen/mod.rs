@@ -19,6 +19,7 @@ pub(crate) mod math;
 
 mod binary;
 mod conv;
+mod expf;
 mod gemm;
 mod index_map;
 mod movement;
@@ -38,6 +39,8 @@ mod unary;
 mod epilogue_tests;
 #[cfg(test)]
 mod qlinear_tests;
+#[cfg(test)]
+mod unary_tests;
 
 use cnnc_ir::{DType, Op, Tensor, TensorType, UnaryOp};
 use cranelift_module::FuncId;
@@ -92,7 +95,7 @@ impl EmitCx<'_> {
 /// store: `y = act(acc + bias + residual)`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Epilogue {
-    /// One of `Relu`, `LeakyRelu`, `Clip`, `HardSigmoid`, `HardSwish`, `Sigmoid`.
+    /// One of `Fused::ACTIVATIONS`.
     pub act: Option<UnaryOp>,
     /// Index in the kernel's argument table of a tensor of the output's type added before the
     /// activation. It follows the op's own inputs, so it is also the op's input count.
@@ -108,18 +111,7 @@ impl Epilogue {
     /// Checks that the kernel can apply this epilogue: a supported activation, and a residual
     /// that is the last input and has the output's type.
     pub(crate) fn check(&self, cx: &EmitCx) -> Result<(), CompileError> {
-        let inline = |op: &UnaryOp| {
-            matches!(
-                op,
-                UnaryOp::Relu
-                    | UnaryOp::LeakyRelu { .. }
-                    | UnaryOp::Clip { .. }
-                    | UnaryOp::HardSigmoid { .. }
-                    | UnaryOp::HardSwish
-                    | UnaryOp::Sigmoid
-            )
-        };
-        if let Some(op) = self.act.filter(|op| !inline(op)) {
+        if let Some(op) = self.act.filter(|op| !cnnc_ir::Fused::fusible_act(op)) {
             return Err(cx.unsupported(format!("a fused {} epilogue", op.name())));
         }
         if let Some(r) = self.residual

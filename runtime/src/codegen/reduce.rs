@@ -3,7 +3,7 @@
 //! Extents and strides are baked in. Axes are merged into alternating runs of kept and reduced
 //! axes; when the last run is kept, each output row reduces 4 adjacent outputs per vector over
 //! the reduced runs, otherwise each output reduces its contiguous last run with 8 lanes of
-//! partial results. Exponentials are inline (see [`vexp`]).
+//! partial results. Exponentials are the kernels' one inline `eˣ` (`codegen::expf`).
 //!
 //! Work units take whole groups: rows of outputs, or parts of a row of adjacent outputs cut at
 //! multiples of 4 (the lanes); a reduction is never split.
@@ -14,6 +14,7 @@ use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
 use super::builder::{for_range, mem, units_of};
+use super::expf::exp_nonpos_any;
 use super::index_map::{Cut, GRAIN, Nest, kb_loop, loop_units, outer_cut};
 use super::math::Math1;
 use super::{CompileError, EmitCx, Emitted, Jit, Kb};
@@ -87,7 +88,7 @@ fn softmax_lanes(b: &mut FunctionBuilder, x: Value, y: Value, len: i64, stride: 
         let (px, py) = (b.ins().iadd(x, o), b.ins().iadd(y, o));
         let v = b.ins().load(ty, mem(), px, 0);
         let d = b.ins().fsub(v, mv);
-        let e = exp_any(b, d);
+        let e = exp_nonpos_any(b, d);
         b.ins().store(mem(), e, py, 0);
         let a = b.use_var(s);
         let a = b.ins().fadd(a, e);
@@ -122,7 +123,7 @@ fn softmax_row(b: &mut FunctionBuilder, x: Value, y: Value, len: i64) {
             let (px, py) = (b.ins().iadd(x, o), b.ins().iadd(y, o));
             let v = b.ins().load(ty, mem(), px, 0);
             let d = b.ins().fsub(v, mv);
-            let e = exp_any(b, d);
+            let e = exp_nonpos_any(b, d);
             b.ins().store(mem(), e, py, 0);
             let a = b.use_var(var);
             let a = b.ins().fadd(a, e);
@@ -355,63 +356,16 @@ fn contiguous_end(
     acc.merge(b, h, t)
 }
 
-/// `exp(x − shift)` when shifting, else `x`.
+/// `exp(x − shift)` when shifting (`shift` is the maximum, so the argument is never positive),
+/// else `x`.
 fn term_shift(b: &mut FunctionBuilder, x: Value, shift: Option<Value>) -> Value {
     match shift {
         Some(s) => {
             let d = b.ins().fsub(x, s);
-            exp_any(b, d)
+            exp_nonpos_any(b, d)
         }
         None => x,
     }
-}
-
-/// [`vexp`] of an f32 or of 4 lanes.
-fn exp_any(b: &mut FunctionBuilder, x: Value) -> Value {
-    if b.func.dfg.value_type(x) == types::F32X4 {
-        return vexp(b, x);
-    }
-    let v = b.ins().splat(types::F32X4, x);
-    let e = vexp(b, v);
-    b.ins().extractlane(e, 0)
-}
-
-/// `eˣ` on 4 lanes, within about 1 ulp (Cephes `expf`: `x = n·ln 2 + r` with ln 2 split in
-/// two, a degree-6 polynomial for `eʳ`, `2ⁿ` built in the exponent bits). Arguments are
-/// clamped to `[−87.34, 88]`, so tiny results bottom out at about 1.2e-38 instead of
-/// underflowing; NaN stays NaN.
-fn vexp(b: &mut FunctionBuilder, x: Value) -> Value {
-    let ty = types::F32X4;
-    let lo = splat_f32(b, -87.336_54, ty);
-    let hi = splat_f32(b, 88.0, ty);
-    let m = b.ins().fcmp(FloatCC::LessThan, x, lo);
-    let x = select_mask(b, m, lo, x);
-    let m = b.ins().fcmp(FloatCC::GreaterThan, x, hi);
-    let x = select_mask(b, m, hi, x);
-    let log2e = splat_f32(b, std::f32::consts::LOG2_E, ty);
-    let fx = b.ins().fmul(x, log2e);
-    let n = b.ins().nearest(fx);
-    let c1 = splat_f32(b, -0.693_359_4, ty);
-    let c2 = splat_f32(b, 2.121_944_4e-4, ty);
-    let r = b.ins().fma(n, c1, x);
-    let r = b.ins().fma(n, c2, r);
-    let coeffs = [1.987_569_1e-4, 1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
-    let mut p = splat_f32(b, coeffs[0], ty);
-    for &c in &coeffs[1..] {
-        let c = splat_f32(b, c, ty);
-        p = b.ins().fma(p, r, c);
-    }
-    let r2 = b.ins().fmul(r, r);
-    let e = b.ins().fma(p, r2, r);
-    let one = splat_f32(b, 1.0, ty);
-    let e = b.ins().fadd(e, one);
-    let ni = b.ins().fcvt_to_sint_sat(types::I32X4, n);
-    let bias = b.ins().iconst(types::I32, 127);
-    let bias = b.ins().splat(types::I32X4, bias);
-    let ni = b.ins().iadd(ni, bias);
-    let bits = b.ins().ishl_imm_u(ni, 23);
-    let scale = b.ins().bitcast(ty, MemFlagsData::new(), bits);
-    b.ins().fmul(e, scale)
 }
 
 /// A run of merged axes: extent and byte strides in the input and the output.

@@ -1,20 +1,24 @@
 //! Element-wise functions of one f32 input (`UnaryOp`): a main loop of four 4-lane vectors per
 //! step, then single vectors, then a scalar tail.
 //!
-//! `exp`, `sigmoid` and `tanh` are inline too (Cephes-style `expf`: Cody–Waite range reduction
-//! by ln 2, a degree-5 polynomial, and the power of two assembled in two halves so that results
-//! down to the subnormals and up to overflow come out right; NaN propagates). Largest relative
-//! error against f64 over a dense sweep of the f32 range (`tests/jit_unary_inline.rs`): `exp`
-//! 8.3e-8, `sigmoid` 1.7e-7, `tanh` 1.3e-7. `erf` and `log` call the scalar math routines.
+//! `exp`, `sigmoid` and `tanh` are inline too, on the kernels' one `eˣ` (`crate::expf`, emitted
+//! by `codegen::expf`). Largest relative error against f64 over a dense sweep of the f32 range
+//! (`tests/jit_unary_inline.rs`): `exp` 8.3e-8, `sigmoid` 1.7e-7, `tanh` 1.3e-7. `erf` and `log`
+//! call the scalar math routines.
 
 use cnnc_ir::{DType, UnaryOp};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 
-use super::builder::mem;
+use cranelift_codegen::ir::{AbiParam, Signature};
+use cranelift_codegen::isa::CallConv;
+
+use super::builder::{mem, unit_span, units_of};
+use super::expf::{exp_nonpos_x4, exp_x4};
 use super::index_map::{GRAIN, Nest, kb_loop, offset};
 use super::math::Math1;
 use super::{CompileError, EmitCx, Emitted, Jit, Kb};
+use crate::microkernel::{self, Act, Microkernels};
 
 /// Vectors per step of the main loop.
 const UNROLL: i64 = 4;
@@ -23,8 +27,25 @@ const UNROLL: i64 = 4;
 /// multiples of the main loop's step so that only the last unit runs the tail, as one call
 /// would.
 pub(crate) fn emit_unary(jit: &mut Jit, cx: &EmitCx, op: UnaryOp) -> Result<Emitted, CompileError> {
+    emit_unary_with(jit, cx, op, microkernel::select(microkernel::Choice::from_env()))
+}
+
+/// [`emit_unary`] with the given microkernels: `exp`, `tanh`, `sigmoid` and `swish` run on the
+/// AVX2 routine when `mk` is `Some`, everything else (and everything when `None`) on the
+/// Cranelift loop; both give the same bits.
+pub(crate) fn emit_unary_with(
+    jit: &mut Jit,
+    cx: &EmitCx,
+    op: UnaryOp,
+    mk: Option<Microkernels>,
+) -> Result<Emitted, CompileError> {
     if cx.inputs[0].dtype != DType::F32 {
         return Err(cx.unsupported(format!("{} on {}", op.name(), cx.inputs[0].dtype)));
+    }
+    if let Some(kind) = eltwise_kind(op)
+        && let Some(mk) = mk
+    {
+        return emit_unary_avx2(jit, cx, op, kind, mk);
     }
     let n = cx.outputs[0].numel();
     let nest = Nest::new(&[n], vec![vec![4]; 2]);
@@ -75,6 +96,56 @@ pub(crate) fn emit_unary(jit: &mut Jit, cx: &EmitCx, op: UnaryOp) -> Result<Emit
     Ok(Emitted::parallel(func, vec![], nest.units(cut)))
 }
 
+/// The `kind` of `Microkernels::unary_f32` that computes `op`, for the ops worth its 8 lanes:
+/// those built on `eˣ` (the rest are a few instructions per vector and bound by memory).
+fn eltwise_kind(op: UnaryOp) -> Option<u32> {
+    match op {
+        UnaryOp::Exp => Some(microkernel::KIND_EXP),
+        UnaryOp::Tanh => Some(microkernel::KIND_TANH),
+        UnaryOp::Sigmoid | UnaryOp::Swish { .. } => Act::of(op).map(|a| a.flags() >> microkernel::ACT_SHIFT),
+        _ => None,
+    }
+}
+
+/// [`emit_unary`] on the host's AVX2 routine: work units of [`GRAIN`] elements, one call each
+/// (an element's bits do not depend on where a unit starts).
+fn emit_unary_avx2(
+    jit: &mut Jit,
+    cx: &EmitCx,
+    op: UnaryOp,
+    kind: u32,
+    mk: Microkernels,
+) -> Result<Emitted, CompileError> {
+    jit.note_variant("elementwise-avx2");
+    let n = cx.outputs[0].numel() as i64;
+    let (p0, p1) = Act::of(op).map_or((0.0, 0.0), Act::params);
+    let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
+    let func = jit.kernel(cx.name, |kb| {
+        let x = kb.arg(x_arg);
+        let y = kb.arg(y_arg);
+        let (lo, hi) = (kb.lo, kb.hi);
+        let b = &mut kb.b;
+        let ptr = types::I64;
+        let mut sig = Signature::new(CallConv::SystemV);
+        for t in [ptr, ptr, ptr, types::I32, types::F32, types::F32] {
+            sig.params.push(AbiParam::new(t));
+        }
+        let sig = b.import_signature(sig);
+        let (start, end) = unit_span(b, lo, hi, n, GRAIN);
+        let len = b.ins().isub(end, start);
+        let zero = b.ins().iconst(ptr, 0);
+        let len = b.ins().smax(len, zero);
+        let off = b.ins().imul_imm_s(start, 4);
+        let xs = b.ins().iadd(x, off);
+        let ys = b.ins().iadd(y, off);
+        let k = b.ins().iconst(types::I32, i64::from(kind));
+        let (p0, p1) = (b.ins().f32const(p0), b.ins().f32const(p1));
+        let callee = b.ins().iconst(ptr, mk.unary_f32 as i64);
+        b.ins().call_indirect(sig, callee, &[xs, ys, len, k, p0, p1]);
+    })?;
+    Ok(Emitted::parallel(func, vec![], units_of(n, GRAIN)))
+}
+
 /// `op` on the 4 lanes of `v`, inline (as the main loop of [`emit_unary`] computes it); `None`
 /// for ops that call a scalar math routine.
 pub(crate) fn apply_vec(b: &mut cranelift_frontend::FunctionBuilder, op: UnaryOp, v: Value) -> Option<Value> {
@@ -98,6 +169,7 @@ fn vectorizable(op: UnaryOp) -> bool {
             | UnaryOp::Reciprocal
             | UnaryOp::Exp
             | UnaryOp::Sigmoid
+            | UnaryOp::Swish { .. }
             | UnaryOp::Tanh
     )
 }
@@ -173,6 +245,18 @@ impl VecCx<'_, '_> {
             }
             UnaryOp::Exp => self.exp(v),
             UnaryOp::Sigmoid => self.sigmoid(v),
+            UnaryOp::Swish { beta } => {
+                // `x · sigmoid(β·x)`: the product `β·x` rounds first, as the Mul it stands for
+                // (for β = 1 it is `x` exactly and left out).
+                let t = if beta == 1.0 {
+                    v
+                } else {
+                    let b = self.splat(beta);
+                    self.b.ins().fmul(v, b)
+                };
+                let s = self.sigmoid(t);
+                self.b.ins().fmul(v, s)
+            }
             UnaryOp::Tanh => self.tanh(v),
             _ => unreachable!("only vectorizable ops reach the vector path"),
         }
@@ -197,45 +281,8 @@ impl VecCx<'_, '_> {
         p
     }
 
-    /// `eˣ` on 4 lanes. `x = n·ln2 + r` with `n = round(x/ln2)` (the 1.5·2²³ shifter leaves
-    /// `n` in the low mantissa bits) and `|r| ≤ ln2/2` split off in two steps (Cody–Waite);
-    /// `eʳ = 1 + r + r²·P(r)` (Cephes `expf`); `2ⁿ` is applied as `2^⌊n/2⌋ · 2^(n−⌊n/2⌋)` so
-    /// both factors are normal for every `n` in [−150, 128]. Clamping `x` to [−104, 89] keeps
-    /// `n` there: below, the result is 0; above, +∞. NaN passes the clamps and the arithmetic.
     fn exp(&mut self, x: Value) -> Value {
-        const SHIFTER: f32 = 12_582_912.0;
-        let x = self.max_c(x, -104.0);
-        let x = self.min_c(x, 89.0);
-        let log2e = self.splat(std::f32::consts::LOG2_E);
-        let shifter = self.splat(SHIFTER);
-        let t = self.b.ins().fma(x, log2e, shifter);
-        let n = self.b.ins().fsub(t, shifter);
-        let ln2_hi = self.splat(-0.693_359_4);
-        let ln2_lo = self.splat(2.121_944_4e-4);
-        let r = self.b.ins().fma(n, ln2_hi, x);
-        let r = self.b.ins().fma(n, ln2_lo, r);
-        let p = self.horner(r, &[5e-1, 1.666_666_5e-1, 4.166_579_6e-2, 8.333_452e-3, 1.398_2e-3, 1.987_569_1e-4]);
-        let r2 = self.b.ins().fmul(r, r);
-        let y = self.b.ins().fma(p, r2, r);
-        let one = self.splat(1.0);
-        let y = self.b.ins().fadd(y, one);
-        let ti = self.as_int(t);
-        let bias = self.b.ins().iconst(types::I32, i64::from(SHIFTER.to_bits()));
-        let bias = self.b.ins().splat(types::I32X4, bias);
-        let ni = self.b.ins().isub(ti, bias);
-        let n1 = self.b.ins().sshr_imm_u(ni, 1);
-        let n2 = self.b.ins().isub(ni, n1);
-        let e127 = self.b.ins().iconst(types::I32, 127);
-        let e127 = self.b.ins().splat(types::I32X4, e127);
-        let mut scale = |n: Value| {
-            let e = self.b.ins().iadd(n, e127);
-            let e = self.b.ins().ishl_imm_u(e, 23);
-            self.as_float(e)
-        };
-        let s1 = scale(n1);
-        let s2 = scale(n2);
-        let y = self.b.ins().fmul(y, s1);
-        self.b.ins().fmul(y, s2)
+        exp_x4(self.b, x)
     }
 
     /// `1 / (1 + e⁻ˣ)`, computed as `s / (1 + s)` with `s = e^{-|x|}` for negative `x` so that
@@ -243,7 +290,7 @@ impl VecCx<'_, '_> {
     fn sigmoid(&mut self, x: Value) -> Value {
         let ax = self.b.ins().fabs(x);
         let nax = self.b.ins().fneg(ax);
-        let s = self.exp(nax);
+        let s = exp_nonpos_x4(self.b, nax);
         let one = self.splat(1.0);
         let den = self.b.ins().fadd(one, s);
         let zero = self.splat(0.0);
@@ -255,7 +302,7 @@ impl VecCx<'_, '_> {
     /// `1 − 2/(e^{2|x|} + 1)` with the sign of `x` (e^{2|x|} = ∞ gives exactly ±1).
     fn tanh(&mut self, x: Value) -> Value {
         let z = self.b.ins().fmul(x, x);
-        let p = self.horner(z, &[-3.333_328e-1, 1.333_144_2e-1, -5.373_971_6e-2, 2.063_909e-2, -5.704_988_7e-3]);
+        let p = self.horner(z, &crate::expf::TANH_P);
         let xz = self.b.ins().fmul(x, z);
         let small = self.b.ins().fma(xz, p, x);
         let ax = self.b.ins().fabs(x);
@@ -273,7 +320,7 @@ impl VecCx<'_, '_> {
         let bi = self.as_int(big);
         let big = self.b.ins().bor(bi, sign);
         let big = self.as_float(big);
-        let limit = self.splat(0.625);
+        let limit = self.splat(crate::expf::TANH_SMALL);
         self.select_cmp(FloatCC::LessThan, ax, limit, small, big)
     }
 }

@@ -5,8 +5,8 @@
 use std::arch::x86_64::*;
 
 use super::{
-    ACCUMULATE, ACT_CLAMP, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_LEAKY_RELU, ACT_SHIFT, ACT_SIGMOID, BIAS, MR, NR,
-    PackGeo, RESIDUAL,
+    ACCUMULATE, ACT_CLAMP, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_LEAKY_RELU, ACT_SIGMOID, ACT_SILU, ACT_SWISH, BIAS,
+    MR, NR, PackGeo, RESIDUAL, with_act,
 };
 
 pub(super) type SgemmFn =
@@ -192,16 +192,7 @@ unsafe fn finish(
     p1: f32,
 ) {
     // SAFETY: forwarded (the same contract).
-    unsafe {
-        match (flags >> ACT_SHIFT) & 0xf {
-            ACT_CLAMP => finish_with::<ACT_CLAMP>(acc, c, ldc, flags, bias, residual, p0, p1),
-            ACT_LEAKY_RELU => finish_with::<ACT_LEAKY_RELU>(acc, c, ldc, flags, bias, residual, p0, p1),
-            ACT_HARD_SIGMOID => finish_with::<ACT_HARD_SIGMOID>(acc, c, ldc, flags, bias, residual, p0, p1),
-            ACT_HARD_SWISH => finish_with::<ACT_HARD_SWISH>(acc, c, ldc, flags, bias, residual, p0, p1),
-            ACT_SIGMOID => finish_with::<ACT_SIGMOID>(acc, c, ldc, flags, bias, residual, p0, p1),
-            _ => finish_with::<0>(acc, c, ldc, flags, bias, residual, p0, p1),
-        }
-    }
+    unsafe { with_act!(flags, ACT => finish_with::<ACT>(acc, c, ldc, flags, bias, residual, p0, p1)) }
 }
 
 /// [`finish`] with the activation of kind `ACT`.
@@ -267,6 +258,8 @@ pub(super) fn activate<const ACT: u32>(v: __m256, p0: __m256, p1: __m256) -> __m
             _mm256_mul_ps(v, t)
         }
         ACT_SIGMOID => sigmoid(v),
+        ACT_SWISH => _mm256_mul_ps(v, sigmoid(_mm256_mul_ps(v, p0))),
+        ACT_SILU => _mm256_mul_ps(v, sigmoid(v)),
         _ => v,
     }
 }
@@ -279,41 +272,61 @@ pub(super) fn activate<const ACT: u32>(v: __m256, p0: __m256, p1: __m256) -> __m
 /// with K = 32 (fused vs conv + separate sigmoid kernel: 0.69 vs 0.75 of the time) and even
 /// at K ≥ 96.
 #[target_feature(enable = "avx2,fma")]
-fn sigmoid(x: __m256) -> __m256 {
-    let sign = _mm256_set1_ps(-0.0);
-    let ax = _mm256_andnot_ps(sign, x);
-    let s = exp(_mm256_xor_ps(ax, sign));
+pub(super) fn sigmoid(x: __m256) -> __m256 {
+    // `−|x|` as one `or` of the sign bit. The numerator takes `s` where the sign bit of `x` is
+    // set, not where `x < 0`: the two differ only at −0 (where `s = e⁰ = 1` anyway) and at a NaN
+    // (where the denominator is NaN anyway).
+    let s = exp_nonpos(_mm256_or_ps(x, _mm256_set1_ps(-0.0)));
     let one = _mm256_set1_ps(1.0);
     let den = _mm256_add_ps(one, s);
-    let num = _mm256_blendv_ps(one, s, _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_setzero_ps()));
+    let num = _mm256_blendv_ps(one, s, x);
     _mm256_div_ps(num, den)
 }
 
-/// `eˣ` exactly as `codegen::unary`'s inline `exp` (Cody–Waite reduction by ln 2, the Cephes
-/// degree-5 polynomial, `2ⁿ` applied in two halves; `x` clamped to [−104, 89]).
+/// `eˣ` on 8 lanes: `crate::expf::exp`'s operations in its order (`maxps`/`minps` keep a NaN
+/// `x` as its compare-and-select clamps do), so the bits equal the Cranelift kernels'.
 #[target_feature(enable = "avx2,fma")]
-fn exp(x: __m256) -> __m256 {
-    const SHIFTER: f32 = 12_582_912.0;
-    const P: [f32; 6] = [5e-1, 1.666_666_5e-1, 4.166_579_6e-2, 8.333_452e-3, 1.398_2e-3, 1.987_569_1e-4];
-    let x = _mm256_max_ps(_mm256_set1_ps(-104.0), x);
-    let x = _mm256_min_ps(_mm256_set1_ps(89.0), x);
+pub(super) fn exp(x: __m256) -> __m256 {
+    use crate::expf::{HI, LO, SHIFTER};
+    let x = _mm256_max_ps(_mm256_set1_ps(LO), x);
+    let x = _mm256_min_ps(_mm256_set1_ps(HI), x);
+    let (t, y) = exp_reduce(x);
+    let ni = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(SHIFTER.to_bits() as i32));
+    let n1 = _mm256_srai_epi32::<1>(ni);
+    let n2 = _mm256_sub_epi32(ni, n1);
+    let scale = |n: __m256i| _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n, _mm256_set1_epi32(127))));
+    _mm256_mul_ps(_mm256_mul_ps(y, scale(n1)), scale(n2))
+}
+
+/// [`exp`] for lanes `≤ 0` (or NaN): the same bits, with `crate::expf::exp_nonpos`'s
+/// operations.
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn exp_nonpos(x: __m256) -> __m256 {
+    use crate::expf::{LO, NONPOS_BIAS, NONPOS_SHIFT};
+    let x = _mm256_max_ps(_mm256_set1_ps(LO), x);
+    let (t, y) = exp_reduce(x);
+    let s = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(NONPOS_BIAS)));
+    let down = _mm256_set1_ps(f32::from_bits(((127 - NONPOS_SHIFT) << 23) as u32));
+    _mm256_mul_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(s)), down)
+}
+
+/// The shared middle of [`exp`] and [`exp_nonpos`] on clamped `x`: `t = x·log₂e + SHIFTER`
+/// (whose bits hold `n`) and `eʳ`.
+#[target_feature(enable = "avx2,fma")]
+fn exp_reduce(x: __m256) -> (__m256, __m256) {
+    use crate::expf::{LN2_HI, LN2_LO, LOG2E, P, SHIFTER};
     let shifter = _mm256_set1_ps(SHIFTER);
-    let t = _mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), shifter);
+    let t = _mm256_fmadd_ps(x, _mm256_set1_ps(LOG2E), shifter);
     let n = _mm256_sub_ps(t, shifter);
-    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693_359_4), x);
-    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.121_944_4e-4), r);
+    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
     let mut p = _mm256_set1_ps(P[5]);
     for &k in P[..5].iter().rev() {
         p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(k));
     }
     let r2 = _mm256_mul_ps(r, r);
     let y = _mm256_fmadd_ps(p, r2, r);
-    let y = _mm256_add_ps(y, _mm256_set1_ps(1.0));
-    let ni = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(SHIFTER.to_bits() as i32));
-    let n1 = _mm256_srai_epi32::<1>(ni);
-    let n2 = _mm256_sub_epi32(ni, n1);
-    let scale = |n: __m256i| _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n, _mm256_set1_epi32(127))));
-    _mm256_mul_ps(_mm256_mul_ps(y, scale(n1)), scale(n2))
+    (t, _mm256_add_ps(y, _mm256_set1_ps(1.0)))
 }
 
 impl PackGeo {
@@ -544,6 +557,7 @@ mod tests {
             Some(Act::HardSigmoid { alpha, beta }) => clamp01(f64::from(alpha) * x + f64::from(beta)),
             Some(Act::HardSwish) => x * clamp01(x / 6.0 + 0.5),
             Some(Act::Sigmoid) => 1.0 / (1.0 + (-x).exp()),
+            Some(Act::Swish { beta }) => x / (1.0 + (-f64::from(beta) * x).exp()),
         }) as f32
     }
 
@@ -568,6 +582,8 @@ mod tests {
             Some(Act::HardSigmoid { alpha: 0.2, beta: 0.5 }),
             Some(Act::HardSwish),
             Some(Act::Sigmoid),
+            Some(Act::Swish { beta: 1.0 }),
+            Some(Act::Swish { beta: 1.702 }),
         ];
         for flags in 0..8u32 {
             for act in acts {

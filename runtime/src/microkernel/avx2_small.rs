@@ -7,8 +7,8 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{activate, pack_b_im2col};
-use super::{ACT_CLAMP, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_LEAKY_RELU, ACT_SHIFT, ACT_SIGMOID, BIAS, MR, NR};
-use super::{PackGeo, RESIDUAL, SmallKernels};
+use super::{BIAS, MR, NR};
+use super::{PackGeo, RESIDUAL, SmallKernels, with_act};
 
 /// The addresses of this file's kernels; called by `select` only, after it has checked AVX2
 /// and FMA (the contracts of [`sgemm_6x16_t`] and [`pack_b_im2col_s2`] hold from there on).
@@ -73,14 +73,7 @@ pub(super) unsafe extern "C" fn sgemm_6x16_t(
     unsafe {
         let m = (flags >> 8) & 0xff;
         let acc = if m <= 2 { product_t2(k, x, lda, offs, w) } else { product_t(k, x, lda, offs, w) };
-        match (flags >> ACT_SHIFT) & 0xf {
-            ACT_CLAMP => store_t::<ACT_CLAMP>(acc, y, ldy, flags, bias, residual, p0, p1),
-            ACT_LEAKY_RELU => store_t::<ACT_LEAKY_RELU>(acc, y, ldy, flags, bias, residual, p0, p1),
-            ACT_HARD_SIGMOID => store_t::<ACT_HARD_SIGMOID>(acc, y, ldy, flags, bias, residual, p0, p1),
-            ACT_HARD_SWISH => store_t::<ACT_HARD_SWISH>(acc, y, ldy, flags, bias, residual, p0, p1),
-            ACT_SIGMOID => store_t::<ACT_SIGMOID>(acc, y, ldy, flags, bias, residual, p0, p1),
-            _ => store_t::<0>(acc, y, ldy, flags, bias, residual, p0, p1),
-        }
+        with_act!(flags, ACT => store_t::<ACT>(acc, y, ldy, flags, bias, residual, p0, p1))
     }
 }
 
@@ -378,7 +371,8 @@ mod tests {
     use super::super::{Act, lcg, tile_flags};
     use super::*;
 
-    /// The epilogue in scalar f32, operation for operation (exact except Sigmoid's `exp`).
+    /// The epilogue in scalar f32, operation for operation (exact except Sigmoid's and Swish's
+    /// `exp`).
     fn act_f32(act: Option<Act>, v: f32) -> f32 {
         match act {
             None => v,
@@ -393,13 +387,14 @@ mod tests {
             Some(Act::HardSwish) => v * (v * (1.0 / 6.0) + 0.5).clamp(0.0, 1.0),
             Some(Act::HardSigmoid { alpha, beta }) => (v * alpha + beta).clamp(0.0, 1.0),
             Some(Act::Sigmoid) => (1.0 / (1.0 + f64::from(-v).exp())) as f32,
+            Some(Act::Swish { beta }) => (f64::from(v) / (1.0 + f64::from(-(beta * v)).exp())) as f32,
         }
     }
 
     /// The transposed tile against `sgemm_6x16` on the same pixel panel packed as A (the same
     /// FMA chain: the same bits) followed by the epilogue in scalar f32, for every tile shape,
     /// epilogue flag and activation; nothing outside the tile is written. Bits must match
-    /// except through Sigmoid (its `exp` polynomial against f64) and on tiles of ≤ 2 pixels,
+    /// except through Sigmoid and Swish (the `exp` polynomial against f64) and on tiles of ≤ 2 pixels,
     /// which sum in another order: 1e-5 absolute (values below 6, f32 rounding 2^-24).
     #[test]
     fn sgemm_6x16_t_is_the_transposed_sgemm_6x16_with_its_epilogue() {
@@ -428,6 +423,7 @@ mod tests {
             Some(Act::HardSigmoid { alpha: 0.2, beta: 0.5 }),
             Some(Act::HardSwish),
             Some(Act::Sigmoid),
+            Some(Act::Swish { beta: 1.702 }),
         ];
         for flags in [0, BIAS, RESIDUAL, BIAS | RESIDUAL] {
             for act in acts {
@@ -457,7 +453,7 @@ mod tests {
                             }
                             let v = act_f32(act, v);
                             // Tiles of ≤ 2 pixels sum in two chains (`product_t2`).
-                            let ok = if act == Some(Act::Sigmoid) || m <= 2 {
+                            let ok = if matches!(act, Some(Act::Sigmoid | Act::Swish { .. })) || m <= 2 {
                                 (got[i] - v).abs() <= 1e-5
                             } else {
                                 got[i].to_bits() == v.to_bits()

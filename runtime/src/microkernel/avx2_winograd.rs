@@ -21,7 +21,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2::activate;
-use super::{ACT_CLAMP, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_LEAKY_RELU, ACT_SHIFT, ACT_SIGMOID, BIAS, NR, RESIDUAL};
+use super::{BIAS, NR, RESIDUAL, with_act};
 
 pub(super) type InputFn = unsafe extern "C" fn(*const i64, *const f32, usize, usize, *mut f32);
 pub(super) type OutputFn =
@@ -385,20 +385,7 @@ unsafe fn output<const A: usize, const M: usize>(
 ) {
     // SAFETY: forwarded (the same contract).
     unsafe {
-        match (flags >> ACT_SHIFT) & 0xf {
-            ACT_CLAMP => output_with::<A, M, ACT_CLAMP>(geo, mb, tile0, ntiles, mc, y, bias, res, flags, p0, p1),
-            ACT_LEAKY_RELU => {
-                output_with::<A, M, ACT_LEAKY_RELU>(geo, mb, tile0, ntiles, mc, y, bias, res, flags, p0, p1)
-            }
-            ACT_HARD_SIGMOID => {
-                output_with::<A, M, ACT_HARD_SIGMOID>(geo, mb, tile0, ntiles, mc, y, bias, res, flags, p0, p1)
-            }
-            ACT_HARD_SWISH => {
-                output_with::<A, M, ACT_HARD_SWISH>(geo, mb, tile0, ntiles, mc, y, bias, res, flags, p0, p1)
-            }
-            ACT_SIGMOID => output_with::<A, M, ACT_SIGMOID>(geo, mb, tile0, ntiles, mc, y, bias, res, flags, p0, p1),
-            _ => output_with::<A, M, 0>(geo, mb, tile0, ntiles, mc, y, bias, res, flags, p0, p1),
-        }
+        with_act!(flags, ACT => output_with::<A, M, ACT>(geo, mb, tile0, ntiles, mc, y, bias, res, flags, p0, p1))
     }
 }
 
@@ -617,6 +604,7 @@ mod tests {
             Act::HardSigmoid { alpha: 0.2, beta: 0.5 },
             Act::HardSwish,
             Act::Sigmoid,
+            Act::Swish { beta: 1.702 },
         ];
         for act in acts {
             let mut a = [0f32; 6];
@@ -646,13 +634,7 @@ mod tests {
                 let (p0, p1) = (_mm256_set1_ps(p0), _mm256_set1_ps(p1));
                 for h in 0..2 {
                     let v = _mm256_loadu_ps(vals.as_ptr().add(h * 8));
-                    let r = match act.flags() >> ACT_SHIFT {
-                        ACT_CLAMP => activate::<ACT_CLAMP>(v, p0, p1),
-                        ACT_LEAKY_RELU => activate::<ACT_LEAKY_RELU>(v, p0, p1),
-                        ACT_HARD_SIGMOID => activate::<ACT_HARD_SIGMOID>(v, p0, p1),
-                        ACT_HARD_SWISH => activate::<ACT_HARD_SWISH>(v, p0, p1),
-                        _ => activate::<ACT_SIGMOID>(v, p0, p1),
-                    };
+                    let r = with_act!(act.flags(), ACT => activate::<ACT>(v, p0, p1));
                     _mm256_storeu_ps(got.as_mut_ptr().add(h * 8), r);
                 }
             }

@@ -6,10 +6,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2::activate;
-use super::{
-    ACT_CLAMP, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_LEAKY_RELU, ACT_SHIFT, ACT_SIGMOID, BIAS, DwGeo, GEMV_PANEL,
-    RESIDUAL,
-};
+use super::{BIAS, DwGeo, GEMV_PANEL, RESIDUAL, with_act};
 
 pub(super) type DwFn = unsafe extern "C" fn(
     *const i64,
@@ -116,16 +113,7 @@ pub(super) unsafe extern "C" fn dw_conv_2d(
             p1,
         };
         // SAFETY: the caller's contract, forwarded for channel `c`.
-        unsafe {
-            match (flags >> ACT_SHIFT) & 0xf {
-                ACT_CLAMP => dw_run::<ACT_CLAMP>(&g, geo, &io, r0, r1),
-                ACT_LEAKY_RELU => dw_run::<ACT_LEAKY_RELU>(&g, geo, &io, r0, r1),
-                ACT_HARD_SIGMOID => dw_run::<ACT_HARD_SIGMOID>(&g, geo, &io, r0, r1),
-                ACT_HARD_SWISH => dw_run::<ACT_HARD_SWISH>(&g, geo, &io, r0, r1),
-                ACT_SIGMOID => dw_run::<ACT_SIGMOID>(&g, geo, &io, r0, r1),
-                _ => dw_run::<0>(&g, geo, &io, r0, r1),
-            }
-        }
+        unsafe { with_act!(flags, ACT => dw_run::<ACT>(&g, geo, &io, r0, r1)) }
     }
 }
 
@@ -438,16 +426,7 @@ pub(super) unsafe extern "C" fn sgemv_panels(
     p1: f32,
 ) {
     // SAFETY: the caller's contract, forwarded.
-    unsafe {
-        match (flags >> ACT_SHIFT) & 0xf {
-            ACT_CLAMP => gemv_run::<ACT_CLAMP>(k, a, x, y, m, panels, flags, bias, residual, p0, p1),
-            ACT_LEAKY_RELU => gemv_run::<ACT_LEAKY_RELU>(k, a, x, y, m, panels, flags, bias, residual, p0, p1),
-            ACT_HARD_SIGMOID => gemv_run::<ACT_HARD_SIGMOID>(k, a, x, y, m, panels, flags, bias, residual, p0, p1),
-            ACT_HARD_SWISH => gemv_run::<ACT_HARD_SWISH>(k, a, x, y, m, panels, flags, bias, residual, p0, p1),
-            ACT_SIGMOID => gemv_run::<ACT_SIGMOID>(k, a, x, y, m, panels, flags, bias, residual, p0, p1),
-            _ => gemv_run::<0>(k, a, x, y, m, panels, flags, bias, residual, p0, p1),
-        }
-    }
+    unsafe { with_act!(flags, ACT => gemv_run::<ACT>(k, a, x, y, m, panels, flags, bias, residual, p0, p1)) }
 }
 
 #[target_feature(enable = "avx2,fma")]

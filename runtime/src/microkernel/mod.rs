@@ -16,6 +16,8 @@
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
+mod avx2_eltwise;
+#[cfg(target_arch = "x86_64")]
 mod avx2_small;
 #[cfg(target_arch = "x86_64")]
 mod avx2_winograd;
@@ -49,13 +51,43 @@ pub(super) const ACT_LEAKY_RELU: u32 = 2;
 pub(super) const ACT_HARD_SIGMOID: u32 = 3;
 pub(super) const ACT_HARD_SWISH: u32 = 4;
 pub(super) const ACT_SIGMOID: u32 = 5;
+pub(super) const ACT_SWISH: u32 = 6;
+/// Swish with β = 1 (SiLU): the product `1·x` is `x` exactly, so it is left out.
+pub(super) const ACT_SILU: u32 = 7;
 
-/// The activation `sgemm_6x16` applies last, after the bias and residual: its kind goes into
-/// `flags` ([`Act::flags`]) and its two parameters into the kernel's `p0, p1` arguments
-/// ([`Act::params`]). Each is computed exactly as the Cranelift activation kernels compute it
-/// (`codegen::unary`: the same operations in the same order, with the same NaN and signed-zero
-/// behaviour, the same inline `exp` polynomial for Sigmoid), so a fused activation gives the
-/// bits of the conv followed by the separate activation kernel.
+/// `$call` with `$act` a `const u32` holding the activation kind that `flags` selects: the one
+/// dispatch from run-time flags to the routines monomorphized per activation.
+macro_rules! with_act {
+    ($flags:expr, $act:ident => $call:expr) => {
+        $crate::microkernel::with_act!(@ $flags, $act, $call, [ACT_CLAMP, ACT_LEAKY_RELU, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_SIGMOID, ACT_SWISH, ACT_SILU])
+    };
+    (@ $flags:expr, $act:ident, $call:expr, [$($kind:ident),*]) => {{
+        use $crate::microkernel::{ACT_SHIFT, $($kind),*};
+        match ($flags >> ACT_SHIFT) & 0xf {
+            $($kind => {
+                const $act: u32 = $kind;
+                $call
+            })*
+            _ => {
+                const $act: u32 = 0;
+                $call
+            }
+        }
+    }};
+}
+pub(super) use with_act;
+
+/// `kind` of [`Microkernels::unary_f32`] for `eˣ`.
+pub(crate) const KIND_EXP: u32 = 0x10;
+/// `kind` of [`Microkernels::unary_f32`] for `tanh`.
+pub(crate) const KIND_TANH: u32 = 0x11;
+
+/// The activation `sgemm_6x16` (and every other microkernel epilogue) applies last, after the
+/// bias and residual: its kind goes into `flags` ([`Act::flags`]) and its two parameters into
+/// the kernel's `p0, p1` arguments ([`Act::params`]). Each is computed exactly as the Cranelift
+/// activation kernels compute it (`codegen::unary`: the same operations in the same order, with
+/// the same NaN and signed-zero behaviour, the same `eˣ`, `crate::expf`), so a fused activation
+/// gives the bits of the conv followed by the separate activation kernel.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Act {
     /// `min(max(x, lo), hi)`, NaN passing through: Relu is `[0, +∞]`, Clip `[min, max]`.
@@ -66,12 +98,16 @@ pub(crate) enum Act {
     HardSigmoid { alpha: f32, beta: f32 },
     /// `x · min(max(x·(1/6) + 0.5, 0), 1)`.
     HardSwish,
-    /// `1 / (1 + e⁻ˣ)` through the inline Cephes-style `exp` (within 1.7e-7 relative).
+    /// `1 / (1 + e⁻ˣ)` through the kernels' `eˣ` (within 1.7e-7 relative).
     Sigmoid,
+    /// `x · sigmoid(β·x)` (two multiplies around [`Act::Sigmoid`]; for β = 1 the first is
+    /// left out, which changes no bits).
+    Swish { beta: f32 },
 }
 
 impl Act {
-    /// The microkernel form of a fused activation; `None` for ops it does not apply.
+    /// The microkernel form of an activation; `None` for ops that are not one of
+    /// `Fused::ACTIVATIONS` (a test checks that every one of those has a form).
     pub(crate) fn of(op: UnaryOp) -> Option<Act> {
         Some(match op {
             UnaryOp::Relu => Act::Clamp { lo: 0.0, hi: f32::INFINITY },
@@ -80,6 +116,7 @@ impl Act {
             UnaryOp::HardSigmoid { alpha, beta } => Act::HardSigmoid { alpha, beta },
             UnaryOp::HardSwish => Act::HardSwish,
             UnaryOp::Sigmoid => Act::Sigmoid,
+            UnaryOp::Swish { beta } => Act::Swish { beta },
             _ => return None,
         })
     }
@@ -92,6 +129,8 @@ impl Act {
             Act::HardSigmoid { .. } => ACT_HARD_SIGMOID,
             Act::HardSwish => ACT_HARD_SWISH,
             Act::Sigmoid => ACT_SIGMOID,
+            Act::Swish { beta: 1.0 } => ACT_SILU,
+            Act::Swish { .. } => ACT_SWISH,
         };
         kind << ACT_SHIFT
     }
@@ -102,6 +141,7 @@ impl Act {
             Act::Clamp { lo, hi } => (lo, hi),
             Act::LeakyRelu { alpha } => (alpha, 0.0),
             Act::HardSigmoid { alpha, beta } => (alpha, beta),
+            Act::Swish { beta } => (beta, 0.0),
             Act::HardSwish | Act::Sigmoid => (0.0, 0.0),
         }
     }
@@ -306,6 +346,11 @@ pub(crate) struct Microkernels {
     /// params: u64)` (`params`: the activation's `p0` and `p1` as f32 bits, low and high
     /// half), and `pack_b_im2col_s2`, `pack_b_im2col` for column stride 2 (same signature).
     pub small: SmallKernels,
+    /// `avx2_eltwise::unary_f32`, with the C signature `(x: *const f32, y: *mut f32, n: usize,
+    /// kind: u32, p0: f32, p1: f32)`: `y[i] = f(x[i])` for `i < n`, `f` being `eˣ`
+    /// ([`KIND_EXP`]), `tanh` ([`KIND_TANH`]) or the activation of kind `Act::flags() >>
+    /// ACT_SHIFT` with its parameters.
+    pub unary_f32: u64,
 }
 
 /// See [`Microkernels::small`].
@@ -325,13 +370,15 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // The addresses are of functions whose target features were just checked; calling
             // them is sound under the contracts on `avx2::sgemm_6x16`, `avx2::sgemm_6x16_rows`,
-            // `avx2::pack_b_im2col`, the `avx2_winograd` transforms, `depthwise::dw_conv_2d` and
-            // `depthwise::sgemv_panels`, which the generated drivers keep.
+            // `avx2::pack_b_im2col`, the `avx2_winograd` transforms, `depthwise::dw_conv_2d`,
+            // `depthwise::sgemv_panels` and `avx2_eltwise::unary_f32`, which the generated drivers
+            // keep.
             let gemm: avx2::SgemmFn = avx2::sgemm_6x16;
             let dw: depthwise::DwFn = depthwise::dw_conv_2d;
             let gemv: depthwise::GemvFn = depthwise::sgemv_panels;
             let rows: avx2::SgemmRowsFn = avx2::sgemm_6x16_rows;
             let pack: avx2::PackFn = avx2::pack_b_im2col;
+            let unary: avx2_eltwise::EltwiseFn = avx2_eltwise::unary_f32;
             let win: [avx2_winograd::InputFn; 2] = [avx2_winograd::winograd_input_f2, avx2_winograd::winograd_input_f4];
             let wout: [avx2_winograd::OutputFn; 2] =
                 [avx2_winograd::winograd_output_f2, avx2_winograd::winograd_output_f4];
@@ -344,6 +391,7 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
                 dw_conv_2d: dw as usize as u64,
                 sgemv_panels: gemv as usize as u64,
                 small: avx2_small::kernels(),
+                unary_f32: unary as usize as u64,
             });
         }
     }
@@ -360,4 +408,34 @@ pub(crate) fn lcg(n: usize, seed: u32) -> Vec<f32> {
             (s >> 8) as f32 / (1 << 24) as f32 - 0.5
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use cnnc_ir::{Fused, UnaryOp};
+
+    use super::Act;
+
+    /// The microkernels apply exactly the activations `Fused::ACTIVATIONS` lists.
+    #[test]
+    fn every_fusible_activation_and_nothing_else_has_a_microkernel_form() {
+        // One op per name of `Fused::ACTIVATIONS`, and some that are none.
+        let every_op = [
+            UnaryOp::Relu,
+            UnaryOp::LeakyRelu { alpha: 0.1 },
+            UnaryOp::Clip { min: 0.0, max: 6.0 },
+            UnaryOp::Sigmoid,
+            UnaryOp::HardSigmoid { alpha: 0.2, beta: 0.5 },
+            UnaryOp::HardSwish,
+            UnaryOp::Swish { beta: 1.0 },
+            UnaryOp::Tanh,
+            UnaryOp::Exp,
+            UnaryOp::Erf,
+        ];
+        for op in every_op {
+            assert_eq!(Act::of(op).is_some(), Fused::fusible_act(&op), "{op:?}");
+        }
+        let fusible = every_op.iter().filter(|op| Fused::fusible_act(op)).count();
+        assert_eq!(fusible, Fused::ACTIVATIONS.len(), "an activation of the list has no op above");
+    }
 }

@@ -23,7 +23,7 @@ fn attrs(k: [usize; 2], s: [usize; 2], d: [usize; 2], pads: [usize; 4], group: u
     }
 }
 
-const ACTS: [Option<UnaryOp>; 7] = [
+const ACTS: [Option<UnaryOp>; 8] = [
     None,
     Some(UnaryOp::Relu),
     Some(UnaryOp::Clip { min: -0.3, max: 0.4 }),
@@ -31,6 +31,7 @@ const ACTS: [Option<UnaryOp>; 7] = [
     Some(UnaryOp::HardSigmoid { alpha: 0.2, beta: 0.5 }),
     Some(UnaryOp::HardSwish),
     Some(UnaryOp::Sigmoid),
+    Some(UnaryOp::Swish { beta: 1.0 }),
 ];
 
 fn same_bits(what: &str, got: &[f32], want: &[f32]) {

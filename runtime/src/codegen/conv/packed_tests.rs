@@ -163,14 +163,14 @@ fn packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv() {
     }
 }
 
-/// `op` by the Cranelift activation kernel (`codegen::unary`), in one call.
+/// `op` by the pure-Cranelift activation kernel (`codegen::unary`), in one call.
 fn cranelift_activation(op: UnaryOp, x: &[f32]) -> Vec<f32> {
     let ty = TensorType::f32(vec![x.len()]);
     let (inputs, outputs) = ([ty.clone()], [ty]);
     let uop = Op::Unary(op);
     let cx = EmitCx { name: "act", op: &uop, inputs: &inputs, outputs: &outputs, consts: &[None] };
     let mut jit = Jit::new().expect("jit");
-    let emitted = crate::codegen::unary::emit_unary(&mut jit, &cx, op).expect("emits");
+    let emitted = crate::codegen::unary::emit_unary_with(&mut jit, &cx, op, None).expect("emits");
     let (_code, kernels) = jit.finish(&[emitted.func]).expect("finishes");
     let mut y = vec![f32::NAN; x.len()];
     let table: [*mut u8; 2] = [x.as_ptr() as *mut u8, y.as_mut_ptr().cast()];
@@ -217,6 +217,8 @@ fn packed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit()
         UnaryOp::HardSigmoid { alpha: 0.2, beta: 0.5 },
         UnaryOp::HardSwish,
         UnaryOp::Sigmoid,
+        UnaryOp::Swish { beta: 1.0 },
+        UnaryOp::Swish { beta: 1.702 },
     ];
     // Two K blocks (K = 297), partial channel tiles and strips, with and without bias.
     for (x, m, bias) in [([1, 33, 9, 20], 13, true), ([1, 30, 7, 6], 11, false)] {
@@ -398,6 +400,8 @@ fn transposed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_b
         UnaryOp::HardSigmoid { alpha: 0.2, beta: 0.5 },
         UnaryOp::HardSwish,
         UnaryOp::Sigmoid,
+        UnaryOp::Swish { beta: 1.0 },
+        UnaryOp::Swish { beta: 1.702 },
     ];
     for (x, m, bias) in [([1, 40, 7, 7], 37, true), ([1, 20, 5, 4], 48, false)] {
         for act in acts {
