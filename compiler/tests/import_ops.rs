@@ -262,6 +262,68 @@ fn external_data_is_rejected_naming_the_tensor() {
     assert!(msg.contains("`w`") && msg.contains("external"), "{msg}");
 }
 
+/// Constants the importer computes from values rather than reads (Range, ConstantOfShape,
+/// Dropout's mask) are bounded (256 MiB) before anything is allocated, with an error naming the
+/// node. The import fuzz target found a 200-byte file whose Range asked for 8.5 GB (the second
+/// case below is that file, kept verbatim).
+#[test]
+fn computed_constants_are_bounded_before_allocating() {
+    let too_large = |err: &ImportError, node: &str| {
+        let msg = err.to_string();
+        assert!(
+            matches!(err, ImportError::TensorTooLarge { tensor, .. } if tensor == node)
+                && msg.contains("268435456 bytes"),
+            "{msg}"
+        );
+    };
+    // Range 0..2³⁰ of i64: 8 GiB.
+    let m = model(13)
+        .input("x", &["1"])
+        .init(i64s("start", &[0]))
+        .init(i64s("limit", &[1 << 30]))
+        .init(i64s("delta", &[1]))
+        .node("Range", &["start", "limit", "delta"], &["r"], vec![])
+        .node("Cast", &["r"], &["rf"], vec![a_int("to", 1)])
+        .node("Add", &["x", "rf"], &["y"], vec![])
+        .output("y");
+    too_large(&import(&m).unwrap_err(), "Range_0");
+    // The fuzzer's file (base64 of the bytes libFuzzer wrote).
+    let fuzz = "CAcSDWNubmMtZml4dHVyZXM63wEKIAoFc3RhcnQKBWxpbWl0CgVkZWx0YRICcmciBVJhbmdlChoKAnJnEgNyZ2YiBENhc3QqCQoCdG8YAaABAgoQCgF4CgNyZ2YSAXkiA0FkZBIScmFuZ2VfaW50X2Nhc3RfYWRkKhMQB0IFc3RhcnRKCP//////////KhMQB0IFbGltaXRKCACYln8AAAAAKhMQB0IFZGVsdGFKCAIAAAAAAAAAWhMKAXgSDgoMCAESCAoCCAIKAggFYhMKAXkSDgoMCAESCAoCCAIKAggFYhAKAnJnEgoKCAgHEgQKAggFQgQKABAN";
+    let bytes = base64_decode(fuzz);
+    let err = import_bytes(&bytes, "fuzz.onnx", &ImportOptions::default()).unwrap_err();
+    assert!(matches!(err, ImportError::TensorTooLarge { .. }), "{err}");
+    // ConstantOfShape of 2¹⁴ × 2¹⁴ f32: 1 GiB (under the per-tensor element limit).
+    let m = model(13)
+        .input("x", &["1"])
+        .init(i64s("shape", &[1 << 14, 1 << 14]))
+        .node("ConstantOfShape", &["shape"], &["c"], vec![])
+        .node("Add", &["x", "c"], &["y"], vec![])
+        .output("y");
+    too_large(&import(&m).unwrap_err(), "ConstantOfShape_0");
+    // Dropout's mask for a declared 2¹⁵ × 2¹⁵ input: 1 GiB of bools.
+    let m = model(13).input("x", &["32768", "32768"]).node("Dropout", &["x"], &["y", "mask"], vec![]).output("mask");
+    too_large(&import(&m).unwrap_err(), "Dropout_0.mask");
+}
+
+/// Standard base64 (with padding), for the fuzzer's reproducers.
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let digits: Vec<u8> = s.bytes().filter(|&c| c != b'=').map(val).collect();
+    let mut out = Vec::new();
+    for chunk in digits.chunks(4) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &d)| n | (u32::from(d) << (18 - 6 * i)));
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}
+
 #[test]
 fn bytes_that_are_not_a_model_never_panic() {
     let valid = conv_model(vec![], &["1", "1", "4", "4"], &[1, 1, 3, 3]).bytes();

@@ -64,6 +64,27 @@ pub(crate) fn elem_type_name(elem_type: i32) -> String {
     }
 }
 
+/// Most bytes of a constant the importer computes rather than reads (ConstantOfShape, Range,
+/// Dropout's mask): its size comes from values in the file, not from data in it, so a file of a
+/// few hundred bytes could otherwise ask for gigabytes. Real models' computed constants are
+/// shapes, index ranges and padding blocks, far below this.
+pub(crate) const MAX_COMPUTED_BYTES: usize = 256 << 20;
+
+/// Refuses a computed constant (see [`MAX_COMPUTED_BYTES`]) of `n` elements of `elem_bytes` each.
+pub(crate) fn check_computed(name: &str, n: usize, elem_bytes: usize) -> Result<(), ImportError> {
+    let bytes = n.saturating_mul(elem_bytes);
+    if bytes > MAX_COMPUTED_BYTES {
+        return Err(ImportError::TensorTooLarge {
+            tensor: name.to_string(),
+            reason: format!(
+                "the importer would compute a constant of {n} elements ({bytes} bytes), more than the limit of \
+                 {MAX_COMPUTED_BYTES} bytes for constants made from attributes or constant inputs"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Checks dims and size bounds of a tensor of `dtype`; returns the shape and element count.
 pub(crate) fn checked_shape(name: &str, dims: &[i64], dtype: DType) -> Result<(Vec<usize>, usize), ImportError> {
     let mut shape = Vec::with_capacity(dims.len());

@@ -344,6 +344,7 @@ pub(super) fn lower_constant_of_shape(cx: &mut LowerCx, node: &OnnxNode) -> Resu
         return Err(node.bad_attr("value", format!("must hold one element, got {}", value.numel())));
     }
     let (shape, n) = checked_shape(&node.name, &dims, value.dtype())?;
+    super::proto::check_computed(&node.name, n, value.dtype().size_bytes())?;
     let data = TensorData::from_le_bytes(value.dtype(), &value.data().to_le_bytes().repeat(n))
         .expect("whole elements of one dtype");
     let t = Tensor::new(shape, data).expect("element count checked");
@@ -370,6 +371,7 @@ pub(super) fn lower_range(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, 
             }
             let n = ((l - s + d - d.signum()) / d).max(0);
             let n = usize::try_from(n).ok().filter(|&n| n <= super::proto::MAX_TENSOR_ELEMENTS).ok_or_else(too_many)?;
+            super::proto::check_computed(&node.name, n, 8)?;
             let v = (0..n).map(|i| (s + i as i128 * d) as i64).collect();
             Tensor::from_i64(vec![n], v).expect("length matches")
         }
@@ -384,6 +386,7 @@ pub(super) fn lower_range(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, 
                 return Err(too_many());
             }
             let n = n as usize;
+            super::proto::check_computed(&node.name, n, 4)?;
             Tensor::from_f32(vec![n], (0..n).map(|i| s + i as f32 * d).collect()).expect("length matches")
         }
         _ => return Err(node.bad_input("start, limit and delta must all be float or all be integer")),
@@ -443,6 +446,7 @@ pub(super) fn lower_dropout(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered
     let shape = cx.shape(x);
     let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
     let (_, n) = checked_shape(&format!("{}.mask", node.name), &dims, DType::Bool)?;
+    super::proto::check_computed(&format!("{}.mask", node.name), n, 1)?;
     let mask = Tensor::from_bool(shape, vec![true; n]).expect("element count checked");
     let mask = cx.add_const(&format!("{}/mask", node.name), mask);
     Ok(vec![x, mask])
