@@ -2,8 +2,9 @@
 //! `Q(max-pool(DQ(x)))`): the maximum of each window's bytes, the type's minimum for a window
 //! without input taps (the reference's `max_pool` on bytes).
 //!
-//! 1-D and 2-D windows. A work unit is one output row of one plane: the valid input rows of
-//! its windows are max-ed into a per-thread scratch row (16 bytes per vector, `pmaxub` /
+//! 1-D and 2-D windows. A work unit is one plane (units of single rows would have threads
+//! writing the same cache lines); per output row, the valid input rows of its windows are
+//! max-ed into a per-thread scratch row (16 bytes per vector, `pmaxub` /
 //! `pmaxsb`) laid out with the left padding in front and the type's minimum wherever no input
 //! lands, so the horizontal pass needs no edge cases: strides 1 and 2 take 16 outputs per
 //! vector (stride 2 keeps the even bytes of two vectors with one shuffle), other strides and
@@ -55,7 +56,7 @@ pub(crate) fn emit_max_pool(jit: &mut Jit, cx: &EmitCx, a: &PoolAttrs) -> Result
     }
     let width = (pw + iw).max(ow * sw + (kw - 1) * dw + 32).next_multiple_of(16);
     let vec_cols = if sw <= 2 { ow / 16 * 16 } else { 0 };
-    let units = (planes * oh) as u64;
+    let units = planes as u64;
     let aux = vec![Aux::I64(row_ptr), Aux::I64(row_list), Aux::Scratch(width)];
     let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
     let aux_args: [usize; 3] = std::array::from_fn(|i| cx.aux_arg(i));
@@ -84,64 +85,64 @@ pub(crate) fn emit_max_pool(jit: &mut Jit, cx: &EmitCx, a: &PoolAttrs) -> Result
         let evens: Immediate = b.func.dfg.immediates.push(ConstantData::from(evens));
         let min8 = b.ins().iconst(types::I8, min);
         let minv = b.ins().splat(types::I8X16, min8);
-        for_dyn(b, lo, hi, 1, |b, u| {
-            let plane = b.ins().udiv_imm_u(u, oh as i64);
-            let r = b.ins().urem_imm_u(u, oh as i64);
-            let xp = offset(b, x, plane, (ih * iw) as i64, 0);
-            // Rows are plane-major: unit `u` is output row `u` of the flattened planes.
-            let yr = offset(b, y, u, ow as i64, 0);
-            for_range(b, 0, (width / 16) as i64, 1, |b, i| {
-                let p = offset(b, row, i, 16, 0);
-                b.ins().store(mem(), minv, p, 0);
-            });
-            let at = offset(b, rp, r, 8, 0);
-            let t0 = b.ins().load(types::I64, mem(), at, 0);
-            let t1 = b.ins().load(types::I64, mem(), at, 8);
-            let s0 = b.ins().iadd_imm_s(row, pw as i64);
-            for_dyn(b, t0, t1, 1, |b, t| {
-                let off = offset(b, rl, t, 8, 0);
-                let off = b.ins().load(types::I64, mem(), off, 0);
-                let src = b.ins().iadd(xp, off);
-                for_range(b, 0, (iw / 16) as i64, 1, |b, i| {
-                    let (p, s) = (offset(b, src, i, 16, 0), offset(b, s0, i, 16, 0));
-                    let (v, w) = (b.ins().load(types::I8X16, mem(), p, 0), b.ins().load(types::I8X16, mem(), s, 0));
-                    let m = max(b, v, w);
-                    b.ins().store(mem(), m, s, 0);
+        for_dyn(b, lo, hi, 1, |b, plane| {
+            for_range(b, 0, oh as i64, 1, |b, r| {
+                let xp = offset(b, x, plane, (ih * iw) as i64, 0);
+                let yr = offset(b, y, plane, (oh * ow) as i64, 0);
+                let yr = offset(b, yr, r, ow as i64, 0);
+                for_range(b, 0, (width / 16) as i64, 1, |b, i| {
+                    let p = offset(b, row, i, 16, 0);
+                    b.ins().store(mem(), minv, p, 0);
                 });
-                for_range(b, (iw / 16 * 16) as i64, iw as i64, 1, |b, i| {
-                    let (p, s) = (b.ins().iadd(src, i), b.ins().iadd(s0, i));
-                    let (v, w) = (load8(b, p), load8(b, s));
-                    let m = scalar_max(b, v, w);
-                    b.ins().istore8(mem(), m, s, 0);
+                let at = offset(b, rp, r, 8, 0);
+                let t0 = b.ins().load(types::I64, mem(), at, 0);
+                let t1 = b.ins().load(types::I64, mem(), at, 8);
+                let s0 = b.ins().iadd_imm_s(row, pw as i64);
+                for_dyn(b, t0, t1, 1, |b, t| {
+                    let off = offset(b, rl, t, 8, 0);
+                    let off = b.ins().load(types::I64, mem(), off, 0);
+                    let src = b.ins().iadd(xp, off);
+                    for_range(b, 0, (iw / 16) as i64, 1, |b, i| {
+                        let (p, s) = (offset(b, src, i, 16, 0), offset(b, s0, i, 16, 0));
+                        let (v, w) = (b.ins().load(types::I8X16, mem(), p, 0), b.ins().load(types::I8X16, mem(), s, 0));
+                        let m = max(b, v, w);
+                        b.ins().store(mem(), m, s, 0);
+                    });
+                    for_range(b, (iw / 16 * 16) as i64, iw as i64, 1, |b, i| {
+                        let (p, s) = (b.ins().iadd(src, i), b.ins().iadd(s0, i));
+                        let (v, w) = (load8(b, p), load8(b, s));
+                        let m = scalar_max(b, v, w);
+                        b.ins().istore8(mem(), m, s, 0);
+                    });
                 });
-            });
-            for_range(b, 0, (vec_cols / 16) as i64, 1, |b, g| {
-                let base = offset(b, row, g, (16 * sw) as i64, 0);
-                let mut acc = minv;
-                for k in 0..kw {
-                    let off = (k * dw) as i32;
-                    let v = if sw == 1 {
-                        b.ins().load(types::I8X16, mem(), base, off)
-                    } else {
-                        let lo = b.ins().load(types::I8X16, mem(), base, off);
-                        let hi = b.ins().load(types::I8X16, mem(), base, off + 16);
-                        b.ins().shuffle(lo, hi, evens)
-                    };
-                    acc = max(b, acc, v);
-                }
-                let out = offset(b, yr, g, 16, 0);
-                b.ins().store(mem(), acc, out, 0);
-            });
-            for_range(b, vec_cols as i64, ow as i64, 1, |b, c| {
-                let base = offset(b, row, c, sw as i64, 0);
-                let mut acc = b.ins().iconst(types::I32, min);
-                for k in 0..kw {
-                    let p = b.ins().iadd_imm_s(base, (k * dw) as i64);
-                    let v = load8(b, p);
-                    acc = scalar_max(b, acc, v);
-                }
-                let out = b.ins().iadd(yr, c);
-                b.ins().istore8(mem(), acc, out, 0);
+                for_range(b, 0, (vec_cols / 16) as i64, 1, |b, g| {
+                    let base = offset(b, row, g, (16 * sw) as i64, 0);
+                    let mut acc = minv;
+                    for k in 0..kw {
+                        let off = (k * dw) as i32;
+                        let v = if sw == 1 {
+                            b.ins().load(types::I8X16, mem(), base, off)
+                        } else {
+                            let lo = b.ins().load(types::I8X16, mem(), base, off);
+                            let hi = b.ins().load(types::I8X16, mem(), base, off + 16);
+                            b.ins().shuffle(lo, hi, evens)
+                        };
+                        acc = max(b, acc, v);
+                    }
+                    let out = offset(b, yr, g, 16, 0);
+                    b.ins().store(mem(), acc, out, 0);
+                });
+                for_range(b, vec_cols as i64, ow as i64, 1, |b, c| {
+                    let base = offset(b, row, c, sw as i64, 0);
+                    let mut acc = b.ins().iconst(types::I32, min);
+                    for k in 0..kw {
+                        let p = b.ins().iadd_imm_s(base, (k * dw) as i64);
+                        let v = load8(b, p);
+                        acc = scalar_max(b, acc, v);
+                    }
+                    let out = b.ins().iadd(yr, c);
+                    b.ins().istore8(mem(), acc, out, 0);
+                });
             });
         });
     })?;
