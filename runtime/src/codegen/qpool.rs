@@ -86,10 +86,10 @@ pub(crate) fn emit_max_pool(jit: &mut Jit, cx: &EmitCx, a: &PoolAttrs) -> Result
         let min8 = b.ins().iconst(types::I8, min);
         let minv = b.ins().splat(types::I8X16, min8);
         for_dyn(b, lo, hi, 1, |b, plane| {
+            let xp = offset(b, x, plane, (ih * iw) as i64, 0);
+            let yp = offset(b, y, plane, (oh * ow) as i64, 0);
             for_range(b, 0, oh as i64, 1, |b, r| {
-                let xp = offset(b, x, plane, (ih * iw) as i64, 0);
-                let yr = offset(b, y, plane, (oh * ow) as i64, 0);
-                let yr = offset(b, yr, r, ow as i64, 0);
+                let yr = offset(b, yp, r, ow as i64, 0);
                 for_range(b, 0, (width / 16) as i64, 1, |b, i| {
                     let p = offset(b, row, i, 16, 0);
                     b.ins().store(mem(), minv, p, 0);
