@@ -17,7 +17,7 @@
 
 use cnnc_ir::{Tensor, VerifiedGraph};
 use cnnc_passes::approx::stats::collect_moments;
-use cnnc_passes::approx::{Family, error, refit};
+use cnnc_passes::approx::{Family, error, int8, refit};
 use cnnc_passes::{
     CostOracle, EvalError, Evaluator, Flow, Metric, MetricAcc, OptConfig, SpeedSearch, Split, TableCost,
     extract_budgeted_memo, to_graph,
@@ -65,7 +65,7 @@ impl Default for SpeedOptions {
         SpeedOptions {
             metric: None,
             max_drop: 0.01,
-            families: vec![Family::Svd, Family::Tucker2],
+            families: Family::ALL.to_vec(),
             audit: None,
             refit: true,
             jobs: None,
@@ -141,8 +141,22 @@ pub struct LayerChoice {
     /// Relative output error of the chosen form on the fit split, and its predicted effect.
     pub layer_error: f64,
     pub predicted_error: f64,
+    /// The chosen int8 form's activation ranges: how each was calibrated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
     /// Every proposal the search had for the layer.
     pub candidates: Vec<Candidate>,
+}
+
+/// How an int8 form's input and output ranges were chosen ([`calib::choose`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct Calibration {
+    pub input: &'static str,
+    pub input_scale: f32,
+    pub input_zero_point: i32,
+    pub output: &'static str,
+    pub output_scale: f32,
+    pub output_zero_point: i32,
 }
 
 /// One proposal for a layer.
@@ -279,7 +293,13 @@ pub fn optimize_speed(
     let held_out = collect_moments(&mut ev, &lossless.graph, layers, taps, Split::Validation, HELD_OUT_PIXELS, jobs)?;
     times.moments = ms(t);
     let t = std::time::Instant::now();
-    let (proposals, _) = search.propose(&lossless.layers, &moments, &held_out);
+    let quant = if opts.families.contains(&Family::Int8) {
+        ev.set_phase(format!("-O speed: activation ranges of {} layers", lossless.layers.len()));
+        int8::layer_quant(&mut ev, &search.loaded.egraph, &lossless)?
+    } else {
+        Vec::new()
+    };
+    let (proposals, _) = search.propose(&lossless.layers, &moments, &held_out, &quant);
     times.propose = ms(t);
     let t = std::time::Instant::now();
     cost.add_egraph(&search.loaded.egraph, oracle);
@@ -505,6 +525,14 @@ pub fn optimize_speed(
                 form_macs: p.map_or(l.macs(), |p| p.macs),
                 layer_error: p.map_or(0.0, |p| p.rel_error),
                 predicted_error: p.map_or(0.0, |p| errors[p.id.0 as usize]),
+                calibration: p.and_then(|p| p.quant.as_ref()).map(|q| Calibration {
+                    input: q.x_method,
+                    input_scale: q.x.scales[0],
+                    input_zero_point: q.x.zero_points[0],
+                    output: q.y_method,
+                    output_scale: q.y.scales[0],
+                    output_zero_point: q.y.zero_points[0],
+                }),
                 candidates: proposals
                     .iter()
                     .filter(|q| q.layer == i)

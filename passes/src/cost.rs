@@ -146,8 +146,11 @@ impl TableCost {
 
     /// Asks `oracle`, in one batch, for every op e-node of `egraph` the table lacks.
     pub fn add_egraph(&mut self, egraph: &EGraph<Cnn, CnnAnalysis>, oracle: &mut dyn CostOracle) {
-        let keys =
-            egraph.classes().flat_map(|c| c.nodes.iter()).filter_map(|n| KernelKey::of_enode(egraph, n, self.threads));
+        let keys = egraph
+            .classes()
+            .flat_map(|c| c.nodes.iter())
+            .filter(|n| !reads_dequantized_weight(egraph, n))
+            .filter_map(|n| KernelKey::of_enode(egraph, n, self.threads));
         self.add(keys.collect(), oracle);
     }
 
@@ -237,6 +240,9 @@ impl NodeCost for TableCost {
         if node.op_children().is_none() {
             return 0.0;
         }
+        if reads_dequantized_weight(egraph, node) {
+            return UNMEASURABLE_US;
+        }
         let Some(key) = KernelKey::of_enode(egraph, node, self.threads) else { return f64::INFINITY };
         match self.entries.get(&key.text()) {
             Some(Ok(us)) => *us,
@@ -246,6 +252,21 @@ impl NodeCost for TableCost {
             None => f64::INFINITY,
         }
     }
+}
+
+/// Whether `node` reads an operand that is a dequantized constant not folded into one (an int8
+/// proposal's `dequantize(w)`, which only the `qdq` rules consume): such a node would compute
+/// its weights at run time, every run — never the form to run, so it is priced as
+/// unmeasurable without being timed (timing an f32 conv on run-time weights takes seconds on a
+/// large layer).
+fn reads_dequantized_weight(egraph: &EGraph<Cnn, CnnAnalysis>, node: &Cnn) -> bool {
+    let Some(children) = node.op_children() else { return false };
+    children.iter().skip(1).any(|&c| {
+        let class = &egraph[c];
+        class.data.weights_only
+            && !class.nodes.iter().any(|n| matches!(n, Cnn::Weight(_)))
+            && class.nodes.iter().any(|n| matches!(n, Cnn::Dequantize(_)))
+    })
 }
 
 /// 64-bit FNV-1a: a small, stable hash (std's `DefaultHasher` may change between releases).

@@ -15,6 +15,7 @@
 use cnnc_ir::{NodeId, ValueRef, VerifiedGraph};
 use egg::Id;
 
+use crate::approx::int8::LayerQuant;
 use crate::approx::linalg::SecondMoment;
 use crate::approx::{Layer, Proposal, find_layers, propose, rules_after_proposals};
 use crate::convert::{Loaded, to_egraph, to_graph_values};
@@ -90,22 +91,26 @@ impl SpeedSearch {
     }
 
     /// Adds every proposal the configuration's families make for `layers` (with their input
-    /// second moments on the fit split and, if given, on held-out data; none when the
-    /// configuration is lossless) and saturates the rules that may
+    /// second moments on the fit split and, if given, on held-out data, and their activation
+    /// quantization for the int8 family; none when the configuration is lossless) and
+    /// saturates the rules that may
     /// rewrite around them; returns the proposals, numbered from 0.
     pub fn propose(
         &mut self,
         layers: &[Layer],
         moments: &[Option<SecondMoment>],
         held_out: &[Option<SecondMoment>],
+        quant: &[Option<LayerQuant>],
     ) -> (Vec<Proposal>, Saturation) {
         let Some(config) = self.config.proposals.clone() else {
             return (Vec::new(), self.saturation.clone());
         };
-        let proposals = propose(&mut self.loaded.egraph, layers, moments, held_out, &config);
+        let proposals = propose(&mut self.loaded.egraph, layers, moments, held_out, quant, &config);
         let root = self.loaded.root;
         let loaded = std::mem::replace(&mut self.loaded, Loaded { egraph: egg::EGraph::new(Default::default()), root });
-        let (loaded, sat) = saturate(loaded, &rules_after_proposals(self.config.rules.winograd), self.config.limits);
+        let int8 = config.families.contains(&crate::approx::Family::Int8);
+        let rules = rules_after_proposals(self.config.rules.winograd, int8);
+        let (loaded, sat) = saturate(loaded, &rules, self.config.limits);
         self.loaded = loaded;
         (proposals, sat)
     }

@@ -108,7 +108,7 @@ fn search(graph: &VerifiedGraph, config: &ProposalConfig) -> Searched {
         collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, Split::Fit, ALL_PIXELS, 2)
             .expect("calibration runs");
     let classes_before: Vec<Id> = search.loaded.egraph.classes().map(|c| c.id).collect();
-    let (proposals, _) = search.propose(&lossless.layers, &moments, &[]);
+    let (proposals, _) = search.propose(&lossless.layers, &moments, &[], &[]);
     Searched { search, proposals, lossless, classes_before, ev }
 }
 
@@ -207,7 +207,7 @@ fn held_out_errors_are_the_errors_measured_on_held_out_data() {
         let (l, t) = (&lossless.layers, &lossless.taps);
         let moments = collect_moments(&mut ev, &lossless.graph, l, t, Split::Fit, ALL_PIXELS, 2).expect("runs");
         let held = collect_moments(&mut ev, &lossless.graph, l, t, Split::Validation, ALL_PIXELS, 2).expect("runs");
-        let (proposals, _) = search.propose(&lossless.layers, &moments, &held);
+        let (proposals, _) = search.propose(&lossless.layers, &moments, &held, &[]);
         assert!(!proposals.is_empty());
         let inputs: Vec<Vec<Tensor>> = ev.splits[&Split::Validation].iter().map(|(x, _)| x.clone()).collect();
         for p in &proposals {
@@ -348,7 +348,7 @@ fn dense_layers_get_svd_proposals_that_match_their_prediction() {
     let moments =
         collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, Split::Fit, ALL_PIXELS, 2)
             .expect("runs");
-    let (proposals, _) = search.propose(&lossless.layers, &moments, &[]);
+    let (proposals, _) = search.propose(&lossless.layers, &moments, &[], &[]);
     assert!(!proposals.is_empty());
     let s = Searched { search, proposals: proposals.clone(), lossless, classes_before: vec![], ev };
     assert!(proposals.iter().all(|p| p.ranks[0] % 8 == 0), "ranks snap to the quantum: {proposals:?}");
@@ -458,7 +458,7 @@ fn budgeted_extraction_is_within_5_percent_of_the_exact_solver_on_mnist_and_svhn
         let lossless = search.extract_lossless(&MacCost::default()).expect("extracts");
         let moments = collect_moments(&mut ev, &lossless.graph, &lossless.layers, &lossless.taps, Split::Fit, 64, 2)
             .expect("runs");
-        let (proposals, _) = search.propose(&lossless.layers, &moments, &[]);
+        let (proposals, _) = search.propose(&lossless.layers, &moments, &[], &[]);
         assert!(!proposals.is_empty(), "{stem}");
         let s = Searched { search, proposals, lossless, classes_before: vec![], ev };
         assert_lagrangian_matches_exact(&s, &MacCost::default());

@@ -69,7 +69,7 @@ struct SpeedArgs {
     /// The largest drop allowed, a fraction (`0.01`) or a percentage (`1%`). Default 0.01.
     #[arg(long = "max-drop", value_name = "X", value_parser = parse_drop)]
     max_drop: Option<f64>,
-    /// The lossy families the search may use, comma-separated: svd, tucker2. Default: all.
+    /// The lossy families the search may use, comma-separated: svd, tucker2, int8. Default: all.
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_family)]
     families: Vec<Family>,
     /// Also measure how well the error model predicts on this model and data: N single
@@ -100,7 +100,7 @@ fn parse_drop(s: &str) -> Result<f64, String> {
 }
 
 fn parse_family(s: &str) -> Result<Family, String> {
-    Family::from_name(s).ok_or_else(|| format!("unknown family `{s}`: expected svd or tucker2"))
+    Family::from_name(s).ok_or_else(|| format!("unknown family `{s}`: expected svd, tucker2 or int8"))
 }
 
 /// How `-O1` prices kernels.

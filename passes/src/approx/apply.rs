@@ -12,10 +12,12 @@
 //!         %y = fused{conv 1×1, relu}(%t, %v, %c)   (last factor, the node's epilogue)
 //! ```
 
-use cnnc_ir::{Graph, Op, ValueRef, VerifiedGraph};
+use cnnc_ir::{BinaryOp, Graph, Op, ValueRef, VerifiedGraph};
 use egg::EGraph;
 
 use super::Proposal;
+use super::calib::ACT_DTYPE;
+use super::int8::QuantForm;
 use crate::analysis::CnnAnalysis;
 use crate::lang::{Cnn, WeightRef};
 use crate::speed::Lossless;
@@ -58,6 +60,11 @@ pub fn apply(
         // The layer's input as it is now: a layer chosen before may have replaced it.
         let inputs = g.node_inputs(node);
         let op = g.node(node).op.clone();
+        if let Some(q) = &p.quant {
+            let out = int8_chain(&mut g, egraph, q, &op, &inputs, &layer.name)?;
+            g.replace_uses(ValueRef::new(node, 0), out);
+            continue;
+        }
         let mut cur = inputs[0];
         for (k, f) in p.factors.iter().enumerate() {
             let mut ins = vec![cur, weight(&mut g, f.weight, format!("{}.w", f.name))?];
@@ -79,4 +86,51 @@ pub fn apply(
     }
     g.remove_dead_nodes();
     cnnc_ir::verify(g).map_err(|e| ApplyError::Verify(e.to_string()))
+}
+
+/// An int8 form as f32 graph nodes (`super::int8`): the input quantized and dequantized, the
+/// base op on the dequantized weights, the activation if the form holds it, the output
+/// quantized and dequantized, then the node's residual add and activation if it does not.
+/// Equal to the integer kernels the `qdq` rules make of it up to float reordering.
+fn int8_chain(
+    g: &mut Graph,
+    egraph: &EGraph<Cnn, CnnAnalysis>,
+    q: &QuantForm,
+    op: &Op,
+    inputs: &[ValueRef],
+    name: &str,
+) -> Result<ValueRef, ApplyError> {
+    let (w, b) = q.dequantized(egraph).ok_or(ApplyError::NoWeight(q.weight.0))?;
+    let add = |g: &mut Graph, suffix: &str, op: Op, ins: &[ValueRef]| -> Result<ValueRef, ApplyError> {
+        let n = format!("{name}.int8.{suffix}");
+        g.add_node(n.clone(), op, ins).map(|v| v[0]).map_err(|e| ApplyError::Infer(n, e.to_string()))
+    };
+    let xq = add(g, "xq", Op::Quantize { params: q.x.clone(), to: ACT_DTYPE }, &inputs[..1])?;
+    let xd = add(g, "xd", Op::Dequantize(q.x.clone()), &[xq])?;
+    let wv = g.add_weight(format!("{name}.int8.w"), w);
+    let bv = g.add_weight(format!("{name}.int8.b"), b);
+    let mut y = add(g, "base", q.base.clone(), &[xd, wv, bv])?;
+    if let (Some((cp, rp)), Op::Fused(f)) = (&q.residual, op) {
+        let cq = add(g, "cq", Op::Quantize { params: cp.clone(), to: ACT_DTYPE }, &[y])?;
+        let cd = add(g, "cd", Op::Dequantize(cp.clone()), &[cq])?;
+        let r = inputs[f.base_inputs(inputs.len())];
+        let rq = add(g, "rq", Op::Quantize { params: rp.clone(), to: ACT_DTYPE }, &[r])?;
+        let rd = add(g, "rd", Op::Dequantize(rp.clone()), &[rq])?;
+        y = add(g, "residual", Op::Binary(BinaryOp::Add), &[cd, rd])?;
+    }
+    if let Some(act) = &q.act {
+        y = add(g, "act", Op::Unary(*act), &[y])?;
+    }
+    let yq = add(g, "yq", Op::Quantize { params: q.y.clone(), to: ACT_DTYPE }, &[y])?;
+    y = add(g, "yd", Op::Dequantize(q.y.clone()), &[yq])?;
+    if let (false, Op::Fused(f)) = (q.whole, op) {
+        if f.residual {
+            let r = inputs[f.base_inputs(inputs.len())];
+            y = add(g, "residual", Op::Binary(BinaryOp::Add), &[y, r])?;
+        }
+        if let Some(act) = &f.act {
+            y = add(g, "post-act", Op::Unary(*act), &[y])?;
+        }
+    }
+    Ok(y)
 }

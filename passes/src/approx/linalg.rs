@@ -143,6 +143,16 @@ impl SecondMoment {
         }
     }
 
+    /// Column `j` of `Σ` (`E[x̃ x̃_j]`; for the augmented last column, `E[x̃]`).
+    pub fn column(&self, j: usize) -> Vec<f64> {
+        match self {
+            SecondMoment::Gram(g) => (0..g.nrows()).map(|i| g[(i, j)]).collect(),
+            SecondMoment::Samples(x) => {
+                (0..x.ncols()).map(|i| (0..x.nrows()).map(|r| x[(r, i)] * x[(r, j)]).sum()).collect()
+            }
+        }
+    }
+
     /// `tr(A Σ Aᵀ)`: the energy of `A x̃`.
     pub fn energy(&self, a: MatRef<'_, f64>) -> f64 {
         match self {

@@ -19,7 +19,9 @@
 //! constants; its input second moment is gathered by [`stats`] from calibration activations.
 
 pub mod apply;
+pub mod calib;
 pub mod error;
+pub mod int8;
 pub mod linalg;
 pub mod refit;
 pub mod stats;
@@ -42,6 +44,9 @@ pub enum Family {
     Svd,
     /// Tucker-2: 1×1 to `r1` channels, the k×k core to `r2`, 1×1 back up.
     Tucker2,
+    /// The layer as an int8 kernel: i8 weights per output channel, u8 activations calibrated
+    /// on the fit split ([`int8`]).
+    Int8,
 }
 
 impl Family {
@@ -50,12 +55,16 @@ impl Family {
         match self {
             Family::Svd => "svd",
             Family::Tucker2 => "tucker2",
+            Family::Int8 => "int8",
         }
     }
 
+    /// Every family, in `--families` order.
+    pub const ALL: [Family; 3] = [Family::Svd, Family::Tucker2, Family::Int8];
+
     /// The family spelled `name`.
     pub fn from_name(name: &str) -> Option<Family> {
-        [Family::Svd, Family::Tucker2].into_iter().find(|f| f.name() == name)
+        Family::ALL.into_iter().find(|f| f.name() == name)
     }
 }
 
@@ -271,8 +280,11 @@ pub struct Proposal {
     pub macs: u64,
     /// The weight whose use charges this proposal's error.
     pub charged: WeightRef,
-    /// The factors, in order, as the e-graph holds them ([`apply`] builds graphs from them).
+    /// The factors, in order, as the e-graph holds them ([`apply`] builds graphs from them);
+    /// empty for an int8 form.
     pub factors: Vec<FactorRef>,
+    /// The int8 form (family `Int8`).
+    pub quant: Option<int8::QuantForm>,
 }
 
 /// One factor of a proposal: its op (unfused) and its weights in the e-graph's store.
@@ -316,15 +328,24 @@ impl Default for ProposalConfig {
 /// 8 channels, and 1×1 convs with fewer than 12 input channels fall off the packed path.
 pub const RANK_QUANTUM: usize = 8;
 
+/// One family's form of a layer, before it joins the e-graph.
+enum Made {
+    Factors(Family, Form, f64),
+    Int8(Box<int8::Int8Weights>),
+}
+
 /// Adds every family's proposals for every layer into the e-graph (each layer's last factor
-/// joins `layer.class`) and returns them, numbered from 0. `moments[i]` is layer `i`'s input
-/// second moment on the fit split (a layer without one gets no proposal); `held_out[i]`, if
-/// given, the same on held-out data, where each proposal's `held_out_error` is measured.
+/// joins `layer.class`; an int8 form joins `quant[i].target`) and returns them, numbered from 0.
+/// `moments[i]` is layer `i`'s input second moment on the fit split (a layer without one gets
+/// no proposal); `held_out[i]`, if given, the same on held-out data, where each proposal's
+/// `held_out_error` is measured; `quant[i]`, the layer's activation quantization (the int8
+/// family proposes nothing for a layer without one).
 pub fn propose(
     egraph: &mut EGraph<Cnn, CnnAnalysis>,
     layers: &[Layer],
     moments: &[Option<SecondMoment>],
     held_out: &[Option<SecondMoment>],
+    quant: &[Option<int8::LayerQuant>],
     config: &ProposalConfig,
 ) -> Vec<Proposal> {
     // The decompositions (eigendecompositions of Gram matrices up to a few thousand wide) are
@@ -336,26 +357,34 @@ pub fn propose(
         .filter(|&(li, _)| matches!(moments.get(li), Some(Some(_))))
         .filter_map(|(li, layer)| Some((li, augmented_weight(egraph, layer)?)))
         .collect();
-    let decompose = |li: usize, w: &faer::Mat<f64>| -> Vec<(Family, Form, f64)> {
+    let decompose = |li: usize, w: &faer::Mat<f64>| -> Vec<Made> {
         let (layer, Some(Some(sigma))) = (&layers[li], moments.get(li)) else { return Vec::new() };
         let mut forms = Vec::new();
         for &family in &config.families {
             let fs = match family {
                 Family::Svd => svd::forms(layer, w, sigma, config),
                 Family::Tucker2 => tucker2::forms(layer, w, sigma, config),
+                Family::Int8 => {
+                    let h = held_out.get(li).and_then(Option::as_ref);
+                    if let Some(iw) =
+                        quant.get(li).and_then(Option::as_ref).and_then(|q| int8::weights(layer, w, sigma, h, q))
+                    {
+                        forms.push(Made::Int8(Box::new(iw)));
+                    }
+                    continue;
+                }
             };
             for form in fs {
                 let held_out_error = match held_out.get(li) {
                     Some(Some(h)) if h.dim() == w.ncols() => linalg::rel_error(h, w.as_ref(), form.approx.as_ref()),
                     _ => form.rel_error,
                 };
-                forms.push((family, form, held_out_error));
+                forms.push(Made::Factors(family, form, held_out_error));
             }
         }
         forms
     };
-    let results: Vec<std::sync::Mutex<Vec<(Family, Form, f64)>>> =
-        jobs.iter().map(|_| std::sync::Mutex::new(Vec::new())).collect();
+    let results: Vec<std::sync::Mutex<Vec<Made>>> = jobs.iter().map(|_| std::sync::Mutex::new(Vec::new())).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let work = || {
         loop {
@@ -374,20 +403,41 @@ pub fn propose(
     let mut out = Vec::new();
     for ((li, _), forms) in jobs.iter().zip(results) {
         let layer = &layers[*li];
-        for (family, form, held_out_error) in forms.into_inner().expect("a decomposition worker panicked") {
+        for made in forms.into_inner().expect("a decomposition worker panicked") {
             let id = ProposalId(u32::try_from(out.len()).expect("fewer than 2^32 proposals"));
-            let Some((charged, factors)) = add_form(egraph, layer, &form, id) else { continue };
-            out.push(Proposal {
-                id,
-                layer: *li,
-                family,
-                ranks: form.ranks.clone(),
-                rel_error: form.rel_error,
-                held_out_error,
-                macs: form.macs,
-                charged,
-                factors,
-            });
+            match made {
+                Made::Factors(family, form, held_out_error) => {
+                    let Some((charged, factors)) = add_form(egraph, layer, &form, id) else { continue };
+                    out.push(Proposal {
+                        id,
+                        layer: *li,
+                        family,
+                        ranks: form.ranks.clone(),
+                        rel_error: form.rel_error,
+                        held_out_error,
+                        macs: form.macs,
+                        charged,
+                        factors,
+                        quant: None,
+                    });
+                }
+                Made::Int8(iw) => {
+                    let Some(q) = quant.get(*li).and_then(Option::as_ref) else { continue };
+                    let Some(form) = int8::add(egraph, layer, q, &iw, id) else { continue };
+                    out.push(Proposal {
+                        id,
+                        layer: *li,
+                        family: Family::Int8,
+                        ranks: Vec::new(),
+                        rel_error: iw.rel_error,
+                        held_out_error: iw.held_out_error,
+                        macs: layer.macs(),
+                        charged: form.weight,
+                        factors: Vec::new(),
+                        quant: Some(form),
+                    });
+                }
+            }
         }
     }
     egraph.rebuild();
@@ -457,12 +507,22 @@ fn form_tag(form: &Form) -> String {
 }
 
 /// The exact rule families that run after the proposal step: fusion of activations and
-/// residuals into a proposal's last factor, and Winograd for 3×3 cores when `winograd`. None
-/// derives a weight, so every form built around a proposal keeps its charged weight.
-pub fn rules_after_proposals(winograd: bool) -> Vec<Rewrite<Cnn, CnnAnalysis>> {
+/// residuals into a proposal's last factor, and Winograd for 3×3 cores when `winograd`; with
+/// `int8`, the QDQ rules that turn int8 forms into integer kernels and cancel the
+/// quantize/dequantize pairs between them (`qdq` with its `qdq-commute-…` rules, `qwinograd`,
+/// `lookup`), except `qdq-fold-weight`. None derives a weight from a proposal's (a lookup's table comes from
+/// quantization parameters alone), so every form built around a proposal keeps its charged
+/// weight.
+pub fn rules_after_proposals(winograd: bool, int8: bool) -> Vec<Rewrite<Cnn, CnnAnalysis>> {
     let mut rules = crate::rules::fuse::rules();
     if winograd {
         rules.extend(crate::rules::winograd::rules());
+    }
+    if int8 {
+        rules.extend(crate::rules::qdq::rules().into_iter().filter(|r| r.name.as_str() != "qdq-fold-weight"));
+        rules.extend(crate::rules::qdq::commute_rules());
+        rules.extend(crate::rules::qwinograd::rules());
+        rules.extend(crate::rules::lookup::rules());
     }
     rules
 }

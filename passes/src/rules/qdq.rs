@@ -48,6 +48,71 @@ use super::var;
 use crate::analysis::{CnnAnalysis, add_weight, attr_of, weight_of};
 use crate::lang::Cnn;
 
+/// `max-pool`, `reshape` and `transpose` of a per-tensor `dequantize` as the dequantize of
+/// the op on the quantized bytes (`qdq-commute-…`): exact, as [`Requantize`] explains (a
+/// max-pool only without windows made of padding alone: dilation 1, each pad smaller than the
+/// kernel, no ceil mode). `-O speed` runs these after its int8 proposals, so that a chain of
+/// int8 layers stays in bytes through the pools and reshapes between them (`quantize(reshape(
+/// max-pool(dequantize(q))))` becomes `reshape(max-pool(q))` with `qdq-identity`).
+pub fn commute_rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
+    [
+        ("qdq-commute-max-pool", "(max-pool ?m (dequantize ?d ?x))"),
+        ("qdq-commute-reshape", "(reshape ?m (dequantize ?d ?x))"),
+        ("qdq-commute-transpose", "(transpose ?m (dequantize ?d ?x))"),
+    ]
+    .into_iter()
+    .map(|(name, pattern)| {
+        let p: Pattern<Cnn> = pattern.parse().expect("a valid pattern");
+        Rewrite::new(name, p, Commute).expect("a valid rule")
+    })
+    .collect()
+}
+
+struct Commute;
+
+impl Applier<Cnn, CnnAnalysis> for Commute {
+    fn apply_one(
+        &self,
+        egraph: &mut EGraph<Cnn, CnnAnalysis>,
+        eclass: Id,
+        subst: &Subst,
+        _searcher_ast: Option<&PatternAst<Cnn>>,
+        _rule_name: Symbol,
+    ) -> Vec<Id> {
+        let (m, d, x) = (subst[var("?m")], subst[var("?d")], subst[var("?x")]);
+        let (Some(op), Some(dq)) = (attr_of(egraph, m).cloned(), attr_of(egraph, d).cloned()) else {
+            return Vec::new();
+        };
+        let Op::Dequantize(p) = &dq.op else { return Vec::new() };
+        let (Some(to), Some(out)) = (dtype(egraph, x), egraph[eclass].data.types.first().cloned()) else {
+            return Vec::new();
+        };
+        let exact = match &op.op {
+            Op::MaxPool(a) => {
+                let n = a.kernel.len();
+                n <= 2
+                    && !a.ceil_mode
+                    && a.dilations.iter().all(|&d| d == 1)
+                    && (0..2 * n).all(|i| a.pads[i] < a.kernel[i % n])
+            }
+            Op::Reshape { .. } | Op::Transpose { .. } => true,
+            _ => false,
+        };
+        if !exact || p.axis.is_some() || !to.is_quantized() {
+            return Vec::new();
+        }
+        let inner_ty = cnnc_ir::TensorType { dtype: to, ..out.clone() };
+        let inner_attr = egraph.analysis.attrs.intern(&op.op, &[inner_ty], &op.name);
+        let leaf = egraph.add(Cnn::Attr(inner_attr));
+        let Some(node) = Cnn::op_node(&op.op, vec![leaf, x].into_boxed_slice()) else { return Vec::new() };
+        let inner = egraph.add(node);
+        let dq_attr = egraph.analysis.attrs.intern(&dq.op, &[out], &dq.name);
+        let dq_leaf = egraph.add(Cnn::Attr(dq_attr));
+        let outer = egraph.add(Cnn::Dequantize(vec![dq_leaf, inner].into_boxed_slice()));
+        if egraph.union(eclass, outer) { vec![eclass] } else { Vec::new() }
+    }
+}
+
 /// The rules of this family.
 pub fn rules() -> Vec<Rewrite<Cnn, CnnAnalysis>> {
     let mut rules = Vec::new();

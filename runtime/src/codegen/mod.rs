@@ -27,6 +27,7 @@ mod norm;
 mod pool;
 mod qconv;
 mod qdepthwise;
+mod qgemv;
 mod qlinear;
 mod qpool;
 mod quant;

@@ -1,7 +1,8 @@
 //! Quantized conv, gemm and matmul ([`QLinear`]). When the host has an int8 tier
 //! ([`int8_kernels`]), depthwise convs with a quantized output go to the depthwise kernel's
-//! driver (`qdepthwise.rs`) and other convs to the int8 microkernel driver (`qconv.rs`); the rest
-//! (gemm, matmul, depthwise convs with an i32 or f32 output, and everything under
+//! driver (`qdepthwise.rs`), other convs to the int8 microkernel driver (`qconv.rs`), and 2-D
+//! gemms and matmuls with constant weights to the matrix-vector kernels (`qgemv.rs`); the rest
+//! (depthwise convs with an i32 or f32 output, run-time weights, and everything under
 //! `CNNC_KERNELS=cranelift`) to the portable Cranelift kernel here, a plain widening loop that
 //! computes exactly the reference's integers (`reference/qlinear.rs`).
 //!
@@ -149,6 +150,11 @@ pub(crate) fn emit_with(
         if super::qconv::supports(cx, q) {
             return super::qconv::emit(jit, cx, q, a, mk);
         }
+    }
+    if let Some(mk) = mk
+        && super::qgemv::supports(cx, q)
+    {
+        return super::qgemv::emit(jit, cx, q, mk);
     }
     let x_ty = cx.inputs[0].dtype;
     if !x_ty.is_quantized() {

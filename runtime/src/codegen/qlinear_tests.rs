@@ -1,6 +1,7 @@
 //! Every int8 kernel tier against the integer reference (`reference/qlinear.rs`), bit for bit,
 //! on random quantized convs and products: the VNNI and AVX2 microkernel drivers (`qconv.rs`,
-//! `qdepthwise.rs`; each run only where the host has the tier) and the portable Cranelift kernel. 1,000 cases
+//! `qdepthwise.rs`; each run only where the host has the tier), the matrix-vector kernels of
+//! gemms (`qgemv.rs`: `vpdpbusd` and the i16 AVX2 kernel) and the portable Cranelift kernel. 1,000 cases
 //! per tier: odd channel counts, padding, strides, dilation, groups and depthwise, u8 and i8
 //! activations, i8 and u8 weights with non-zero (per-channel) zero points, every output kind,
 //! scales that saturate the output, and values at the extremes (weight pairs of ±127/−128 times
@@ -434,4 +435,81 @@ fn depthwise_requantization_at_the_i32_extremes_equals_the_reference() {
             }
         }
     }
+}
+
+/// A random quantized gemm `[rows, K] × [K, N]` for the matrix-vector kernels (`qgemv.rs`): K
+/// up to 240 (ragged last quads and pairs), N up to 81 (several 4-block groups, a partial last
+/// block), 1–3 rows, `trans_b` either way, every output kind, u8/i8 activations and weights,
+/// per-channel zero points (u8 weights centre past i8: the AVX2 kernel even on VNNI hosts).
+fn gemv_case() -> impl Strategy<Value = Case> {
+    let geo = (1usize..=12, 1usize..=27, (1usize..=4, 1usize..=5), 1usize..=3);
+    let quant = (
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        0u8..4,
+        0u8..3,
+        any::<bool>(),
+        any::<u64>(),
+        any::<bool>(),
+        any::<bool>(),
+    );
+    // Symmetric weights (zero points 0, as onnxruntime's and cnnc's quantizers write i8
+    // weights) in most cases: those that fit i8 once centred.
+    let symmetric = prop_oneof![3 => Just(true), 1 => Just(false)];
+    (geo, quant, symmetric).prop_map(
+        |((cg, mg, k, rows), (x_i8, w_u8, pc, bias, out, scale, ext, seed, clamp, huge), symmetric)| {
+            let geo = (1, 1, cg, mg, k, (1, 1), (1, 1), (0, 0, 0, 0), (rows, 1));
+            let mut c = build(geo, (x_i8, w_u8, pc, bias, out, scale, ext, seed, 2, clamp, huge));
+            if let Op::QLinear(q) = &mut c.op
+                && symmetric
+                && !w_u8
+            {
+                q.w.zero_points.iter_mut().for_each(|z| *z = 0);
+            }
+            c
+        },
+    )
+}
+
+fn run_gemv(tier: QTier) {
+    if !tier.supported() {
+        crate::testing::cpu_skip("run_gemv", tier.env_name());
+        return;
+    }
+    let config = ProptestConfig { cases: 1000, ..ProptestConfig::default() };
+    let (on_kernel, on_vnni) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    proptest!(config, |(c in gemv_case())| {
+        let refs: Vec<&Tensor> = c.inputs.iter().collect();
+        let types: Vec<TensorType> = c.inputs.iter().map(Tensor::ty).collect();
+        let trefs: Vec<&TensorType> = types.iter().collect();
+        let out = infer_types(&c.op, &trefs).map_err(|e| TestCaseError::reject(e.reason))?;
+        let want = crate::reference::eval_op(&c.op, &refs, &out).expect("reference").remove(0);
+        let (got, variant) = run_jit(&c, Some(tier));
+        on_kernel.fetch_add(usize::from(variant.is_some_and(|v| v.starts_with("qgemv-"))), Ordering::Relaxed);
+        on_vnni.fetch_add(usize::from(variant == Some("qgemv-vnni")), Ordering::Relaxed);
+        let same = match (got.data(), want.data()) {
+            (TensorData::F32(a), TensorData::F32(b)) => a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            (a, b) => a == b,
+        };
+        prop_assert!(same, "{tier:?} {variant:?}: {:?}\ngot  {:?}\nwant {:?}", c.op, got.data(), want.data());
+    });
+    let n = on_kernel.load(Ordering::Relaxed);
+    assert_eq!(n, 1000, "{tier:?}: only {n} of 1000 gemms took the matrix-vector kernels");
+    // i8 weights whose centred values fit i8 run `vpdpbusd` on VNNI hosts (the rest, and every
+    // case on the AVX2 tier, the i16 kernel).
+    let vnni = on_vnni.load(Ordering::Relaxed);
+    eprintln!("{tier:?}: {vnni} of 1000 gemms on the VNNI matrix-vector kernel");
+    assert!(if tier == QTier::Avx2 { vnni == 0 } else { vnni >= 250 }, "{tier:?}: {vnni} on qgemv-vnni");
+}
+
+#[test]
+fn vnni_tier_gemv_equals_the_integer_reference() {
+    run_gemv(QTier::Vnni);
+}
+
+#[test]
+fn avx2_tier_gemv_equals_the_integer_reference() {
+    run_gemv(QTier::Avx2);
 }

@@ -53,6 +53,8 @@ mod amx;
 mod avx2;
 mod depthwise;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod gemv;
+#[cfg(target_arch = "x86_64")]
 mod lookup;
 #[cfg(target_arch = "x86_64")]
 mod pack;
@@ -271,6 +273,10 @@ pub(crate) struct QKernels {
     /// a: *const i16, bias: *const i32, scale: *const f32, y: *mut u8, ty0: usize, ty1: usize,
     /// scratch: *mut u8)` (`geo` a [`QwGeo::table`], `a` [`winograd_weights`]' panels).
     pub winograd: u64,
+    /// `gemv::qgemv_avx2` (both tiers) and `gemv::qgemv_vnni` (VNNI and AMX tiers): a block
+    /// range of a quantized matrix-vector product, contract in `gemv.rs`.
+    pub gemv_avx2: u64,
+    pub gemv_vnni: Option<u64>,
 }
 
 /// The kernels of `tier`, or `None` when this host lacks its CPU features.
@@ -305,6 +311,7 @@ pub(crate) fn qkernels(tier: QTier) -> Option<QKernels> {
             f as usize as u64
         });
         let winograd: winograd::QwFn = winograd::qwino_f2;
+        let (gemv_avx2, gemv_vnni): (gemv::QGemvFn, gemv::QGemvFn) = (gemv::qgemv_avx2, gemv::qgemv_vnni);
         type GatherFn = unsafe extern "C" fn(*const u8, *const u8, *const u8, *mut u8, usize);
         let (avx2, avx512): (GatherFn, GatherFn) = (lookup::lookup_u8_avx2, lookup::lookup2_u8_avx512);
         Some(QKernels {
@@ -319,6 +326,8 @@ pub(crate) fn qkernels(tier: QTier) -> Option<QKernels> {
             depthwise: depthwise as usize as u64,
             depthwise_variant,
             winograd: winograd as usize as u64,
+            gemv_avx2: gemv_avx2 as usize as u64,
+            gemv_vnni: wide_regs.then_some(gemv_vnni as usize as u64),
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
