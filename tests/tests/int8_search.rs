@@ -51,6 +51,38 @@ fn residual_net() -> VerifiedGraph {
     verify(g).expect("verifies")
 }
 
+/// `x → conv1×1 + hard-swish → depthwise 3×3 + relu → conv1×1`: a MobileNet block, with an
+/// activation a quantized output cannot clamp and a depthwise conv (no input statistics).
+fn mobile_net() -> VerifiedGraph {
+    let mut g = Graph::new("mobile");
+    let x = g.add_input("x", TensorType::f32(vec![1, 8, 10, 10]));
+    let conv_w = |g: &mut Graph, name: &str, x, shape: [usize; 4], group: usize, seed: u64| {
+        let fan_in = shape[1] * shape[2] * shape[3];
+        let scale = (2.0 / fan_in as f32).sqrt() * 1.7;
+        let n = shape.iter().product();
+        let w: Vec<f32> = uniform(n, seed).iter().map(|v| v * scale).collect();
+        let w = g.add_weight(format!("{name}.w"), Tensor::from_f32(shape, w).expect("shape"));
+        let b =
+            g.add_weight(format!("{name}.b"), Tensor::from_f32([shape[0]], uniform(shape[0], seed + 1)).expect("b"));
+        let k = shape[2];
+        let op = Op::Conv(ConvAttrs {
+            group,
+            ..match conv(k) {
+                Op::Conv(a) => a,
+                _ => unreachable!("a conv"),
+            }
+        });
+        g.add_node(name, op, &[x, w, b]).expect("infers")[0]
+    };
+    let a = conv_w(&mut g, "expand", x, [16, 8, 1, 1], 1, 11);
+    let a = g.add_node("hs", Op::Unary(UnaryOp::HardSwish), &[a]).expect("infers")[0];
+    let d = conv_w(&mut g, "dw", a, [16, 1, 3, 3], 16, 13);
+    let d = g.add_node("dw.relu", Op::Unary(UnaryOp::Relu), &[d]).expect("infers")[0];
+    let y = conv_w(&mut g, "project", d, [8, 16, 1, 1], 1, 17);
+    g.add_output("y", y);
+    verify(g).expect("verifies")
+}
+
 fn samples(base: u64, n: usize) -> Vec<(Vec<Tensor>, Option<i64>)> {
     (0..n)
         .map(|i| (vec![Tensor::from_f32([1, 8, 10, 10], uniform(800, base + i as u64)).expect("shape")], None))
@@ -153,4 +185,38 @@ fn the_predicted_layer_error_is_the_measured_one() {
     assert!((0.8..=1.25).contains(&ratio), "measured {measured:.4e}, predicted {:.4e}", p.rel_error);
     // 8-bit weights and activations of a well-scaled layer: an error of a few per mille.
     assert!(p.rel_error > 0.0 && p.rel_error < 0.05, "{}", p.rel_error);
+}
+
+#[test]
+fn a_depthwise_block_runs_on_integer_kernels_with_the_hard_swish_as_a_lookup() {
+    let g = mobile_net();
+    let (s, _) = search(&g);
+    // Three layers, the depthwise one without input statistics, all with an int8 form.
+    assert_eq!(s.lossless.layers.len(), 3, "{:?}", s.lossless.layers);
+    assert_eq!(s.proposals.len(), 3);
+    let dw = s.proposals.iter().find(|p| s.lossless.layers[p.layer].group() == 16).expect("the depthwise form");
+    assert!(dw.rel_error > 0.0 && dw.rel_error < 0.05, "{}", dw.rel_error);
+    // The hard-swish is not a clamp: that layer's form quantizes the conv's own output.
+    let expand = s.proposals.iter().find(|p| s.lossless.layers[p.layer].n_out() == 16 && p.layer != dw.layer);
+    assert!(!expand.expect("expand").quant.as_ref().expect("int8").whole);
+
+    let errors = vec![1e-9; s.proposals.len()];
+    let egraph = &s.search.loaded.egraph;
+    let b =
+        extract_budgeted(egraph, s.search.root(), &MacCost::default(), &errors, 1.0, &s.search.seed).expect("extracts");
+    assert_eq!(b.point.proposals.len(), 3, "{:?}", b.point);
+    let ints = verify(to_graph(&b.extracted.expr, &egraph.analysis).expect("a graph")).expect("verifies");
+    let ops: Vec<&str> = ints.node_ids().map(|n| ints.node(n).op.name()).collect();
+    let count = |name: &str| ops.iter().filter(|o| **o == name).count();
+    assert_eq!((count("quantize"), count("dequantize"), count("lookup")), (1, 1, 1), "{ops:?}");
+    assert_eq!(ints.node_ids().filter(|&n| matches!(ints.node(n).op, Op::QLinear(_))).count(), 3, "{ops:?}");
+    // Bit-level agreement with the fake-quantized forms is not guaranteed (an f32 sum may round
+    // across a step), 1 % is; and within a few % of the f32 block.
+    let chosen: Vec<&Proposal> = s.proposals.iter().collect();
+    let fake = apply(egraph, &s.lossless, &chosen).expect("builds");
+    let held_out = samples(300, 4);
+    let d_int = pooled(&fake, &ints, &held_out);
+    assert!(d_int < 0.01, "integer kernels vs fake-quantized f32: {d_int}");
+    let d_f32 = pooled(&g, &ints, &held_out);
+    assert!(d_f32 < 0.05, "int8 block vs f32: {d_f32}");
 }

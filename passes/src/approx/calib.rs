@@ -157,6 +157,9 @@ pub struct ActQuant {
     pub mse: f64,
     /// `E[DQ(Q(x)) − x]` on the histogram.
     pub mean_shift: f64,
+    /// `E[x]` and `E[x²]` of the tensor (bin centres).
+    pub mean: f64,
+    pub mean_square: f64,
 }
 
 /// The quantized type of activations.
@@ -205,12 +208,14 @@ pub fn choose(h: &Histogram) -> Option<ActQuant> {
     }
     let centres = h.centres();
     let n = h.count() as f64;
+    let mean = centres.iter().map(|(v, c)| v * c).sum::<f64>() / n.max(1.0);
+    let mean_square = centres.iter().map(|(v, c)| v * v * c).sum::<f64>() / n.max(1.0);
     let mut best: Option<ActQuant> = None;
     for (method, a, b) in candidates {
         let Some(params) = params_for(a, b) else { continue };
         let (mse, mean_shift) = errors(&centres, n, &params);
         if best.as_ref().is_none_or(|q| mse < q.mse) {
-            best = Some(ActQuant { params, method, mse, mean_shift });
+            best = Some(ActQuant { params, method, mse, mean_shift, mean, mean_square });
         }
     }
     best

@@ -336,17 +336,23 @@ pub struct Int8Weights {
 }
 
 /// The int8 weights of `layer` (augmented weight `w̃`, input second moments `sigma` on the fit
-/// split and `held_out`), with its activation quantization `q`.
+/// split and `held_out`, if the layer has them), with its activation quantization `q`.
+///
+/// A layer without input statistics (a grouped or depthwise conv) is modelled from its
+/// tensors' histograms alone, as if its inputs were uncorrelated with the input tensor's mean
+/// square: the weights' error `‖ΔW‖²_F · E[x²]` (plus the bias's), against the output's energy
+/// `m · E[y²]`. The estimate only orders the layer's forms; the layer's sensitivity probe
+/// measures what the form does to the network.
 pub fn weights(
     layer: &Layer,
     w: &Mat<f64>,
-    sigma: &SecondMoment,
+    sigma: Option<&SecondMoment>,
     held_out: Option<&SecondMoment>,
     q: &LayerQuant,
 ) -> Option<Int8Weights> {
     let (m, d1) = (w.nrows(), w.ncols());
     let d = d1.checked_sub(1)?;
-    if sigma.dim() != d1 || m == 0 {
+    if sigma.is_some_and(|s| s.dim() != d1) || m == 0 {
         return None;
     }
     let sx = q.x.params.scales[0];
@@ -362,7 +368,10 @@ pub fn weights(
         .collect();
     let w_hat = Mat::from_fn(m, d, |o, j| f64::from(f32::from(wq[o * d + j]) * sw[o]));
     // E[x̃] = Σ e_last: the last column of the augmented second moment.
-    let mu = sigma.column(d);
+    let mu = match sigma {
+        Some(s) => s.column(d),
+        None => vec![q.x.mean; d],
+    };
     let acc_scale: Vec<f32> = sw.iter().map(|&s| sx * s).collect();
     // Bias correction: the weights' quantization shifts the output by (Ŵ − W) E[x], the
     // input's by Ŵ · E[noise]; both come off the bias.
@@ -391,12 +400,28 @@ pub fn weights(
         let e = s.energy(diff.as_ref()) + w_energy * noise_in + m as f64 * (q.y.mse + residual);
         (e / total).sqrt()
     };
-    let rel_error = rel(sigma);
-    let held_out_error = held_out.filter(|h| h.dim() == d1).map_or(rel_error, rel);
+    let (rel_error, held_out_error) = match sigma {
+        Some(sigma) => {
+            let fit = rel(sigma);
+            (fit, held_out.filter(|h| h.dim() == d1).map_or(fit, rel))
+        }
+        None => {
+            let total = m as f64 * q.y.mean_square;
+            let dw: f64 = (0..m)
+                .flat_map(|o| (0..d).map(move |j| (o, j)))
+                .map(|(o, j)| (w[(o, j)] - approx[(o, j)]).powi(2))
+                .sum();
+            let db: f64 = (0..m).map(|o| (w[(o, d)] - approx[(o, d)]).powi(2)).sum();
+            let residual = q.residual.as_ref().map_or(0.0, |(c, r, _)| c.mse + r.mse);
+            let e = dw * q.x.mean_square + db + w_energy * noise_in + m as f64 * (q.y.mse + residual);
+            let rel = if total > 0.0 { (e / total).sqrt() } else { 0.0 };
+            (rel, rel)
+        }
+    };
     let (base, w_shape) = match &layer.kind {
         LayerKind::Conv(a) => {
             let (kh, kw) = layer.kernel();
-            (Op::Conv(a.clone()), vec![m, layer.n_in(), kh, kw])
+            (Op::Conv(a.clone()), vec![m, layer.n_in() / layer.group(), kh, kw])
         }
         LayerKind::Dense { .. } => (Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: true }, vec![m, d]),
     };

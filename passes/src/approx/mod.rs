@@ -71,7 +71,8 @@ impl Family {
 /// What kind of affine map a layer is.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LayerKind {
-    /// A 2-D conv with one group.
+    /// A 2-D conv (grouped and depthwise convs only for the int8 family: the low-rank families
+    /// and the input statistics take one group).
     Conv(ConvAttrs),
     /// `y = x · B + c` with `x` `[M, K]` (a Gemm without `trans_a`, or a 2-D MatMul); the
     /// layer's augmented weight is `[αBᵀ, βc]`.
@@ -117,10 +118,19 @@ impl Layer {
         }
     }
 
-    /// Width of one input patch (`C·kh·kw`, or K); the augmented weight has one more column.
+    /// Width of one input patch (`C/group·kh·kw`, or K); the augmented weight has one more
+    /// column.
     pub fn patch_len(&self) -> usize {
         let (kh, kw) = self.kernel();
-        self.n_in() * kh * kw
+        self.n_in() / self.group() * kh * kw
+    }
+
+    /// The conv's groups (1 for a dense layer).
+    pub fn group(&self) -> usize {
+        match &self.kind {
+            LayerKind::Conv(a) => a.group.max(1),
+            LayerKind::Dense { .. } => 1,
+        }
     }
 
     /// Output positions per sample (`H'·W'`, or `M`).
@@ -142,7 +152,7 @@ impl Layer {
 }
 
 /// The layers of the extracted lossless term `ext` that the lossy families may replace, in
-/// term order: each conv (2-D, one group), Gemm (no `trans_a`, a bias per column or none) or
+/// term order: each 2-D conv (any groups), Gemm (no `trans_a`, a bias per column or none) or
 /// 2-D MatMul with constant weights, fused or not, whose plain form is in the e-graph.
 pub fn find_layers(egraph: &EGraph<Cnn, CnnAnalysis>, ext: &Extracted) -> Vec<Layer> {
     let mut layers = Vec::new();
@@ -211,7 +221,7 @@ fn layer_kind(egraph: &EGraph<Cnn, CnnAnalysis>, base: &Op, operands: &[Id], out
         return None;
     }
     match base {
-        Op::Conv(a) if a.group == 1 && a.kernel.len() == 2 && x.rank() == 4 => {
+        Op::Conv(a) if a.group >= 1 && a.kernel.len() == 2 && x.rank() == 4 => {
             Some(LayerKind::Conv(ConvAttrs { algo: ConvAlgo::Direct, ..a.clone() }))
         }
         Op::Gemm { alpha, beta, trans_a: false, trans_b } if x.rank() == 2 && w.rank() == 2 => {
@@ -351,24 +361,27 @@ pub fn propose(
     // The decompositions (eigendecompositions of Gram matrices up to a few thousand wide) are
     // the expensive part and independent per layer: computed on `config.threads` threads,
     // then added to the e-graph in layer order, so the proposals do not depend on the count.
+    // A layer needs its input second moment, or (int8 only) its activation quantization.
+    let int8 = config.families.contains(&Family::Int8);
     let jobs: Vec<(usize, faer::Mat<f64>)> = layers
         .iter()
         .enumerate()
-        .filter(|&(li, _)| matches!(moments.get(li), Some(Some(_))))
+        .filter(|&(li, _)| matches!(moments.get(li), Some(Some(_))) || (int8 && matches!(quant.get(li), Some(Some(_)))))
         .filter_map(|(li, layer)| Some((li, augmented_weight(egraph, layer)?)))
         .collect();
     let decompose = |li: usize, w: &faer::Mat<f64>| -> Vec<Made> {
-        let (layer, Some(Some(sigma))) = (&layers[li], moments.get(li)) else { return Vec::new() };
+        let layer = &layers[li];
+        let sigma = moments.get(li).and_then(Option::as_ref);
         let mut forms = Vec::new();
         for &family in &config.families {
-            let fs = match family {
-                Family::Svd => svd::forms(layer, w, sigma, config),
-                Family::Tucker2 => tucker2::forms(layer, w, sigma, config),
-                Family::Int8 => {
+            let fs = match (family, sigma) {
+                (Family::Svd, Some(sigma)) => svd::forms(layer, w, sigma, config),
+                (Family::Tucker2, Some(sigma)) => tucker2::forms(layer, w, sigma, config),
+                (Family::Svd | Family::Tucker2, None) => continue,
+                (Family::Int8, _) => {
                     let h = held_out.get(li).and_then(Option::as_ref);
-                    if let Some(iw) =
-                        quant.get(li).and_then(Option::as_ref).and_then(|q| int8::weights(layer, w, sigma, h, q))
-                    {
+                    let q = quant.get(li).and_then(Option::as_ref);
+                    if let Some(iw) = q.and_then(|q| int8::weights(layer, w, sigma, h, q)) {
                         forms.push(Made::Int8(Box::new(iw)));
                     }
                     continue;

@@ -29,6 +29,11 @@ pub type Patches = (Vec<f32>, Vec<(usize, usize)>);
 /// f32 or not shaped as the layer's input.
 pub fn sample_patches(layer: &Layer, x: &Tensor, max_pixels: usize, seed: u64) -> Option<Patches> {
     let data = x.as_f32()?;
+    // A grouped conv's patch is per group: its statistics are not these (the int8 family
+    // models such a layer from its tensors' histograms alone).
+    if layer.group() != 1 {
+        return None;
+    }
     match &layer.kind {
         LayerKind::Dense { .. } => {
             let d = layer.patch_len().max(1);
