@@ -7,8 +7,11 @@
 //! max-ed into a per-thread scratch row (16 bytes per vector, `pmaxub` /
 //! `pmaxsb`) laid out with the left padding in front and the type's minimum wherever no input
 //! lands, so the horizontal pass needs no edge cases: strides 1 and 2 take 16 outputs per
-//! vector (stride 2 keeps the even bytes of two vectors with one shuffle), other strides and
-//! the last `ow % 16` outputs one at a time.
+//! vector (stride 2 keeps the even bytes of two vectors with one shuffle), other strides one at
+//! a time. Narrow rows (small maps) stay vectorized: a row's last `iw % 16` bytes are read by
+//! one 16-byte load wherever it stays inside the input, and the last `ow % 16` outputs are one
+//! more vector group whose store spills into the next rows' outputs (rewritten after it by the
+//! same call; rows whose spill would pass the plane's end store one byte at a time).
 
 use cnnc_ir::{DType, PoolAttrs};
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -16,6 +19,24 @@ use cranelift_codegen::ir::{ConstantData, Immediate, InstBuilder, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
 use super::builder::{for_range, mem};
+
+/// Emits `then` where `cond` (an `i8` truth value) is non-zero, `otherwise` else.
+fn if_else(
+    b: &mut FunctionBuilder,
+    cond: Value,
+    then: impl FnOnce(&mut FunctionBuilder),
+    otherwise: impl FnOnce(&mut FunctionBuilder),
+) {
+    let (t, e, join) = (b.create_block(), b.create_block(), b.create_block());
+    b.ins().brif(cond, t, &[], e, &[]);
+    b.switch_to_block(t);
+    then(b);
+    b.ins().jump(join, &[]);
+    b.switch_to_block(e);
+    otherwise(b);
+    b.ins().jump(join, &[]);
+    b.switch_to_block(join);
+}
 use super::gemm::kit::{for_dyn, offset};
 use super::{Aux, CompileError, EmitCx, Emitted, Jit};
 
@@ -54,8 +75,18 @@ pub(crate) fn emit_max_pool(jit: &mut Jit, cx: &EmitCx, a: &PoolAttrs) -> Result
         // Every window is padding: the table is never read, but keep it non-empty.
         row_list.push(0);
     }
-    let width = (pw + iw).max(ow * sw + (kw - 1) * dw + 32).next_multiple_of(16);
+    // Room for a 16-byte tail load past the row (`pw + iw + 16`) and for a last, partial
+    // 16-output group read whole.
+    let width = (pw + iw + 16).max(ow.next_multiple_of(16) * sw + (kw - 1) * dw + 32).next_multiple_of(16);
     let vec_cols = if sw <= 2 { ow / 16 * 16 } else { 0 };
+    // The last `ow % 16` outputs of a row as one more vector group, whose 16-byte store spills
+    // into the next rows' outputs (rewritten after it by the same call); on rows whose spill
+    // would pass the plane's end, one at a time.
+    let partial = sw <= 2 && ow % 16 != 0;
+    let spill_rows = if partial { (oh * ow).saturating_sub(vec_cols + 16) / ow.max(1) + 1 } else { 0 };
+    let spill_rows = if partial && oh * ow >= vec_cols + 16 { spill_rows.min(oh) } else { 0 };
+    let (full, tail) = (iw / 16 * 16, iw % 16);
+    let x_bytes = (planes * ih * iw) as i64;
     let units = planes as u64;
     let aux = vec![Aux::I64(row_ptr), Aux::I64(row_list), Aux::Scratch(width)];
     let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
@@ -108,14 +139,42 @@ pub(crate) fn emit_max_pool(jit: &mut Jit, cx: &EmitCx, a: &PoolAttrs) -> Result
                         let m = max(b, v, w);
                         b.ins().store(mem(), m, s, 0);
                     });
-                    for_range(b, (iw / 16 * 16) as i64, iw as i64, 1, |b, i| {
-                        let (p, s) = (b.ins().iadd(src, i), b.ins().iadd(s0, i));
-                        let (v, w) = (load8(b, p), load8(b, s));
-                        let m = scalar_max(b, v, w);
-                        b.ins().istore8(mem(), m, s, 0);
-                    });
+                    if tail == 0 {
+                        return;
+                    }
+                    // The row's last `iw % 16` bytes by one 16-byte load where it stays inside
+                    // the input (the bytes past the row land in scratch past `pw + iw`, reset
+                    // below), else one at a time.
+                    let p = b.ins().iadd_imm_s(src, full as i64);
+                    let end = b.ins().iadd_imm_s(p, 16);
+                    let x_end = b.ins().iadd_imm_s(x, x_bytes);
+                    let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, end, x_end);
+                    if_else(
+                        b,
+                        fits,
+                        |b| {
+                            let sp = b.ins().iadd_imm_s(s0, full as i64);
+                            let (v, w) =
+                                (b.ins().load(types::I8X16, mem(), p, 0), b.ins().load(types::I8X16, mem(), sp, 0));
+                            let m = max(b, v, w);
+                            b.ins().store(mem(), m, sp, 0);
+                        },
+                        |b| {
+                            for_range(b, full as i64, iw as i64, 1, |b, i| {
+                                let (p, s) = (b.ins().iadd(src, i), b.ins().iadd(s0, i));
+                                let (v, w) = (load8(b, p), load8(b, s));
+                                let m = scalar_max(b, v, w);
+                                b.ins().istore8(mem(), m, s, 0);
+                            });
+                        },
+                    );
                 });
-                for_range(b, 0, (vec_cols / 16) as i64, 1, |b, g| {
+                if tail != 0 {
+                    // Past the row: the type's minimum again (a tail load may have left bytes).
+                    let after = b.ins().iadd_imm_s(s0, iw as i64);
+                    b.ins().store(mem(), minv, after, 0);
+                }
+                let group = |b: &mut FunctionBuilder, g: Value| {
                     let base = offset(b, row, g, (16 * sw) as i64, 0);
                     let mut acc = minv;
                     for k in 0..kw {
@@ -131,18 +190,28 @@ pub(crate) fn emit_max_pool(jit: &mut Jit, cx: &EmitCx, a: &PoolAttrs) -> Result
                     }
                     let out = offset(b, yr, g, 16, 0);
                     b.ins().store(mem(), acc, out, 0);
-                });
-                for_range(b, vec_cols as i64, ow as i64, 1, |b, c| {
-                    let base = offset(b, row, c, sw as i64, 0);
-                    let mut acc = b.ins().iconst(types::I32, min);
-                    for k in 0..kw {
-                        let p = b.ins().iadd_imm_s(base, (k * dw) as i64);
-                        let v = load8(b, p);
-                        acc = scalar_max(b, acc, v);
-                    }
-                    let out = b.ins().iadd(yr, c);
-                    b.ins().istore8(mem(), acc, out, 0);
-                });
+                };
+                for_range(b, 0, (vec_cols / 16) as i64, 1, group);
+                let one_at_a_time = |b: &mut FunctionBuilder| {
+                    for_range(b, vec_cols as i64, ow as i64, 1, |b, c| {
+                        let base = offset(b, row, c, sw as i64, 0);
+                        let mut acc = b.ins().iconst(types::I32, min);
+                        for k in 0..kw {
+                            let p = b.ins().iadd_imm_s(base, (k * dw) as i64);
+                            let v = load8(b, p);
+                            acc = scalar_max(b, acc, v);
+                        }
+                        let out = b.ins().iadd(yr, c);
+                        b.ins().istore8(mem(), acc, out, 0);
+                    });
+                };
+                if spill_rows == 0 {
+                    one_at_a_time(b);
+                } else {
+                    let whole = b.ins().icmp_imm_s(IntCC::SignedLessThan, r, spill_rows as i64);
+                    let g = b.ins().iconst(types::I64, (vec_cols / 16) as i64);
+                    if_else(b, whole, |b| group(b, g), one_at_a_time);
+                }
             });
         });
     })?;
