@@ -124,42 +124,46 @@ fn packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv() {
     for mk in each_f32_tile!() {
         // Printed so that a failure's captured output names the tile.
         eprintln!("f32 tile {:?}", mk.tile);
-        let a = ConvAttrs {
-            kernel: vec![3, 3],
-            strides: vec![1, 1],
-            dilations: vec![1, 1],
-            pads: vec![1; 4],
-            group: 1,
-            algo: Default::default(),
-        };
-        let acts = [None, Some(UnaryOp::Relu), Some(UnaryOp::Clip { min: -0.5, max: 0.25 })];
-        // 33 channels: K = 297 is two K blocks (bias in the first, epilogue in the last). 810
-        // pixels are 4 pixel blocks (the last shorter); 61 and 100 output channels split their
-        // channel tiles into chunks (with the partial tile in the last chunk) for work units.
-        for (x, m) in [([1, 33, 9, 20], 13), ([2, 5, 7, 6], 7), ([1, 8, 30, 27], 61), ([1, 20, 7, 7], 100)] {
-            for act in acts {
-                for residual in [false, true] {
-                    let mut packed = Bench::new(&x, m, &a, act, true, residual, Some(mk));
-                    let mut direct = Bench::new(&x, m, &a, act, true, residual, None);
-                    assert!(packed.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "took the packed path");
-                    if m > 60 {
-                        assert!(packed.units > 1, "{x:?}→{m}: split into work units");
-                    }
-                    packed.run();
-                    direct.run();
-                    let rel = rel_l2(&packed.y, &direct.y);
-                    assert!(rel <= 1e-6, "{x:?}→{m} {act:?} residual {residual}: rel-L2 {rel:.3e}");
-                    // Unit by unit, in reverse: the same bits (units are independent and complete).
-                    for bench in [&mut packed, &mut direct] {
-                        let blank = vec![f32::NAN; bench.y.len()];
-                        let whole = std::mem::replace(&mut bench.y, blank);
-                        bench.run_units_reversed();
-                        assert!(
-                            whole.iter().zip(&bench.y).all(|(a, b)| a.to_bits() == b.to_bits()),
-                            "{x:?}→{m} {act:?} residual {residual}: unit-by-unit run differs ({} units)",
-                            bench.units
-                        );
-                    }
+        packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv_on(mk);
+    }
+}
+
+fn packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv_on(mk: Microkernels) {
+    let a = ConvAttrs {
+        kernel: vec![3, 3],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![1; 4],
+        group: 1,
+        algo: Default::default(),
+    };
+    let acts = [None, Some(UnaryOp::Relu), Some(UnaryOp::Clip { min: -0.5, max: 0.25 })];
+    // 33 channels: K = 297 is two K blocks (bias in the first, epilogue in the last). 810
+    // pixels are 4 pixel blocks (the last shorter); 61 and 100 output channels split their
+    // channel tiles into chunks (with the partial tile in the last chunk) for work units.
+    for (x, m) in [([1, 33, 9, 20], 13), ([2, 5, 7, 6], 7), ([1, 8, 30, 27], 61), ([1, 20, 7, 7], 100)] {
+        for act in acts {
+            for residual in [false, true] {
+                let mut packed = Bench::new(&x, m, &a, act, true, residual, Some(mk));
+                let mut direct = Bench::new(&x, m, &a, act, true, residual, None);
+                assert!(packed.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "took the packed path");
+                if m > 60 {
+                    assert!(packed.units > 1, "{x:?}→{m}: split into work units");
+                }
+                packed.run();
+                direct.run();
+                let rel = rel_l2(&packed.y, &direct.y);
+                assert!(rel <= 1e-6, "{x:?}→{m} {act:?} residual {residual}: rel-L2 {rel:.3e}");
+                // Unit by unit, in reverse: the same bits (units are independent and complete).
+                for bench in [&mut packed, &mut direct] {
+                    let blank = vec![f32::NAN; bench.y.len()];
+                    let whole = std::mem::replace(&mut bench.y, blank);
+                    bench.run_units_reversed();
+                    assert!(
+                        whole.iter().zip(&bench.y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{x:?}→{m} {act:?} residual {residual}: unit-by-unit run differs ({} units)",
+                        bench.units
+                    );
                 }
             }
         }
@@ -206,48 +210,52 @@ fn packed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit()
     for mk in each_f32_tile!() {
         // Printed so that a failure's captured output names the tile.
         eprintln!("f32 tile {:?}", mk.tile);
-        let a = ConvAttrs {
-            kernel: vec![3, 3],
-            strides: vec![1, 1],
-            dilations: vec![1, 1],
-            pads: vec![1; 4],
-            group: 1,
-            algo: Default::default(),
-        };
-        let acts = [
-            UnaryOp::Relu,
-            UnaryOp::LeakyRelu { alpha: 0.1 },
-            UnaryOp::Clip { min: -0.5, max: 0.25 },
-            UnaryOp::Clip { min: 0.0, max: 6.0 },
-            UnaryOp::HardSigmoid { alpha: 0.2, beta: 0.5 },
-            UnaryOp::HardSwish,
-            UnaryOp::Sigmoid,
-            UnaryOp::Swish { beta: 1.0 },
-            UnaryOp::Swish { beta: 1.702 },
-        ];
-        // Two K blocks (K = 297), partial channel tiles and strips, with and without bias.
-        for (x, m, bias) in [([1, 33, 9, 20], 13, true), ([1, 30, 7, 6], 11, false)] {
-            for act in acts {
-                for residual in [false, true] {
-                    let mut fused = Bench::new(&x, m, &a, Some(act), bias, residual, Some(mk));
-                    let mut plain = Bench::new(&x, m, &a, None, bias, residual, Some(mk));
-                    assert!(fused.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "took the packed path");
-                    if residual {
-                        let r = wide_residual(fused.tensors.last().expect("residual").shape());
-                        *fused.tensors.last_mut().expect("residual") = r.clone();
-                        *plain.tensors.last_mut().expect("residual") = r;
-                    }
-                    fused.run();
-                    plain.run();
-                    let want = cranelift_activation(act, &plain.y);
-                    for (i, (g, w)) in fused.y.iter().zip(&want).enumerate() {
-                        assert_eq!(
-                            g.to_bits(),
-                            w.to_bits(),
-                            "{x:?}→{m} {act:?} bias {bias} residual {residual} at {i}: {g} vs {w} (from {})",
-                            plain.y[i]
-                        );
-                    }
+        packed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit_on(mk);
+    }
+}
+
+fn packed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit_on(mk: Microkernels) {
+    let a = ConvAttrs {
+        kernel: vec![3, 3],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![1; 4],
+        group: 1,
+        algo: Default::default(),
+    };
+    let acts = [
+        UnaryOp::Relu,
+        UnaryOp::LeakyRelu { alpha: 0.1 },
+        UnaryOp::Clip { min: -0.5, max: 0.25 },
+        UnaryOp::Clip { min: 0.0, max: 6.0 },
+        UnaryOp::HardSigmoid { alpha: 0.2, beta: 0.5 },
+        UnaryOp::HardSwish,
+        UnaryOp::Sigmoid,
+        UnaryOp::Swish { beta: 1.0 },
+        UnaryOp::Swish { beta: 1.702 },
+    ];
+    // Two K blocks (K = 297), partial channel tiles and strips, with and without bias.
+    for (x, m, bias) in [([1, 33, 9, 20], 13, true), ([1, 30, 7, 6], 11, false)] {
+        for act in acts {
+            for residual in [false, true] {
+                let mut fused = Bench::new(&x, m, &a, Some(act), bias, residual, Some(mk));
+                let mut plain = Bench::new(&x, m, &a, None, bias, residual, Some(mk));
+                assert!(fused.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "took the packed path");
+                if residual {
+                    let r = wide_residual(fused.tensors.last().expect("residual").shape());
+                    *fused.tensors.last_mut().expect("residual") = r.clone();
+                    *plain.tensors.last_mut().expect("residual") = r;
+                }
+                fused.run();
+                plain.run();
+                let want = cranelift_activation(act, &plain.y);
+                for (i, (g, w)) in fused.y.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        g.to_bits(),
+                        w.to_bits(),
+                        "{x:?}→{m} {act:?} bias {bias} residual {residual} at {i}: {g} vs {w} (from {})",
+                        plain.y[i]
+                    );
                 }
             }
         }
@@ -263,47 +271,51 @@ fn in_place_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
     for mk in each_f32_tile!() {
         // Printed so that a failure's captured output names the tile.
         eprintln!("f32 tile {:?}", mk.tile);
-        let pointwise = |group| ConvAttrs {
-            kernel: vec![1, 1],
-            strides: vec![1, 1],
-            dilations: vec![1, 1],
-            pads: vec![0; 4],
-            group,
-            algo: Default::default(),
-        };
-        let offset_tables = |b: &Bench| b.aux.iter().filter(|a| matches!(a, Aux::I64(_))).count();
-        // (x, m, group, in place): 189 pixels are 11 full strips and one of 13; K = 300 is two
-        // K blocks; 30 channels are 5 tiles, packed as before.
-        let cases = [
-            ([1, 20, 9, 21], 5, 1, true),
-            ([1, 20, 9, 21], 13, 1, true),
-            ([1, 96, 16, 20], 24, 1, true),
-            ([2, 300, 5, 7], 12, 1, true),
-            ([1, 32, 7, 9], 8, 2, true),
-            ([1, 20, 9, 21], 30, 1, false),
-        ];
-        for (x, m, group, in_place) in cases {
-            let a = pointwise(group);
-            for (act, residual, bias) in
-                [(None, false, true), (Some(UnaryOp::Relu), true, true), (Some(UnaryOp::Sigmoid), false, false)]
-            {
-                let mut packed = Bench::new(&x, m, &a, act, bias, residual, Some(mk));
-                let mut direct = Bench::new(&x, m, &a, act, bias, residual, None);
-                assert!(packed.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "took the packed path");
-                assert_eq!(offset_tables(&packed) == 2, in_place, "{x:?}→{m}: in place");
-                packed.run();
-                direct.run();
-                let rel = rel_l2(&packed.y, &direct.y);
-                assert!(rel <= 1e-6, "{x:?}→{m} {act:?} residual {residual}: rel-L2 {rel:.3e}");
-                let blank = vec![f32::NAN; packed.y.len()];
-                let whole = std::mem::replace(&mut packed.y, blank);
-                packed.run_units_reversed();
-                assert!(
-                    whole.iter().zip(&packed.y).all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{x:?}→{m} {act:?}: unit-by-unit run differs ({} units)",
-                    packed.units
-                );
-            }
+        in_place_1x1_conv_matches_the_direct_conv_and_any_unit_split_on(mk);
+    }
+}
+
+fn in_place_1x1_conv_matches_the_direct_conv_and_any_unit_split_on(mk: Microkernels) {
+    let pointwise = |group| ConvAttrs {
+        kernel: vec![1, 1],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![0; 4],
+        group,
+        algo: Default::default(),
+    };
+    let offset_tables = |b: &Bench| b.aux.iter().filter(|a| matches!(a, Aux::I64(_))).count();
+    // (x, m, group, in place): 189 pixels are 11 full strips and one of 13; K = 300 is two
+    // K blocks; 30 channels are 5 tiles, packed as before.
+    let cases = [
+        ([1, 20, 9, 21], 5, 1, true),
+        ([1, 20, 9, 21], 13, 1, true),
+        ([1, 96, 16, 20], 24, 1, true),
+        ([2, 300, 5, 7], 12, 1, true),
+        ([1, 32, 7, 9], 8, 2, true),
+        ([1, 20, 9, 21], 30, 1, false),
+    ];
+    for (x, m, group, in_place) in cases {
+        let a = pointwise(group);
+        for (act, residual, bias) in
+            [(None, false, true), (Some(UnaryOp::Relu), true, true), (Some(UnaryOp::Sigmoid), false, false)]
+        {
+            let mut packed = Bench::new(&x, m, &a, act, bias, residual, Some(mk));
+            let mut direct = Bench::new(&x, m, &a, act, bias, residual, None);
+            assert!(packed.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "took the packed path");
+            assert_eq!(offset_tables(&packed) == 2, in_place, "{x:?}→{m}: in place");
+            packed.run();
+            direct.run();
+            let rel = rel_l2(&packed.y, &direct.y);
+            assert!(rel <= 1e-6, "{x:?}→{m} {act:?} residual {residual}: rel-L2 {rel:.3e}");
+            let blank = vec![f32::NAN; packed.y.len()];
+            let whole = std::mem::replace(&mut packed.y, blank);
+            packed.run_units_reversed();
+            assert!(
+                whole.iter().zip(&packed.y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{x:?}→{m} {act:?}: unit-by-unit run differs ({} units)",
+                packed.units
+            );
         }
     }
 }
@@ -442,27 +454,31 @@ fn stride_2_packed_convs_match_the_direct_conv_and_any_unit_split() {
     for mk in each_f32_tile!() {
         // Printed so that a failure's captured output names the tile.
         eprintln!("f32 tile {:?}", mk.tile);
-        let conv = |k: usize, p: usize| ConvAttrs {
-            kernel: vec![k, k],
-            strides: vec![2, 2],
-            dilations: vec![1, 1],
-            pads: vec![p; 4],
-            group: 1,
-            algo: Default::default(),
-        };
-        for (x, m, k, p) in [([1, 3, 40, 32], 64, 7, 3), ([1, 3, 23, 40], 40, 7, 3), ([1, 24, 17, 33], 48, 3, 1)] {
-            let a = conv(k, p);
-            let mut packed = Bench::new(&x, m, &a, Some(UnaryOp::Relu), true, false, Some(mk));
-            let mut direct = Bench::new(&x, m, &a, Some(UnaryOp::Relu), true, false, None);
-            assert!(packed.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "took the packed path");
-            packed.run();
-            direct.run();
-            let rel = rel_l2(&packed.y, &direct.y);
-            assert!(rel <= 1e-6, "{x:?}→{m} k {k}: rel-L2 {rel:.3e}");
-            let blank = vec![f32::NAN; packed.y.len()];
-            let whole = std::mem::replace(&mut packed.y, blank);
-            packed.run_units_reversed();
-            assert!(whole.iter().zip(&packed.y).all(|(a, b)| a.to_bits() == b.to_bits()), "{x:?}→{m}: unit split");
-        }
+        stride_2_packed_convs_match_the_direct_conv_and_any_unit_split_on(mk);
+    }
+}
+
+fn stride_2_packed_convs_match_the_direct_conv_and_any_unit_split_on(mk: Microkernels) {
+    let conv = |k: usize, p: usize| ConvAttrs {
+        kernel: vec![k, k],
+        strides: vec![2, 2],
+        dilations: vec![1, 1],
+        pads: vec![p; 4],
+        group: 1,
+        algo: Default::default(),
+    };
+    for (x, m, k, p) in [([1, 3, 40, 32], 64, 7, 3), ([1, 3, 23, 40], 40, 7, 3), ([1, 24, 17, 33], 48, 3, 1)] {
+        let a = conv(k, p);
+        let mut packed = Bench::new(&x, m, &a, Some(UnaryOp::Relu), true, false, Some(mk));
+        let mut direct = Bench::new(&x, m, &a, Some(UnaryOp::Relu), true, false, None);
+        assert!(packed.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "took the packed path");
+        packed.run();
+        direct.run();
+        let rel = rel_l2(&packed.y, &direct.y);
+        assert!(rel <= 1e-6, "{x:?}→{m} k {k}: rel-L2 {rel:.3e}");
+        let blank = vec![f32::NAN; packed.y.len()];
+        let whole = std::mem::replace(&mut packed.y, blank);
+        packed.run_units_reversed();
+        assert!(whole.iter().zip(&packed.y).all(|(a, b)| a.to_bits() == b.to_bits()), "{x:?}→{m}: unit split");
     }
 }

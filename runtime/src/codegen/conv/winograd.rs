@@ -347,19 +347,18 @@ mod tests {
     #[test]
     fn winograd_units_in_reverse_give_the_bits_of_one_call() {
         for mk in each_f32_tile!() {
-            // Printed so that a failure's captured output names the tile.
-            eprintln!("f32 tile {:?}", mk.tile);
+            let tile = mk.tile;
             for algo in [ConvAlgo::Winograd2, ConvAlgo::Winograd4] {
                 // Many tile blocks; few blocks with channel chunks and a partial channel tile;
                 // two images.
                 for (x, m) in [([1, 8, 61, 37], 20), ([1, 16, 9, 11], 83), ([2, 5, 18, 18], 13)] {
                     let (whole, variant, units) = run(x, m, algo, Some(mk), |u| vec![(0, u)]);
                     assert!(variant.is_some_and(|v| v.starts_with("conv-winograd")), "{variant:?}");
-                    assert!(units >= 2, "{x:?}→{m}: {units} units");
+                    assert!(units >= 2, "{tile:?} {x:?}→{m}: {units} units");
                     let (split, _, _) = run(x, m, algo, Some(mk), |u| (0..u).rev().map(|i| (i, i + 1)).collect());
                     assert!(
                         whole.iter().zip(&split).all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{algo:?} {x:?}→{m}: unit-by-unit run differs ({units} units)"
+                        "{tile:?} {algo:?} {x:?}→{m}: unit-by-unit run differs ({units} units)"
                     );
                 }
             }
