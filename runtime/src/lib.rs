@@ -43,9 +43,9 @@ mod threads;
 pub mod testing {
     /// Skips a test whose CPU features the host lacks, loudly: prints
     /// `SKIPPED: {test}: this host lacks the {tier} tier's CPU features`, and panics instead when
-    /// `CNNC_REQUIRE_CPU` (space-separated tiers: `avx2` = AVX2 + FMA, `avx512` = AVX2 + FMA + AVX-512F
-    /// (the f32 tile), `vnni` = AVX-512 F/BW/VNNI,
-    /// `vbmi` = VNNI + AVX-512 VBMI, `amx` = VNNI + AMX-TILE/INT8) names `tier`: `.ci/run` sets it from `/proc/cpuinfo`, so a
+    /// `CNNC_REQUIRE_CPU` (space-separated tiers: `avx2` = AVX2 + FMA, `avx512` = AVX2 + FMA +
+    /// AVX-512F (the f32 GEMM tile), `vnni` = AVX-512 F/BW/VNNI, `vbmi` = VNNI + AVX-512 VBMI,
+    /// `amx` = VNNI + AMX-TILE/INT8) names `tier`: `.ci/run` sets it from `/proc/cpuinfo`, so a
     /// test that should run there cannot pass by skipping.
     pub fn cpu_skip(test: &str, tier: &str) {
         let required = std::env::var("CNNC_REQUIRE_CPU").unwrap_or_default();

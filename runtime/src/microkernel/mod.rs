@@ -1,13 +1,29 @@
 //! Precompiled register-tile microkernels (stable Rust, `std::arch`) that Cranelift-generated
 //! drivers call through `call_indirect`, selected at load from the host's CPU features.
 //!
-//! Cranelift's x64 backend stops at 128-bit vectors; these kernels use 256-bit AVX2/FMA for the
-//! innermost register tile, while the driver (loops over cache blocks and tiles, shapes and
-//! blockings baked in) stays generated code. See DESIGN.md § "Code generation".
+//! Cranelift's x64 backend stops at 128-bit vectors; these kernels use 256-bit AVX2/FMA (and,
+//! for the f32 GEMM tile, 512-bit AVX-512F where it pays) for the innermost register tile,
+//! while the driver (loops over cache blocks and tiles, shapes and blockings baked in) stays
+//! generated code. See DESIGN.md § "Code generation".
 //!
-//! Selection: [`select`] returns the kernels when the host has AVX2 and FMA, unless the
-//! environment variable `CNNC_KERNELS=cranelift` forces the portable pure-Cranelift kernels
-//! ([`Choice::from_env`]); the env var is read each time a model is compiled.
+//! Selection: [`select`] returns the kernels when the host has AVX2 and FMA, with one of two
+//! f32 GEMM tiles ([`F32Tile`]; same packing and contract, so the drivers do not change):
+//! the AVX-512 tile (`avx512.rs`) on an Intel CPU with AVX-512F (two 512-bit FMA ports on
+//! server cores), else the AVX2 tile (`avx2.rs`; AMD's Zen 4 double-pumps 512-bit FMAs, so
+//! there the AVX2 tile stays the default). Every other f32 kernel is AVX2 on both. The
+//! environment variable `CNNC_KERNELS`, read each time a model is compiled
+//! ([`Choice::from_env`]), is shared with the int8 tiers (`codegen::qlinear::int8_kernels`):
+//!
+//! | `CNNC_KERNELS` | f32 GEMM tile | int8 tier |
+//! |---|---|---|
+//! | unset (or unknown) | AVX-512 on Intel with AVX-512F, else AVX2 | best of AMX, VNNI, AVX2 |
+//! | `avx512` | AVX-512 (an error if the CPU lacks AVX-512F) | best |
+//! | `avx2` | AVX2 | AVX2 |
+//! | `vnni`, `amx` | as unset | that tier (an error if the CPU lacks it) |
+//! | `cranelift` | none: the portable Cranelift kernels | none |
+//!
+//! Forcing a tile the CPU lacks is a compile error naming the missing features
+//! (`codegen::f32_kernels`), never a silent fallback.
 //!
 //! The one `unsafe` boundary: [`select`] is the only place that takes the kernels' addresses,
 //! and it does so only after checking the CPU features their `#[target_feature]` needs. The
