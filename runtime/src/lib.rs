@@ -18,6 +18,15 @@ macro_rules! microkernels_or_skip {
     };
 }
 
+/// In a test: the host's f32 microkernels once per GEMM tile it has, with a skip for each tile
+/// it lacks (`microkernel::each_tile_or_skip`: a failure where `CNNC_REQUIRE_CPU` names it).
+#[cfg(test)]
+macro_rules! each_f32_tile {
+    () => {
+        crate::microkernel::each_tile_or_skip(concat!(module_path!(), ":", line!()))
+    };
+}
+
 pub mod budget;
 mod codegen;
 mod expf;
@@ -34,8 +43,9 @@ mod threads;
 pub mod testing {
     /// Skips a test whose CPU features the host lacks, loudly: prints
     /// `SKIPPED: {test}: this host lacks the {tier} tier's CPU features`, and panics instead when
-    /// `CNNC_REQUIRE_CPU` (space-separated tiers: `avx2` = AVX2 + FMA, `vnni` = AVX-512 F/BW/VNNI,
-    /// `vbmi` = VNNI + AVX-512 VBMI, `amx` = VNNI + AMX-TILE/INT8) names `tier`: `.ci/run` sets it from `/proc/cpuinfo`, so a
+    /// `CNNC_REQUIRE_CPU` (space-separated tiers: `avx2` = AVX2 + FMA, `avx512` = AVX2 + FMA +
+    /// AVX-512F (the f32 GEMM tile), `vnni` = AVX-512 F/BW/VNNI, `vbmi` = VNNI + AVX-512 VBMI,
+    /// `amx` = VNNI + AMX-TILE/INT8) names `tier`: `.ci/run` sets it from `/proc/cpuinfo`, so a
     /// test that should run there cannot pass by skipping.
     pub fn cpu_skip(test: &str, tier: &str) {
         let required = std::env::var("CNNC_REQUIRE_CPU").unwrap_or_default();

@@ -1,7 +1,9 @@
-//! Dense convs through the packed-GEMM path (AVX2/FMA microkernel driven by generated code)
-//! and, compiled again with `CNNC_KERNELS=cranelift`, through the pure-Cranelift kernels,
-//! both against the reference interpreter. On a host without AVX2/FMA both compiles take the
-//! Cranelift path.
+//! Dense convs through the packed-GEMM path (the f32 register tile driven by generated code)
+//! with the host's default tile, with each tile forced (`CNNC_KERNELS=avx512`, `avx2`) and,
+//! compiled again with `CNNC_KERNELS=cranelift`, through the pure-Cranelift kernels, all
+//! against the reference interpreter. On a host without AVX2/FMA the default compile takes
+//! the Cranelift path; forcing a tile the host lacks must fail to compile (then that tile is
+//! skipped, or the test fails where `CNNC_REQUIRE_CPU` names it).
 //!
 //! The cases hit every edge of the driver: partial 6-channel tiles (5, 70 channels), partial
 //! 16-pixel strips, several pixel blocks (> 256 pixels), one, two and three K blocks (K up to
@@ -95,23 +97,45 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// Whether this host has the CPU features of the f32 tile `CNNC_KERNELS=tile` forces.
+fn has_tile(tile: &str) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        has!("avx2") && has!("fma") && (tile == "avx2" || has!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = tile;
+        false
+    }
+}
+
 #[test]
-fn packed_gemm_conv_and_forced_cranelift_conv_match_reference() {
-    for forced in [false, true] {
+fn packed_gemm_conv_with_each_f32_tile_and_forced_cranelift_conv_match_reference() {
+    for kernels in [None, Some("avx512"), Some("avx2"), Some("cranelift")] {
         // SAFETY: this binary's only test sets the variable; nothing reads it concurrently.
         unsafe {
-            if forced {
-                std::env::set_var("CNNC_KERNELS", "cranelift");
-            } else {
-                std::env::remove_var("CNNC_KERNELS");
+            match kernels {
+                Some(k) => std::env::set_var("CNNC_KERNELS", k),
+                None => std::env::remove_var("CNNC_KERNELS"),
             }
+        }
+        if let Some(tile) = kernels.filter(|k| *k != "cranelift" && !has_tile(k)) {
+            // Forcing a tile the CPU lacks is an error naming it, never a silent fallback.
+            let Err(err) = Model::compile(&cases()[0].graph().0) else {
+                panic!("CNNC_KERNELS={tile} compiled on a CPU without the tile");
+            };
+            assert!(err.to_string().contains(&format!("CNNC_KERNELS={tile}")), "{err}");
+            cnnc_runtime::testing::cpu_skip("packed_gemm_conv_with_each_f32_tile_and_forced_cranelift_conv", tile);
+            continue;
         }
         for c in cases() {
             let (g, inputs) = c.graph();
             let model = Model::compile(&g).unwrap_or_else(|e| panic!("{}: {e}", c.what));
             let got = model.run(&inputs).expect("runs");
             let want = run_reference(&g, &inputs).expect("reference runs");
-            let what = format!("{} ({})", c.what, if forced { "cranelift" } else { "auto" });
+            let what = format!("{} ({})", c.what, kernels.unwrap_or("auto"));
             assert_close(&what, &got[0], &want[0]);
         }
     }

@@ -231,13 +231,16 @@ impl ConvCase {
             operands.push(weight(random(&[self.m], 3)));
         }
         if self.packed {
-            let mk = microkernels_or_skip!();
-            let emit = |jit: &mut Jit, cx: &EmitCx, ep: &Epilogue| {
-                let e = conv::emit_conv_with(jit, cx, &a, ep, Some(mk))?;
-                assert!(e.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "{} with {ep:?}: not packed", self.what);
-                Ok(e)
-            };
-            check_every_epilogue(self.what, &emit, &Op::Conv(a.clone()), &operands);
+            for mk in each_f32_tile!() {
+                let emit = |jit: &mut Jit, cx: &EmitCx, ep: &Epilogue| {
+                    let e = conv::emit_conv_with(jit, cx, &a, ep, Some(mk))?;
+                    let what = self.what;
+                    assert!(e.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "{what} with {ep:?}: not packed");
+                    Ok(e)
+                };
+                let what = format!("{} ({:?} tile)", self.what, mk.tile);
+                check_every_epilogue(&what, &emit, &Op::Conv(a.clone()), &operands);
+            }
         } else {
             let emit = |jit: &mut Jit, cx: &EmitCx, ep: &Epilogue| conv::emit_conv_fused(jit, cx, &a, ep);
             check_every_epilogue(self.what, &emit, &Op::Conv(a.clone()), &operands);

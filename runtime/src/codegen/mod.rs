@@ -46,6 +46,7 @@ mod unary_tests;
 use cnnc_ir::{DType, Op, Tensor, TensorType, UnaryOp};
 use cranelift_module::FuncId;
 
+use crate::microkernel;
 pub(crate) use jit::{Code, Jit, Kb, KernelFn};
 
 /// Why a graph could not be compiled to native code.
@@ -58,6 +59,22 @@ pub enum CompileError {
     /// The graph asks for more activation memory than the budget allows (`crate::budget`).
     #[error(transparent)]
     Budget(#[from] crate::budget::BudgetError),
+}
+
+/// The f32 microkernels `CNNC_KERNELS` chooses ([`microkernel::Choice::from_env`], read at
+/// each compile): `None` for the Cranelift kernels. Forcing a tile this CPU lacks
+/// (`CNNC_KERNELS=avx512` without AVX-512F) is an error, never a silent fallback, as for the
+/// int8 tiers (`qlinear::int8_kernels`).
+pub(crate) fn f32_kernels() -> Result<Option<microkernel::Microkernels>, CompileError> {
+    let choice = microkernel::Choice::from_env();
+    match (choice, microkernel::select(choice)) {
+        (microkernel::Choice::Tile(t), None) => Err(CompileError::Backend(format!(
+            "CNNC_KERNELS={}: this CPU lacks the {t:?} f32 tile's features ({})",
+            t.env_name(),
+            t.features()
+        ))),
+        (_, mk) => Ok(mk),
+    }
 }
 
 /// What an emitter knows about the node it compiles.

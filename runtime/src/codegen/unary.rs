@@ -27,7 +27,7 @@ const UNROLL: i64 = 4;
 /// multiples of the main loop's step so that only the last unit runs the tail, as one call
 /// would.
 pub(crate) fn emit_unary(jit: &mut Jit, cx: &EmitCx, op: UnaryOp) -> Result<Emitted, CompileError> {
-    emit_unary_with(jit, cx, op, microkernel::select(microkernel::Choice::from_env()))
+    emit_unary_with(jit, cx, op, super::f32_kernels()?)
 }
 
 /// [`emit_unary`] with the given microkernels: `exp`, `tanh`, `sigmoid` and `swish` run on the

@@ -83,13 +83,14 @@ pub(super) unsafe extern "C" fn sgemm_6x16_rows(
     unsafe { store(product_rows(k, a, x, offs), c, ldc, flags, bias, residual, p0, p1) }
 }
 
-/// Applies the epilogue and stores the tile's valid `m × n` part (`flags` bits 8..24).
+/// Applies the epilogue and stores the tile's valid `m × n` part (`flags` bits 8..24): the one
+/// epilogue of both f32 tiles (the AVX-512 tile passes its zmm rows as ymm halves).
 ///
 /// # Safety
 /// The contract of [`sgemm_6x16`] on `c`, `bias` and `residual`.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn store(
+pub(super) unsafe fn store(
     acc: [__m256; 12],
     c: *mut f32,
     ldc: usize,
@@ -536,8 +537,19 @@ fn insert(r: (__m256, __m256), off: usize, n: usize, a: __m256, b: __m256) -> (_
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Act, lcg};
+    use super::super::{Act, F32Tile, each_tile_or_skip, lcg};
     use super::*;
+
+    /// The f32 GEMM tiles this host has, as functions (a skip for each one it lacks).
+    fn tiles(test: &str) -> Vec<(F32Tile, SgemmFn, SgemmRowsFn)> {
+        let tile = |t: F32Tile| -> (F32Tile, SgemmFn, SgemmRowsFn) {
+            match t {
+                F32Tile::Avx512 => (t, super::super::avx512::sgemm_6x16, super::super::avx512::sgemm_6x16_rows),
+                F32Tile::Avx2 => (t, sgemm_6x16, sgemm_6x16_rows),
+            }
+        };
+        each_tile_or_skip(test).into_iter().map(|mk| tile(mk.tile)).collect()
+    }
 
     /// `act` on one value, in f64 (the kernel's own formulas are pinned bit for bit against
     /// the Cranelift activation kernels in `codegen::conv::packed_tests`).
@@ -563,72 +575,63 @@ mod tests {
 
     /// Every tile shape, flag combination and activation and a large `ldc`, against a plain
     /// loop. Biases of up to ±4 put the values in every activation's clamped ranges too.
-    /// Tolerance 1e-5 absolute: 7 products of values below 1/2 summed in another order, and
-    /// the activations' own rounding (the inline sigmoid is within 1.7e-7 relative).
+    /// Tolerance 1e-5 absolute: 7 products of values below 1/2 summed in another order (the
+    /// AVX-512 tile sums even and odd `k` apart), and the activations' own rounding (the
+    /// inline sigmoid is within 1.7e-7 relative). Every tile the host has.
     #[test]
     fn sgemm_6x16_matches_plain_loops_on_partial_tiles_and_every_flag() {
-        let _ = microkernels_or_skip!();
-        let k = 7;
-        let ldc = 21;
-        let (a, b) = (lcg(k * MR, 1), lcg(k * NR, 2));
-        let bias: Vec<f32> = lcg(MR, 3).iter().map(|v| v * 8.0).collect();
-        let c0 = lcg(MR * ldc, 4);
-        let res = lcg(MR * ldc, 5);
-        let acts = [
-            None,
-            Some(Act::Clamp { lo: -0.2, hi: 0.3 }),
-            Some(Act::Clamp { lo: 0.0, hi: f32::INFINITY }),
-            Some(Act::LeakyRelu { alpha: 0.1 }),
-            Some(Act::HardSigmoid { alpha: 0.2, beta: 0.5 }),
-            Some(Act::HardSwish),
-            Some(Act::Sigmoid),
-            Some(Act::Swish { beta: 1.0 }),
-            Some(Act::Swish { beta: 1.702 }),
-        ];
-        for flags in 0..8u32 {
-            for act in acts {
-                for (m, n) in [(6, 16), (1, 1), (5, 16), (6, 3), (2, 9)] {
-                    let mut c = c0.clone();
-                    let f = flags | act.map_or(0, Act::flags) | super::super::tile_flags(m, n);
-                    let (p0, p1) = act.map_or((f32::NAN, f32::NAN), Act::params);
-                    // SAFETY: the host has AVX2/FMA (`select` returned Some); buffers are sized above.
-                    unsafe {
-                        sgemm_6x16(
-                            k,
-                            a.as_ptr(),
-                            b.as_ptr(),
-                            c.as_mut_ptr(),
-                            ldc,
-                            f,
-                            bias.as_ptr(),
-                            res.as_ptr(),
-                            p0,
-                            p1,
-                        )
-                    };
-                    for r in 0..MR {
-                        for j in 0..ldc {
-                            let i = r * ldc + j;
-                            if r >= m || j >= n {
-                                assert_eq!(c[i].to_bits(), c0[i].to_bits(), "outside the tile");
-                                continue;
+        for (tile, gemm, _) in tiles("sgemm_6x16_matches_plain_loops_on_partial_tiles_and_every_flag") {
+            let k = 7;
+            let ldc = 21;
+            let (a, b) = (lcg(k * MR, 1), lcg(k * NR, 2));
+            let bias: Vec<f32> = lcg(MR, 3).iter().map(|v| v * 8.0).collect();
+            let c0 = lcg(MR * ldc, 4);
+            let res = lcg(MR * ldc, 5);
+            let acts = [
+                None,
+                Some(Act::Clamp { lo: -0.2, hi: 0.3 }),
+                Some(Act::Clamp { lo: 0.0, hi: f32::INFINITY }),
+                Some(Act::LeakyRelu { alpha: 0.1 }),
+                Some(Act::HardSigmoid { alpha: 0.2, beta: 0.5 }),
+                Some(Act::HardSwish),
+                Some(Act::Sigmoid),
+                Some(Act::Swish { beta: 1.0 }),
+                Some(Act::Swish { beta: 1.702 }),
+            ];
+            for flags in 0..8u32 {
+                for act in acts {
+                    for (m, n) in [(6, 16), (1, 1), (5, 16), (6, 3), (2, 9)] {
+                        let mut c = c0.clone();
+                        let f = flags | act.map_or(0, Act::flags) | super::super::tile_flags(m, n);
+                        let (p0, p1) = act.map_or((f32::NAN, f32::NAN), Act::params);
+                        // SAFETY: the host has the tile's features (`select` returned it); buffers are sized above.
+                        unsafe {
+                            gemm(k, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, f, bias.as_ptr(), res.as_ptr(), p0, p1)
+                        };
+                        for r in 0..MR {
+                            for j in 0..ldc {
+                                let i = r * ldc + j;
+                                if r >= m || j >= n {
+                                    assert_eq!(c[i].to_bits(), c0[i].to_bits(), "outside the tile");
+                                    continue;
+                                }
+                                let mut v: f32 = (0..k).map(|kk| a[kk * MR + r] * b[kk * NR + j]).sum();
+                                if flags & ACCUMULATE != 0 {
+                                    v += c0[i];
+                                }
+                                if flags & BIAS != 0 {
+                                    v += bias[r];
+                                }
+                                if flags & RESIDUAL != 0 {
+                                    v += res[i];
+                                }
+                                let v = act_f64(act, v);
+                                assert!(
+                                    (c[i] - v).abs() < 1e-5,
+                                    "{tile:?}: flags {flags} {act:?} tile {m}x{n} at ({r}, {j}): {} vs {v}",
+                                    c[i]
+                                );
                             }
-                            let mut v: f32 = (0..k).map(|kk| a[kk * MR + r] * b[kk * NR + j]).sum();
-                            if flags & ACCUMULATE != 0 {
-                                v += c0[i];
-                            }
-                            if flags & BIAS != 0 {
-                                v += bias[r];
-                            }
-                            if flags & RESIDUAL != 0 {
-                                v += res[i];
-                            }
-                            let v = act_f64(act, v);
-                            assert!(
-                                (c[i] - v).abs() < 1e-5,
-                                "flags {flags} {act:?} tile {m}x{n} at ({r}, {j}): {} vs {v}",
-                                c[i]
-                            );
                         }
                     }
                 }
@@ -637,30 +640,35 @@ mod tests {
     }
 
     /// `sgemm_6x16_rows` reading B's rows in place at scattered offsets gives the bits of
-    /// `sgemm_6x16` on the packed copy of the same rows, for every flag and tile shape.
+    /// `sgemm_6x16` on the packed copy of the same rows, for every flag and tile shape, on
+    /// every tile the host has (`k` odd: the AVX-512 tile's last, unpaired step too).
     #[test]
     fn sgemm_6x16_rows_matches_sgemm_6x16_on_the_packed_rows() {
-        let _ = microkernels_or_skip!();
-        let k = 9;
-        let ldc = 21;
-        let x = lcg(1000, 6);
-        let offs: Vec<i64> = (0..k as i64).map(|i| (i * 97 + 13 * (i % 3)) % 950).collect();
-        let packed: Vec<f32> = offs.iter().flat_map(|&o| x[o as usize..o as usize + NR].to_vec()).collect();
-        let a = lcg(k * MR, 1);
-        let bias = lcg(MR, 3);
-        let (c0, res) = (lcg(MR * ldc, 4), lcg(MR * ldc, 5));
-        for flags in 0..8u32 {
-            for (m, n) in [(6, 16), (1, 1), (5, 16), (6, 3)] {
-                let f = flags | Act::Sigmoid.flags() | super::super::tile_flags(m, n);
-                let (mut c1, mut c2) = (c0.clone(), c0.clone());
-                // SAFETY: AVX2/FMA present (`select`); every buffer is sized for the calls.
-                unsafe {
-                    let (bp, rp) = (bias.as_ptr(), res.as_ptr());
-                    sgemm_6x16(k, a.as_ptr(), packed.as_ptr(), c1.as_mut_ptr(), ldc, f, bp, rp, 0.0, 0.0);
-                    let c2p = c2.as_mut_ptr();
-                    sgemm_6x16_rows(k, a.as_ptr(), x.as_ptr(), offs.as_ptr(), c2p, ldc, f, bp, rp, 0.0, 0.0);
+        for (tile, gemm, gemm_rows) in tiles("sgemm_6x16_rows_matches_sgemm_6x16_on_the_packed_rows") {
+            let k = 9;
+            let ldc = 21;
+            let x = lcg(1000, 6);
+            let offs: Vec<i64> = (0..k as i64).map(|i| (i * 97 + 13 * (i % 3)) % 950).collect();
+            let packed: Vec<f32> = offs.iter().flat_map(|&o| x[o as usize..o as usize + NR].to_vec()).collect();
+            let a = lcg(k * MR, 1);
+            let bias = lcg(MR, 3);
+            let (c0, res) = (lcg(MR * ldc, 4), lcg(MR * ldc, 5));
+            for flags in 0..8u32 {
+                for (m, n) in [(6, 16), (1, 1), (5, 16), (6, 3)] {
+                    let f = flags | Act::Sigmoid.flags() | super::super::tile_flags(m, n);
+                    let (mut c1, mut c2) = (c0.clone(), c0.clone());
+                    // SAFETY: the tile's features are present (`select`); every buffer is sized for the calls.
+                    unsafe {
+                        let (bp, rp) = (bias.as_ptr(), res.as_ptr());
+                        gemm(k, a.as_ptr(), packed.as_ptr(), c1.as_mut_ptr(), ldc, f, bp, rp, 0.0, 0.0);
+                        let c2p = c2.as_mut_ptr();
+                        gemm_rows(k, a.as_ptr(), x.as_ptr(), offs.as_ptr(), c2p, ldc, f, bp, rp, 0.0, 0.0);
+                    }
+                    assert!(
+                        c1.iter().zip(&c2).all(|(p, q)| p.to_bits() == q.to_bits()),
+                        "{tile:?}: flags {flags} tile {m}x{n}"
+                    );
                 }
-                assert!(c1.iter().zip(&c2).all(|(p, q)| p.to_bits() == q.to_bits()), "flags {flags} tile {m}x{n}");
             }
         }
     }

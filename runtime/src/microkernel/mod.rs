@@ -1,13 +1,29 @@
 //! Precompiled register-tile microkernels (stable Rust, `std::arch`) that Cranelift-generated
 //! drivers call through `call_indirect`, selected at load from the host's CPU features.
 //!
-//! Cranelift's x64 backend stops at 128-bit vectors; these kernels use 256-bit AVX2/FMA for the
-//! innermost register tile, while the driver (loops over cache blocks and tiles, shapes and
-//! blockings baked in) stays generated code. See DESIGN.md § "Code generation".
+//! Cranelift's x64 backend stops at 128-bit vectors; these kernels use 256-bit AVX2/FMA (and,
+//! for the f32 GEMM tile, 512-bit AVX-512F where it pays) for the innermost register tile,
+//! while the driver (loops over cache blocks and tiles, shapes and blockings baked in) stays
+//! generated code. See DESIGN.md § "Code generation".
 //!
-//! Selection: [`select`] returns the kernels when the host has AVX2 and FMA, unless the
-//! environment variable `CNNC_KERNELS=cranelift` forces the portable pure-Cranelift kernels
-//! ([`Choice::from_env`]); the env var is read each time a model is compiled.
+//! Selection: [`select`] returns the kernels when the host has AVX2 and FMA, with one of two
+//! f32 GEMM tiles ([`F32Tile`]; same packing and contract, so the drivers do not change):
+//! the AVX-512 tile (`avx512.rs`) on an Intel CPU with AVX-512F (two 512-bit FMA ports on
+//! server cores), else the AVX2 tile (`avx2.rs`; AMD's Zen 4 double-pumps 512-bit FMAs, so
+//! there the AVX2 tile stays the default). Every other f32 kernel is AVX2 on both. The
+//! environment variable `CNNC_KERNELS`, read each time a model is compiled
+//! ([`Choice::from_env`]), is shared with the int8 tiers (`codegen::qlinear::int8_kernels`):
+//!
+//! | `CNNC_KERNELS` | f32 GEMM tile | int8 tier |
+//! |---|---|---|
+//! | unset (or unknown) | AVX-512 on Intel with AVX-512F, else AVX2 | best of AMX, VNNI, AVX2 |
+//! | `avx512` | AVX-512 (an error if the CPU lacks AVX-512F) | best |
+//! | `avx2` | AVX2 | AVX2 |
+//! | `vnni`, `amx` | as unset | that tier (an error if the CPU lacks it) |
+//! | `cranelift` | none: the portable Cranelift kernels | none |
+//!
+//! Forcing a tile the CPU lacks is a compile error naming the missing features
+//! (`codegen::f32_kernels`), never a silent fallback.
 //!
 //! The one `unsafe` boundary: [`select`] is the only place that takes the kernels' addresses,
 //! and it does so only after checking the CPU features their `#[target_feature]` needs. The
@@ -21,6 +37,8 @@ mod avx2_eltwise;
 mod avx2_small;
 #[cfg(target_arch = "x86_64")]
 mod avx2_winograd;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod depthwise;
 pub(crate) mod int8;
@@ -286,20 +304,93 @@ impl DwGeo {
 /// Channels per packed weight panel of `sgemv_panels`.
 pub(crate) const GEMV_PANEL: usize = 8;
 
-/// Which kernels a compile may use.
+/// The f32 GEMM register tiles (`sgemm_6x16`, `sgemm_6x16_rows`; the other f32 microkernels
+/// are AVX2 on both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum F32Tile {
+    /// AVX-512F: one zmm per tile row, two accumulator sets (`avx512.rs`).
+    Avx512,
+    /// AVX2 + FMA: two ymm per tile row (`avx2.rs`).
+    Avx2,
+}
+
+impl F32Tile {
+    /// Every tile, best first (the tests run each one the host has).
+    #[cfg(test)]
+    pub(crate) const ALL: [F32Tile; 2] = [F32Tile::Avx512, F32Tile::Avx2];
+
+    /// Whether this host has the CPU features the tile (and the AVX2 kernels beside it) needs.
+    pub(crate) fn supported(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            has!("avx2") && has!("fma") && (self == F32Tile::Avx2 || has!("avx512f"))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// The tile [`Choice::Auto`] takes: AVX-512 on an Intel CPU that has it, else AVX2 (if
+    /// supported). AMD's Zen 4 splits each 512-bit FMA into two 256-bit halves, so there the
+    /// zmm tile has the AVX2 tile's throughput and AVX2 stays the default; other vendors'
+    /// 512-bit units are not measured, so they keep AVX2 too.
+    pub(crate) fn preferred() -> Option<F32Tile> {
+        if F32Tile::Avx512.supported() && is_intel() {
+            return Some(F32Tile::Avx512);
+        }
+        F32Tile::Avx2.supported().then_some(F32Tile::Avx2)
+    }
+
+    /// The tile's name in `CNNC_KERNELS` and `CNNC_REQUIRE_CPU`.
+    pub(crate) fn env_name(self) -> &'static str {
+        match self {
+            F32Tile::Avx512 => "avx512",
+            F32Tile::Avx2 => "avx2",
+        }
+    }
+
+    /// The CPU features the tile needs, for error messages.
+    pub(crate) fn features(self) -> &'static str {
+        match self {
+            F32Tile::Avx512 => "avx512f, avx2, fma",
+            F32Tile::Avx2 => "avx2, fma",
+        }
+    }
+}
+
+/// Whether cpuid's vendor string is `GenuineIntel`.
+fn is_intel() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let id = std::arch::x86_64::__cpuid(0);
+        [id.ebx, id.edx, id.ecx].map(u32::to_le_bytes).concat() == b"GenuineIntel"
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Which f32 kernels a compile may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Choice {
-    /// The precompiled microkernels when the host supports them.
+    /// The precompiled microkernels when the host supports them, with the
+    /// [`F32Tile::preferred`] tile.
     Auto,
+    /// The precompiled microkernels with this tile (none when the host lacks it).
+    Tile(F32Tile),
     /// Only the pure-Cranelift kernels.
     Cranelift,
 }
 
 impl Choice {
-    /// `CNNC_KERNELS=cranelift` forces [`Choice::Cranelift`]; anything else is [`Choice::Auto`].
+    /// `CNNC_KERNELS` (case-insensitive): `cranelift` is [`Choice::Cranelift`], `avx512` and
+    /// `avx2` force that [`F32Tile`], anything else (unset, or an int8-only tier name such as
+    /// `vnni` or `amx`) is [`Choice::Auto`].
     pub(crate) fn from_env() -> Choice {
-        match std::env::var("CNNC_KERNELS") {
-            Ok(v) if v.eq_ignore_ascii_case("cranelift") => Choice::Cranelift,
+        let v = std::env::var("CNNC_KERNELS").unwrap_or_default().to_ascii_lowercase();
+        match v.as_str() {
+            "cranelift" => Choice::Cranelift,
+            "avx512" => Choice::Tile(F32Tile::Avx512),
+            "avx2" => Choice::Tile(F32Tile::Avx2),
             _ => Choice::Auto,
         }
     }
@@ -308,12 +399,14 @@ impl Choice {
 /// Addresses of the host's microkernels, for `iconst` + `call_indirect` in generated code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Microkernels {
-    /// `avx2::sgemm_6x16`, with the C signature
+    /// Which f32 GEMM tile `sgemm_6x16` and `sgemm_6x16_rows` are.
+    pub tile: F32Tile,
+    /// `avx2::sgemm_6x16` or `avx512::sgemm_6x16` (by [`Microkernels::tile`]), with the C signature
     /// `(k: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, flags: u32,
     /// bias: *const f32, residual: *const f32, p0: f32, p1: f32)`; `p0, p1` are the
     /// parameters of the activation `flags` selects ([`Act`]).
     pub sgemm_6x16: u64,
-    /// `avx2::sgemm_6x16_rows`: `sgemm_6x16` reading row `kk` of B in place at
+    /// `avx2::sgemm_6x16_rows` or `avx512::sgemm_6x16_rows`: `sgemm_6x16` reading row `kk` of B in place at
     /// `x + offs[kk]`, with the C signature `(k: usize, a: *const f32, x: *const f32,
     /// offs: *const i64, c: *mut f32, ldc: usize, flags: u32, bias: *const f32,
     /// residual: *const f32, p0: f32, p1: f32)`.
@@ -360,42 +453,82 @@ pub(crate) struct SmallKernels {
     pub pack_b_im2col_s2: u64,
 }
 
-/// The microkernels this host may run under `choice`, or `None` (use the Cranelift kernels).
+/// The microkernels this host may run under `choice`, or `None` (use the Cranelift kernels):
+/// also `None` when `choice` forces a tile the host lacks, which callers that take the choice
+/// from the user report as an error (`codegen::f32_kernels`).
 pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
-    if choice == Choice::Cranelift {
-        return None;
-    }
+    let tile = match choice {
+        Choice::Cranelift => return None,
+        Choice::Auto => F32Tile::preferred()?,
+        Choice::Tile(t) => t.supported().then_some(t)?,
+    };
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // The addresses are of functions whose target features were just checked; calling
-            // them is sound under the contracts on `avx2::sgemm_6x16`, `avx2::sgemm_6x16_rows`,
-            // `avx2::pack_b_im2col`, the `avx2_winograd` transforms, `depthwise::dw_conv_2d`,
-            // `depthwise::sgemv_panels` and `avx2_eltwise::unary_f32`, which the generated drivers
-            // keep.
-            let gemm: avx2::SgemmFn = avx2::sgemm_6x16;
-            let dw: depthwise::DwFn = depthwise::dw_conv_2d;
-            let gemv: depthwise::GemvFn = depthwise::sgemv_panels;
-            let rows: avx2::SgemmRowsFn = avx2::sgemm_6x16_rows;
-            let pack: avx2::PackFn = avx2::pack_b_im2col;
-            let unary: avx2_eltwise::EltwiseFn = avx2_eltwise::unary_f32;
-            let win: [avx2_winograd::InputFn; 2] = [avx2_winograd::winograd_input_f2, avx2_winograd::winograd_input_f4];
-            let wout: [avx2_winograd::OutputFn; 2] =
-                [avx2_winograd::winograd_output_f2, avx2_winograd::winograd_output_f4];
-            return Some(Microkernels {
-                sgemm_6x16: gemm as usize as u64,
-                sgemm_6x16_rows: rows as usize as u64,
-                pack_b_im2col: pack as usize as u64,
-                winograd_input: win.map(|f| f as usize as u64),
-                winograd_output: wout.map(|f| f as usize as u64),
-                dw_conv_2d: dw as usize as u64,
-                sgemv_panels: gemv as usize as u64,
-                small: avx2_small::kernels(),
-                unary_f32: unary as usize as u64,
-            });
-        }
+        // The addresses are of functions whose target features `F32Tile::supported` just
+        // checked (AVX2 and FMA, and AVX-512F for the AVX-512 tile); calling them is sound
+        // under the contracts on `avx2::sgemm_6x16`, `avx2::sgemm_6x16_rows`, their
+        // `avx512` twins, `avx2::pack_b_im2col`, the `avx2_winograd` transforms,
+        // `depthwise::dw_conv_2d`, `depthwise::sgemv_panels` and `avx2_eltwise::unary_f32`,
+        // which the generated drivers keep.
+        let (gemm, rows): (avx2::SgemmFn, avx2::SgemmRowsFn) = match tile {
+            F32Tile::Avx512 => (avx512::sgemm_6x16, avx512::sgemm_6x16_rows),
+            F32Tile::Avx2 => (avx2::sgemm_6x16, avx2::sgemm_6x16_rows),
+        };
+        let dw: depthwise::DwFn = depthwise::dw_conv_2d;
+        let gemv: depthwise::GemvFn = depthwise::sgemv_panels;
+        let pack: avx2::PackFn = avx2::pack_b_im2col;
+        let unary: avx2_eltwise::EltwiseFn = avx2_eltwise::unary_f32;
+        let win: [avx2_winograd::InputFn; 2] = [avx2_winograd::winograd_input_f2, avx2_winograd::winograd_input_f4];
+        let wout: [avx2_winograd::OutputFn; 2] = [avx2_winograd::winograd_output_f2, avx2_winograd::winograd_output_f4];
+        Some(Microkernels {
+            tile,
+            sgemm_6x16: gemm as usize as u64,
+            sgemm_6x16_rows: rows as usize as u64,
+            pack_b_im2col: pack as usize as u64,
+            winograd_input: win.map(|f| f as usize as u64),
+            winograd_output: wout.map(|f| f as usize as u64),
+            dw_conv_2d: dw as usize as u64,
+            sgemv_panels: gemv as usize as u64,
+            small: avx2_small::kernels(),
+            unary_f32: unary as usize as u64,
+        })
     }
-    None
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = tile;
+        None
+    }
+}
+
+/// In a test: the end of the readable, executable mapping of this process around `addr`
+/// (from `/proc/self/maps`), which bounds a scan of a kernel's machine code.
+#[cfg(test)]
+pub(crate) fn code_mapping_end(addr: usize) -> Option<usize> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|line| {
+        let (range, rest) = line.split_once(' ')?;
+        let (lo, hi) = range.split_once('-')?;
+        let (lo, hi) = (usize::from_str_radix(lo, 16).ok()?, usize::from_str_radix(hi, 16).ok()?);
+        let perms = rest.as_bytes();
+        (lo <= addr && addr < hi && perms.first() == Some(&b'r') && perms.get(2) == Some(&b'x')).then_some(hi)
+    })
+}
+
+/// In a test: the host's microkernels once per f32 GEMM tile ([`F32Tile::ALL`]) it supports,
+/// and for each tile it lacks a skip that says so, which [`crate::testing::cpu_skip`] turns
+/// into a failure where `CNNC_REQUIRE_CPU` names the tile.
+#[cfg(test)]
+pub(crate) fn each_tile_or_skip(test: &str) -> Vec<Microkernels> {
+    F32Tile::ALL
+        .into_iter()
+        .filter_map(|t| {
+            let mk = select(Choice::Tile(t));
+            if mk.is_none() {
+                crate::testing::cpu_skip(test, t.env_name());
+            }
+            mk
+        })
+        .collect()
 }
 
 /// `n` deterministic values in [-0.5, 0.5) (the microkernel tests' data).

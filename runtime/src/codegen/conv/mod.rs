@@ -76,13 +76,13 @@ use cranelift_frontend::FunctionBuilder;
 use super::builder::for_range;
 use super::gemm::kit::{self, for_dyn, gather, load_i64, shuffle32};
 use super::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit};
-use crate::microkernel::{self, Microkernels};
+use crate::microkernel::Microkernels;
 
 /// A conv with the epilogue `ep` (`Epilogue::default()` for a plain conv), through the
 /// packed-GEMM path with the host's microkernels when they apply (see [`microkernel::select`];
 /// `CNNC_KERNELS=cranelift` forces the Cranelift kernels).
 pub(crate) fn emit_conv(jit: &mut Jit, cx: &EmitCx, a: &ConvAttrs, ep: &Epilogue) -> Result<Emitted, CompileError> {
-    emit_conv_with(jit, cx, a, ep, microkernel::select(microkernel::Choice::from_env()))
+    emit_conv_with(jit, cx, a, ep, super::f32_kernels()?)
 }
 
 /// A conv with `ep` applied to each output value (conv + bias) before it is stored, with the
@@ -139,7 +139,7 @@ pub(crate) fn emit_conv_with(
 
 pub(crate) fn emit_conv_transpose(jit: &mut Jit, cx: &EmitCx, a: &ConvTransposeAttrs) -> Result<Emitted, CompileError> {
     let geo = Geo::conv_transpose(cx, a)?;
-    transpose::emit(jit, cx, &geo, microkernel::select(microkernel::Choice::from_env()))
+    transpose::emit(jit, cx, &geo, super::f32_kernels()?)
 }
 
 /// Shapes of a (transposed) convolution embedded in three spatial axes (depth, rows,

@@ -121,7 +121,14 @@ fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
 
 #[test]
 fn packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv() {
-    let mk = microkernels_or_skip!();
+    for mk in each_f32_tile!() {
+        // Printed so that a failure's captured output names the tile.
+        eprintln!("f32 tile {:?}", mk.tile);
+        packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv_on(mk);
+    }
+}
+
+fn packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv_on(mk: Microkernels) {
     let a = ConvAttrs {
         kernel: vec![3, 3],
         strides: vec![1, 1],
@@ -200,7 +207,14 @@ fn wide_residual(shape: &[usize]) -> Tensor {
 /// activation with the same operations in the same order (see `microkernel::Act`).
 #[test]
 fn packed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit() {
-    let mk = microkernels_or_skip!();
+    for mk in each_f32_tile!() {
+        // Printed so that a failure's captured output names the tile.
+        eprintln!("f32 tile {:?}", mk.tile);
+        packed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit_on(mk);
+    }
+}
+
+fn packed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit_on(mk: Microkernels) {
     let a = ConvAttrs {
         kernel: vec![3, 3],
         strides: vec![1, 1],
@@ -254,7 +268,14 @@ fn packed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit()
 /// by unit in reverse gives the same bits.
 #[test]
 fn in_place_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
-    let mk = microkernels_or_skip!();
+    for mk in each_f32_tile!() {
+        // Printed so that a failure's captured output names the tile.
+        eprintln!("f32 tile {:?}", mk.tile);
+        in_place_1x1_conv_matches_the_direct_conv_and_any_unit_split_on(mk);
+    }
+}
+
+fn in_place_1x1_conv_matches_the_direct_conv_and_any_unit_split_on(mk: Microkernels) {
     let pointwise = |group| ConvAttrs {
         kernel: vec![1, 1],
         strides: vec![1, 1],
@@ -430,7 +451,14 @@ fn transposed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_b
 /// straddle) and a 3×3 stride-2 conv, against the direct conv and any unit split.
 #[test]
 fn stride_2_packed_convs_match_the_direct_conv_and_any_unit_split() {
-    let mk = microkernels_or_skip!();
+    for mk in each_f32_tile!() {
+        // Printed so that a failure's captured output names the tile.
+        eprintln!("f32 tile {:?}", mk.tile);
+        stride_2_packed_convs_match_the_direct_conv_and_any_unit_split_on(mk);
+    }
+}
+
+fn stride_2_packed_convs_match_the_direct_conv_and_any_unit_split_on(mk: Microkernels) {
     let conv = |k: usize, p: usize| ConvAttrs {
         kernel: vec![k, k],
         strides: vec![2, 2],

@@ -156,12 +156,11 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
     assert!(rel <= 1e-6, "{what}: rel-L2 {rel:.3e}");
 }
 
-/// Both kernel choices: the host's microkernels (when it has them) and pure Cranelift.
+/// Every kernel choice: pure Cranelift and the host's microkernels with each f32 GEMM tile it
+/// has (a skip for each tile it lacks).
 fn choices() -> Vec<Option<Microkernels>> {
     let mut v = vec![None];
-    if let Some(mk) = select(Choice::Auto) {
-        v.push(Some(mk));
-    }
+    v.extend(each_f32_tile!().into_iter().map(Some));
     v
 }
 
@@ -191,7 +190,7 @@ fn upsampling_paths_match_the_reference_and_any_unit_split() {
     for c in &cases {
         let direct = c.check_with(transpose_upsample::emit_direct);
         assert_eq!(direct.1, "conv-transpose-upsample");
-        if let Some(mk) = select(Choice::Auto) {
+        for mk in choices().into_iter().flatten() {
             let gemm = c.check_with(|jit, cx, geo| {
                 transpose_upsample::emit_gemm(jit, cx, geo, mk, const_f32(cx, 1).expect("constant weights"))
             });

@@ -279,7 +279,7 @@ mod tests {
 
     use super::super::emit_conv_with;
     use crate::codegen::{Aux, EmitCx, Epilogue, Jit};
-    use crate::microkernel::{Choice, Microkernels, select};
+    use crate::microkernel::{Choice, F32Tile, Microkernels, select};
 
     fn random(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed;
@@ -346,19 +346,21 @@ mod tests {
 
     #[test]
     fn winograd_units_in_reverse_give_the_bits_of_one_call() {
-        let mk = microkernels_or_skip!();
-        for algo in [ConvAlgo::Winograd2, ConvAlgo::Winograd4] {
-            // Many tile blocks; few blocks with channel chunks and a partial channel tile;
-            // two images.
-            for (x, m) in [([1, 8, 61, 37], 20), ([1, 16, 9, 11], 83), ([2, 5, 18, 18], 13)] {
-                let (whole, variant, units) = run(x, m, algo, Some(mk), |u| vec![(0, u)]);
-                assert!(variant.is_some_and(|v| v.starts_with("conv-winograd")), "{variant:?}");
-                assert!(units >= 2, "{x:?}→{m}: {units} units");
-                let (split, _, _) = run(x, m, algo, Some(mk), |u| (0..u).rev().map(|i| (i, i + 1)).collect());
-                assert!(
-                    whole.iter().zip(&split).all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{algo:?} {x:?}→{m}: unit-by-unit run differs ({units} units)"
-                );
+        for mk in each_f32_tile!() {
+            let tile = mk.tile;
+            for algo in [ConvAlgo::Winograd2, ConvAlgo::Winograd4] {
+                // Many tile blocks; few blocks with channel chunks and a partial channel tile;
+                // two images.
+                for (x, m) in [([1, 8, 61, 37], 20), ([1, 16, 9, 11], 83), ([2, 5, 18, 18], 13)] {
+                    let (whole, variant, units) = run(x, m, algo, Some(mk), |u| vec![(0, u)]);
+                    assert!(variant.is_some_and(|v| v.starts_with("conv-winograd")), "{variant:?}");
+                    assert!(units >= 2, "{tile:?} {x:?}→{m}: {units} units");
+                    let (split, _, _) = run(x, m, algo, Some(mk), |u| (0..u).rev().map(|i| (i, i + 1)).collect());
+                    assert!(
+                        whole.iter().zip(&split).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{tile:?} {algo:?} {x:?}→{m}: unit-by-unit run differs ({units} units)"
+                    );
+                }
             }
         }
     }
@@ -371,14 +373,16 @@ mod tests {
         for algo in [ConvAlgo::Winograd2, ConvAlgo::Winograd4] {
             let (direct, variant, _) = run([1, 9, 14, 10], 11, algo, None, |u| vec![(0, u)]);
             assert!(!variant.is_some_and(|v| v.starts_with("conv-winograd")), "{variant:?}");
-            let Some(mk) = select(Choice::Auto) else { continue };
-            let (wino, _, _) = run([1, 9, 14, 10], 11, algo, Some(mk), |u| vec![(0, u)]);
-            let (mut d, mut nrm) = (0f64, 0f64);
-            for (a, b) in wino.iter().zip(&direct) {
-                d += f64::from(a - b).powi(2);
-                nrm += f64::from(*b).powi(2);
+            for tile in F32Tile::ALL {
+                let Some(mk) = select(Choice::Tile(tile)) else { continue };
+                let (wino, _, _) = run([1, 9, 14, 10], 11, algo, Some(mk), |u| vec![(0, u)]);
+                let (mut d, mut nrm) = (0f64, 0f64);
+                for (a, b) in wino.iter().zip(&direct) {
+                    d += f64::from(a - b).powi(2);
+                    nrm += f64::from(*b).powi(2);
+                }
+                assert!((d / nrm).sqrt() <= 1e-5, "{algo:?} {tile:?}: rel-L2 {:.2e}", (d / nrm).sqrt());
             }
-            assert!((d / nrm).sqrt() <= 1e-5, "{algo:?}: rel-L2 {:.2e}", (d / nrm).sqrt());
         }
     }
 }

@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-use super::super::PackGeo;
+use super::super::{PackGeo, code_mapping_end};
 use super::{
     ACCUMULATE, AMX_B_SLACK, FINAL, KBlock, OUT_F32, OUT_I8, OUT_I32, OUT_SHIFT, OUT_U8, PackedA, QGemmFn, QOut, QTier,
     WIDE, amx, avx2, pack, pack_a, qkernels, qtile_flags, vnni,
@@ -698,19 +698,6 @@ fn pack_b_im2col_u8_handles_large_blocks_across_chunks_and_wide_images() {
 /// length `L'L` = 10 (512 bits) in bits 6..5, then opcode 0x50. (`vpdpbusds` is 0x51.)
 fn is_vpdpbusd_zmm(code: &[u8]) -> bool {
     matches!(code, [0x62, p0, p1, p2, 0x50, ..] if p0 & 0x07 == 0x02 && p1 & 0x87 == 0x05 && p2 & 0x60 == 0x40)
-}
-
-/// The end of the readable, executable mapping of this process around `addr` (from
-/// `/proc/self/maps`).
-fn code_mapping_end(addr: usize) -> Option<usize> {
-    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    maps.lines().find_map(|line| {
-        let (range, rest) = line.split_once(' ')?;
-        let (lo, hi) = range.split_once('-')?;
-        let (lo, hi) = (usize::from_str_radix(lo, 16).ok()?, usize::from_str_radix(hi, 16).ok()?);
-        let perms = rest.as_bytes();
-        (lo <= addr && addr < hi && perms.first() == Some(&b'r') && perms.get(2) == Some(&b'x')).then_some(hi)
-    })
 }
 
 /// The VNNI kernel really is `vpdpbusd` code: its first 4 KiB of machine code (bounded by the
