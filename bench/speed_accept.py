@@ -256,8 +256,10 @@ def int8case(args):
             tag = name.split(",")[0].replace(" ", "").replace("-", "")
             art, rep = os.path.join(work, f"{stem}_{tag}.cnnc"), os.path.join(work, f"{stem}_{tag}.json")
             b = "1" if name.startswith("int8") else str(budget)
+            # The main -O speed model is also written back as ONNX (bench/speed_onnx_agreement.py reads it).
+            emit = ["--emit-onnx", os.path.join(work, f"{stem}_Ospeed.onnx")] if name == "-O speed" else []
             _, secs, rss = run([cnnc, "opt", model, "-O", "speed", *flags, "--calib", calib, "--max-drop", b, *fam,
-                                "--threads", "1", "-o", art, "--report", rep])
+                                "--threads", "1", "-o", art, "--report", rep, *emit])
             res.append((name, art, json.load(open(rep))["speed"], secs, rss))
         arts = [o1] + [a for _, a, _, _, _ in res]
         runs = 20 if stem == "ppocr_v4_det" else args.runs

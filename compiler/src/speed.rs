@@ -6,8 +6,9 @@
 //! 2. Fit split: each replaceable layer's input second moment (subsampled patches).
 //! 3. Proposals (SVD, Tucker-2, …) with exact fit-split layer errors; exact rules around them;
 //!    price the new kernels.
-//! 4. Fit split: each layer's sensitivity (the layer's proposal with the layer error closest to
-//!    [`SENSITIVITY_EPS`] in place, run end to end on the continuous surrogate of the metric).
+//! 4. Validation split: each layer's sensitivity (the layer's low-rank proposal with the layer
+//!    error closest to [`SENSITIVITY_EPS`] in place, and apart from it its int8 form, run end to
+//!    end on the continuous surrogate of the metric).
 //! 5. Budgeted extraction on the predicted error (`Σ (s_L·e_p)²` against the surrogate budget),
 //!    then validation of the user's metric on the validation split; the surrogate budget is
 //!    searched (loosened while the result fits, tightened while it does not, then bisected; at
@@ -134,7 +135,10 @@ pub struct LayerChoice {
     pub name: String,
     pub op: &'static str,
     pub macs: u64,
+    /// The metric's change per unit of layer error: measured with a low-rank proposal, and
+    /// with the layer's int8 form (NaN where the layer has none).
     pub sensitivity: f64,
+    pub int8_sensitivity: f64,
     /// `original`, or the family of the chosen proposal.
     pub form: &'static str,
     pub ranks: Vec<usize>,
@@ -306,8 +310,11 @@ pub fn optimize_speed(
     cost.add_egraph(&search.loaded.egraph, oracle);
     times.cost += ms(t);
     let t = std::time::Instant::now();
-    let probed = proposals.iter().map(|p| p.layer).collect::<std::collections::BTreeSet<_>>().len();
-    ev.set_phase(format!("-O speed: sensitivity of each of {probed} layers with proposals"));
+    let probed = |int8: bool| {
+        let layers = proposals.iter().filter(|p| (p.family == Family::Int8) == int8).map(|p| p.layer);
+        layers.collect::<std::collections::BTreeSet<_>>().len()
+    };
+    ev.set_phase(format!("-O speed: sensitivity of each of {} layers with low-rank proposals", probed(false)));
     let probe = error::Probe {
         metric: surrogate_metric,
         eps: SENSITIVITY_EPS,
@@ -315,8 +322,10 @@ pub fn optimize_speed(
         max_samples: SENSITIVITY_SAMPLES,
     };
     let sens = error::sensitivities(&mut ev, &search.loaded.egraph, &lossless, &proposals, probe)?;
+    ev.set_phase(format!("-O speed: sensitivity of each of {} layers to its int8 form", probed(true)));
+    let sens_int8 = error::int8_sensitivities(&mut ev, &search.loaded.egraph, &lossless, &proposals, probe)?;
     times.sensitivity = ms(t);
-    let errors = error::predicted_errors(&proposals, &sens);
+    let errors = error::predicted_errors_with(&proposals, &sens, &sens_int8);
 
     // The original model's outputs on validation and test, the reference of every drop.
     let reference = |ev: &mut RuntimeEvaluator, split| -> Result<Vec<Vec<Tensor>>, EvalError> {
@@ -484,8 +493,11 @@ pub fn optimize_speed(
             ev.set_phase(format!("-O speed: auditing the error model ({n} single proposals, {n} mixes)"));
             let test_ref =
                 if set.samples(Split::Test).is_empty() { None } else { Some(reference(&mut ev, Split::Test)?) };
+            // Every probe is left out of the singles: its prediction is its own measurement.
             let probes: Vec<cnnc_passes::ProposalId> = (0..lossless.layers.len())
-                .filter_map(|l| error::probe_of(&proposals, l, SENSITIVITY_EPS).map(|p| p.id))
+                .flat_map(|l| [error::probe_of(&proposals, l, SENSITIVITY_EPS), error::int8_probe_of(&proposals, l)])
+                .flatten()
+                .map(|p| p.id)
                 .collect();
             let a = crate::audit::audit(
                 &mut ev,
@@ -521,6 +533,7 @@ pub fn optimize_speed(
                 },
                 macs: l.macs(),
                 sensitivity: sens.get(i).copied().unwrap_or(f64::NAN),
+                int8_sensitivity: sens_int8.get(i).copied().unwrap_or(f64::NAN),
                 form: p.map_or("original", |p| p.family.name()),
                 ranks: p.map(|p| p.ranks.clone()).unwrap_or_default(),
                 form_macs: p.map_or(l.macs(), |p| p.macs),

@@ -268,10 +268,13 @@ fn tucker2_does_not_fire_on_depthwise_or_grouped_convs_nor_on_1x1() {
     let g = conv_chain([1, 16, 8, 8], &[(16, 16, 3, 1, 1, 16), (16, 16, 3, 1, 1, 2), (16, 24, 1, 1, 0, 1)], true);
     let s = search(&g, &config(&[Family::Tucker2], &[0.5, 0.9]));
     assert!(s.proposals.is_empty(), "{:?}", s.proposals);
-    // SVD takes the 1×1 conv (the only one-group conv) and nothing else.
+    // SVD takes the 1×1 conv (the only one-group conv) and nothing else; the grouped convs are
+    // layers too (for the int8 family), without low-rank proposals.
     let s = search(&g, &config(&[Family::Svd], &[0.5, 0.9]));
     assert!(!s.proposals.is_empty());
-    assert!(s.proposals.iter().all(|p| p.layer == 0), "{:?}", s.proposals);
+    assert_eq!(s.lossless.layers.len(), 3);
+    let plain = |p: &Proposal| s.lossless.layers[p.layer].group() == 1 && s.lossless.layers[p.layer].kernel() == (1, 1);
+    assert!(s.proposals.iter().all(plain), "{:?}", s.proposals);
 }
 
 #[test]

@@ -94,8 +94,9 @@ fn parse_drop(s: &str) -> Result<f64, String> {
         None => (s, 1.0),
     };
     match num.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 && v * scale < 1.0 => Ok(v * scale),
-        _ => Err(format!("expected a fraction in [0, 1) such as 0.01, or a percentage such as 1%, got `{s}`")),
+        // 1 (100 %) allows any drop: what `--families int8 --max-drop 1` uses to quantize all it can.
+        Ok(v) if v.is_finite() && v >= 0.0 && v * scale <= 1.0 => Ok(v * scale),
+        _ => Err(format!("expected a fraction in [0, 1] such as 0.01, or a percentage such as 1%, got `{s}`")),
     }
 }
 

@@ -28,10 +28,19 @@ use super::Proposal;
 /// sensitivity is 0: budgeted extraction treats an error of exactly 0 as lossless (free at
 /// λ = ∞), which only an exact factorization is.
 pub fn predicted_errors(proposals: &[Proposal], sensitivity: &[f64]) -> Vec<f64> {
+    predicted_errors_with(proposals, sensitivity, sensitivity)
+}
+
+/// [`predicted_errors`] with the sensitivities of the low-rank families' probes (`sensitivity`)
+/// and of the int8 forms (`int8`, see [`int8_probe_of`]) apart: a quantized layer's error is
+/// noise spread over every output direction, a truncation's is structured, and one moves the
+/// network's output differently from the other per unit of layer error.
+pub fn predicted_errors_with(proposals: &[Proposal], sensitivity: &[f64], int8: &[f64]) -> Vec<f64> {
     proposals
         .iter()
         .map(|p| {
-            let s = sensitivity.get(p.layer).copied().unwrap_or(f64::INFINITY);
+            let table = if p.family == super::Family::Int8 { int8 } else { sensitivity };
+            let s = table.get(p.layer).copied().unwrap_or(f64::INFINITY);
             let e = s * p.held_out_error;
             let floor = if p.rel_error > 0.0 || p.held_out_error > 0.0 { f64::MIN_POSITIVE } else { 0.0 };
             (e * e).max(floor)
@@ -42,14 +51,20 @@ pub fn predicted_errors(proposals: &[Proposal], sensitivity: &[f64]) -> Vec<f64>
 /// How sensitivities are measured: the change of `metric` (a continuous one: `rel-l2`,
 /// `logit-l2`, `cosine`) on the first `max_samples` samples of `split` with a proposal of
 /// relative layer error close to `eps` in place.
-/// The proposal that probes `layer`'s sensitivity: the one whose held-out error is closest to
-/// `eps` in ratio (`None` when the layer has no proposal with an error).
+/// The proposal that probes `layer`'s sensitivity to the low-rank families: the one whose
+/// held-out error is closest to `eps` in ratio (`None` when the layer has no low-rank proposal
+/// with an error).
 pub fn probe_of(proposals: &[Proposal], layer: usize, eps: f64) -> Option<&Proposal> {
     let distance = |p: &&Proposal| (p.held_out_error / eps).ln().abs();
     proposals
         .iter()
-        .filter(|p| p.layer == layer && p.held_out_error > 0.0)
+        .filter(|p| p.layer == layer && p.held_out_error > 0.0 && p.family != super::Family::Int8)
         .min_by(|a, b| distance(a).total_cmp(&distance(b)))
+}
+
+/// The int8 form of `layer`, its own sensitivity probe (one per layer).
+pub fn int8_probe_of(proposals: &[Proposal], layer: usize) -> Option<&Proposal> {
+    proposals.iter().find(|p| p.layer == layer && p.held_out_error > 0.0 && p.family == super::Family::Int8)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -72,7 +87,36 @@ pub fn sensitivities(
     proposals: &[Proposal],
     probe: Probe,
 ) -> Result<Vec<f64>, crate::EvalError> {
-    let Probe { metric, eps, split, max_samples } = probe;
+    let probes: Vec<Option<&Proposal>> =
+        (0..lossless.layers.len()).map(|i| probe_of(proposals, i, probe.eps)).collect();
+    sensitivities_of(evaluator, egraph, lossless, &probes, probe)
+}
+
+/// Each layer's sensitivity to its int8 form ([`int8_probe_of`]), measured as
+/// [`sensitivities`] measures the low-rank one (NaN for a layer without an int8 form).
+pub fn int8_sensitivities(
+    evaluator: &mut dyn crate::Evaluator,
+    egraph: &egg::EGraph<crate::Cnn, crate::CnnAnalysis>,
+    lossless: &crate::Lossless,
+    proposals: &[Proposal],
+    probe: Probe,
+) -> Result<Vec<f64>, crate::EvalError> {
+    let probes: Vec<Option<&Proposal>> = (0..lossless.layers.len()).map(|i| int8_probe_of(proposals, i)).collect();
+    sensitivities_of(evaluator, egraph, lossless, &probes, probe)
+}
+
+/// The sensitivity of each layer `i` with `probes[i]` in place (see [`sensitivities`]).
+fn sensitivities_of(
+    evaluator: &mut dyn crate::Evaluator,
+    egraph: &egg::EGraph<crate::Cnn, crate::CnnAnalysis>,
+    lossless: &crate::Lossless,
+    probes: &[Option<&Proposal>],
+    probe: Probe,
+) -> Result<Vec<f64>, crate::EvalError> {
+    let Probe { metric, split, max_samples, .. } = probe;
+    if probes.iter().all(Option::is_none) {
+        return Ok(vec![f64::NAN; probes.len()]);
+    }
     let enough = |b: &crate::EvalBatch<'_>| {
         let seen = b.first + b.outputs.first().and_then(|t| t.shape().first().copied()).unwrap_or(1);
         if seen >= max_samples { crate::Flow::Stop } else { crate::Flow::Continue }
@@ -83,8 +127,8 @@ pub fn sensitivities(
         Ok(enough(&b))
     })?;
     let mut out = Vec::with_capacity(lossless.layers.len());
-    for i in 0..lossless.layers.len() {
-        let Some(p) = probe_of(proposals, i, eps) else {
+    for p in probes {
+        let Some(p) = *p else {
             out.push(f64::NAN);
             continue;
         };
