@@ -71,7 +71,7 @@ def main():
             in_name = s.get_inputs()[0].name
             ours = {t: [] for t in taps}
             for i in range(len(x)):
-                out = dict(zip([o.name for o in s.get_outputs()], s.run(taps, {in_name: x[i:i + 1]})))
+                out = dict(zip(taps, s.run(taps, {in_name: x[i:i + 1]})))
                 for t in taps:
                     ours[t].append(out[t])
             ort_ints = {t: np.concatenate(v, axis=0) for t, v in ours.items()}

@@ -101,11 +101,19 @@ pub fn to_graph_values(
     let mut g = Graph::new(analysis.graph_name.clone());
     // Inputs keep their numbering even when unused.
     let inputs: Vec<ValueRef> = analysis.inputs.iter().map(|(n, t)| g.add_input(n.clone(), t.clone())).collect();
+    // `base`, else `base.2`, `base.3`, … — the first not taken, also by a node whose own name
+    // already ends in such a suffix (an imported `X.2` beside a second `X`).
     let mut names: HashMap<String, usize> = HashMap::new();
+    let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut unique = |base: &str| -> String {
         let n = names.entry(base.to_owned()).or_insert(0);
-        *n += 1;
-        if *n == 1 { base.to_owned() } else { format!("{base}.{n}") }
+        loop {
+            *n += 1;
+            let name = if *n == 1 { base.to_owned() } else { format!("{base}.{n}") };
+            if taken.insert(name.clone()) {
+                return name;
+            }
+        }
     };
     // The value(s) each term node stands for.
     let mut vals: Vec<Vec<ValueRef>> = Vec::with_capacity(nodes.len());

@@ -179,6 +179,13 @@ pub(super) fn lower_slice(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, 
 pub(super) fn lower_gather(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered, ImportError> {
     let data = cx.input(node, 0)?;
     let indices = cx.input(node, 1)?;
+    // A u8/i8 table read at run-time indices (the lookup `--emit-onnx` writes for a quantized
+    // element-wise chain) keeps its type: its result feeds a DequantizeLinear. Constant
+    // indices fold with the widened constant (shape arithmetic).
+    let data = match cx.narrow_int_dtype(data) {
+        Some(d) if d.is_quantized() && cx.constant(indices).is_none() => super::quantize::quantized_input(cx, node, 0)?,
+        _ => data,
+    };
     let shape = cx.shape(data);
     let axis = node.axis("axis", node.int_or("axis", 0)?, shape.len())?;
     if let Some(idx) = cx.constant(indices).and_then(Tensor::as_i64) {
