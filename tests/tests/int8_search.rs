@@ -166,6 +166,18 @@ fn every_layer_gets_an_int8_form_and_the_chain_runs_on_integer_kernels() {
     assert!(d_int < 0.01, "integer kernels vs fake-quantized f32: {d_int}");
     let d_f32 = pooled(&g, &ints, &held_out);
     assert!(d_f32 < 0.05, "int8 network vs f32: {d_f32}");
+
+    // Written back as ONNX (QDQ, the lookup as a Gather from a byte table) and read again, it
+    // computes the same bits, and `-O1` of the re-import makes a graph that verifies (its node
+    // names, `X.2` beside a second `X`, stay unique).
+    let bytes = cnnc::onnx::export_bytes(&ints).expect("exports");
+    let back = cnnc::onnx::import_bytes(&bytes, "ints.onnx", &cnnc::onnx::ImportOptions::default()).expect("imports");
+    for (x, _) in &held_out {
+        let (a, b) = (run_reference(&ints, x).expect("runs"), run_reference(&back, x).expect("runs"));
+        assert_eq!(a[0].data(), b[0].data(), "the re-imported export");
+    }
+    let again = SpeedSearch::saturate(&back, &OptConfig::lossless());
+    again.extract_lossless(&MacCost::default()).expect("the re-import's -O1 graph verifies");
 }
 
 #[test]
