@@ -77,17 +77,24 @@ def bench_pair(cnnc, arts, rounds, runs, pin):
     return {a: float(np.median(v)) for a, v in times.items()}, times
 
 
-def mnist(args):
-    cnnc, work = args.cnnc, args.work
+def mnist_data(args):
+    """The last 1,000 MNIST test digits as a calibration folder of normalised .npy files, the first 9,000 as
+    WORK/mnist_9000.npy; returns (the folder, all 10,000 labels)."""
     d = np.load(os.path.join(args.shared, "data", "mnist_test.npz"))
     x = ((d["images"].astype(np.float32) / 255 - 0.1307) / 0.3081)[:, None].astype(np.float32)
-    labels = d["labels"].astype(np.int64)
-    calib = os.path.join(work, "mnist_calib")
+    calib = os.path.join(args.work, "mnist_calib")
     os.makedirs(calib, exist_ok=True)
     for i in range(9000, 10000):
         p = os.path.join(calib, f"digit_{i:05d}.npy")
         if not os.path.exists(p):
             np.save(p, x[i:i + 1])
+    np.save(os.path.join(args.work, "mnist_9000.npy"), x[:9000])
+    return calib, d["labels"].astype(np.int64)
+
+
+def mnist(args):
+    cnnc, work = args.cnnc, args.work
+    calib, labels = mnist_data(args)
     model = os.path.join(args.shared, "models", "mnist_cnn.onnx")
     o1 = os.path.join(work, "mnist_o1.cnnc")
     sp = os.path.join(work, "mnist_speed.cnnc")
@@ -96,7 +103,6 @@ def mnist(args):
     run([cnnc, "opt", model, "-O1", *shape, "--threads", "1", "-o", o1])
     _, secs, rss = run([cnnc, "opt", model, *shape, "-O", "speed", "--calib", calib, "--max-drop", "0.005", "--threads", "1",
                         "-o", sp, "--report", rep])
-    np.save(os.path.join(work, "mnist_9000.npy"), x[:9000])
     acc = {}
     for name, art in [("fp32 (-O1)", o1), ("-O speed", sp)]:
         out_dir = os.path.join(work, "mnist_out_" + os.path.basename(art))
@@ -235,16 +241,7 @@ def int8case(args):
     for stem in (args.models or list(cases)):
         flags, calib, budget, extra = cases[stem]
         if calib is None:
-            # The last 1,000 MNIST test digits as calibration (as the mnist case writes them).
-            dd = np.load(os.path.join(d, "mnist_test.npz"))
-            x = ((dd["images"].astype(np.float32) / 255 - 0.1307) / 0.3081)[:, None].astype(np.float32)
-            calib = os.path.join(work, "mnist_calib")
-            os.makedirs(calib, exist_ok=True)
-            for i in range(9000, 10000):
-                f = os.path.join(calib, f"digit_{i:05d}.npy")
-                if not os.path.exists(f):
-                    np.save(f, x[i:i + 1])
-            np.save(os.path.join(work, "mnist_9000.npy"), x[:9000])
+            calib, _ = mnist_data(args)
         model = os.path.join(args.shared, "models", stem + ".onnx")
         o1 = os.path.join(work, f"{stem}_o1.cnnc")
         run([cnnc, "opt", model, "-O1", *flags[:2], "--threads", "1", "-o", o1])

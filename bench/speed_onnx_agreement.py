@@ -44,7 +44,7 @@ def main():
     import numpy as np
     import onnx
     import onnxruntime as ort
-    from onnx import helper, numpy_helper
+    from onnx import helper
     sh = o8.Shared(a.shared)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,7 +59,6 @@ def main():
                 if node.op_type == "DequantizeLinear" and node.input[0] not in inits and node.input[0] not in taps:
                     zp = inits.get(node.input[2]) if len(node.input) > 2 else None
                     elem = zp.data_type if zp is not None else onnx.TensorProto.UINT8
-                    scale = float(numpy_helper.to_array(inits[node.input[1]]).reshape(-1)[0])
                     taps.append(node.input[0])
                     if node.input[0] not in [o.name for o in m.graph.output]:
                         m.graph.output.append(helper.make_tensor_value_info(node.input[0], elem, None))

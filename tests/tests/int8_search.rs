@@ -111,6 +111,17 @@ fn search(g: &VerifiedGraph) -> (Searched, ReferenceEvaluator) {
     (Searched { search, lossless, quant, proposals }, ev)
 }
 
+/// The graph budgeted extraction makes with every proposal chosen (errors tiny against the
+/// budget; MACs price an int8 op at a quarter of its f32 form).
+fn all_int8(s: &Searched) -> VerifiedGraph {
+    let errors = vec![1e-9; s.proposals.len()];
+    let egraph = &s.search.loaded.egraph;
+    let b =
+        extract_budgeted(egraph, s.search.root(), &MacCost::default(), &errors, 1.0, &s.search.seed).expect("extracts");
+    assert_eq!(b.point.proposals.len(), s.proposals.len(), "{:?}", b.point);
+    verify(to_graph(&b.extracted.expr, &egraph.analysis).expect("a graph")).expect("verifies")
+}
+
 /// rel-L2 of `got` against `want` over `inputs`, pooled.
 fn pooled(want: &VerifiedGraph, got: &VerifiedGraph, inputs: &[(Vec<Tensor>, Option<i64>)]) -> f64 {
     let (mut num, mut den) = (0.0, 0.0);
@@ -138,13 +149,8 @@ fn every_layer_gets_an_int8_form_and_the_chain_runs_on_integer_kernels() {
     let (qa, qb) = (s.quant[0].as_ref().expect("a"), s.quant[1].as_ref().expect("b"));
     assert_eq!(qa.y.params, qb.x.params);
 
-    // Every proposal chosen (errors tiny against the budget; MACs make int8 a quarter).
-    let errors = vec![1e-9; s.proposals.len()];
     let egraph = &s.search.loaded.egraph;
-    let b =
-        extract_budgeted(egraph, s.search.root(), &MacCost::default(), &errors, 1.0, &s.search.seed).expect("extracts");
-    assert_eq!(b.point.proposals.len(), 4, "{:?}", b.point);
-    let ints = verify(to_graph(&b.extracted.expr, &egraph.analysis).expect("a graph")).expect("verifies");
+    let ints = all_int8(&s);
     let count = |name: &str| ints.node_ids().filter(|&n| ints.node(n).op.name() == name).count();
     let ops: Vec<&str> = ints.node_ids().map(|n| ints.node(n).op.name()).collect();
     // Quantized once at the input, dequantized once at the output: the Q/DQ pairs between the
@@ -212,12 +218,8 @@ fn a_depthwise_block_runs_on_integer_kernels_with_the_hard_swish_as_a_lookup() {
     let expand = s.proposals.iter().find(|p| s.lossless.layers[p.layer].n_out() == 16 && p.layer != dw.layer);
     assert!(!expand.expect("expand").quant.as_ref().expect("int8").whole);
 
-    let errors = vec![1e-9; s.proposals.len()];
     let egraph = &s.search.loaded.egraph;
-    let b =
-        extract_budgeted(egraph, s.search.root(), &MacCost::default(), &errors, 1.0, &s.search.seed).expect("extracts");
-    assert_eq!(b.point.proposals.len(), 3, "{:?}", b.point);
-    let ints = verify(to_graph(&b.extracted.expr, &egraph.analysis).expect("a graph")).expect("verifies");
+    let ints = all_int8(&s);
     let ops: Vec<&str> = ints.node_ids().map(|n| ints.node(n).op.name()).collect();
     let count = |name: &str| ops.iter().filter(|o| **o == name).count();
     assert_eq!((count("quantize"), count("dequantize"), count("lookup")), (1, 1, 1), "{ops:?}");

@@ -50,6 +50,24 @@ pub(crate) fn for_range(
     b.switch_to_block(exit);
 }
 
+/// Emits `if cond { then() } else { other() }` (`cond` an `i8` truth value).
+pub(crate) fn if_else(
+    b: &mut FunctionBuilder,
+    cond: Value,
+    then: impl FnOnce(&mut FunctionBuilder),
+    other: impl FnOnce(&mut FunctionBuilder),
+) {
+    let (t, e, join) = (b.create_block(), b.create_block(), b.create_block());
+    b.ins().brif(cond, t, &[], e, &[]);
+    b.switch_to_block(t);
+    then(b);
+    b.ins().jump(join, &[]);
+    b.switch_to_block(e);
+    other(b);
+    b.ins().jump(join, &[]);
+    b.switch_to_block(join);
+}
+
 /// Work units for an outermost loop of `total` iterations cut into chunks of `grain`: how many
 /// units there are (at least 1).
 pub(crate) fn units_of(total: i64, grain: i64) -> u64 {

@@ -18,25 +18,8 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{ConstantData, Immediate, InstBuilder, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
-use super::builder::{for_range, mem};
+use super::builder::{for_range, if_else, mem};
 
-/// Emits `then` where `cond` (an `i8` truth value) is non-zero, `otherwise` else.
-fn if_else(
-    b: &mut FunctionBuilder,
-    cond: Value,
-    then: impl FnOnce(&mut FunctionBuilder),
-    otherwise: impl FnOnce(&mut FunctionBuilder),
-) {
-    let (t, e, join) = (b.create_block(), b.create_block(), b.create_block());
-    b.ins().brif(cond, t, &[], e, &[]);
-    b.switch_to_block(t);
-    then(b);
-    b.ins().jump(join, &[]);
-    b.switch_to_block(e);
-    otherwise(b);
-    b.ins().jump(join, &[]);
-    b.switch_to_block(join);
-}
 use super::gemm::kit::{for_dyn, offset};
 use super::{Aux, CompileError, EmitCx, Emitted, Jit};
 

@@ -27,7 +27,7 @@ use cranelift_codegen::ir::{AbiParam, InstBuilder, Signature, Value, types};
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::FunctionBuilder;
 
-use super::super::builder::for_range;
+use super::super::builder::{for_range, if_else};
 use super::super::gemm::kit::{self, for_dyn};
 use super::{AuxList, Geo, const_f32};
 use crate::codegen::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit};
@@ -248,24 +248,6 @@ pub(super) fn emit(
         });
     })?;
     Ok(Emitted::parallel(func, aux.bufs, units))
-}
-
-/// Emits `if cond { then() } else { other() }`.
-fn if_else(
-    b: &mut FunctionBuilder,
-    cond: Value,
-    then: impl FnOnce(&mut FunctionBuilder),
-    other: impl FnOnce(&mut FunctionBuilder),
-) {
-    let (t, e, join) = (b.create_block(), b.create_block(), b.create_block());
-    b.ins().brif(cond, t, &[], e, &[]);
-    b.switch_to_block(t);
-    then(b);
-    b.ins().jump(join, &[]);
-    b.switch_to_block(e);
-    other(b);
-    b.ins().jump(join, &[]);
-    b.switch_to_block(join);
 }
 
 /// Which full 16-pixel strips the microkernel reads in place from the input

@@ -89,6 +89,25 @@ unsafe fn store(geo: *const i64, acc: i32, scale: *const f32, y: *mut u8, c: usi
     }
 }
 
+/// The epilogue of a block's sums `lanes` (channels `c0..`, none past `n`).
+///
+/// # Safety
+/// As for [`store`], for every channel of the block below `n`; `corr` holds them.
+#[inline(always)]
+unsafe fn finish(geo: *const i64, lanes: &[i32], c0: usize, corr: *const i32, scale: *const f32, y: *mut u8) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let n = *geo.add(6);
+        for (l, &s) in lanes.iter().enumerate() {
+            let c = c0 + l;
+            if c as i64 >= n {
+                break;
+            }
+            store(geo, s.wrapping_add(*corr.add(c)), scale, y, c);
+        }
+    }
+}
+
 /// The VNNI kernel (see the module doc): four blocks at a time share each broadcast quad of
 /// `x`, one `vpdpbusd` per block and quad.
 ///
@@ -110,7 +129,6 @@ pub(super) unsafe extern "C" fn qgemv_vnni(
     // the channels of blocks b0..b1 below n).
     unsafe {
         let k = *geo as usize;
-        let n = *geo.add(6);
         let flip = if *geo.add(5) != 0 { 0x8080_8080u32 } else { 0 };
         let quads = k.div_ceil(4);
         let quad = |q: usize| -> i32 {
@@ -142,13 +160,7 @@ pub(super) unsafe extern "C" fn qgemv_vnni(
             for (j, a) in acc.iter().enumerate().take(nb) {
                 let mut lanes = [0i32; VNNI_BLOCK];
                 _mm512_storeu_si512(lanes.as_mut_ptr().cast(), *a);
-                for (l, &s) in lanes.iter().enumerate() {
-                    let c = (b + j) * VNNI_BLOCK + l;
-                    if c as i64 >= n {
-                        break;
-                    }
-                    store(geo, s.wrapping_add(*corr.add(c)), scale, y, c);
-                }
+                finish(geo, &lanes, (b + j) * VNNI_BLOCK, corr, scale, y);
             }
             b += nb;
         }
@@ -175,7 +187,6 @@ pub(super) unsafe extern "C" fn qgemv_avx2(
     // SAFETY: as for `qgemv_vnni`.
     unsafe {
         let k = *geo as usize;
-        let n = *geo.add(6);
         let signed = *geo.add(5) != 0;
         let pairs = k.div_ceil(2);
         let widen = |i: usize| -> u32 {
@@ -203,13 +214,7 @@ pub(super) unsafe extern "C" fn qgemv_avx2(
             for (j, a) in acc.iter().enumerate().take(nb) {
                 let mut lanes = [0i32; AVX2_BLOCK];
                 _mm256_storeu_si256(lanes.as_mut_ptr().cast(), *a);
-                for (l, &s) in lanes.iter().enumerate() {
-                    let c = (b + j) * AVX2_BLOCK + l;
-                    if c as i64 >= n {
-                        break;
-                    }
-                    store(geo, s.wrapping_add(*corr.add(c)), scale, y, c);
-                }
+                finish(geo, &lanes, (b + j) * AVX2_BLOCK, corr, scale, y);
             }
             b += nb;
         }
