@@ -183,6 +183,9 @@ pub fn plan(lossless: &Lossless) -> QuantPlan {
     }
     // The split nodes' old forms are dead; node ids of the others stay (a stable graph).
     g.remove_dead_nodes();
+    // Splitting a fused node into its base op, add and activation keeps every type, so the copy
+    // verifies; if it ever did not, the int8 family proposes nothing rather than failing the
+    // search (the lossless graph stays available).
     let graph = match cnnc_ir::verify(g) {
         Ok(g) => g,
         Err(_) => return QuantPlan { graph: lossless.graph.clone(), layers: vec![None; lossless.layers.len()] },
