@@ -1,7 +1,9 @@
 //! Throughput of the f32 register tiles (`microkernel::avx2`, `microkernel::avx512`),
 //! single-threaded: one full 6×16 tile call (packed A and B, bias and ReLU epilogue) for
-//! reductions of 64 and 256 (operands in L1) and 1024 (in L2), and the row-offset variant
-//! at 256. Median of 9 runs; pin it to one core:
+//! reductions of 64 and 256 (operands in L1) and 1024 (in L2), the row-offset variant
+//! at 256, and the transposed small-map tile (`small.sgemm_t`: 6 or 12 pixels read in place
+//! from channel planes of 49 and 196 floats, 16 channels) at k = 256 and 1024. Median of 9
+//! runs; pin it to one core:
 //!
 //! ```sh
 //! cargo build --release -p cnnc-runtime --example sgemm_tile_bench
@@ -24,6 +26,19 @@ use microkernel::{Act, BIAS, Choice, F32Tile, MR, NR, select, tile_flags};
 
 type Sgemm =
     unsafe extern "C" fn(usize, *const f32, *const f32, *mut f32, usize, u32, *const f32, *const f32, f32, f32);
+type SgemmT = unsafe extern "C" fn(
+    usize,
+    *const f32,
+    usize,
+    *const i64,
+    *const f32,
+    *mut f32,
+    usize,
+    u32,
+    *const f32,
+    *const f32,
+    u64,
+);
 type SgemmRows = unsafe extern "C" fn(
     usize,
     *const f32,
@@ -122,5 +137,39 @@ fn main() {
             std::hint::black_box(&mut c);
         });
         println!("  sgemm_6x16_rows, k = {k}: {:.1} GFLOP/s", 2.0 * (MR * NR * k) as f64 / s / 1e9);
+        // SAFETY: `select` checked the tile's CPU features; the documented signature.
+        let gemm_t = unsafe { std::mem::transmute::<u64, SgemmT>(mk.small.sgemm_t) };
+        let pr = mk.small.t_pixels;
+        let flags_t = BIAS | relu.flags() | tile_flags(pr, NR);
+        let bias_t = [0.5f32; NR];
+        for (k, plane) in [(256, 49), (1024, 49), (256, 196), (1024, 196)] {
+            let x: Vec<f32> = (0..k * plane).map(|i| (i % 5) as f32 * 0.01).collect();
+            let w: Vec<f32> = (0..k * NR).map(|i| (i % 7) as f32 * 0.01).collect();
+            // Consecutive pixels of one plane, as a 1×1 conv's first tile.
+            let offs: Vec<i64> = (0..pr as i64).collect();
+            let mut y = vec![0f32; NR * plane];
+            let s = median_secs(4_000_000 / k, || {
+                // SAFETY: `pr` offsets, each leaving `k` rows `plane` apart readable in `x`;
+                // `16·k` weights; a 16 × `pr` tile of `y` with row stride `plane`; 16 biases.
+                unsafe {
+                    gemm_t(
+                        k,
+                        x.as_ptr(),
+                        plane,
+                        offs.as_ptr(),
+                        w.as_ptr(),
+                        y.as_mut_ptr(),
+                        plane,
+                        flags_t,
+                        bias_t.as_ptr(),
+                        std::ptr::null(),
+                        0,
+                    )
+                };
+                std::hint::black_box(&mut y);
+            });
+            let gf = 2.0 * (pr * NR * k) as f64 / s / 1e9;
+            println!("  sgemm_t ({pr} pixels), k = {k}, plane {plane}: {gf:.1} GFLOP/s");
+        }
     }
 }

@@ -15,7 +15,7 @@ use super::{PackGeo, RESIDUAL, SmallKernels, with_act};
 pub(super) fn kernels() -> SmallKernels {
     let t: SgemmTFn = sgemm_6x16_t;
     let p: super::avx2::PackFn = pack_b_im2col_s2;
-    SmallKernels { sgemm_6x16_t: t as usize as u64, pack_b_im2col_s2: p as usize as u64 }
+    SmallKernels { sgemm_t: t as usize as u64, t_pixels: MR, pack_b_im2col_s2: p as usize as u64 }
 }
 
 pub(super) type SgemmTFn = unsafe extern "C" fn(
@@ -186,7 +186,7 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
 /// The contract of [`sgemm_6x16_t`] on `y`, `bias` and `residual`.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn store_t<const ACT: u32>(
+pub(super) unsafe fn store_t<const ACT: u32>(
     mut acc: [__m256; 12],
     y: *mut f32,
     ldy: usize,
@@ -367,7 +367,6 @@ fn evens(a: __m256, b: __m256) -> __m256 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::avx2::sgemm_6x16;
     use super::super::{Act, lcg, tile_flags};
     use super::*;
 
@@ -391,30 +390,47 @@ mod tests {
         }
     }
 
-    /// The transposed tile against `sgemm_6x16` on the same pixel panel packed as A (the same
-    /// FMA chain: the same bits) followed by the epilogue in scalar f32, for every tile shape,
-    /// epilogue flag and activation; nothing outside the tile is written. Bits must match
-    /// except through Sigmoid and Swish (the `exp` polynomial against f64) and on tiles of ≤ 2 pixels,
-    /// which sum in another order: 1e-5 absolute (values below 6, f32 rounding 2^-24).
+    /// On every f32 tile the host has: its transposed tile (`small.sgemm_t`, 6 or 12 pixels)
+    /// against the same sums in scalar f32 (`mul_add`, i.e. the same fused multiply-adds in the
+    /// tile's documented order: one chain from `kk = 0`, or even and odd `kk` in two chains
+    /// then added) followed by the epilogue in scalar f32, for every tile shape, epilogue flag
+    /// and activation; nothing outside the tile is written. Bits must match except through
+    /// Sigmoid and Swish (the `exp` polynomial against f64): 1e-5 absolute (values below 6,
+    /// f32 rounding 2^-24). k = 11 and 12: an odd and an even count (the split chains).
     #[test]
-    fn sgemm_6x16_t_is_the_transposed_sgemm_6x16_with_its_epilogue() {
-        let _ = microkernels_or_skip!();
-        let (k, lda, ldy) = (11, 37, 23);
+    fn transposed_tiles_give_their_documented_sums_and_epilogue() {
+        for mk in super::super::each_tile_or_skip("transposed_tiles_give_their_documented_sums_and_epilogue") {
+            // SAFETY: the address `select` returned for this host, with this signature.
+            let gemm_t = unsafe { std::mem::transmute::<usize, SgemmTFn>(mk.small.sgemm_t as usize) };
+            let pixels = mk.small.t_pixels;
+            // Which tiles split their chains: the AVX2 tile's of ≤ 2 pixels (`product_t2`), the
+            // AVX-512 tile's of ≤ 6 (`avx512::sgemm_12x16_t`).
+            let split = |m: usize| if pixels == MR { m <= 2 } else { m <= MR };
+            for k in [11, 12] {
+                transposed_tile_case(k, pixels, gemm_t, split);
+            }
+        }
+    }
+
+    fn transposed_tile_case(k: usize, pixels: usize, sgemm_t: SgemmTFn, split: impl Fn(usize) -> bool) {
+        let (lda, ldy) = (37, 23);
         let x = lcg(lda * k + 40, 1);
-        let offs: [i64; 6] = [0, 1, 5, 9, 30, 31];
+        let offs: Vec<i64> = [0, 1, 5, 9, 30, 31, 2, 3, 17, 18, 19, 36][..pixels].to_vec();
         let w = lcg(k * NR, 2);
         let bias: Vec<f32> = lcg(NR, 3).iter().map(|v| v * 8.0).collect();
         let res = lcg(NR * ldy, 5);
         let y0 = lcg(NR * ldy, 4);
-        // The pixel panel packed as `sgemm_6x16`'s A: `a[kk·6 + r] = x[offs[r] + kk·lda]`.
-        let a: Vec<f32> = (0..k).flat_map(|kk| offs.map(|o| x[o as usize + kk * lda])).collect();
-        let mut sums = vec![0f32; MR * NR];
-        // SAFETY: AVX2/FMA present (`select`); buffers sized for the call.
-        unsafe {
-            let f = tile_flags(MR, NR);
-            let null = std::ptr::null();
-            sgemm_6x16(k, a.as_ptr(), w.as_ptr(), sums.as_mut_ptr(), NR, f, null, null, 0.0, 0.0);
-        }
+        // Pixel `j`, channel `c`: Σ x[offs[j] + kk·lda]·w[kk·16 + c] in the tile's order.
+        let sum = |j: usize, c: usize, split: bool| {
+            let term = |kk: usize| (x[offs[j] as usize + kk * lda], w[kk * NR + c]);
+            let chain = |kks: &mut dyn Iterator<Item = usize>| {
+                kks.fold(0f32, |acc, kk| {
+                    let (a, b) = term(kk);
+                    a.mul_add(b, acc)
+                })
+            };
+            if split { chain(&mut (0..k).step_by(2)) + chain(&mut (1..k).step_by(2)) } else { chain(&mut (0..k)) }
+        };
         let acts = [
             None,
             Some(Act::Clamp { lo: 0.0, hi: f32::INFINITY }),
@@ -425,40 +441,47 @@ mod tests {
             Some(Act::Sigmoid),
             Some(Act::Swish { beta: 1.702 }),
         ];
+        let mut shapes = vec![(6, 16), (1, 16), (2, 7), (6, 5), (3, 9), (1, 1)];
+        if pixels > MR {
+            shapes.extend([(12, 16), (7, 3), (9, 16), (12, 1), (11, 11)]);
+        }
         for flags in [0, BIAS, RESIDUAL, BIAS | RESIDUAL] {
             for act in acts {
-                for (m, n) in [(6, 16), (1, 16), (2, 7), (6, 5), (3, 9), (1, 1)] {
+                for &(m, n) in &shapes {
                     let f = flags | act.map_or(0, Act::flags) | tile_flags(m, n);
                     let (p0, p1) = act.map_or((0.0, 0.0), Act::params);
                     let params = u64::from(p0.to_bits()) | (u64::from(p1.to_bits()) << 32);
                     let mut got = y0.clone();
-                    // SAFETY: AVX2/FMA present (`select`); buffers sized for the call.
+                    // SAFETY: the tile's CPU features present (`select`); buffers sized for the call.
                     unsafe {
                         let (xp, op, wp, bp, rp) = (x.as_ptr(), offs.as_ptr(), w.as_ptr(), bias.as_ptr(), res.as_ptr());
-                        sgemm_6x16_t(k, xp, lda, op, wp, got.as_mut_ptr(), ldy, f, bp, rp, params);
+                        sgemm_t(k, xp, lda, op, wp, got.as_mut_ptr(), ldy, f, bp, rp, params);
                     }
-                    for c in 0..NR {
+                    for (c, &bias_c) in bias.iter().enumerate() {
                         for j in 0..ldy {
                             let i = c * ldy + j;
                             if c >= n || j >= m {
                                 assert_eq!(got[i].to_bits(), y0[i].to_bits(), "outside the tile");
                                 continue;
                             }
-                            let mut v = sums[j * NR + c];
+                            let mut v = sum(j, c, split(m));
                             if flags & BIAS != 0 {
-                                v += bias[c];
+                                v += bias_c;
                             }
                             if flags & RESIDUAL != 0 {
                                 v += res[i];
                             }
                             let v = act_f32(act, v);
-                            // Tiles of ≤ 2 pixels sum in two chains (`product_t2`).
-                            let ok = if matches!(act, Some(Act::Sigmoid | Act::Swish { .. })) || m <= 2 {
+                            let ok = if matches!(act, Some(Act::Sigmoid | Act::Swish { .. })) {
                                 (got[i] - v).abs() <= 1e-5
                             } else {
                                 got[i].to_bits() == v.to_bits()
                             };
-                            assert!(ok, "flags {flags} {act:?} tile {m}x{n} at ({c}, {j}): {} vs {v}", got[i]);
+                            assert!(
+                                ok,
+                                "{pixels}-pixel tile, k {k}, flags {flags} {act:?} tile {m}x{n} at ({c}, {j}): {} vs {v}",
+                                got[i]
+                            );
                         }
                     }
                 }

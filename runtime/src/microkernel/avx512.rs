@@ -22,7 +22,16 @@
 use std::arch::x86_64::*;
 
 use super::avx2::store;
-use super::{MR, NR};
+use super::avx2_small::{SgemmTFn, store_t};
+use super::{MR, NR, SmallKernels, with_act};
+
+/// The small-map kernels on this tile: the 12-pixel transposed tile [`sgemm_12x16_t`] and the
+/// AVX2 stride-2 packer (packing is load/store bound; it has no zmm version). Called by
+/// `select` only, after it has checked AVX-512F, AVX2 and FMA.
+pub(super) fn small_kernels() -> SmallKernels {
+    let t: SgemmTFn = sgemm_12x16_t;
+    SmallKernels { sgemm_t: t as usize as u64, t_pixels: T_PIXELS, ..super::avx2_small::kernels() }
+}
 
 /// [`avx2::sgemm_6x16`](super::avx2::sgemm_6x16) on zmm registers: the same contract, and
 /// the same C signature ([`SgemmFn`](super::avx2::SgemmFn)).
@@ -70,6 +79,142 @@ pub(super) unsafe extern "C" fn sgemm_6x16_rows(
 ) {
     // SAFETY: the caller's contract above.
     unsafe { store(halves(product_rows(k, a, x, offs)), c, ldc, flags, bias, residual, p0, p1) }
+}
+
+/// Pixels per transposed tile on this tile set: twice the AVX2 transposed tile's 6.
+pub(super) const T_PIXELS: usize = 2 * MR;
+
+/// [`avx2_small::sgemm_6x16_t`](super::avx2_small::sgemm_6x16_t) on zmm registers and for 12
+/// pixels: `offs` holds 12 offsets and `m` (`flags` bits 8..16) may be up to 12; otherwise the
+/// same contract and C signature. One zmm per pixel holds its 16 channels; per `k` one zmm load
+/// of the weights, 12 broadcasts, 12 `vfmadd231ps zmm` (12 independent chains keep both
+/// 512-bit FMA ports busy), so each input cache line the broadcasts touch serves twice the
+/// multiply-adds of a 6-pixel tile. Full and 7..12-pixel tiles sum each element in one chain
+/// from `kk = 0` — the AVX2 transposed tile's order, so the two give the same bits there;
+/// tiles of 3..6 pixels split even and odd `k` over 6 rows, of ≤ 2 over 2 rows (enough chains;
+/// which pixels fall in a partial tile is fixed per layer, so any unit split gives the same
+/// bits). The epilogue is the AVX2 transposed tile's (`store_t`, per 6-pixel half).
+///
+/// # Safety
+/// The host supports AVX-512F, AVX2 and FMA (checked by `select`, the only place this address
+/// is taken); otherwise the contract of `avx2_small::sgemm_6x16_t` with 12 pixels.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe extern "C" fn sgemm_12x16_t(
+    k: usize,
+    x: *const f32,
+    lda: usize,
+    offs: *const i64,
+    w: *const f32,
+    y: *mut f32,
+    ldy: usize,
+    flags: u32,
+    bias: *const f32,
+    residual: *const f32,
+    params: u64,
+) {
+    let (p0, p1) = (f32::from_bits(params as u32), f32::from_bits((params >> 32) as u32));
+    // SAFETY: the caller's contract above (rows `r < 12` of `offs` are valid pixels).
+    unsafe {
+        let m = ((flags >> 8) & 0xff) as usize;
+        let z = _mm512_setzero_ps();
+        let (lo, hi) = if m > MR {
+            let acc = product_t12(k, x, lda, offs, w);
+            (std::array::from_fn(|r| acc[r]), std::array::from_fn(|r| acc[MR + r]))
+        } else if m > 2 {
+            (product_t::<MR>(k, x, lda, offs, w), [z; MR])
+        } else {
+            (product_t::<2>(k, x, lda, offs, w), [z; MR])
+        };
+        let rows = |f: u32, m: usize| (f & !0xff00) | ((m as u32) << 8);
+        with_act!(flags, ACT => {
+            store_t::<ACT>(halves(lo), y, ldy, rows(flags, m.min(MR)), bias, residual, p0, p1);
+            if m > MR {
+                let (y, res) = (y.add(MR), residual.wrapping_add(MR));
+                store_t::<ACT>(halves(hi), y, ldy, rows(flags, m - MR), bias, res, p0, p1);
+            }
+        })
+    }
+}
+
+/// The 12-pixel product of [`sgemm_12x16_t`]: pixel `r`'s 16 channels in `acc[r]`, one chain
+/// per element over `kk` in order.
+///
+/// # Safety
+/// The contract of [`sgemm_12x16_t`] on `x`, `lda`, `offs` and `w`.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn product_t12(k: usize, x: *const f32, lda: usize, offs: *const i64, w: *const f32) -> [__m512; T_PIXELS] {
+    let mut acc = [_mm512_setzero_ps(); T_PIXELS];
+    // SAFETY: the caller's contract: `x.offset(offs[r] + kk·lda)` readable for `r < 12`, `kk < k`;
+    // `w` holds `16·k` f32.
+    unsafe {
+        let xr: [*const f32; T_PIXELS] = std::array::from_fn(|r| x.offset(*offs.add(r) as isize));
+        let (mut w, mut i) = (w, 0usize);
+        for _ in 0..k {
+            // The AVX2 tile's hints (they never fault): the first and last pixels' input 8 K
+            // rows ahead, the weights 16 rows ahead. Without the input hints (which cost two
+            // registers: 5 pixel offsets are reloaded from the stack each step instead of 3),
+            // opennsfw's transposed layers ran 8.4 ms instead of 7.5 (1 thread, same session).
+            _mm_prefetch::<_MM_HINT_T0>(xr[0].wrapping_add(i + 8 * lda).cast());
+            _mm_prefetch::<_MM_HINT_T0>(xr[T_PIXELS - 1].wrapping_add(i + 8 * lda).cast());
+            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(16 * NR).cast());
+            let b = _mm512_loadu_ps(w);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_fmadd_ps(_mm512_set1_ps(*xr[r].add(i)), b, *acc);
+            }
+            w = w.add(NR);
+            i += lda;
+        }
+    }
+    acc
+}
+
+/// The transposed tile's product for its first `R` pixels (the others zero): pixel `r`'s 16
+/// channels in `acc[r]`, even `k` into one set, odd into the other, then `even + odd`.
+///
+/// # Safety
+/// The contract of [`sgemm_12x16_t`] on `x`, `lda`, `offs` (its first `R` rows) and `w`.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn product_t<const R: usize>(
+    k: usize,
+    x: *const f32,
+    lda: usize,
+    offs: *const i64,
+    w: *const f32,
+) -> [__m512; MR] {
+    let (mut even, mut odd) = ([_mm512_setzero_ps(); MR], [_mm512_setzero_ps(); MR]);
+    // SAFETY: the caller's contract: `x.offset(offs[r] + kk·lda)` readable for `r < R`, `kk < k`;
+    // `w` holds `16·k` f32.
+    unsafe {
+        let xr: [*const f32; MR] = std::array::from_fn(|r| if r < R { x.offset(*offs.add(r) as isize) } else { x });
+        let (mut w, mut i) = (w, 0usize);
+        for _ in 0..k / 2 {
+            _mm_prefetch::<_MM_HINT_T0>(xr[0].wrapping_add(i + 8 * lda).cast());
+            _mm_prefetch::<_MM_HINT_T0>(xr[R - 1].wrapping_add(i + 8 * lda).cast());
+            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(16 * NR).cast());
+            step_t::<R>(&mut even, &xr, i, _mm512_loadu_ps(w));
+            step_t::<R>(&mut odd, &xr, i + lda, _mm512_loadu_ps(w.add(NR)));
+            w = w.add(2 * NR);
+            i += 2 * lda;
+        }
+        if k % 2 == 1 {
+            step_t::<R>(&mut even, &xr, i, _mm512_loadu_ps(w));
+        }
+    }
+    sum(even, odd)
+}
+
+/// `acc[r] += x_r[i]·b` for the first `R` pixels: one `k` step of the transposed tile.
+///
+/// # Safety
+/// `xr[r].add(i)` is readable for `r < R`.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn step_t<const R: usize>(acc: &mut [__m512; MR], xr: &[*const f32; MR], i: usize, b: __m512) {
+    for r in 0..R {
+        // SAFETY: the caller's contract.
+        let ar = _mm512_set1_ps(unsafe { *xr[r].add(i) });
+        acc[r] = _mm512_fmadd_ps(ar, b, acc[r]);
+    }
 }
 
 /// The tile's rows as the AVX2 tile's 12 vectors (`[r·2 + half]`). The upper half is

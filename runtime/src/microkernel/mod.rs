@@ -10,7 +10,8 @@
 //! f32 GEMM tiles ([`F32Tile`]; same packing and contract, so the drivers do not change):
 //! the AVX-512 tile (`avx512.rs`) on an Intel CPU with AVX-512F (two 512-bit FMA ports on
 //! server cores), else the AVX2 tile (`avx2.rs`; AMD's Zen 4 double-pumps 512-bit FMAs, so
-//! there the AVX2 tile stays the default). Every other f32 kernel is AVX2 on both. The
+//! there the AVX2 tile stays the default). The AVX-512 tile brings its transposed small-map tile
+//! (`avx512::sgemm_6x16_t`); every other f32 kernel is AVX2 on both. The
 //! environment variable `CNNC_KERNELS`, read each time a model is compiled
 //! ([`Choice::from_env`]), is shared with the int8 tiers (`codegen::qlinear::int8_kernels`):
 //!
@@ -58,7 +59,8 @@ pub(crate) const BIAS: u32 = 2;
 pub(crate) const RESIDUAL: u32 = 4;
 /// `flags` bits 8..16: valid rows (1..=MR); bits 16..24: valid columns (1..=NR).
 pub(crate) fn tile_flags(rows: usize, cols: usize) -> u32 {
-    debug_assert!((1..=MR).contains(&rows) && (1..=NR).contains(&cols));
+    // Rows up to 12: the AVX-512 transposed tile's pixels.
+    debug_assert!((1..=2 * MR).contains(&rows) && (1..=NR).contains(&cols));
     ((rows as u32) << 8) | ((cols as u32) << 16)
 }
 
@@ -432,8 +434,9 @@ pub(crate) struct Microkernels {
     /// x: *const f32, y: *mut f32, m: usize, panels: usize, flags: u32, bias: *const f32,
     /// residual: *const f32, p0: f32, p1: f32)`.
     pub sgemv_panels: u64,
-    /// Small output maps and stride-2 columns (`avx2_small`): the transposed tile
-    /// `sgemm_6x16_t` (6 pixels read in place × 16 channels, stored channel-major) with the C
+    /// Small output maps and stride-2 columns (`avx2_small`): the transposed tile `sgemm_t`
+    /// (`sgemm_6x16_t`: 6 pixels read in place × 16 channels, stored channel-major; under the
+    /// AVX-512 tile `avx512::sgemm_12x16_t`, 12 pixels: `t_pixels` says how many) with the C
     /// signature `(k: usize, x: *const f32, lda: usize, offs: *const i64, w: *const f32,
     /// y: *mut f32, ldy: usize, flags: u32, bias: *const f32, residual: *const f32,
     /// params: u64)` (`params`: the activation's `p0` and `p1` as f32 bits, low and high
@@ -449,7 +452,9 @@ pub(crate) struct Microkernels {
 /// See [`Microkernels::small`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SmallKernels {
-    pub sgemm_6x16_t: u64,
+    pub sgemm_t: u64,
+    /// Pixels per `sgemm_t` tile (rows of its `offs`): 6 or 12.
+    pub t_pixels: usize,
     pub pack_b_im2col_s2: u64,
 }
 
@@ -470,9 +475,9 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
         // `avx512` twins, `avx2::pack_b_im2col`, the `avx2_winograd` transforms,
         // `depthwise::dw_conv_2d`, `depthwise::sgemv_panels` and `avx2_eltwise::unary_f32`,
         // which the generated drivers keep.
-        let (gemm, rows): (avx2::SgemmFn, avx2::SgemmRowsFn) = match tile {
-            F32Tile::Avx512 => (avx512::sgemm_6x16, avx512::sgemm_6x16_rows),
-            F32Tile::Avx2 => (avx2::sgemm_6x16, avx2::sgemm_6x16_rows),
+        let (gemm, rows, small): (avx2::SgemmFn, avx2::SgemmRowsFn, _) = match tile {
+            F32Tile::Avx512 => (avx512::sgemm_6x16, avx512::sgemm_6x16_rows, avx512::small_kernels()),
+            F32Tile::Avx2 => (avx2::sgemm_6x16, avx2::sgemm_6x16_rows, avx2_small::kernels()),
         };
         let dw: depthwise::DwFn = depthwise::dw_conv_2d;
         let gemv: depthwise::GemvFn = depthwise::sgemv_panels;
@@ -489,7 +494,7 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
             winograd_output: wout.map(|f| f as usize as u64),
             dw_conv_2d: dw as usize as u64,
             sgemv_panels: gemv as usize as u64,
-            small: avx2_small::kernels(),
+            small,
             unary_f32: unary as usize as u64,
         })
     }

@@ -350,52 +350,54 @@ fn small_reductions_and_strided_few_channel_convs_route_by_measurement() {
 /// channel chunks; unit by unit in reverse gives the same bits. Tolerance as above (K ≤ 300).
 #[test]
 fn transposed_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
-    let mk = microkernels_or_skip!();
-    let pointwise = |s: usize, group: usize, pads: Vec<usize>| ConvAttrs {
-        kernel: vec![1, 1],
-        strides: vec![s, s],
-        dilations: vec![1, 1],
-        pads,
-        group,
-        algo: Default::default(),
-    };
-    // (x, m, stride, group, pads): 49 pixels are 8 tiles and one of 1; 40 channels two tiles
-    // and one of 8; 300 → 512 channels at 7×7 is several chunks; stride 2 with an odd input;
-    // 2025 pixels with few channels are blocks of pixel tiles (the last with a partial tile).
-    let cases = [
-        ([1, 64, 7, 7], 40, 1, 1, vec![0; 4]),
-        ([1, 300, 7, 7], 512, 1, 1, vec![0; 4]),
-        ([1, 32, 13, 13], 64, 2, 1, vec![0; 4]),
-        ([2, 24, 6, 5], 96, 1, 2, vec![0; 4]),
-        ([1, 16, 9, 9], 32, 2, 1, vec![0, 0, 1, 1]),
-        ([1, 200, 45, 45], 40, 1, 1, vec![0; 4]),
-    ];
-    for (x, m, s, group, pads) in cases {
-        let a = pointwise(s, group, pads);
-        for (act, residual, bias) in [
-            (None, false, true),
-            (Some(UnaryOp::Relu), true, true),
-            (Some(UnaryOp::Sigmoid), false, false),
-            (Some(UnaryOp::HardSwish), true, false),
-        ] {
-            let mut packed = Bench::new(&x, m, &a, act, bias, residual, Some(mk));
-            let mut direct = Bench::new(&x, m, &a, act, bias, residual, None);
-            assert!(!packed.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "{x:?}→{m}: transposed path");
-            assert!(packed.aux.iter().any(|a| matches!(a, Aux::I64(_))), "{x:?}→{m}: pixel offsets");
-            packed.run();
-            direct.run();
-            let rel = rel_l2(&packed.y, &direct.y);
-            assert!(rel <= 1e-6, "{x:?}→{m} {act:?} residual {residual}: rel-L2 {rel:.3e}");
-            let blank = vec![f32::NAN; packed.y.len()];
-            let whole = std::mem::replace(&mut packed.y, blank);
-            packed.run_units_reversed();
-            assert!(
-                whole.iter().zip(&packed.y).all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{x:?}→{m} {act:?}: unit-by-unit run differs ({} units)",
-                packed.units
-            );
-            if m == 512 || x[2] == 45 {
-                assert!(packed.units > 2, "{x:?}→{m}: split into channel chunks or pixel blocks");
+    // Every f32 tile set this host has (6- and 12-pixel transposed tiles).
+    for mk in each_f32_tile!() {
+        let pointwise = |s: usize, group: usize, pads: Vec<usize>| ConvAttrs {
+            kernel: vec![1, 1],
+            strides: vec![s, s],
+            dilations: vec![1, 1],
+            pads,
+            group,
+            algo: Default::default(),
+        };
+        // (x, m, stride, group, pads): 49 pixels are 8 tiles and one of 1; 40 channels two tiles
+        // and one of 8; 300 → 512 channels at 7×7 is several chunks; stride 2 with an odd input;
+        // 2025 pixels with few channels are blocks of pixel tiles (the last with a partial tile).
+        let cases = [
+            ([1, 64, 7, 7], 40, 1, 1, vec![0; 4]),
+            ([1, 300, 7, 7], 512, 1, 1, vec![0; 4]),
+            ([1, 32, 13, 13], 64, 2, 1, vec![0; 4]),
+            ([2, 24, 6, 5], 96, 1, 2, vec![0; 4]),
+            ([1, 16, 9, 9], 32, 2, 1, vec![0, 0, 1, 1]),
+            ([1, 200, 45, 45], 40, 1, 1, vec![0; 4]),
+        ];
+        for (x, m, s, group, pads) in cases {
+            let a = pointwise(s, group, pads);
+            for (act, residual, bias) in [
+                (None, false, true),
+                (Some(UnaryOp::Relu), true, true),
+                (Some(UnaryOp::Sigmoid), false, false),
+                (Some(UnaryOp::HardSwish), true, false),
+            ] {
+                let mut packed = Bench::new(&x, m, &a, act, bias, residual, Some(mk));
+                let mut direct = Bench::new(&x, m, &a, act, bias, residual, None);
+                assert!(!packed.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "{x:?}→{m}: transposed path");
+                assert!(packed.aux.iter().any(|a| matches!(a, Aux::I64(_))), "{x:?}→{m}: pixel offsets");
+                packed.run();
+                direct.run();
+                let rel = rel_l2(&packed.y, &direct.y);
+                assert!(rel <= 1e-6, "{x:?}→{m} {act:?} residual {residual}: rel-L2 {rel:.3e}");
+                let blank = vec![f32::NAN; packed.y.len()];
+                let whole = std::mem::replace(&mut packed.y, blank);
+                packed.run_units_reversed();
+                assert!(
+                    whole.iter().zip(&packed.y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{x:?}→{m} {act:?}: unit-by-unit run differs ({} units)",
+                    packed.units
+                );
+                if m == 512 || x[2] == 45 {
+                    assert!(packed.units > 2, "{x:?}→{m}: split into channel chunks or pixel blocks");
+                }
             }
         }
     }
@@ -405,41 +407,47 @@ fn transposed_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
 /// the Cranelift activation kernel, as on the channel-major path.
 #[test]
 fn transposed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit() {
-    let mk = microkernels_or_skip!();
-    let a = ConvAttrs {
-        kernel: vec![1, 1],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![0; 4],
-        group: 1,
-        algo: Default::default(),
-    };
-    let acts = [
-        UnaryOp::Relu,
-        UnaryOp::LeakyRelu { alpha: 0.1 },
-        UnaryOp::Clip { min: -0.5, max: 0.25 },
-        UnaryOp::HardSigmoid { alpha: 0.2, beta: 0.5 },
-        UnaryOp::HardSwish,
-        UnaryOp::Sigmoid,
-        UnaryOp::Swish { beta: 1.0 },
-        UnaryOp::Swish { beta: 1.702 },
-    ];
-    for (x, m, bias) in [([1, 40, 7, 7], 37, true), ([1, 20, 5, 4], 48, false)] {
-        for act in acts {
-            for residual in [false, true] {
-                let mut fused = Bench::new(&x, m, &a, Some(act), bias, residual, Some(mk));
-                let mut plain = Bench::new(&x, m, &a, None, bias, residual, Some(mk));
-                assert!(!fused.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "transposed path");
-                if residual {
-                    let r = wide_residual(fused.tensors.last().expect("residual").shape());
-                    *fused.tensors.last_mut().expect("residual") = r.clone();
-                    *plain.tensors.last_mut().expect("residual") = r;
-                }
-                fused.run();
-                plain.run();
-                let want = cranelift_activation(act, &plain.y);
-                for (i, (g, w)) in fused.y.iter().zip(&want).enumerate() {
-                    assert_eq!(g.to_bits(), w.to_bits(), "{x:?}→{m} {act:?} bias {bias} residual {residual} at {i}");
+    // Every f32 tile set this host has (6- and 12-pixel transposed tiles).
+    for mk in each_f32_tile!() {
+        let a = ConvAttrs {
+            kernel: vec![1, 1],
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            pads: vec![0; 4],
+            group: 1,
+            algo: Default::default(),
+        };
+        let acts = [
+            UnaryOp::Relu,
+            UnaryOp::LeakyRelu { alpha: 0.1 },
+            UnaryOp::Clip { min: -0.5, max: 0.25 },
+            UnaryOp::HardSigmoid { alpha: 0.2, beta: 0.5 },
+            UnaryOp::HardSwish,
+            UnaryOp::Sigmoid,
+            UnaryOp::Swish { beta: 1.0 },
+            UnaryOp::Swish { beta: 1.702 },
+        ];
+        for (x, m, bias) in [([1, 40, 7, 7], 37, true), ([1, 20, 5, 4], 48, false)] {
+            for act in acts {
+                for residual in [false, true] {
+                    let mut fused = Bench::new(&x, m, &a, Some(act), bias, residual, Some(mk));
+                    let mut plain = Bench::new(&x, m, &a, None, bias, residual, Some(mk));
+                    assert!(!fused.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "transposed path");
+                    if residual {
+                        let r = wide_residual(fused.tensors.last().expect("residual").shape());
+                        *fused.tensors.last_mut().expect("residual") = r.clone();
+                        *plain.tensors.last_mut().expect("residual") = r;
+                    }
+                    fused.run();
+                    plain.run();
+                    let want = cranelift_activation(act, &plain.y);
+                    for (i, (g, w)) in fused.y.iter().zip(&want).enumerate() {
+                        assert_eq!(
+                            g.to_bits(),
+                            w.to_bits(),
+                            "{x:?}→{m} {act:?} bias {bias} residual {residual} at {i}"
+                        );
+                    }
                 }
             }
         }

@@ -1,8 +1,9 @@
 //! 1×1 convs on small output maps as the transposed GEMM `Yᵀ[p][m] = Σ_k X[p][k]·W[k][m]`:
-//! output pixels are the microkernel's 6-row side, read in place from the input (a load-time
+//! output pixels are the microkernel's 6-row side (12 on the AVX-512 tile set:
+//! `Microkernels::small`'s `t_pixels`), read in place from the input (a load-time
 //! table of each pixel's input offset; any stride, no padding read), and output channels its
 //! 16-wide side (weights packed at load into 16-channel panels `[group][tile][K][16]`). The
-//! `sgemm_6x16_t` tile keeps the whole reduction in registers and stores transposed, with the
+//! transposed tile (`sgemm_t`) keeps the whole reduction in registers and stores transposed, with the
 //! bias, residual and activation applied before the store.
 //!
 //! Why: with 49 or 196 output pixels the channel-major tile fills its 16-pixel strips badly
@@ -12,7 +13,7 @@
 //!
 //! Work units: (batch, group, chunk of channel tiles, block of pixel tiles); a unit runs its
 //! channel tiles, each over its pixel tiles (large maps split pixels once a chunk is one
-//! channel tile). Each output element's sum is one `sgemm_6x16_t` call over all of K, so
+//! channel tile). Each output element's sum is one `sgemm_t` call over all of K, so
 //! any split gives the same bits.
 
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -23,7 +24,7 @@ use cranelift_frontend::FunctionBuilder;
 use super::super::super::gemm::kit::{self, for_dyn};
 use super::super::{AuxList, Geo, const_f32};
 use crate::codegen::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit};
-use crate::microkernel::{self, Act, BIAS, MR, Microkernels, NR, RESIDUAL};
+use crate::microkernel::{self, Act, BIAS, Microkernels, NR, RESIDUAL};
 
 /// Most output pixels for which the transposed GEMM is used. Measured on opennsfw's 1×1 convs
 /// (1 thread, same run, GFLOP/s channel-major → transposed): at 7×7, 1024 → 256 52 → 72,
@@ -78,12 +79,12 @@ fn pack_w(geo: &Geo, w: &[f32]) -> Vec<f32> {
 }
 
 /// Input element offset (within a channel plane) of each output pixel, padded to whole
-/// 6-pixel tiles with pixel 0's (read, never stored).
-fn pixel_offsets(geo: &Geo) -> Vec<i64> {
+/// `pr`-pixel tiles with pixel 0's (read, never stored).
+fn pixel_offsets(geo: &Geo, pr: usize) -> Vec<i64> {
     let n = geo.out_len();
     let [_, ih, iw] = geo.inp;
     let [_, oh, ow] = geo.out;
-    let mut offs = Vec::with_capacity(n.next_multiple_of(MR));
+    let mut offs = Vec::with_capacity(n.next_multiple_of(pr));
     for od in 0..geo.out[0] {
         for oy in 0..oh {
             for ox in 0..ow {
@@ -92,7 +93,7 @@ fn pixel_offsets(geo: &Geo) -> Vec<i64> {
             }
         }
     }
-    offs.resize(n.next_multiple_of(MR), 0);
+    offs.resize(n.next_multiple_of(pr), 0);
     offs
 }
 
@@ -109,7 +110,9 @@ pub(super) fn emit(
     let ctiles = mg.div_ceil(NR);
     let mut aux = AuxList::new(cx);
     let w_arg = aux.push(Aux::F32(pack_w(geo, w)));
-    let offs_arg = aux.push(Aux::I64(pixel_offsets(geo)));
+    // Pixels per tile.
+    let pr = mk.small.t_pixels;
+    let offs_arg = aux.push(Aux::I64(pixel_offsets(geo, pr)));
     let bias_arg = (ep.op_inputs(cx) > 2).then(|| cx.in_arg(2));
     let res_arg = ep.residual;
     let act = ep.act.and_then(Act::of);
@@ -128,7 +131,7 @@ pub(super) fn emit(
     let chunks = ctiles.div_ceil(chunk);
     // Large maps (one channel tile per chunk already above the target) also split their pixel
     // tiles into blocks; the partial tile (if any) is in the last block.
-    let ptiles = n_len.div_ceil(MR);
+    let ptiles = n_len.div_ceil(pr);
     let pblocks = if chunk == 1 { (n_len * NR * k_len / UNIT_MACS).clamp(1, ptiles) } else { 1 };
     let block_tiles = ptiles.div_ceil(pblocks);
     let pblocks = ptiles.div_ceil(block_tiles);
@@ -158,7 +161,7 @@ pub(super) fn emit(
             let ng = b.ins().udiv_imm_u(u, chunks as i64);
             let p0 = b.ins().imul_imm_s(pb, block_tiles as i64);
             let p_end = b.ins().iadd_imm_s(p0, block_tiles as i64);
-            let full_p = b.ins().iconst(ptr, (n_len / MR) as i64);
+            let full_p = b.ins().iconst(ptr, (n_len / pr) as i64);
             let p1 = b.ins().smin(p_end, full_p);
             let last_pb = b.ins().icmp_imm_s(IntCC::Equal, pb, pblocks as i64 - 1);
             let g = b.ins().urem_imm_u(ng, geo.group as i64);
@@ -176,26 +179,26 @@ pub(super) fn emit(
                 let bias_t = bias_g.map(|p| kit::offset(b, p, t, (NR * 4) as i64, 0));
                 let call = |b: &mut FunctionBuilder, pt: cranelift_codegen::ir::Value, n: usize| {
                     let zero = b.ins().iconst(ptr, 0);
-                    let offs_p = kit::offset(b, offs, pt, (MR * 8) as i64, 0);
-                    let y_p = kit::offset(b, y_t, pt, (MR * 4) as i64, 0);
-                    let r_p = r_t.map_or(zero, |r| kit::offset(b, r, pt, (MR * 4) as i64, 0));
+                    let offs_p = kit::offset(b, offs, pt, (pr * 8) as i64, 0);
+                    let y_p = kit::offset(b, y_t, pt, (pr * 4) as i64, 0);
+                    let r_p = r_t.map_or(zero, |r| kit::offset(b, r, pt, (pr * 4) as i64, 0));
                     let k_v = b.ins().iconst(ptr, k_len as i64);
                     let lda = b.ins().iconst(ptr, in_len);
                     let ldy = b.ins().iconst(ptr, n_len as i64);
                     let f = b.ins().iconst(types::I32, i64::from(flags | microkernel::tile_flags(n, m)));
                     let bias_v = bias_t.unwrap_or(zero);
                     let params = b.ins().iconst(ptr, params as i64);
-                    let callee = b.ins().iconst(ptr, mk.small.sgemm_6x16_t as i64);
+                    let callee = b.ins().iconst(ptr, mk.small.sgemm_t as i64);
                     let args = [k_v, x_g, lda, offs_p, w_t, y_p, ldy, f, bias_v, r_p, params];
                     b.ins().call_indirect(sig, callee, &args);
                 };
-                for_dyn(b, p0, p1, 1, |b, pt| call(b, pt, MR));
-                if !n_len.is_multiple_of(MR) {
+                for_dyn(b, p0, p1, 1, |b, pt| call(b, pt, pr));
+                if !n_len.is_multiple_of(pr) {
                     let (then, join) = (b.create_block(), b.create_block());
                     b.ins().brif(last_pb, then, &[], join, &[]);
                     b.switch_to_block(then);
-                    let pt = b.ins().iconst(ptr, (n_len / MR) as i64);
-                    call(b, pt, n_len % MR);
+                    let pt = b.ins().iconst(ptr, (n_len / pr) as i64);
+                    call(b, pt, n_len % pr);
                     b.ins().jump(join, &[]);
                     b.switch_to_block(join);
                 }
