@@ -51,15 +51,15 @@ fn profile_has_one_row_per_kernel_launch_and_no_view_rows() {
     let (_, profile) = m.run_profiled(&[ramp(&[1, 2, 5, 5])]).expect("runs");
     let wall = start.elapsed();
     let rows: Vec<(&str, &str, u64)> = profile.layers.iter().map(|l| (l.op, l.kernel, l.macs)).collect();
-    // conv: 1·4·5·5 outputs · 2·3·3; matmul: 3 outputs · K = 100. The conv takes the AVX2
-    // microkernel path where the host has it (and it is not forced off), the Cranelift direct
-    // kernel elsewhere; the row names the one that was compiled.
+    // conv: 1·4·5·5 outputs · 2·3·3; matmul: 3 outputs · K = 100. The conv and the one-row
+    // matmul take the AVX2 microkernel paths where the host has them (and they are not forced
+    // off), the Cranelift kernels elsewhere; the row names the one that was compiled.
     let fast = cfg!(target_arch = "x86_64")
         && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
         && std::env::var("CNNC_KERNELS").map_or(true, |v| v != "cranelift");
-    let conv = if fast { "conv-packed-avx2" } else { "conv-direct" };
-    assert_eq!(rows, vec![("conv", conv, 1800), ("matmul", "gemv", 300), ("relu", "elementwise", 0)]);
+    let (conv, gemv) = if fast { ("conv-packed-avx2", "gemv-avx2") } else { ("conv-direct", "gemv") };
+    assert_eq!(rows, vec![("conv", conv, 1800), ("matmul", gemv, 300), ("relu", "elementwise", 0)]);
     // Every launch is timed (a kernel takes some nanoseconds), and the launches are parts of the
     // run: their total is within its wall time.
     assert!(profile.layers.iter().all(|l| l.time > std::time::Duration::ZERO), "{profile:?}");

@@ -353,11 +353,76 @@ fn gemm_fuses_every_epilogue() {
 
 #[test]
 fn gemv_fuses_every_epilogue() {
-    // Batch-1 fully connected layer: the M = 1 tiling, 37 columns.
+    // Batch-1 fully connected layer: the Cranelift M = 1 tiling (no microkernels), 37 columns.
     let op = Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: false };
     let operands = [input(random(&[1, 20], 1)), weight(scaled_weights(&[20, 37], 20, 2)), weight(random(&[1, 37], 3))];
-    let emit = |jit: &mut Jit, cx: &EmitCx, ep: &Epilogue| gemm::emit_gemm_fused(jit, cx, 1.0, 1.0, false, false, ep);
+    let emit = |jit: &mut Jit, cx: &EmitCx, ep: &Epilogue| {
+        let e = gemm::emit_gemm_with(jit, cx, 1.0, 1.0, false, false, ep, None)?;
+        assert_ne!(jit.take_variant(), Some("gemv-avx2"), "the Cranelift tiling");
+        Ok(e)
+    };
     check_every_epilogue("gemv 1x37x20", &emit, &op, &operands);
+}
+
+/// Gemm and 2-D MatMul with constant weights and at most 4 rows run on `sgemv_panels` on every
+/// f32 tile set the host has (the variant says so), with every epilogue: one row and three,
+/// N = 37 and 13 (partial 8-channel panels), odd K, C as `[1, N]` and `[N]` or absent, B
+/// transposed or not, A transposed at one row, 1-D and 2-D MatMul operands. Beside them, the
+/// shapes that must keep the Cranelift GEMM: 5 rows, `alpha ≠ 1`, `beta ≠ 1`, C per row.
+#[test]
+fn dense_layers_with_few_rows_run_on_the_gemv_microkernel_with_every_epilogue() {
+    let gemm_case = |m: usize, k: usize, n: usize, ta: bool, tb: bool, c: Option<Vec<usize>>, ab: (f32, f32)| {
+        let op = Op::Gemm { alpha: ab.0, beta: ab.1, trans_a: ta, trans_b: tb };
+        let a = if ta { [k, m] } else { [m, k] };
+        let b = if tb { [n, k] } else { [k, n] };
+        let mut operands = vec![input(random(&a, 1)), weight(scaled_weights(&b, k, 2))];
+        if let Some(c) = &c {
+            operands.push(weight(random(c, 3)));
+        }
+        (op, operands)
+    };
+    let gemv_shapes = [
+        (1, 20, 37, false, false, Some(vec![1, 37])),
+        (3, 37, 13, false, true, Some(vec![13])),
+        (1, 9, 16, true, false, None),
+        (4, 8, 5, false, false, Some(vec![5])),
+    ];
+    let other_shapes = [
+        (5, 9, 11, false, false, Some(vec![11]), (1.0, 1.0)),
+        (1, 9, 11, false, false, Some(vec![11]), (0.7, 1.0)),
+        (1, 9, 11, false, false, Some(vec![11]), (1.0, 1.3)),
+        (2, 9, 11, false, false, Some(vec![2, 11]), (1.0, 1.0)),
+    ];
+    for mk in each_f32_tile!() {
+        let tile = mk.tile;
+        for (m, k, n, ta, tb, c) in gemv_shapes.clone() {
+            let (op, operands) = gemm_case(m, k, n, ta, tb, c.clone(), (1.0, 1.0));
+            let emit = |jit: &mut Jit, cx: &EmitCx, ep: &Epilogue| {
+                let e = gemm::emit_gemm_with(jit, cx, 1.0, 1.0, ta, tb, ep, Some(mk))?;
+                assert_eq!(jit.take_variant(), Some("gemv-avx2"), "gemm {m}x{k}x{n} on the {tile:?} tiles");
+                Ok(e)
+            };
+            check_every_epilogue(&format!("gemm {m}x{k}x{n} C {c:?} ({tile:?})"), &emit, &op, &operands);
+        }
+        for (m, k, n, ta, tb, c, (alpha, beta)) in other_shapes.clone() {
+            let (op, operands) = gemm_case(m, k, n, ta, tb, c.clone(), (alpha, beta));
+            let emit = |jit: &mut Jit, cx: &EmitCx, ep: &Epilogue| {
+                let e = gemm::emit_gemm_with(jit, cx, alpha, beta, ta, tb, ep, Some(mk))?;
+                assert_ne!(jit.take_variant(), Some("gemv-avx2"), "gemm {m}x{k}x{n} alpha {alpha} beta {beta}");
+                Ok(e)
+            };
+            check_every_epilogue(&format!("gemm {m}x{k}x{n} a {alpha} b {beta} ({tile:?})"), &emit, &op, &operands);
+        }
+        for (a, b) in [(vec![2, 37], vec![37, 9]), (vec![37], vec![37, 9])] {
+            let operands = [input(random(&a, 1)), weight(scaled_weights(&b, 37, 2))];
+            let emit = |jit: &mut Jit, cx: &EmitCx, ep: &Epilogue| {
+                let e = gemm::emit_matmul_with(jit, cx, ep, Some(mk))?;
+                assert_eq!(jit.take_variant(), Some("gemv-avx2"), "matmul {a:?} x {b:?}");
+                Ok(e)
+            };
+            check_every_epilogue(&format!("matmul {a:?} x {b:?} ({tile:?})"), &emit, &Op::MatMul, &operands);
+        }
+    }
 }
 
 #[test]

@@ -58,7 +58,7 @@ mod depthwise_avx2;
 #[cfg(test)]
 mod depthwise_tests;
 mod direct;
-mod gemv;
+pub(super) mod gemv;
 mod packed;
 #[cfg(test)]
 mod packed_tests;

@@ -7,7 +7,10 @@
 //! loop carrying the 12 accumulators with two steps per body and read-only loads, so that
 //! the live vectors fit the registers (the scheme of the direct conv, see `conv::direct`).
 //! `M = 1` (batch-1 fully connected layers) gets a GEMV tiling: one row, up to 8 vectors (32
-//! columns) per panel, so every `B` load is used once.
+//! columns) per panel, so every `B` load is used once — where the host has the f32
+//! microkernels, a Gemm or 2-D MatMul with constant weights and at most
+//! [`MAX_DENSE_ROWS`](super::conv::gemv::MAX_DENSE_ROWS) rows runs on the AVX2
+//! `sgemv_panels` routine instead ([`super::conv::gemv::emit_dense`]).
 //!
 //! Work units: blocks of register-tile rows × blocks of column panels (per batch item of a
 //! MatMul); each output tile is reduced over the whole `K` in one unit.
@@ -21,6 +24,7 @@ use cranelift_frontend::FunctionBuilder;
 
 use self::kit::{Epi, for_carry, for_dyn, gather, load_i64, scatter, splat_const};
 use super::builder::{unit_span, units_of};
+use super::conv::gemv;
 use super::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit};
 
 /// `Y = alpha·op(A)·op(B) + beta·C`, `C` broadcast unidirectionally to `[M, N]`.
@@ -46,6 +50,21 @@ pub(crate) fn emit_gemm_fused(
     trans_b: bool,
     ep: &Epilogue,
 ) -> Result<Emitted, CompileError> {
+    emit_gemm_with(jit, cx, alpha, beta, trans_a, trans_b, ep, super::f32_kernels()?)
+}
+
+/// [`emit_gemm_fused`] with the f32 microkernels `mk` (`None`: the Cranelift kernels only).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn emit_gemm_with(
+    jit: &mut Jit,
+    cx: &EmitCx,
+    alpha: f32,
+    beta: f32,
+    trans_a: bool,
+    trans_b: bool,
+    ep: &Epilogue,
+    mk: Option<crate::microkernel::Microkernels>,
+) -> Result<Emitted, CompileError> {
     check_f32(cx)?;
     ep.check(cx)?;
     let n_inputs = ep.op_inputs(cx);
@@ -59,6 +78,21 @@ pub(crate) fn emit_gemm_fused(
     let n = if trans_b { b0 } else { b1 };
     let a = if trans_a { Strided { rs: 4, cs: m as i64 * 4 } } else { Strided { rs: k as i64 * 4, cs: 4 } };
     let b_strides = if trans_b { Strided { rs: 4, cs: k as i64 * 4 } } else { Strided { rs: n as i64 * 4, cs: 4 } };
+    // Few contiguous rows of A, constant B, no scaling, C (if any) one row of biases.
+    let bias_row = |t: &[usize]| t == [n] || t == [1, n];
+    let c_ok = n_inputs == 2 || (beta == 1.0 && bias_row(&cx.inputs[2].shape));
+    if let (Some(t), Some(mk)) = (cx.consts[1], mk)
+        && alpha == 1.0
+        && c_ok
+        && (1..=gemv::MAX_DENSE_ROWS).contains(&m)
+        && (m == 1 || !trans_a)
+        && k > 0
+        && n > 0
+        && gemv::act_ok(ep)
+    {
+        let v = f32_data(cx, t)?;
+        return gemv::emit_dense(jit, cx, |oc, kk| v[strided_index(b_strides, kk, oc)], m, k, n, ep, mk);
+    }
     let tiling = Tiling::for_shape(m, n);
     let mut aux = Vec::new();
     let b_src = match cx.consts[1] {
@@ -113,6 +147,16 @@ pub(crate) fn emit_matmul(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, Compile
 /// [`emit_matmul`] with `ep` applied to each product before the store; `cx.inputs` are `A, B`
 /// followed by the residual, if any.
 pub(crate) fn emit_matmul_fused(jit: &mut Jit, cx: &EmitCx, ep: &Epilogue) -> Result<Emitted, CompileError> {
+    emit_matmul_with(jit, cx, ep, super::f32_kernels()?)
+}
+
+/// [`emit_matmul_fused`] with the f32 microkernels `mk` (`None`: the Cranelift kernels only).
+pub(crate) fn emit_matmul_with(
+    jit: &mut Jit,
+    cx: &EmitCx,
+    ep: &Epilogue,
+    mk: Option<crate::microkernel::Microkernels>,
+) -> Result<Emitted, CompileError> {
     check_f32(cx)?;
     ep.check(cx)?;
     if ep.op_inputs(cx) != 2 {
@@ -148,6 +192,17 @@ pub(crate) fn emit_matmul_fused(jit: &mut Jit, cx: &EmitCx, ep: &Epilogue) -> Re
         }
         idx
     };
+    // A 2-D (or 1-D) product with constant weights and few rows: as in `emit_gemm_fused`.
+    if let (Some(t), Some(mk), [_, _]) = (cx.consts[1], mk, &b_shape[..])
+        && rank == 0
+        && (1..=gemv::MAX_DENSE_ROWS).contains(&m)
+        && k > 0
+        && n > 0
+        && gemv::act_ok(ep)
+    {
+        let v = f32_data(cx, t)?;
+        return gemv::emit_dense(jit, cx, |oc, kk| v[kk * n + oc], m, k, n, ep, mk);
+    }
     let tiling = Tiling::for_shape(m, n);
     let mut aux = Vec::new();
     let b_strides = Strided { rs: n as i64 * 4, cs: 4 };
