@@ -5,6 +5,11 @@
 //! valid input rows of `(z, r)` (a load-time table) times the valid columns of `c`. Columns whose
 //! window lies inside the input (the interior) run with baked taps, 4 outputs per vector for
 //! strides 1 and 2; the clipped edge columns run from a small table with runtime tap counts.
+//! 2-D windows (a unit depth kernel) on output rows whose every window row is valid (all but
+//! the padded top and bottom rows) also bake the rows: the taps of a column group are one
+//! unrolled tree instead of a loop over the row table. At stride 2, two adjacent column taps
+//! share their two loads (even and odd lanes of the same 8 inputs). Measured on BlazeFace's
+//! 2×2 stride-2 pools and mnist_cnn's (1 thread): see BENCHMARKS.md.
 //!
 //! Work units take whole output rows (windowed pooling) or whole planes (global pooling).
 
@@ -14,7 +19,7 @@ use cranelift_codegen::ir::{ConstantData, Endianness};
 use cranelift_codegen::ir::{Immediate, InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
-use super::builder::{for_range, mem, unit_span, units_of};
+use super::builder::{for_range, if_else, mem, unit_span, units_of};
 use super::gemm::kit::for_dyn;
 use super::index_map::{Cut, GRAIN, loop_units, outer_cut};
 use super::{Aux, CompileError, EmitCx, Emitted, Jit};
@@ -139,6 +144,10 @@ fn emit_window_pool(jit: &mut Jit, cx: &EmitCx, a: &PoolAttrs, pool: Pool) -> Re
     // Interior columns as 4-lane groups (strides 1 and 2), then one at a time.
     let n_groups = if sw <= 2 { ((c_hi - c_lo) / 4) as i64 } else { 0 };
     let c_scalar = (c_lo as i64) + 4 * n_groups;
+    // Rows baked in the interior: 2-D windows of at most MAX_BAKED_TAPS rows.
+    let kh = geo.kernel[1];
+    let bake_rows = geo.kernel[0] == 1 && kh <= MAX_BAKED_TAPS;
+    let row_step = (geo.dilation[1] * iw * 4) as i64;
 
     // Units over the output rows of every plane. Operands: x, y, the row's entry in the row
     // table's index and in the row divisors.
@@ -164,13 +173,33 @@ fn emit_window_pool(jit: &mut Jit, cx: &EmitCx, a: &PoolAttrs, pool: Pool) -> Re
             let t0 = b.ins().load(types::I64, mem(), p[2], 0);
             let t1 = b.ins().load(types::I64, mem(), p[2], 8);
             let rd = b.ins().load(types::F32, mem(), p[3], 0);
-            let w = Window { pool, xp, rl, t0, t1, rd, cdiv, yr };
-            for_range(b, 0, n_groups, 1, |b, g| {
-                let c = b.ins().imul_imm_s(g, 4);
-                let c = b.ins().iadd_imm_s(c, c_lo as i64);
-                w.interior(b, c, Lanes::of_stride(sw), kw, sw, dw, pw);
-            });
-            for_range(b, c_scalar, c_hi as i64, 1, |b, c| w.interior(b, c, Lanes::One, kw, sw, dw, pw));
+            let w = Window { pool, xp, rl, t0, t1, rd, cdiv, yr, baked: None };
+            let interior = |b: &mut FunctionBuilder, w: &Window| {
+                for_range(b, 0, n_groups, 1, |b, g| {
+                    let c = b.ins().imul_imm_s(g, 4);
+                    let c = b.ins().iadd_imm_s(c, c_lo as i64);
+                    w.interior(b, c, Lanes::of_stride(sw), kw, sw, dw, pw);
+                });
+                for_range(b, c_scalar, c_hi as i64, 1, |b, c| w.interior(b, c, Lanes::One, kw, sw, dw, pw));
+            };
+            if bake_rows {
+                // Every window row valid: the rows are `first + kr·row_step`, baked.
+                let count = b.ins().isub(t1, t0);
+                let full = b.ins().icmp_imm_s(IntCC::Equal, count, kh as i64);
+                if_else(
+                    b,
+                    full,
+                    |b| {
+                        let t8 = b.ins().ishl_imm_u(t0, 3);
+                        let at = b.ins().iadd(rl, t8);
+                        let first = b.ins().load(types::I64, mem(), at, 0);
+                        interior(b, &Window { baked: Some((first, kh, row_step)), ..w });
+                    },
+                    |b| interior(b, &w),
+                );
+            } else {
+                interior(b, &w);
+            }
             for_range(b, 0, n_edges, 1, |b, e| w.edge(b, et, e, dw));
         });
     })?;
@@ -200,6 +229,7 @@ impl Lanes {
 }
 
 /// What the code of one output row knows.
+#[derive(Clone, Copy)]
 struct Window {
     pool: Pool,
     /// Input plane.
@@ -213,6 +243,9 @@ struct Window {
     cdiv: Value,
     /// Output row.
     yr: Value,
+    /// When every window row of this output row is valid: the byte offset of the first, the
+    /// row count and the bytes between rows (baked); `None`: the rows come from the table.
+    baked: Option<(Value, usize, i64)>,
 }
 
 impl Pool {
@@ -243,60 +276,112 @@ impl Window {
         b.ins().fdiv(acc, d)
     }
 
-    /// Interior output column(s) starting at `c`, with `kw` baked taps.
+    /// Interior output column(s) starting at `c`, with `kw` baked taps (and the rows baked too
+    /// when [`Window::baked`] says so).
     #[allow(clippy::too_many_arguments)]
     fn interior(&self, b: &mut FunctionBuilder, c: Value, lanes: Lanes, kw: usize, sw: usize, dw: usize, pw: usize) {
         let ty = lanes.ty();
-        let acc = b.declare_var(ty);
-        let init = self.pool.init(b, ty);
-        b.def_var(acc, init);
         let first = b.ins().imul_imm_s(c, (sw * 4) as i64);
         let first = b.ins().iadd_imm_s(first, -((pw * 4) as i64));
         let xp = self.xp;
-        let rl = self.rl;
-        dyn_range(b, self.t0, self.t1, |b, t| {
-            let t8 = b.ins().ishl_imm_u(t, 3);
-            let at = b.ins().iadd(rl, t8);
-            let row = b.ins().load(types::I64, mem(), at, 0);
-            let off = b.ins().iadd(row, first);
-            let base = b.ins().iadd(xp, off);
-            let mut taps = Vec::with_capacity(kw);
-            for k in 0..kw {
-                let o = (k * dw * 4) as i32;
-                let v = match lanes {
-                    Lanes::One | Lanes::Stride1 => b.ins().load(ty, mem(), base, o),
-                    Lanes::Stride2 => {
-                        // [x0 x1 x2 x3] and [x3 x4 x5 x6] → [x0 x2 x4 x6].
-                        let lo = b.ins().load(ty, mem(), base, o);
-                        let hi = b.ins().load(ty, mem(), base, o + 12);
-                        evens(b, lo, hi)
-                    }
-                };
-                taps.push(v);
-            }
-            // A tree over the row's taps keeps the dependency chain short. For max pooling
-            // the leaves go through `max(−∞, ·)` first, so a NaN never reaches an operand
-            // position where it would stick (NaN inputs are skipped).
-            if self.pool == Pool::Max {
-                let ninf = self.pool.init(b, ty);
-                for t in taps.iter_mut().step_by(2) {
-                    *t = self.pool.combine(b, ninf, *t);
+        let a = match self.baked {
+            Some((row0, kh, step)) => {
+                let off = b.ins().iadd(row0, first);
+                let base = b.ins().iadd(xp, off);
+                let mut taps = Vec::with_capacity(kh * kw);
+                for kr in 0..kh {
+                    taps.extend(self.row_taps(b, base, kr as i64 * step, lanes, kw, dw));
                 }
+                let init = self.pool.init(b, ty);
+                self.tree(b, init, taps)
             }
-            while taps.len() > 1 {
-                taps =
-                    taps.chunks(2).map(|p| if let [l, r] = p { self.pool.combine(b, *l, *r) } else { p[0] }).collect();
+            None => {
+                let acc = b.declare_var(ty);
+                let init = self.pool.init(b, ty);
+                b.def_var(acc, init);
+                let rl = self.rl;
+                dyn_range(b, self.t0, self.t1, |b, t| {
+                    let t8 = b.ins().ishl_imm_u(t, 3);
+                    let at = b.ins().iadd(rl, t8);
+                    let row = b.ins().load(types::I64, mem(), at, 0);
+                    let off = b.ins().iadd(row, first);
+                    let base = b.ins().iadd(xp, off);
+                    let taps = self.row_taps(b, base, 0, lanes, kw, dw);
+                    let a = b.use_var(acc);
+                    let a = self.tree(b, a, taps);
+                    b.def_var(acc, a);
+                });
+                b.use_var(acc)
             }
-            let a = b.use_var(acc);
-            let a = self.pool.combine(b, a, taps[0]);
-            b.def_var(acc, a);
-        });
-        let a = b.use_var(acc);
+        };
         let c4 = b.ins().ishl_imm_u(c, 2);
         let cd = b.ins().iadd(self.cdiv, c4);
         let r = self.finish(b, a, cd);
         let py = b.ins().iadd(self.yr, c4);
         b.ins().store(mem(), r, py, 0);
+    }
+
+    /// The `kw` taps of one window row at `base + row` (bytes) for the column(s) `lanes` reads.
+    /// At stride 2 without dilation, taps `2j` and `2j + 1` are the even and odd lanes of the
+    /// same 8 inputs (two loads); a last, unpaired tap reads `[x0 x1 x2 x3]` and `[x3 x4 x5 x6]`
+    /// (it may not read past `x6`, the row's last input it needs).
+    #[allow(clippy::too_many_arguments)]
+    fn row_taps(
+        &self,
+        b: &mut FunctionBuilder,
+        base: Value,
+        row: i64,
+        lanes: Lanes,
+        kw: usize,
+        dw: usize,
+    ) -> Vec<Value> {
+        let ty = lanes.ty();
+        let load = |b: &mut FunctionBuilder, o: i64| match i32::try_from(row + o) {
+            Ok(o) => b.ins().load(ty, mem(), base, o),
+            Err(_) => {
+                let p = b.ins().iadd_imm_s(base, row + o);
+                b.ins().load(ty, mem(), p, 0)
+            }
+        };
+        let mut taps = Vec::with_capacity(kw);
+        let mut k = 0;
+        while k < kw {
+            let o = (k * dw * 4) as i64;
+            match lanes {
+                Lanes::One | Lanes::Stride1 => taps.push(load(b, o)),
+                Lanes::Stride2 if dw == 1 && k + 1 < kw => {
+                    // [x0 x1 x2 x3] and [x4 x5 x6 x7] → [x0 x2 x4 x6] and [x1 x3 x5 x7].
+                    let (lo, hi) = (load(b, o), load(b, o + 16));
+                    taps.push(lanes_of(b, lo, hi, [0, 2, 4, 6]));
+                    taps.push(lanes_of(b, lo, hi, [1, 3, 5, 7]));
+                    k += 1;
+                }
+                Lanes::Stride2 => {
+                    // [x0 x1 x2 x3] and [x3 x4 x5 x6] → [x0 x2 x4 x6].
+                    let (lo, hi) = (load(b, o), load(b, o + 12));
+                    taps.push(lanes_of(b, lo, hi, [0, 2, 5, 7]));
+                }
+            }
+            k += 1;
+        }
+        taps
+    }
+
+    /// `acc` combined with the taps by a tree, which keeps the dependency chain short. For max
+    /// pooling the leaves go through `max(−∞, ·)` first, so a NaN never reaches an operand
+    /// position where it would stick (NaN inputs are skipped).
+    fn tree(&self, b: &mut FunctionBuilder, acc: Value, mut taps: Vec<Value>) -> Value {
+        if self.pool == Pool::Max {
+            let ty = b.func.dfg.value_type(acc);
+            let ninf = self.pool.init(b, ty);
+            for t in taps.iter_mut().step_by(2) {
+                *t = self.pool.combine(b, ninf, *t);
+            }
+        }
+        while taps.len() > 1 {
+            taps = taps.chunks(2).map(|p| if let [l, r] = p { self.pool.combine(b, *l, *r) } else { p[0] }).collect();
+        }
+        self.pool.combine(b, acc, taps[0])
     }
 
     /// Edge column number `e` of the edge table `et`, with runtime tap counts.
@@ -346,13 +431,14 @@ fn select_gt(b: &mut FunctionBuilder, v: Value, acc: Value) -> Value {
     b.ins().bitselect(m, v, acc)
 }
 
-/// Lanes 0, 2 of `lo` and 1, 3 of `hi` (one `shufps`).
-fn evens(b: &mut FunctionBuilder, lo: Value, hi: Value) -> Value {
+/// Lanes `l` of the 8 lanes of `lo` then `hi` (lanes 0..4 of `lo`, 4..8 of `hi`): two from each
+/// (one `shufps`).
+fn lanes_of(b: &mut FunctionBuilder, lo: Value, hi: Value, l: [u8; 4]) -> Value {
     let le = MemFlagsData::new().with_endianness(Endianness::Little);
-    let (l, h) = (b.ins().bitcast(types::I8X16, le, lo), b.ins().bitcast(types::I8X16, le, hi));
-    let mask: Vec<u8> = [0u8, 2, 5, 7].iter().flat_map(|&lane| (0..4).map(move |i| lane * 4 + i)).collect();
+    let (x, y) = (b.ins().bitcast(types::I8X16, le, lo), b.ins().bitcast(types::I8X16, le, hi));
+    let mask: Vec<u8> = l.iter().flat_map(|&lane| (0..4).map(move |i| lane * 4 + i)).collect();
     let imm: Immediate = b.func.dfg.immediates.push(ConstantData::from(mask));
-    let s = b.ins().shuffle(l, h, imm);
+    let s = b.ins().shuffle(x, y, imm);
     b.ins().bitcast(types::F32X4, le, s)
 }
 
