@@ -132,7 +132,7 @@ pub(crate) fn emit_conv_with(
     }
     match mk {
         Some(mk) if gemv::supports(cx, &geo, ep) => gemv::emit(jit, cx, &geo, ep, mk),
-        Some(mk) if packed::supports(cx, &geo, ep) => packed::emit(jit, cx, &geo, ep, mk),
+        Some(mk) if packed::supports(cx, &geo, ep, &mk) => packed::emit(jit, cx, &geo, ep, mk),
         _ => direct::emit(jit, cx, &geo, ep),
     }
 }

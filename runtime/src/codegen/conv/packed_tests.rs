@@ -10,6 +10,7 @@ use cnnc_ir::{ConvAttrs, Op, Tensor, TensorType, UnaryOp};
 
 use super::{Microkernels, emit_conv_with};
 use crate::codegen::{Aux, EmitCx, Epilogue, Jit};
+use crate::microkernel::F32Tile;
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
     let n: usize = shape.iter().product();
@@ -323,25 +324,31 @@ fn in_place_1x1_conv_matches_the_direct_conv_and_any_unit_split_on(mk: Microkern
 /// The reduction lengths and strides that choose between the microkernel and Cranelift.
 #[test]
 fn small_reductions_and_strided_few_channel_convs_route_by_measurement() {
-    let mk = microkernels_or_skip!();
-    let conv = |k: usize, s: usize| ConvAttrs {
-        kernel: vec![k, k],
-        strides: vec![s, s],
-        dilations: vec![1, 1],
-        pads: vec![k / 2; 4],
-        group: 1,
-        algo: Default::default(),
-    };
-    let packed = |x: [usize; 4], m: usize, a: &ConvAttrs| {
-        Bench::new(&x, m, a, None, true, false, Some(mk)).aux.iter().any(|a| matches!(a, Aux::Scratch(_)))
-    };
-    // (17×17 pixels: more than the transposed 1×1 path takes, which has no scratch.)
-    assert!(packed([1, 12, 17, 17], 96, &conv(1, 1)), "K = 12");
-    assert!(!packed([1, 8, 8, 8], 96, &conv(1, 1)), "K = 8");
-    assert!(!packed([1, 1, 8, 8], 16, &conv(3, 1)), "K = 9");
-    assert!(packed([1, 3, 16, 16], 32, &conv(3, 2)), "stride 2, 32 channels");
-    assert!(!packed([1, 3, 16, 16], 16, &conv(3, 2)), "stride 2, 16 channels");
-    assert!(!packed([1, 32, 16, 16], 16, &conv(3, 2)), "stride 2, 16 channels, K = 288");
+    // On every f32 tile set this host has: the strided few-channel limit is the tile's.
+    for mk in each_f32_tile!() {
+        let conv = |k: usize, s: usize| ConvAttrs {
+            kernel: vec![k, k],
+            strides: vec![s, s],
+            dilations: vec![1, 1],
+            pads: vec![k / 2; 4],
+            group: 1,
+            algo: Default::default(),
+        };
+        let packed = |x: [usize; 4], m: usize, a: &ConvAttrs| {
+            Bench::new(&x, m, a, None, true, false, Some(mk)).aux.iter().any(|a| matches!(a, Aux::Scratch(_)))
+        };
+        // (17×17 pixels: more than the transposed 1×1 path takes, which has no scratch.)
+        assert!(packed([1, 12, 17, 17], 96, &conv(1, 1)), "K = 12");
+        assert!(!packed([1, 8, 8, 8], 96, &conv(1, 1)), "K = 8");
+        assert!(!packed([1, 1, 8, 8], 16, &conv(3, 1)), "K = 9");
+        assert!(packed([1, 3, 16, 16], 32, &conv(3, 2)), "stride 2, 32 channels");
+        // 16 strided channels: the direct kernel on the AVX2 tile, the microkernel on AVX-512's;
+        // 8 stay direct on both.
+        let wide = mk.tile == F32Tile::Avx512;
+        assert_eq!(packed([1, 3, 16, 16], 16, &conv(3, 2)), wide, "stride 2, 16 channels ({:?})", mk.tile);
+        assert_eq!(packed([1, 32, 16, 16], 16, &conv(3, 2)), wide, "stride 2, 16 channels, K = 288 ({:?})", mk.tile);
+        assert!(!packed([1, 32, 16, 16], 8, &conv(3, 2)), "stride 2, 8 channels ({:?})", mk.tile);
+    }
 }
 
 /// 1×1 convs on small output maps take the transposed GEMM (`packed/swap.rs`: no scratch,
