@@ -143,14 +143,11 @@ impl Conv {
             g.add_weight("w", common::random(&w_shape, 2))
         };
         let b = g.add_weight("b", common::random(&[self.m], 3));
-        let attrs = ConvAttrs {
-            kernel: self.kernel,
-            strides: self.strides,
-            dilations: self.dilations,
-            pads: self.pads,
-            group: self.group,
-            algo: Default::default(),
-        };
+        let attrs = ConvAttrs::new(&self.kernel)
+            .strides(&self.strides)
+            .dilations(&self.dilations)
+            .pads(&self.pads)
+            .group(self.group);
         let y = g.add_node("conv", Op::Conv(attrs), &[x, w, b]).expect("types");
         g.add_output("y", y[0]);
         check(g, &inputs);

@@ -64,14 +64,7 @@ impl Case {
             inputs.push(random(&y_shape, 14));
         }
         let p = self.pads;
-        let attrs = ConvAttrs {
-            kernel: vec![3, 3],
-            strides: vec![1, 1],
-            dilations: vec![1, 1],
-            pads: vec![p[0], p[1], p[2], p[3]],
-            group: 1,
-            algo: self.algo,
-        };
+        let attrs = ConvAttrs::new(&[3, 3]).pads(&[p[0], p[1], p[2], p[3]]).algo(self.algo);
         let op = if self.act.is_some() || self.residual {
             Op::Fused(Box::new(Fused { base: Op::Conv(attrs), act: self.act, residual: self.residual }))
         } else {

@@ -206,7 +206,7 @@ proptest! {
     ) {
         prop_assume!(axes.iter().all(|a| a.conv_out().is_some()));
         let (kernel, strides, dilations, pads) = attrs_of(&axes);
-        let op = Op::Conv(ConvAttrs { kernel: kernel.clone(), strides, dilations, pads, group, algo: Default::default() });
+        let op = Op::Conv(ConvAttrs::new(&kernel).strides(&strides).dilations(&dilations).pads(&pads).group(group));
         let in_sp: Vec<usize> = axes.iter().map(|a| a.input).collect();
         let out_sp: Vec<usize> = axes.iter().map(|a| a.conv_out().unwrap()).collect();
         let x_shape = [vec![batch, group * cpg], in_sp].concat();
@@ -308,14 +308,7 @@ fn threaded_conv_matches_direct_definition() {
     let axes: Vec<Axis> =
         (0..2).map(|_| Axis { input: 48, kernel: 3, stride: 1, dilation: 1, pad_begin: 1, pad_end: 1 }).collect();
     let (cin, cout) = (16, 16);
-    let op = Op::Conv(ConvAttrs {
-        kernel: vec![3, 3],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![1; 4],
-        group: 1,
-        algo: Default::default(),
-    });
+    let op = Op::Conv(ConvAttrs::new(&[3, 3]).pads(&[1; 4]));
     let x = values(cin * 48 * 48, 7);
     let w = values(cout * cin * 9, 8);
     let b = values(cout, 9);

@@ -214,15 +214,7 @@ impl ConvCase {
     }
 
     fn check(&self) {
-        let ns = self.kernel.len();
-        let a = ConvAttrs {
-            kernel: self.kernel.clone(),
-            strides: self.strides.clone(),
-            dilations: vec![1; ns],
-            pads: self.pads.clone(),
-            group: self.group,
-            algo: Default::default(),
-        };
+        let a = ConvAttrs::new(&self.kernel).strides(&self.strides).pads(&self.pads).group(self.group);
         let mut w_shape = vec![self.m, self.x[1] / self.group];
         w_shape.extend(&self.kernel);
         let w = scaled_weights(&w_shape, w_shape[1..].iter().product(), 2);
@@ -378,14 +370,7 @@ fn batched_matmul_fuses_every_epilogue() {
 }
 
 fn conv_3x3() -> (ConvAttrs, [Operand; 2], TensorType) {
-    let a = ConvAttrs {
-        kernel: vec![3, 3],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![1; 4],
-        group: 1,
-        algo: Default::default(),
-    };
+    let a = ConvAttrs::new(&[3, 3]).pads(&[1; 4]);
     let operands = [input(random(&[1, 4, 5, 5], 1)), weight(random(&[4, 4, 3, 3], 2))];
     let out = reference(&Op::Conv(a.clone()), &operands, None, None).ty();
     (a, operands, out)

@@ -13,14 +13,7 @@ use cnnc_ir::{ConvAttrs, UnaryOp};
 use super::packed_tests::Bench;
 
 fn attrs(k: [usize; 2], s: [usize; 2], d: [usize; 2], pads: [usize; 4], group: usize) -> ConvAttrs {
-    ConvAttrs {
-        kernel: k.to_vec(),
-        strides: s.to_vec(),
-        dilations: d.to_vec(),
-        pads: pads.to_vec(),
-        group,
-        algo: Default::default(),
-    }
+    ConvAttrs::new(&k).strides(&s).dilations(&d).pads(&pads).group(group)
 }
 
 const ACTS: [Option<UnaryOp>; 8] = [

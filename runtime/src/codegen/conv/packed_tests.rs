@@ -129,14 +129,7 @@ fn packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv() {
 }
 
 fn packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv_on(mk: Microkernels) {
-    let a = ConvAttrs {
-        kernel: vec![3, 3],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![1; 4],
-        group: 1,
-        algo: Default::default(),
-    };
+    let a = ConvAttrs::new(&[3, 3]).pads(&[1; 4]);
     let acts = [None, Some(UnaryOp::Relu), Some(UnaryOp::Clip { min: -0.5, max: 0.25 })];
     // 33 channels: K = 297 is two K blocks (bias in the first, epilogue in the last). 810
     // pixels are 4 pixel blocks (the last shorter); 61 and 100 output channels split their
@@ -215,14 +208,7 @@ fn packed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit()
 }
 
 fn packed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit_on(mk: Microkernels) {
-    let a = ConvAttrs {
-        kernel: vec![3, 3],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![1; 4],
-        group: 1,
-        algo: Default::default(),
-    };
+    let a = ConvAttrs::new(&[3, 3]).pads(&[1; 4]);
     let acts = [
         UnaryOp::Relu,
         UnaryOp::LeakyRelu { alpha: 0.1 },
@@ -276,14 +262,7 @@ fn in_place_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
 }
 
 fn in_place_1x1_conv_matches_the_direct_conv_and_any_unit_split_on(mk: Microkernels) {
-    let pointwise = |group| ConvAttrs {
-        kernel: vec![1, 1],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![0; 4],
-        group,
-        algo: Default::default(),
-    };
+    let pointwise = |group| ConvAttrs::new(&[1, 1]).group(group);
     let offset_tables = |b: &Bench| b.aux.iter().filter(|a| matches!(a, Aux::I64(_))).count();
     // (x, m, group, in place): 189 pixels are 11 full strips and one of 13; K = 300 is two
     // K blocks; 30 channels are 5 tiles, packed as before.
@@ -324,14 +303,7 @@ fn in_place_1x1_conv_matches_the_direct_conv_and_any_unit_split_on(mk: Microkern
 #[test]
 fn small_reductions_and_strided_few_channel_convs_route_by_measurement() {
     let mk = microkernels_or_skip!();
-    let conv = |k: usize, s: usize| ConvAttrs {
-        kernel: vec![k, k],
-        strides: vec![s, s],
-        dilations: vec![1, 1],
-        pads: vec![k / 2; 4],
-        group: 1,
-        algo: Default::default(),
-    };
+    let conv = |k: usize, s: usize| ConvAttrs::new(&[k, k]).strides(&[s, s]).pads(&[k / 2; 4]);
     let packed = |x: [usize; 4], m: usize, a: &ConvAttrs| {
         Bench::new(&x, m, a, None, true, false, Some(mk)).aux.iter().any(|a| matches!(a, Aux::Scratch(_)))
     };
@@ -351,14 +323,8 @@ fn small_reductions_and_strided_few_channel_convs_route_by_measurement() {
 #[test]
 fn transposed_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
     let mk = microkernels_or_skip!();
-    let pointwise = |s: usize, group: usize, pads: Vec<usize>| ConvAttrs {
-        kernel: vec![1, 1],
-        strides: vec![s, s],
-        dilations: vec![1, 1],
-        pads,
-        group,
-        algo: Default::default(),
-    };
+    let pointwise =
+        |s: usize, group: usize, pads: Vec<usize>| ConvAttrs::new(&[1, 1]).strides(&[s, s]).pads(&pads).group(group);
     // (x, m, stride, group, pads): 49 pixels are 8 tiles and one of 1; 40 channels two tiles
     // and one of 8; 300 → 512 channels at 7×7 is several chunks; stride 2 with an odd input;
     // 2025 pixels with few channels are blocks of pixel tiles (the last with a partial tile).
@@ -406,14 +372,7 @@ fn transposed_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
 #[test]
 fn transposed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit() {
     let mk = microkernels_or_skip!();
-    let a = ConvAttrs {
-        kernel: vec![1, 1],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![0; 4],
-        group: 1,
-        algo: Default::default(),
-    };
+    let a = ConvAttrs::new(&[1, 1]);
     let acts = [
         UnaryOp::Relu,
         UnaryOp::LeakyRelu { alpha: 0.1 },
@@ -459,14 +418,7 @@ fn stride_2_packed_convs_match_the_direct_conv_and_any_unit_split() {
 }
 
 fn stride_2_packed_convs_match_the_direct_conv_and_any_unit_split_on(mk: Microkernels) {
-    let conv = |k: usize, p: usize| ConvAttrs {
-        kernel: vec![k, k],
-        strides: vec![2, 2],
-        dilations: vec![1, 1],
-        pads: vec![p; 4],
-        group: 1,
-        algo: Default::default(),
-    };
+    let conv = |k: usize, p: usize| ConvAttrs::new(&[k, k]).strides(&[2, 2]).pads(&[p; 4]);
     for (x, m, k, p) in [([1, 3, 40, 32], 64, 7, 3), ([1, 3, 23, 40], 40, 7, 3), ([1, 24, 17, 33], 48, 3, 1)] {
         let a = conv(k, p);
         let mut packed = Bench::new(&x, m, &a, Some(UnaryOp::Relu), true, false, Some(mk));

@@ -304,14 +304,7 @@ mod tests {
         let [n, c, h, w] = x;
         let pads = [1, 2, 0, 1];
         let (oh, ow) = (h + pads[0] + pads[2] - 2, w + pads[1] + pads[3] - 2);
-        let a = ConvAttrs {
-            kernel: vec![3, 3],
-            strides: vec![1, 1],
-            dilations: vec![1, 1],
-            pads: pads.to_vec(),
-            group: 1,
-            algo,
-        };
+        let a = ConvAttrs::new(&[3, 3]).pads(&pads).algo(algo);
         let y_len = n * m * oh * ow;
         let tensors = [
             Tensor::from_f32(x.to_vec(), random(n * c * h * w, 1)).expect("shape"),
