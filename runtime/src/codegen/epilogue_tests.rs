@@ -19,19 +19,7 @@ use cnnc_ir::{BinaryOp, ConvAttrs, Graph, Op, Tensor, TensorType, UnaryOp, Value
 
 use super::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit, conv, gemm};
 use crate::run_reference;
-
-/// Deterministic values in [-1, 1).
-fn random(shape: &[usize], seed: u64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let data = (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::from_f32(shape.to_vec(), data).expect("shape")
-}
+use crate::testing::{random, rel_l2};
 
 /// Values in [-1, 1) scaled by `1/√fan_in`, as trained weights are, so that outputs are of
 /// order 1 and every activation is exercised in its non-trivial range (a two-sided Clip of
@@ -136,16 +124,6 @@ fn run_fused(
     );
     drop(code);
     Ok(whole)
-}
-
-fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let (mut diff, mut norm) = (0f64, 0f64);
-    for (&a, &b) in got.iter().zip(want) {
-        diff += f64::from(a - b).powi(2);
-        norm += f64::from(b).powi(2);
-    }
-    if norm == 0.0 { diff.sqrt() } else { (diff / norm).sqrt() }
 }
 
 /// Every activation the kernels fuse (Clip both two-sided and as ReLU6), and none.

@@ -11,6 +11,7 @@
 use cnnc_ir::{ConvAttrs, UnaryOp};
 
 use super::packed_tests::Bench;
+use crate::testing::rel_l2;
 
 fn attrs(k: [usize; 2], s: [usize; 2], d: [usize; 2], pads: [usize; 4], group: usize) -> ConvAttrs {
     ConvAttrs::new(&k).strides(&s).dilations(&d).pads(&pads).group(group)
@@ -92,12 +93,7 @@ fn single_pixel_pointwise_conv_is_a_gemv_matching_the_direct_conv() {
             want.run();
             let mut got = Bench::new(&x, m, &a, act, bias, residual, Some(mk));
             got.run();
-            let (mut d, mut n) = (0f64, 0f64);
-            for (&g, &w) in got.y.iter().zip(&want.y) {
-                d += f64::from(g - w).powi(2);
-                n += f64::from(w).powi(2);
-            }
-            let rel = (d / n.max(1e-300)).sqrt();
+            let rel = rel_l2(&got.y, &want.y);
             assert!(rel <= 1e-6, "{what}: rel-L2 {rel:.3e}");
             let one_call = got.y.clone();
             got.y.fill(f32::NAN);

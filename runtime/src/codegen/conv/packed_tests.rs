@@ -10,18 +10,7 @@ use cnnc_ir::{ConvAttrs, Op, Tensor, TensorType, UnaryOp};
 
 use super::{Microkernels, emit_conv_with};
 use crate::codegen::{Aux, EmitCx, Epilogue, Jit};
-
-fn random(shape: &[usize], seed: u64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let data = (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::from_f32(shape.to_vec(), data).expect("shape")
-}
+use crate::testing::{random, rel_l2};
 
 /// A compiled conv kernel with its operands, ready to run repeatedly.
 pub(super) struct Bench {
@@ -108,15 +97,6 @@ impl Bench {
             unsafe { (self.kernel)(table.as_ptr(), lo as i64, hi as i64) };
         }
     }
-}
-
-fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
-    let (mut d, mut n) = (0f64, 0f64);
-    for (&a, &b) in got.iter().zip(want) {
-        d += f64::from(a - b).powi(2);
-        n += f64::from(b).powi(2);
-    }
-    (d / n.max(1e-300)).sqrt()
 }
 
 #[test]

@@ -279,16 +279,11 @@ mod tests {
 
     use super::super::emit_conv_with;
     use crate::codegen::{Aux, EmitCx, Epilogue, Jit};
-    use crate::microkernel::{Choice, F32Tile, Microkernels, select};
+    use crate::microkernel::{Choice, F32Tile, Microkernels, lcg, select};
 
+    /// Deterministic values in [-1, 1): the microkernel tests' data, doubled (exactly).
     fn random(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-                (s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
+        lcg(n, seed).into_iter().map(|v| 2.0 * v).collect()
     }
 
     /// Compiles a 3×3 conv (bias, residual, HardSwish) of `[n, c, h, w]` to `m` channels with
