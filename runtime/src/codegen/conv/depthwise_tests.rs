@@ -65,10 +65,7 @@ fn avx2_depthwise_gives_the_cranelift_kernels_bits_for_any_unit_split() {
             let mut got = Bench::new(&x, m, &a, act, bias, residual, Some(mk));
             got.run();
             same_bits(&what, &got.y, &want.y);
-            let one_call = got.y.clone();
-            got.y.fill(f32::NAN);
-            got.run_units_reversed();
-            same_bits(&format!("{what}, units reversed"), &got.y, &one_call);
+            got.assert_unit_split_gives_the_same_bits(&what);
         }
     }
 }
@@ -95,10 +92,7 @@ fn single_pixel_pointwise_conv_is_a_gemv_matching_the_direct_conv() {
             got.run();
             let rel = rel_l2(&got.y, &want.y);
             assert!(rel <= 1e-6, "{what}: rel-L2 {rel:.3e}");
-            let one_call = got.y.clone();
-            got.y.fill(f32::NAN);
-            got.run_units_reversed();
-            same_bits(&format!("{what}, units reversed"), &got.y, &one_call);
+            got.assert_unit_split_gives_the_same_bits(&what);
         }
     }
 }

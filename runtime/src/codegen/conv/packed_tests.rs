@@ -85,6 +85,18 @@ impl Bench {
         self.run_units(&calls);
     }
 
+    /// Runs each work unit in its own call, last unit first, over an output filled with NaN,
+    /// and asserts that it writes the bits the previous run wrote (units are independent and
+    /// complete), naming `what` and the first element that differs.
+    pub(super) fn assert_unit_split_gives_the_same_bits(&mut self, what: &str) {
+        let blank = vec![f32::NAN; self.y.len()];
+        let whole = std::mem::replace(&mut self.y, blank);
+        self.run_units_reversed();
+        for (i, (a, b)) in self.y.iter().zip(&whole).enumerate() {
+            assert!(a.to_bits() == b.to_bits(), "{what}: unit by unit ({} units): element {i}: {a} vs {b}", self.units);
+        }
+    }
+
     fn run_units(&mut self, calls: &[(u64, u64)]) {
         let scratch = self.scratch.as_mut_ptr().cast();
         let mut table: Vec<*mut u8> =
@@ -127,16 +139,8 @@ fn packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv_on(mk: Micro
                 direct.run();
                 let rel = rel_l2(&packed.y, &direct.y);
                 assert!(rel <= 1e-6, "{x:?}→{m} {act:?} residual {residual}: rel-L2 {rel:.3e}");
-                // Unit by unit, in reverse: the same bits (units are independent and complete).
                 for bench in [&mut packed, &mut direct] {
-                    let blank = vec![f32::NAN; bench.y.len()];
-                    let whole = std::mem::replace(&mut bench.y, blank);
-                    bench.run_units_reversed();
-                    assert!(
-                        whole.iter().zip(&bench.y).all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{x:?}→{m} {act:?} residual {residual}: unit-by-unit run differs ({} units)",
-                        bench.units
-                    );
+                    bench.assert_unit_split_gives_the_same_bits(&format!("{x:?}→{m} {act:?} residual {residual}"));
                 }
             }
         }
@@ -157,6 +161,29 @@ fn cranelift_activation(op: UnaryOp, x: &[f32]) -> Vec<f32> {
     // SAFETY: input and output of the length the kernel was compiled for; `_code` is alive.
     unsafe { kernels[0](table.as_ptr(), 0, emitted.units as i64) };
     y
+}
+
+/// Gives `fused` (a conv with `act` fused) and `plain` (the same conv without it) one
+/// [`wide_residual`] if they take a residual, runs both, and asserts that `fused` wrote exactly
+/// the bits of the Cranelift activation kernel applied to `plain`'s output.
+fn assert_fused_is_plain_then_activation(
+    fused: &mut Bench,
+    plain: &mut Bench,
+    act: UnaryOp,
+    residual: bool,
+    what: &str,
+) {
+    if residual {
+        let r = wide_residual(fused.tensors.last().expect("residual").shape());
+        *fused.tensors.last_mut().expect("residual") = r.clone();
+        *plain.tensors.last_mut().expect("residual") = r;
+    }
+    fused.run();
+    plain.run();
+    let want = cranelift_activation(act, &plain.y);
+    for (i, (g, w)) in fused.y.iter().zip(&want).enumerate() {
+        assert_eq!(g.to_bits(), w.to_bits(), "{what} at {i}: {g} vs {w} (from {})", plain.y[i]);
+    }
 }
 
 /// A residual whose sums with the conv span every activation's ranges: values scaled by
@@ -207,22 +234,8 @@ fn packed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit_o
                 let mut fused = Bench::new(&x, m, &a, Some(act), bias, residual, Some(mk));
                 let mut plain = Bench::new(&x, m, &a, None, bias, residual, Some(mk));
                 assert!(fused.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "took the packed path");
-                if residual {
-                    let r = wide_residual(fused.tensors.last().expect("residual").shape());
-                    *fused.tensors.last_mut().expect("residual") = r.clone();
-                    *plain.tensors.last_mut().expect("residual") = r;
-                }
-                fused.run();
-                plain.run();
-                let want = cranelift_activation(act, &plain.y);
-                for (i, (g, w)) in fused.y.iter().zip(&want).enumerate() {
-                    assert_eq!(
-                        g.to_bits(),
-                        w.to_bits(),
-                        "{x:?}→{m} {act:?} bias {bias} residual {residual} at {i}: {g} vs {w} (from {})",
-                        plain.y[i]
-                    );
-                }
+                let what = format!("{x:?}→{m} {act:?} bias {bias} residual {residual}");
+                assert_fused_is_plain_then_activation(&mut fused, &mut plain, act, residual, &what);
             }
         }
     }
@@ -267,14 +280,7 @@ fn in_place_1x1_conv_matches_the_direct_conv_and_any_unit_split_on(mk: Microkern
             direct.run();
             let rel = rel_l2(&packed.y, &direct.y);
             assert!(rel <= 1e-6, "{x:?}→{m} {act:?} residual {residual}: rel-L2 {rel:.3e}");
-            let blank = vec![f32::NAN; packed.y.len()];
-            let whole = std::mem::replace(&mut packed.y, blank);
-            packed.run_units_reversed();
-            assert!(
-                whole.iter().zip(&packed.y).all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{x:?}→{m} {act:?}: unit-by-unit run differs ({} units)",
-                packed.units
-            );
+            packed.assert_unit_split_gives_the_same_bits(&format!("{x:?}→{m} {act:?}"));
         }
     }
 }
@@ -332,14 +338,7 @@ fn transposed_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
             direct.run();
             let rel = rel_l2(&packed.y, &direct.y);
             assert!(rel <= 1e-6, "{x:?}→{m} {act:?} residual {residual}: rel-L2 {rel:.3e}");
-            let blank = vec![f32::NAN; packed.y.len()];
-            let whole = std::mem::replace(&mut packed.y, blank);
-            packed.run_units_reversed();
-            assert!(
-                whole.iter().zip(&packed.y).all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{x:?}→{m} {act:?}: unit-by-unit run differs ({} units)",
-                packed.units
-            );
+            packed.assert_unit_split_gives_the_same_bits(&format!("{x:?}→{m} {act:?}"));
             if m == 512 || x[2] == 45 {
                 assert!(packed.units > 2, "{x:?}→{m}: split into channel chunks or pixel blocks");
             }
@@ -369,17 +368,8 @@ fn transposed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_b
                 let mut fused = Bench::new(&x, m, &a, Some(act), bias, residual, Some(mk));
                 let mut plain = Bench::new(&x, m, &a, None, bias, residual, Some(mk));
                 assert!(!fused.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "transposed path");
-                if residual {
-                    let r = wide_residual(fused.tensors.last().expect("residual").shape());
-                    *fused.tensors.last_mut().expect("residual") = r.clone();
-                    *plain.tensors.last_mut().expect("residual") = r;
-                }
-                fused.run();
-                plain.run();
-                let want = cranelift_activation(act, &plain.y);
-                for (i, (g, w)) in fused.y.iter().zip(&want).enumerate() {
-                    assert_eq!(g.to_bits(), w.to_bits(), "{x:?}→{m} {act:?} bias {bias} residual {residual} at {i}");
-                }
+                let what = format!("{x:?}→{m} {act:?} bias {bias} residual {residual}");
+                assert_fused_is_plain_then_activation(&mut fused, &mut plain, act, residual, &what);
             }
         }
     }
@@ -408,9 +398,6 @@ fn stride_2_packed_convs_match_the_direct_conv_and_any_unit_split_on(mk: Microke
         direct.run();
         let rel = rel_l2(&packed.y, &direct.y);
         assert!(rel <= 1e-6, "{x:?}→{m} k {k}: rel-L2 {rel:.3e}");
-        let blank = vec![f32::NAN; packed.y.len()];
-        let whole = std::mem::replace(&mut packed.y, blank);
-        packed.run_units_reversed();
-        assert!(whole.iter().zip(&packed.y).all(|(a, b)| a.to_bits() == b.to_bits()), "{x:?}→{m}: unit split");
+        packed.assert_unit_split_gives_the_same_bits(&format!("{x:?}→{m}"));
     }
 }
