@@ -408,14 +408,7 @@ impl CostOracle for RooflineOracle {
 fn measure_roofline(threads: usize) -> Result<Roofline, String> {
     let f32t = |shape: &[usize]| TensorType { dtype: DType::F32, shape: shape.to_vec() };
     let conv = KernelKey {
-        op: Op::Conv(ConvAttrs {
-            kernel: vec![3, 3],
-            strides: vec![1, 1],
-            dilations: vec![1, 1],
-            pads: vec![1; 4],
-            group: 1,
-            algo: Default::default(),
-        }),
+        op: Op::Conv(ConvAttrs::new(&[3, 3]).pads(&[1; 4])),
         inputs: vec![
             Operand { ty: f32t(&[1, 64, 56, 56]), constant: false },
             Operand { ty: f32t(&[64, 64, 3, 3]), constant: true },

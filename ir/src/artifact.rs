@@ -63,11 +63,7 @@
 //! Shape consistency (declared output types against inference) is left to [`crate::verify`]:
 //! [`decode`] returns an unverified [`Graph`] and every caller verifies it.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-
-use petgraph::Direction;
-use petgraph::visit::EdgeRef;
+use std::collections::HashMap;
 
 use crate::graph::{Graph, NodeId, ValueRef};
 use crate::op::{
@@ -366,36 +362,12 @@ fn to_wire(graph: &Graph, meta: &ArtifactMeta) -> wire::Artifact {
     }
 }
 
-/// The nodes other than graph inputs in the topological order that always takes the lowest
-/// ready node id (inputs count as placed). This is the text form's print order, so a decoded
-/// graph, whose ids follow the artifact, prints exactly like the graph that was encoded.
+/// The nodes other than graph inputs in the canonical order ([`Graph::lowest_id_order`], inputs
+/// counted as placed). This is the text form's print order, so a decoded graph, whose ids
+/// follow the artifact, prints exactly like the graph that was encoded.
 fn node_order(graph: &Graph) -> Vec<NodeId> {
-    let pg = graph.petgraph();
-    let is_input = |id: NodeId| graph.inputs().contains(&id);
-    let mut pending: HashMap<NodeId, usize> = HashMap::new();
-    let mut ready = BinaryHeap::new();
-    for id in graph.node_ids().filter(|&id| !is_input(id)) {
-        let n = pg.edges_directed(id, Direction::Incoming).filter(|e| !is_input(e.source())).count();
-        if n == 0 {
-            ready.push(Reverse(id));
-        } else {
-            pending.insert(id, n);
-        }
-    }
-    let mut order = Vec::with_capacity(graph.node_count());
-    while let Some(Reverse(id)) = ready.pop() {
-        order.push(id);
-        for e in pg.edges_directed(id, Direction::Outgoing) {
-            if let Some(n) = pending.get_mut(&e.target()) {
-                *n -= 1;
-                if *n == 0 {
-                    pending.remove(&e.target());
-                    ready.push(Reverse(e.target()));
-                }
-            }
-        }
-    }
-    assert!(pending.is_empty(), "a verified graph has no cycle");
+    let (order, cyclic) = graph.lowest_id_order(&graph.inputs().iter().copied().collect());
+    assert!(cyclic.is_empty(), "a verified graph has no cycle");
     order
 }
 

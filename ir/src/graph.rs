@@ -1,6 +1,9 @@
 //! The dataflow graph: a petgraph `StableDiGraph` of [`Node`]s whose edges connect an output
 //! slot of a producer to an input slot of a consumer, plus the weight store.
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+
 use petgraph::Direction;
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
@@ -249,28 +252,45 @@ impl Graph {
     /// Nodes ordered so that producers come before consumers; among ready nodes the lowest
     /// id goes first, so the order is deterministic (Kahn's algorithm with a min-heap).
     pub fn topo_order(&self) -> Result<Vec<NodeId>, CycleError> {
-        use std::cmp::Reverse;
-        use std::collections::{BinaryHeap, HashMap};
-        let mut indegree: HashMap<NodeId, usize> =
-            self.g.node_indices().map(|n| (n, self.g.edges_directed(n, Direction::Incoming).count())).collect();
-        let mut ready: BinaryHeap<Reverse<NodeId>> =
-            indegree.iter().filter(|&(_, &d)| d == 0).map(|(&n, _)| Reverse(n)).collect();
-        let mut order = Vec::with_capacity(indegree.len());
-        while let Some(Reverse(n)) = ready.pop() {
-            order.push(n);
-            for e in self.g.edges_directed(n, Direction::Outgoing) {
-                let d = indegree.get_mut(&e.target()).expect("every node has an indegree");
-                *d -= 1;
-                if *d == 0 {
-                    ready.push(Reverse(e.target()));
+        let (order, cyclic) = self.lowest_id_order(&HashSet::new());
+        match cyclic.first() {
+            Some(&stuck) => Err(CycleError { node: self.g[stuck].name.clone() }),
+            None => Ok(order),
+        }
+    }
+
+    /// The canonical node order, which the text form prints and the artifact stores: the
+    /// nodes not in `placed`, producers before consumers, always taking the lowest ready node
+    /// id (Kahn's algorithm with a min-heap), with the nodes of `placed` counted as already
+    /// ordered. Returns that order and, apart and in id order, the nodes it never reaches
+    /// because they are on or behind a cycle.
+    pub(crate) fn lowest_id_order(&self, placed: &HashSet<NodeId>) -> (Vec<NodeId>, Vec<NodeId>) {
+        let mut pending: HashMap<NodeId, usize> = HashMap::new();
+        let mut ready = BinaryHeap::new();
+        for id in self.g.node_indices().filter(|id| !placed.contains(id)) {
+            let n = self.g.edges_directed(id, Direction::Incoming).filter(|e| !placed.contains(&e.source())).count();
+            if n == 0 {
+                ready.push(Reverse(id));
+            } else {
+                pending.insert(id, n);
+            }
+        }
+        let mut order = Vec::with_capacity(self.g.node_count());
+        while let Some(Reverse(id)) = ready.pop() {
+            order.push(id);
+            for e in self.g.edges_directed(id, Direction::Outgoing) {
+                if let Some(n) = pending.get_mut(&e.target()) {
+                    *n -= 1;
+                    if *n == 0 {
+                        pending.remove(&e.target());
+                        ready.push(Reverse(e.target()));
+                    }
                 }
             }
         }
-        if order.len() < indegree.len() {
-            let stuck = self.g.node_indices().find(|n| indegree[n] > 0).expect("some node is on a cycle");
-            return Err(CycleError { node: self.g[stuck].name.clone() });
-        }
-        Ok(order)
+        let mut cyclic: Vec<NodeId> = pending.into_keys().collect();
+        cyclic.sort_unstable();
+        (order, cyclic)
     }
 
     /// Makes every consumer of `from` (and any graph output) read `to` instead.
@@ -295,7 +315,7 @@ impl Graph {
     /// Removes nodes that no graph output depends on (graph inputs are kept) and compacts the
     /// weight store to the weights still referenced.
     pub fn remove_dead_nodes(&mut self) {
-        let mut live = std::collections::HashSet::new();
+        let mut live = HashSet::new();
         let mut stack: Vec<NodeId> = self.outputs.iter().map(|o| o.value.node).collect();
         stack.extend(self.inputs.iter().copied());
         while let Some(n) = stack.pop() {
@@ -307,7 +327,7 @@ impl Graph {
         for n in dead {
             self.g.remove_node(n);
         }
-        let mut remap = std::collections::HashMap::new();
+        let mut remap = HashMap::new();
         let mut kept = WeightStore::default();
         let ids: Vec<NodeId> = self.g.node_indices().collect();
         for n in ids {

@@ -70,14 +70,7 @@ mod tests {
     #[test]
     fn conv_gemm_and_matmul_count_as_manifest_defines() {
         let t = |s: &[usize]| TensorType { dtype: DType::F32, shape: s.to_vec() };
-        let conv = Op::Conv(crate::ConvAttrs {
-            kernel: vec![3, 3],
-            strides: vec![1, 1],
-            pads: vec![1, 1, 1, 1],
-            dilations: vec![1, 1],
-            group: 2,
-            algo: Default::default(),
-        });
+        let conv = Op::Conv(crate::ConvAttrs::new(&[3, 3]).pads(&[1; 4]).group(2));
         // N·Ho·Wo·Cout · Cin/g·k·k = 1·8·8·6 · 2·3·3.
         assert_eq!(node_macs(&conv, &[&t(&[1, 4, 8, 8]), &t(&[6, 2, 3, 3])], &[t(&[1, 6, 8, 8])]), 384 * 18);
         let gemm = Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: true, trans_b: false };

@@ -68,6 +68,51 @@ impl ConvAlgo {
 }
 
 impl ConvAttrs {
+    /// A conv with the kernel extents `kernel` (one per spatial axis), stride and dilation 1 on
+    /// every axis, no padding, one group and the direct algorithm. The setters change one
+    /// attribute each: `ConvAttrs::new(&[3, 3]).strides(&[2, 2]).pads(&[1; 4])`.
+    pub fn new(kernel: &[usize]) -> ConvAttrs {
+        let n = kernel.len();
+        ConvAttrs {
+            kernel: kernel.to_vec(),
+            strides: vec![1; n],
+            dilations: vec![1; n],
+            pads: vec![0; 2 * n],
+            group: 1,
+            algo: ConvAlgo::Direct,
+        }
+    }
+
+    /// With the strides `strides` (one per spatial axis).
+    pub fn strides(mut self, strides: &[usize]) -> ConvAttrs {
+        self.strides = strides.to_vec();
+        self
+    }
+
+    /// With the dilations `dilations` (one per spatial axis).
+    pub fn dilations(mut self, dilations: &[usize]) -> ConvAttrs {
+        self.dilations = dilations.to_vec();
+        self
+    }
+
+    /// With the pads `pads`, `[begin…, end…]`.
+    pub fn pads(mut self, pads: &[usize]) -> ConvAttrs {
+        self.pads = pads.to_vec();
+        self
+    }
+
+    /// With `group` groups.
+    pub fn group(mut self, group: usize) -> ConvAttrs {
+        self.group = group;
+        self
+    }
+
+    /// Computed by `algo`.
+    pub fn algo(mut self, algo: ConvAlgo) -> ConvAttrs {
+        self.algo = algo;
+        self
+    }
+
     /// Whether a Winograd algorithm may compute this conv: 2-D, 3×3, stride 1, dilation 1,
     /// one group (any padding).
     pub fn winograd_eligible(&self) -> bool {

@@ -67,13 +67,9 @@
 //! The parser does not run inference: output types come from the text, and
 //! [`crate::verify`] checks them.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Display, Formatter};
 use std::str::FromStr;
-
-use petgraph::Direction;
-use petgraph::visit::EdgeRef;
 
 use crate::graph::{Graph, NodeId, ValueRef};
 use crate::op::{
@@ -248,13 +244,12 @@ impl GraphText<'_> {
     }
 }
 
-/// Graph inputs in input order, then the other nodes in the topological order that always
-/// takes the lowest ready node id, then nodes on or behind a cycle in id order.
+/// Graph inputs in input order, then the other nodes in the canonical order
+/// ([`Graph::lowest_id_order`]), then nodes on or behind a cycle in id order.
 ///
 /// A parsed graph numbers its nodes in printed order, so this order is the lowest-id
 /// topological order of the parsed graph too, which makes printing a fixpoint.
 fn print_order(g: &Graph) -> Vec<NodeId> {
-    let pg = g.petgraph();
     let mut order = Vec::with_capacity(g.node_count());
     let mut placed = HashSet::new();
     for &id in g.inputs() {
@@ -262,31 +257,8 @@ fn print_order(g: &Graph) -> Vec<NodeId> {
             order.push(id);
         }
     }
-    let mut pending: HashMap<NodeId, usize> = HashMap::new();
-    let mut ready = BinaryHeap::new();
-    for id in g.node_ids().filter(|id| !placed.contains(id)) {
-        let n = pg.edges_directed(id, Direction::Incoming).filter(|e| !placed.contains(&e.source())).count();
-        if n == 0 {
-            ready.push(Reverse(id));
-        } else {
-            pending.insert(id, n);
-        }
-    }
-    while let Some(Reverse(id)) = ready.pop() {
-        order.push(id);
-        for e in pg.edges_directed(id, Direction::Outgoing) {
-            let target = e.target();
-            if let Some(n) = pending.get_mut(&target) {
-                *n -= 1;
-                if *n == 0 {
-                    pending.remove(&target);
-                    ready.push(Reverse(target));
-                }
-            }
-        }
-    }
-    let mut cyclic: Vec<NodeId> = pending.into_keys().collect();
-    cyclic.sort_unstable();
+    let (rest, cyclic) = g.lowest_id_order(&placed);
+    order.extend(rest);
     order.extend(cyclic);
     order
 }

@@ -67,13 +67,7 @@ fn small() -> Graph {
     let x = g.add_input("x", TensorType::f32([1, 2, 5, 5]));
     let w = weight(&mut g, "w", &[4, 1, 3, 3]);
     let b = weight(&mut g, "b", &[4]);
-    let [kernel, strides, dilations, pads] = window(3, 1, 1);
-    let conv = node(
-        &mut g,
-        "conv",
-        Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group: 2, algo: Default::default() }),
-        &[x, w, b],
-    );
+    let conv = node(&mut g, "conv", Op::Conv(ConvAttrs::new(&[3, 3]).pads(&[1; 4]).group(2)), &[x, w, b]);
     let r = node(&mut g, "relu", Op::Unary(UnaryOp::Relu), &[conv]);
     g.add_output("y", r);
     g

@@ -38,14 +38,7 @@ fn f32s(shape: &[usize]) -> TensorType {
 }
 
 fn conv(kernel: [usize; 2], strides: [usize; 2], dilations: [usize; 2], pads: [usize; 4], group: usize) -> Op {
-    Op::Conv(ConvAttrs {
-        kernel: kernel.to_vec(),
-        strides: strides.to_vec(),
-        dilations: dilations.to_vec(),
-        pads: pads.to_vec(),
-        group,
-        algo: Default::default(),
-    })
+    Op::Conv(ConvAttrs::new(&kernel).strides(&strides).dilations(&dilations).pads(&pads).group(group))
 }
 
 fn max_pool(kernel: usize, stride: usize, pads: [usize; 2], ceil_mode: bool) -> Op {
@@ -113,14 +106,7 @@ fn conv_rejects_a_kernel_wider_than_the_padded_input() {
 
 #[test]
 fn conv_rejects_attributes_of_the_wrong_length() {
-    let op = Op::Conv(ConvAttrs {
-        kernel: vec![3, 3],
-        strides: vec![1],
-        dilations: vec![1, 1],
-        pads: vec![0, 0, 0, 0],
-        group: 1,
-        algo: Default::default(),
-    });
+    let op = Op::Conv(ConvAttrs::new(&[3, 3]).strides(&[1]));
     let reason = infer_err(&op, [f32s(&[1, 1, 5, 5]), f32s(&[1, 1, 3, 3])]);
     assert!(reason.contains("strides has 1 entries, expected 2"), "{reason}");
 }
@@ -405,7 +391,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
     let small = || prop::collection::vec(0usize..4, 0..5);
     prop_oneof![
         (small(), small(), small(), small(), 0usize..4).prop_map(|(kernel, strides, dilations, pads, group)| {
-            Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group, algo: Default::default() })
+            Op::Conv(ConvAttrs::new(&kernel).strides(&strides).dilations(&dilations).pads(&pads).group(group))
         }),
         (small(), small(), small(), small(), small(), 0usize..4).prop_map(
             |(kernel, strides, dilations, pads, output_padding, group)| {

@@ -170,13 +170,7 @@ fn the_printed_form_is_pinned() {
     let mut g = Graph::new("mnist");
     let x = g.add_input("input", TensorType::f32([1, 1, 4, 4]));
     let w = g.add_weight("w", Tensor::from_f32([2, 1, 1, 1], vec![0.5, -1.0]).expect("2 values"));
-    let [kernel, strides, dilations, pads] = window(1, 1, 0);
-    let conv = node(
-        &mut g,
-        "conv1",
-        Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group: 1, algo: Default::default() }),
-        &[x, w],
-    );
+    let conv = node(&mut g, "conv1", Op::Conv(ConvAttrs::new(&[1, 1])), &[x, w]);
     let parts = g.add_node("split", Op::Split { axis: 1, sizes: vec![1, 1] }, &[conv]).expect("split");
     let r = node(&mut g, "r", Op::Unary(UnaryOp::LeakyRelu { alpha: 0.01 }), &[parts[1]]);
     g.add_output("logits", r);

@@ -33,14 +33,7 @@ fn three_different_problems_are_all_reported() {
     // 1. a stored output type that inference disagrees with
     g.add_node_typed("bad_type", relu(), &[r], vec![TensorType::f32([9])]);
     // 2. a conv with a missing weight input
-    let conv = Op::Conv(ConvAttrs {
-        kernel: vec![1, 1],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![0, 0, 0, 0],
-        group: 1,
-        algo: Default::default(),
-    });
+    let conv = Op::Conv(ConvAttrs::new(&[1, 1]));
     g.add_node_typed("lonely_conv", conv, &[x], vec![TensorType::f32([1, 2, 4, 4])]);
     // 3. operands that do not broadcast
     let w = g.add_weight("w", Tensor::full_f32([3], 1.0));

@@ -36,26 +36,9 @@ mod model;
 mod plan;
 mod profile;
 mod reference;
-mod threads;
-
-/// Test support shared by the runtime's tests and the workspace's test crates.
 #[doc(hidden)]
-pub mod testing {
-    /// Skips a test whose CPU features the host lacks, loudly: prints
-    /// `SKIPPED: {test}: this host lacks the {tier} tier's CPU features`, and panics instead when
-    /// `CNNC_REQUIRE_CPU` (space-separated tiers: `avx2` = AVX2 + FMA, `avx512` = AVX2 + FMA +
-    /// AVX-512F (the f32 GEMM tile), `vnni` = AVX-512 F/BW/VNNI, `vbmi` = VNNI + AVX-512 VBMI,
-    /// `amx` = VNNI + AMX-TILE/INT8) names `tier`: `.ci/run` sets it from `/proc/cpuinfo`, so a
-    /// test that should run there cannot pass by skipping.
-    pub fn cpu_skip(test: &str, tier: &str) {
-        let required = std::env::var("CNNC_REQUIRE_CPU").unwrap_or_default();
-        assert!(
-            !required.split_whitespace().any(|t| t == tier),
-            "{test}: CNNC_REQUIRE_CPU={required:?} says this host has the {tier} tier, but its kernels are unavailable"
-        );
-        eprintln!("SKIPPED: {test}: this host lacks the {tier} tier's CPU features");
-    }
-}
+pub mod testing;
+mod threads;
 
 pub use codegen::CompileError;
 pub use load::LoadError;

@@ -164,14 +164,7 @@ mod tests {
     use cnnc_ir::{ConvAttrs, DType};
 
     fn conv(kernel: usize, stride: usize, pad: usize, group: usize) -> Op {
-        Op::Conv(ConvAttrs {
-            kernel: vec![kernel; 2],
-            strides: vec![stride; 2],
-            dilations: vec![1; 2],
-            pads: vec![pad; 4],
-            group,
-            algo: Default::default(),
-        })
+        Op::Conv(ConvAttrs::new(&[kernel; 2]).strides(&[stride; 2]).pads(&[pad; 4]).group(group))
     }
 
     fn t(shape: &[usize]) -> TensorType {

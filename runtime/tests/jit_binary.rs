@@ -8,23 +8,13 @@
 //! to about one ulp (relative 2.5e-7).
 
 use cnnc_ir::{BinaryOp, DType, Graph, Op, Tensor, TensorData, TensorType, verify};
+use cnnc_runtime::testing::random_values;
 use cnnc_runtime::{Model, run_reference};
-
-/// Deterministic pseudo-random values in [−4, 4).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0
-        })
-        .collect()
-}
 
 /// Values with the special cases sprinkled in.
 fn f32_tensor(shape: &[usize], seed: u64) -> Tensor {
     let n = shape.iter().product();
-    let mut v = values(n, seed);
+    let mut v = random_values(n, seed, 4.0);
     let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 1.0, -1.0];
     for (i, x) in v.iter_mut().enumerate() {
         if (i as u64 * 7 + seed).is_multiple_of(11) {
@@ -36,7 +26,7 @@ fn f32_tensor(shape: &[usize], seed: u64) -> Tensor {
 
 fn i64_tensor(shape: &[usize], seed: u64, nonzero: bool) -> Tensor {
     let n = shape.iter().product();
-    let v = values(n, seed)
+    let v = random_values(n, seed, 4.0)
         .iter()
         .enumerate()
         .map(|(i, &x)| {
@@ -50,7 +40,7 @@ fn i64_tensor(shape: &[usize], seed: u64, nonzero: bool) -> Tensor {
 
 fn bool_tensor(shape: &[usize], seed: u64) -> Tensor {
     let n = shape.iter().product();
-    Tensor::from_bool(shape.to_vec(), values(n, seed).iter().map(|&x| x > 0.0).collect()).expect("shape")
+    Tensor::from_bool(shape.to_vec(), random_values(n, seed, 4.0).iter().map(|&x| x > 0.0).collect()).expect("shape")
 }
 
 /// Builds `out = op(inputs…)` where each input is a graph input, or a weight when `weights[i]`.

@@ -88,14 +88,11 @@ impl ConvCase {
         if self.bias {
             ins.push(g.add_weight("b", random(&[self.m], 3)));
         }
-        let attrs = ConvAttrs {
-            kernel: self.kernel,
-            strides: self.strides,
-            dilations: self.dilations,
-            pads: self.pads,
-            group: self.group,
-            algo: Default::default(),
-        };
+        let attrs = ConvAttrs::new(&self.kernel)
+            .strides(&self.strides)
+            .dilations(&self.dilations)
+            .pads(&self.pads)
+            .group(self.group);
         let y = g.add_node("conv", Op::Conv(attrs), &ins).expect("types");
         g.add_output("y", y[0]);
         check_close(g, &inputs);

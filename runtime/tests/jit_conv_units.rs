@@ -18,6 +18,7 @@ mod common;
 use std::sync::Once;
 
 use cnnc_ir::{ConvAttrs, Graph, Op, Tensor, TensorType, VerifiedGraph, verify};
+use cnnc_runtime::testing::rel_l2;
 use cnnc_runtime::{Model, run_reference};
 
 /// Forces the portable Cranelift kernels for the whole test binary.
@@ -61,13 +62,10 @@ fn close(what: &str, got: &Tensor, want: &Tensor) {
     assert_eq!(got.shape(), want.shape(), "{what}");
     let (g, w) = (got.as_f32().expect("f32"), want.as_f32().expect("f32"));
     let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    let (mut diff, mut norm) = (0f64, 0f64);
     for (i, (&a, &b)) in g.iter().zip(w).enumerate() {
         assert!((a - b).abs() <= 2e-5 * scale, "{what}: element {i}: {a} vs reference {b}");
-        diff += f64::from(a - b).powi(2);
-        norm += f64::from(b).powi(2);
     }
-    let rel = (diff / norm.max(1e-300)).sqrt();
+    let rel = rel_l2(g, w);
     assert!(rel <= 2e-6, "{what}: rel-L2 {rel:.3e}");
 }
 
@@ -143,14 +141,11 @@ impl Conv {
             g.add_weight("w", common::random(&w_shape, 2))
         };
         let b = g.add_weight("b", common::random(&[self.m], 3));
-        let attrs = ConvAttrs {
-            kernel: self.kernel,
-            strides: self.strides,
-            dilations: self.dilations,
-            pads: self.pads,
-            group: self.group,
-            algo: Default::default(),
-        };
+        let attrs = ConvAttrs::new(&self.kernel)
+            .strides(&self.strides)
+            .dilations(&self.dilations)
+            .pads(&self.pads)
+            .group(self.group);
         let y = g.add_node("conv", Op::Conv(attrs), &[x, w, b]).expect("types");
         g.add_output("y", y[0]);
         check(g, &inputs);

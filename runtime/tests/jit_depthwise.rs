@@ -132,14 +132,11 @@ proptest! {
         residual in any::<bool>(),
         act in 0usize..ACTS.len(),
     ) {
-        let a = ConvAttrs {
-            kernel: vec![k.0, k.1],
-            strides: vec![s.0, s.1],
-            dilations: vec![d.0, d.1],
-            pads: vec![pads.0, pads.1, pads.2, pads.3],
-            group: c,
-            algo: Default::default(),
-        };
+        let a = ConvAttrs::new(&[k.0, k.1])
+            .strides(&[s.0, s.1])
+            .dilations(&[d.0, d.1])
+            .pads(&[pads.0, pads.1, pads.2, pads.3])
+            .group(c);
         let kvol = k.0 * k.1;
         let case = |abs| conv_graph(&[batch, c, h, w], c * mult, a.clone(), bias, ACTS[act], residual, abs);
         prop_assume!(case(false).is_some());
@@ -156,14 +153,7 @@ proptest! {
         residual in any::<bool>(),
         act in 0usize..ACTS.len(),
     ) {
-        let a = ConvAttrs {
-            kernel: vec![1, 1],
-            strides: vec![1, 1],
-            dilations: vec![1, 1],
-            pads: vec![0; 4],
-            group: 1,
-            algo: Default::default(),
-        };
+        let a = ConvAttrs::new(&[1, 1]);
         let case = |abs| conv_graph(&[batch, c, 1, 1], m, a.clone(), bias, ACTS[act], residual, abs);
         // c products, bias and residual (the AVX2 routine's four chains of ⌈c/4⌉ FMAs need
         // less; the bound covers any order, e.g. the Cranelift fallback's).
@@ -200,14 +190,7 @@ fn check_split(g: &VerifiedGraph, inputs: &[Tensor], kernel: &str) {
 }
 
 fn dw(k: usize, s: usize, pad: usize, group: usize) -> ConvAttrs {
-    ConvAttrs {
-        kernel: vec![k, k],
-        strides: vec![s, s],
-        dilations: vec![1, 1],
-        pads: vec![pad; 4],
-        group,
-        algo: Default::default(),
-    }
+    ConvAttrs::new(&[k, k]).strides(&[s, s]).pads(&[pad; 4]).group(group)
 }
 
 #[test]
@@ -228,14 +211,7 @@ fn depthwise_units_are_bit_identical_across_threads() {
 
 #[test]
 fn single_pixel_pointwise_units_are_bit_identical_across_threads() {
-    let a = ConvAttrs {
-        kernel: vec![1, 1],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![0; 4],
-        group: 1,
-        algo: Default::default(),
-    };
+    let a = ConvAttrs::new(&[1, 1]);
     let (g, inputs) = conv_graph(&[1, 480, 1, 1], 1283, a, true, Some(UnaryOp::HardSwish), true, false).expect("valid");
     check_split(&g, &inputs, "conv-gemv-avx2");
 }

@@ -60,14 +60,11 @@ impl Case {
         if self.bias {
             ins.push(g.add_weight("b", random(&[self.m], 3)));
         }
-        let attrs = ConvAttrs {
-            kernel: self.kernel.clone(),
-            strides: self.strides.clone(),
-            dilations: self.dilations.clone(),
-            pads: self.pads.clone(),
-            group: self.group,
-            algo: Default::default(),
-        };
+        let attrs = ConvAttrs::new(&self.kernel)
+            .strides(&self.strides)
+            .dilations(&self.dilations)
+            .pads(&self.pads)
+            .group(self.group);
         let y = g.add_node("conv", Op::Conv(attrs), &ins).expect("types");
         g.add_output("y", y[0]);
         (verify(g).unwrap_or_else(|e| panic!("{}: {e}", self.what)), vec![random(&self.x, 1)])

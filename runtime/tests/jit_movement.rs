@@ -6,22 +6,12 @@
 //! as the reference), so outputs must be identical, NaN payloads aside.
 
 use cnnc_ir::{DType, Graph, Op, PadMode, SliceAxis, Tensor, TensorData, verify};
+use cnnc_runtime::testing::random_values;
 use cnnc_runtime::{Model, run_reference};
-
-/// Deterministic pseudo-random values in [−4, 4).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0
-        })
-        .collect()
-}
 
 fn tensor(dtype: DType, shape: &[usize], seed: u64) -> Tensor {
     let n = shape.iter().product();
-    let v = values(n, seed);
+    let v = random_values(n, seed, 4.0);
     let data = match dtype {
         DType::F32 => TensorData::F32(v),
         DType::I64 => TensorData::I64(v.iter().enumerate().map(|(i, &x)| (x * 1e6) as i64 * (i as i64 + 1)).collect()),

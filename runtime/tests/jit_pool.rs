@@ -3,19 +3,12 @@
 //! ceil mode, both average-pool divisor rules, NaN inputs and global pooling.
 
 use cnnc_ir::{Graph, Op, PoolAttrs, Tensor, verify};
+use cnnc_runtime::testing::random_values;
 use cnnc_runtime::{Model, run_reference};
 
 /// Deterministic pseudo-random values in [-2, 2).
 fn noise(shape: &[usize], seed: u64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let v = (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect();
-    Tensor::from_f32(shape.to_vec(), v).expect("shape")
+    Tensor::from_f32(shape.to_vec(), random_values(shape.iter().product(), seed, 2.0)).expect("shape")
 }
 
 /// Runs `op` on `x` (a graph input) and `weights` (constants) through the JIT and the

@@ -118,9 +118,9 @@ fn random_op(
             let group = if r.coin(0.3) { c } else { r.pick(&divisors) };
             let m = group * r.range(1, if group == c { 2 } else { 3 });
             let kernel: Vec<usize> = (0..ns).map(|_| r.range(1, 3)).collect();
-            let strides = (0..ns).map(|_| r.range(1, 2)).collect();
-            let dilations = (0..ns).map(|_| if r.coin(0.25) { 2 } else { 1 }).collect();
-            let pads = (0..2 * ns).map(|i| r.range(0, kernel[i % ns].min(2))).collect();
+            let strides: Vec<usize> = (0..ns).map(|_| r.range(1, 2)).collect();
+            let dilations: Vec<usize> = (0..ns).map(|_| if r.coin(0.25) { 2 } else { 1 }).collect();
+            let pads: Vec<usize> = (0..2 * ns).map(|i| r.range(0, kernel[i % ns].min(2))).collect();
             let fan_in = (c / group) * kernel.iter().product::<usize>();
             let mut wshape = vec![m, c / group];
             wshape.extend(&kernel);
@@ -129,7 +129,10 @@ fn random_op(
             if r.coin(0.6) {
                 ins.push(weight(r, g, vec![m], 0.5, k));
             }
-            Some((Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group, algo: Default::default() }), ins))
+            Some((
+                Op::Conv(ConvAttrs::new(&kernel).strides(&strides).dilations(&dilations).pads(&pads).group(group)),
+                ins,
+            ))
         }
         2 if rank >= 3 => {
             let kernel: Vec<usize> = (0..ns).map(|_| r.range(1, 3)).collect();

@@ -3,19 +3,12 @@
 //! and tf-crop-and-resize with extrapolation.
 
 use cnnc_ir::{CoordTransform, Graph, NearestMode, Op, ResizeAttrs, ResizeMode, Tensor, verify};
+use cnnc_runtime::testing::random_values;
 use cnnc_runtime::{Model, run_reference};
 
 /// Deterministic pseudo-random values in [-2, 2).
 fn noise(shape: &[usize], seed: u64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let v = (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect();
-    Tensor::from_f32(shape.to_vec(), v).expect("shape")
+    Tensor::from_f32(shape.to_vec(), random_values(shape.iter().product(), seed, 2.0)).expect("shape")
 }
 
 /// Runs the resize through the JIT and the reference. `tol == 0` demands identical bits.

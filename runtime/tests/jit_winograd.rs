@@ -19,6 +19,7 @@ mod common;
 
 use cnnc_ir::{ConvAlgo, ConvAttrs, Fused, Graph, Op, Tensor, TensorType, UnaryOp, verify};
 use cnnc_runtime::Model;
+use cnnc_runtime::testing::rel_l2;
 use common::random;
 use proptest::prelude::*;
 
@@ -64,14 +65,7 @@ impl Case {
             inputs.push(random(&y_shape, 14));
         }
         let p = self.pads;
-        let attrs = ConvAttrs {
-            kernel: vec![3, 3],
-            strides: vec![1, 1],
-            dilations: vec![1, 1],
-            pads: vec![p[0], p[1], p[2], p[3]],
-            group: 1,
-            algo: self.algo,
-        };
+        let attrs = ConvAttrs::new(&[3, 3]).pads(&[p[0], p[1], p[2], p[3]]).algo(self.algo);
         let op = if self.act.is_some() || self.residual {
             Op::Fused(Box::new(Fused { base: Op::Conv(attrs), act: self.act, residual: self.residual }))
         } else {
@@ -143,15 +137,6 @@ fn act_f64(act: UnaryOp, x: f64) -> f64 {
         UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         other => panic!("no f64 form of {other:?}"),
     }
-}
-
-fn rel_l2(got: &[f32], want: &[f64]) -> f64 {
-    let (mut d, mut n) = (0f64, 0f64);
-    for (&a, &b) in got.iter().zip(want) {
-        d += (f64::from(a) - b).powi(2);
-        n += b * b;
-    }
-    if n == 0.0 { d.sqrt() } else { (d / n).sqrt() }
 }
 
 /// The bound on rel-L2 against f64 for `algo` (see the file header).

@@ -53,14 +53,7 @@ fn tiny_conv() -> Graph {
         Tensor::from_f32([4, 1, 3, 3], (0..36).map(|i| (i % 7) as f32 * 0.25 - 0.75).collect()).expect("36"),
     );
     let b = g.add_weight("b", Tensor::from_f32([4], vec![0.5, -0.25, 0.0, 1.0]).expect("4"));
-    let conv = Op::Conv(ConvAttrs {
-        kernel: vec![3, 3],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![1, 1, 1, 1],
-        group: 2,
-        algo: Default::default(),
-    });
+    let conv = Op::Conv(ConvAttrs::new(&[3, 3]).pads(&[1; 4]).group(2));
     let conv = g.add_node("conv", conv, &[x, w, b]).expect("conv")[0];
     let relu = g.add_node("relu", Op::Unary(UnaryOp::Relu), &[conv]).expect("relu")[0];
     let pool = PoolAttrs {

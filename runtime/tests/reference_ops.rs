@@ -53,14 +53,7 @@ fn eval_err(op: &Op, inputs: &[Tensor], out_types: &[TensorType]) -> String {
 }
 
 fn conv_attrs(kernel: &[usize], strides: &[usize], dilations: &[usize], pads: &[usize], group: usize) -> ConvAttrs {
-    ConvAttrs {
-        kernel: kernel.to_vec(),
-        strides: strides.to_vec(),
-        dilations: dilations.to_vec(),
-        pads: pads.to_vec(),
-        group,
-        algo: Default::default(),
-    }
+    ConvAttrs::new(kernel).strides(strides).dilations(dilations).pads(pads).group(group)
 }
 
 fn pool_attrs(kernel: &[usize], strides: &[usize], pads: &[usize], ceil_mode: bool) -> PoolAttrs {

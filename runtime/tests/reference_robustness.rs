@@ -40,9 +40,7 @@ proptest! {
         if bias {
             inputs.push(tensor(&w[..w.len().min(1)]));
         }
-        let attrs = ConvAttrs {
-            kernel: kernel.clone(), strides: strides.clone(), dilations: dilations.clone(), pads: pads.clone(), group, algo: Default::default(),
-        };
+        let attrs = ConvAttrs::new(&kernel).strides(&strides).dilations(&dilations).pads(&pads).group(group);
         survives(&Op::Conv(attrs), &inputs);
         let attrs = ConvTransposeAttrs { kernel: kernel.clone(), strides: strides.clone(), dilations: dilations.clone(), pads: pads.clone(), output_padding, group };
         survives(&Op::ConvTranspose(attrs), &inputs);

@@ -8,6 +8,7 @@
 
 use cnnc_ir::{ConvAttrs, ConvTransposeAttrs, Op, PoolAttrs, Tensor, TensorType};
 use cnnc_runtime::eval_op;
+use cnnc_runtime::testing::random_values;
 use proptest::prelude::*;
 
 /// Every multi-index of `shape`, row-major.
@@ -21,17 +22,6 @@ fn indices(shape: &[usize]) -> Vec<Vec<usize>> {
 
 fn offset(shape: &[usize], idx: &[usize]) -> usize {
     shape.iter().zip(idx).fold(0, |acc, (&d, &i)| acc * d + i)
-}
-
-/// Deterministic pseudo-random values in [−1, 1].
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 fn run(op: &Op, inputs: &[Tensor], out_shape: &[usize]) -> Vec<f32> {
@@ -206,14 +196,14 @@ proptest! {
     ) {
         prop_assume!(axes.iter().all(|a| a.conv_out().is_some()));
         let (kernel, strides, dilations, pads) = attrs_of(&axes);
-        let op = Op::Conv(ConvAttrs { kernel: kernel.clone(), strides, dilations, pads, group, algo: Default::default() });
+        let op = Op::Conv(ConvAttrs::new(&kernel).strides(&strides).dilations(&dilations).pads(&pads).group(group));
         let in_sp: Vec<usize> = axes.iter().map(|a| a.input).collect();
         let out_sp: Vec<usize> = axes.iter().map(|a| a.conv_out().unwrap()).collect();
         let x_shape = [vec![batch, group * cpg], in_sp].concat();
         let w_shape = [vec![group * mpg, cpg], kernel].concat();
-        let x = values(x_shape.iter().product(), seed);
-        let w = values(w_shape.iter().product(), seed ^ 1);
-        let b = if with_bias { values(group * mpg, seed ^ 2) } else { vec![0.0; group * mpg] };
+        let x = random_values(x_shape.iter().product(), seed, 1.0);
+        let w = random_values(w_shape.iter().product(), seed ^ 1, 1.0);
+        let b = if with_bias { random_values(group * mpg, seed ^ 2, 1.0) } else { vec![0.0; group * mpg] };
         let mut inputs = vec![Tensor::from_f32(x_shape, x.clone()).unwrap(), Tensor::from_f32(w_shape, w.clone()).unwrap()];
         if with_bias {
             inputs.push(Tensor::from_f32([group * mpg], b.clone()).unwrap());
@@ -243,9 +233,9 @@ proptest! {
         let in_sp: Vec<usize> = axes.iter().map(|a| a.input).collect();
         let x_shape = [vec![batch, group * cpg], in_sp].concat();
         let w_shape = [vec![group * cpg, mpg], kernel].concat();
-        let x = values(x_shape.iter().product(), seed);
-        let w = values(w_shape.iter().product(), seed ^ 1);
-        let b = if with_bias { values(group * mpg, seed ^ 2) } else { vec![0.0; group * mpg] };
+        let x = random_values(x_shape.iter().product(), seed, 1.0);
+        let w = random_values(w_shape.iter().product(), seed ^ 1, 1.0);
+        let b = if with_bias { random_values(group * mpg, seed ^ 2, 1.0) } else { vec![0.0; group * mpg] };
         let mut inputs = vec![Tensor::from_f32(x_shape, x.clone()).unwrap(), Tensor::from_f32(w_shape, w.clone()).unwrap()];
         if with_bias {
             inputs.push(Tensor::from_f32([group * mpg], b.clone()).unwrap());
@@ -266,7 +256,7 @@ proptest! {
         let in_sp: Vec<usize> = axes.iter().map(|a| a.input).collect();
         let out_sp: Vec<usize> = axes.iter().map(|a| a.pool_out(ceil_mode).unwrap()).collect();
         let x_shape = [vec![1, 2], in_sp.clone()].concat();
-        let x = values(x_shape.iter().product(), seed);
+        let x = random_values(x_shape.iter().product(), seed, 1.0);
         let mut want_max = Vec::new();
         let mut want_avg = Vec::new();
         for c in 0..2 {
@@ -308,17 +298,10 @@ fn threaded_conv_matches_direct_definition() {
     let axes: Vec<Axis> =
         (0..2).map(|_| Axis { input: 48, kernel: 3, stride: 1, dilation: 1, pad_begin: 1, pad_end: 1 }).collect();
     let (cin, cout) = (16, 16);
-    let op = Op::Conv(ConvAttrs {
-        kernel: vec![3, 3],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![1; 4],
-        group: 1,
-        algo: Default::default(),
-    });
-    let x = values(cin * 48 * 48, 7);
-    let w = values(cout * cin * 9, 8);
-    let b = values(cout, 9);
+    let op = Op::Conv(ConvAttrs::new(&[3, 3]).pads(&[1; 4]));
+    let x = random_values(cin * 48 * 48, 7, 1.0);
+    let w = random_values(cout * cin * 9, 8, 1.0);
+    let b = random_values(cout, 9, 1.0);
     let inputs = [
         Tensor::from_f32([1, cin, 48, 48], x.clone()).unwrap(),
         Tensor::from_f32([cout, cin, 3, 3], w.clone()).unwrap(),

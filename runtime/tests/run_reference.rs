@@ -19,14 +19,7 @@ fn conv_relu_graph() -> VerifiedGraph {
     let x = g.add_input("x", TensorType::f32([1, 2, 1, 2]));
     let w = g.add_weight("w", f32t(&[1, 2, 1, 1], &[1., -1.]));
     let one = g.add_weight("one", f32t(&[], &[1.]));
-    let attrs = ConvAttrs {
-        kernel: vec![1, 1],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![0; 4],
-        group: 1,
-        algo: Default::default(),
-    };
+    let attrs = ConvAttrs::new(&[1, 1]);
     let ty = TensorType::f32([1, 1, 1, 2]);
     let conv = g.add_node_typed("conv", Op::Conv(attrs), &[x, w], vec![ty.clone()]);
     let add = g.add_node_typed("add", Op::Binary(BinaryOp::Add), &[ValueRef::new(conv, 0), one], vec![ty.clone()]);

@@ -112,11 +112,7 @@ pub fn values_f64(t: &Tensor) -> Vec<f64> {
 
 /// ‖got − want‖₂ / ‖want‖₂ in f64 (‖got − want‖₂ when `want` is all zeros).
 pub fn rel_l2(got: &Tensor, want: &Tensor) -> f64 {
-    let (g, w) = (values_f64(got), values_f64(want));
-    assert_eq!(g.len(), w.len(), "element counts differ");
-    let diff: f64 = g.iter().zip(&w).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
-    let norm: f64 = w.iter().map(|b| b * b).sum::<f64>().sqrt();
-    if norm == 0.0 { diff } else { diff / norm }
+    cnnc_runtime::testing::rel_l2(&values_f64(got), &values_f64(want))
 }
 
 /// Asserts same shape and rel-L2 ≤ `tol`, naming `what` on failure.

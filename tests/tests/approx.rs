@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use cnnc_ir::{ConvAlgo, ConvAttrs, Graph, Op, Tensor, TensorType, UnaryOp, VerifiedGraph, verify};
+use cnnc_ir::{ConvAttrs, Graph, Op, Tensor, TensorType, UnaryOp, VerifiedGraph, verify};
 use cnnc_passes::approx::stats::collect_moments;
 use cnnc_passes::approx::{
     ApplyError, Family, Proposal, ProposalConfig, apply, augmented_weight, error, refit, svd, tucker2,
@@ -30,14 +30,7 @@ const PROBE: error::Probe =
 const ALL_PIXELS: usize = 1 << 20;
 
 fn conv_attrs(k: usize, stride: usize, pad: usize, group: usize) -> ConvAttrs {
-    ConvAttrs {
-        kernel: vec![k, k],
-        strides: vec![stride, stride],
-        dilations: vec![1, 1],
-        pads: vec![pad; 4],
-        group,
-        algo: ConvAlgo::Direct,
-    }
+    ConvAttrs::new(&[k, k]).strides(&[stride, stride]).pads(&[pad; 4]).group(group)
 }
 
 /// Weights `[m, c/group, k, k]` of rank about `rank` (a product of two random factors) plus

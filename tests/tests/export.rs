@@ -228,14 +228,7 @@ fn window(kernel: usize, stride: usize, pad: usize) -> PoolAttrs {
 }
 
 fn conv_attrs(group: usize) -> ConvAttrs {
-    ConvAttrs {
-        kernel: vec![3, 3],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![1; 4],
-        group,
-        algo: Default::default(),
-    }
+    ConvAttrs::new(&[3, 3]).pads(&[1; 4]).group(group)
 }
 
 /// Every op variant, every unary, binary, reduce and resize form, fused ops with and without

@@ -8,22 +8,16 @@
 
 use std::collections::HashMap;
 
-use cnnc_ir::{ConvAlgo, ConvAttrs, Graph, Op, Tensor, TensorType, UnaryOp, VerifiedGraph, verify};
+use cnnc_ir::{ConvAttrs, Graph, Op, Tensor, TensorType, UnaryOp, VerifiedGraph, verify};
 use cnnc_passes::approx::stats::collect_moments;
 use cnnc_passes::approx::{Family, Proposal, ProposalConfig, apply, int8};
 use cnnc_passes::{Limits, Lossless, MacCost, OptConfig, RuleOptions, SpeedSearch, Split, extract_budgeted, to_graph};
 use cnnc_runtime::run_reference;
 use cnnc_tests::{ReferenceEvaluator, rel_l2, uniform};
 
-fn conv(k: usize) -> Op {
-    Op::Conv(ConvAttrs {
-        kernel: vec![k, k],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![k / 2; 4],
-        group: 1,
-        algo: ConvAlgo::Direct,
-    })
+/// A k×k conv, stride 1, padded to keep the size.
+fn conv(k: usize) -> ConvAttrs {
+    ConvAttrs::new(&[k, k]).pads(&[k / 2; 4])
 }
 
 /// `x → conv3×3+relu (a) → conv3×3+relu (b) → conv3×3 (c) → add b → relu → conv1×1 (d)`: a
@@ -36,7 +30,7 @@ fn residual_net() -> VerifiedGraph {
         let w: Vec<f32> = uniform(m * c * k * k, seed).iter().map(|v| v * scale * 1.7).collect();
         let w = g.add_weight(format!("{name}.w"), Tensor::from_f32([m, c, k, k], w).expect("shape"));
         let b = g.add_weight(format!("{name}.b"), Tensor::from_f32([m], uniform(m, seed + 1)).expect("shape"));
-        g.add_node(name, conv(k), &[x, w, b]).expect("infers")[0]
+        g.add_node(name, Op::Conv(conv(k)), &[x, w, b]).expect("infers")[0]
     };
     let relu = |g: &mut Graph, name: &str, x| g.add_node(name, Op::Unary(UnaryOp::Relu), &[x]).expect("infers")[0];
     let a = layer(&mut g, "a", x, 8, 16, 3, 1);
@@ -65,13 +59,7 @@ fn mobile_net() -> VerifiedGraph {
         let b =
             g.add_weight(format!("{name}.b"), Tensor::from_f32([shape[0]], uniform(shape[0], seed + 1)).expect("b"));
         let k = shape[2];
-        let op = Op::Conv(ConvAttrs {
-            group,
-            ..match conv(k) {
-                Op::Conv(a) => a,
-                _ => unreachable!("a conv"),
-            }
-        });
+        let op = Op::Conv(conv(k).group(group));
         g.add_node(name, op, &[x, w, b]).expect("infers")[0]
     };
     let a = conv_w(&mut g, "expand", x, [16, 8, 1, 1], 1, 11);

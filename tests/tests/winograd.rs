@@ -33,14 +33,7 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
 }
 
 fn conv(kernel: usize, stride: usize, dilation: usize, pads: [usize; 4], group: usize) -> ConvAttrs {
-    ConvAttrs {
-        kernel: vec![kernel; 2],
-        strides: vec![stride; 2],
-        dilations: vec![dilation; 2],
-        pads: pads.to_vec(),
-        group,
-        algo: ConvAlgo::Direct,
-    }
+    ConvAttrs::new(&[kernel; 2]).strides(&[stride; 2]).dilations(&[dilation; 2]).pads(&pads).group(group)
 }
 
 /// `x [1,c,h,w]` through each of `convs` (each with a bias, `m` output channels, `c` for the

@@ -16,10 +16,6 @@ pub fn node(g: &mut Graph, name: &str, op: Op, inputs: &[ValueRef]) -> ValueRef 
     }
 }
 
-pub fn window(kernel: usize, stride: usize, pad: usize) -> [Vec<usize>; 4] {
-    [vec![kernel; 2], vec![stride; 2], vec![1; 2], vec![pad; 4]]
-}
-
 /// A graph that uses every op variant and every unary and binary op.
 pub fn every_op_graph() -> Graph {
     let mut g = Graph::new("every-op");
@@ -28,13 +24,7 @@ pub fn every_op_graph() -> Graph {
 
     let w = weight(&mut g, "conv.w", &[4, 2, 3, 3]);
     let b = weight(&mut g, "conv.b", &[4]);
-    let [kernel, strides, dilations, pads] = window(3, 1, 1);
-    let conv = node(
-        &mut g,
-        "conv",
-        Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group: 2, algo: Default::default() }),
-        &[x, w, b],
-    );
+    let conv = node(&mut g, "conv", Op::Conv(ConvAttrs::new(&[3, 3]).pads(&[1; 4]).group(2)), &[x, w, b]);
 
     let wt = weight(&mut g, "convt.w", &[4, 3, 2, 2]);
     let convt = Op::ConvTranspose(ConvTransposeAttrs {
@@ -87,8 +77,8 @@ pub fn every_op_graph() -> Graph {
     let either = node(&mut g, "either", Op::Where, &[eq, lt, gt]);
     let sel = node(&mut g, "sel", Op::Where, &[either, h, conv]);
 
-    let [kernel, strides, dilations, pads] = window(2, 2, 0);
-    let pool = PoolAttrs { kernel, strides, dilations, pads, ceil_mode: true };
+    let pool =
+        PoolAttrs { kernel: vec![2, 2], strides: vec![2, 2], dilations: vec![1, 1], pads: vec![0; 4], ceil_mode: true };
     let mp = node(&mut g, "mp", Op::MaxPool(pool.clone()), &[sel]);
     let ap = node(&mut g, "ap", Op::AvgPool { pool, count_include_pad: true }, &[mp]);
     let gmp = node(&mut g, "gmp", Op::GlobalMaxPool, &[ap]);
@@ -177,9 +167,8 @@ pub fn every_op_graph() -> Graph {
     let qw =
         int(&mut g, "qconv.w", &[4, 2, 3, 3], TensorData::I8((0..72).map(|i| (i * 7 % 255 - 127) as i8).collect()));
     let qb = int(&mut g, "qconv.b", &[4], TensorData::I32(vec![-1000, 0, 7, i32::MAX]));
-    let [kernel, strides, dilations, pads] = window(3, 1, 1);
     let qconv = QLinear {
-        base: Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group: 2, algo: Default::default() }),
+        base: Op::Conv(ConvAttrs::new(&[3, 3]).pads(&[1; 4]).group(2)),
         x: QuantParams::per_tensor(0.1, -128),
         w: QuantParams { axis: Some(0), scales: vec![0.01, 0.02, 0.5, 1e-4], zero_points: vec![0, 3, -5, 0] },
         out: QLinearOut::Quantized { params: QuantParams::per_tensor(0.3, 17), to: DType::U8 },
@@ -211,9 +200,8 @@ pub fn every_op_graph() -> Graph {
 
     // Fused ops: a conv with a residual and ReLU6, a gemm with HardSigmoid, a matmul with a
     // residual only.
-    let [kernel, strides, dilations, pads] = window(3, 1, 1);
     let fconv = Fused {
-        base: Op::Conv(ConvAttrs { kernel, strides, dilations, pads, group: 2, algo: Default::default() }),
+        base: Op::Conv(ConvAttrs::new(&[3, 3]).pads(&[1; 4]).group(2)),
         act: Some(UnaryOp::Clip { min: 0.0, max: 6.0 }),
         residual: true,
     };

@@ -21,7 +21,7 @@
 //!         %y = conv{kernel=[1,1]}(%t, %v : f32[64,16,1,1], %c : f32[64]) : f32[1,64,56,56]
 //! ```
 
-use cnnc_ir::{ConvAlgo, ConvAttrs, Op, TensorType};
+use cnnc_ir::{ConvAttrs, Op, TensorType};
 use faer::Mat;
 
 use super::linalg::{SecondMoment, augment_ones, eig_desc, leading_cols, refit_last, rel_error};
@@ -88,7 +88,7 @@ pub fn form_at(layer: &Layer, w: &Mat<f64>, sigma: &SecondMoment, r: usize) -> F
                     out: mid,
                 },
                 Factor {
-                    op: Op::Conv(pointwise()),
+                    op: Op::Conv(ConvAttrs::new(&[1, 1])),
                     weight: tensor_of(v_w.as_ref(), vec![m, r, 1, 1]),
                     bias: Some(tensor_of(c.as_ref(), vec![m])),
                     out: layer.out_type.clone(),
@@ -115,16 +115,4 @@ pub fn form_at(layer: &Layer, w: &Mat<f64>, sigma: &SecondMoment, r: usize) -> F
         }
     };
     Form { ranks: vec![r], factors, rel_error, macs, approx }
-}
-
-/// A 1×1 conv, stride 1, no padding.
-pub(crate) fn pointwise() -> ConvAttrs {
-    ConvAttrs {
-        kernel: vec![1, 1],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![0, 0, 0, 0],
-        group: 1,
-        algo: ConvAlgo::Direct,
-    }
 }

@@ -23,11 +23,10 @@
 //!         %y = conv{kernel=[1,1]}(%q, %v : f32[64,24,1,1], %c : f32[64]) : f32[1,64,28,28]
 //! ```
 
-use cnnc_ir::Op;
+use cnnc_ir::{ConvAttrs, Op};
 use faer::Mat;
 
 use super::linalg::{SecondMoment, augment_ones, eig_desc, leading_cols, refit_last, rel_error, ridge_solve_right};
-use super::svd::pointwise;
 use super::{Factor, Form, Layer, LayerKind, ProposalConfig, rank_for, tensor_of};
 
 /// HOOI iterations after the HOSVD start.
@@ -154,7 +153,7 @@ pub fn form_at(layer: &Layer, w: &Mat<f64>, sigma: &SecondMoment, r_in: usize, r
     let bias = Mat::from_fn(1, m, |_, j| vc[(j, r_out)]);
     let factors = vec![
         Factor {
-            op: Op::Conv(pointwise()),
+            op: Op::Conv(ConvAttrs::new(&[1, 1])),
             weight: tensor_of(u.as_ref(), vec![r_in, c, 1, 1]),
             bias: None,
             out: first,
@@ -166,7 +165,7 @@ pub fn form_at(layer: &Layer, w: &Mat<f64>, sigma: &SecondMoment, r_in: usize, r
             out: second,
         },
         Factor {
-            op: Op::Conv(pointwise()),
+            op: Op::Conv(ConvAttrs::new(&[1, 1])),
             weight: tensor_of(v_w.as_ref(), vec![m, r_out, 1, 1]),
             bias: Some(tensor_of(bias.as_ref(), vec![m])),
             out: layer.out_type.clone(),

@@ -9,6 +9,15 @@ pub(crate) fn mem() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
 }
 
+/// The address `ptr + off` bytes as the base and `i32` immediate offset a load or store takes:
+/// `(ptr, off)` when `off` fits in an `i32`, else the sum computed into a register and offset 0.
+pub(crate) fn address(b: &mut FunctionBuilder, ptr: Value, off: i64) -> (Value, i32) {
+    match i32::try_from(off) {
+        Ok(o) => (ptr, o),
+        Err(_) => (b.ins().iadd_imm_s(ptr, off), 0),
+    }
+}
+
 /// Loads buffer pointer number `i` from the kernel's argument table.
 pub(crate) fn arg(b: &mut FunctionBuilder, args: Value, i: usize) -> Value {
     let off = i32::try_from(i * 8).expect("fewer than 2^28 kernel arguments");

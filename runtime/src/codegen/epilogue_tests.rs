@@ -19,19 +19,7 @@ use cnnc_ir::{BinaryOp, ConvAttrs, Graph, Op, Tensor, TensorType, UnaryOp, Value
 
 use super::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit, conv, gemm};
 use crate::run_reference;
-
-/// Deterministic values in [-1, 1).
-fn random(shape: &[usize], seed: u64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let data = (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::from_f32(shape.to_vec(), data).expect("shape")
-}
+use crate::testing::{random, rel_l2};
 
 /// Values in [-1, 1) scaled by `1/√fan_in`, as trained weights are, so that outputs are of
 /// order 1 and every activation is exercised in its non-trivial range (a two-sided Clip of
@@ -138,16 +126,6 @@ fn run_fused(
     Ok(whole)
 }
 
-fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let (mut diff, mut norm) = (0f64, 0f64);
-    for (&a, &b) in got.iter().zip(want) {
-        diff += f64::from(a - b).powi(2);
-        norm += f64::from(b).powi(2);
-    }
-    if norm == 0.0 { diff.sqrt() } else { (diff / norm).sqrt() }
-}
-
 /// Every activation the kernels fuse (Clip both two-sided and as ReLU6), and none.
 fn activations() -> Vec<Option<UnaryOp>> {
     vec![
@@ -214,15 +192,7 @@ impl ConvCase {
     }
 
     fn check(&self) {
-        let ns = self.kernel.len();
-        let a = ConvAttrs {
-            kernel: self.kernel.clone(),
-            strides: self.strides.clone(),
-            dilations: vec![1; ns],
-            pads: self.pads.clone(),
-            group: self.group,
-            algo: Default::default(),
-        };
+        let a = ConvAttrs::new(&self.kernel).strides(&self.strides).pads(&self.pads).group(self.group);
         let mut w_shape = vec![self.m, self.x[1] / self.group];
         w_shape.extend(&self.kernel);
         let w = scaled_weights(&w_shape, w_shape[1..].iter().product(), 2);
@@ -443,14 +413,7 @@ fn batched_matmul_fuses_every_epilogue() {
 }
 
 fn conv_3x3() -> (ConvAttrs, [Operand; 2], TensorType) {
-    let a = ConvAttrs {
-        kernel: vec![3, 3],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![1; 4],
-        group: 1,
-        algo: Default::default(),
-    };
+    let a = ConvAttrs::new(&[3, 3]).pads(&[1; 4]);
     let operands = [input(random(&[1, 4, 5, 5], 1)), weight(random(&[4, 4, 3, 3], 2))];
     let out = reference(&Op::Conv(a.clone()), &operands, None, None).ty();
     (a, operands, out)

@@ -6,7 +6,7 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
 
 use super::Kb;
-use super::builder::{mem, unit_span, units_of};
+use super::builder::{address, mem, unit_span, units_of};
 
 /// Elements of simple element-wise work per unit (an add of 32k elements in cache takes about
 /// 5 µs): handing a unit to a thread then costs little next to computing it. On ppocr_v4_det
@@ -32,14 +32,6 @@ fn vec_type(size: usize) -> Type {
         4 => types::I32X4,
         8 => types::I64X2,
         _ => unreachable!("elements are 1, 2, 4 or 8 bytes"),
-    }
-}
-
-/// `ptr + off` as an address plus an `i32` immediate offset.
-fn at(kb: &mut Kb, ptr: Value, off: i64) -> (Value, i32) {
-    match i32::try_from(off) {
-        Ok(o) => (ptr, o),
-        Err(_) => (kb.b.ins().iadd_imm_s(ptr, off), 0),
     }
 }
 
@@ -464,9 +456,9 @@ pub(crate) fn copy_bytes(kb: &mut Kb, src: Value, dst: Value, bytes: i64) {
 }
 
 fn move_piece(kb: &mut Kb, ty: Type, src: Value, dst: Value, off: i64) {
-    let (s, so) = at(kb, src, off);
+    let (s, so) = address(&mut kb.b, src, off);
     let x = kb.b.ins().load(ty, mem(), s, so);
-    let (d, dof) = at(kb, dst, off);
+    let (d, dof) = address(&mut kb.b, dst, off);
     kb.b.ins().store(mem(), x, d, dof);
 }
 
@@ -486,7 +478,7 @@ pub(crate) fn fill(kb: &mut Kb, dst: Value, dst_stride: i64, value: Value, esize
     let bytes = n * es;
     if bytes < 16 {
         for k in 0..n {
-            let (d, o) = at(kb, dst, k * es);
+            let (d, o) = address(&mut kb.b, dst, k * es);
             kb.b.ins().store(mem(), value, d, o);
         }
         return;
@@ -504,7 +496,7 @@ pub(crate) fn fill(kb: &mut Kb, dst: Value, dst_stride: i64, value: Value, esize
     // 16 is a multiple of every element size, so the overlapping last store stays in phase.
     let mut o = main;
     while o < bytes {
-        let (d, off) = at(kb, dst, o.min(bytes - 16));
+        let (d, off) = address(&mut kb.b, dst, o.min(bytes - 16));
         kb.b.ins().store(mem(), v, d, off);
         o += 16;
     }
@@ -607,12 +599,12 @@ pub(crate) fn copy_elems_cols(
             match splat {
                 Some((sv, x)) => {
                     while bytes - o >= 16 {
-                        let (d, dof) = at(kb, dst, o);
+                        let (d, dof) = address(&mut kb.b, dst, o);
                         kb.b.ins().store(mem(), sv, d, dof);
                         o += 16;
                     }
                     while o < bytes {
-                        let (d, dof) = at(kb, dst, o);
+                        let (d, dof) = address(&mut kb.b, dst, o);
                         kb.b.ins().store(mem(), x, d, dof);
                         o += es;
                     }

@@ -22,7 +22,7 @@ use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{ConstantData, InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
-use super::builder::{mem, unit_span, units_of};
+use super::builder::{address, mem, unit_span, units_of};
 use super::index_map::{
     Cols, Cut, GRAIN, Nest, StridedCopy, broadcast_strides, contiguous_strides, copy_align, copy_bytes, copy_elems,
     copy_elems_cols, fill, if_else, int_type, kb_loop, kb_loop_dyn, local_range, loop_units, offset, outer_cut,
@@ -710,26 +710,15 @@ impl Plane {
                 // c..c+4 of row r+k.
                 let v: Vec<Value> = (0..4)
                     .map(|k| {
-                        let (p, o) = (s, i32::try_from(k * self.col_src));
-                        match o {
-                            Ok(o) => kb.b.ins().load(types::I8X16, mem(), p, o),
-                            Err(_) => {
-                                let p = kb.b.ins().iadd_imm_s(p, k * self.col_src);
-                                kb.b.ins().load(types::I8X16, mem(), p, 0)
-                            }
-                        }
+                        let (p, o) = address(&mut kb.b, s, k * self.col_src);
+                        kb.b.ins().load(types::I8X16, mem(), p, o)
                     })
                     .collect();
                 let w = transpose4x4(kb, [v[0], v[1], v[2], v[3]]);
                 for (k, wk) in w.into_iter().enumerate() {
                     let k = k as i64;
-                    match i32::try_from(k * self.row_dst) {
-                        Ok(o) => kb.b.ins().store(mem(), wk, d, o),
-                        Err(_) => {
-                            let p = kb.b.ins().iadd_imm_s(d, k * self.row_dst);
-                            kb.b.ins().store(mem(), wk, p, 0)
-                        }
-                    };
+                    let (p, o) = address(&mut kb.b, d, k * self.row_dst);
+                    kb.b.ins().store(mem(), wk, p, o);
                 }
             });
             if c4 < self.cols {

@@ -150,14 +150,12 @@ fn build(geo: Geo, quant: Quant) -> Case {
             let (kw, sw, dw, pw0, pw1) = (k.1, s.1, d.1, p.2, p.3);
             let ih = if two { (kh - 1) * dh + extra.0 } else { 1 };
             let iw = (kw - 1) * dw + extra.1;
-            let a = ConvAttrs {
-                kernel: if two { vec![kh, kw] } else { vec![kw] },
-                strides: if two { vec![sh, sw] } else { vec![sw] },
-                dilations: if two { vec![dh, dw] } else { vec![dw] },
-                pads: if two { vec![ph0, pw0, ph1, pw1] } else { vec![pw0, pw1] },
-                group,
-                algo: Default::default(),
-            };
+            let a = if two {
+                ConvAttrs::new(&[kh, kw]).strides(&[sh, sw]).dilations(&[dh, dw]).pads(&[ph0, pw0, ph1, pw1])
+            } else {
+                ConvAttrs::new(&[kw]).strides(&[sw]).dilations(&[dw]).pads(&[pw0, pw1])
+            }
+            .group(group);
             let x = if two { vec![batch, group * cg, ih, iw] } else { vec![batch, group * cg, iw] };
             let w = if two { vec![group * mg, cg, kh, kw] } else { vec![group * mg, cg, kw] };
             (Op::Conv(a), x, w, group * mg, cg * kh * kw)

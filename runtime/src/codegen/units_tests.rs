@@ -6,21 +6,10 @@
 use cnnc_ir::{Graph, Tensor, TensorType, verify};
 
 use crate::codegen::{Aux, EmitCx, Jit, emit_node};
+use crate::testing::random;
 
 fn bytes(t: &Tensor) -> Vec<u8> {
     t.data().to_le_bytes()
-}
-
-fn random(shape: &[usize], seed: u64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let data = (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::from_f32(shape.to_vec(), data).expect("shape")
 }
 
 /// Compiles the one kernel of `text` (its inputs are graph inputs, fed `inputs` in order, or

@@ -2,36 +2,15 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use cnnc_ir::{Graph, Tensor, verify};
+use cnnc_runtime::testing;
+pub use cnnc_runtime::testing::random;
 use cnnc_runtime::{Model, run_reference};
 
-/// Deterministic values in [-1, 1).
-pub fn random(shape: &[usize], seed: u64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let data = (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::from_f32(shape.to_vec(), data).expect("shape")
-}
-
-/// rel-L2 ≤ 1e-6 and every element within 1e-5·max|want| (the tolerance each test file's
-/// header justifies), naming `what` on failure.
+/// Same shape, then [`testing::assert_close`]: rel-L2 ≤ 1e-6 and every element within
+/// 1e-5·max|want| (the tolerance each test file's header justifies), naming `what` on failure.
 pub fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
     assert_eq!(got.shape(), want.shape(), "{what}");
-    let (g, w) = (got.as_f32().expect("f32"), want.as_f32().expect("f32"));
-    assert_eq!(g.len(), w.len(), "{what}: element count");
-    let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    let (mut diff, mut norm) = (0f64, 0f64);
-    for (i, (&a, &b)) in g.iter().zip(w).enumerate() {
-        assert!((a - b).abs() <= 1e-5 * scale, "{what}: element {i}: {a} vs reference {b}");
-        diff += f64::from(a - b).powi(2);
-        norm += f64::from(b).powi(2);
-    }
-    let rel = if norm == 0.0 { diff.sqrt() } else { (diff / norm).sqrt() };
-    assert!(rel <= 1e-6, "{what}: rel-L2 {rel:.3e}");
+    testing::assert_close(what, got.as_f32().expect("f32"), want.as_f32().expect("f32"));
 }
 
 /// Compiles `g`, runs it and the reference on `inputs`, and compares every output.

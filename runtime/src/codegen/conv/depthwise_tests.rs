@@ -11,16 +11,10 @@
 use cnnc_ir::{ConvAttrs, UnaryOp};
 
 use super::packed_tests::Bench;
+use crate::testing::rel_l2;
 
 fn attrs(k: [usize; 2], s: [usize; 2], d: [usize; 2], pads: [usize; 4], group: usize) -> ConvAttrs {
-    ConvAttrs {
-        kernel: k.to_vec(),
-        strides: s.to_vec(),
-        dilations: d.to_vec(),
-        pads: pads.to_vec(),
-        group,
-        algo: Default::default(),
-    }
+    ConvAttrs::new(&k).strides(&s).dilations(&d).pads(&pads).group(group)
 }
 
 const ACTS: [Option<UnaryOp>; 8] = [
@@ -71,10 +65,7 @@ fn avx2_depthwise_gives_the_cranelift_kernels_bits_for_any_unit_split() {
             let mut got = Bench::new(&x, m, &a, act, bias, residual, Some(mk));
             got.run();
             same_bits(&what, &got.y, &want.y);
-            let one_call = got.y.clone();
-            got.y.fill(f32::NAN);
-            got.run_units_reversed();
-            same_bits(&format!("{what}, units reversed"), &got.y, &one_call);
+            got.assert_unit_split_gives_the_same_bits(&what);
         }
     }
 }
@@ -99,17 +90,9 @@ fn single_pixel_pointwise_conv_is_a_gemv_matching_the_direct_conv() {
             want.run();
             let mut got = Bench::new(&x, m, &a, act, bias, residual, Some(mk));
             got.run();
-            let (mut d, mut n) = (0f64, 0f64);
-            for (&g, &w) in got.y.iter().zip(&want.y) {
-                d += f64::from(g - w).powi(2);
-                n += f64::from(w).powi(2);
-            }
-            let rel = (d / n.max(1e-300)).sqrt();
+            let rel = rel_l2(&got.y, &want.y);
             assert!(rel <= 1e-6, "{what}: rel-L2 {rel:.3e}");
-            let one_call = got.y.clone();
-            got.y.fill(f32::NAN);
-            got.run_units_reversed();
-            same_bits(&format!("{what}, units reversed"), &got.y, &one_call);
+            got.assert_unit_split_gives_the_same_bits(&what);
         }
     }
 }

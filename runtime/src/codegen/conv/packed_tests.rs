@@ -11,18 +11,7 @@ use cnnc_ir::{ConvAttrs, Op, Tensor, TensorType, UnaryOp};
 use super::{Microkernels, emit_conv_with};
 use crate::codegen::{Aux, EmitCx, Epilogue, Jit};
 use crate::microkernel::F32Tile;
-
-fn random(shape: &[usize], seed: u64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let data = (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::from_f32(shape.to_vec(), data).expect("shape")
-}
+use crate::testing::{random, rel_l2};
 
 /// A compiled conv kernel with its operands, ready to run repeatedly.
 pub(super) struct Bench {
@@ -97,6 +86,18 @@ impl Bench {
         self.run_units(&calls);
     }
 
+    /// Runs each work unit in its own call, last unit first, over an output filled with NaN,
+    /// and asserts that it writes the bits the previous run wrote (units are independent and
+    /// complete), naming `what` and the first element that differs.
+    pub(super) fn assert_unit_split_gives_the_same_bits(&mut self, what: &str) {
+        let blank = vec![f32::NAN; self.y.len()];
+        let whole = std::mem::replace(&mut self.y, blank);
+        self.run_units_reversed();
+        for (i, (a, b)) in self.y.iter().zip(&whole).enumerate() {
+            assert!(a.to_bits() == b.to_bits(), "{what}: unit by unit ({} units): element {i}: {a} vs {b}", self.units);
+        }
+    }
+
     fn run_units(&mut self, calls: &[(u64, u64)]) {
         let scratch = self.scratch.as_mut_ptr().cast();
         let mut table: Vec<*mut u8> =
@@ -111,15 +112,6 @@ impl Bench {
     }
 }
 
-fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
-    let (mut d, mut n) = (0f64, 0f64);
-    for (&a, &b) in got.iter().zip(want) {
-        d += f64::from(a - b).powi(2);
-        n += f64::from(b).powi(2);
-    }
-    (d / n.max(1e-300)).sqrt()
-}
-
 #[test]
 fn packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv() {
     for mk in each_f32_tile!() {
@@ -130,14 +122,7 @@ fn packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv() {
 }
 
 fn packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv_on(mk: Microkernels) {
-    let a = ConvAttrs {
-        kernel: vec![3, 3],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![1; 4],
-        group: 1,
-        algo: Default::default(),
-    };
+    let a = ConvAttrs::new(&[3, 3]).pads(&[1; 4]);
     let acts = [None, Some(UnaryOp::Relu), Some(UnaryOp::Clip { min: -0.5, max: 0.25 })];
     // 33 channels: K = 297 is two K blocks (bias in the first, epilogue in the last). 810
     // pixels are 4 pixel blocks (the last shorter); 61 and 100 output channels split their
@@ -155,16 +140,8 @@ fn packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv_on(mk: Micro
                 direct.run();
                 let rel = rel_l2(&packed.y, &direct.y);
                 assert!(rel <= 1e-6, "{x:?}→{m} {act:?} residual {residual}: rel-L2 {rel:.3e}");
-                // Unit by unit, in reverse: the same bits (units are independent and complete).
                 for bench in [&mut packed, &mut direct] {
-                    let blank = vec![f32::NAN; bench.y.len()];
-                    let whole = std::mem::replace(&mut bench.y, blank);
-                    bench.run_units_reversed();
-                    assert!(
-                        whole.iter().zip(&bench.y).all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{x:?}→{m} {act:?} residual {residual}: unit-by-unit run differs ({} units)",
-                        bench.units
-                    );
+                    bench.assert_unit_split_gives_the_same_bits(&format!("{x:?}→{m} {act:?} residual {residual}"));
                 }
             }
         }
@@ -185,6 +162,29 @@ fn cranelift_activation(op: UnaryOp, x: &[f32]) -> Vec<f32> {
     // SAFETY: input and output of the length the kernel was compiled for; `_code` is alive.
     unsafe { kernels[0](table.as_ptr(), 0, emitted.units as i64) };
     y
+}
+
+/// Gives `fused` (a conv with `act` fused) and `plain` (the same conv without it) one
+/// [`wide_residual`] if they take a residual, runs both, and asserts that `fused` wrote exactly
+/// the bits of the Cranelift activation kernel applied to `plain`'s output.
+fn assert_fused_is_plain_then_activation(
+    fused: &mut Bench,
+    plain: &mut Bench,
+    act: UnaryOp,
+    residual: bool,
+    what: &str,
+) {
+    if residual {
+        let r = wide_residual(fused.tensors.last().expect("residual").shape());
+        *fused.tensors.last_mut().expect("residual") = r.clone();
+        *plain.tensors.last_mut().expect("residual") = r;
+    }
+    fused.run();
+    plain.run();
+    let want = cranelift_activation(act, &plain.y);
+    for (i, (g, w)) in fused.y.iter().zip(&want).enumerate() {
+        assert_eq!(g.to_bits(), w.to_bits(), "{what} at {i}: {g} vs {w} (from {})", plain.y[i]);
+    }
 }
 
 /// A residual whose sums with the conv span every activation's ranges: values scaled by
@@ -216,14 +216,7 @@ fn packed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit()
 }
 
 fn packed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit_on(mk: Microkernels) {
-    let a = ConvAttrs {
-        kernel: vec![3, 3],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![1; 4],
-        group: 1,
-        algo: Default::default(),
-    };
+    let a = ConvAttrs::new(&[3, 3]).pads(&[1; 4]);
     let acts = [
         UnaryOp::Relu,
         UnaryOp::LeakyRelu { alpha: 0.1 },
@@ -242,22 +235,8 @@ fn packed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit_o
                 let mut fused = Bench::new(&x, m, &a, Some(act), bias, residual, Some(mk));
                 let mut plain = Bench::new(&x, m, &a, None, bias, residual, Some(mk));
                 assert!(fused.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "took the packed path");
-                if residual {
-                    let r = wide_residual(fused.tensors.last().expect("residual").shape());
-                    *fused.tensors.last_mut().expect("residual") = r.clone();
-                    *plain.tensors.last_mut().expect("residual") = r;
-                }
-                fused.run();
-                plain.run();
-                let want = cranelift_activation(act, &plain.y);
-                for (i, (g, w)) in fused.y.iter().zip(&want).enumerate() {
-                    assert_eq!(
-                        g.to_bits(),
-                        w.to_bits(),
-                        "{x:?}→{m} {act:?} bias {bias} residual {residual} at {i}: {g} vs {w} (from {})",
-                        plain.y[i]
-                    );
-                }
+                let what = format!("{x:?}→{m} {act:?} bias {bias} residual {residual}");
+                assert_fused_is_plain_then_activation(&mut fused, &mut plain, act, residual, &what);
             }
         }
     }
@@ -277,14 +256,7 @@ fn in_place_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
 }
 
 fn in_place_1x1_conv_matches_the_direct_conv_and_any_unit_split_on(mk: Microkernels) {
-    let pointwise = |group| ConvAttrs {
-        kernel: vec![1, 1],
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![0; 4],
-        group,
-        algo: Default::default(),
-    };
+    let pointwise = |group| ConvAttrs::new(&[1, 1]).group(group);
     let offset_tables = |b: &Bench| b.aux.iter().filter(|a| matches!(a, Aux::I64(_))).count();
     // (x, m, group, in place): 189 pixels are 11 full strips and one of 13; K = 300 is two
     // K blocks; 30 channels are 5 tiles, packed as before.
@@ -309,14 +281,7 @@ fn in_place_1x1_conv_matches_the_direct_conv_and_any_unit_split_on(mk: Microkern
             direct.run();
             let rel = rel_l2(&packed.y, &direct.y);
             assert!(rel <= 1e-6, "{x:?}→{m} {act:?} residual {residual}: rel-L2 {rel:.3e}");
-            let blank = vec![f32::NAN; packed.y.len()];
-            let whole = std::mem::replace(&mut packed.y, blank);
-            packed.run_units_reversed();
-            assert!(
-                whole.iter().zip(&packed.y).all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{x:?}→{m} {act:?}: unit-by-unit run differs ({} units)",
-                packed.units
-            );
+            packed.assert_unit_split_gives_the_same_bits(&format!("{x:?}→{m} {act:?}"));
         }
     }
 }
@@ -326,14 +291,7 @@ fn in_place_1x1_conv_matches_the_direct_conv_and_any_unit_split_on(mk: Microkern
 fn small_reductions_and_strided_few_channel_convs_route_by_measurement() {
     // On every f32 tile set this host has: the strided few-channel limit is the tile's.
     for mk in each_f32_tile!() {
-        let conv = |k: usize, s: usize| ConvAttrs {
-            kernel: vec![k, k],
-            strides: vec![s, s],
-            dilations: vec![1, 1],
-            pads: vec![k / 2; 4],
-            group: 1,
-            algo: Default::default(),
-        };
+        let conv = |k: usize, s: usize| ConvAttrs::new(&[k, k]).strides(&[s, s]).pads(&[k / 2; 4]);
         let packed = |x: [usize; 4], m: usize, a: &ConvAttrs| {
             Bench::new(&x, m, a, None, true, false, Some(mk)).aux.iter().any(|a| matches!(a, Aux::Scratch(_)))
         };
@@ -359,13 +317,8 @@ fn small_reductions_and_strided_few_channel_convs_route_by_measurement() {
 fn transposed_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
     // Every f32 tile set this host has (6- and 12-pixel transposed tiles).
     for mk in each_f32_tile!() {
-        let pointwise = |s: usize, group: usize, pads: Vec<usize>| ConvAttrs {
-            kernel: vec![1, 1],
-            strides: vec![s, s],
-            dilations: vec![1, 1],
-            pads,
-            group,
-            algo: Default::default(),
+        let pointwise = |s: usize, group: usize, pads: Vec<usize>| {
+            ConvAttrs::new(&[1, 1]).strides(&[s, s]).pads(&pads).group(group)
         };
         // (x, m, stride, group, pads): 49 pixels are 8 tiles and one of 1; 40 channels two tiles
         // and one of 8; 300 → 512 channels at 7×7 is several chunks; stride 2 with an odd input;
@@ -394,14 +347,7 @@ fn transposed_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
                 direct.run();
                 let rel = rel_l2(&packed.y, &direct.y);
                 assert!(rel <= 1e-6, "{x:?}→{m} {act:?} residual {residual}: rel-L2 {rel:.3e}");
-                let blank = vec![f32::NAN; packed.y.len()];
-                let whole = std::mem::replace(&mut packed.y, blank);
-                packed.run_units_reversed();
-                assert!(
-                    whole.iter().zip(&packed.y).all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{x:?}→{m} {act:?}: unit-by-unit run differs ({} units)",
-                    packed.units
-                );
+                packed.assert_unit_split_gives_the_same_bits(&format!("{x:?}→{m} {act:?}"));
                 if m == 512 || x[2] == 45 {
                     assert!(packed.units > 2, "{x:?}→{m}: split into channel chunks or pixel blocks");
                 }
@@ -416,14 +362,7 @@ fn transposed_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
 fn transposed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_bit() {
     // Every f32 tile set this host has (6- and 12-pixel transposed tiles).
     for mk in each_f32_tile!() {
-        let a = ConvAttrs {
-            kernel: vec![1, 1],
-            strides: vec![1, 1],
-            dilations: vec![1, 1],
-            pads: vec![0; 4],
-            group: 1,
-            algo: Default::default(),
-        };
+        let a = ConvAttrs::new(&[1, 1]);
         let acts = [
             UnaryOp::Relu,
             UnaryOp::LeakyRelu { alpha: 0.1 },
@@ -440,21 +379,8 @@ fn transposed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_b
                     let mut fused = Bench::new(&x, m, &a, Some(act), bias, residual, Some(mk));
                     let mut plain = Bench::new(&x, m, &a, None, bias, residual, Some(mk));
                     assert!(!fused.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "transposed path");
-                    if residual {
-                        let r = wide_residual(fused.tensors.last().expect("residual").shape());
-                        *fused.tensors.last_mut().expect("residual") = r.clone();
-                        *plain.tensors.last_mut().expect("residual") = r;
-                    }
-                    fused.run();
-                    plain.run();
-                    let want = cranelift_activation(act, &plain.y);
-                    for (i, (g, w)) in fused.y.iter().zip(&want).enumerate() {
-                        assert_eq!(
-                            g.to_bits(),
-                            w.to_bits(),
-                            "{x:?}→{m} {act:?} bias {bias} residual {residual} at {i}"
-                        );
-                    }
+                    let what = format!("{x:?}→{m} {act:?} bias {bias} residual {residual}");
+                    assert_fused_is_plain_then_activation(&mut fused, &mut plain, act, residual, &what);
                 }
             }
         }
@@ -474,14 +400,7 @@ fn stride_2_packed_convs_match_the_direct_conv_and_any_unit_split() {
 }
 
 fn stride_2_packed_convs_match_the_direct_conv_and_any_unit_split_on(mk: Microkernels) {
-    let conv = |k: usize, p: usize| ConvAttrs {
-        kernel: vec![k, k],
-        strides: vec![2, 2],
-        dilations: vec![1, 1],
-        pads: vec![p; 4],
-        group: 1,
-        algo: Default::default(),
-    };
+    let conv = |k: usize, p: usize| ConvAttrs::new(&[k, k]).strides(&[2, 2]).pads(&[p; 4]);
     for (x, m, k, p) in [([1, 3, 40, 32], 64, 7, 3), ([1, 3, 23, 40], 40, 7, 3), ([1, 24, 17, 33], 48, 3, 1)] {
         let a = conv(k, p);
         let mut packed = Bench::new(&x, m, &a, Some(UnaryOp::Relu), true, false, Some(mk));
@@ -491,9 +410,6 @@ fn stride_2_packed_convs_match_the_direct_conv_and_any_unit_split_on(mk: Microke
         direct.run();
         let rel = rel_l2(&packed.y, &direct.y);
         assert!(rel <= 1e-6, "{x:?}→{m} k {k}: rel-L2 {rel:.3e}");
-        let blank = vec![f32::NAN; packed.y.len()];
-        let whole = std::mem::replace(&mut packed.y, blank);
-        packed.run_units_reversed();
-        assert!(whole.iter().zip(&packed.y).all(|(a, b)| a.to_bits() == b.to_bits()), "{x:?}→{m}: unit split");
+        packed.assert_unit_split_gives_the_same_bits(&format!("{x:?}→{m}"));
     }
 }

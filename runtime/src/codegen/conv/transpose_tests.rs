@@ -12,18 +12,7 @@ use super::{Geo, const_f32, transpose, transpose_upsample};
 use crate::codegen::{Aux, Code, CompileError, EmitCx, Emitted, Jit, KernelFn};
 use crate::microkernel::{Choice, Microkernels, select};
 use crate::reference::eval_op;
-
-fn random(shape: &[usize], seed: u64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let data = (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::from_f32(shape.to_vec(), data).expect("shape")
-}
+use crate::testing::{assert_close, random};
 
 struct Case {
     x: Vec<usize>,
@@ -141,19 +130,6 @@ impl Kernel {
         }
         y
     }
-}
-
-fn assert_close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}");
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    let (mut diff, mut norm) = (0f64, 0f64);
-    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
-        assert!((a - b).abs() <= 1e-5 * scale, "{what}: element {i}: {a} vs reference {b}");
-        diff += f64::from(a - b).powi(2);
-        norm += f64::from(b).powi(2);
-    }
-    let rel = if norm == 0.0 { diff.sqrt() } else { (diff / norm).sqrt() };
-    assert!(rel <= 1e-6, "{what}: rel-L2 {rel:.3e}");
 }
 
 /// Every kernel choice: pure Cranelift and the host's microkernels with each f32 GEMM tile it

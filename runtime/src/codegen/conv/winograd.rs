@@ -279,16 +279,11 @@ mod tests {
 
     use super::super::emit_conv_with;
     use crate::codegen::{Aux, EmitCx, Epilogue, Jit};
-    use crate::microkernel::{Choice, F32Tile, Microkernels, select};
+    use crate::microkernel::{Choice, F32Tile, Microkernels, lcg, select};
 
+    /// Deterministic values in [-1, 1): the microkernel tests' data, doubled (exactly).
     fn random(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-                (s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
+        lcg(n, seed).into_iter().map(|v| 2.0 * v).collect()
     }
 
     /// Compiles a 3×3 conv (bias, residual, HardSwish) of `[n, c, h, w]` to `m` channels with
@@ -304,14 +299,7 @@ mod tests {
         let [n, c, h, w] = x;
         let pads = [1, 2, 0, 1];
         let (oh, ow) = (h + pads[0] + pads[2] - 2, w + pads[1] + pads[3] - 2);
-        let a = ConvAttrs {
-            kernel: vec![3, 3],
-            strides: vec![1, 1],
-            dilations: vec![1, 1],
-            pads: pads.to_vec(),
-            group: 1,
-            algo,
-        };
+        let a = ConvAttrs::new(&[3, 3]).pads(&pads).algo(algo);
         let y_len = n * m * oh * ow;
         let tensors = [
             Tensor::from_f32(x.to_vec(), random(n * c * h * w, 1)).expect("shape"),

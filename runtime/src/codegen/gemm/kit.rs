@@ -6,17 +6,9 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{BlockArg, ConstantData, Endianness, InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
-use crate::codegen::builder::mem;
+use crate::codegen::builder::{address, mem};
 use crate::codegen::unary::apply_vec;
 use crate::codegen::{Epilogue, Kb};
-
-/// `ptr + off` as an address a load can use with an `i32` immediate.
-fn split(b: &mut FunctionBuilder, ptr: Value, off: i64) -> (Value, i32) {
-    match i32::try_from(off) {
-        Ok(o) => (ptr, o),
-        Err(_) => (b.ins().iadd_imm_s(ptr, off), 0),
-    }
-}
 
 /// Flags for loads of memory that nothing writes while the kernel runs (its inputs, weights
 /// and load-time tables): the optimizer may merge such loads, hoist them out of loops and
@@ -27,26 +19,26 @@ pub(crate) fn mem_ro() -> MemFlagsData {
 
 /// [`load_v`] of read-only memory (see [`mem_ro`]).
 pub(crate) fn load_v_ro(b: &mut FunctionBuilder, ptr: Value, off: i64) -> Value {
-    let (p, o) = split(b, ptr, off);
+    let (p, o) = address(b, ptr, off);
     b.ins().load(types::F32X4, mem_ro(), p, o)
 }
 
 /// [`splat_load`] of read-only memory (see [`mem_ro`]).
 pub(crate) fn splat_load_ro(b: &mut FunctionBuilder, ptr: Value, off: i64) -> Value {
-    let (p, o) = split(b, ptr, off);
+    let (p, o) = address(b, ptr, off);
     let s = b.ins().load(types::F32, mem_ro(), p, o);
     b.ins().splat(types::F32X4, s)
 }
 
 /// Loads one f32 at `ptr + off` bytes.
 pub(crate) fn load_f32(b: &mut FunctionBuilder, ptr: Value, off: i64) -> Value {
-    let (p, o) = split(b, ptr, off);
+    let (p, o) = address(b, ptr, off);
     b.ins().load(types::F32, mem(), p, o)
 }
 
 /// Loads four f32 at `ptr + off` bytes.
 pub(crate) fn load_v(b: &mut FunctionBuilder, ptr: Value, off: i64) -> Value {
-    let (p, o) = split(b, ptr, off);
+    let (p, o) = address(b, ptr, off);
     b.ins().load(types::F32X4, mem(), p, o)
 }
 
@@ -58,12 +50,12 @@ pub(crate) fn splat_load(b: &mut FunctionBuilder, ptr: Value, off: i64) -> Value
 
 /// Loads an `i64` at `ptr + off` bytes.
 pub(crate) fn load_i64(b: &mut FunctionBuilder, ptr: Value, off: i64) -> Value {
-    let (p, o) = split(b, ptr, off);
+    let (p, o) = address(b, ptr, off);
     b.ins().load(types::I64, mem(), p, o)
 }
 
 pub(crate) fn store(b: &mut FunctionBuilder, v: Value, ptr: Value, off: i64) {
-    let (p, o) = split(b, ptr, off);
+    let (p, o) = address(b, ptr, off);
     b.ins().store(mem(), v, p, o);
 }
 
