@@ -1030,19 +1030,19 @@ impl<'g> Exporter<'g> {
             return Err(ExportError::Malformed(format!("`{name}`: resize scales, sizes and rank disagree")));
         }
         // onnxruntime derives the scale of a `sizes` input as out / in in f32 (as the importer
-        // does), and the size of a `scales` input as floor(in · scale) in f32. Sizes are exact
-        // whenever the IR's scales are out / in; otherwise the scales must give the IR's sizes.
+        // does), and the size of a `scales` input as floor(in · scale) in f32, while ONNX's shape
+        // inference takes the product in f64. Sizes are exact whenever the IR's scales are
+        // out / in; otherwise the scales must give the IR's sizes both ways (a scale of 5/6 on
+        // 6 gives 5 in f32 but 4 in f64: inexpressible).
         let from_sizes = in_shape.iter().zip(&a.out_shape).map(|(&i, &o)| o as f32 / i.max(1) as f32);
         let x = first(&inputs)?;
         let ins = if from_sizes.zip(&a.scales).all(|(s, &t)| s.to_bits() == t.to_bits()) {
             let sizes = self.const_i64(&format!("{name}/sizes"), &to_i64(&a.out_shape));
             vec![x, roi, String::new(), sizes]
         } else {
-            let agrees = in_shape
-                .iter()
-                .zip(&a.scales)
-                .zip(&a.out_shape)
-                .all(|((&i, &s), &o)| (i as f32 * s).floor() == o as f32);
+            let agrees = in_shape.iter().zip(&a.scales).zip(&a.out_shape).all(|((&i, &s), &o)| {
+                (i as f32 * s).floor() == o as f32 && (i as f64 * f64::from(s)).floor() == o as f64
+            });
             if !agrees {
                 return Err(cx.inexpressible(format!(
                     "scales {:?} of input {in_shape:?} give neither output {:?} (as floor(in · scale)) nor are they \

@@ -43,10 +43,14 @@ pub(super) fn lower_resize(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered,
     if node.flag("antialias", false)? {
         return Err(node.bad_attr("antialias", "antialiased resizing is not supported"));
     }
-    let policy = node.string_or("keep_aspect_ratio_policy", "stretch")?;
-    if policy != "stretch" {
-        return Err(node.bad_attr("keep_aspect_ratio_policy", format!("`{policy}` is not supported (only `stretch`)")));
-    }
+    // Resize-18: with `sizes`, `not_larger` / `not_smaller` resize every listed axis by one scale,
+    // the smallest / largest of `sizes[i] / input[i]`, to `round_half_up(scale · input[i])`.
+    let keep_aspect = match node.string_or("keep_aspect_ratio_policy", "stretch")?.as_str() {
+        "stretch" => None,
+        "not_larger" => Some(false),
+        "not_smaller" => Some(true),
+        m => return Err(node.bad_attr("keep_aspect_ratio_policy", format!("unknown value `{m}`"))),
+    };
     let scales = cx.const_floats(node, 2, "scales")?.filter(|s| !s.is_empty());
     let sizes = cx.const_ints(node, 3, "sizes")?.filter(|s| !s.is_empty());
     let (scales, out_shape) = match (scales, sizes) {
@@ -73,8 +77,20 @@ pub(super) fn lower_resize(cx: &mut LowerCx, node: &OnnxNode) -> Result<Lowered,
                     .filter(|&v| v > 0 || in_shape[a] == 0)
                     .ok_or_else(|| node.bad_input(format!("sizes must be positive, got {sz:?}")))?;
             }
-            let full =
+            let mut full: Vec<f32> =
                 in_shape.iter().zip(&out).map(|(&i, &o)| if i == 0 { 1.0 } else { o as f32 / i as f32 }).collect();
+            let ratios = axes.iter().filter(|&&a| in_shape[a] > 0).map(|&a| out[a] as f64 / in_shape[a] as f64);
+            let common = match keep_aspect {
+                Some(true) => ratios.reduce(f64::max),
+                Some(false) => ratios.reduce(f64::min),
+                None => None,
+            };
+            if let Some(scale) = common {
+                for &a in axes.iter().filter(|&&a| in_shape[a] > 0) {
+                    out[a] = (scale * in_shape[a] as f64 + 0.5) as usize;
+                    full[a] = scale as f32;
+                }
+            }
             (full, out)
         }
         _ => return Err(node.bad_input("exactly one of the inputs scales and sizes must be given")),
