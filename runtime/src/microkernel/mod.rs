@@ -42,6 +42,8 @@ mod avx2_winograd;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod depthwise;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_avx512;
 pub(crate) mod int8;
 
 use cnnc_ir::UnaryOp;
@@ -425,7 +427,8 @@ pub(crate) struct Microkernels {
     /// signature `(geo: *const i64, m: *const f32, tile0: usize, ntiles: usize, mc: usize,
     /// y: *mut f32, bias: *const f32, residual: *const f32, flags: u32, p0: f32, p1: f32)`.
     pub winograd_output: [u64; 2],
-    /// `depthwise::dw_conv_2d`, with the C signature `(geo: *const i64, x: *const f32,
+    /// `depthwise::dw_conv_2d`, or under the AVX-512 tile `depthwise_avx512::dw_conv_2d` (the
+    /// same results), with the C signature `(geo: *const i64, x: *const f32,
     /// w: *const f32, bias: *const f32, residual: *const f32, y: *mut f32, r0: usize,
     /// r1: usize, channels: usize, scratch: *mut f32, flags: u32, p0: f32, p1: f32)` (`geo` a
     /// [`DwGeo::table`]).
@@ -473,13 +476,15 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
         // checked (AVX2 and FMA, and AVX-512F for the AVX-512 tile); calling them is sound
         // under the contracts on `avx2::sgemm_6x16`, `avx2::sgemm_6x16_rows`, their
         // `avx512` twins, `avx2::pack_b_im2col`, the `avx2_winograd` transforms,
-        // `depthwise::dw_conv_2d`, `depthwise::sgemv_panels` and `avx2_eltwise::unary_f32`,
+        // `depthwise::dw_conv_2d` and its twin `depthwise_avx512::dw_conv_2d`,
+        // `depthwise::sgemv_panels` and `avx2_eltwise::unary_f32`,
         // which the generated drivers keep.
-        let (gemm, rows, small): (avx2::SgemmFn, avx2::SgemmRowsFn, _) = match tile {
-            F32Tile::Avx512 => (avx512::sgemm_6x16, avx512::sgemm_6x16_rows, avx512::small_kernels()),
-            F32Tile::Avx2 => (avx2::sgemm_6x16, avx2::sgemm_6x16_rows, avx2_small::kernels()),
+        let (gemm, rows, small, dw): (avx2::SgemmFn, avx2::SgemmRowsFn, _, depthwise::DwFn) = match tile {
+            F32Tile::Avx512 => {
+                (avx512::sgemm_6x16, avx512::sgemm_6x16_rows, avx512::small_kernels(), depthwise_avx512::dw_conv_2d)
+            }
+            F32Tile::Avx2 => (avx2::sgemm_6x16, avx2::sgemm_6x16_rows, avx2_small::kernels(), depthwise::dw_conv_2d),
         };
-        let dw: depthwise::DwFn = depthwise::dw_conv_2d;
         let gemv: depthwise::GemvFn = depthwise::sgemv_panels;
         let pack: avx2::PackFn = avx2::pack_b_im2col;
         let unary: avx2_eltwise::EltwiseFn = avx2_eltwise::unary_f32;
