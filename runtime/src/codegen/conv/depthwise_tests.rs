@@ -44,8 +44,10 @@ fn depthwise_routines_give_the_cranelift_kernels_bits_for_any_unit_split() {
     // (input NCHW, multiplier, kernel, stride, dilation, pads): narrow and wide rows, column
     // tails (of an 8- and a 16-lane vector), strides 1–3 (3 goes through the scalar staging),
     // asymmetric pads, a multiplier of 2, a width that needs two column tiles, rows split into
-    // several staging bands, and 3×3 maps whose row counts leave 8-, 4- and fewer-row tiles.
-    let cases: [DwCase; 11] = [
+    // several staging bands, and 3×3 maps whose row counts leave 8-, 4- and fewer-row tiles
+    // (rows over 32 columns: the AVX-512 routine's zmm path; one with a multiplier of 2 and a
+    // column dilation).
+    let cases: [DwCase; 12] = [
         ([1, 5, 14, 14], 1, [5, 5], [1, 1], [1, 1], [2, 2, 2, 2]),
         ([2, 3, 7, 7], 1, [5, 5], [1, 1], [1, 1], [2, 2, 2, 2]),
         ([1, 4, 29, 31], 1, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1]),
@@ -56,6 +58,7 @@ fn depthwise_routines_give_the_cranelift_kernels_bits_for_any_unit_split() {
         ([1, 2, 150, 150], 1, [3, 3], [2, 2], [1, 1], [0, 0, 1, 1]),
         ([1, 3, 12, 10], 1, [7, 6], [1, 2], [2, 1], [3, 3, 3, 2]),
         ([1, 2, 30, 57], 1, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
+        ([1, 2, 11, 40], 2, [3, 3], [1, 1], [1, 2], [1, 2, 1, 2]),
         ([1, 3, 14, 14], 1, [5, 5], [1, 1], [1, 1], [2, 2, 2, 2]),
     ];
     for (x, mult, k, s, d, p) in cases {
