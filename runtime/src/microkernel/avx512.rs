@@ -307,7 +307,7 @@ fn sum(even: [__m512; MR], odd: [__m512; MR]) -> [__m512; MR] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::{F32Tile, avx2, code_mapping_end, each_tile_or_skip};
     use super::*;
 
@@ -316,7 +316,7 @@ mod tests {
     /// 2..0), P1 with W = 0, the fixed bit 2 set and `pp` = 01 (the 66 prefix), P2 with vector
     /// length `L'L` = 10 (512 bits) in bits 6..5, then opcode 0xB8. (W = 1 is `vfmadd231pd`;
     /// the VEX forms on xmm/ymm start with 0xC4.)
-    fn is_vfmadd231ps_zmm(code: &[u8]) -> bool {
+    pub(in crate::microkernel) fn is_vfmadd231ps_zmm(code: &[u8]) -> bool {
         matches!(code, [0x62, p0, p1, p2, 0xb8, ..] if p0 & 0x07 == 0x02 && p1 & 0x87 == 0x05 && p2 & 0x60 == 0x40)
     }
 

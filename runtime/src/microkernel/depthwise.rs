@@ -27,7 +27,7 @@ pub(super) type GemvFn =
     unsafe extern "C" fn(usize, *const f32, *const f32, *mut f32, usize, usize, u32, *const f32, *const f32, f32, f32);
 
 /// Fields of a [`DwGeo::table`] before the tap offsets.
-const DW_FIELDS: usize = 15;
+pub(super) const DW_FIELDS: usize = 15;
 
 /// Output rows computed together (one accumulator each, sharing each tap's weight broadcast).
 const R: usize = 8;
@@ -35,7 +35,8 @@ const R: usize = 8;
 const R3: usize = 4;
 
 impl DwGeo {
-    fn read(t: *const i64) -> DwGeo {
+    /// The geometry a [`DwGeo::table`] at `t` holds (its fields; the tap offsets follow).
+    pub(super) fn read(t: *const i64) -> DwGeo {
         // SAFETY: `t` points at the values `DwGeo::table` wrote (the caller's contract).
         let v = |i: usize| unsafe { *t.add(i) } as usize;
         DwGeo {
@@ -118,24 +119,24 @@ pub(super) unsafe extern "C" fn dw_conv_2d(
 }
 
 /// The arguments of [`dw_conv_2d`] besides the geometry and row range.
-struct Io {
-    x: *const f32,
-    w: *const f32,
-    bias: *const f32,
-    residual: *const f32,
-    y: *mut f32,
-    scratch: *mut f32,
-    flags: u32,
-    p0: f32,
-    p1: f32,
+pub(super) struct Io {
+    pub x: *const f32,
+    pub w: *const f32,
+    pub bias: *const f32,
+    pub residual: *const f32,
+    pub y: *mut f32,
+    pub scratch: *mut f32,
+    pub flags: u32,
+    pub p0: f32,
+    pub p1: f32,
 }
 
 /// Where one band's staged input lives: `sw` phases of `phase_len` floats per staged row.
-struct Staged {
-    base: *const f32,
-    row: usize,
+pub(super) struct Staged {
+    pub base: *const f32,
+    pub row: usize,
     /// Offset of each column tap `kw` (its phase and its column shift) from a row's start.
-    taps: [usize; MAX_KW],
+    pub taps: [usize; MAX_KW],
 }
 
 /// Most kernel columns the routine handles (`DwGeo::supported`).
@@ -191,11 +192,11 @@ unsafe fn dw_run<const ACT: u32>(g: &DwGeo, table: *const i64, io: &Io, r0: usiz
 }
 
 /// `N` output rows from `row`, columns `c0..c0+nc`, whose first staged input row is `srow`.
-struct Tile {
-    row: usize,
-    c0: usize,
-    nc: usize,
-    srow: usize,
+pub(super) struct Tile {
+    pub row: usize,
+    pub c0: usize,
+    pub nc: usize,
+    pub srow: usize,
 }
 
 /// Stages the input rows output rows `b0..b0+nb` read, for output columns `c0..c0+cols`:
@@ -205,7 +206,7 @@ struct Tile {
 /// # Safety
 /// AVX2; `x` the input plane, `dst` holds [`DwGeo::scratch_floats`] f32, `nb ≤ band`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn stage(g: &DwGeo, x: *const f32, b0: usize, nb: usize, c0: usize, dst: *mut f32) {
+pub(super) unsafe fn stage(g: &DwGeo, x: *const f32, b0: usize, nb: usize, c0: usize, dst: *mut f32) {
     let phase_len = g.phase;
     let rows = (nb - 1) * g.sh + (g.kh - 1) * g.dh + 1;
     let z = _mm256_setzero_ps();

