@@ -299,13 +299,7 @@ impl Window {
                 let acc = b.declare_var(ty);
                 let init = self.pool.init(b, ty);
                 b.def_var(acc, init);
-                let rl = self.rl;
-                dyn_range(b, self.t0, self.t1, |b, t| {
-                    let t8 = b.ins().ishl_imm_u(t, 3);
-                    let at = b.ins().iadd(rl, t8);
-                    let row = b.ins().load(types::I64, mem(), at, 0);
-                    let off = b.ins().iadd(row, first);
-                    let base = b.ins().iadd(xp, off);
+                self.table_rows(b, first, |b, base| {
                     let taps = self.row_taps(b, base, 0, lanes, kw, dw);
                     let a = b.use_var(acc);
                     let a = self.tree(b, a, taps);
@@ -384,6 +378,20 @@ impl Window {
         self.pool.combine(b, acc, taps[0])
     }
 
+    /// `body(base)` for each valid window row of this output row, from the row table: `base` is
+    /// the input address `first` bytes into the row.
+    fn table_rows(&self, b: &mut FunctionBuilder, first: Value, mut body: impl FnMut(&mut FunctionBuilder, Value)) {
+        let (xp, rl) = (self.xp, self.rl);
+        dyn_range(b, self.t0, self.t1, |b, t| {
+            let t8 = b.ins().ishl_imm_u(t, 3);
+            let at = b.ins().iadd(rl, t8);
+            let row = b.ins().load(types::I64, mem(), at, 0);
+            let off = b.ins().iadd(row, first);
+            let base = b.ins().iadd(xp, off);
+            body(b, base);
+        });
+    }
+
     /// Edge column number `e` of the edge table `et`, with runtime tap counts.
     fn edge(&self, b: &mut FunctionBuilder, et: Value, e: Value, dw: usize) {
         let eo = b.ins().imul_imm_s(e, 24);
@@ -394,13 +402,7 @@ impl Window {
         let acc = b.declare_var(types::F32);
         let init = self.pool.init(b, types::F32);
         b.def_var(acc, init);
-        let (xp, rl) = (self.xp, self.rl);
-        dyn_range(b, self.t0, self.t1, |b, t| {
-            let t8 = b.ins().ishl_imm_u(t, 3);
-            let at = b.ins().iadd(rl, t8);
-            let row = b.ins().load(types::I64, mem(), at, 0);
-            let off = b.ins().iadd(row, first);
-            let base = b.ins().iadd(xp, off);
+        self.table_rows(b, first, |b, base| {
             let zero = b.ins().iconst(types::I64, 0);
             dyn_range(b, zero, count, |b, k| {
                 let ko = b.ins().imul_imm_s(k, (dw * 4) as i64);
