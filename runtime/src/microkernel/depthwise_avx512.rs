@@ -577,28 +577,46 @@ mod tests {
         }
     }
 
-    /// The routine really is zmm FMA code: the first 4 KiB of machine code (bounded by the end
-    /// of its executable mapping) of its 8-row 3×3 tile hold its 8 rows × 9 taps of zmm
-    /// `vfmadd231ps`, and those of its generic 8-row tile at least one tap's 8.
+    /// Whether `code[i..]` starts with a zmm `vfmadd{132,213,231}ps` (the register allocator
+    /// picks the form per instruction): `is_vfmadd231ps_zmm`'s EVEX prefix with opcode 0x98,
+    /// 0xA8 or 0xB8.
+    fn is_zmm_fmadd_ps(code: &[u8]) -> bool {
+        match code {
+            [p, p0, p1, p2, 0x98 | 0xa8 | 0xb8, rest @ ..] => {
+                let mut as_231 = vec![*p, *p0, *p1, *p2, 0xb8];
+                as_231.extend_from_slice(&rest[..rest.len().min(1)]);
+                is_vfmadd231ps_zmm(&as_231)
+            }
+            _ => false,
+        }
+    }
+
+    /// The routine really is zmm FMA code: the first 16 KiB of machine code (bounded by the end
+    /// of its executable mapping) of the column-vector step of its 8-row 3×3 tile hold its
+    /// 8 rows × 9 taps of zmm `vfmadd…ps`, and those of its generic 8-row tile's step at least
+    /// one tap's 8. (The steps, not the tiles: whether a step is inlined into its tile differs
+    /// between the test and release profiles, while taking a step's address always gives it a
+    /// body of its own.)
     #[test]
     fn avx512_depthwise_machine_code_is_zmm_vfmadd231ps() {
         if !has_avx512("avx512_depthwise_machine_code_is_zmm_vfmadd231ps") {
             return;
         }
-        type TileFn = unsafe fn(&DwGeo, &Io, &Staged, &Tile);
-        let three: TileFn = tile_3x3::<R3, 0>;
-        let generic: TileFn = tile::<R, 0>;
-        for (name, addr, want) in [("tile_3x3", three as usize, R3 * 9), ("tile", generic as usize, R)] {
+        type Step3Fn = unsafe fn(&DwGeo, &Io, &Staged, &Tile, &[__m512; 9], usize, __mmask16);
+        let three: Step3Fn = vector_3x3::<R3, false, 0>;
+        type StepFn = unsafe fn(&DwGeo, &Io, &Staged, &Tile, usize, __mmask16);
+        let generic: StepFn = tile_vector::<R, false, 0>;
+        for (name, addr, want) in [("vector_3x3", three as usize, R3 * 9), ("tile_vector", generic as usize, R)] {
             let Some(end) = code_mapping_end(addr) else {
                 eprintln!("avx512_depthwise_machine_code_is_zmm_vfmadd231ps: skipped, no /proc/self/maps");
                 return;
             };
-            let len = (end - addr).min(4096);
+            let len = (end - addr).min(16384);
             // SAFETY: `addr..addr + len` lies inside a mapped, readable executable segment of
             // this process (checked against /proc/self/maps), which stays mapped while the test
             // runs.
             let code = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
-            let found = (0..code.len()).filter(|&i| is_vfmadd231ps_zmm(&code[i..])).count();
+            let found = (0..code.len()).filter(|&i| is_zmm_fmadd_ps(&code[i..])).count();
             assert!(found >= want, "{found} zmm vfmadd231ps in the first {len} bytes of {name}");
         }
     }
