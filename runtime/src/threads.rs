@@ -2,7 +2,8 @@
 //!
 //! A run with `threads = n` uses the calling thread plus the `n − 1` workers of a pool kept
 //! for the life of the process (one pool per worker count, shared by every model). Units are
-//! handed out one at a time from a shared counter, so uneven units balance; which thread
+//! handed out one at a time from a shared counter, the caller's from the front and the workers'
+//! from the back (see [`claim`]), so uneven units balance; which thread
 //! computes a unit never changes its result (see [`crate::codegen`] on work units), which is
 //! what makes runs bit-identical for any `n`.
 //!
@@ -31,7 +32,8 @@ pub fn available() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Bits of the claim word: `epoch (24) | units (20) | next unit (20)`.
+/// Bits of the claim word: `epoch (24) | end (20) | next unit (20)`: the units not yet claimed
+/// are `next..end`.
 const UNIT_BITS: u32 = 20;
 /// Most units one launch may have.
 pub(crate) const MAX_UNITS: u64 = (1 << UNIT_BITS) - 1;
@@ -55,16 +57,22 @@ struct Shared {
     threads: Mutex<Vec<Thread>>,
 }
 
-/// Claims the next unit of the launch of `epoch`: `Some(unit)`, or `None` when that launch has
-/// no unit left or is no longer current.
-fn claim(s: &Shared, epoch: u64) -> Option<u64> {
+/// Claims a unit of the launch of `epoch`: `Some(unit)`, or `None` when that launch has no
+/// unit left or is no longer current. The caller (`front`) takes units from the first up, the
+/// workers from the last down, so with 2 threads each keeps the same end of every launch: a
+/// layer whose units are pixel blocks mostly reads, on each core, the part of its input that
+/// the layer before wrote on that core. Measured on ppocr_v4_det at 640×640 (2 threads, same
+/// run, medians of 3): -O1 f32 35.2 → 30.7 ms, its int8 QDQ model 27.7 → 24.3 ms, against one
+/// counter that both threads take from the front; opennsfw, whose maps fit in L2, unchanged.
+fn claim(s: &Shared, epoch: u64, front: bool) -> Option<u64> {
     let mut cur = s.claim.load(Ordering::Acquire);
     loop {
-        let (tag, units, unit) = (cur >> (2 * UNIT_BITS), (cur >> UNIT_BITS) & UNIT_MASK, cur & UNIT_MASK);
-        if tag != epoch || unit >= units {
+        let (tag, end, next) = (cur >> (2 * UNIT_BITS), (cur >> UNIT_BITS) & UNIT_MASK, cur & UNIT_MASK);
+        if tag != epoch || next >= end {
             return None;
         }
-        match s.claim.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire) {
+        let (new, unit) = if front { (cur + 1, next) } else { (cur - (1 << UNIT_BITS), end - 1) };
+        match s.claim.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return Some(unit),
             Err(now) => cur = now,
         }
@@ -73,7 +81,7 @@ fn claim(s: &Shared, epoch: u64) -> Option<u64> {
 
 /// Runs claimed units of the launch of `epoch` until none is left.
 fn drain(s: &Shared, epoch: u64, slot: usize) {
-    while let Some(unit) = claim(s, epoch) {
+    while let Some(unit) = claim(s, epoch, slot == 0) {
         // SAFETY: a claimed unit of the current launch is not done yet, so its caller is still
         // waiting in `for_each_unit` and `work` points at its live closure.
         let work = unsafe { *s.work.load(Ordering::Acquire) };
@@ -218,6 +226,27 @@ mod tests {
                     std::thread::sleep(SPIN * 3);
                 }
             }
+        }
+    }
+
+    /// The caller takes units from the front and the workers from the back: each slot's units
+    /// come in order, rising on slot 0 and falling on the others, and slot 0 holds unit 0 when
+    /// it ran anything.
+    #[test]
+    fn the_caller_takes_units_from_the_front_and_workers_from_the_back() {
+        for launch in 0..200u64 {
+            let units = 2 + launch % 23;
+            let seen: Vec<Mutex<Vec<u64>>> = (0..2).map(|_| Mutex::new(Vec::new())).collect();
+            for_each_unit(2, units, &|slot, u| {
+                seen[slot].lock().unwrap().push(u);
+                std::hint::black_box((0..2_000u64).sum::<u64>());
+            });
+            let caller = seen[0].lock().unwrap().clone();
+            let worker = seen[1].lock().unwrap().clone();
+            assert!(caller.windows(2).all(|w| w[0] < w[1]), "launch {launch}: caller {caller:?}");
+            assert!(worker.windows(2).all(|w| w[0] > w[1]), "launch {launch}: worker {worker:?}");
+            assert_eq!(caller.len() + worker.len(), units as usize);
+            assert!(caller.is_empty() || caller[0] == 0, "launch {launch}: caller {caller:?}");
         }
     }
 

@@ -6,7 +6,7 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
 
 use super::Kb;
-use super::builder::{address, mem, unit_span, units_of};
+use super::builder::{address, balanced_grain, mem, unit_span, units_of};
 
 /// Elements of simple element-wise work per unit (an add of 32k elements in cache takes about
 /// 5 µs): handing a unit to a thread then costs little next to computing it. On ppocr_v4_det
@@ -296,10 +296,13 @@ pub(crate) fn outer_cut(dims: &[i64], work: i64, grain: i64) -> Cut {
         (units_of(dims[..axes].iter().product(), per_unit), per_unit)
     };
     let target = split(dims.len()).0.min(16);
-    (0..=dims.len())
-        .map(|axes| (axes, split(axes)))
-        .find(|&(_, (units, _))| units >= target)
-        .map_or(Cut::Outer { axes: 0, per_unit: 1 }, |(axes, (_, per_unit))| Cut::Outer { axes, per_unit })
+    (0..=dims.len()).map(|axes| (axes, split(axes))).find(|&(_, (units, _))| units >= target).map_or(
+        Cut::Outer { axes: 0, per_unit: 1 },
+        |(axes, (_, per_unit))| Cut::Outer {
+            axes,
+            per_unit: balanced_grain(dims[..axes].iter().product(), per_unit, 1),
+        },
+    )
 }
 
 /// `⌈a / b⌉` for `a ≥ 0`, `b > 0`.

@@ -22,7 +22,7 @@ use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{ConstantData, InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
-use super::builder::{address, mem, unit_span, units_of};
+use super::builder::{address, balanced_grain, mem, unit_span, units_of};
 use super::index_map::{
     Cols, Cut, GRAIN, Nest, StridedCopy, broadcast_strides, contiguous_strides, copy_align, copy_bytes, copy_elems,
     copy_elems_cols, fill, if_else, int_type, kb_loop, kb_loop_dyn, local_range, loop_units, offset, outer_cut,
@@ -603,11 +603,12 @@ fn emit_pad_table(
     let n = table.len() as i64;
     let (x_arg, y_arg, t_arg) = (cx.in_arg(0), cx.out_arg(0), cx.aux_arg(0));
     let ity = int_type(es);
+    let grain = balanced_grain(n, GRAIN, 64);
     let func = jit.kernel(cx.name, |kb| {
         let (px, py, pt) = (kb.arg(x_arg), kb.arg(y_arg), kb.arg(t_arg));
         let fillv = kb.b.ins().iconst(ity, fill_bits);
         let (lo, hi) = (kb.lo, kb.hi);
-        let (start, end) = unit_span(&mut kb.b, lo, hi, n, GRAIN);
+        let (start, end) = unit_span(&mut kb.b, lo, hi, n, grain);
         kb_loop_dyn(kb, start, end, 1, |kb, i| {
             let p = offset(kb, pt, i, 4);
             let t = kb.b.ins().load(types::I32, mem(), p, 0);
@@ -622,7 +623,7 @@ fn emit_pad_table(
             kb.b.ins().store(mem(), r, d, 0);
         });
     })?;
-    Ok(Emitted::parallel(func, vec![Aux::U32(table)], units_of(n, GRAIN)))
+    Ok(Emitted::parallel(func, vec![Aux::U32(table)], units_of(n, grain)))
 }
 
 /// A copy over a [`Nest`] of `[src, dst]` byte strides, cut into work units; 4-byte elements

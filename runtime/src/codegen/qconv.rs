@@ -168,7 +168,17 @@ pub(crate) fn emit(
         // which packs B again per chunk.
         n_blocks = min_units.div_ceil(batch * group).min(n_len.div_ceil(nr)).max(n_blocks);
     }
-    let nc = n_len.div_ceil(n_blocks).next_multiple_of(nr).min(nc);
+    // Few blocks split evenly over the threads: a multiple of the thread count where the strips
+    // allow, of equal strips (784 pixels in 4 blocks of 13, 13, 13 and 10 strips of 16, not 16,
+    // 16, 16 and 1; 3,136 in 14 blocks, not 13).
+    let strips_total = n_len.div_ceil(nr);
+    let bg = batch * group;
+    if bg * n_blocks < 8 * min_units {
+        while !(bg * n_blocks).is_multiple_of(min_units) && n_blocks < strips_total {
+            n_blocks += 1;
+        }
+    }
+    let nc = (strips_total.div_ceil(n_blocks) * nr).min(nc);
     let n_blocks = n_len.div_ceil(nc);
     let outer = batch * group * n_blocks;
     let chunks =

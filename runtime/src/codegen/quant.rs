@@ -10,7 +10,7 @@ use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, Valu
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::FunctionBuilder;
 
-use super::builder::{mem, unit_span, units_of};
+use super::builder::{balanced_grain, mem, unit_span, units_of};
 use super::index_map::{GRAIN, kb_loop_dyn, offset};
 use super::{Aux, CompileError, EmitCx, Emitted, Jit, Kb};
 
@@ -68,11 +68,12 @@ pub(crate) fn emit_quantize(jit: &mut Jit, cx: &EmitCx, p: &QuantParams, to: DTy
     let layout = channel_layout(cx, p)?;
     let n = x.numel() as i64;
     let (x_arg, y_arg, s_arg, z_arg) = (cx.in_arg(0), cx.out_arg(0), cx.aux_arg(0), cx.aux_arg(1));
+    let grain = balanced_grain(n, GRAIN, 64);
     let func = jit.kernel(cx.name, |kb| {
         let (px, py) = (kb.arg(x_arg), kb.arg(y_arg));
         let tabs = (kb.arg(s_arg), kb.arg(z_arg));
         let (l, h) = (kb.lo, kb.hi);
-        let (start, end) = unit_span(&mut kb.b, l, h, n, GRAIN);
+        let (start, end) = unit_span(&mut kb.b, l, h, n, grain);
         // Per tensor: 16 elements per step in f32x4 (the scalar loop finishes the tail).
         let start = if layout.1 == 1 {
             let (s, z) = (p.scales[0], p.zero_points[0]);
@@ -97,7 +98,7 @@ pub(crate) fn emit_quantize(jit: &mut Jit, cx: &EmitCx, p: &QuantParams, to: DTy
             kb.b.ins().store(mem(), k, po, 0);
         });
     })?;
-    Ok(Emitted::parallel(func, tables(p), units_of(n, GRAIN)))
+    Ok(Emitted::parallel(func, tables(p), units_of(n, grain)))
 }
 
 /// ONNX `DequantizeLinear` of a u8, i8 or i32 tensor to f32.
@@ -111,11 +112,12 @@ pub(crate) fn emit_dequantize(jit: &mut Jit, cx: &EmitCx, p: &QuantParams) -> Re
     let from = x.dtype;
     let es = from.size_bytes() as i64;
     let (x_arg, y_arg, s_arg, z_arg) = (cx.in_arg(0), cx.out_arg(0), cx.aux_arg(0), cx.aux_arg(1));
+    let grain = balanced_grain(n, GRAIN, 64);
     let func = jit.kernel(cx.name, |kb| {
         let (px, py) = (kb.arg(x_arg), kb.arg(y_arg));
         let tabs = (kb.arg(s_arg), kb.arg(z_arg));
         let (l, h) = (kb.lo, kb.hi);
-        let (start, end) = unit_span(&mut kb.b, l, h, n, GRAIN);
+        let (start, end) = unit_span(&mut kb.b, l, h, n, grain);
         // 8-bit per tensor: 16 elements per step in f32x4 (the scalar loop finishes the tail).
         let start = if layout.1 == 1 && from != DType::I32 {
             let (s, z) = (p.scales[0], p.zero_points[0]);
@@ -139,7 +141,7 @@ pub(crate) fn emit_dequantize(jit: &mut Jit, cx: &EmitCx, p: &QuantParams) -> Re
             kb.b.ins().store(mem(), r, po, 0);
         });
     })?;
-    Ok(Emitted::parallel(func, tables(p), units_of(n, GRAIN)))
+    Ok(Emitted::parallel(func, tables(p), units_of(n, grain)))
 }
 
 /// Runs `step(i)` for `i = start, start + 16, …` while `i + 16 ≤ end`; returns where it stopped.
@@ -199,11 +201,12 @@ pub(crate) fn emit_lookup(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, Compile
         _ => Vec::new(),
     };
     let aux_arg = cx.aux_arg(0);
+    let grain = balanced_grain(n, GRAIN, 64);
     let func = jit.kernel(cx.name, |kb| {
         let (pt, py) = (kb.arg(t_arg), kb.arg(y_arg));
         let ops: Vec<Value> = op_args.iter().map(|&a| kb.arg(a)).collect();
         let (l, h) = (kb.lo, kb.hi);
-        let (start, end) = unit_span(&mut kb.b, l, h, n, GRAIN);
+        let (start, end) = unit_span(&mut kb.b, l, h, n, grain);
         if let Some((f, gather)) = call {
             // `lookup_u8_vbmi(table, a + start, y + start, len)` or
             // `lookup…(table32, a + start, b + start or null, y + start, len)`: in bounds, as the
@@ -245,7 +248,7 @@ pub(crate) fn emit_lookup(jit: &mut Jit, cx: &EmitCx) -> Result<Emitted, Compile
             lookup_one(kb, pt, &p, 0, es, ty);
         });
     })?;
-    Ok(Emitted::parallel(func, aux, units_of(n, GRAIN)))
+    Ok(Emitted::parallel(func, aux, units_of(n, grain)))
 }
 
 /// One element of [`emit_lookup`]: `p` holds the operands' pointers then the output's, all at

@@ -13,7 +13,7 @@ use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use cranelift_codegen::ir::{AbiParam, Signature};
 use cranelift_codegen::isa::CallConv;
 
-use super::builder::{mem, unit_span, units_of};
+use super::builder::{balanced_grain, mem, unit_span, units_of};
 use super::expf::{exp_nonpos_x4, exp_x4};
 use super::index_map::{GRAIN, Nest, kb_loop, offset};
 use super::math::Math1;
@@ -120,6 +120,7 @@ fn emit_unary_avx2(
     let n = cx.outputs[0].numel() as i64;
     let (p0, p1) = Act::of(op).map_or((0.0, 0.0), Act::params);
     let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
+    let grain = balanced_grain(n, GRAIN, 64);
     let func = jit.kernel(cx.name, |kb| {
         let x = kb.arg(x_arg);
         let y = kb.arg(y_arg);
@@ -131,7 +132,7 @@ fn emit_unary_avx2(
             sig.params.push(AbiParam::new(t));
         }
         let sig = b.import_signature(sig);
-        let (start, end) = unit_span(b, lo, hi, n, GRAIN);
+        let (start, end) = unit_span(b, lo, hi, n, grain);
         let len = b.ins().isub(end, start);
         let zero = b.ins().iconst(ptr, 0);
         let len = b.ins().smax(len, zero);
@@ -143,7 +144,7 @@ fn emit_unary_avx2(
         let callee = b.ins().iconst(ptr, mk.unary_f32 as i64);
         b.ins().call_indirect(sig, callee, &[xs, ys, len, k, p0, p1]);
     })?;
-    Ok(Emitted::parallel(func, vec![], units_of(n, GRAIN)))
+    Ok(Emitted::parallel(func, vec![], units_of(n, grain)))
 }
 
 /// `op` on the 4 lanes of `v`, inline (as the main loop of [`emit_unary`] computes it); `None`

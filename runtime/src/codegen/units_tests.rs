@@ -178,3 +178,27 @@ fn softmax_and_reduction_units() {
     let ints = Tensor::from_i64(vec![3, 40000], (0..120_000).map(|i| (i * 7919 % 13) - 6).collect()).expect("shape");
     assert!(check(&one_op("reduce-sum{axes=[0], keepdims=false}", "i64[3,40000]", "i64[40000]"), &[ints]) >= 2);
 }
+
+/// Few units become a multiple of the host's threads, of one size and on the callers' vector
+/// alignment; many units, one unit, and counts already a multiple stay as they were.
+#[test]
+fn balanced_grains_split_evenly_over_the_threads() {
+    use crate::codegen::builder::{balanced_grain_for, units_of};
+    // 128·56·56 elements at 32,768 a unit: 13 units, 14 on 2 threads.
+    let g = balanced_grain_for(2, 401_408, 32_768, 64);
+    assert_eq!((units_of(401_408, g), g % 64), (14, 0), "grain {g}");
+    assert!(401_408 - 13 * g <= g && 401_408 - 13 * g > g - 64, "last unit of {g} not about one size");
+    // 3 threads: 13 → 15.
+    assert_eq!(units_of(401_408, balanced_grain_for(3, 401_408, 32_768, 64)), 15);
+    for (threads, total, grain) in [(2, 100, 200), (2, 4 * 32_768, 32_768), (2, 17 * 32_768, 32_768), (1, 99, 10)] {
+        assert_eq!(balanced_grain_for(threads, total, grain, 64), grain, "{threads} threads, {total}/{grain}");
+    }
+    // Outer-axis cuts (align 1): where no smaller grain gives a multiple (7 rows; 13 rows two at
+    // a time), the grain stays.
+    assert_eq!(units_of(7, balanced_grain_for(2, 7, 1, 1)), 7);
+    // 9 rows two at a time: 5 units (2, 2, 2, 2, 1) already load the threads 5 and 4.
+    assert_eq!(balanced_grain_for(2, 9, 2, 1), 2);
+    // 11 rows four at a time: 3 units (4, 4, 3) load them 7 and 4; 4 units (3, 3, 3, 2), 6 and 5.
+    assert_eq!(balanced_grain_for(2, 11, 4, 1), 3);
+    assert_eq!(units_of(13, balanced_grain_for(2, 13, 2, 1)), 7);
+}
