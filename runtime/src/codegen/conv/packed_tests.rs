@@ -267,6 +267,8 @@ fn in_place_1x1_conv_matches_the_direct_conv_and_any_unit_split_on(mk: Microkern
         ([2, 300, 5, 7], 12, 1, true),
         ([1, 32, 7, 9], 8, 2, true),
         ([1, 20, 9, 21], 30, 1, false),
+        // 64×64 planes are 16 KiB apart, one L1 set: packed, not read in place.
+        ([1, 24, 64, 64], 24, 1, false),
     ];
     for (x, m, group, in_place) in cases {
         let a = pointwise(group);
@@ -411,5 +413,28 @@ fn stride_2_packed_convs_match_the_direct_conv_and_any_unit_split_on(mk: Microke
         let rel = rel_l2(&packed.y, &direct.y);
         assert!(rel <= 1e-6, "{x:?}→{m} k {k}: rel-L2 {rel:.3e}");
         packed.assert_unit_split_gives_the_same_bits(&format!("{x:?}→{m}"));
+    }
+}
+
+/// Channel planes whose rows share L1 sets: power-of-two planes of 1 KiB and more with enough
+/// rows; planes of other sizes, and few rows, do not.
+#[test]
+fn power_of_two_planes_alias_in_l1() {
+    use super::rows_alias;
+    // (plane bytes, rows, aliases)
+    let cases = [
+        (64 * 64 * 4, 24, true),
+        (32 * 32 * 4, 9, true),
+        (32 * 32 * 4, 8, false),
+        (16 * 16 * 4, 64, true),
+        (16 * 16 * 4, 32, false),
+        (8 * 8 * 4, 512, false),
+        (60 * 60 * 4, 24, false),
+        (63 * 63 * 4, 512, false),
+        (28 * 28 * 4, 256, false),
+        (7 * 7 * 4, 1024, false),
+    ];
+    for (stride, rows, aliases) in cases {
+        assert_eq!(rows_alias(stride, rows), aliases, "{stride} bytes apart, {rows} rows");
     }
 }

@@ -56,6 +56,7 @@ pub(super) fn supports(geo: &Geo) -> bool {
             || (n <= MAX_PIXELS_STRIDED && geo.s.iter().any(|&s| s > 1))
             || (n <= MAX_PIXELS_FEW_CHANNELS && geo.mg <= FEW_CHANNELS))
         && geo.mg >= MIN_CHANNELS
+        && !geo.planes_alias(geo.cg)
         && (0..3).all(in_range)
         && geo.out_len() > 0
 }
