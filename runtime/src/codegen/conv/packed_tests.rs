@@ -300,6 +300,11 @@ fn small_reductions_and_strided_few_channel_convs_route_by_measurement() {
         // (17×17 pixels: more than the transposed 1×1 path takes, which has no scratch.)
         assert!(packed([1, 12, 17, 17], 96, &conv(1, 1)), "K = 12");
         assert!(!packed([1, 8, 8, 8], 96, &conv(1, 1)), "K = 8");
+        // 1×1 convs with few output channels on larger maps: transposed from K = 48 (no
+        // scratch), channel-major below it and on channel planes that alias in L1.
+        assert!(!packed([1, 128, 56, 56], 32, &conv(1, 1)), "K = 128 at 56×56");
+        assert!(packed([1, 32, 31, 31], 36, &conv(1, 1)), "K = 32 at 31×31");
+        assert!(packed([1, 128, 32, 32], 32, &conv(1, 1)), "K = 128 at 32×32 (4 KiB planes)");
         assert!(!packed([1, 1, 8, 8], 16, &conv(3, 1)), "K = 9");
         assert!(packed([1, 3, 16, 16], 32, &conv(3, 2)), "stride 2, 32 channels");
         // 16 strided channels: the direct kernel on the AVX2 tile, the microkernel on AVX-512's;

@@ -42,19 +42,30 @@ const MAX_PIXELS_FEW_CHANNELS: usize = 4096;
 const FEW_CHANNELS: usize = 64;
 /// Fewest output channels per group (fewer leave the 16-wide side mostly empty).
 const MIN_CHANNELS: usize = 32;
+/// Fewest input channels per group for the few-channel rule on larger maps at stride 1:
+/// shorter reductions spend most of each tile in its transposing store. Measured on the
+/// AVX-512 host (1 thread, ms transposed → channel-major):
+/// 32 → 36 channels at 31×31 0.040 → 0.025 and at 33×33 0.046 → 0.029; at K = 64 either
+/// path can win (64 → 72 at 15×15 0.026 → 0.024, 64 → 32 at 28×28 0.033 → 0.040), and from
+/// K = 96 the transposed tile mostly does (96 → 64 at 28×28 0.103 → 0.110, 1024 → 256 at 7×7
+/// 0.25 → 0.37).
+const MIN_K: usize = 48;
 /// Work per unit the channel chunks aim for, in multiply-adds (about 10 µs on one core).
 const UNIT_MACS: usize = 1 << 20;
 
 /// Whether a conv the packed path accepts goes this way: a 1×1 kernel whose every output
 /// pixel reads inside the input, at most [`MAX_PIXELS`] output pixels (more when strided or
-/// with few channels, see below), at least [`MIN_CHANNELS`] output channels per group.
+/// with few channels and at least [`MIN_K`] input channels, see below), at least
+/// [`MIN_CHANNELS`] output channels per group, on channel planes that do not alias in L1
+/// ([`Geo::planes_alias`]).
 pub(super) fn supports(geo: &Geo) -> bool {
     let in_range = |axis: usize| (0..geo.out[axis]).all(|o| geo.taps(axis, o) == (0, 1));
     let n = geo.out_len();
+    let strided = geo.s.iter().any(|&s| s > 1);
     geo.kvol() == 1
         && (n <= MAX_PIXELS
-            || (n <= MAX_PIXELS_STRIDED && geo.s.iter().any(|&s| s > 1))
-            || (n <= MAX_PIXELS_FEW_CHANNELS && geo.mg <= FEW_CHANNELS))
+            || (n <= MAX_PIXELS_STRIDED && strided)
+            || (n <= MAX_PIXELS_FEW_CHANNELS && geo.mg <= FEW_CHANNELS && (strided || geo.cg >= MIN_K)))
         && geo.mg >= MIN_CHANNELS
         && !geo.planes_alias(geo.cg)
         && (0..3).all(in_range)
