@@ -161,6 +161,18 @@ fn dense_3x3_padded_conv_units_are_bit_identical() {
     Conv::new(&[1, 50, 19, 22], 13, &[3, 3]).pads(&[1, 1, 1, 1]).check();
 }
 
+/// A conv below one unit's worth of work (mnist_cnn's first layer, 226 k MACs) still splits
+/// over the host's threads, where it has more than one.
+#[test]
+fn small_conv_splits_over_the_hosts_threads() {
+    portable();
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: this host has one thread, so small convs keep one unit");
+        return;
+    }
+    Conv::new(&[1, 1, 28, 28], 32, &[3, 3]).pads(&[1, 1, 1, 1]).check();
+}
+
 #[test]
 fn strided_dilated_conv_units_are_bit_identical() {
     Conv::new(&[2, 12, 41, 37], 20, &[3, 3]).strides(&[2, 2]).pads(&[1, 0, 2, 1]).check();

@@ -189,6 +189,16 @@ impl Plan {
         let tiles_per_unit =
             if span_blocks > 1 { 1 } else { UNIT_MACS.div_ceil(span_macs * span.max(1)).clamp(1, n_tiles.max(1)) };
         let tile_blocks = n_tiles.div_ceil(tiles_per_unit).max(1);
+        // Fewer units than the host has threads: the span cut into one block per thread
+        // instead (mnist_cnn's 1 → 32 channels at 28×28, 226 k MACs, ran as one unit).
+        let threads = crate::threads::available();
+        let (span_per_unit, span_blocks, tiles_per_unit, tile_blocks) =
+            if images * tile_blocks * span_blocks < threads && span >= threads && tile_blocks == 1 {
+                let per = span.div_ceil(threads);
+                (per, span.div_ceil(per), tiles_per_unit, tile_blocks)
+            } else {
+                (span_per_unit, span_blocks, tiles_per_unit, tile_blocks)
+            };
         // Input channels per block: the weights of a tile and about two cache lines of each
         // input row a pixel tile reads, for `kc` channels, fill about half of L1.
         let per_channel = geo.kvol() * 32 + geo.k[0] * geo.k[1] * 128;
