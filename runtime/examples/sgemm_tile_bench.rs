@@ -170,6 +170,37 @@ fn main() {
             });
             let gf = 2.0 * (pr * NR * k) as f64 / s / 1e9;
             println!("  sgemm_t ({pr} pixels), k = {k}, plane {plane}: {gf:.1} GFLOP/s");
+            if mk.small.sgemm_t_wide == 0 {
+                continue;
+            }
+            // SAFETY: as above; the wide tile's documented signature (6 pixels, 64 channels).
+            let wide = unsafe { std::mem::transmute::<u64, SgemmT>(mk.small.sgemm_t_wide) };
+            let w: Vec<f32> = (0..k * 64).map(|i| (i % 7) as f32 * 0.01).collect();
+            let bias_w = [0.5f32; 64];
+            let mut y = vec![0f32; 64 * plane];
+            let flags_w = BIAS | relu.flags() | tile_flags(MR, NR);
+            let s = median_secs(4_000_000 / k, || {
+                // SAFETY: 6 offsets, each leaving `k` rows `plane` apart readable in `x`; `64·k`
+                // weights; a 64 × 6 tile of `y` with row stride `plane`; 64 biases.
+                unsafe {
+                    wide(
+                        k,
+                        x.as_ptr(),
+                        plane,
+                        offs.as_ptr(),
+                        w.as_ptr(),
+                        y.as_mut_ptr(),
+                        plane,
+                        flags_w,
+                        bias_w.as_ptr(),
+                        std::ptr::null(),
+                        0,
+                    )
+                };
+                std::hint::black_box(&mut y);
+            });
+            let gf = 2.0 * (MR * 64 * k) as f64 / s / 1e9;
+            println!("  sgemm_t_wide (6 pixels × 64 channels), k = {k}, plane {plane}: {gf:.1} GFLOP/s");
         }
     }
 }

@@ -15,7 +15,7 @@ use super::{PackGeo, RESIDUAL, SmallKernels, with_act};
 pub(super) fn kernels() -> SmallKernels {
     let t: SgemmTFn = sgemm_6x16_t;
     let p: super::avx2::PackFn = pack_b_im2col_s2;
-    SmallKernels { sgemm_t: t as usize as u64, t_pixels: MR, pack_b_im2col_s2: p as usize as u64 }
+    SmallKernels { sgemm_t: t as usize as u64, t_pixels: MR, sgemm_t_wide: 0, pack_b_im2col_s2: p as usize as u64 }
 }
 
 pub(super) type SgemmTFn = unsafe extern "C" fn(
@@ -407,22 +407,33 @@ mod tests {
             // AVX-512 tile's of ≤ 6 (`avx512::sgemm_12x16_t`).
             let split = |m: usize| if pixels == MR { m <= 2 } else { m <= MR };
             for k in [11, 12] {
-                transposed_tile_case(k, pixels, gemm_t, split);
+                transposed_tile_case(k, pixels, NR, gemm_t, split);
+            }
+            // The wide tile (6 pixels × 64 channels), where the tile set has one: one chain
+            // per element in every tile.
+            if mk.small.sgemm_t_wide != 0 {
+                // SAFETY: as above.
+                let wide = unsafe { std::mem::transmute::<usize, SgemmTFn>(mk.small.sgemm_t_wide as usize) };
+                for k in [11, 12] {
+                    transposed_tile_case(k, MR, super::super::T_WIDE, wide, |_| false);
+                }
             }
         }
     }
 
-    fn transposed_tile_case(k: usize, pixels: usize, sgemm_t: SgemmTFn, split: impl Fn(usize) -> bool) {
+    /// One tile of `pixels` pixels × `tc` channels (16, or 64 for the wide tile, which always
+    /// stores all 64 channels) against the scalar sums.
+    fn transposed_tile_case(k: usize, pixels: usize, tc: usize, sgemm_t: SgemmTFn, split: impl Fn(usize) -> bool) {
         let (lda, ldy) = (37, 23);
         let x = lcg(lda * k + 40, 1);
         let offs: Vec<i64> = [0, 1, 5, 9, 30, 31, 2, 3, 17, 18, 19, 36][..pixels].to_vec();
-        let w = lcg(k * NR, 2);
-        let bias: Vec<f32> = lcg(NR, 3).iter().map(|v| v * 8.0).collect();
-        let res = lcg(NR * ldy, 5);
-        let y0 = lcg(NR * ldy, 4);
-        // Pixel `j`, channel `c`: Σ x[offs[j] + kk·lda]·w[kk·16 + c] in the tile's order.
+        let w = lcg(k * tc, 2);
+        let bias: Vec<f32> = lcg(tc, 3).iter().map(|v| v * 8.0).collect();
+        let res = lcg(tc * ldy, 5);
+        let y0 = lcg(tc * ldy, 4);
+        // Pixel `j`, channel `c`: Σ x[offs[j] + kk·lda]·w[kk·tc + c] in the tile's order.
         let sum = |j: usize, c: usize, split: bool| {
-            let term = |kk: usize| (x[offs[j] as usize + kk * lda], w[kk * NR + c]);
+            let term = |kk: usize| (x[offs[j] as usize + kk * lda], w[kk * tc + c]);
             let chain = |kks: &mut dyn Iterator<Item = usize>| {
                 kks.fold(0f32, |acc, kk| {
                     let (a, b) = term(kk);
@@ -445,10 +456,13 @@ mod tests {
         if pixels > MR {
             shapes.extend([(12, 16), (7, 3), (9, 16), (12, 1), (11, 11)]);
         }
+        if tc > NR {
+            shapes = vec![(6, tc), (1, tc), (2, tc), (5, tc)];
+        }
         for flags in [0, BIAS, RESIDUAL, BIAS | RESIDUAL] {
             for act in acts {
                 for &(m, n) in &shapes {
-                    let f = flags | act.map_or(0, Act::flags) | tile_flags(m, n);
+                    let f = flags | act.map_or(0, Act::flags) | tile_flags(m, n.min(NR));
                     let (p0, p1) = act.map_or((0.0, 0.0), Act::params);
                     let params = u64::from(p0.to_bits()) | (u64::from(p1.to_bits()) << 32);
                     let mut got = y0.clone();

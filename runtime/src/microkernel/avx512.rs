@@ -23,14 +23,19 @@ use std::arch::x86_64::*;
 
 use super::avx2::store;
 use super::avx2_small::{SgemmTFn, store_t};
-use super::{MR, NR, SmallKernels, with_act};
+use super::{MR, NR, SmallKernels, T_WIDE, with_act};
 
-/// The small-map kernels on this tile: the 12-pixel transposed tile [`sgemm_12x16_t`] and the
-/// AVX2 stride-2 packer (packing is load/store bound; it has no zmm version). Called by
+/// The small-map kernels on this tile: the 12-pixel transposed tile [`sgemm_12x16_t`], the wide
+/// one [`sgemm_6x64_t`] and the AVX2 stride-2 packer (packing is load/store bound; it has no zmm version). Called by
 /// `select` only, after it has checked AVX-512F, AVX2 and FMA.
 pub(super) fn small_kernels() -> SmallKernels {
-    let t: SgemmTFn = sgemm_12x16_t;
-    SmallKernels { sgemm_t: t as usize as u64, t_pixels: T_PIXELS, ..super::avx2_small::kernels() }
+    let (t, wide): (SgemmTFn, SgemmTFn) = (sgemm_12x16_t, sgemm_6x64_t);
+    SmallKernels {
+        sgemm_t: t as usize as u64,
+        t_pixels: T_PIXELS,
+        sgemm_t_wide: wide as usize as u64,
+        ..super::avx2_small::kernels()
+    }
 }
 
 /// [`avx2::sgemm_6x16`](super::avx2::sgemm_6x16) on zmm registers: the same contract, and
@@ -134,6 +139,91 @@ pub(super) unsafe extern "C" fn sgemm_12x16_t(
             }
         })
     }
+}
+
+/// The wide transposed tile: [`sgemm_12x16_t`]'s contract and C signature for 6 pixels and
+/// **64** output channels, with `w` a 64-channel panel (`[k][64]`) and `y`, `bias` and
+/// `residual` covering 64 channel rows; `flags` bits 8..16 give the pixels (`1 ≤ m ≤ 6`), bits
+/// 16..24 are ignored (always 64 channels). Per `k`: four zmm loads of the weights, six
+/// broadcasts, 24 `vfmadd231ps zmm` into 24 independent chains, so each weight load serves six
+/// multiply-adds and each broadcast four (the 12 × 16 tile: 12 and 1), and the loop is bound by
+/// the FMA ports instead of the loads. Every tile sums each element in one chain from `kk = 0`
+/// (the 12-pixel tile's order for its full tiles). The epilogue is `store_t` per 16 channels.
+///
+/// # Safety
+/// The host supports AVX-512F, AVX2 and FMA (checked by `select`, the only place this address
+/// is taken); `offs` holds 6 readable offsets (those past `m` any valid pixel's, read and not
+/// stored), `x.offset(offs[r] + kk·lda)` is readable for `r < 6`, `kk < k`; `w` holds `64·k`
+/// f32; `bias` 64 f32 when `BIAS`; `y` and `residual` (when `RESIDUAL`) a 64 × `m` tile with row
+/// stride `ldy`.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe extern "C" fn sgemm_6x64_t(
+    k: usize,
+    x: *const f32,
+    lda: usize,
+    offs: *const i64,
+    w: *const f32,
+    y: *mut f32,
+    ldy: usize,
+    flags: u32,
+    bias: *const f32,
+    residual: *const f32,
+    params: u64,
+) {
+    let (p0, p1) = (f32::from_bits(params as u32), f32::from_bits((params >> 32) as u32));
+    // SAFETY: the caller's contract above.
+    unsafe {
+        let m = ((flags >> 8) & 0xff) as usize;
+        let acc = product_6x64(k, x, lda, offs, w);
+        let f = (flags & !0xff_ff00) | ((m as u32) << 8) | ((NR as u32) << 16);
+        with_act!(flags, ACT => {
+            for j in 0..T_WIDE / NR {
+                let block: [__m512; MR] = std::array::from_fn(|r| acc[r * 4 + j]);
+                let (yj, bj, rj) = (y.add(j * NR * ldy), bias.wrapping_add(j * NR), residual.wrapping_add(j * NR * ldy));
+                store_t::<ACT>(halves(block), yj, ldy, f, bj, rj, p0, p1);
+            }
+        })
+    }
+}
+
+/// The product of [`sgemm_6x64_t`]: pixel `r`'s channels `16j..16j + 16` in `acc[4r + j]`,
+/// one chain per element over `kk` in order.
+///
+/// # Safety
+/// The contract of [`sgemm_6x64_t`] on `x`, `lda`, `offs` and `w`.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn product_6x64(k: usize, x: *const f32, lda: usize, offs: *const i64, w: *const f32) -> [__m512; 4 * MR] {
+    let mut acc = [_mm512_setzero_ps(); 4 * MR];
+    // SAFETY: the caller's contract: `x.offset(offs[r] + kk·lda)` readable for `r < 6`, `kk < k`;
+    // `w` holds `64·k` f32.
+    unsafe {
+        let xr: [*const f32; MR] = std::array::from_fn(|r| x.offset(*offs.add(r) as isize));
+        let (mut w, mut i) = (w, 0usize);
+        for _ in 0..k {
+            // Hints (they never fault): the weights 8 rows ahead (each 64-float row is 4 cache
+            // lines), the first and last pixels' input 8 K rows ahead.
+            for l in 0..4 {
+                _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(8 * T_WIDE + 16 * l).cast());
+            }
+            _mm_prefetch::<_MM_HINT_T0>(xr[0].wrapping_add(i + 8 * lda).cast());
+            _mm_prefetch::<_MM_HINT_T0>(xr[MR - 1].wrapping_add(i + 8 * lda).cast());
+            let b = [
+                _mm512_loadu_ps(w),
+                _mm512_loadu_ps(w.add(16)),
+                _mm512_loadu_ps(w.add(32)),
+                _mm512_loadu_ps(w.add(48)),
+            ];
+            for r in 0..MR {
+                let a = _mm512_set1_ps(*xr[r].add(i));
+                for j in 0..4 {
+                    acc[4 * r + j] = _mm512_fmadd_ps(a, b[j], acc[4 * r + j]);
+                }
+            }
+            w = w.add(T_WIDE);
+            i += lda;
+        }
+    }
+    acc
 }
 
 /// The 12-pixel product of [`sgemm_12x16_t`]: pixel `r`'s 16 channels in `acc[r]`, one chain

@@ -463,12 +463,18 @@ pub(crate) struct Microkernels {
     pub unary_f32: u64,
 }
 
+/// Output channels of the wide transposed tile (`avx512::sgemm_6x64_t`): four zmm per pixel.
+pub(crate) const T_WIDE: usize = 4 * NR;
+
 /// See [`Microkernels::small`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SmallKernels {
     pub sgemm_t: u64,
     /// Pixels per `sgemm_t` tile (rows of its `offs`): 6 or 12.
     pub t_pixels: usize,
+    /// The wide transposed tile, 6 pixels × 64 channels (`avx512::sgemm_6x64_t`, the same C
+    /// signature), where the tile set has one (0 otherwise).
+    pub sgemm_t_wide: u64,
     pub pack_b_im2col_s2: u64,
 }
 

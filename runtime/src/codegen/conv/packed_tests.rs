@@ -21,6 +21,8 @@ pub(super) struct Bench {
     aux: Vec<Aux>,
     units: u64,
     scratch: Vec<u64>,
+    /// The variant the emitter noted (`cnnc bench`'s kernel name).
+    variant: Option<&'static str>,
     pub y: Vec<f32>,
 }
 
@@ -62,6 +64,7 @@ impl Bench {
         let cx = EmitCx { name: "conv", op: &op, inputs: &inputs, outputs: &outputs, consts: &consts };
         let mut jit = Jit::new().expect("jit");
         let emitted = emit_conv_with(&mut jit, &cx, a, &ep, mk).expect("emits");
+        let variant = jit.take_variant();
         let (code, kernels) = jit.finish(&[emitted.func]).expect("finishes");
         let bytes = emitted.aux.iter().map(|a| if let Aux::Scratch(n) = a { *n } else { 0 }).max().unwrap_or(0);
         Bench {
@@ -71,6 +74,7 @@ impl Bench {
             aux: emitted.aux,
             units: emitted.units,
             scratch: vec![0; bytes.div_ceil(8)],
+            variant,
             y: vec![f32::NAN; out.numel()],
         }
     }
@@ -337,6 +341,10 @@ fn transposed_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
             ([2, 24, 6, 5], 96, 1, 2, vec![0; 4]),
             ([1, 16, 9, 9], 32, 2, 1, vec![0, 0, 1, 1]),
             ([1, 200, 45, 45], 40, 1, 1, vec![0; 4]),
+            // Whole 64-channel tiles on maps of ≥ 144 pixels: the wide tile where the tile set
+            // has one (AVX-512), stride 1 and 2.
+            ([1, 96, 14, 14], 128, 1, 1, vec![0; 4]),
+            ([1, 64, 27, 27], 64, 2, 1, vec![0; 4]),
         ];
         for (x, m, s, group, pads) in cases {
             let a = pointwise(s, group, pads);
@@ -358,6 +366,8 @@ fn transposed_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
                 if m == 512 || x[2] == 45 {
                     assert!(packed.units > 2, "{x:?}→{m}: split into channel chunks or pixel blocks");
                 }
+                let wide = mk.tile == F32Tile::Avx512 && m % 64 == 0 && (x[2] / s) * (x[3] / s) >= 144;
+                assert_eq!(packed.variant == Some("conv-packed-t64"), wide, "{x:?}→{m}: {:?}", packed.variant);
             }
         }
     }

@@ -24,7 +24,7 @@ use cranelift_frontend::FunctionBuilder;
 use super::super::super::gemm::kit::{self, for_dyn};
 use super::super::{AuxList, Geo, const_f32};
 use crate::codegen::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit};
-use crate::microkernel::{self, Act, BIAS, Microkernels, NR, RESIDUAL};
+use crate::microkernel::{self, Act, BIAS, MR, Microkernels, NR, RESIDUAL, T_WIDE};
 
 /// Most output pixels for which the transposed GEMM is used. Measured on opennsfw's 1×1 convs
 /// (1 thread, same run, GFLOP/s channel-major → transposed): at 7×7, 1024 → 256 52 → 72,
@@ -50,6 +50,12 @@ const MIN_CHANNELS: usize = 32;
 /// K = 96 the transposed tile mostly does (96 → 64 at 28×28 0.103 → 0.110, 1024 → 256 at 7×7
 /// 0.25 → 0.37).
 const MIN_K: usize = 48;
+/// Fewest output pixels for the wide tile: its 64-channel weight panel (64 KiB at K = 256)
+/// streams from L2 once per 6-pixel tile, which few pixel tiles do not repay. On opennsfw (1
+/// thread, ms 12 × 16 → 6 × 64): at 28×28, 256 → 64 0.249 → 0.192, 512 → 256 stride 2 0.678 →
+/// 0.566; at 14×14, 512 → 128 0.239 → 0.193, 128 → 512 0.266 → 0.253; at 7×7, 256 → 1024 0.297 →
+/// 0.300–0.355 and 1024 → 256 0.280 → 0.281.
+const WIDE_MIN_PIXELS: usize = 144;
 /// Work per unit the channel chunks aim for, in multiply-adds (about 10 µs on one core).
 const UNIT_MACS: usize = 1 << 20;
 
@@ -72,18 +78,18 @@ pub(super) fn supports(geo: &Geo) -> bool {
         && geo.out_len() > 0
 }
 
-/// Packs the weights `[group·mg][cg]` into `[group][tile of 16][cg][16]` (zero channels past
-/// `mg`).
-fn pack_w(geo: &Geo, w: &[f32]) -> Vec<f32> {
-    let tiles = geo.mg.div_ceil(NR);
-    let mut out = vec![0f32; geo.group * tiles * geo.cg * NR];
+/// Packs the weights `[group·mg][cg]` into `[group][tile of tc][cg][tc]` (zero channels past
+/// `mg`), `tc` the tile's channels (16, or 64 for the wide tile).
+fn pack_w(geo: &Geo, w: &[f32], tc: usize) -> Vec<f32> {
+    let tiles = geo.mg.div_ceil(tc);
+    let mut out = vec![0f32; geo.group * tiles * geo.cg * tc];
     for g in 0..geo.group {
         for oc in 0..geo.mg {
-            let (t, l) = (oc / NR, oc % NR);
+            let (t, l) = (oc / tc, oc % tc);
             let src = &w[(g * geo.mg + oc) * geo.cg..][..geo.cg];
-            let dst = (g * tiles + t) * geo.cg * NR + l;
+            let dst = (g * tiles + t) * geo.cg * tc + l;
             for (kk, &v) in src.iter().enumerate() {
-                out[dst + kk * NR] = v;
+                out[dst + kk * tc] = v;
             }
         }
     }
@@ -117,13 +123,19 @@ pub(super) fn emit(
     mk: Microkernels,
 ) -> Result<Emitted, CompileError> {
     let w = const_f32(cx, 1).ok_or_else(|| cx.unsupported("packed conv with runtime weights"))?;
-    jit.note_variant("conv-packed-t-avx2");
     let (k_len, n_len, mg) = (geo.cg, geo.out_len(), geo.mg);
-    let ctiles = mg.div_ceil(NR);
+    // The wide tile (6 pixels × 64 channels, AVX-512) where every channel tile is whole and
+    // the map has at least [`WIDE_MIN_PIXELS`]: 4 weight loads and 6 broadcasts feed 24 FMAs
+    // per K step, against 1 and 12 for 12 of the 12 × 16 tile; in L1 154–170 GFLOP/s against
+    // 129–137 (`examples/sgemm_tile_bench.rs`).
+    let wide = mk.small.sgemm_t_wide != 0 && mg.is_multiple_of(T_WIDE) && n_len >= WIDE_MIN_PIXELS;
+    jit.note_variant(if wide { "conv-packed-t64" } else { "conv-packed-t-avx2" });
+    // Channels and pixels per tile, and the tile.
+    let (tc, pr, tile_fn) =
+        if wide { (T_WIDE, MR, mk.small.sgemm_t_wide) } else { (NR, mk.small.t_pixels, mk.small.sgemm_t) };
+    let ctiles = mg.div_ceil(tc);
     let mut aux = AuxList::new(cx);
-    let w_arg = aux.push(Aux::F32(pack_w(geo, w)));
-    // Pixels per tile.
-    let pr = mk.small.t_pixels;
+    let w_arg = aux.push(Aux::F32(pack_w(geo, w, tc)));
     let offs_arg = aux.push(Aux::I64(pixel_offsets(geo, pr)));
     let bias_arg = (ep.op_inputs(cx) > 2).then(|| cx.in_arg(2));
     let res_arg = ep.residual;
@@ -139,12 +151,12 @@ pub(super) fn emit(
         let func = jit.kernel(cx.name, |_| {})?;
         return Ok(Emitted::serial(func, aux.bufs));
     }
-    let chunk = UNIT_MACS.div_ceil(n_len * NR * k_len).clamp(1, ctiles);
+    let chunk = UNIT_MACS.div_ceil(n_len * tc * k_len).clamp(1, ctiles);
     let chunks = ctiles.div_ceil(chunk);
     // Large maps (one channel tile per chunk already above the target) also split their pixel
     // tiles into blocks; the partial tile (if any) is in the last block.
     let ptiles = n_len.div_ceil(pr);
-    let pblocks = if chunk == 1 { (n_len * NR * k_len / UNIT_MACS).clamp(1, ptiles) } else { 1 };
+    let pblocks = if chunk == 1 { (n_len * tc * k_len / UNIT_MACS).clamp(1, ptiles) } else { 1 };
     let block_tiles = ptiles.div_ceil(pblocks);
     let pblocks = ptiles.div_ceil(block_tiles);
     let units = (outer * chunks * pblocks) as u64;
@@ -180,15 +192,15 @@ pub(super) fn emit(
             let x_g = kit::offset(b, x, ng, geo.cg as i64 * in_len * 4, 0);
             let y_g = kit::offset(b, y, ng, mg as i64 * out_bytes, 0);
             let r_g = res.map(|r| kit::offset(b, r, ng, mg as i64 * out_bytes, 0));
-            let w_g = kit::offset(b, wp, g, (ctiles * k_len * NR * 4) as i64, 0);
+            let w_g = kit::offset(b, wp, g, (ctiles * k_len * tc * 4) as i64, 0);
             let bias_g = bias.map(|p| kit::offset(b, p, g, mg as i64 * 4, 0));
             // One channel tile `t` of `m` channels over every pixel tile.
             let tile_row = |b: &mut FunctionBuilder, t: cranelift_codegen::ir::Value, m: usize| {
-                let w_t = kit::offset(b, w_g, t, (k_len * NR * 4) as i64, 0);
-                let row_bytes = NR as i64 * out_bytes;
+                let w_t = kit::offset(b, w_g, t, (k_len * tc * 4) as i64, 0);
+                let row_bytes = tc as i64 * out_bytes;
                 let y_t = kit::offset(b, y_g, t, row_bytes, 0);
                 let r_t = r_g.map(|r| kit::offset(b, r, t, row_bytes, 0));
-                let bias_t = bias_g.map(|p| kit::offset(b, p, t, (NR * 4) as i64, 0));
+                let bias_t = bias_g.map(|p| kit::offset(b, p, t, (tc * 4) as i64, 0));
                 let call = |b: &mut FunctionBuilder, pt: cranelift_codegen::ir::Value, n: usize| {
                     let zero = b.ins().iconst(ptr, 0);
                     let offs_p = kit::offset(b, offs, pt, (pr * 8) as i64, 0);
@@ -197,10 +209,11 @@ pub(super) fn emit(
                     let k_v = b.ins().iconst(ptr, k_len as i64);
                     let lda = b.ins().iconst(ptr, in_len);
                     let ldy = b.ins().iconst(ptr, n_len as i64);
-                    let f = b.ins().iconst(types::I32, i64::from(flags | microkernel::tile_flags(n, m)));
+                    // (The wide tile always stores its 64 channels.)
+                    let f = b.ins().iconst(types::I32, i64::from(flags | microkernel::tile_flags(n, m.min(NR))));
                     let bias_v = bias_t.unwrap_or(zero);
                     let params = b.ins().iconst(ptr, params as i64);
-                    let callee = b.ins().iconst(ptr, mk.small.sgemm_t as i64);
+                    let callee = b.ins().iconst(ptr, tile_fn as i64);
                     let args = [k_v, x_g, lda, offs_p, w_t, y_p, ldy, f, bias_v, r_p, params];
                     b.ins().call_indirect(sig, callee, &args);
                 };
@@ -217,17 +230,17 @@ pub(super) fn emit(
             };
             let t0 = b.ins().imul_imm_s(ch, chunk as i64);
             let t_end = b.ins().iadd_imm_s(t0, chunk as i64);
-            let full = b.ins().iconst(ptr, (mg / NR) as i64);
+            let full = b.ins().iconst(ptr, (mg / tc) as i64);
             let t1 = b.ins().smin(t_end, full);
-            for_dyn(b, t0, t1, 1, |b, t| tile_row(b, t, NR));
-            if !mg.is_multiple_of(NR) {
+            for_dyn(b, t0, t1, 1, |b, t| tile_row(b, t, tc));
+            if !mg.is_multiple_of(tc) {
                 // The partial channel tile belongs to the last chunk.
                 let last = b.ins().icmp_imm_s(IntCC::Equal, ch, chunks as i64 - 1);
                 let (then, join) = (b.create_block(), b.create_block());
                 b.ins().brif(last, then, &[], join, &[]);
                 b.switch_to_block(then);
-                let t = b.ins().iconst(ptr, (mg / NR) as i64);
-                tile_row(b, t, mg % NR);
+                let t = b.ins().iconst(ptr, (mg / tc) as i64);
+                tile_row(b, t, mg % tc);
                 b.ins().jump(join, &[]);
                 b.switch_to_block(join);
             }
