@@ -61,6 +61,49 @@ pub(super) unsafe extern "C" fn sgemm_6x16(
     unsafe { store(halves(product(k, a, b)), c, ldc, flags, bias, residual, p0, p1) }
 }
 
+/// Two full 16-pixel strips of [`sgemm_6x16`]'s contract at once: B's second strip is the
+/// `16·k` floats after the first (as the packer lays strips out), `c` and `residual` cover 32
+/// columns, and `flags` bits 16..24 are ignored (always 32 columns). Per `k`: two zmm loads of
+/// B, six broadcasts of A, 12 `vfmadd231ps zmm` into 12 independent chains (each broadcast
+/// serves two FMAs; the one-strip tile: one), one chain per element from `kk = 0`. The epilogue
+/// is the AVX2 tile's, per strip.
+///
+/// # Safety
+/// The host supports AVX-512F, AVX2 and FMA (checked by `select`, the only place this address
+/// is taken); `a` holds `6·k` f32, `b` `32·k`; otherwise `sgemm_6x16`'s contract for a 6 × 32
+/// tile.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe extern "C" fn sgemm_6x32(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    flags: u32,
+    bias: *const f32,
+    residual: *const f32,
+    p0: f32,
+    p1: f32,
+) {
+    // SAFETY: the caller's contract above.
+    unsafe {
+        let (mut s0, mut s1) = ([_mm512_setzero_ps(); MR], [_mm512_setzero_ps(); MR]);
+        let b1 = b.add(NR * k);
+        for kk in 0..k {
+            _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add((kk + 16) * MR).cast());
+            let (x0, x1) = (_mm512_loadu_ps(b.add(kk * NR)), _mm512_loadu_ps(b1.add(kk * NR)));
+            for r in 0..MR {
+                let ar = _mm512_set1_ps(*a.add(kk * MR + r));
+                s0[r] = _mm512_fmadd_ps(ar, x0, s0[r]);
+                s1[r] = _mm512_fmadd_ps(ar, x1, s1[r]);
+            }
+        }
+        let f = (flags & !0xff_0000) | ((NR as u32) << 16);
+        store(halves(s0), c, ldc, f, bias, residual, p0, p1);
+        store(halves(s1), c.add(NR), ldc, f, bias, residual.wrapping_add(NR), p0, p1);
+    }
+}
+
 /// [`avx2::sgemm_6x16_rows`](super::avx2::sgemm_6x16_rows) on zmm registers: row `kk` of B
 /// is the 16 f32 at `x + offs[kk]`. The sums are the same operations in the same order as
 /// [`sgemm_6x16`] on the packed copy of those rows, so the two give the same bits.
@@ -425,6 +468,62 @@ pub(super) mod tests {
         assert!(!is_vfmadd231ps_zmm(&[0x62, 0xf2, 0xf5, 0x48, 0xb8, 0xc2]));
         assert!(!is_vfmadd231ps_zmm(&[0x62, 0xf2, 0x75, 0x48, 0xa8, 0xc2]));
         assert!(!is_vfmadd231ps_zmm(&[0xc4, 0xe2, 0x75, 0xb8, 0xc2]));
+    }
+
+    /// The two-strip tile gives, bit for bit, the AVX2 tile's results on each of its strips
+    /// (both sum each element in one chain from `kk = 0`), with every epilogue flag and
+    /// activation, partial rows, accumulation into C and K = 1, 7 and 40; nothing outside its
+    /// 6 × 32 tile is written.
+    #[test]
+    fn two_strip_tile_gives_the_avx2_tiles_bits_per_strip() {
+        use super::super::{ACCUMULATE, Act, BIAS, RESIDUAL, tile_flags};
+        if !each_tile_or_skip("two_strip_tile_gives_the_avx2_tiles_bits_per_strip")
+            .iter()
+            .any(|mk| mk.tile == F32Tile::Avx512)
+        {
+            return;
+        }
+        let lcg = |n: usize, seed: u32| -> Vec<f32> {
+            let mut s = seed;
+            (0..n)
+                .map(|_| {
+                    s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+                    (s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
+                })
+                .collect()
+        };
+        let ldc = 40;
+        let acts = [None, Some(Act::Clamp { lo: 0.0, hi: f32::INFINITY }), Some(Act::HardSwish), Some(Act::Sigmoid)];
+        for k in [1, 7, 40] {
+            let (a, b) = (lcg(MR * k, 1), lcg(2 * NR * k, 2));
+            let (bias, res, c0) = (lcg(MR, 3), lcg(MR * ldc, 4), lcg(MR * ldc, 5));
+            for flags in [0, BIAS, RESIDUAL, BIAS | RESIDUAL, ACCUMULATE | RESIDUAL] {
+                for act in acts {
+                    for m in [MR, 1, 4] {
+                        let f = flags | act.map_or(0, Act::flags) | tile_flags(m, NR);
+                        let (p0, p1) = act.map_or((0.0, 0.0), Act::params);
+                        let (mut got, mut want) = (c0.clone(), c0.clone());
+                        // SAFETY: this host has the AVX-512 tile (checked above); the buffers
+                        // hold the tiles the contracts name (6 rows of 40 columns, 32 used).
+                        unsafe {
+                            let (ap, bp, bs, rp) = (a.as_ptr(), b.as_ptr(), bias.as_ptr(), res.as_ptr());
+                            sgemm_6x32(k, ap, bp, got.as_mut_ptr(), ldc, f, bs, rp, p0, p1);
+                            for s in 0..2 {
+                                let (bs_, cs, rs) = (bp.add(s * NR * k), want.as_mut_ptr().add(s * NR), rp.add(s * NR));
+                                avx2::sgemm_6x16(k, ap, bs_, cs, ldc, f, bs, rs, p0, p1);
+                            }
+                        }
+                        let same = got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "k {k}, flags {flags:#x}, {act:?}, {m} rows");
+                        for (i, (g, c)) in got.iter().zip(&c0).enumerate() {
+                            if i / ldc >= m || i % ldc >= 2 * NR {
+                                assert_eq!(g.to_bits(), c.to_bits(), "outside the tile at {i}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// The AVX-512 tile really is zmm FMA code: each of its two kernels' first 4 KiB of

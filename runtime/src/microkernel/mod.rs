@@ -426,6 +426,10 @@ pub(crate) struct Microkernels {
     /// offs: *const i64, c: *mut f32, ldc: usize, flags: u32, bias: *const f32,
     /// residual: *const f32, p0: f32, p1: f32)`.
     pub sgemm_6x16_rows: u64,
+    /// The two-strip tile `avx512::sgemm_6x32` (6 channels × 2 full 16-pixel strips, the
+    /// second `16·k` floats after the first, the `sgemm_6x16` signature) where the tile set has
+    /// one, else 0.
+    pub sgemm_6x32: u64,
     /// `avx2::pack_b_im2col`, with the C signature
     /// `(geo: *const i64, x: *const f32, k0: usize, kc: usize, n0: usize, nc: usize,
     /// dst: *mut f32)`.
@@ -502,6 +506,13 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
             }
             F32Tile::Avx2 => (avx2::sgemm_6x16, avx2::sgemm_6x16_rows, avx2_small::kernels(), depthwise::dw_conv_2d),
         };
+        let gemm2 = match tile {
+            F32Tile::Avx512 => {
+                let f: avx2::SgemmFn = avx512::sgemm_6x32;
+                f as usize as u64
+            }
+            F32Tile::Avx2 => 0,
+        };
         let gemv: depthwise::GemvFn = depthwise::sgemv_panels;
         let pack: avx2::PackFn = avx2::pack_b_im2col;
         let unary: avx2_eltwise::EltwiseFn = avx2_eltwise::unary_f32;
@@ -511,6 +522,7 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
             tile,
             sgemm_6x16: gemm as usize as u64,
             sgemm_6x16_rows: rows as usize as u64,
+            sgemm_6x32: gemm2,
             pack_b_im2col: pack as usize as u64,
             winograd_input: win.map(|f| f as usize as u64),
             winograd_output: wout.map(|f| f as usize as u64),

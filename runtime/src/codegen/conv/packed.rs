@@ -35,6 +35,12 @@ use crate::microkernel::{self, ACCUMULATE, Act, BIAS, F32Tile, MR, Microkernels,
 
 mod swap;
 
+/// Fewest K rows for the two-strip tile: shorter reductions are bound by their stores, which
+/// it does not speed up. ppocr_v4_det (1 thread, ms one strip → two): 3×3 stride 2, K = 27, 16
+/// channels at 320×320 2.49 → 2.38; 1×1 K = 16 to 32 channels at 320×320 2.75 → 2.93, K = 12
+/// to 96 at 160×160 3.19 → 4.44; K ≥ 48 layers 5–12 % faster (opennsfw's 9 channel-major
+/// layers 5.48 → 5.06).
+const MIN_PAIR_K: usize = 24;
 /// Largest K block (rows of B per packed panel); K is split into equal blocks of at most this.
 const KC: usize = 256;
 /// Output pixels per packed B block (a multiple of [`NR`]).
@@ -191,6 +197,7 @@ pub(super) fn emit(
             pack_sig,
             rows_sig,
             gemm: mk.sgemm_6x16 as i64,
+            gemm2: mk.sgemm_6x32 as i64,
             // Stride-2 columns deinterleave contiguous loads instead of gathering.
             pack: if geo.s[2] == 2 && geo.d[2] == 1 { mk.small.pack_b_im2col_s2 } else { mk.pack_b_im2col } as i64,
             rows: mk.sgemm_6x16_rows as i64,
@@ -373,6 +380,8 @@ struct Calls {
     pack_sig: cranelift_codegen::ir::SigRef,
     rows_sig: cranelift_codegen::ir::SigRef,
     gemm: i64,
+    /// The two-strip tile (`Microkernels::sgemm_6x32`), or 0.
+    gemm2: i64,
     pack: i64,
     rows: i64,
     /// The activation's parameters (see [`Act::params`]).
@@ -427,7 +436,8 @@ impl Group {
         }
         let a_k = kit::offset(b, self.a, k0, (MR * 4) as i64, 0);
         // Every tile of the strip at output column `col`, B from `src`.
-        let tiles = |b: &mut FunctionBuilder, col: Value, n: usize, src: Src| {
+        // (`pair`: two full packed strips through the two-strip tile.)
+        let tiles = |b: &mut FunctionBuilder, col: Value, n: usize, src: Src, pair: bool| {
             let y_c = kit::offset(b, self.y, col, 4, 0);
             let r_c = self.res.map(|r| kit::offset(b, r, col, 4, 0));
             let tile = |b: &mut FunctionBuilder, t: Value, m: usize| {
@@ -437,12 +447,12 @@ impl Group {
                 let zero = b.ins().iconst(ptr, 0);
                 let r = r_c.map_or(zero, |r| kit::offset(b, r, t, row_bytes, 0));
                 let bias = self.bias.map_or(zero, |p| kit::offset(b, p, t, (MR * 4) as i64, 0));
-                let f = b.ins().iconst(types::I32, i64::from(flags | microkernel::tile_flags(m, n)));
+                let f = b.ins().iconst(types::I32, i64::from(flags | microkernel::tile_flags(m, n.min(NR))));
                 let ldc = b.ins().iconst(ptr, self.n_len as i64);
                 let (p0, p1) = (b.ins().f32const(cs.p0), b.ins().f32const(cs.p1));
                 match src {
                     Src::Packed(bp) => {
-                        let callee = b.ins().iconst(ptr, cs.gemm);
+                        let callee = b.ins().iconst(ptr, if pair { cs.gemm2 } else { cs.gemm });
                         b.ins().call_indirect(cs.gemm_sig, callee, &[kc_v, a_t, bp, c, ldc, f, bias, r, p0, p1]);
                     }
                     Src::InPlace(x, offs) => {
@@ -470,12 +480,12 @@ impl Group {
             match self.in_place {
                 None => {
                     let bp = kit::offset(b, self.scratch, s, (kc * NR * 4) as i64, 0);
-                    tiles(b, col, n, Src::Packed(bp));
+                    tiles(b, col, n, Src::Packed(bp), false);
                 }
                 Some((ip, offs)) => {
                     let packed = |b: &mut FunctionBuilder| {
                         pack(b, col, n, self.scratch);
-                        tiles(b, col, n, Src::Packed(self.scratch));
+                        tiles(b, col, n, Src::Packed(self.scratch), false);
                     };
                     if n < NR {
                         packed(b);
@@ -487,14 +497,25 @@ impl Group {
                         |b, e| {
                             let x = kit::offset(b, self.x, e, 4, 0);
                             let offs_k = kit::offset(b, offs, k0, 8, 0);
-                            tiles(b, col, n, Src::InPlace(x, offs_k));
+                            tiles(b, col, n, Src::InPlace(x, offs_k), false);
                         },
                         packed,
                     );
                 }
             }
         };
-        for_range(b, 0, (cols / NR) as i64, 1, |b, s| strip(b, s, NR));
+        // Pairs of full packed strips through the two-strip tile where the tile set has one
+        // (twice the FMAs per broadcast of A) and K blocks have at least [`MIN_PAIR_K`] rows,
+        // the rest strip by strip.
+        let full = (cols / NR) as i64;
+        let pairs = if self.in_place.is_none() && cs.gemm2 != 0 && kc >= MIN_PAIR_K { full / 2 } else { 0 };
+        for_range(b, 0, pairs, 1, |b, p| {
+            let col = b.ins().imul_imm_s(p, 2 * NR as i64);
+            let col = b.ins().iadd(col, n0);
+            let bp = kit::offset(b, self.scratch, p, (2 * kc * NR * 4) as i64, 0);
+            tiles(b, col, 2 * NR, Src::Packed(bp), true);
+        });
+        for_range(b, 2 * pairs, full, 1, |b, s| strip(b, s, NR));
         if !cols.is_multiple_of(NR) {
             let s = b.ins().iconst(ptr, (cols / NR) as i64);
             strip(b, s, cols % NR);
