@@ -40,7 +40,7 @@ mod swap;
 /// channels at 320×320 2.49 → 2.38; 1×1 K = 16 to 32 channels at 320×320 2.75 → 2.93, K = 12
 /// to 96 at 160×160 3.19 → 4.44; K ≥ 48 layers 5–12 % faster (opennsfw's 9 channel-major
 /// layers 5.48 → 5.06).
-const MIN_PAIR_K: usize = 24;
+pub(super) const MIN_PAIR_K: usize = 24;
 /// Largest K block (rows of B per packed panel); K is split into equal blocks of at most this.
 const KC: usize = 256;
 /// Output pixels per packed B block (a multiple of [`NR`]).

@@ -174,6 +174,8 @@ pub(super) fn emit(
     let (in_len, out_len) = (geo.in_len() as i64, geo.out_len() as i64);
     let idx = usize::from(f4);
     let (input_fn, output_fn, gemm_fn) = (mk.winograd_input[idx], mk.winograd_output[idx], mk.sgemm_6x16);
+    // The two-strip tile (`packed.rs`'s rule: K of at least `MIN_PAIR_K` rows).
+    let (gemm2_fn, pairs) = (mk.sgemm_6x32, mk.sgemm_6x32 != 0 && c >= super::packed::MIN_PAIR_K);
 
     let func = jit.kernel(cx.name, |kb| {
         let x = kb.arg(x_arg);
@@ -223,17 +225,17 @@ pub(super) fn emit(
             let (kc, ldc) = (b.ins().iconst(ptr, c as i64), b.ins().iconst(ptr, nb as i64));
             let zero = b.ins().iconst(ptr, 0);
             let fz = b.ins().f32const(0.0);
-            let call_gemm = |b: &mut FunctionBuilder, a: Value, bp: Value, cp: Value, rows: usize| {
+            let call_gemm = |b: &mut FunctionBuilder, a: Value, bp: Value, cp: Value, rows: usize, pair: bool| {
                 let fl = b.ins().iconst(types::I32, i64::from(tile_flags(rows, NR)));
-                let g = b.ins().iconst(ptr, gemm_fn as i64);
+                let g = b.ins().iconst(ptr, if pair { gemm2_fn } else { gemm_fn } as i64);
                 b.ins().call_indirect(gemm_sig, g, &[kc, a, bp, cp, ldc, fl, zero, zero, fz, fz]);
             };
             for_range(b, 0, xi as i64, 1, |b, p| {
                 let a_p = kit::offset(b, ua, p, (mtiles * c * MR * 4) as i64, 0);
                 let v_p = kit::offset(b, vbuf, p, (vstride * 4) as i64, 0);
                 let m_p = kit::offset(b, mbuf, p, (mstride * 4) as i64, 0);
-                let s0 = b.ins().iconst(ptr, 0);
-                for_dyn(b, s0, ns_u, 1, |b, s| {
+                // Strip `s` (or strips `s, s + 1` through the two-strip tile) by every tile.
+                let strip = |b: &mut FunctionBuilder, s: Value, pair: bool| {
                     let bp = kit::offset(b, v_p, s, (c * NR * 4) as i64, 0);
                     let m_s = kit::offset(b, m_p, s, (NR * 4) as i64, 0);
                     // Row (t − t0)·6 of this unit's M.
@@ -241,7 +243,7 @@ pub(super) fn emit(
                     for_dyn(b, t0, t1, 1, |b, t| {
                         let a = kit::offset(b, a_p, t, (c * MR * 4) as i64, 0);
                         let cp = kit::offset(b, m_s0, t, (MR * nb * 4) as i64, 0);
-                        call_gemm(b, a, bp, cp, MR);
+                        call_gemm(b, a, bp, cp, MR, pair);
                     });
                     if !m.is_multiple_of(MR) {
                         let (then, join) = (b.create_block(), b.create_block());
@@ -250,11 +252,25 @@ pub(super) fn emit(
                         let t = b.ins().iconst(ptr, (m / MR) as i64);
                         let a = kit::offset(b, a_p, t, (c * MR * 4) as i64, 0);
                         let cp = kit::offset(b, m_s0, t, (MR * nb * 4) as i64, 0);
-                        call_gemm(b, a, bp, cp, m % MR);
+                        call_gemm(b, a, bp, cp, m % MR, pair);
                         b.ins().jump(join, &[]);
                         b.switch_to_block(join);
                     }
-                });
+                };
+                // Pairs of strips on the two-strip tile where the tile set has one and K (the
+                // input channels) is long enough; an odd last strip alone.
+                let s0 = b.ins().iconst(ptr, 0);
+                if pairs {
+                    let np = b.ins().ushr_imm_u(ns_u, 1);
+                    for_dyn(b, s0, np, 1, |b, q| {
+                        let s = b.ins().imul_imm_s(q, 2);
+                        strip(b, s, true);
+                    });
+                    let s_end = b.ins().imul_imm_s(np, 2);
+                    for_dyn(b, s_end, ns_u, 1, |b, s| strip(b, s, false));
+                } else {
+                    for_dyn(b, s0, ns_u, 1, |b, s| strip(b, s, false));
+                }
             });
             let m0 = b.ins().imul_imm_s(t0, MR as i64);
             let m_v = b.ins().iconst(ptr, m as i64);
