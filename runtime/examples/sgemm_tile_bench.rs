@@ -1,9 +1,10 @@
 //! Throughput of the f32 register tiles (`microkernel::avx2`, `microkernel::avx512`),
 //! single-threaded: one full 6×16 tile call (packed A and B, bias and ReLU epilogue) for
 //! reductions of 64 and 256 (operands in L1) and 1024 (in L2), the row-offset variant
-//! at 256, and the transposed small-map tile (`small.sgemm_t`: 6 or 12 pixels read in place
-//! from channel planes of 49 and 196 floats, 16 channels) at k = 256 and 1024. Median of 9
-//! runs; pin it to one core:
+//! at 256, and the transposed small-map tiles (`small.sgemm_t`: 6 or 12 pixels read in place
+//! from channel planes of 49 and 196 floats, 16 channels; on the AVX-512 tile set also
+//! `small.sgemm_t_wide`, 6 pixels × 64 channels) at k = 256 and 1024. Median of 9 runs; pin it
+//! to one core:
 //!
 //! ```sh
 //! cargo build --release -p cnnc-runtime --example sgemm_tile_bench
@@ -137,70 +138,48 @@ fn main() {
             std::hint::black_box(&mut c);
         });
         println!("  sgemm_6x16_rows, k = {k}: {:.1} GFLOP/s", 2.0 * (MR * NR * k) as f64 / s / 1e9);
-        // SAFETY: `select` checked the tile's CPU features; the documented signature.
-        let gemm_t = unsafe { std::mem::transmute::<u64, SgemmT>(mk.small.sgemm_t) };
-        let pr = mk.small.t_pixels;
-        let flags_t = BIAS | relu.flags() | tile_flags(pr, NR);
-        let bias_t = [0.5f32; NR];
+        // The transposed tiles: (name, address, pixels, channels); the wide one where the tile
+        // set has it.
+        let mut variants = vec![("sgemm_t", mk.small.sgemm_t, mk.small.t_pixels, NR)];
+        if mk.small.sgemm_t_wide != 0 {
+            variants.push(("sgemm_t_wide", mk.small.sgemm_t_wide, MR, 4 * NR));
+        }
         for (k, plane) in [(256, 49), (1024, 49), (256, 196), (1024, 196)] {
             let x: Vec<f32> = (0..k * plane).map(|i| (i % 5) as f32 * 0.01).collect();
-            let w: Vec<f32> = (0..k * NR).map(|i| (i % 7) as f32 * 0.01).collect();
-            // Consecutive pixels of one plane, as a 1×1 conv's first tile.
-            let offs: Vec<i64> = (0..pr as i64).collect();
-            let mut y = vec![0f32; NR * plane];
-            let s = median_secs(4_000_000 / k, || {
-                // SAFETY: `pr` offsets, each leaving `k` rows `plane` apart readable in `x`;
-                // `16·k` weights; a 16 × `pr` tile of `y` with row stride `plane`; 16 biases.
-                unsafe {
-                    gemm_t(
-                        k,
-                        x.as_ptr(),
-                        plane,
-                        offs.as_ptr(),
-                        w.as_ptr(),
-                        y.as_mut_ptr(),
-                        plane,
-                        flags_t,
-                        bias_t.as_ptr(),
-                        std::ptr::null(),
-                        0,
-                    )
-                };
-                std::hint::black_box(&mut y);
-            });
-            let gf = 2.0 * (pr * NR * k) as f64 / s / 1e9;
-            println!("  sgemm_t ({pr} pixels), k = {k}, plane {plane}: {gf:.1} GFLOP/s");
-            if mk.small.sgemm_t_wide == 0 {
-                continue;
+            for &(name, addr, pr, tc) in &variants {
+                // SAFETY: `select` checked the tile's CPU features; the documented signature.
+                let gemm_t = unsafe { std::mem::transmute::<u64, SgemmT>(addr) };
+                // (The wide tile ignores the flags' channel count: always 64.)
+                let flags_t = BIAS | relu.flags() | tile_flags(pr, NR);
+                let bias_t = vec![0.5f32; tc];
+                let w: Vec<f32> = (0..k * tc).map(|i| (i % 7) as f32 * 0.01).collect();
+                // Consecutive pixels of one plane, as a 1×1 conv's first tile.
+                let offs: Vec<i64> = (0..pr as i64).collect();
+                let mut y = vec![0f32; tc * plane];
+                let s = median_secs(4_000_000 / k, || {
+                    // SAFETY: `pr` offsets, each leaving `k` rows `plane` apart readable in `x`;
+                    // `tc·k` weights; a `tc` × `pr` tile of `y` with row stride `plane`; `tc`
+                    // biases.
+                    unsafe {
+                        gemm_t(
+                            k,
+                            x.as_ptr(),
+                            plane,
+                            offs.as_ptr(),
+                            w.as_ptr(),
+                            y.as_mut_ptr(),
+                            plane,
+                            flags_t,
+                            bias_t.as_ptr(),
+                            std::ptr::null(),
+                            0,
+                        )
+                    };
+                    std::hint::black_box(&mut y);
+                });
+                let gf = 2.0 * (pr * tc * k) as f64 / s / 1e9;
+                println!("  {name} ({pr} pixels × {tc} channels), k = {k}, plane {plane}: {gf:.1} GFLOP/s");
             }
-            // SAFETY: as above; the wide tile's documented signature (6 pixels, 64 channels).
-            let wide = unsafe { std::mem::transmute::<u64, SgemmT>(mk.small.sgemm_t_wide) };
-            let w: Vec<f32> = (0..k * 64).map(|i| (i % 7) as f32 * 0.01).collect();
-            let bias_w = [0.5f32; 64];
-            let mut y = vec![0f32; 64 * plane];
-            let flags_w = BIAS | relu.flags() | tile_flags(MR, NR);
-            let s = median_secs(4_000_000 / k, || {
-                // SAFETY: 6 offsets, each leaving `k` rows `plane` apart readable in `x`; `64·k`
-                // weights; a 64 × 6 tile of `y` with row stride `plane`; 64 biases.
-                unsafe {
-                    wide(
-                        k,
-                        x.as_ptr(),
-                        plane,
-                        offs.as_ptr(),
-                        w.as_ptr(),
-                        y.as_mut_ptr(),
-                        plane,
-                        flags_w,
-                        bias_w.as_ptr(),
-                        std::ptr::null(),
-                        0,
-                    )
-                };
-                std::hint::black_box(&mut y);
-            });
-            let gf = 2.0 * (MR * 64 * k) as f64 / s / 1e9;
-            println!("  sgemm_t_wide (6 pixels × 64 channels), k = {k}, plane {plane}: {gf:.1} GFLOP/s");
         }
     }
 }
