@@ -27,9 +27,11 @@ use std::time::{Duration, Instant};
 /// How long an idle worker spins before it parks.
 const SPIN: Duration = Duration::from_micros(300);
 
-/// The number of hardware threads, the default thread count.
+/// The number of hardware threads, the default thread count (read once per process: work
+/// units are cut by it for every kernel compiled, and the query reads cgroup files).
 pub fn available() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static N: OnceLock<usize> = OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Bits of the claim word: `epoch (24) | end (20) | next unit (20)`: the units not yet claimed

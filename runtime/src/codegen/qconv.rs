@@ -42,7 +42,7 @@ const NC: usize = 256;
 /// fixed 8 ran at 215 GOP/s on 1 thread and 391 on 2; the host's count (2) at 270 and 510. The
 /// split never changes a result (every i32 sum is exact), only the work units.
 fn min_units() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
+    crate::threads::available().max(2)
 }
 /// Fewest channel tiles in a chunk: each chunk packs its B blocks again.
 const MIN_CHUNK_TILES: usize = 4;
