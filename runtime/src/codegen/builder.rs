@@ -86,10 +86,10 @@ pub(crate) fn units_of(total: i64, grain: i64) -> u64 {
 /// The grain to cut a flat loop of `total` iterations with in place of `grain`: when that gives
 /// fewer than 8 units per host thread and not a multiple of the host's threads, the grain (a
 /// multiple of `align`, so the units keep their callers' vector structure, and at most `grain`)
-/// whose busiest thread has the least work, counting each unit it runs as 1/64 of a grain. 13 units on 2
-/// threads leave one thread 7 to the other's 6 and cap the speed-up at 1.86×; 14 units of 13/14
-/// the size do not. Depends only on the host (like every unit split), so results stay the same
-/// for any thread count.
+/// whose busiest thread has the least work, counting each unit it runs as 1/64 of a grain.
+/// 13 units on 2 threads leave one thread 7 to the other's 6 and cap the speed-up at 1.86×;
+/// 14 units of 13/14 the size do not. Depends only on the host (like every unit split), so
+/// results stay the same for any thread count.
 pub(crate) fn balanced_grain(total: i64, grain: i64, align: i64) -> i64 {
     balanced_grain_for(crate::threads::available() as u64, total, grain, align)
 }
