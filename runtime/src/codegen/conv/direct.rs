@@ -192,12 +192,12 @@ impl Plan {
         // Fewer units than the host has threads: the span cut into one block per thread
         // instead (mnist_cnn's 1 → 32 channels at 28×28, 226 k MACs, ran as one unit).
         let threads = crate::threads::available();
-        let (span_per_unit, span_blocks, tiles_per_unit, tile_blocks) =
+        let (span_per_unit, span_blocks) =
             if images * tile_blocks * span_blocks < threads && span >= threads && tile_blocks == 1 {
                 let per = span.div_ceil(threads);
-                (per, span.div_ceil(per), tiles_per_unit, tile_blocks)
+                (per, span.div_ceil(per))
             } else {
-                (span_per_unit, span_blocks, tiles_per_unit, tile_blocks)
+                (span_per_unit, span_blocks)
             };
         // Input channels per block: the weights of a tile and about two cache lines of each
         // input row a pixel tile reads, for `kc` channels, fill about half of L1.
