@@ -340,7 +340,7 @@ pub fn optimize(graph: VerifiedGraph, o: &OptOptions) -> Result<Optimized, Drive
         let (g, rep) = cnnc_passes::optimize_exact(&graph, &config, &mut table, &mut oracle).map_err(optimizing)?;
         (g, rep, Some(oracle.roofline), oracle.stats)
     } else {
-        let mut oracle = cost::MeasuredOracle::new(&mut cache);
+        let mut oracle = cost::MeasuredOracle::new(&mut cache, o.cost_cache.is_none());
         let result = cnnc_passes::optimize_exact(&graph, &config, &mut table, &mut oracle);
         let stats = oracle.stats;
         if interrupt::requested() {
@@ -351,6 +351,7 @@ pub fn optimize(graph: VerifiedGraph, o: &OptOptions) -> Result<Optimized, Drive
         (g, rep, None, stats)
     };
     save_cost_cache(&mut cache);
+    warn_busy(&stats);
     for f in table.failures() {
         eprintln!("warning: {f}; priced as unmeasurable ({} s)", cnnc_passes::UNMEASURABLE_US / 1e6);
     }
@@ -383,11 +384,12 @@ fn optimize_speed(graph: VerifiedGraph, o: &OptOptions) -> Result<Optimized, Dri
         let r = crate::speed::optimize_speed(&graph, &set, &o.speed, winograd, &mut table, &mut oracle, threads);
         (r, Some(oracle.roofline), oracle.stats)
     } else {
-        let mut oracle = cost::MeasuredOracle::new(&mut cache);
+        let mut oracle = cost::MeasuredOracle::new(&mut cache, o.cost_cache.is_none());
         let r = crate::speed::optimize_speed(&graph, &set, &o.speed, winograd, &mut table, &mut oracle, threads);
         (r, None, oracle.stats)
     };
     save_cost_cache(&mut cache);
+    warn_busy(&stats);
     if interrupt::requested() {
         return Err(DriverError::Interrupted { measured: stats.measured, cache: cache.path().map(Path::to_owned) });
     }
@@ -411,6 +413,19 @@ fn optimize_speed(graph: VerifiedGraph, o: &OptOptions) -> Result<Optimized, Dri
         graph: outcome.graph,
         outcome: Some(OptOutcome { rep, table, roofline, stats, cache_path, speed: Some(outcome.report) }),
     })
+}
+
+/// Says when kernels were timed while other processes were running (their times may be high;
+/// the cache keeps them provisional, see `cost`).
+fn warn_busy(stats: &OracleStats) {
+    if stats.busy > 0 {
+        eprintln!(
+            "warning: other processes were running while {} of {} kernel(s) were timed; their times may be \
+             high and are kept as provisional (the default cost cache times them again in the next `cnnc opt` \
+             on an idle machine; a --cost-cache file is used as it is: delete it to time them again)",
+            stats.busy, stats.measured
+        );
+    }
 }
 
 fn save_cost_cache(cache: &mut CostCache) {

@@ -37,12 +37,17 @@ pub struct OptReport {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct CostCacheUse {
+    /// Of `measured`: kernels timed while other processes were running, whose times the
+    /// cache keeps as provisional (timed again by the next `cnnc opt` on an idle machine).
+    pub busy: usize,
     pub failed: usize,
     /// The cache file; `None` when it lives in memory only.
     pub file: Option<String>,
     pub hits: usize,
     pub measure_ms: f64,
     pub measured: usize,
+    /// Of `measured`: provisional entries timed again on an idle machine.
+    pub retimed: usize,
     pub table_entries: usize,
     pub table_hash: String,
 }
@@ -249,11 +254,13 @@ impl OptReport {
         OptReport {
             cnnc_version: env!("CARGO_PKG_VERSION"),
             cost_cache: CostCacheUse {
+                busy: run.stats.busy,
                 failed: run.stats.failed,
                 file: run.cache_path.as_ref().map(|p| p.display().to_string()),
                 hits: run.stats.hits,
                 measure_ms: run.stats.measure_time.as_secs_f64() * 1e3,
                 measured: run.stats.measured,
+                retimed: run.stats.retimed,
                 table_entries: run.table.len(),
                 table_hash: run.table.hash(),
             },

@@ -95,7 +95,8 @@ fn price(g: &VerifiedGraph, path: &std::path::Path) -> (TableCost, usize, Vec<St
     let mut cache = CostCache::open(path, Machine::this(), &mut |w| warnings.push(w));
     let mut table = TableCost::new(1);
     let stats = {
-        let mut oracle = MeasuredOracle::new(&mut cache);
+        // A named cache file: used as it is (no provisional entry is timed again).
+        let mut oracle = MeasuredOracle::new(&mut cache, false);
         table.add_graph(g, &mut oracle);
         oracle.stats
     };

@@ -77,6 +77,16 @@ pub(crate) fn if_else(
     b.switch_to_block(join);
 }
 
+/// Emits `if cond { then() }` (`cond` an `i8` truth value).
+pub(crate) fn if_then(b: &mut FunctionBuilder, cond: Value, then: impl FnOnce(&mut FunctionBuilder)) {
+    let (t, join) = (b.create_block(), b.create_block());
+    b.ins().brif(cond, t, &[], join, &[]);
+    b.switch_to_block(t);
+    then(b);
+    b.ins().jump(join, &[]);
+    b.switch_to_block(join);
+}
+
 /// Work units for an outermost loop of `total` iterations cut into chunks of `grain`: how many
 /// units there are (at least 1).
 pub(crate) fn units_of(total: i64, grain: i64) -> u64 {

@@ -295,10 +295,18 @@ fn packed_3x3_fuses_every_epilogue_over_two_k_blocks_and_partial_tiles() {
 
 #[test]
 fn packed_conv_fuses_every_epilogue_over_three_k_blocks_and_channel_chunks() {
-    // K = 64·9 = 576: three K blocks (the middle one only accumulates); 61 channels on one
-    // pixel block split into chunks of channel tiles (work units), the partial tile in the
-    // last; stride 2 over 15×17 gives 8·9 = 72 pixels.
-    ConvCase { packed: true, ..ConvCase::new("packed 3x3 s2", &[1, 64, 15, 17], 61, &[3, 3], 2, 1) }.check();
+    // K = 64·9 = 576: three K blocks (the middle one only accumulates); 61 channels on two
+    // pixel blocks split into chunks of channel tiles (work units), the partial tile in the
+    // last; stride 2 over 31×35 gives 16·18 = 288 pixels (more than the transposed path takes
+    // with fewer than 64 channels).
+    ConvCase { packed: true, ..ConvCase::new("packed 3x3 s2", &[1, 64, 31, 35], 61, &[3, 3], 2, 1) }.check();
+}
+
+#[test]
+fn transposed_3x3_fuses_every_epilogue_over_partial_tiles() {
+    // A small map takes the transposed tiles over packed im2col rows (`packed/swap.rs`): 110
+    // pixels end in a partial pixel tile, 48 channels are three 16-channel tiles.
+    ConvCase { packed: true, ..ConvCase::new("transposed 3x3", &[1, 32, 10, 11], 48, &[3, 3], 1, 1) }.check();
 }
 
 #[test]

@@ -15,7 +15,135 @@ use super::{PackGeo, RESIDUAL, SmallKernels, with_act};
 pub(super) fn kernels() -> SmallKernels {
     let t: SgemmTFn = sgemm_6x16_t;
     let p: super::avx2::PackFn = pack_b_im2col_s2;
-    SmallKernels { sgemm_t: t as usize as u64, t_pixels: MR, sgemm_t_wide: 0, pack_b_im2col_s2: p as usize as u64 }
+    let pt: PackTFn = pack_im2col_t;
+    SmallKernels {
+        sgemm_t: t as usize as u64,
+        t_pixels: MR,
+        sgemm_t_wide: 0,
+        pack_b_im2col_s2: p as usize as u64,
+        pack_im2col_t: pt as usize as u64,
+    }
+}
+
+/// [`pack_im2col_t`]'s C signature.
+pub(super) type PackTFn = unsafe extern "C" fn(*const i64, *const f32, usize, usize, usize, usize, *mut f32);
+
+/// Packs the im2col rows of output pixels `n0..n0 + nc` pixel-major, for [`sgemm_6x16_t`] and
+/// its AVX-512 twins read with `lda = 1`: row `r` (pixel `n0 + r`) holds its `k = cg·kh·kw`
+/// taps at `dst[r·k..][..k]` in the weights' order (input channel, kernel row, kernel column),
+/// zero where a tap falls in the padding; rows `nc..rows` are zero (the partial pixel tile's
+/// unused rows, read but never stored).
+///
+/// # Safety
+/// The host supports AVX2 (checked by `select`, the only place this address is taken). `geo`
+/// points at a [`PackGeo::table`]; `x` at `k / (kh·kw)` channels of an `ih × iw` input
+/// (channel stride `ih·iw`); the pixels exist (`n0 + nc ≤ oh·ow`, `oh` consistent with the
+/// geometry); `nc ≤ rows`; `dst` has room for `rows·k` f32 and does not overlap `x`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe extern "C" fn pack_im2col_t(
+    geo: *const i64,
+    x: *const f32,
+    k: usize,
+    n0: usize,
+    nc: usize,
+    rows: usize,
+    dst: *mut f32,
+) {
+    let g = PackGeo::read(geo);
+    let (plane, cg) = (g.ih * g.iw, k / (g.kh * g.kw));
+    for r in 0..nc {
+        let p = n0 + r;
+        let (oy, ox) = (p / g.ow, p % g.ow);
+        let iy0 = (oy * g.sh) as isize - g.ph as isize;
+        let ix0 = (ox * g.sw) as isize - g.pw as isize;
+        // Kernel columns `kx_lo..kx_hi` fall inside the row (the same for every channel).
+        let in_x = |kx: usize| {
+            let ix = ix0 + (kx * g.dw) as isize;
+            ix >= 0 && ix < g.iw as isize
+        };
+        let kx_lo = (0..g.kw).find(|&kx| in_x(kx)).unwrap_or(g.kw);
+        let kx_hi = (kx_lo..g.kw).find(|&kx| !in_x(kx)).unwrap_or(g.kw);
+        let full = kx_lo == 0 && kx_hi == g.kw && g.dw == 1;
+        let rows_in = iy0 >= 0 && iy0 + (((g.kh - 1) * g.dh) as isize) < g.ih as isize;
+        if full && rows_in && g.kw <= 8 {
+            // The whole window inside the input: per channel and kernel row, one run of `kw`.
+            // SAFETY: as below, with every tap inside the input.
+            unsafe {
+                let mut out = dst.add(r * k);
+                let base = x.offset(iy0 * g.iw as isize + ix0);
+                for ic in 0..cg {
+                    let xc = base.add(ic * plane);
+                    for ky in 0..g.kh {
+                        let src = xc.add(ky * g.dh * g.iw);
+                        if g.kw == 3 {
+                            *out = *src;
+                            *out.add(1) = *src.add(1);
+                            *out.add(2) = *src.add(2);
+                        } else {
+                            std::ptr::copy_nonoverlapping(src, out, g.kw);
+                        }
+                        out = out.add(g.kw);
+                    }
+                }
+            }
+            continue;
+        }
+        // SAFETY: row `r` lies inside `dst` (`r < nc ≤ rows`), and every read is a tap inside
+        // the input (its row and column checked above), per the caller's contract; masked
+        // lanes are neither read nor written.
+        unsafe {
+            let mut out = dst.add(r * k);
+            for ic in 0..cg {
+                let xc = x.add(ic * plane);
+                for ky in 0..g.kh {
+                    let iy = iy0 + (ky * g.dh) as isize;
+                    if iy < 0 || iy >= g.ih as isize {
+                        copy_masked(std::ptr::null(), out, g.kw);
+                    } else {
+                        let src = xc.add(iy as usize * g.iw);
+                        if full {
+                            // The common case: the kernel row's taps are one run of the input row.
+                            copy_masked(src.offset(ix0), out, g.kw);
+                        } else {
+                            for kx in 0..g.kw {
+                                *out.add(kx) = if (kx_lo..kx_hi).contains(&kx) {
+                                    *src.offset(ix0 + (kx * g.dw) as isize)
+                                } else {
+                                    0.0
+                                };
+                            }
+                        }
+                    }
+                    out = out.add(g.kw);
+                }
+            }
+        }
+    }
+    // SAFETY: rows `nc..rows` lie inside `dst` (the caller's contract).
+    unsafe { std::ptr::write_bytes(dst.add(nc * k), 0, (rows - nc) * k) };
+}
+
+/// Copies `n` f32 from `src` to `dst` (zeros when `src` is null), 8 lanes at a time with masked
+/// loads and stores for the last partial group, which touch no memory past `n`.
+///
+/// # Safety
+/// `src` (unless null) readable and `dst` writable for `n` f32; the host supports AVX2.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn copy_masked(src: *const f32, dst: *mut f32, n: usize) {
+    const LANES: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut i = 0;
+    // SAFETY: lanes below `n - i` are inside both runs (the caller's contract); the rest are
+    // masked off.
+    unsafe {
+        while i < n {
+            let left = (n - i).min(8);
+            let mask = _mm256_loadu_si256(LANES.as_ptr().add(8 - left) as *const __m256i);
+            let v = if src.is_null() { _mm256_setzero_ps() } else { _mm256_maskload_ps(src.add(i), mask) };
+            _mm256_maskstore_ps(dst.add(i), mask, v);
+            i += 8;
+        }
+    }
 }
 
 pub(super) type SgemmTFn = unsafe extern "C" fn(

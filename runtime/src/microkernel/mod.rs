@@ -480,6 +480,10 @@ pub(crate) struct SmallKernels {
     /// signature), where the tile set has one (0 otherwise).
     pub sgemm_t_wide: u64,
     pub pack_b_im2col_s2: u64,
+    /// `avx2_small::pack_im2col_t`, the pixel-major im2col packer the transposed tiles read
+    /// k×k convs from, with the C signature `(geo: *const i64, x: *const f32, k: usize,
+    /// n0: usize, nc: usize, rows: usize, dst: *mut f32)`.
+    pub pack_im2col_t: u64,
 }
 
 /// The microkernels this host may run under `choice`, or `None` (use the Cranelift kernels):

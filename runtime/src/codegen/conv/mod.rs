@@ -220,6 +220,23 @@ impl Geo {
         rows_alias(self.in_len() * 4, rows)
     }
 
+    /// The 2-D geometry the im2col packers read (the last two spatial axes).
+    pub fn pack_geo(&self) -> crate::microkernel::PackGeo {
+        crate::microkernel::PackGeo {
+            ih: self.inp[1],
+            iw: self.inp[2],
+            ow: self.out[2],
+            kh: self.k[1],
+            kw: self.k[2],
+            sh: self.s[1],
+            sw: self.s[2],
+            dh: self.d[1],
+            dw: self.d[2],
+            ph: self.pb[1],
+            pw: self.pb[2],
+        }
+    }
+
     pub fn in_len(&self) -> usize {
         self.inp.iter().product()
     }

@@ -119,22 +119,9 @@ pub(super) fn emit(
     let kc = k_len.div_ceil(n_kb);
     let kc_last = k_len - (n_kb - 1) * kc;
     let nc = NC.min(n_len.next_multiple_of(NR));
-    let pack_geo = microkernel::PackGeo {
-        ih: geo.inp[1],
-        iw: geo.inp[2],
-        ow: geo.out[2],
-        kh: geo.k[1],
-        kw: geo.k[2],
-        sh: geo.s[1],
-        sw: geo.s[2],
-        dh: geo.d[1],
-        dw: geo.d[2],
-        ph: geo.pb[1],
-        pw: geo.pb[2],
-    };
     let mut aux = AuxList::new(cx);
     let a_arg = aux.push(Aux::F32(pack_a(geo, w)));
-    let geo_arg = aux.push(Aux::I64(pack_geo.table()));
+    let geo_arg = aux.push(Aux::I64(geo.pack_geo().table()));
     let scratch_arg = aux.push(Aux::Scratch(kc * nc * 4));
     let in_place = InPlace::new(geo);
     let offs_arg = in_place.as_ref().map(|ip| aux.push(Aux::I64(ip.offsets(geo))));

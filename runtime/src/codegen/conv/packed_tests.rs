@@ -404,9 +404,10 @@ fn transposed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_b
     }
 }
 
-/// Stride-2 convs pack with the deinterleaving packer (`pack_b_im2col_s2`): a 7×7 stride-2
-/// stem-like conv (3 channels, pad 3, output rows of 16 pixels and of 20, which strips
-/// straddle) and a 3×3 stride-2 conv, against the direct conv and any unit split.
+/// Stride-2 convs on the channel-major path pack with the deinterleaving packer
+/// (`pack_b_im2col_s2`): a 7×7 stride-2 stem-like conv (3 channels, pad 3, output rows of 32
+/// pixels and of 40, which strips straddle) and a 3×3 stride-2 conv, on maps large enough to
+/// stay off the transposed path, against the direct conv and any unit split.
 #[test]
 fn stride_2_packed_convs_match_the_direct_conv_and_any_unit_split() {
     for mk in each_f32_tile!() {
@@ -418,16 +419,69 @@ fn stride_2_packed_convs_match_the_direct_conv_and_any_unit_split() {
 
 fn stride_2_packed_convs_match_the_direct_conv_and_any_unit_split_on(mk: Microkernels) {
     let conv = |k: usize, p: usize| ConvAttrs::new(&[k, k]).strides(&[2, 2]).pads(&[p; 4]);
-    for (x, m, k, p) in [([1, 3, 40, 32], 64, 7, 3), ([1, 3, 23, 40], 40, 7, 3), ([1, 24, 17, 33], 48, 3, 1)] {
+    for (x, m, k, p) in [([1, 3, 80, 64], 64, 7, 3), ([1, 3, 46, 80], 40, 7, 3), ([1, 24, 34, 66], 48, 3, 1)] {
         let a = conv(k, p);
         let mut packed = Bench::new(&x, m, &a, Some(UnaryOp::Relu), true, false, Some(mk));
         let mut direct = Bench::new(&x, m, &a, Some(UnaryOp::Relu), true, false, None);
-        assert!(packed.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "took the packed path");
+        assert_eq!(packed.variant, Some("conv-packed-avx2"), "{x:?}→{m}: the channel-major path");
         packed.run();
         direct.run();
         let rel = rel_l2(&packed.y, &direct.y);
         assert!(rel <= 1e-6, "{x:?}→{m} k {k}: rel-L2 {rel:.3e}");
         packed.assert_unit_split_gives_the_same_bits(&format!("{x:?}→{m}"));
+    }
+}
+
+/// k×k convs on small maps take the transposed tiles over pixel-major im2col rows packed per
+/// work unit (`packed/swap.rs`, `pack_im2col_t`): against the direct conv with every epilogue,
+/// padding (also asymmetric), strides 1 and 2, dilation, 5×5 kernels, groups, batch, partial
+/// pixel and channel tiles, the wide tile (whole 64-channel tiles on ≥ 144 pixels, AVX-512) and
+/// a layer whose weights outweigh its pixels (one unit per host thread, every pixel in each);
+/// unit by unit in reverse gives the same bits. Tolerance as above (K ≤ 576).
+#[test]
+fn transposed_im2col_conv_matches_the_direct_conv_and_any_unit_split() {
+    for mk in each_f32_tile!() {
+        eprintln!("f32 tile {:?}", mk.tile);
+        // (x, m, kernel, stride, dilation, group, pads)
+        let cases = [
+            ([1, 32, 14, 14], 64, 3, 1, 1, 1, vec![1; 4]),
+            ([1, 16, 7, 7], 40, 3, 1, 1, 1, vec![1; 4]),
+            ([1, 24, 15, 15], 64, 3, 2, 1, 1, vec![1; 4]),
+            ([2, 32, 9, 9], 128, 3, 1, 1, 2, vec![1; 4]),
+            ([1, 16, 12, 12], 32, 3, 1, 2, 1, vec![2; 4]),
+            ([1, 8, 10, 10], 64, 5, 1, 1, 1, vec![2, 1, 1, 2]),
+            ([1, 64, 5, 5], 256, 3, 1, 1, 1, vec![1; 4]),
+        ];
+        for (x, m, k, s, d, group, pads) in cases {
+            let a = ConvAttrs::new(&[k, k]).strides(&[s, s]).dilations(&[d, d]).pads(&pads).group(group);
+            for (act, residual, bias) in
+                [(None, false, true), (Some(UnaryOp::Relu), true, true), (Some(UnaryOp::HardSwish), false, false)]
+            {
+                let mut packed = Bench::new(&x, m, &a, act, bias, residual, Some(mk));
+                let mut direct = Bench::new(&x, m, &a, act, bias, residual, None);
+                let what = format!("{x:?}→{m} {k}×{k} s{s} d{d} g{group} {act:?} residual {residual}");
+                let pixels = packed.y.len() / (x[0] * m);
+                let wide = mk.tile == F32Tile::Avx512 && (m / group) % 64 == 0 && pixels >= 144;
+                let want = if wide { "conv-packed-t64" } else { "conv-packed-t-avx2" };
+                assert_eq!(packed.variant, Some(want), "{what}");
+                assert!(packed.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "{what}: packs im2col rows");
+                packed.run();
+                direct.run();
+                let rel = rel_l2(&packed.y, &direct.y);
+                assert!(rel <= 1e-6, "{what}: rel-L2 {rel:.3e}");
+                packed.assert_unit_split_gives_the_same_bits(&what);
+                if m == 256 {
+                    let threads = crate::threads::available().min(m / 16) as u64;
+                    assert_eq!(packed.units, threads, "{what}: one unit per host thread");
+                }
+            }
+        }
+        // Larger maps and few channels stay on the channel-major path.
+        let conv3 = ConvAttrs::new(&[3, 3]).pads(&[1; 4]);
+        for (x, m) in [([1, 64, 56, 56], 64), ([1, 32, 28, 28], 32)] {
+            let packed = Bench::new(&x, m, &conv3, None, true, false, Some(mk));
+            assert_eq!(packed.variant, Some("conv-packed-avx2"), "{x:?}→{m}");
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use cranelift_codegen::ir::{InstBuilder, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
 use self::kit::{Epi, for_carry, for_dyn, gather, load_i64, scatter, splat_const};
-use super::builder::{unit_span, units_of};
+use super::builder::{if_then, unit_span, units_of};
 use super::conv::gemv;
 use super::{Aux, CompileError, EmitCx, Emitted, Epilogue, Jit};
 
@@ -468,16 +468,6 @@ fn emit_product(b: &mut FunctionBuilder, p: &Product, cut: &Cut, u: Value, bases
             panels(b, i0, rem_rows);
         });
     }
-}
-
-/// `if cond { then }`.
-fn if_then(b: &mut FunctionBuilder, cond: Value, then: impl FnOnce(&mut FunctionBuilder)) {
-    let (t, done) = (b.create_block(), b.create_block());
-    b.ins().brif(cond, t, &[], done, &[]);
-    b.switch_to_block(t);
-    then(b);
-    b.ins().jump(done, &[]);
-    b.switch_to_block(done);
 }
 
 fn index_const(b: &mut FunctionBuilder, v: usize) -> Value {
