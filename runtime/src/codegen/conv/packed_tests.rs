@@ -131,7 +131,8 @@ fn packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv_on(mk: Micro
     // 33 channels: K = 297 is two K blocks (bias in the first, epilogue in the last). 810
     // pixels are 4 pixel blocks (the last shorter); 61 and 100 output channels split their
     // channel tiles into chunks (with the partial tile in the last chunk) for work units.
-    for (x, m) in [([1, 33, 9, 20], 13), ([2, 5, 7, 6], 7), ([1, 8, 30, 27], 61), ([1, 20, 7, 7], 100)] {
+    // (Maps large enough to stay off the transposed path.)
+    for (x, m) in [([1, 33, 9, 20], 13), ([2, 5, 7, 6], 7), ([1, 8, 30, 27], 61), ([1, 20, 36, 36], 100)] {
         for act in acts {
             for residual in [false, true] {
                 let mut packed = Bench::new(&x, m, &a, act, true, residual, Some(mk));
@@ -147,6 +148,29 @@ fn packed_conv_applies_bias_residual_and_clamp_like_the_direct_conv_on(mk: Micro
                 for bench in [&mut packed, &mut direct] {
                     bench.assert_unit_split_gives_the_same_bits(&format!("{x:?}→{m} {act:?} residual {residual}"));
                 }
+            }
+        }
+    }
+}
+
+/// Convs with a fused residual over one small K block run each channel tile over the whole
+/// pixel block (`Group::tile_outer`): 1×1 convs with pairs of strips and a partial strip (K =
+/// 24, 400 pixels in blocks of 208 and 192), and without pairs (K = 16, 81 pixels), against
+/// the direct conv and any unit split, with every epilogue the residual goes with.
+#[test]
+fn residual_convs_run_tile_by_tile_like_the_direct_conv() {
+    for mk in each_f32_tile!() {
+        let a = ConvAttrs::new(&[1, 1]);
+        for (x, m) in [([1, 24, 20, 20], 40), ([1, 16, 9, 9], 30)] {
+            for act in [None, Some(UnaryOp::Relu), Some(UnaryOp::HardSwish)] {
+                let mut packed = Bench::new(&x, m, &a, act, true, true, Some(mk));
+                let mut direct = Bench::new(&x, m, &a, act, true, true, None);
+                assert_eq!(packed.variant, Some("conv-packed-avx2"), "{x:?}→{m}: the channel-major path");
+                packed.run();
+                direct.run();
+                let rel = rel_l2(&packed.y, &direct.y);
+                assert!(rel <= 1e-6, "{x:?}→{m} {act:?}: rel-L2 {rel:.3e}");
+                packed.assert_unit_split_gives_the_same_bits(&format!("{x:?}→{m} {act:?}"));
             }
         }
     }
