@@ -20,6 +20,7 @@ pub(super) fn kernels() -> SmallKernels {
         sgemm_t: t as usize as u64,
         t_pixels: MR,
         sgemm_t_wide: 0,
+        sgemm_t_32: 0,
         pack_b_im2col_s2: p as usize as u64,
         pack_im2col_t: pt as usize as u64,
     }
@@ -546,11 +547,20 @@ mod tests {
                     transposed_tile_case(k, MR, super::super::T_WIDE, wide, |_| false);
                 }
             }
+            // The two-panel tile (12 pixels × 32 channels), where the tile set has one: one
+            // chain per element in every tile, partial ones too.
+            if mk.small.sgemm_t_32 != 0 {
+                // SAFETY: as above.
+                let t32 = unsafe { std::mem::transmute::<usize, SgemmTFn>(mk.small.sgemm_t_32 as usize) };
+                for k in [11, 12] {
+                    transposed_tile_case(k, pixels, 2 * NR, t32, |_| false);
+                }
+            }
         }
     }
 
-    /// One tile of `pixels` pixels × `tc` channels (16, or 64 for the wide tile, which always
-    /// stores all 64 channels) against the scalar sums.
+    /// One tile of `pixels` pixels × `tc` channels (16; 64 for the wide tile and 32 for the
+    /// two-panel one, which always store all their channels) against the scalar sums.
     fn transposed_tile_case(k: usize, pixels: usize, tc: usize, sgemm_t: SgemmTFn, split: impl Fn(usize) -> bool) {
         let (lda, ldy) = (37, 23);
         let x = lcg(lda * k + 40, 1);
@@ -585,7 +595,11 @@ mod tests {
             shapes.extend([(12, 16), (7, 3), (9, 16), (12, 1), (11, 11)]);
         }
         if tc > NR {
-            shapes = vec![(6, tc), (1, tc), (2, tc), (5, tc)];
+            shapes = if pixels > MR {
+                vec![(12, tc), (1, tc), (6, tc), (7, tc), (11, tc)]
+            } else {
+                vec![(6, tc), (1, tc), (2, tc), (5, tc)]
+            };
         }
         for flags in [0, BIAS, RESIDUAL, BIAS | RESIDUAL] {
             for act in acts {

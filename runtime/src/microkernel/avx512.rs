@@ -29,11 +29,12 @@ use super::{MR, NR, SmallKernels, T_WIDE, with_act};
 /// one [`sgemm_6x64_t`] and the AVX2 stride-2 packer (packing is load/store bound; it has no zmm version). Called by
 /// `select` only, after it has checked AVX-512F, AVX2 and FMA.
 pub(super) fn small_kernels() -> SmallKernels {
-    let (t, wide): (SgemmTFn, SgemmTFn) = (sgemm_12x16_t, sgemm_6x64_t);
+    let (t, wide, t32): (SgemmTFn, SgemmTFn, SgemmTFn) = (sgemm_12x16_t, sgemm_6x64_t, sgemm_12x32_t);
     SmallKernels {
         sgemm_t: t as usize as u64,
         t_pixels: T_PIXELS,
         sgemm_t_wide: wide as usize as u64,
+        sgemm_t_32: t32 as usize as u64,
         ..super::avx2_small::kernels()
     }
 }
@@ -227,6 +228,94 @@ pub(super) unsafe extern "C" fn sgemm_6x64_t(
             }
         })
     }
+}
+
+/// The two-panel transposed tile: [`sgemm_12x16_t`]'s contract and C signature for up to 12
+/// pixels and **32** output channels, with `w` a 32-channel panel (`[k][32]`) and `y`, `bias`
+/// and `residual` covering 32 channel rows; bits 16..24 of `flags` are ignored (always 32
+/// channels). Per `k`: two zmm loads of the weights, twelve broadcasts, 24 `vfmadd231ps zmm`
+/// into 24 independent chains (the 12 × 16 tile: 12 per 13 loads), for layers whose channel
+/// tiles are too few or too narrow for the 64-channel tile. Every tile, partial ones too, sums
+/// each element in one chain from `kk = 0` (the 12-pixel tile's order for its full tiles). The
+/// epilogue is `store_t` per 16 channels and 6 pixels.
+///
+/// # Safety
+/// The host supports AVX-512F, AVX2 and FMA (checked by `select`, the only place this address
+/// is taken); `offs` holds 12 readable offsets (those past `m` any valid pixel's, read and not
+/// stored), `x.offset(offs[r] + kk·lda)` is readable for `r < 12`, `kk < k`; `w` holds `32·k`
+/// f32; `bias` 32 f32 when `BIAS`; `y` and `residual` (when `RESIDUAL`) a 32 × `m` tile with row
+/// stride `ldy`.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe extern "C" fn sgemm_12x32_t(
+    k: usize,
+    x: *const f32,
+    lda: usize,
+    offs: *const i64,
+    w: *const f32,
+    y: *mut f32,
+    ldy: usize,
+    flags: u32,
+    bias: *const f32,
+    residual: *const f32,
+    params: u64,
+) {
+    let (p0, p1) = (f32::from_bits(params as u32), f32::from_bits((params >> 32) as u32));
+    // SAFETY: the caller's contract above.
+    unsafe {
+        let m = ((flags >> 8) & 0xff) as usize;
+        let acc = product_12x32(k, x, lda, offs, w);
+        let f = |m: usize| (flags & !0xff_ff00) | ((m as u32) << 8) | ((NR as u32) << 16);
+        with_act!(flags, ACT => {
+            for j in 0..2 {
+                let (yj, bj, rj) = (y.add(j * NR * ldy), bias.wrapping_add(j * NR), residual.wrapping_add(j * NR * ldy));
+                let lo: [__m512; MR] = std::array::from_fn(|r| acc[2 * r + j]);
+                store_t::<ACT>(halves(lo), yj, ldy, f(m.min(MR)), bj, rj, p0, p1);
+                if m > MR {
+                    let hi: [__m512; MR] = std::array::from_fn(|r| acc[2 * (MR + r) + j]);
+                    store_t::<ACT>(halves(hi), yj.add(MR), ldy, f(m - MR), bj, rj.wrapping_add(MR), p0, p1);
+                }
+            }
+        })
+    }
+}
+
+/// The product of [`sgemm_12x32_t`]: pixel `r`'s channels `16j..16j + 16` in `acc[2r + j]`,
+/// one chain per element over `kk` in order.
+///
+/// # Safety
+/// The contract of [`sgemm_12x32_t`] on `x`, `lda`, `offs` and `w`.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn product_12x32(
+    k: usize,
+    x: *const f32,
+    lda: usize,
+    offs: *const i64,
+    w: *const f32,
+) -> [__m512; 2 * T_PIXELS] {
+    let mut acc = [_mm512_setzero_ps(); 2 * T_PIXELS];
+    // SAFETY: the caller's contract: `x.offset(offs[r] + kk·lda)` readable for `r < 12`,
+    // `kk < k`; `w` holds `32·k` f32.
+    unsafe {
+        let xr: [*const f32; T_PIXELS] = std::array::from_fn(|r| x.offset(*offs.add(r) as isize));
+        let (mut w, mut i) = (w, 0usize);
+        for _ in 0..k {
+            // Hints (they never fault), as the 12-pixel tile's: the first and last pixels'
+            // input 8 K rows ahead, the weights 8 rows ahead (two cache lines a row).
+            _mm_prefetch::<_MM_HINT_T0>(xr[0].wrapping_add(i + 8 * lda).cast());
+            _mm_prefetch::<_MM_HINT_T0>(xr[T_PIXELS - 1].wrapping_add(i + 8 * lda).cast());
+            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(8 * 2 * NR).cast());
+            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(8 * 2 * NR + NR).cast());
+            let b = [_mm512_loadu_ps(w), _mm512_loadu_ps(w.add(NR))];
+            for r in 0..T_PIXELS {
+                let a = _mm512_set1_ps(*xr[r].add(i));
+                acc[2 * r] = _mm512_fmadd_ps(a, b[0], acc[2 * r]);
+                acc[2 * r + 1] = _mm512_fmadd_ps(a, b[1], acc[2 * r + 1]);
+            }
+            w = w.add(2 * NR);
+            i += lda;
+        }
+    }
+    acc
 }
 
 /// The product of [`sgemm_6x64_t`]: pixel `r`'s channels `16j..16j + 16` in `acc[4r + j]`,

@@ -479,6 +479,9 @@ pub(crate) struct SmallKernels {
     /// The wide transposed tile, 6 pixels × 64 channels (`avx512::sgemm_6x64_t`, the same C
     /// signature), where the tile set has one (0 otherwise).
     pub sgemm_t_wide: u64,
+    /// The two-panel transposed tile, 12 pixels × 32 channels (`avx512::sgemm_12x32_t`, the
+    /// same C signature), where the tile set has one (0 otherwise).
+    pub sgemm_t_32: u64,
     pub pack_b_im2col_s2: u64,
     /// `avx2_small::pack_im2col_t`, the pixel-major im2col packer the transposed tiles read
     /// k×k convs from, with the C signature `(geo: *const i64, x: *const f32, k: usize,

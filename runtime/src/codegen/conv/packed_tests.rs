@@ -390,10 +390,24 @@ fn transposed_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
                 if m == 512 || x[2] == 45 {
                     assert!(packed.units > 2, "{x:?}→{m}: split into channel chunks or pixel blocks");
                 }
-                let wide = mk.tile == F32Tile::Avx512 && m % 64 == 0 && (x[2] / s) * (x[3] / s) >= 144;
-                assert_eq!(packed.variant == Some("conv-packed-t64"), wide, "{x:?}→{m}: {:?}", packed.variant);
+                let pixels = packed.y.len() / (x[0] * m);
+                assert_eq!(packed.variant, Some(transposed_variant(mk, m / group, pixels)), "{x:?}→{m}");
             }
         }
+    }
+}
+
+/// The transposed tile a conv with `mg` output channels per group and `pixels` output pixels
+/// takes: on AVX-512, the wide tile for whole 64-channel tiles on ≥ 144 pixels, else the
+/// two-panel tile for whole 32-channel tiles; the 16-channel tile otherwise.
+fn transposed_variant(mk: Microkernels, mg: usize, pixels: usize) -> &'static str {
+    let avx512 = mk.tile == F32Tile::Avx512;
+    if avx512 && mg % 64 == 0 && pixels >= 144 {
+        "conv-packed-t64"
+    } else if avx512 && mg % 32 == 0 {
+        "conv-packed-t32"
+    } else {
+        "conv-packed-t-avx2"
     }
 }
 
@@ -414,7 +428,8 @@ fn transposed_fused_activation_matches_the_cranelift_activation_kernel_bit_for_b
             UnaryOp::Swish { beta: 1.0 },
             UnaryOp::Swish { beta: 1.702 },
         ];
-        for (x, m, bias) in [([1, 40, 7, 7], 37, true), ([1, 20, 5, 4], 48, false)] {
+        // (64 channels at 7×7: the two-panel tile on AVX-512.)
+        for (x, m, bias) in [([1, 40, 7, 7], 37, true), ([1, 20, 5, 4], 48, false), ([1, 40, 7, 7], 64, true)] {
             for act in acts {
                 for residual in [false, true] {
                     let mut fused = Bench::new(&x, m, &a, Some(act), bias, residual, Some(mk));
@@ -485,9 +500,7 @@ fn transposed_im2col_conv_matches_the_direct_conv_and_any_unit_split() {
                 let mut direct = Bench::new(&x, m, &a, act, bias, residual, None);
                 let what = format!("{x:?}→{m} {k}×{k} s{s} d{d} g{group} {act:?} residual {residual}");
                 let pixels = packed.y.len() / (x[0] * m);
-                let wide = mk.tile == F32Tile::Avx512 && (m / group) % 64 == 0 && pixels >= 144;
-                let want = if wide { "conv-packed-t64" } else { "conv-packed-t-avx2" };
-                assert_eq!(packed.variant, Some(want), "{what}");
+                assert_eq!(packed.variant, Some(transposed_variant(mk, m / group, pixels)), "{what}");
                 assert!(packed.aux.iter().any(|a| matches!(a, Aux::Scratch(_))), "{what}: packs im2col rows");
                 packed.run();
                 direct.run();

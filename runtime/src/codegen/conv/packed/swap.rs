@@ -2,7 +2,9 @@
 //! output pixels are the microkernel's 6-row side (12 on the AVX-512 tile set:
 //! `Microkernels::small`'s `t_pixels`), read in place from the input (a load-time
 //! table of each pixel's input offset; any stride, no padding read), and output channels its
-//! 16-wide side (weights packed at load into 16-channel panels `[group][tile][K][16]`). The
+//! 16-wide side (weights packed at load into 16-channel panels `[group][tile][K][16]`; on the
+//! AVX-512 tile set 64-channel panels for the wide tile, 6 pixels × 64 channels, and 32-channel
+//! panels for the two-panel tile, 12 × 32, where the channel tiles are whole). The
 //! transposed tile (`sgemm_t`) keeps the whole reduction in registers and stores transposed, with the
 //! bias, residual and activation applied before the store.
 //!
@@ -175,10 +177,18 @@ pub(super) fn emit(
     // per K step, against 1 and 12 for 12 of the 12 × 16 tile; in L1 154–170 GFLOP/s against
     // 129–137 (`examples/sgemm_tile_bench.rs`).
     let wide = mk.small.sgemm_t_wide != 0 && mg.is_multiple_of(T_WIDE) && n_len >= WIDE_MIN_PIXELS;
-    jit.note_variant(if wide { "conv-packed-t64" } else { "conv-packed-t-avx2" });
-    // Channels and pixels per tile, and the tile.
-    let (tc, pr, tile_fn) =
-        if wide { (T_WIDE, MR, mk.small.sgemm_t_wide) } else { (NR, mk.small.t_pixels, mk.small.sgemm_t) };
+    // Else whole 32-channel tiles take the two-panel tile where the tile set has one (12
+    // pixels × 32 channels, AVX-512: two weight loads and 12 broadcasts feed 24 FMAs).
+    let two_panel = !wide && mk.small.sgemm_t_32 != 0 && mg.is_multiple_of(2 * NR);
+    // Channels and pixels per tile, the tile, and its name.
+    let (tc, pr, tile_fn, variant) = if wide {
+        (T_WIDE, MR, mk.small.sgemm_t_wide, "conv-packed-t64")
+    } else if two_panel {
+        (2 * NR, mk.small.t_pixels, mk.small.sgemm_t_32, "conv-packed-t32")
+    } else {
+        (NR, mk.small.t_pixels, mk.small.sgemm_t, "conv-packed-t-avx2")
+    };
+    jit.note_variant(variant);
     let ctiles = mg.div_ceil(tc);
     let mut aux = AuxList::new(cx);
     let w_arg = aux.push(Aux::F32(pack_w(geo, w, tc)));
