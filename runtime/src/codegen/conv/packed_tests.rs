@@ -402,9 +402,9 @@ fn transposed_1x1_conv_matches_the_direct_conv_and_any_unit_split() {
 /// two-panel tile for whole 32-channel tiles; the 16-channel tile otherwise.
 fn transposed_variant(mk: Microkernels, mg: usize, pixels: usize) -> &'static str {
     let avx512 = mk.tile == F32Tile::Avx512;
-    if avx512 && mg % 64 == 0 && pixels >= 144 {
+    if avx512 && mg.is_multiple_of(64) && pixels >= 144 {
         "conv-packed-t64"
-    } else if avx512 && mg % 32 == 0 {
+    } else if avx512 && mg.is_multiple_of(32) {
         "conv-packed-t32"
     } else {
         "conv-packed-t-avx2"
