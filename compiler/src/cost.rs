@@ -246,11 +246,6 @@ impl CostCache {
         self.added += 1;
     }
 
-    /// Cached entries whose times are provisional.
-    pub fn provisional_len(&self) -> usize {
-        self.file.provisional.len()
-    }
-
     pub fn roofline(&self, threads: usize) -> Option<Roofline> {
         self.file.roofline.get(&threads).copied()
     }
@@ -785,11 +780,7 @@ mod tests {
             let t = oracle.latencies(std::slice::from_ref(&relu)).remove(0).expect("timed");
             (t, oracle.stats)
         };
-        let ask = |cache: &mut CostCache, busy: fn() -> bool| {
-            let mut oracle = MeasuredOracle { cache, stats: OracleStats::default(), busy, retime_provisional: true };
-            let t = oracle.latencies(std::slice::from_ref(&relu)).remove(0).expect("timed");
-            (t, oracle.stats)
-        };
+        let ask = |cache: &mut CostCache, busy: fn() -> bool| ask_with(cache, busy, true);
         let (_, s) = ask(&mut cache, || true);
         assert_eq!((s.measured, s.busy, s.hits), (1, 1, 0));
         assert!(cache.is_provisional(&text));

@@ -124,8 +124,9 @@ pub(super) unsafe extern "C" fn pack_im2col_t(
     unsafe { std::ptr::write_bytes(dst.add(nc * k), 0, (rows - nc) * k) };
 }
 
-/// Copies `n` f32 from `src` to `dst` (zeros when `src` is null), 8 lanes at a time with masked
-/// loads and stores for the last partial group, which touch no memory past `n`.
+/// Copies `n` f32 from `src` to `dst` (zeros when `src` is null), 8 lanes at a time through
+/// masked loads and stores (all lanes on, but the last group's past `n`), which touch no
+/// memory past `n`.
 ///
 /// # Safety
 /// `src` (unless null) readable and `dst` writable for `n` f32; the host supports AVX2.
