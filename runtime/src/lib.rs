@@ -28,6 +28,7 @@ macro_rules! each_f32_tile {
 }
 
 pub mod budget;
+mod cache;
 mod codegen;
 mod expf;
 mod load;

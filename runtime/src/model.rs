@@ -145,6 +145,28 @@ impl Model {
         self.scratch.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
+    /// Bytes of the model's load-time constants: its weights and every buffer packed from
+    /// them at load (packed panels, Winograd-transformed weights, index tables).
+    pub fn constant_bytes(&self) -> usize {
+        self.constants().map(<[u8]>::len).sum()
+    }
+
+    /// Evicts the model's load-time constants ([`Model::constant_bytes`]) from every cache
+    /// level, so that the next run reads them from memory, as a model whose weights outgrow
+    /// the last-level cache does on every run. Used by the cost model to time kernels the way
+    /// such a model runs them. Does nothing on CPUs other than x86-64.
+    pub fn evict_constants(&self) {
+        for bytes in self.constants() {
+            crate::cache::flush(bytes);
+        }
+    }
+
+    fn constants(&self) -> impl Iterator<Item = &[u8]> {
+        let weights = self.weights.iter().map(crate::cache::bytes_of);
+        let aux = self.launches.iter().flat_map(|l| &l.aux).filter_map(Aux::bytes);
+        weights.chain(aux)
+    }
+
     /// Bytes of activation memory one run uses (the arena).
     pub fn arena_bytes(&self) -> usize {
         self.plan.arena_bytes
@@ -275,14 +297,7 @@ fn aligned(buf: &mut [u64]) -> *mut u8 {
 }
 
 fn data_ptr(t: &Tensor) -> *mut u8 {
-    match t.data() {
-        TensorData::F32(v) => v.as_ptr() as *mut u8,
-        TensorData::I64(v) => v.as_ptr() as *mut u8,
-        TensorData::Bool(v) => v.as_ptr() as *mut u8,
-        TensorData::U8(v) => v.as_ptr() as *mut u8,
-        TensorData::I8(v) => v.as_ptr() as *mut u8,
-        TensorData::I32(v) => v.as_ptr() as *mut u8,
-    }
+    crate::cache::bytes_of(t).as_ptr() as *mut u8
 }
 
 /// Copies a value out of the run's memory.

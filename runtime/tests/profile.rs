@@ -72,3 +72,20 @@ fn profiled_run_checks_its_inputs_like_run() {
     assert!(m.run_profiled(&[]).is_err());
     assert!(m.run_profiled(&[ramp(&[1, 2, 5, 4])]).is_err());
 }
+
+/// `constant_bytes` counts the weights and what the kernels packed from them at load; evicting
+/// them from the caches changes no output bit.
+#[test]
+fn evicting_the_constants_keeps_every_output_bit() {
+    let m = net();
+    // The conv's and the matmul's weights, 72 + 300 floats; packed copies come on top.
+    assert!(m.constant_bytes() >= (72 + 300) * 4, "{} bytes", m.constant_bytes());
+    let x = ramp(&[1, 2, 5, 5]);
+    let warm = m.run(std::slice::from_ref(&x)).expect("runs");
+    m.evict_constants();
+    let cold = m.run(std::slice::from_ref(&x)).expect("runs");
+    let bits = |ts: &[Tensor]| -> Vec<Vec<u32>> {
+        ts.iter().map(|t| t.as_f32().expect("f32").iter().map(|v| v.to_bits()).collect()).collect()
+    };
+    assert_eq!(bits(&warm), bits(&cold));
+}

@@ -159,6 +159,18 @@ pub(crate) enum Aux {
 impl Aux {
     /// Pointer to a load-time buffer; `None` for [`Aux::Scratch`], which the runtime places
     /// in the run's scratch memory.
+    /// The bytes of a load-time buffer; `None` for [`Aux::Scratch`].
+    pub(crate) fn bytes(&self) -> Option<&[u8]> {
+        use crate::cache::as_bytes;
+        match self {
+            Aux::F32(v) => Some(as_bytes(v)),
+            Aux::I64(v) => Some(as_bytes(v)),
+            Aux::U32(v) => Some(as_bytes(v)),
+            Aux::Bytes(v) => Some(v),
+            Aux::Scratch(_) => None,
+        }
+    }
+
     pub(crate) fn ptr(&self) -> Option<*mut u8> {
         match self {
             Aux::F32(v) => Some(v.as_ptr() as *mut u8),
