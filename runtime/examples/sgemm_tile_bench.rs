@@ -1,7 +1,7 @@
 //! Throughput of the f32 register tiles (`microkernel::avx2`, `microkernel::avx512`),
 //! single-threaded: one full 6×16 tile call (packed A and B, bias and ReLU epilogue) for
 //! reductions of 64 and 256 (operands in L1) and 1024 (in L2), the row-offset variant
-//! at 256, and the transposed small-map tiles (`small.sgemm_t`: 6 or 12 pixels read in place
+//! (and on the AVX-512 tile set its two-strip form, 6 × 32) at 256, and the transposed small-map tiles (`small.sgemm_t`: 6 or 12 pixels read in place
 //! from channel planes of 49 and 196 floats, 16 channels; on the AVX-512 tile set also
 //! `small.sgemm_t_wide`, 6 pixels × 64 channels) at k = 256 and 1024. Median of 9 runs; pin it
 //! to one core:
@@ -138,6 +138,31 @@ fn main() {
             std::hint::black_box(&mut c);
         });
         println!("  sgemm_6x16_rows, k = {k}: {:.1} GFLOP/s", 2.0 * (MR * NR * k) as f64 / s / 1e9);
+        if mk.sgemm_6x32_rows != 0 {
+            // SAFETY: as above; the two-strip in-place tile has the same signature.
+            let rows2 = unsafe { std::mem::transmute::<u64, SgemmRows>(mk.sgemm_6x32_rows) };
+            let mut c2 = vec![0f32; MR * 2 * NR];
+            let s = median_secs(4_000_000 / k, || {
+                // SAFETY: every row offset leaves 64 readable f32 in `x` (32 read), C is 6 × 32.
+                unsafe {
+                    rows2(
+                        k,
+                        a.as_ptr(),
+                        x.as_ptr(),
+                        offs.as_ptr(),
+                        c2.as_mut_ptr(),
+                        2 * NR,
+                        flags,
+                        bias.as_ptr(),
+                        std::ptr::null(),
+                        0.0,
+                        0.0,
+                    )
+                };
+                std::hint::black_box(&mut c2);
+            });
+            println!("  sgemm_6x32_rows, k = {k}: {:.1} GFLOP/s", 2.0 * (MR * 2 * NR * k) as f64 / s / 1e9);
+        }
         // The transposed tiles: (name, address, pixels, channels); the wide one where the tile
         // set has it.
         let mut variants = vec![("sgemm_t", mk.small.sgemm_t, mk.small.t_pixels, NR)];

@@ -13,6 +13,10 @@
 //! loop with six zmm accumulators, in a stand-alone copy): 151–157 against 139–140 GFLOP/s at
 //! k = 256, 139–143 against 126–132 at k = 64, equal at k = 1024, so two are kept. The
 //! row-offset variant is bound by its scattered row loads: about 95 GFLOP/s on both tiles.
+//! Its two-strip form [`sgemm_6x32_rows`] (the driver pairs adjacent strips of a 1×1 conv that
+//! reads its input plane as it writes its output) reads 32 floats per row and feeds 24
+//! accumulators: 119–121 against 91–93 GFLOP/s at k = 256 (2026-12-07, same run); ppocr_v4_det's
+//! 96 → 18 conv at 80×80 0.52 → 0.37 ms.
 //!
 //! Summation order: per row and column, the even-`k` and odd-`k` partial sums, then their sum.
 //! That differs from the AVX2 tile (one chain over all `k`), so the two tiers agree up to float
@@ -128,6 +132,40 @@ pub(super) unsafe extern "C" fn sgemm_6x16_rows(
 ) {
     // SAFETY: the caller's contract above.
     unsafe { store(halves(product_rows(k, a, x, offs)), c, ldc, flags, bias, residual, p0, p1) }
+}
+
+/// Two adjacent full strips of [`sgemm_6x16_rows`] at once: row `kk` of B is the 32 f32 at
+/// `x + offs[kk]` (the first strip's 16, then the second's), `c` and `residual` cover 32
+/// columns, and `flags` bits 16..24 are ignored (always 32 columns). Each strip's sums are
+/// [`sgemm_6x16_rows`]'s, the same operations in the same order (even and odd `k` apart, then
+/// their sum), so pairing strips changes no bit; per `k` the six broadcasts of A serve both
+/// strips' FMAs (24 accumulators), which the one-strip tile's scattered row loads left
+/// latency-bound.
+///
+/// # Safety
+/// As [`sgemm_6x16_rows`] for a 6 × 32 tile: `x.offset(offs[kk])` points at 32 readable f32
+/// for every `kk < k`.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe extern "C" fn sgemm_6x32_rows(
+    k: usize,
+    a: *const f32,
+    x: *const f32,
+    offs: *const i64,
+    c: *mut f32,
+    ldc: usize,
+    flags: u32,
+    bias: *const f32,
+    residual: *const f32,
+    p0: f32,
+    p1: f32,
+) {
+    // SAFETY: the caller's contract above.
+    unsafe {
+        let (s0, s1) = product_rows2(k, a, x, offs);
+        let f = (flags & !0xff_0000) | ((NR as u32) << 16);
+        store(halves(s0), c, ldc, f, bias, residual, p0, p1);
+        store(halves(s1), c.add(NR), ldc, f, bias, residual.wrapping_add(NR), p0, p1);
+    }
 }
 
 /// Pixels per transposed tile on this tile set: twice the AVX2 transposed tile's 6.
@@ -501,6 +539,52 @@ unsafe fn product_rows(k: usize, a: *const f32, x: *const f32, offs: *const i64)
     sum(even, odd)
 }
 
+/// [`product_rows`] of two adjacent strips: row `kk` of the second is the 16 f32 after the
+/// first's. Each strip's accumulators take the one-strip product's operations in its order.
+///
+/// # Safety
+/// `a` holds `6·k` f32; `offs` `k` offsets of 32 readable f32 each.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn product_rows2(k: usize, a: *const f32, x: *const f32, offs: *const i64) -> ([__m512; MR], [__m512; MR]) {
+    let z = _mm512_setzero_ps();
+    let (mut e0, mut o0, mut e1, mut o1) = ([z; MR], [z; MR], [z; MR], [z; MR]);
+    // SAFETY: `a` holds `6·k` f32, `offs` `k` offsets of 32 readable f32 each (the caller's
+    // contract).
+    unsafe {
+        for kk in (0..k & !1).step_by(2) {
+            let (b0, b1) = row2(x, offs, kk);
+            step(&mut e0, a.add(kk * MR), b0);
+            step(&mut e1, a.add(kk * MR), b1);
+            let (b0, b1) = row2(x, offs, kk + 1);
+            step(&mut o0, a.add((kk + 1) * MR), b0);
+            step(&mut o1, a.add((kk + 1) * MR), b1);
+        }
+        if k % 2 == 1 {
+            let (b0, b1) = row2(x, offs, k - 1);
+            step(&mut e0, a.add((k - 1) * MR), b0);
+            step(&mut e1, a.add((k - 1) * MR), b1);
+        }
+    }
+    (sum(e0, o0), sum(e1, o1))
+}
+
+/// [`row`] of two adjacent strips: the 32 f32 at `x + offs[kk]`, prefetching the same row of
+/// the next pair.
+///
+/// # Safety
+/// `offs` points at more than `kk` i64 and `x.offset(offs[kk])` at 32 readable f32.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn row2(x: *const f32, offs: *const i64, kk: usize) -> (__m512, __m512) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let b = x.offset(*offs.add(kk) as isize);
+        _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(2 * NR).cast());
+        _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(3 * NR).cast());
+        (_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(NR)))
+    }
+}
+
 /// Row `kk` of B in place, prefetching the same row of the next strip, which the driver reads
 /// next: a hint (it never faults, even past the input's end), as in the AVX2 tile.
 ///
@@ -615,7 +699,67 @@ pub(super) mod tests {
         }
     }
 
-    /// The AVX-512 tile really is zmm FMA code: each of its two kernels' first 4 KiB of
+    /// The two-strip in-place tile gives, bit for bit, two calls of the one-strip in-place
+    /// tile (the second at `x + 16`), with every epilogue flag and activation, partial rows,
+    /// accumulation into C, odd and even K (1, 7, 40), rows of B scattered in any order; nothing
+    /// outside its 6 × 32 tile is written.
+    #[test]
+    fn two_strip_in_place_tile_gives_the_one_strip_tiles_bits() {
+        use super::super::{ACCUMULATE, Act, BIAS, RESIDUAL, tile_flags};
+        if !each_tile_or_skip("two_strip_in_place_tile_gives_the_one_strip_tiles_bits")
+            .iter()
+            .any(|mk| mk.tile == F32Tile::Avx512)
+        {
+            return;
+        }
+        let lcg = |n: usize, seed: u32| -> Vec<f32> {
+            let mut s = seed;
+            (0..n)
+                .map(|_| {
+                    s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+                    (s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
+                })
+                .collect()
+        };
+        let (ldc, plane) = (40, 50);
+        let acts = [None, Some(Act::Clamp { lo: 0.0, hi: f32::INFINITY }), Some(Act::HardSwish), Some(Act::Sigmoid)];
+        for k in [1, 7, 40] {
+            let (a, x) = (lcg(MR * k, 1), lcg(plane * k, 2));
+            // Row `kk` of B starts 3 floats into plane `(kk·7) mod k`: scattered, unaligned.
+            let offs: Vec<i64> = (0..k).map(|kk| ((kk * 7) % k * plane + 3) as i64).collect();
+            let (bias, res, c0) = (lcg(MR, 3), lcg(MR * ldc, 4), lcg(MR * ldc, 5));
+            for flags in [0, BIAS, RESIDUAL, BIAS | RESIDUAL, ACCUMULATE | RESIDUAL] {
+                for act in acts {
+                    for m in [MR, 1, 4] {
+                        let f = flags | act.map_or(0, Act::flags) | tile_flags(m, NR);
+                        let (p0, p1) = act.map_or((0.0, 0.0), Act::params);
+                        let (mut got, mut want) = (c0.clone(), c0.clone());
+                        // SAFETY: this host has the AVX-512 tile (checked above); every row
+                        // `x + offs[kk]` has 32 readable floats (3 + 32 ≤ 50 in its plane) and
+                        // C and the residual 6 rows of 40 columns (32 used).
+                        unsafe {
+                            let (ap, xp, op) = (a.as_ptr(), x.as_ptr(), offs.as_ptr());
+                            let (bs, rp) = (bias.as_ptr(), res.as_ptr());
+                            sgemm_6x32_rows(k, ap, xp, op, got.as_mut_ptr(), ldc, f, bs, rp, p0, p1);
+                            for s in 0..2 {
+                                let (xs, cs, rs) = (xp.add(s * NR), want.as_mut_ptr().add(s * NR), rp.add(s * NR));
+                                sgemm_6x16_rows(k, ap, xs, op, cs, ldc, f, bs, rs, p0, p1);
+                            }
+                        }
+                        let same = got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "k {k}, flags {flags:#x}, {act:?}, {m} rows");
+                        for (i, (g, c)) in got.iter().zip(&c0).enumerate() {
+                            if i / ldc >= m || i % ldc >= 2 * NR {
+                                assert_eq!(g.to_bits(), c.to_bits(), "outside the tile at {i}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The AVX-512 tile really is zmm FMA code: each of its three kernels' first 4 KiB of
     /// machine code (bounded by the end of their executable mapping) holds at least the 12
     /// zmm `vfmadd231ps` of one unrolled step pair.
     #[test]
@@ -625,8 +769,10 @@ pub(super) mod tests {
             return;
         }
         let gemm: avx2::SgemmFn = sgemm_6x16;
-        let rows: avx2::SgemmRowsFn = sgemm_6x16_rows;
-        for (name, addr) in [("sgemm_6x16", gemm as usize), ("sgemm_6x16_rows", rows as usize)] {
+        let (rows, rows2): (avx2::SgemmRowsFn, avx2::SgemmRowsFn) = (sgemm_6x16_rows, sgemm_6x32_rows);
+        let tiles =
+            [("sgemm_6x16", gemm as usize), ("sgemm_6x16_rows", rows as usize), ("sgemm_6x32_rows", rows2 as usize)];
+        for (name, addr) in tiles {
             let Some(end) = code_mapping_end(addr) else {
                 eprintln!("avx512_tile_machine_code_is_zmm_vfmadd231ps: skipped, no /proc/self/maps");
                 return;

@@ -430,6 +430,10 @@ pub(crate) struct Microkernels {
     /// second `16·k` floats after the first, the `sgemm_6x16` signature) where the tile set has
     /// one, else 0.
     pub sgemm_6x32: u64,
+    /// The two-strip in-place tile `avx512::sgemm_6x32_rows` (6 channels × 32 adjacent pixels
+    /// whose row `kk` is the 32 f32 at `x + offs[kk]`, the `sgemm_6x16_rows` signature and the
+    /// same bits as two `sgemm_6x16_rows` calls) where the tile set has one, else 0.
+    pub sgemm_6x32_rows: u64,
     /// `avx2::pack_b_im2col`, with the C signature
     /// `(geo: *const i64, x: *const f32, k0: usize, kc: usize, n0: usize, nc: usize,
     /// dst: *mut f32)`.
@@ -503,7 +507,7 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
         // The addresses are of functions whose target features `F32Tile::supported` just
         // checked (AVX2 and FMA, and AVX-512F for the AVX-512 tile); calling them is sound
         // under the contracts on `avx2::sgemm_6x16`, `avx2::sgemm_6x16_rows`, their
-        // `avx512` twins, `avx2::pack_b_im2col`, the `avx2_winograd` transforms,
+        // `avx512` twins, `avx512::sgemm_6x32` and `avx512::sgemm_6x32_rows`, `avx2::pack_b_im2col`, the `avx2_winograd` transforms,
         // `depthwise::dw_conv_2d` and its twin `depthwise_avx512::dw_conv_2d`,
         // `depthwise::sgemv_panels` and `avx2_eltwise::unary_f32`,
         // which the generated drivers keep.
@@ -513,12 +517,12 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
             }
             F32Tile::Avx2 => (avx2::sgemm_6x16, avx2::sgemm_6x16_rows, avx2_small::kernels(), depthwise::dw_conv_2d),
         };
-        let gemm2 = match tile {
+        let (gemm2, rows2) = match tile {
             F32Tile::Avx512 => {
-                let f: avx2::SgemmFn = avx512::sgemm_6x32;
-                f as usize as u64
+                let (f, r): (avx2::SgemmFn, avx2::SgemmRowsFn) = (avx512::sgemm_6x32, avx512::sgemm_6x32_rows);
+                (f as usize as u64, r as usize as u64)
             }
-            F32Tile::Avx2 => 0,
+            F32Tile::Avx2 => (0, 0),
         };
         let gemv: depthwise::GemvFn = depthwise::sgemv_panels;
         let pack: avx2::PackFn = avx2::pack_b_im2col;
@@ -530,6 +534,7 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
             sgemm_6x16: gemm as usize as u64,
             sgemm_6x16_rows: rows as usize as u64,
             sgemm_6x32: gemm2,
+            sgemm_6x32_rows: rows2,
             pack_b_im2col: pack as usize as u64,
             winograd_input: win.map(|f| f as usize as u64),
             winograd_output: wout.map(|f| f as usize as u64),

@@ -199,6 +199,7 @@ pub(super) fn emit(
             // Stride-2 columns deinterleave contiguous loads instead of gathering.
             pack: if geo.s[2] == 2 && geo.d[2] == 1 { mk.small.pack_b_im2col_s2 } else { mk.pack_b_im2col } as i64,
             rows: mk.sgemm_6x16_rows as i64,
+            rows2: mk.sgemm_6x32_rows as i64,
             p0,
             p1,
         };
@@ -283,6 +284,10 @@ struct InPlace {
     ox_hi: usize,
     row_step: usize,
     origin: usize,
+    /// The conv reads its input plane as it writes its output plane (1×1, stride 1, no
+    /// padding): any run of output pixels is the same run of every input plane, so adjacent
+    /// full strips go in place in pairs through the two-strip tile (`Calls::rows2`).
+    contiguous: bool,
 }
 
 /// Fewest full strips (a share, in percent) that must qualify for [`InPlace`]: the others
@@ -314,7 +319,10 @@ impl InPlace {
         if oy_lo >= oy_hi || ox_lo > ox_hi {
             return None;
         }
-        let ip = InPlace { ow, oy_lo, oy_hi, ox_lo, ox_hi, row_step: geo.s[1] * iw, origin: ph * iw + pw };
+        // (With a 1×1 kernel, equal input and output maps and no begin padding leave no end
+        // padding, and a stride above 1 only on axes of size 1.)
+        let contiguous = geo.inp == geo.out && geo.pb == [0; 3];
+        let ip = InPlace { ow, oy_lo, oy_hi, ox_lo, ox_hi, row_step: geo.s[1] * iw, origin: ph * iw + pw, contiguous };
         let full = geo.out_len() / NR;
         let ok = (0..full).filter(|&s| ip.qualifies(s * NR)).count();
         (ok * 100 >= full * MIN_IN_PLACE_PERCENT).then_some(ip)
@@ -383,6 +391,8 @@ struct Calls {
     gemm2: i64,
     pack: i64,
     rows: i64,
+    /// The two-strip in-place tile (`Microkernels::sgemm_6x32_rows`), or 0.
+    rows2: i64,
     /// The activation's parameters (see [`Act::params`]).
     p0: f32,
     p1: f32,
@@ -459,7 +469,7 @@ impl Group {
                         b.ins().call_indirect(cs.gemm_sig, callee, &[kc_v, a_t, bp, c, ldc, f, bias, r, p0, p1]);
                     }
                     Src::InPlace(x, offs) => {
-                        let callee = b.ins().iconst(ptr, cs.rows);
+                        let callee = b.ins().iconst(ptr, if pair { cs.rows2 } else { cs.rows });
                         let args = [kc_v, a_t, x, offs, c, ldc, f, bias, r, p0, p1];
                         b.ins().call_indirect(cs.rows_sig, callee, &args);
                     }
@@ -515,6 +525,27 @@ impl Group {
         // (twice the FMAs per broadcast of A) and K blocks have at least [`MIN_PAIR_K`] rows,
         // the rest strip by strip.
         let full = (cols / NR) as i64;
+        if let Some((ip, offs)) = self.in_place
+            && ip.contiguous
+            && cs.rows2 != 0
+            && kc >= MIN_PAIR_K
+        {
+            // Every strip of a contiguous conv is in place at its own pixel offset: pairs of
+            // full strips through the two-strip tile, then the rest one by one.
+            let offs_k = kit::offset(b, offs, k0, 8, 0);
+            for_range(b, 0, full / 2, 1, |b, p| {
+                let col = b.ins().imul_imm_s(p, 2 * NR as i64);
+                let col = b.ins().iadd(col, n0);
+                let x = kit::offset(b, self.x, col, 4, 0);
+                tiles(b, col, 2 * NR, Src::InPlace(x, offs_k), true);
+            });
+            for_range(b, 2 * (full / 2), full, 1, |b, s| strip(b, s, NR));
+            if !cols.is_multiple_of(NR) {
+                let s = b.ins().iconst(ptr, (cols / NR) as i64);
+                strip(b, s, cols % NR);
+            }
+            return;
+        }
         let pairs = if self.in_place.is_none() && cs.gemm2 != 0 && kc >= MIN_PAIR_K { full / 2 } else { 0 };
         if self.tile_outer && self.in_place.is_none() {
             // Each channel tile over every strip of the block (see `Group::tile_outer`).
