@@ -1,7 +1,8 @@
 //! Throughput of the f32 register tiles (`microkernel::avx2`, `microkernel::avx512`),
 //! single-threaded: one full 6×16 tile call (packed A and B, bias and ReLU epilogue) for
 //! reductions of 64 and 256 (operands in L1) and 1024 (in L2), the row-offset variant
-//! (and on the AVX-512 tile set its two-strip form, 6 × 32) at 256, and the transposed small-map tiles (`small.sgemm_t`: 6 or 12 pixels read in place
+//! (and on the AVX-512 tile set its two-strip form, 6 × 32) at 256, the two-strip packed tile
+//! at 147 and 256, and the transposed small-map tiles (`small.sgemm_t`: 6 or 12 pixels read in place
 //! from channel planes of 49 and 196 floats, 16 channels; on the AVX-512 tile set also
 //! `small.sgemm_t_wide`, 6 pixels × 64 channels) at k = 256 and 1024. Median of 9 runs; pin it
 //! to one core:
@@ -113,6 +114,38 @@ fn main() {
                 std::hint::black_box(&mut c);
             });
             println!("  sgemm_6x16, k = {k}: {:.1} GFLOP/s", 2.0 * (MR * NR * k) as f64 / s / 1e9);
+        }
+        // The two-strip tile (B strips `16·k` floats apart) where the tile set has it.
+        for (name, addr, strips) in [("sgemm_6x32", mk.sgemm_6x32, 2)] {
+            if addr == 0 {
+                continue;
+            }
+            // SAFETY: the two-strip tile has the `sgemm_6x16` signature.
+            let tile = unsafe { std::mem::transmute::<u64, Sgemm>(addr) };
+            for k in [147, 256] {
+                let a: Vec<f32> = (0..k * MR).map(|i| (i % 7) as f32 * 0.01).collect();
+                let b: Vec<f32> = (0..k * NR * strips).map(|i| (i % 5) as f32 * 0.01).collect();
+                let mut cw = vec![0f32; MR * NR * strips];
+                let s = median_secs(4_000_000 / k, || {
+                    // SAFETY: a full panel and `strips` strips of `k` rows, a full C tile.
+                    unsafe {
+                        tile(
+                            k,
+                            a.as_ptr(),
+                            b.as_ptr(),
+                            cw.as_mut_ptr(),
+                            NR * strips,
+                            flags,
+                            bias.as_ptr(),
+                            std::ptr::null(),
+                            0.0,
+                            0.0,
+                        )
+                    };
+                    std::hint::black_box(&mut cw);
+                });
+                println!("  {name}, k = {k}: {:.1} GFLOP/s", 2.0 * (MR * NR * strips * k) as f64 / s / 1e9);
+            }
         }
         let k = 256;
         let a: Vec<f32> = (0..k * MR).map(|i| (i % 7) as f32 * 0.01).collect();
