@@ -728,7 +728,7 @@ pub fn time_kernels(keys: &[&KernelKey], cold_weights: bool) -> Vec<Result<u64, 
         let graph = one_node_graph(key)?;
         let mut model = Model::compile(&graph).map_err(|e| e.to_string())?;
         model.set_threads(key.threads);
-        let inputs = uniform_inputs(&model.inputs().to_vec());
+        let inputs = uniform_inputs(model.inputs());
         Ok(Timer { model, inputs, samples: Vec::new(), runs: 0 })
     };
     let mut flush = vec![0u8; EVICT_BYTES];

@@ -643,54 +643,45 @@ pub(super) mod tests {
         assert!(!is_vfmadd231ps_zmm(&[0xc4, 0xe2, 0x75, 0xb8, 0xc2]));
     }
 
-    /// The two-strip tile gives, bit for bit, the AVX2 tile's results on each of its strips
-    /// (both sum each element in one chain from `kk = 0`), with every epilogue flag and
-    /// activation, partial rows, accumulation into C and K = 1, 7 and 40; nothing outside its
-    /// 6 × 32 tile is written.
-    #[test]
-    fn two_strip_tile_gives_the_avx2_tiles_bits_per_strip() {
+    /// `n` floats in [-1, 1) from a seeded LCG.
+    fn lcg(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+                (s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Columns of the C and residual tiles the two-strip tests use (32 of them in the tile).
+    const LDC: usize = 40;
+
+    /// Runs `case(k, flags, p0, p1, got, want)` (a two-strip tile into `got`, the one-strip
+    /// tile twice into `want`, both starting from the same C of 6 rows × [`LDC`]) for K = 1, 7
+    /// and 40, every epilogue flag set, four activations and 6, 1 or 4 rows, and checks that
+    /// the two agree bit for bit and that nothing outside the 6 × 32 tile was written. Skipped,
+    /// saying so, where this host lacks the AVX-512 tile.
+    fn two_strip_cases(test: &str, case: impl Fn(usize, u32, f32, f32, &mut [f32], &mut [f32])) {
         use super::super::{ACCUMULATE, Act, BIAS, RESIDUAL, tile_flags};
-        if !each_tile_or_skip("two_strip_tile_gives_the_avx2_tiles_bits_per_strip")
-            .iter()
-            .any(|mk| mk.tile == F32Tile::Avx512)
-        {
+        if !each_tile_or_skip(test).iter().any(|mk| mk.tile == F32Tile::Avx512) {
             return;
         }
-        let lcg = |n: usize, seed: u32| -> Vec<f32> {
-            let mut s = seed;
-            (0..n)
-                .map(|_| {
-                    s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-                    (s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
-                })
-                .collect()
-        };
-        let ldc = 40;
+        let c0 = lcg(MR * LDC, 5);
         let acts = [None, Some(Act::Clamp { lo: 0.0, hi: f32::INFINITY }), Some(Act::HardSwish), Some(Act::Sigmoid)];
         for k in [1, 7, 40] {
-            let (a, b) = (lcg(MR * k, 1), lcg(2 * NR * k, 2));
-            let (bias, res, c0) = (lcg(MR, 3), lcg(MR * ldc, 4), lcg(MR * ldc, 5));
             for flags in [0, BIAS, RESIDUAL, BIAS | RESIDUAL, ACCUMULATE | RESIDUAL] {
                 for act in acts {
                     for m in [MR, 1, 4] {
                         let f = flags | act.map_or(0, Act::flags) | tile_flags(m, NR);
                         let (p0, p1) = act.map_or((0.0, 0.0), Act::params);
                         let (mut got, mut want) = (c0.clone(), c0.clone());
-                        // SAFETY: this host has the AVX-512 tile (checked above); the buffers
-                        // hold the tiles the contracts name (6 rows of 40 columns, 32 used).
-                        unsafe {
-                            let (ap, bp, bs, rp) = (a.as_ptr(), b.as_ptr(), bias.as_ptr(), res.as_ptr());
-                            sgemm_6x32(k, ap, bp, got.as_mut_ptr(), ldc, f, bs, rp, p0, p1);
-                            for s in 0..2 {
-                                let (bs_, cs, rs) = (bp.add(s * NR * k), want.as_mut_ptr().add(s * NR), rp.add(s * NR));
-                                avx2::sgemm_6x16(k, ap, bs_, cs, ldc, f, bs, rs, p0, p1);
-                            }
-                        }
+                        case(k, f, p0, p1, &mut got, &mut want);
                         let same = got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
-                        assert!(same, "k {k}, flags {flags:#x}, {act:?}, {m} rows");
+                        assert!(same, "{test}: k {k}, flags {flags:#x}, {act:?}, {m} rows");
                         for (i, (g, c)) in got.iter().zip(&c0).enumerate() {
-                            if i / ldc >= m || i % ldc >= 2 * NR {
-                                assert_eq!(g.to_bits(), c.to_bits(), "outside the tile at {i}");
+                            if i / LDC >= m || i % LDC >= 2 * NR {
+                                assert_eq!(g.to_bits(), c.to_bits(), "{test}: outside the tile at {i}");
                             }
                         }
                     }
@@ -699,64 +690,51 @@ pub(super) mod tests {
         }
     }
 
+    /// The two-strip tile gives, bit for bit, the AVX2 tile's results on each of its strips
+    /// (both sum each element in one chain from `kk = 0`), on every case of
+    /// [`two_strip_cases`].
+    #[test]
+    fn two_strip_tile_gives_the_avx2_tiles_bits_per_strip() {
+        let (bias, res) = (lcg(MR, 3), lcg(MR * LDC, 4));
+        two_strip_cases("two_strip_tile_gives_the_avx2_tiles_bits_per_strip", |k, f, p0, p1, got, want| {
+            let (a, b) = (lcg(MR * k, 1), lcg(2 * NR * k, 2));
+            // SAFETY: this host has the AVX-512 tile (`two_strip_cases` checked); the buffers
+            // hold the tiles the contracts name (6 rows of 40 columns, 32 used).
+            unsafe {
+                let (ap, bp, bs, rp) = (a.as_ptr(), b.as_ptr(), bias.as_ptr(), res.as_ptr());
+                sgemm_6x32(k, ap, bp, got.as_mut_ptr(), LDC, f, bs, rp, p0, p1);
+                for s in 0..2 {
+                    let (bs_, cs, rs) = (bp.add(s * NR * k), want.as_mut_ptr().add(s * NR), rp.add(s * NR));
+                    avx2::sgemm_6x16(k, ap, bs_, cs, LDC, f, bs, rs, p0, p1);
+                }
+            }
+        });
+    }
+
     /// The two-strip in-place tile gives, bit for bit, two calls of the one-strip in-place
-    /// tile (the second at `x + 16`), with every epilogue flag and activation, partial rows,
-    /// accumulation into C, odd and even K (1, 7, 40), rows of B scattered in any order; nothing
-    /// outside its 6 × 32 tile is written.
+    /// tile (the second at `x + 16`), on every case of [`two_strip_cases`], with the rows of B
+    /// scattered in any order.
     #[test]
     fn two_strip_in_place_tile_gives_the_one_strip_tiles_bits() {
-        use super::super::{ACCUMULATE, Act, BIAS, RESIDUAL, tile_flags};
-        if !each_tile_or_skip("two_strip_in_place_tile_gives_the_one_strip_tiles_bits")
-            .iter()
-            .any(|mk| mk.tile == F32Tile::Avx512)
-        {
-            return;
-        }
-        let lcg = |n: usize, seed: u32| -> Vec<f32> {
-            let mut s = seed;
-            (0..n)
-                .map(|_| {
-                    s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-                    (s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
-                })
-                .collect()
-        };
-        let (ldc, plane) = (40, 50);
-        let acts = [None, Some(Act::Clamp { lo: 0.0, hi: f32::INFINITY }), Some(Act::HardSwish), Some(Act::Sigmoid)];
-        for k in [1, 7, 40] {
+        let (bias, res) = (lcg(MR, 3), lcg(MR * LDC, 4));
+        let plane = 50;
+        two_strip_cases("two_strip_in_place_tile_gives_the_one_strip_tiles_bits", |k, f, p0, p1, got, want| {
             let (a, x) = (lcg(MR * k, 1), lcg(plane * k, 2));
             // Row `kk` of B starts 3 floats into plane `(kk·7) mod k`: scattered, unaligned.
             let offs: Vec<i64> = (0..k).map(|kk| ((kk * 7) % k * plane + 3) as i64).collect();
-            let (bias, res, c0) = (lcg(MR, 3), lcg(MR * ldc, 4), lcg(MR * ldc, 5));
-            for flags in [0, BIAS, RESIDUAL, BIAS | RESIDUAL, ACCUMULATE | RESIDUAL] {
-                for act in acts {
-                    for m in [MR, 1, 4] {
-                        let f = flags | act.map_or(0, Act::flags) | tile_flags(m, NR);
-                        let (p0, p1) = act.map_or((0.0, 0.0), Act::params);
-                        let (mut got, mut want) = (c0.clone(), c0.clone());
-                        // SAFETY: this host has the AVX-512 tile (checked above); every row
-                        // `x + offs[kk]` has 32 readable floats (3 + 32 ≤ 50 in its plane) and
-                        // C and the residual 6 rows of 40 columns (32 used).
-                        unsafe {
-                            let (ap, xp, op) = (a.as_ptr(), x.as_ptr(), offs.as_ptr());
-                            let (bs, rp) = (bias.as_ptr(), res.as_ptr());
-                            sgemm_6x32_rows(k, ap, xp, op, got.as_mut_ptr(), ldc, f, bs, rp, p0, p1);
-                            for s in 0..2 {
-                                let (xs, cs, rs) = (xp.add(s * NR), want.as_mut_ptr().add(s * NR), rp.add(s * NR));
-                                sgemm_6x16_rows(k, ap, xs, op, cs, ldc, f, bs, rs, p0, p1);
-                            }
-                        }
-                        let same = got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
-                        assert!(same, "k {k}, flags {flags:#x}, {act:?}, {m} rows");
-                        for (i, (g, c)) in got.iter().zip(&c0).enumerate() {
-                            if i / ldc >= m || i % ldc >= 2 * NR {
-                                assert_eq!(g.to_bits(), c.to_bits(), "outside the tile at {i}");
-                            }
-                        }
-                    }
+            // SAFETY: this host has the AVX-512 tile (`two_strip_cases` checked); every row
+            // `x + offs[kk]` has 32 readable floats (3 + 32 ≤ 50 in its plane), and C and the
+            // residual 6 rows of 40 columns (32 used).
+            unsafe {
+                let (ap, xp, op) = (a.as_ptr(), x.as_ptr(), offs.as_ptr());
+                let (bs, rp) = (bias.as_ptr(), res.as_ptr());
+                sgemm_6x32_rows(k, ap, xp, op, got.as_mut_ptr(), LDC, f, bs, rp, p0, p1);
+                for s in 0..2 {
+                    let (xs, cs, rs) = (xp.add(s * NR), want.as_mut_ptr().add(s * NR), rp.add(s * NR));
+                    sgemm_6x16_rows(k, ap, xs, op, cs, LDC, f, bs, rs, p0, p1);
                 }
             }
-        }
+        });
     }
 
     /// The AVX-512 tile really is zmm FMA code: each of its three kernels' first 4 KiB of
