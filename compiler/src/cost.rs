@@ -55,7 +55,16 @@ pub struct Machine {
     pub features: Vec<String>,
     /// `CNNC_KERNELS` (`auto` when unset).
     pub kernels: String,
+    /// [`TIMING_METHOD`] of the cnnc that measured them (0 in files from before it existed).
+    #[serde(default)]
+    pub timing: u32,
 }
+
+/// How a cached time was taken, versioned: times taken another way mean something else and
+/// are not reused (the kernels' source hash does not see a change of the timing code). 1: each
+/// key alone, L2 evicted before each run, lower quartile; 2: a fused key's runs interleaved with
+/// its base key's ([`time_kernels`]). (Cold-weight times have keys of their own.)
+pub const TIMING_METHOD: u32 = 2;
 
 impl Machine {
     /// This machine and this cnnc.
@@ -74,13 +83,17 @@ impl Machine {
             cpu,
             features: cpu_features(),
             kernels: std::env::var("CNNC_KERNELS").unwrap_or_else(|_| "auto".to_owned()),
+            timing: TIMING_METHOD,
         }
     }
 
     /// 16 hex digits naming this machine's cache file.
     pub fn id(&self) -> String {
         let mut h = cnnc_passes::cost::Fnv::default();
-        for part in [&self.cnnc_version, &self.kernels_source, &self.cpu, &self.features.join(","), &self.kernels] {
+        let timing = self.timing.to_string();
+        for part in
+            [&self.cnnc_version, &self.kernels_source, &self.cpu, &self.features.join(","), &self.kernels, &timing]
+        {
             h.write(part.as_bytes());
             h.write(b"\n");
         }

@@ -152,5 +152,18 @@ fn a_corrupt_or_foreign_cache_is_ignored_with_a_warning_and_rewritten() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("Other CPU 9000"), "{warnings:?}");
     assert_eq!(measured, 2);
+
+    // Nor one whose times were taken another way (here: before the timing method was
+    // versioned), which also lives in another default file.
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    let machine = file["machine"].as_object_mut().expect("a machine object");
+    assert_eq!(machine.remove("timing"), Some(serde_json::json!(cnnc::cost::TIMING_METHOD)));
+    std::fs::write(&path, serde_json::to_string(&file).expect("json")).expect("write");
+    let (_, measured, warnings) = price(&g, &path);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(measured, 2);
+    let old_machine = Machine { timing: 1, ..Machine::this() };
+    assert_ne!(old_machine.id(), Machine::this().id(), "the default file name changes with the method");
     std::fs::remove_dir_all(&dir).ok();
 }
