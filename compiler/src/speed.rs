@@ -103,8 +103,16 @@ pub struct SpeedReport {
     pub iterations: Vec<Iteration>,
     pub stop_reason: String,
     /// The chosen model's metric drop on the validation split (for `top1`, guarded against a
-    /// small split: `MetricAcc::guarded_value`) and on the test split.
+    /// small split: `MetricAcc::guarded_value`; for a worst-case metric, `mask-iou`, the worst
+    /// over the validation and fit splits: `validated_on`) and on the test split.
     pub validation_drop: f64,
+    /// The splits every candidate's drop was measured on: `["validation"]`, or for a
+    /// worst-case metric (`Metric::worst_case`) `["validation", "fit"]`.
+    pub validated_on: Vec<&'static str>,
+    /// For a worst-case metric, the chosen model's drop on the fit split alone (`validation_drop`
+    /// is the larger of it and the validation split's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fit_drop: Option<f64>,
     pub test_drop: f64,
     /// (original, optimized) accuracy on the test split, when every sample has a label.
     pub test_accuracy: Option<(f64, f64)>,
@@ -336,8 +344,7 @@ pub fn optimize_speed(
         })?;
         Ok(out)
     };
-    let drop_on = |ev: &mut RuntimeEvaluator, g: &VerifiedGraph, refs: &[Vec<Tensor>], split| {
-        let mut acc = MetricAcc::new(metric);
+    let add_drop = |ev: &mut RuntimeEvaluator, acc: &mut MetricAcc, g: &VerifiedGraph, refs: &[Vec<Tensor>], split| {
         let mut i = 0;
         ev.run(g, split, &[], &mut |b| {
             if let Some(r) = refs.get(i) {
@@ -346,10 +353,24 @@ pub fn optimize_speed(
             i += 1;
             Ok(Flow::Continue)
         })
-        .map(|()| acc)
+    };
+    let drop_on = |ev: &mut RuntimeEvaluator, g: &VerifiedGraph, refs: &[Vec<Tensor>], split| {
+        let mut acc = MetricAcc::new(metric);
+        add_drop(ev, &mut acc, g, refs, split).map(|()| acc)
     };
     ev.set_phase("-O speed: validating candidates");
     let val_ref = reference(&mut ev, Split::Validation)?;
+    // A worst-case metric is checked on the fit split too: one drop over both splits' samples.
+    let fit_ref = if metric.worst_case() { Some(reference(&mut ev, Split::Fit)?) } else { None };
+    // The drop a candidate is judged by, and for a worst-case metric its drop on the fit split.
+    let validate = |ev: &mut RuntimeEvaluator, g: &VerifiedGraph| -> Result<(f64, Option<f64>), EvalError> {
+        let val = drop_on(ev, g, &val_ref, Split::Validation)?.guarded_value();
+        let fit = match &fit_ref {
+            Some(refs) => Some(drop_on(ev, g, refs, Split::Fit)?.value()),
+            None => None,
+        };
+        Ok((fit.map_or(val, |f| f.max(val)), fit))
+    };
 
     let t = std::time::Instant::now();
     // Each solve's chosen proposals get their last factors refit asymmetrically (from the
@@ -396,8 +417,8 @@ pub fn optimize_speed(
     let mut budget = initial_surrogate_budget(metric, opts.max_drop);
     let (mut fit_budget, mut fail_budget): (Option<f64>, Option<f64>) = (None, None);
     let mut iterations: Vec<Iteration> = Vec::new();
-    let mut chosen: Option<(cnnc_passes::Budgeted, VerifiedGraph, f64)> = None;
-    let mut tried: Vec<(Vec<cnnc_passes::ProposalId>, f64)> = Vec::new();
+    let mut chosen: Option<(cnnc_passes::Budgeted, VerifiedGraph, (f64, Option<f64>))> = None;
+    let mut tried: Vec<(Vec<cnnc_passes::ProposalId>, f64, Option<f64>)> = Vec::new();
     let total: f64 = errors.iter().filter(|e| e.is_finite()).sum();
     for _ in 0..4 * MAX_VALIDATIONS {
         if tried.len() >= MAX_VALIDATIONS {
@@ -412,27 +433,27 @@ pub fn optimize_speed(
         let (drop, g) = if predicted.is_some_and(|p| p > opts.max_drop) {
             (None, None)
         } else {
-            match tried.iter().find(|(p, _)| *p == b.point.proposals).map(|(_, d)| *d) {
+            match tried.iter().find(|(p, _, _)| *p == b.point.proposals).map(|(_, d, f)| (*d, *f)) {
                 Some(d) => (Some(d), None),
                 None => {
                     let g = build(&mut ev, &mut search, &b)?;
-                    let d = if b.point.proposals.is_empty() {
-                        0.0
+                    let (d, f) = if b.point.proposals.is_empty() {
+                        (0.0, fit_ref.as_ref().map(|_| 0.0))
                     } else {
-                        drop_on(&mut ev, &g, &val_ref, Split::Validation)?.guarded_value()
+                        validate(&mut ev, &g)?
                     };
-                    tried.push((b.point.proposals.clone(), d));
-                    (Some(d), Some(g))
+                    tried.push((b.point.proposals.clone(), d, f));
+                    (Some((d, f)), Some(g))
                 }
             }
         };
-        let fits = drop.is_some_and(|d| d <= opts.max_drop);
+        let fits = drop.is_some_and(|(d, _)| d <= opts.max_drop);
         iterations.push(Iteration {
             surrogate_budget: budget,
             predicted_latency_us: b.point.latency,
             predicted_error: b.point.error,
             predicted_drop: predicted,
-            validation_drop: drop,
+            validation_drop: drop.map(|(d, _)| d),
             within_budget: fits,
         });
         if fits {
@@ -440,7 +461,7 @@ pub fn optimize_speed(
             if let Some(g) = g
                 && chosen.as_ref().is_none_or(|c| b.point.latency < c.0.point.latency)
             {
-                chosen = Some((b, g, drop.unwrap_or(0.0)));
+                chosen = Some((b, g, drop.unwrap_or((0.0, None))));
             }
         } else {
             fail_budget = Some(budget);
@@ -460,12 +481,12 @@ pub fn optimize_speed(
     }
     .to_owned();
     times.search = ms(t);
-    let (budgeted, best, validation_drop) = match chosen {
+    let (budgeted, best, (validation_drop, fit_drop)) = match chosen {
         Some(c) => c,
         None => {
             let b = extract(&search, 0.0)?;
             let g = build(&mut ev, &mut search, &b)?;
-            (b, g, 0.0)
+            (b, g, (0.0, fit_ref.as_ref().map(|_| 0.0)))
         }
     };
     times.refit = refit_ms;
@@ -591,6 +612,8 @@ pub fn optimize_speed(
         iterations,
         stop_reason,
         validation_drop,
+        validated_on: if fit_ref.is_some() { vec!["validation", "fit"] } else { vec!["validation"] },
+        fit_drop,
         test_drop,
         test_accuracy,
         test_fidelity,

@@ -417,6 +417,30 @@ fn opt_speed_with_a_continuous_metric_needs_the_prediction_within_budget_too() {
 }
 
 #[test]
+fn opt_speed_checks_a_worst_case_metric_on_the_fit_split_too() {
+    // mask-iou is one minimum over samples: 50 validation digits say little about the worst of
+    // 900, so every candidate is also measured on the fit split and must be within budget on
+    // both. Over 10 logits a digit's IoU moves in steps (1, 0.5, …): a budget of 0.3 admits no
+    // sample whose positive logits change at all.
+    let flags = ["--metric", "mask-iou:0", "--max-drop", "0.3", "--split", "0.9,0.05,0.05"];
+    let (args, _, report) = mnist_speed_args(&temp_dir("speed-worst"), &flags);
+    let o = cnnc(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = &json_file(&report)["speed"];
+    assert_eq!(s["validated_on"], serde_json::json!(["validation", "fit"]), "{s}");
+    let (val, fit) = (s["validation_drop"].as_f64().expect("drop"), s["fit_drop"].as_f64().expect("fit drop"));
+    assert!(fit <= val && val <= 0.3, "{s}");
+    // The search met candidates over budget (the fit split has 900 digits to find one in) and
+    // kept none of them.
+    let iterations = s["iterations"].as_array().expect("iterations");
+    assert!(iterations.iter().any(|i| i["within_budget"] == false), "{iterations:?}");
+    for i in iterations {
+        let fits = i["validation_drop"].as_f64().is_some_and(|d| d <= 0.3);
+        assert_eq!(i["within_budget"], fits, "{i}");
+    }
+}
+
+#[test]
 fn opt_speed_on_mnist_stays_within_its_budget_and_reports_the_search() {
     let dir = temp_dir("speed");
     let path = |name: &str| dir.join(name).display().to_string();
@@ -432,8 +456,10 @@ fn opt_speed_on_mnist_stays_within_its_budget_and_reports_the_search() {
     let splits = &s["splits"];
     let n = |k: &str| splits[k].as_u64().expect("count");
     assert_eq!(n("fit") + n("validation") + n("test"), 1000);
-    // Never written over budget on validation.
+    // Never written over budget on validation; top1 is judged on the validation split alone.
     assert!(s["validation_drop"].as_f64().expect("drop") <= 0.005, "{s}");
+    assert_eq!(s["validated_on"], serde_json::json!(["validation"]), "{s}");
+    assert!(s.get("fit_drop").is_none(), "{s}");
     assert!(s["iterations"].as_array().expect("iterations").iter().any(|i| i["within_budget"] == true));
     let (predicted, lossless) = (s["predicted_latency_us"].as_f64(), s["lossless_latency_us"].as_f64());
     assert!(predicted.zip(lossless).is_some_and(|(p, l)| p > 0.0 && p <= l), "{s}");
