@@ -145,13 +145,16 @@ fn check_model(stem: &str, want_folds: usize, want_left: usize) {
 
 #[test]
 fn bn_fold_on_ppocr_mobile_cls() {
-    check_model("ppocr_mobile_cls", 35, 0);
+    // 35 conv → BatchNorm pairs; the stem's BatchNorm folds twice, also into the stem's
+    // space-to-depth form (a second conv in the same e-class).
+    check_model("ppocr_mobile_cls", 36, 0);
 }
 
 #[test]
 fn bn_fold_on_ppocr_v4_det() {
-    // Two follow convs, the third a ConvTranspose.
-    check_model("ppocr_v4_det", 3, 0);
+    // Two follow convs, the third a ConvTranspose; the stem's BatchNorm folds into its
+    // space-to-depth form too.
+    check_model("ppocr_v4_det", 4, 0);
 }
 
 fn seeded(shape: &[usize], seed: u32, lo: f32, hi: f32) -> Tensor {
@@ -1149,5 +1152,110 @@ fn qlinear_winograd_is_offered_for_quantized_3x3_convs_and_equals_the_direct_sum
                 assert!(kernels.contains(&"qconv-winograd-f2-avx2"), "{kernels:?}");
             }
         }
+    }
+}
+
+/// A stem conv `kernel` × `kernel`, strides 2, `pads`, over `channels` channels of an
+/// `h` × `w` image, with bias and ReLU; from an NHWC input through a transpose (TensorFlow's
+/// export) when `nhwc`.
+fn stem(kernel: usize, pads: [usize; 4], channels: usize, (h, w): (usize, usize), nhwc: bool) -> VerifiedGraph {
+    strided_stem(kernel, 2, pads, channels, (h, w), nhwc)
+}
+
+fn strided_stem(
+    kernel: usize,
+    stride: usize,
+    pads: [usize; 4],
+    channels: usize,
+    (h, w): (usize, usize),
+    nhwc: bool,
+) -> VerifiedGraph {
+    use cnnc_ir::{ConvAlgo, ConvAttrs, TensorType, UnaryOp};
+    let mut g = Graph::new("stem");
+    let x = if nhwc {
+        let x = g.add_input("x", TensorType::f32([1, h, w, channels]));
+        g.add_node("t", Op::Transpose { perm: vec![0, 3, 1, 2] }, &[x]).expect("transpose")[0]
+    } else {
+        g.add_input("x", TensorType::f32([1, channels, h, w]))
+    };
+    let wt = g.add_weight("w", seeded(&[5, channels, kernel, kernel], 11, -1.0, 1.0));
+    let b = g.add_weight("b", seeded(&[5], 12, -1.0, 1.0));
+    let attrs = ConvAttrs {
+        kernel: vec![kernel, kernel],
+        strides: vec![stride, stride],
+        dilations: vec![1, 1],
+        pads: pads.to_vec(),
+        group: 1,
+        algo: ConvAlgo::Direct,
+    };
+    let c = g.add_node("conv", Op::Conv(attrs), &[x, wt, b]).expect("conv")[0];
+    let y = g.add_node("relu", Op::Unary(UnaryOp::Relu), &[c]).expect("relu")[0];
+    g.add_output("y", y);
+    verify(g).expect("verifies")
+}
+
+/// `g` saturated with the exact rules, extracted by node count with every stride-2 conv priced
+/// out: the space-to-depth form wherever the rule fired.
+fn without_stride_2(g: &VerifiedGraph) -> (VerifiedGraph, Saturation) {
+    struct NoStride2<'a>(&'a egg::EGraph<cnnc_passes::Cnn, cnnc_passes::CnnAnalysis>);
+    impl egg::CostFunction<cnnc_passes::Cnn> for NoStride2<'_> {
+        type Cost = usize;
+        fn cost<C: FnMut(egg::Id) -> usize>(&mut self, enode: &cnnc_passes::Cnn, mut costs: C) -> usize {
+            let strided = match enode {
+                cnnc_passes::Cnn::Conv(c) | cnnc_passes::Cnn::Fused(c) => cnnc_passes::attr_of(self.0, c[0])
+                    .is_some_and(|e| match &e.op {
+                        Op::Conv(a) => a.strides == [2, 2],
+                        Op::Fused(f) => matches!(&f.base, Op::Conv(a) if a.strides == [2, 2]),
+                        _ => false,
+                    }),
+                _ => false,
+            };
+            let own = if strided { 1000 } else { 1 };
+            egg::Language::fold(enode, own, |sum, id| sum.saturating_add(costs(id)))
+        }
+    }
+    let rules = exact_rules_with(RuleOptions { winograd: false });
+    let (Loaded { egraph, root }, sat) = saturate(to_egraph(g), &rules, Limits::default());
+    let (_, expr) = Extractor::new(&egraph, NoStride2(&egraph)).find_best(root);
+    let back = to_graph(&expr, &egraph.analysis).expect("an extracted term is a graph");
+    (verify(back).expect("the rewritten graph verifies"), sat)
+}
+
+#[test]
+fn a_stride_2_stem_becomes_a_stride_1_conv_over_the_space_to_depth_input() {
+    // BlazeFace's stem (5×5, pads 1/1/2/2, NHWC input), a ResNet stem (7×7, pads 3) on a
+    // non-square image, and a 3×3 without padding whose last input row and column no output
+    // reads: each has the function of the original, in the reference and in the JIT.
+    let cases = [
+        (5, [1, 1, 2, 2], 3, (16, 12), true, "kernel=[3, 3], strides=[1, 1], dilations=[1, 1], pads=[1, 1, 1, 1]"),
+        (7, [3, 3, 3, 3], 3, (14, 10), false, "kernel=[4, 4], strides=[1, 1], dilations=[1, 1], pads=[2, 2, 1, 1]"),
+        (3, [0, 0, 0, 0], 2, (8, 6), false, "kernel=[2, 2], strides=[1, 1], dilations=[1, 1], pads=[0, 0, 0, 0]"),
+    ];
+    for (kernel, pads, channels, hw, nhwc, want) in cases {
+        let g = stem(kernel, pads, channels, hw, nhwc);
+        let (opt, sat) = without_stride_2(&g);
+        assert_eq!(applied(&sat, "space-to-depth-conv"), 1, "{kernel}×{kernel}: {sat:?}");
+        let text = opt.display_without_weights().to_string();
+        assert!(text.contains(want), "{kernel}×{kernel}: {text}");
+        assert!(!text.contains("strides=[2, 2]"), "{text}");
+        // From NHWC, one transpose does the layout change and the space-to-depth together.
+        let s2d = if nhwc { "transpose{perm=[0, 2, 4, 1, 3]}" } else { "transpose{perm=[0, 3, 5, 1, 2, 4]}" };
+        assert!(text.contains(s2d), "{text}");
+        assert_eq!(text.matches("transpose{").count(), 1, "{text}");
+        // The same products summed in another order.
+        assert_same_function(&g, &opt, 1e-6);
+        assert_jit_matches_reference(&opt);
+    }
+}
+
+#[test]
+fn space_to_depth_leaves_odd_images_wide_inputs_and_unit_strides_alone() {
+    let odd = stem(5, [1, 1, 2, 2], 3, (15, 12), false);
+    let wide = stem(3, [1, 1, 1, 1], 8, (8, 8), false);
+    let unit = strided_stem(3, 1, [1, 1, 1, 1], 3, (8, 8), false);
+    for (name, g) in [("odd height", odd), ("8 channels", wide), ("stride 1", unit)] {
+        let (_, sat) = without_stride_2(&g);
+        let fired: usize = sat.applied.iter().filter(|(r, _)| r.starts_with("space-to-depth")).map(|(_, n)| n).sum();
+        assert_eq!(fired, 0, "{name}: {sat:?}");
     }
 }

@@ -17,6 +17,7 @@ pub mod pad_fold;
 pub mod qdq;
 pub mod qwinograd;
 pub mod silu;
+pub mod space_to_depth;
 pub mod winograd;
 
 use egg::{Rewrite, Runner, StopReason, Var};
@@ -56,6 +57,7 @@ pub fn exact_rules_with(options: RuleOptions) -> Vec<Rewrite<Cnn, CnnAnalysis>> 
     rules.extend(fuse::rules());
     rules.extend(movement::rules());
     rules.extend(pad_fold::rules());
+    rules.extend(space_to_depth::rules());
     rules.extend(qdq::rules());
     rules.extend(qwinograd::rules());
     rules.extend(lookup::rules());

@@ -156,6 +156,22 @@ impl Nest {
         self.dims.iter().product()
     }
 
+    /// The same iterations with the outer axes (all but the innermost) ordered by operand
+    /// `op`'s stride, largest outermost (a stable sort: ties keep their order). A transpose
+    /// whose rows read with a stride then walks its input in order: each input line is used by
+    /// the rows that need it while it is in L1, instead of once per pass over the whole input
+    /// (a space-to-depth of a 224×224×3 image read it 12 times through L2: 0.44 ms → 0.1 ms).
+    pub(crate) fn outer_by_stride(self, op: usize) -> Nest {
+        let Some(inner) = self.dims.len().checked_sub(1) else { return self };
+        let mut order: Vec<usize> = (0..inner).collect();
+        order.sort_by_key(|&a| std::cmp::Reverse(self.strides[op][a].unsigned_abs()));
+        order.push(inner);
+        Nest {
+            dims: order.iter().map(|&a| self.dims[a]).collect(),
+            strides: self.strides.iter().map(|st| order.iter().map(|&a| st[a]).collect()).collect(),
+        }
+    }
+
     /// Extent and per-operand byte strides of the innermost axis (1 and zeros for a scalar).
     pub(crate) fn inner(&self) -> (i64, Vec<i64>) {
         match self.dims.last() {

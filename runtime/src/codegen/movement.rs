@@ -4,7 +4,8 @@
 //! are strided copies: a baked loop nest ([`Nest`]) whose innermost row is a contiguous copy
 //! (64-byte vector loop), a splat fill (stride 0) or an element-by-element strided copy.
 //! Transposes of 4-byte elements that move the contiguous axis go through 4×4 register
-//! transposes. Pad splits each axis into runs (constant fill, forward copy, mirrored copy,
+//! transposes; other transposes run their outer axes in the order of the input's strides
+//! (`Nest::outer_by_stride`), so the input is read once, in order. Pad splits each axis into runs (constant fill, forward copy, mirrored copy,
 //! repeated edge); a pad whose runs would multiply into too much code reads through an index
 //! table built at load time instead.
 //!
@@ -660,7 +661,10 @@ impl NestCopy {
                 let cut = planes.cut((GRAIN / n).max(1), 4);
                 NestCopy::Planes { planes, plane, cut }
             }
-            _ => NestCopy::Rows { cut: nest.cut(GRAIN, copy_align(es)), copy: nest, es },
+            _ => {
+                let nest = nest.outer_by_stride(0);
+                NestCopy::Rows { cut: nest.cut(GRAIN, copy_align(es)), copy: nest, es }
+            }
         }
     }
 
