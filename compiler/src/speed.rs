@@ -474,12 +474,12 @@ pub fn optimize_speed(
             _ => break,
         };
     }
+    let on = if fit_ref.is_some() { "the validation and fit splits" } else { "the validation split" };
     let stop_reason = match &chosen {
-        Some((b, _, _)) if !b.point.proposals.is_empty() => "fastest candidate within budget on the validation split",
-        Some(_) => "no approximation fits the budget on the validation split: lossless graph",
-        None => "every candidate was over budget on the validation split: lossless graph",
-    }
-    .to_owned();
+        Some((b, _, _)) if !b.point.proposals.is_empty() => format!("fastest candidate within budget on {on}"),
+        Some(_) => format!("no approximation fits the budget on {on}: lossless graph"),
+        None => format!("every candidate was over budget on {on}: lossless graph"),
+    };
     times.search = ms(t);
     let (budgeted, best, (validation_drop, fit_drop)) = match chosen {
         Some(c) => c,

@@ -428,6 +428,8 @@ fn opt_speed_checks_a_worst_case_metric_on_the_fit_split_too() {
     assert!(o.status.success(), "{}", stderr(&o));
     let s = &json_file(&report)["speed"];
     assert_eq!(s["validated_on"], serde_json::json!(["validation", "fit"]), "{s}");
+    let reason = s["stop_reason"].as_str().expect("stop reason");
+    assert!(reason.contains("on the validation and fit splits"), "{reason}");
     let (val, fit) = (s["validation_drop"].as_f64().expect("drop"), s["fit_drop"].as_f64().expect("fit drop"));
     assert!(fit <= val && val <= 0.3, "{s}");
     // The search met candidates over budget (the fit split has 900 digits to find one in) and
@@ -459,6 +461,7 @@ fn opt_speed_on_mnist_stays_within_its_budget_and_reports_the_search() {
     // Never written over budget on validation; top1 is judged on the validation split alone.
     assert!(s["validation_drop"].as_f64().expect("drop") <= 0.005, "{s}");
     assert_eq!(s["validated_on"], serde_json::json!(["validation"]), "{s}");
+    assert!(s["stop_reason"].as_str().is_some_and(|r| r.contains("on the validation split")), "{s}");
     assert!(s.get("fit_drop").is_none(), "{s}");
     assert!(s["iterations"].as_array().expect("iterations").iter().any(|i| i["within_budget"] == true));
     let (predicted, lossless) = (s["predicted_latency_us"].as_f64(), s["lossless_latency_us"].as_f64());
