@@ -344,7 +344,8 @@ pub fn optimize_speed(
         })?;
         Ok(out)
     };
-    let add_drop = |ev: &mut RuntimeEvaluator, acc: &mut MetricAcc, g: &VerifiedGraph, refs: &[Vec<Tensor>], split| {
+    let drop_on = |ev: &mut RuntimeEvaluator, g: &VerifiedGraph, refs: &[Vec<Tensor>], split| {
+        let mut acc = MetricAcc::new(metric);
         let mut i = 0;
         ev.run(g, split, &[], &mut |b| {
             if let Some(r) = refs.get(i) {
@@ -353,14 +354,11 @@ pub fn optimize_speed(
             i += 1;
             Ok(Flow::Continue)
         })
-    };
-    let drop_on = |ev: &mut RuntimeEvaluator, g: &VerifiedGraph, refs: &[Vec<Tensor>], split| {
-        let mut acc = MetricAcc::new(metric);
-        add_drop(ev, &mut acc, g, refs, split).map(|()| acc)
+        .map(|()| acc)
     };
     ev.set_phase("-O speed: validating candidates");
     let val_ref = reference(&mut ev, Split::Validation)?;
-    // A worst-case metric is checked on the fit split too: one drop over both splits' samples.
+    // A worst-case metric is checked on the fit split too (`Metric::worst_case`).
     let fit_ref = if metric.worst_case() { Some(reference(&mut ev, Split::Fit)?) } else { None };
     // The drop a candidate is judged by, and for a worst-case metric its drop on the fit split.
     let validate = |ev: &mut RuntimeEvaluator, g: &VerifiedGraph| -> Result<(f64, Option<f64>), EvalError> {

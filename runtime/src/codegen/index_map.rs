@@ -158,9 +158,9 @@ impl Nest {
 
     /// The same iterations with the outer axes (all but the innermost) ordered by operand
     /// `op`'s stride, largest outermost (a stable sort: ties keep their order). A transpose
-    /// whose rows read with a stride then walks its input in order: each input line is used by
-    /// the rows that need it while it is in L1, instead of once per pass over the whole input
-    /// (a space-to-depth of a 224×224×3 image read it 12 times through L2: 0.44 ms → 0.1 ms).
+    /// whose rows read with a stride then walks its input front to back instead of making one
+    /// pass over it per outer output axis (a 6-D space-to-depth of a 224×224×3 image: 485 →
+    /// 373 µs; the NHWC → NCHW transpose of the same image unchanged at 106–108 µs).
     pub(crate) fn outer_by_stride(self, op: usize) -> Nest {
         let Some(inner) = self.dims.len().checked_sub(1) else { return self };
         let mut order: Vec<usize> = (0..inner).collect();

@@ -5,9 +5,9 @@
 //! (64-byte vector loop), a splat fill (stride 0) or an element-by-element strided copy.
 //! Transposes of 4-byte elements that move the contiguous axis go through 4×4 register
 //! transposes; other transposes run their outer axes in the order of the input's strides
-//! (`Nest::outer_by_stride`), so the input is read once, in order. Pad splits each axis into runs (constant fill, forward copy, mirrored copy,
-//! repeated edge); a pad whose runs would multiply into too much code reads through an index
-//! table built at load time instead.
+//! (`Nest::outer_by_stride`), reading the input front to back. Pad splits each axis into runs
+//! (constant fill, forward copy, mirrored copy, repeated edge); a pad whose runs would multiply
+//! into too much code reads through an index table built at load time instead.
 //!
 //! Work units: rows of the nest, or parts of long rows cut at 64-byte steps (a part that ends
 //! a row copies the remainder without the overlapping store, which would reach into the
