@@ -607,60 +607,84 @@ fn quantize_and_dequantize_export_as_qdq_and_reimport_to_the_same_ops() {
     assert_eq!(run_reference(&back, &[x]).expect("re-imported graph runs"), want);
 }
 
-/// An f32 conv reading a DequantizeLinear whose constant weight is exactly `q · s[c]` (int8 `q`,
-/// what `-O1` leaves of a folded per-channel DequantizeLinear) is written with that
-/// DequantizeLinear again, so onnxruntime fuses it with these int8 weights rather than
-/// quantizing the f32 ones itself; the re-imported graph computes the same bits. A weight one
+/// An f32 conv or conv-transpose reading a DequantizeLinear whose constant weight is exactly
+/// `q · s[c]` (int8 `q` per output channel: axis 0 of a conv weight, axis 1 of a conv-transpose
+/// one; what `-O1` leaves of a folded per-channel DequantizeLinear) is written with that
+/// DequantizeLinear again, so onnxruntime runs it on these int8 weights rather than quantizing
+/// the f32 ones itself, per tensor; the re-imported graph computes the same bits. A weight one
 /// ulp off any `q · s` stays f32.
 #[test]
 fn a_folded_int8_weight_in_a_qdq_graph_exports_as_its_dequantize() {
     let scales = [0.013f32, 0.25, 0.0071];
     // Symmetric per-channel quantization as onnxruntime's quantizer does it: the scale is
     // max |w| / 127, so each channel's largest weight is ±127.
-    let q = |i: usize| if i % 18 == 4 { if i == 22 { -127 } else { 127 } } else { ((i * 37 + 11) % 255) as i32 - 127 };
-    let build = |nudge: bool| {
-        let mut g = Graph::new("qdq_conv");
-        let x = g.add_input("x", TensorType::f32([1, 2, 5, 5]));
-        let p = QuantParams::per_tensor(0.05, 128);
-        let xq = node(&mut g, "xq", Op::Quantize { params: p.clone(), to: DType::U8 }, &[x]);
-        let xd = node(&mut g, "xd", Op::Dequantize(p), &[xq]);
-        let w = weight(&mut g, "w", &[3, 2, 3, 3], |i| {
-            let v = q(i) as f32 * scales[i / 18];
-            if nudge && i == 20 { v.next_up() } else { v }
-        });
-        let y = node(&mut g, "conv", Op::Conv(conv_attrs(1)), &[xd, w]);
-        g.add_output("y", y);
-        verify(g).expect("verifies")
+    let q = |c: usize, k: usize| match k {
+        4 if c == 1 => -127,
+        4 => 127,
+        _ => ((c * 18 + k) * 37 % 255) as i32 - 127,
     };
-    let x = Tensor::from_f32([1, 2, 5, 5], (0..50).map(|i| ((i as f32) * 0.37).sin() * 4.0).collect()).expect("50");
-    for nudge in [false, true] {
-        let g = build(nudge);
-        let back = round_trip(&g, "qdq_conv");
-        let int8_dq: Vec<QuantParams> = back
-            .node_ids()
-            .filter_map(|id| match &back.node(id).op {
-                Op::Dequantize(p) => {
-                    let input = &back.node_inputs(id)[0];
-                    back.weight_of(input).filter(|t| t.dtype() == DType::I8).map(|_| p.clone())
+    // (op, weight shape, output-channel axis, output shape); 18 weights per output channel.
+    let transpose = Op::ConvTranspose(ConvTransposeAttrs {
+        kernel: vec![3, 3],
+        strides: vec![2, 2],
+        dilations: vec![1, 1],
+        pads: vec![0; 4],
+        output_padding: vec![0, 0],
+        group: 1,
+    });
+    let cases = [
+        (Op::Conv(conv_attrs(1)), [3usize, 2, 3, 3], 0usize, [1usize, 3, 5, 5]),
+        (transpose, [2, 3, 3, 3], 1, [1, 3, 11, 11]),
+    ];
+    for (op, shape, axis, out) in cases {
+        let channel = |i: usize| if axis == 0 { i / 18 } else { (i / 9) % 3 };
+        let index_in_channel = |i: usize| if axis == 0 { i % 18 } else { (i / 27) * 9 + i % 9 };
+        let build = |nudge: bool| {
+            let mut g = Graph::new("qdq_conv");
+            let x = g.add_input("x", TensorType::f32([1, 2, 5, 5]));
+            let p = QuantParams::per_tensor(0.05, 128);
+            let xq = node(&mut g, "xq", Op::Quantize { params: p.clone(), to: DType::U8 }, &[x]);
+            let xd = node(&mut g, "xd", Op::Dequantize(p), &[xq]);
+            let w = weight(&mut g, "w", &shape, |i| {
+                let v = q(channel(i), index_in_channel(i)) as f32 * scales[channel(i)];
+                if nudge && i == 20 { v.next_up() } else { v }
+            });
+            let y = node(&mut g, "conv", op.clone(), &[xd, w]);
+            g.add_output("y", y);
+            verify(g).expect("verifies")
+        };
+        let x = Tensor::from_f32([1, 2, 5, 5], (0..50).map(|i| ((i as f32) * 0.37).sin() * 4.0).collect()).expect("50");
+        for nudge in [false, true] {
+            let g = build(nudge);
+            assert_eq!(g.node(g.outputs()[0].value.node).outputs[0].shape, out);
+            let back = round_trip(&g, "qdq_conv");
+            let int8_dq: Vec<QuantParams> = back
+                .node_ids()
+                .filter_map(|id| match &back.node(id).op {
+                    Op::Dequantize(p) => {
+                        let input = &back.node_inputs(id)[0];
+                        back.weight_of(input).filter(|t| t.dtype() == DType::I8).map(|_| p.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            let what = format!("{} nudge {nudge}", op.name());
+            if nudge {
+                assert!(int8_dq.is_empty(), "{what}: a weight no int8 scale reproduces stays f32: {int8_dq:?}");
+            } else {
+                assert_eq!(int8_dq.len(), 1, "{what}: {}", back.display_without_weights());
+                assert_eq!(int8_dq[0].axis, Some(axis), "{what}");
+                assert_eq!(int8_dq[0].zero_points, [0, 0, 0], "{what}");
+                // Each scale reproduces every weight of its channel: the one used, within the
+                // few ulps the search tries next to max |w| / 127.
+                for (got, want) in int8_dq[0].scales.iter().zip(scales) {
+                    assert!((got - want).abs() <= 4.0 * f32::EPSILON * want, "{what}: scale {got} vs {want}");
                 }
-                _ => None,
-            })
-            .collect();
-        if nudge {
-            assert!(int8_dq.is_empty(), "a weight no int8 scale reproduces stays f32: {int8_dq:?}");
-        } else {
-            assert_eq!(int8_dq.len(), 1, "{}", back.display_without_weights());
-            assert_eq!(int8_dq[0].axis, Some(0));
-            assert_eq!(int8_dq[0].zero_points, [0, 0, 0]);
-            // Each scale reproduces every weight of its channel: the one used, within the few
-            // ulps the search tries next to max |w| / 127.
-            for (got, want) in int8_dq[0].scales.iter().zip(scales) {
-                assert!((got - want).abs() <= 4.0 * f32::EPSILON * want, "scale {got} vs {want}");
             }
+            let want = run_reference(&g, std::slice::from_ref(&x)).expect("runs");
+            let got = run_reference(&back, std::slice::from_ref(&x)).expect("re-imported graph runs");
+            let bits = |t: &[Tensor]| t[0].as_f32().expect("f32").iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{what}: the re-imported graph computes other bits");
         }
-        let want = run_reference(&g, std::slice::from_ref(&x)).expect("runs");
-        let got = run_reference(&back, std::slice::from_ref(&x)).expect("re-imported graph runs");
-        let bits = |t: &[Tensor]| t[0].as_f32().expect("f32").iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&got), bits(&want), "nudge {nudge}: the re-imported graph computes other bits");
     }
 }

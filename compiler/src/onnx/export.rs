@@ -519,6 +519,8 @@ impl<'g> Exporter<'g> {
         inputs: Vec<String>,
         outputs: Vec<String>,
     ) -> Result<(), ExportError> {
+        // The weight's output-channel axis is 1 ([C_in, C_out/group, k…]).
+        let inputs = self.requantized_weight(cx, 1, inputs);
         let name = cx.node.name.as_str();
         let n = a.kernel.len();
         if a.pads.len() != 2 * n || a.output_padding.len() != n || a.strides.len() != n || a.dilations.len() != n {
@@ -773,8 +775,9 @@ impl<'g> Exporter<'g> {
     /// `q · s[c]` for int8 `q` in [−127, 127] along the output-channel `axis`, which is what
     /// `-O1` leaves of a per-channel symmetric DequantizeLinear it folded (`qdq-fold-weight`)
     /// where it chose the f32 kernel. onnxruntime then fuses the op into its integer kernel with
-    /// those int8 weights instead of quantizing the f32 weights again itself (its
-    /// weight-and-bias quantization), which would change the results. Exact: the scale is the
+    /// those int8 weights (a ConvTranspose stays f32 on exactly these weights) instead of
+    /// quantizing the f32 weights again itself, per tensor (its weight-and-bias quantization),
+    /// which would change the results. Exact: the scale is the
     /// one that reproduces every f32 weight bit for bit, or the weight stays f32.
     fn requantized_weight(&mut self, cx: &NodeCx, axis: usize, mut inputs: Vec<String>) -> Vec<String> {
         let reads_dq = cx.in_values.first().is_some_and(|x| matches!(self.graph.node(x.node).op, Op::Dequantize(_)));

@@ -11,7 +11,9 @@
 //!
 //! QLinearAdd and QLinearGlobalAveragePool are computed in f32 between the dequantize and the
 //! quantize, which rounds once; onnxruntime's kernels fold the scales into one ratio per input
-//! and round after adding the output zero point, so the two can differ by one step on ties.
+//! and round after adding the output zero point, so the two can differ by one step on ties. At
+//! -O1 the optimizer's `qdq-lookup` tabulates a same-shape or constant-operand QLinearAdd with
+//! onnxruntime's arithmetic, which removes that difference.
 
 use cnnc_ir::{BinaryOp, DType, Op, QLinear, QLinearOut, QuantParams, ReduceKind, ValueRef};
 
