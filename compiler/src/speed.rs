@@ -51,7 +51,7 @@ pub const BUDGET_PRICE: f64 = 0.10;
 /// at least [`BUDGET_PRICE`] times the share of the budget it spends beyond the chosen one's
 /// drop (a mix with no larger drop only needs to be faster). The predicted latencies of two
 /// near mixes differ from their measured ones by several percent of the whole model (mnist_cnn:
-/// int8 everywhere against int8 with an SVD of its dense layer, 6.9 % apart predicted, 2 %
+/// int8 everywhere against int8 with an SVD of its dense layer, 6.5 % apart predicted, 2 %
 /// measured), so a small predicted gain does not pay for the accuracy it costs: that SVD mix
 /// spent 81 % of a top-1 budget of 0.005 on its validation split, kept 98.88 % on the 9,000
 /// test digits instead of 99.04 %, and ran 2 % faster.
