@@ -66,6 +66,37 @@ pub(super) unsafe extern "C" fn sgemm_6x16(
     unsafe { store(halves(product(k, a, b)), c, ldc, flags, bias, residual, p0, p1) }
 }
 
+/// [`sgemm_6x16`] with one chain per element: `Σ_k a·b` accumulated in `k` order from zero
+/// with one FMA per step, as the AVX2 tile and onnxruntime's MLAS SGEMM sum. About 8 % slower
+/// than the two chains at `k = 256` (see the module doc); ConvTranspose uses it (see
+/// `codegen::conv::transpose_cols`) so that an f32 conv-transpose between a DequantizeLinear
+/// and a QuantizeLinear rounds as onnxruntime's does.
+///
+/// # Safety
+/// As [`sgemm_6x16`].
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe extern "C" fn sgemm_6x16_seq(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    flags: u32,
+    bias: *const f32,
+    residual: *const f32,
+    p0: f32,
+    p1: f32,
+) {
+    let mut acc = [_mm512_setzero_ps(); MR];
+    // SAFETY: `a` and `b` hold `6·k` and `16·k` f32, and the rest is `sgemm_6x16`'s contract.
+    unsafe {
+        for kk in 0..k {
+            step(&mut acc, a.add(kk * MR), _mm512_loadu_ps(b.add(kk * NR)));
+        }
+        store(halves(acc), c, ldc, flags, bias, residual, p0, p1)
+    }
+}
+
 /// Two full 16-pixel strips of [`sgemm_6x16`]'s contract at once: B's second strip is the
 /// `16·k` floats after the first (as the packer lays strips out), `c` and `residual` cover 32
 /// columns, and `flags` bits 16..24 are ignored (always 32 columns). Per `k`: two zmm loads of
@@ -652,6 +683,43 @@ pub(super) mod tests {
                 (s >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
             })
             .collect()
+    }
+
+    /// `sgemm_6x16_seq` on every tile the host has (the AVX-512 one, or the AVX2 tile it stands
+    /// for) equals an in-order `mul_add` chain from zero bit for bit (tolerance 0: the order is
+    /// the contract, onnxruntime's SGEMM order), for K = 1, 2, 24 (ppocr_v4_det's
+    /// conv-transpose) and 300; and the two-chain `sgemm_6x16` differs from it on some element
+    /// at K = 300, so the comparison can tell the orders apart.
+    #[test]
+    fn sequential_tile_sums_in_k_order_bit_for_bit() {
+        use super::super::tile_flags;
+        for mk in each_tile_or_skip("sequential_tile_sums_in_k_order_bit_for_bit") {
+            // SAFETY: `select` checked the tile's target features; the buffers hold the 6·k and
+            // 16·k operands and the 6 × 16 tile (ldc 16) the contract asks for.
+            let seq: avx2::SgemmFn = unsafe { std::mem::transmute(mk.sgemm_6x16_seq as usize) };
+            let two: avx2::SgemmFn = unsafe { std::mem::transmute(mk.sgemm_6x16 as usize) };
+            let mut differs = false;
+            for k in [1, 2, 24, 300] {
+                let (a, b) = (lcg(k * MR, 11), lcg(k * NR, 12));
+                let run = |f: avx2::SgemmFn| {
+                    let mut c = vec![f32::NAN; MR * NR];
+                    let flags = tile_flags(MR, NR);
+                    let null = std::ptr::null();
+                    // SAFETY: as above.
+                    unsafe { f(k, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), NR, flags, null, null, 0.0, 0.0) };
+                    c
+                };
+                let got = run(seq);
+                for r in 0..MR {
+                    for j in 0..NR {
+                        let want = (0..k).fold(0f32, |acc, kk| a[kk * MR + r].mul_add(b[kk * NR + j], acc));
+                        assert_eq!(got[r * NR + j].to_bits(), want.to_bits(), "{:?} k {k} ({r}, {j})", mk.tile);
+                    }
+                }
+                differs |= run(two).iter().zip(&got).any(|(x, y)| x.to_bits() != y.to_bits());
+            }
+            assert!(mk.tile == F32Tile::Avx2 || differs, "the two-chain AVX-512 tile summed in k order everywhere");
+        }
     }
 
     /// Columns of the C and residual tiles the two-strip tests use (32 of them in the tile).

@@ -426,6 +426,9 @@ pub(crate) struct Microkernels {
     /// offs: *const i64, c: *mut f32, ldc: usize, flags: u32, bias: *const f32,
     /// residual: *const f32, p0: f32, p1: f32)`.
     pub sgemm_6x16_rows: u64,
+    /// `sgemm_6x16` with one FMA chain per element in `k` order (`avx512::sgemm_6x16_seq`, or
+    /// `avx2::sgemm_6x16` itself, which sums that way): the order onnxruntime's SGEMM uses.
+    pub sgemm_6x16_seq: u64,
     /// The two-strip tile `avx512::sgemm_6x32` (6 channels × 2 full 16-pixel strips, the
     /// second `16·k` floats after the first, the `sgemm_6x16` signature) where the tile set has
     /// one, else 0.
@@ -507,7 +510,7 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
         // The addresses are of functions whose target features `F32Tile::supported` just
         // checked (AVX2 and FMA, and AVX-512F for the AVX-512 tile); calling them is sound
         // under the contracts on `avx2::sgemm_6x16`, `avx2::sgemm_6x16_rows`, their
-        // `avx512` twins, `avx512::sgemm_6x32` and `avx512::sgemm_6x32_rows`, `avx2::pack_b_im2col`, the `avx2_winograd` transforms,
+        // `avx512` twins, `avx512::sgemm_6x16_seq`, `avx512::sgemm_6x32` and `avx512::sgemm_6x32_rows`, `avx2::pack_b_im2col`, the `avx2_winograd` transforms,
         // `depthwise::dw_conv_2d` and its twin `depthwise_avx512::dw_conv_2d`,
         // `depthwise::sgemv_panels` and `avx2_eltwise::unary_f32`,
         // which the generated drivers keep.
@@ -516,6 +519,10 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
                 (avx512::sgemm_6x16, avx512::sgemm_6x16_rows, avx512::small_kernels(), depthwise_avx512::dw_conv_2d)
             }
             F32Tile::Avx2 => (avx2::sgemm_6x16, avx2::sgemm_6x16_rows, avx2_small::kernels(), depthwise::dw_conv_2d),
+        };
+        let seq: avx2::SgemmFn = match tile {
+            F32Tile::Avx512 => avx512::sgemm_6x16_seq,
+            F32Tile::Avx2 => avx2::sgemm_6x16,
         };
         let (gemm2, rows2) = match tile {
             F32Tile::Avx512 => {
@@ -533,6 +540,7 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
             tile,
             sgemm_6x16: gemm as usize as u64,
             sgemm_6x16_rows: rows as usize as u64,
+            sgemm_6x16_seq: seq as usize as u64,
             sgemm_6x32: gemm2,
             sgemm_6x32_rows: rows2,
             pack_b_im2col: pack as usize as u64,

@@ -3,7 +3,11 @@
 //! `cols[(oc, tap)][input pixel] = Σ_ic W[ic][oc][tap]·x[ic][pixel]` for the input rows that a
 //! block of output rows reads, then `y[oc][o] = bias[oc] + Σ cols[(oc, tap)][source of o]` over
 //! the taps that reach `o`, in a fixed order (depth/row taps ascending, then column taps
-//! ascending), whichever unit computes it.
+//! ascending), whichever unit computes it. The GEMM sums its input channels in one FMA chain in
+//! channel order (`sgemm_6x16_seq`), as onnxruntime's SGEMM does: a QDQ model's f32
+//! conv-transpose (onnxruntime has no int8 one) then rounds to the same integers in both. Above
+//! 128 input channels, K blocks of 128 (MLAS's K stride) each sum from zero and add to the
+//! blocks before them, as MLAS's do.
 //!
 //! Columns: output column `o` of phase `c = o mod s` gets, from each column tap `kx` with
 //! `c + p − kx·d ≡ 0 (mod s)`, input column `t + (c + p − kx·d)/s` where `t = (o − c)/s`:
@@ -29,8 +33,10 @@ use super::{AuxList, Geo};
 use crate::codegen::{Aux, CompileError, EmitCx, Emitted, Jit};
 use crate::microkernel::{self, ACCUMULATE, MR, Microkernels, NR};
 
-/// Largest K block of the GEMM (input channels per packed panel).
-const KC: usize = 256;
+/// K block of the GEMM (input channels per packed panel; the last block takes the rest):
+/// onnxruntime's SGEMM K stride (`MLAS_SGEMM_STRIDEK`), so that each block's chain and the
+/// additions between blocks are its own.
+const KC: usize = 128;
 /// Multiply-adds (of the GEMM) a work unit aims at.
 const UNIT_MACS: usize = 1 << 19;
 /// Fewest units a layer is cut into when it has the rows for them (to balance threads).
@@ -89,13 +95,13 @@ impl ColsGemm {
     pub fn new(geo: &Geo, mk: Microkernels, mc: usize, max_px: usize) -> ColsGemm {
         let n_kb = geo.cg.div_ceil(KC);
         let tiles = (mc * geo.kvol()).div_ceil(MR);
-        ColsGemm { mk, cg: geo.cg, mc, tiles, n_kb, kc: geo.cg.div_ceil(n_kb), ldc: max_px.max(1).next_multiple_of(NR) }
+        ColsGemm { mk, cg: geo.cg, mc, tiles, n_kb, kc: KC.min(geo.cg), ldc: max_px.max(1).next_multiple_of(NR) }
     }
 
     /// Bytes of `cols` (at the start of the scratch) and the packed pixels after it, per pixel
     /// of `ldc`, for chunks of `mc` output channels.
     pub fn bytes_per_px(geo: &Geo, mc: usize) -> usize {
-        let kc = geo.cg.div_ceil(geo.cg.div_ceil(KC));
+        let kc = KC.min(geo.cg);
         ((mc * geo.kvol()).div_ceil(MR) * MR + kc) * 4
     }
 
@@ -176,7 +182,7 @@ impl ColsGemm {
                     let ldc_v = b.ins().iconst(ptr, ldc as i64);
                     let null = b.ins().iconst(ptr, 0);
                     let (lo, hi) = (b.ins().f32const(f32::NEG_INFINITY), b.ins().f32const(f32::INFINITY));
-                    let callee = b.ins().iconst(ptr, self.mk.sgemm_6x16 as i64);
+                    let callee = b.ins().iconst(ptr, self.mk.sgemm_6x16_seq as i64);
                     b.ins().call_indirect(sigs.gemm, callee, &[kc_v, a_t, b_s, c_t, ldc_v, f, null, null, lo, hi]);
                 });
             });

@@ -68,6 +68,28 @@ impl Case {
         &self,
         emit: impl FnOnce(&mut Jit, &EmitCx, &Geo) -> Result<Emitted, CompileError>,
     ) -> (u64, &'static str) {
+        self.compile(emit, |what, k, tensors, op, outputs| {
+            let whole = k.run(tensors, outputs[0].numel(), &[(0, k.units)]);
+            let want = eval_op(op, &tensors.iter().collect::<Vec<_>>(), outputs).expect("reference")[0].clone();
+            assert_close(what, &whole, want.as_f32().expect("f32"));
+            let calls: Vec<(u64, u64)> = (0..k.units).rev().map(|u| (u, u + 1)).collect();
+            let split = k.run(tensors, outputs[0].numel(), &calls);
+            assert!(
+                whole.iter().zip(&split).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{what}: unit-by-unit run differs ({} units)",
+                k.units
+            );
+        })
+    }
+
+    /// Builds the case's tensors (x, w, bias), compiles it with `emit` and hands
+    /// `(description, kernel, tensors, op, output types)` to `test`. Returns the kernel's unit
+    /// count and variant.
+    fn compile(
+        &self,
+        emit: impl FnOnce(&mut Jit, &EmitCx, &Geo) -> Result<Emitted, CompileError>,
+        test: impl FnOnce(&str, &Kernel, &[Tensor], &Op, &[TensorType]),
+    ) -> (u64, &'static str) {
         let mut w_shape = vec![self.x[1], self.mg];
         w_shape.extend(&self.attrs.kernel);
         let mut tensors = vec![random(&self.x, 1), random(&w_shape, 2)];
@@ -90,16 +112,7 @@ impl Case {
         let (code, kernels) = jit.finish(&[emitted.func]).expect("finishes");
         let k = Kernel { _code: code, kernel: kernels[0], aux: emitted.aux, units: emitted.units };
         let what = format!("{:?}→{} {:?} ({variant})", self.x, self.mg, self.attrs);
-        let whole = k.run(&tensors, outputs[0].numel(), &[(0, k.units)]);
-        let want = eval_op(&op, &tensors.iter().collect::<Vec<_>>(), &outputs).expect("reference")[0].clone();
-        assert_close(&what, &whole, want.as_f32().expect("f32"));
-        let calls: Vec<(u64, u64)> = (0..k.units).rev().map(|u| (u, u + 1)).collect();
-        let split = k.run(&tensors, outputs[0].numel(), &calls);
-        assert!(
-            whole.iter().zip(&split).all(|(a, b)| a.to_bits() == b.to_bits()),
-            "{what}: unit-by-unit run differs ({} units)",
-            k.units
-        );
+        test(&what, &k, &tensors, &op, &outputs);
         (k.units, variant)
     }
 }
@@ -160,7 +173,7 @@ fn upsampling_paths_match_the_reference_and_any_unit_split() {
         case(&[1, 3, 3, 4, 5], 2, &[2, 2, 2], &[2, 2, 2]),
         case(&[1, 4, 37], 3, &[2], &[2]),
         case(&[2, 6, 5, 6], 4, &[2, 2], &[2, 2]).group(3),
-        // More input channels than one K block of the GEMM (two blocks).
+        // More input channels than one K block of the GEMM (three blocks).
         case(&[1, 300, 3, 5], 2, &[2, 2], &[2, 2]),
     ];
     for c in &cases {
@@ -171,6 +184,46 @@ fn upsampling_paths_match_the_reference_and_any_unit_split() {
                 transpose_upsample::emit_gemm(jit, cx, geo, mk, const_f32(cx, 1).expect("constant weights"))
             });
             assert_eq!(gemm.1, "conv-transpose-upsample-avx2");
+        }
+    }
+}
+
+/// The microkernel upsampling path sums in onnxruntime's order, bit for bit (tolerance 0):
+/// per output element, the input channels in one FMA chain in channel order from zero (MLAS
+/// SGEMM), then `+ bias` (its col2im then bias pass). That is what makes an f32 conv-transpose
+/// between a DequantizeLinear and a QuantizeLinear round to onnxruntime's integers (all of
+/// ppocr_v4_det's QDQ model's outputs; with the two-chain tile, 2 of 10.6 million differed).
+/// ppocr_v4_det's first conv-transpose (24 → 24, 2×2 stride 2) scaled down, and 300 input
+/// channels (three K blocks of MLAS's 128, 128 and 44, each summed from zero and added on).
+#[test]
+fn upsampling_gemm_sums_in_onnxruntime_order() {
+    for c in [case(&[1, 24, 9, 21], 24, &[2, 2], &[2, 2]), case(&[1, 300, 3, 5], 8, &[2, 2], &[2, 2])] {
+        for mk in choices().into_iter().flatten() {
+            let emit = |jit: &mut Jit, cx: &EmitCx, geo: &Geo| {
+                transpose_upsample::emit_gemm(jit, cx, geo, mk, const_f32(cx, 1).expect("constant weights"))
+            };
+            c.compile(emit, |what, k, tensors, _, outputs| {
+                let got = k.run(tensors, outputs[0].numel(), &[(0, k.units)]);
+                let [x, w, b] = [0, 1, 2].map(|i| tensors[i].as_f32().expect("f32"));
+                let (ci, h, wd, m) = (c.x[1], c.x[2], c.x[3], c.mg);
+                let (oh, ow) = (2 * h, 2 * wd);
+                for oc in 0..m {
+                    for (oy, ox) in (0..oh).flat_map(|oy| (0..ow).map(move |ox| (oy, ox))) {
+                        let tap = (oy % 2) * 2 + ox % 2;
+                        let chain = |ics: std::ops::Range<usize>| {
+                            ics.fold(0f32, |acc, ic| {
+                                x[(ic * h + oy / 2) * wd + ox / 2].mul_add(w[(ic * m + oc) * 4 + tap], acc)
+                            })
+                        };
+                        // K blocks of 128, each a chain from zero added to the sum before it.
+                        let sum =
+                            (128..ci).step_by(128).fold(chain(0..ci.min(128)), |c, k0| c + chain(k0..ci.min(k0 + 128)));
+                        let want = sum + b[oc];
+                        let at = (oc * oh + oy) * ow + ox;
+                        assert_eq!(got[at].to_bits(), want.to_bits(), "{what}: ({oc}, {oy}, {ox})");
+                    }
+                }
+            });
         }
     }
 }
