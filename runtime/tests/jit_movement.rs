@@ -99,6 +99,12 @@ fn transpose_nchw_nhwc_on_activation_sizes() {
         (&[1, 3, 17, 13], &[0, 2, 3, 1]),
         (&[1, 17, 13, 3], &[0, 3, 1, 2]),
         (&[2, 5, 6, 10], &[0, 3, 1, 2]),
+        // 3 channels to planes (the AVX2 deinterleave where the host has it): pixel counts of
+        // whole 8-pixel steps, with a tail, below one step, and two images.
+        (&[1, 4, 8, 3], &[0, 3, 1, 2]),
+        (&[2, 9, 7, 3], &[0, 3, 1, 2]),
+        (&[1, 1, 5, 3], &[0, 3, 1, 2]),
+        (&[1, 224, 224, 3], &[0, 3, 1, 2]),
         (&[8, 8], &[1, 0]),
         (&[7, 9], &[1, 0]),
     ] {
@@ -265,4 +271,37 @@ fn cast_matches_reference_for_every_dtype_pair() {
         check(Op::Cast { to }, std::slice::from_ref(&special), &[]);
         check(Op::Cast { to }, std::slice::from_ref(&big), &[]);
     }
+}
+
+/// The NHWC → NCHW transpose of a 3-channel image takes the AVX2 deinterleave routine on a host
+/// with AVX2 and FMA (its bits are checked against the reference above), and its units split
+/// over threads give the same bits. Under `CNNC_KERNELS=cranelift` the Cranelift transpose runs.
+#[test]
+fn three_channel_nhwc_to_nchw_takes_the_deinterleave_routine() {
+    let x = tensor(DType::F32, &[2, 150, 150, 3], 7);
+    let mut g = Graph::new("t");
+    let input = g.add_input("x", x.ty());
+    let y = g.add_node("t", Op::Transpose { perm: vec![0, 3, 1, 2] }, &[input]).expect("adds")[0];
+    g.add_output("y", y);
+    let g = verify(g).expect("verifies");
+    let mut model = Model::compile(&g).expect("compiles");
+    model.set_threads(1);
+    let (one, profile) = model.run_profiled(std::slice::from_ref(&x)).expect("runs");
+    let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    let want = match std::env::var("CNNC_KERNELS").as_deref() {
+        Ok("cranelift") => "movement",
+        _ if avx2 => "transpose-deinterleave3",
+        _ => {
+            cnnc_runtime::testing::cpu_skip("three_channel_nhwc_to_nchw_takes_the_deinterleave_routine", "avx2");
+            return;
+        }
+    };
+    assert_eq!(profile.layers.len(), 1);
+    assert_eq!(profile.layers[0].kernel, want);
+    assert!(profile.layers[0].units >= 2, "{} units", profile.layers[0].units);
+    model.set_threads(2);
+    let two = model.run(std::slice::from_ref(&x)).expect("runs");
+    assert_eq!(one.len(), 1);
+    assert_eq!(one, two, "2 threads differ from 1");
+    assert_eq!(one, run_reference(&g, &[x]).expect("reference"));
 }

@@ -4,7 +4,8 @@
 //! are strided copies: a baked loop nest ([`Nest`]) whose innermost row is a contiguous copy
 //! (64-byte vector loop), a splat fill (stride 0) or an element-by-element strided copy.
 //! Transposes of 4-byte elements that move the contiguous axis go through 4×4 register
-//! transposes; other transposes run their outer axes in the order of the input's strides
+//! transposes, except an NHWC → NCHW transpose of 3 channels, which calls the AVX2 routine
+//! `deinterleave3` where the host has the f32 microkernels; other transposes run their outer axes in the order of the input's strides
 //! (`Nest::outer_by_stride`), reading the input front to back. Pad splits each axis into runs
 //! (constant fill, forward copy, mirrored copy, repeated edge); a pad whose runs would multiply
 //! into too much code reads through an index table built at load time instead.
@@ -20,7 +21,8 @@
 
 use cnnc_ir::{DType, PadMode, SliceAxis};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{ConstantData, InstBuilder, MemFlagsData, Value, types};
+use cranelift_codegen::ir::{AbiParam, ConstantData, InstBuilder, MemFlagsData, Signature, Value, types};
+use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::FunctionBuilder;
 
 use super::builder::{address, balanced_grain, mem, unit_span, units_of};
@@ -38,6 +40,14 @@ pub(crate) fn emit_transpose(jit: &mut Jit, cx: &EmitCx, perm: &[usize]) -> Resu
         return Err(cx.unsupported(format!("{perm:?} is not a permutation of {} axes", x.rank())));
     }
     let es = x.dtype.size_bytes();
+    if es == 4
+        && perm == [0, 3, 1, 2]
+        && x.shape[3] == 3
+        && x.numel() > 0
+        && let Some(mk) = super::f32_kernels()?
+    {
+        return emit_deinterleave3(jit, cx, mk.deinterleave3);
+    }
     let in_s = contiguous_strides(&x.shape, es);
     let src: Vec<i64> = perm.iter().map(|&p| in_s[p]).collect();
     let copy = NestCopy::new(es, Nest::new(&y.shape, vec![src, contiguous_strides(&y.shape, es)]));
@@ -48,6 +58,42 @@ pub(crate) fn emit_transpose(jit: &mut Jit, cx: &EmitCx, perm: &[usize]) -> Resu
         copy.emit(kb, px, py, lo, hi);
     })?;
     Ok(Emitted::parallel(func, vec![], copy.units()))
+}
+
+/// `[N, H, W, 3] → [N, 3, H, W]` (4-byte elements) through the AVX2 routine at `f`
+/// (`Microkernels::deinterleave3`): work units are ranges of one image's pixels.
+fn emit_deinterleave3(jit: &mut Jit, cx: &EmitCx, f: u64) -> Result<Emitted, CompileError> {
+    let x = &cx.inputs[0];
+    let plane = (x.shape[1] * x.shape[2]) as i64;
+    let grain = balanced_grain(plane, GRAIN / 3, 8);
+    let per_image = units_of(plane, grain) as i64;
+    let (x_arg, y_arg) = (cx.in_arg(0), cx.out_arg(0));
+    jit.note_variant("transpose-deinterleave3");
+    let func = jit.kernel(cx.name, |kb| {
+        let (px, py) = (kb.arg(x_arg), kb.arg(y_arg));
+        let (lo, hi) = (kb.lo, kb.hi);
+        kb_loop_dyn(kb, lo, hi, 1, |kb, u| {
+            let b = &mut kb.b;
+            let ptr = types::I64;
+            let img = b.ins().udiv_imm_u(u, per_image);
+            let chunk = b.ins().urem_imm_u(u, per_image);
+            let p0 = b.ins().imul_imm_s(chunk, grain);
+            let p1 = b.ins().iadd_imm_s(p0, grain);
+            let cap = b.ins().iconst(ptr, plane);
+            let p1 = b.ins().smin(p1, cap);
+            // Image `img` starts 3·plane elements (of 4 bytes) into both the input and the output.
+            let at = b.ins().imul_imm_s(img, 3 * plane * 4);
+            let (xi, yi) = (b.ins().iadd(px, at), b.ins().iadd(py, at));
+            let plane_v = b.ins().iconst(ptr, plane);
+            let mut sig = Signature::new(CallConv::SystemV);
+            sig.params.extend((0..5).map(|_| AbiParam::new(ptr)));
+            let sig = b.import_signature(sig);
+            let callee = b.ins().iconst(ptr, f as i64);
+            // In bounds: `p0 < p1 ≤ plane` within image `img < N` of both tensors.
+            b.ins().call_indirect(sig, callee, &[xi, yi, plane_v, p0, p1]);
+        });
+    })?;
+    Ok(Emitted::parallel(func, vec![], x.shape[0] as u64 * per_image as u64))
 }
 
 /// ONNX `Slice` with normalized axes.

@@ -44,6 +44,8 @@
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
+mod avx2_deinterleave;
+#[cfg(target_arch = "x86_64")]
 mod avx2_eltwise;
 #[cfg(target_arch = "x86_64")]
 mod avx2_small;
@@ -472,6 +474,10 @@ pub(crate) struct Microkernels {
     /// ([`KIND_EXP`]), `tanh` ([`KIND_TANH`]) or the activation of kind `Act::flags() >>
     /// ACT_SHIFT` with its parameters.
     pub unary_f32: u64,
+    /// `avx2_deinterleave::deinterleave3`, with the C signature `(x: *const f32, y: *mut f32,
+    /// plane: usize, p0: usize, p1: usize)`: `y[c·plane + p] = x[3p + c]` for `c < 3`,
+    /// `p0 ≤ p < p1` (an `[H, W, 3] → [3, H, W]` transpose of 4-byte elements, as bits).
+    pub deinterleave3: u64,
 }
 
 /// Output channels of the wide transposed tile (`avx512::sgemm_6x64_t`): four zmm per pixel.
@@ -512,7 +518,7 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
         // under the contracts on `avx2::sgemm_6x16`, `avx2::sgemm_6x16_rows`, their
         // `avx512` twins, `avx512::sgemm_6x16_seq`, `avx512::sgemm_6x32` and `avx512::sgemm_6x32_rows`, `avx2::pack_b_im2col`, the `avx2_winograd` transforms,
         // `depthwise::dw_conv_2d` and its twin `depthwise_avx512::dw_conv_2d`,
-        // `depthwise::sgemv_panels` and `avx2_eltwise::unary_f32`,
+        // `depthwise::sgemv_panels`, `avx2_eltwise::unary_f32` and `avx2_deinterleave::deinterleave3`,
         // which the generated drivers keep.
         let (gemm, rows, small, dw): (avx2::SgemmFn, avx2::SgemmRowsFn, _, depthwise::DwFn) = match tile {
             F32Tile::Avx512 => {
@@ -534,6 +540,8 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
         let gemv: depthwise::GemvFn = depthwise::sgemv_panels;
         let pack: avx2::PackFn = avx2::pack_b_im2col;
         let unary: avx2_eltwise::EltwiseFn = avx2_eltwise::unary_f32;
+        let deinterleave: unsafe extern "C" fn(*const f32, *mut f32, usize, usize, usize) =
+            avx2_deinterleave::deinterleave3;
         let win: [avx2_winograd::InputFn; 2] = [avx2_winograd::winograd_input_f2, avx2_winograd::winograd_input_f4];
         let wout: [avx2_winograd::OutputFn; 2] = [avx2_winograd::winograd_output_f2, avx2_winograd::winograd_output_f4];
         Some(Microkernels {
@@ -550,6 +558,7 @@ pub(crate) fn select(choice: Choice) -> Option<Microkernels> {
             sgemv_panels: gemv as usize as u64,
             small,
             unary_f32: unary as usize as u64,
+            deinterleave3: deinterleave as usize as u64,
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
