@@ -5,10 +5,11 @@
 //! (64-byte vector loop), a splat fill (stride 0) or an element-by-element strided copy.
 //! Transposes of 4-byte elements that move the contiguous axis go through 4×4 register
 //! transposes, except an NHWC → NCHW transpose of 3 channels, which calls the AVX2 routine
-//! `deinterleave3` where the host has the f32 microkernels; other transposes run their outer axes in the order of the input's strides
-//! (`Nest::outer_by_stride`), reading the input front to back. Pad splits each axis into runs
-//! (constant fill, forward copy, mirrored copy, repeated edge); a pad whose runs would multiply
-//! into too much code reads through an index table built at load time instead.
+//! `deinterleave3` where the host has the f32 microkernels; other transposes run their outer
+//! axes in the order of the input's strides (`Nest::outer_by_stride`), reading the input front
+//! to back. Pad splits each axis into runs (constant fill, forward copy, mirrored copy, repeated
+//! edge); a pad whose runs would multiply into too much code reads through an index table built
+//! at load time instead.
 //!
 //! Work units: rows of the nest, or parts of long rows cut at 64-byte steps (a part that ends
 //! a row copies the remainder without the overlapping store, which would reach into the

@@ -1,7 +1,7 @@
 //! Pixel-interleaved 3-channel planes to channel planes (`[N, H, W, 3] → [N, 3, H, W]`, 4-byte
 //! elements moved as bits): the input transpose of an NHWC RGB model, which the Cranelift
-//! transposes (4×4 register blocks, or one element at a time when the moved axis has 3) ran at
-//! 2 cycles per element: 100 µs of opennsfw's 224×224 input.
+//! transposes (4×4 register blocks, or one element at a time when the moved axis has 3) ran in
+//! 90–93 µs on opennsfw's 224×224 input, this routine in 37–38 (BENCHMARKS.md).
 //!
 //! Per 8 pixels: three ymm loads hold the 24 values; element `3q + c` (pixel `q`, channel `c`)
 //! sits in lane `(3q + c) mod 8` of load `⌊(3q + c)/8⌋`, and the 8 lanes a channel occupies are
